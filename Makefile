@@ -1,0 +1,46 @@
+# sync-scorer: `make run` (the main job on an embedded default) and `make test` (the whole suite,
+# Kafka broker included) both install everything they need on a fresh machine.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+SYNC := $(VENV)/bin/sync-scorer
+STAMP := $(VENV)/.installed-stamp
+PYTHON ?= python3
+
+.PHONY: venv test run model bench lint kafka-jars kafka-up kafka-down clean
+
+$(STAMP): pyproject.toml scripts/install_system_deps.sh
+	bash scripts/install_system_deps.sh
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[stream,media,dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+kafka-jars: venv
+	bash scripts/kafka/fetch_jars.sh
+
+kafka-up: kafka-jars
+	@bash scripts/kafka/kafka_local.sh up
+
+kafka-down:
+	@bash scripts/kafka/kafka_local.sh down
+
+test: venv kafka-jars
+	$(PY) -m pytest -q -p no:cacheprovider tests
+
+run: venv kafka-jars
+	$(SYNC) run-demo
+
+model: venv
+	$(PY) -m model_store.training.make_model
+
+bench: venv
+	$(SYNC) bench --json
+
+lint: venv
+	$(VENV)/bin/ruff check worker schemas model_store tests
+
+clean:
+	rm -rf $(VENV) .kafka .cache

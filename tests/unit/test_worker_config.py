@@ -1,0 +1,120 @@
+"""The worker config: defaults < YAML < env, KAFKA_BOOTSTRAP_SERVERS last, secrets never shown."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from worker.config import ConfigError, load_config
+
+YAML = """
+kafka:
+  bootstrap_servers: broker-a:9092
+  group_id: from-yaml
+  topics:
+    audio: {name: a.in, partitions: 4}
+    roi: {name: r.in, partitions: 4}
+  librdkafka:
+    security.protocol: SASL_SSL
+    sasl.mechanism: PLAIN
+    sasl.username: alice
+    sasl.password: hunter2
+windowing:
+  block_frames: 8
+  window_ms: 1200
+"""
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch):
+    import os
+
+    for key in list(os.environ):
+        if key.startswith("SYNC_SCORER_") or key == "KAFKA_BOOTSTRAP_SERVERS":
+            monkeypatch.delenv(key)
+
+
+def test_defaults_match_the_contract():
+    cfg = load_config()
+    assert cfg.kafka.topics.inputs() == ("av.audio-chunks", "av.roi-refs")
+    assert cfg.kafka.topics.signals.name == "av.lipsync-signals"
+    assert cfg.kafka.topics.dlq.name == "av.lipsync-dlq"
+    assert cfg.windowing.block_frames == 16
+    assert cfg.windowing.window_ms == 1000
+    assert cfg.scoring.device == "auto"
+
+
+def test_yaml_then_env_then_bootstrap_variable(tmp_path, monkeypatch):
+    path = tmp_path / "w.yaml"
+    path.write_text(YAML)
+    cfg = load_config(path)
+    assert cfg.kafka.bootstrap_servers == "broker-a:9092"
+    assert cfg.kafka.topics.audio.partitions == 4
+    assert cfg.windowing.block_frames == 8 and cfg.windowing.window_ms == 1200
+
+    monkeypatch.setenv("SYNC_SCORER_KAFKA__GROUP_ID", "from-env")
+    monkeypatch.setenv("SYNC_SCORER_WINDOWING__BLOCK_FRAMES", "12")
+    cfg = load_config(path)
+    assert cfg.kafka.group_id == "from-env"
+    assert cfg.windowing.block_frames == 12
+    # env for one nested key keeps the YAML's siblings
+    assert cfg.windowing.window_ms == 1200
+    assert cfg.kafka.bootstrap_servers == "broker-a:9092"
+
+    monkeypatch.setenv("SYNC_SCORER_KAFKA__BOOTSTRAP_SERVERS", "broker-env:9092")
+    assert load_config(path).kafka.bootstrap_servers == "broker-env:9092"
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:29092")
+    assert load_config(path).kafka.bootstrap_servers == "127.0.0.1:29092"
+
+
+def test_secrets_are_masked_everywhere_but_the_client_config(tmp_path):
+    path = tmp_path / "w.yaml"
+    path.write_text(YAML)
+    cfg = load_config(path)
+    assert "sasl.password" not in cfg.kafka.librdkafka
+    shown = json.dumps(cfg.redacted()) + repr(cfg) + str(cfg)
+    assert "hunter2" not in shown
+    conf = cfg.kafka.client_config("consumer")
+    assert conf["sasl.password"] == "hunter2"
+    assert conf["security.protocol"] == "SASL_SSL"
+    assert conf["bootstrap.servers"] == "broker-a:9092"
+
+
+def test_librdkafka_passthrough_from_env_json(monkeypatch):
+    monkeypatch.setenv("SYNC_SCORER_KAFKA__LIBRDKAFKA", '{"ssl.ca.location": "/ca.pem", "ssl.key.password": "k"}')
+    cfg = load_config()
+    assert cfg.kafka.librdkafka == {"ssl.ca.location": "/ca.pem"}
+    assert cfg.kafka.client_config("producer")["ssl.key.password"] == "k"
+    assert "'k'" not in repr(cfg)
+
+
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ("windowing: {block_frames: 20}", "windowing.block_frames"),
+        ("windowing: {window_ms: 500}", "windowing.window_ms"),
+        ("kafka: {topics: {audio: {name: a, partitions: 3}}}", "co-partitioned"),
+        ("scoring: {device: tpu}", "scoring.device"),
+        ("nonsense: 1", "nonsense"),
+        ("- a list", "mapping"),
+        ("a: [", "not valid YAML"),
+    ],
+)
+def test_bad_values_are_one_line_errors(tmp_path, text, needle):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert needle in str(info.value)
+
+
+def test_missing_file_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_config_is_frozen():
+    cfg = load_config()
+    with pytest.raises(Exception):
+        cfg.windowing.block_frames = 9  # type: ignore[misc]

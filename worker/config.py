@@ -1,0 +1,247 @@
+"""The worker's one typed configuration: defaults < YAML file (``--config``) < environment.
+
+Environment variables use the prefix ``SYNC_SCORER_`` and ``__`` between nesting levels, e.g.
+``SYNC_SCORER_WINDOWING__BLOCK_FRAMES=8`` or
+``SYNC_SCORER_KAFKA__LIBRDKAFKA='{"security.protocol": "SASL_SSL"}'`` (dicts and lists as JSON).
+``KAFKA_BOOTSTRAP_SERVERS``, the variable every other tool of the project honours, overrides
+``kafka.bootstrap_servers`` last.
+
+Secrets (``kafka.secrets``, and any librdkafka key that names a password or secret) are
+``SecretStr``: they print as ``**********`` and are revealed only when the Kafka client config is
+built (:meth:`KafkaConfig.client_config`). The environment is read only here, at the edge.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+ENV_PREFIX = "SYNC_SCORER_"
+BOOTSTRAP_ENV = "KAFKA_BOOTSTRAP_SERVERS"
+
+# librdkafka keys whose values are credentials; given in `librdkafka` they are moved to `secrets`.
+_SECRET_KEY_MARKERS = ("password", "secret", "sasl.jaas.config", "ssl.key.pem", "ssl_key")
+
+LibrdkafkaValue = str | int | float | bool
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used (bad file, bad value): the message says which."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class TopicConfig(_Section):
+    name: str = Field(min_length=1)
+    partitions: int = Field(default=6, ge=1, description="Partition count used when creating it.")
+    replication_factor: int = Field(default=1, ge=1)
+
+
+class TopicsConfig(_Section):
+    audio: TopicConfig = TopicConfig(name="av.audio-chunks")
+    roi: TopicConfig = TopicConfig(name="av.roi-refs")
+    signals: TopicConfig = TopicConfig(name="av.lipsync-signals")
+    dlq: TopicConfig = TopicConfig(name="av.lipsync-dlq", partitions=1)
+
+    @model_validator(mode="after")
+    def _co_partitioned(self) -> "TopicsConfig":
+        # The join needs both inputs of one session on the same worker: same partition counts.
+        if self.audio.partitions != self.roi.partitions:
+            raise ValueError(
+                f"input topics must be co-partitioned: audio has {self.audio.partitions} partitions, "
+                f"roi has {self.roi.partitions}"
+            )
+        if self.audio.name == self.roi.name:
+            raise ValueError("audio and roi topics must differ")
+        return self
+
+    def inputs(self) -> tuple[str, str]:
+        return (self.audio.name, self.roi.name)
+
+    def all(self) -> tuple[TopicConfig, ...]:
+        return (self.audio, self.roi, self.signals, self.dlq)
+
+
+class KafkaConfig(_Section):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    group_id: str = "sync-scorer"
+    topics: TopicsConfig = TopicsConfig()
+    # Any librdkafka setting, given to consumer, producer and admin client alike (SASL/SSL here).
+    librdkafka: dict[str, LibrdkafkaValue] = Field(default_factory=dict)
+    consumer: dict[str, LibrdkafkaValue] = Field(default_factory=dict)
+    producer: dict[str, LibrdkafkaValue] = Field(default_factory=dict)
+    # librdkafka settings that are credentials (e.g. sasl.password); never logged.
+    secrets: dict[str, SecretStr] = Field(default_factory=dict)
+    consume_batch: int = Field(default=500, ge=1, description="num_messages per consume() call.")
+    poll_timeout_ms: int = Field(default=20, ge=0)
+    commit_interval_ms: int = Field(default=1000, ge=0)
+    max_poll_interval_ms: int = Field(default=300_000, ge=10_000)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _move_secrets(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            return data
+        data = dict(data)
+        secrets = dict(data.get("secrets") or {})
+        for section in ("librdkafka", "consumer", "producer"):
+            settings = dict(data.get(section) or {})
+            for key in list(settings):
+                if any(marker in key.lower() for marker in _SECRET_KEY_MARKERS):
+                    secrets[key] = str(settings.pop(key))
+            data[section] = settings
+        data["secrets"] = secrets
+        return data
+
+    def client_config(self, role: Literal["consumer", "producer", "admin"]) -> dict[str, Any]:
+        """The librdkafka dict for one client, secrets revealed. Never log the result."""
+        conf: dict[str, Any] = {"bootstrap.servers": self.bootstrap_servers}
+        conf.update(self.librdkafka)
+        if role == "consumer":
+            conf.update(self.consumer)
+        elif role == "producer":
+            conf.update(self.producer)
+        conf.update({key: value.get_secret_value() for key, value in self.secrets.items()})
+        return conf
+
+
+class WindowingConfig(_Section):
+    block_frames: int = Field(default=16, ge=8, le=16, description="Frames per BLOCK job.")
+    window_ms: int = Field(default=1000, ge=800, le=1200, description="Length of a WINDOW job.")
+    window_hop_ms: int = Field(default=1000, ge=100, le=5000, description="WINDOW every ~hop.")
+    allowed_lateness_ms: int = Field(
+        default=1000, ge=0, description="How far the session's event time may pass a job before "
+        "it is scored with whatever arrived (gaps labelled)."
+    )
+    idle_timeout_ms: int = Field(default=10_000, ge=100, description="Processing-time session end.")
+    max_sessions: int = Field(default=1000, ge=1)
+    max_buffered_ms: int = Field(default=10_000, ge=2000, description="Per-session buffer bound.")
+    closed_sessions_remembered: int = Field(default=10_000, ge=0)
+
+    @model_validator(mode="after")
+    def _buffer_fits_a_window(self) -> "WindowingConfig":
+        if self.max_buffered_ms < self.window_ms + self.allowed_lateness_ms:
+            raise ValueError("max_buffered_ms must be at least window_ms + allowed_lateness_ms")
+        return self
+
+
+class ScoringConfig(_Section):
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    max_batch_size: int = Field(default=32, ge=1)
+    max_wait_ms: float = Field(default=5.0, ge=0)
+    max_queued_jobs: int = Field(default=256, ge=1, description="Pause consuming above this.")
+    resume_queued_jobs: int | None = Field(default=None, ge=0, description="Resume at or below "
+                                           "this (default: half of max_queued_jobs).")
+    bundle_dir: Path | None = None
+    silence_rms_threshold: float | None = Field(default=None, ge=0)
+
+    @property
+    def resume_below(self) -> int:
+        if self.resume_queued_jobs is None:
+            return self.max_queued_jobs // 2
+        return min(self.resume_queued_jobs, self.max_queued_jobs)
+
+
+class RefsConfig(_Section):
+    allowed_file_roots: tuple[Path, ...] = ()
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+
+
+class HttpConfig(_Section):
+    host: str = "0.0.0.0"
+    port: int = Field(default=9108, ge=0, le=65535, description="0 disables the HTTP server.")
+
+
+class LogConfig(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    json_logs: bool = True
+
+
+class WorkerConfig(BaseSettings):
+    """Everything the worker needs; see the module docstring for the sources' precedence."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", frozen=True, extra="forbid",
+        case_sensitive=False,
+    )
+
+    kafka: KafkaConfig = KafkaConfig()
+    windowing: WindowingConfig = WindowingConfig()
+    scoring: ScoringConfig = ScoringConfig()
+    refs: RefsConfig = RefsConfig()
+    http: HttpConfig = HttpConfig()
+    log: LogConfig = LogConfig()
+    instance_id: str = Field(default_factory=lambda: f"{os.uname().nodename}/{os.getpid()}")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The YAML file arrives as init kwargs; the environment must win over it (Kubernetes
+        # overrides a baked-in file with env), so env comes first.
+        return (env_settings, init_settings)
+
+    @field_validator("instance_id")
+    @classmethod
+    def _non_empty(cls, value: str) -> str:
+        if not value:
+            raise ValueError("instance_id must not be empty")
+        return value
+
+    def redacted(self) -> dict[str, Any]:
+        """A dict safe to log: secrets stay masked."""
+        return self.model_dump(mode="json")
+
+
+def load_config(path: str | Path | None = None) -> WorkerConfig:
+    """Build the config from an optional YAML file plus the environment.
+
+    Raises ConfigError with a one-line reason for an unreadable file or an invalid value.
+    """
+    file_values: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text())
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+        except yaml.YAMLError as exc:
+            reason = " ".join(str(exc).split())
+            raise ConfigError(f"config file {path} is not valid YAML: {reason}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping at the top level")
+        file_values = loaded
+    try:
+        config = WorkerConfig(**file_values)
+    except ValueError as exc:  # pydantic.ValidationError is a ValueError
+        raise ConfigError(_one_line(exc)) from None
+    bootstrap = os.environ.get(BOOTSTRAP_ENV)
+    if bootstrap:
+        kafka = config.kafka.model_copy(update={"bootstrap_servers": bootstrap})
+        config = config.model_copy(update={"kafka": kafka})
+    return config
+
+
+def _one_line(exc: Exception) -> str:
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        parts = []
+        for err in errors():
+            where = ".".join(str(p) for p in err.get("loc", ())) or "config"
+            parts.append(f"{where}: {err.get('msg')}")
+        return "invalid config: " + "; ".join(parts)
+    return "invalid config: " + " ".join(str(exc).split())

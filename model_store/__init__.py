@@ -1,0 +1,1 @@
+"""Model bundles: manifest + safetensors weights, architectures, features and training."""

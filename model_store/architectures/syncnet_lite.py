@@ -1,0 +1,125 @@
+"""SyncNet-lite: a small dual encoder for mouth-ROI frames and log-mel audio.
+
+Video: a per-frame 2-D CNN (the expensive part, computed once per frame and cached by streams)
+followed by a causal temporal head over the last ``context_frames`` frames' features.
+Audio: a 1-D CNN over log-mel sampled at ``steps_per_frame`` steps per video frame, strided down to
+one embedding per frame-grid position. Both embeddings are L2-normalised; similarity is a cosine.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def _conv_bn(cin: int, cout: int, k: int, s: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, k, stride=s, padding=k // 2, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    )
+
+
+def _conv1_bn(cin: int, cout: int, k: int, s: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv1d(cin, cout, k, stride=s, padding=k // 2, bias=False),
+        nn.BatchNorm1d(cout),
+        nn.ReLU(inplace=True),
+    )
+
+
+class FrameEncoder(nn.Module):
+    """(N, 1, 96, 96) -> (N, feat_dim) per-frame features."""
+
+    def __init__(self, channels: tuple[int, ...], feat_dim: int, roi_size: int = 96) -> None:
+        super().__init__()
+        layers = []
+        cin = 1
+        for i, c in enumerate(channels):
+            layers.append(_conv_bn(cin, c, 5 if i == 0 else 3, 2))
+            cin = c
+        self.convs = nn.Sequential(*layers)
+        side = roi_size
+        for _ in channels:
+            side = (side + 1) // 2
+        self.fc = nn.Linear(cin * side * side, feat_dim)
+        self.drop = nn.Dropout(0.1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.convs(x)
+        return F.relu(self.fc(self.drop(h.flatten(1))))
+
+
+class CausalTemporalHead(nn.Module):
+    """(B, C, T + ctx) per-frame features -> (B, D, T) embeddings; frame t sees frames t-ctx..t."""
+
+    def __init__(self, feat_dim: int, emb_dim: int, context_frames: int) -> None:
+        super().__init__()
+        # two causal convs: kernel 3 dilation 1, kernel 4 dilation 2 -> receptive field 1+2+6 = 9
+        # frames would exceed ctx=6; use k=3,d=1 then k=3,d=2: 1 + 2 + 4 = 7 frames = ctx + 1.
+        self.ctx = context_frames
+        self.c1 = nn.Conv1d(feat_dim, feat_dim, 3, dilation=1)
+        self.c2 = nn.Conv1d(feat_dim, feat_dim, 3, dilation=2)
+        self.out = nn.Conv1d(feat_dim, emb_dim, 1)
+        assert context_frames == 6, "receptive field of this head is 7 frames"
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        h = F.relu(self.c1(f))  # T+ctx -> T+ctx-2
+        h = F.relu(self.c2(h))  # -> T+ctx-6 = T
+        return self.out(h)
+
+
+class AudioEncoder(nn.Module):
+    """(B, n_mels, steps_per_frame * N) -> (B, D, N) embeddings, one per frame-grid position."""
+
+    def __init__(self, n_mels: int, channels: tuple[int, ...], emb_dim: int, steps_per_frame: int) -> None:
+        super().__init__()
+        if steps_per_frame != 4:
+            raise ValueError("AudioEncoder strides by 4: steps_per_frame must be 4")
+        c1, c2, c3 = channels
+        self.net = nn.Sequential(
+            _conv1_bn(n_mels, c1, 5),
+            _conv1_bn(c1, c2, 5, 2),
+            _conv1_bn(c2, c3, 5, 2),
+            _conv1_bn(c3, c3, 3),
+            nn.Conv1d(c3, emb_dim, 1),
+        )
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        return self.net(mel)
+
+
+class SyncNetLite(nn.Module):
+    def __init__(
+        self,
+        emb_dim: int = 128,
+        video_channels: tuple[int, ...] = (16, 32, 48, 64, 96),
+        video_feat_dim: int = 128,
+        audio_channels: tuple[int, ...] = (64, 128, 128),
+        n_mels: int = 40,
+        steps_per_frame: int = 4,
+        context_frames: int = 6,
+        roi_size: int = 96,
+    ) -> None:
+        super().__init__()
+        self.frame_encoder = FrameEncoder(tuple(video_channels), video_feat_dim, roi_size)
+        self.video_head = CausalTemporalHead(video_feat_dim, emb_dim, context_frames)
+        self.audio_encoder = AudioEncoder(n_mels, tuple(audio_channels), emb_dim, steps_per_frame)
+        # learned inverse temperature for training logits (not used by inference similarity)
+        self.logit_scale = nn.Parameter(torch.tensor(2.3))
+        self.context_frames = context_frames
+
+    def frame_features(self, frames: torch.Tensor) -> torch.Tensor:
+        """(N, 1, H, W) normalised frames -> (N, feat_dim)."""
+        return self.frame_encoder(frames)
+
+    def video_embed(self, feats: torch.Tensor) -> torch.Tensor:
+        """(B, T + ctx, feat_dim) -> (B, T, D) unit-norm embeddings."""
+        e = self.video_head(feats.transpose(1, 2)).transpose(1, 2)
+        return F.normalize(e, dim=-1)
+
+    def audio_embed(self, mel: torch.Tensor) -> torch.Tensor:
+        """(B, n_mels, 4 N) -> (B, N, D) unit-norm embeddings."""
+        e = self.audio_encoder(mel).transpose(1, 2)
+        return F.normalize(e, dim=-1)

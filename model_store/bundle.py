@@ -1,0 +1,190 @@
+"""Model bundles: a manifest (JSON) plus safetensors weights, checked by sha256, never unpickled.
+
+A bundle directory holds ``manifest.json`` and the weights file it names. The manifest states the
+architecture and everything needed to turn raw audio and ROI frames into the model's input, so
+other architectures (e.g. SyncNet v2: 224x224 colour, 5-frame windows, 13 MFCCs) fit the same
+format with their own input spec.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_BUNDLE_DIR = Path(__file__).resolve().parent / "bundles" / "default"
+MANIFEST_NAME = "manifest.json"
+FORMAT_VERSION = 1
+
+
+class BundleError(RuntimeError):
+    """A bundle that cannot be used: missing files, bad manifest, checksum mismatch."""
+
+
+@dataclass(frozen=True)
+class AudioSpec:
+    sample_rate: int = 16000
+    features: str = "log_mel"
+    n_fft: int = 512
+    win_length: int = 400
+    hop_length: int = 160
+    n_mels: int = 40
+    f_min: float = 50.0
+    f_max: float = 7600.0
+    log_floor: float = 1e-6
+    # mel frames are resampled onto the video frame grid at this many steps per frame
+    steps_per_frame: int = 4
+    # audio grid positions of context on each side the encoder needs (receptive field)
+    context_frames: int = 4
+    normalize: str = "span_cmvn"  # per-band mean over the job's span removed, scalar std divided
+
+
+@dataclass(frozen=True)
+class VideoSpec:
+    roi_height: int = 96
+    roi_width: int = 96
+    channels: int = 1  # 1 = grayscale (GRAY8 or RGB24 converted with ITU-R 601 luma)
+    resize: str = "area"
+    normalize: str = "per_frame_standardize"  # (x - mean(frame)) / (std(frame) + 1e-3)
+    # past frames the temporal head looks at (the head is causal so a stream's cache is exact)
+    context_frames: int = 6
+    causal: bool = True
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Logistic maps fitted on held-out data.
+
+    score = sigmoid(score_a * best_similarity + score_b)  -> P(audio belongs to these lips)
+    confidence = sigmoid(conf_w . [margin, best_similarity, log(n_frames)] + conf_b)
+              -> P(offset within +/-1 frame)
+    """
+
+    score_a: float = 10.0
+    score_b: float = -3.0
+    conf_w: tuple[float, float, float] = (40.0, 5.0, 0.5)
+    conf_b: float = -4.0
+    fitted_on: str = "uncalibrated defaults"
+    ece_score: float | None = None
+    ece_confidence: float | None = None
+
+
+@dataclass(frozen=True)
+class Manifest:
+    name: str
+    version: str
+    architecture: str
+    arch_params: dict[str, Any]
+    embedding_dim: int
+    audio: AudioSpec
+    video: VideoSpec
+    calibration: Calibration
+    weights_file: str
+    weights_sha256: str
+    format_version: int = FORMAT_VERSION
+    training: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def scorer_name(self) -> str:
+        return f"{self.name}@{self.version}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format_version": self.format_version,
+            "name": self.name,
+            "version": self.version,
+            "architecture": self.architecture,
+            "arch_params": self.arch_params,
+            "embedding_dim": self.embedding_dim,
+            "input": {"audio": vars(self.audio), "video": vars(self.video)},
+            "calibration": {**vars(self.calibration), "conf_w": list(self.calibration.conf_w)},
+            "weights": {"file": self.weights_file, "sha256": self.weights_sha256},
+            "training": self.training,
+        }
+
+    @staticmethod
+    def from_json(doc: dict[str, Any]) -> "Manifest":
+        try:
+            if int(doc.get("format_version", 0)) != FORMAT_VERSION:
+                raise BundleError(f"unsupported bundle format_version {doc.get('format_version')!r}")
+            cal = dict(doc.get("calibration", {}))
+            if "conf_w" in cal:
+                cal["conf_w"] = tuple(float(x) for x in cal["conf_w"])
+            return Manifest(
+                name=str(doc["name"]),
+                version=str(doc["version"]),
+                architecture=str(doc["architecture"]),
+                arch_params=dict(doc.get("arch_params", {})),
+                embedding_dim=int(doc["embedding_dim"]),
+                audio=AudioSpec(**doc["input"]["audio"]),
+                video=VideoSpec(**doc["input"]["video"]),
+                calibration=Calibration(**cal),
+                weights_file=str(doc["weights"]["file"]),
+                weights_sha256=str(doc["weights"]["sha256"]).lower(),
+                training=dict(doc.get("training", {})),
+            )
+        except BundleError:
+            raise
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BundleError(f"malformed manifest: {exc!r}") from exc
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_manifest(bundle_dir: Path | str) -> Manifest:
+    path = Path(bundle_dir) / MANIFEST_NAME
+    if not path.is_file():
+        raise BundleError(f"no {MANIFEST_NAME} in bundle directory {bundle_dir}")
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise BundleError(f"cannot read {path}: {exc}") from exc
+    return Manifest.from_json(doc)
+
+
+def load_bundle(bundle_dir: Path | str | None = None) -> tuple[Manifest, dict[str, Any]]:
+    """Read the manifest, verify the weights' sha256, load tensors with safetensors (no pickle).
+
+    Returns (manifest, state_dict). Raises BundleError on any problem.
+    """
+    from safetensors.torch import load_file  # local: keep manifest handling torch-free
+
+    bundle_dir = Path(bundle_dir) if bundle_dir is not None else DEFAULT_BUNDLE_DIR
+    manifest = read_manifest(bundle_dir)
+    weights = bundle_dir / manifest.weights_file
+    if not weights.is_file():
+        raise BundleError(f"weights file {weights} is missing")
+    actual = sha256_file(weights)
+    if actual != manifest.weights_sha256:
+        raise BundleError(
+            f"checksum mismatch for {weights}: manifest {manifest.weights_sha256[:12]}..., "
+            f"file {actual[:12]}..."
+        )
+    try:
+        state = load_file(str(weights), device="cpu")
+    except Exception as exc:  # safetensors raises its own error types
+        raise BundleError(f"cannot load weights {weights}: {exc}") from exc
+    return manifest, state
+
+
+def save_bundle(bundle_dir: Path | str, manifest: Manifest, state: dict[str, Any]) -> Manifest:
+    """Write weights (safetensors) and a manifest whose sha256 matches them. Returns the manifest."""
+    from dataclasses import replace
+
+    from safetensors.torch import save_file
+
+    bundle_dir = Path(bundle_dir)
+    bundle_dir.mkdir(parents=True, exist_ok=True)
+    weights = bundle_dir / manifest.weights_file
+    save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(weights))
+    manifest = replace(manifest, weights_sha256=sha256_file(weights))
+    (bundle_dir / MANIFEST_NAME).write_text(json.dumps(manifest.to_json(), indent=2) + "\n")
+    return manifest

@@ -1,0 +1,34 @@
+"""Build the scorer from configuration: the bundle's model, or the heuristic when it cannot load."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from model_store.bundle import BundleError, load_bundle
+from worker.scoring.heuristic import HeuristicScorer
+from worker.scoring.postprocess import ScorerConfig
+
+log = logging.getLogger(__name__)
+
+
+def load_scorer(bundle_dir: str | Path | None = None, config: ScorerConfig | None = None,
+                device: str = "auto", allow_fallback: bool = True):
+    """The ModelScorer for ``bundle_dir`` (default: the bundled model).
+
+    A missing bundle, checksum mismatch or load failure gives the HeuristicScorer (with a loud
+    log line) unless ``allow_fallback`` is False, in which case the BundleError propagates.
+    """
+    from worker.scoring.scorer import ModelScorer
+
+    try:
+        manifest, state = load_bundle(bundle_dir)
+        return ModelScorer(manifest, state, config, device=device)
+    except (BundleError, ValueError, RuntimeError, OSError) as exc:
+        if not allow_fallback:
+            raise
+        return HeuristicScorer(config, reason=str(exc))
+
+
+def load_default_scorer(device: str = "auto", config: ScorerConfig | None = None):
+    return load_scorer(None, config, device)

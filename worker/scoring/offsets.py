@@ -1,0 +1,122 @@
+"""Offset search: pure tensor logic, no model, no I/O.
+
+Conventions: video embeddings v[t] for t in [0, T); audio embeddings a[g] on the frame grid for
+g in [-K_lo, T + K_hi) (stored from index 0). Candidate offset k (frames) pairs v[t] with
+a[t + k]: the sound heard k frames after the mouth. Positive k = the audio lags (is late).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class OffsetGrid:
+    """Candidate offsets in frames: lo, lo+step, ..., hi (lo <= 0 <= hi not required)."""
+
+    lo_frames: int
+    hi_frames: int
+    step_frames: int = 1
+
+    @staticmethod
+    def from_ms(min_offset_ms: float, max_offset_ms: float, fps: float, step_frames: int = 1) -> "OffsetGrid":
+        if min_offset_ms > max_offset_ms:
+            raise ValueError(f"min_offset_ms {min_offset_ms} > max_offset_ms {max_offset_ms}")
+        if step_frames < 1:
+            raise ValueError("step_frames must be >= 1")
+        frame_ms = 1000.0 / fps
+        # nearest frame: +/-200 ms is 5 frames at 25 fps, 6 at 30 and at 29.97 (200.2 ms)
+        lo = round(min_offset_ms / frame_ms)
+        hi = round(max_offset_ms / frame_ms)
+        return OffsetGrid(lo, hi, step_frames)
+
+    @property
+    def offsets(self) -> torch.Tensor:
+        return torch.arange(self.lo_frames, self.hi_frames + 1, self.step_frames)
+
+    @property
+    def pad_before(self) -> int:
+        """Audio grid positions needed before frame 0."""
+        return max(0, -self.lo_frames)
+
+    @property
+    def pad_after(self) -> int:
+        return max(0, self.hi_frames)
+
+    def n_audio(self, n_frames: int) -> int:
+        return n_frames + self.pad_before + self.pad_after
+
+
+def similarity_by_offset(v: torch.Tensor, a: torch.Tensor, grid: OffsetGrid) -> torch.Tensor:
+    """All offsets in one batched product.
+
+    v: (B, T, D) video embeddings; a: (B, T + pad_before + pad_after, D) audio embeddings whose
+    index 0 is grid position -pad_before. Returns (B, T, n_offsets): cos(v[t], a[t + k]).
+    """
+    b, t, d = v.shape
+    span = grid.hi_frames - grid.lo_frames + 1
+    # windows[b, t, :, j] = a[b, t + lo + pad_before + j]: an unfold is a strided view, no copy
+    start = grid.lo_frames + grid.pad_before
+    windows = a[:, start:].unfold(1, span, 1)[:, :t]  # (B, T, D, span)
+    if grid.step_frames > 1:
+        windows = windows[..., :: grid.step_frames]
+    return torch.einsum("btd,btdk->btk", v, windows)
+
+
+def valid_pairs(frame_ok: torch.Tensor, audio_ok: torch.Tensor, grid: OffsetGrid) -> torch.Tensor:
+    """(B, T) frame validity and (B, n_audio) audio validity -> (B, T, n_offsets) pair validity."""
+    span = grid.hi_frames - grid.lo_frames + 1
+    start = grid.lo_frames + grid.pad_before
+    t = frame_ok.shape[1]
+    win = audio_ok[:, start:].unfold(1, span, 1)[:, :t]
+    if grid.step_frames > 1:
+        win = win[..., :: grid.step_frames]
+    return win & frame_ok.unsqueeze(-1)
+
+
+def offset_curve(sim: torch.Tensor, valid: torch.Tensor, min_pairs: int = 1) -> torch.Tensor:
+    """Mean similarity per offset over valid frames: (B, T, K) -> (B, K); NaN where < min_pairs."""
+    w = valid.to(sim.dtype)
+    n = w.sum(dim=1)
+    curve = (sim * w).sum(dim=1) / n.clamp_min(1)
+    return torch.where(n >= min_pairs, curve, torch.full_like(curve, float("nan")))
+
+
+@dataclass(frozen=True)
+class Peak:
+    index: int
+    offset_frames: int
+    best: float
+    margin: float  # best minus the best value outside the peak's neighbourhood (0 if none)
+
+
+def pick_peak(curve: torch.Tensor, grid: OffsetGrid, neighbourhood_frames: int = 2) -> Peak | None:
+    """Best offset of one (K,) curve and its margin over the runner-up outside +/- neighbourhood.
+
+    Returns None if every offset is NaN (no valid pairs).
+    """
+    c = curve.detach().double()
+    finite = torch.isfinite(c)
+    if not finite.any():
+        return None
+    c = torch.where(finite, c, torch.full_like(c, -float("inf")))
+    idx = int(torch.argmax(c))
+    offsets = grid.offsets
+    k_best = int(offsets[idx])
+    outside = (offsets - k_best).abs() > neighbourhood_frames
+    rest = c[outside & finite]
+    best = float(c[idx])
+    margin = best - float(rest.max()) if rest.numel() else 0.0
+    return Peak(idx, k_best, best, margin)
+
+
+def brute_force_curve(v: torch.Tensor, a: torch.Tensor, grid: OffsetGrid) -> torch.Tensor:
+    """Reference: one product per offset (tests check similarity_by_offset against this)."""
+    b, t, _ = v.shape
+    out = []
+    for k in grid.offsets.tolist():
+        seg = a[:, grid.pad_before + k : grid.pad_before + k + t]
+        out.append((v * seg).sum(-1))
+    return torch.stack(out, dim=-1)

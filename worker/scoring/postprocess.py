@@ -1,0 +1,111 @@
+"""Turning a peak into a LipSyncScore: labels, direction, silence and data-quality rules.
+
+Partly silent windows: a window is SILENCE (score null, confidence 0) when fewer than
+``min_voiced_fraction`` of its frames have audio above ``silence_rms``; otherwise it is scored over
+all its frames, since a closed mouth during a pause is evidence of alignment too, and its
+confidence is scaled by the voiced fraction (less speech, less evidence).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from model_store.features import frame_rms
+from worker.scoring.offsets import OffsetGrid, Peak
+from worker.scoring.types import Direction, Label, LipSyncScore, ScoreRequest
+
+
+@dataclass(frozen=True)
+class ScorerConfig:
+    min_offset_ms: float = -200.0
+    max_offset_ms: float = 200.0
+    step_frames: int = 1
+    silence_rms: float = 0.005  # about -46 dBFS
+    min_voiced_fraction: float = 0.2
+    min_valid_fraction: float = 0.5  # of a job's frames needed per offset (ROI present, audio there)
+    min_face_fraction: float = 0.5
+    occluded_fraction_label: float = 0.5
+    in_sync_tolerance_frames: float = 1.0
+    peak_neighbourhood_frames: int = 2
+    min_direction_confidence: float = 0.05
+    cache_frames: int = 300  # per-session past kept: 10 s at 30 fps
+    max_frames_per_pass: int = 256
+
+
+def _fraction(arr: np.ndarray | None, default: float) -> float:
+    if arr is None:
+        return default
+    a = np.asarray(arr, dtype=bool)
+    return float(a.mean()) if a.size else default
+
+
+def silence_verdict(req: ScoreRequest, cfg: ScorerConfig) -> Label | None:
+    """SILENCE or NO_FACE when a job carries no usable evidence, else None."""
+    fs = req.frames
+    if _fraction(fs.face_present, 1.0) < cfg.min_face_fraction:
+        return Label.NO_FACE
+    if _fraction(fs.present, 1.0) < cfg.min_face_fraction:
+        return Label.LOW_QUALITY  # most ROIs missing (lost references)
+    au = req.audio
+    rms = frame_rms(au.samples, au.sample_rate, au.start_ms(), fs.frame_start, fs.n_frames, fs.fps)
+    voiced = np.nan_to_num(rms, nan=0.0) >= cfg.silence_rms
+    if voiced.mean() < cfg.min_voiced_fraction:
+        return Label.SILENCE
+    return None
+
+
+def _span(req: ScoreRequest) -> tuple[int, int]:
+    fs = req.frames
+    return int(round(1000.0 * fs.frame_start / fs.fps)), int(round(1000.0 * fs.frame_end / fs.fps))
+
+
+def _occluded(req: ScoreRequest, cfg: ScorerConfig) -> bool:
+    return _fraction(req.frames.occluded, 0.0) >= cfg.occluded_fraction_label
+
+
+def null_result(req: ScoreRequest, scorer: str, label: Label, cfg: ScorerConfig) -> LipSyncScore:
+    start_ms, end_ms = _span(req)
+    return LipSyncScore(
+        kind=req.kind, frame_start=req.frames.frame_start, frame_end=req.frames.frame_end,
+        start_ms=start_ms, end_ms=end_ms, score=None, offset_ms=None, margin=None, confidence=0.0,
+        direction=Direction.UNKNOWN, label=label, scorer=scorer, occluded=_occluded(req, cfg),
+        voiced_fraction=0.0 if label == Label.SILENCE else 1.0,
+    )
+
+
+def direction_for(offset_ms: float, frame_ms: float, confidence: float, cfg: ScorerConfig) -> Direction:
+    if confidence < cfg.min_direction_confidence:
+        return Direction.UNKNOWN
+    if abs(offset_ms) <= cfg.in_sync_tolerance_frames * frame_ms + 1e-6:
+        return Direction.IN_SYNC
+    return Direction.AUDIO_LAGS if offset_ms > 0 else Direction.AUDIO_LEADS
+
+
+def build_result(req: ScoreRequest, scorer: str, peak: Peak | None, grid: OffsetGrid,
+                 curve: torch.Tensor, score: float | None, confidence: float | None,
+                 voiced_fraction: float, cfg: ScorerConfig, confidence_cap: float = 1.0) -> LipSyncScore:
+    if peak is None or score is None or confidence is None:
+        return null_result(req, scorer, Label.LOW_QUALITY, cfg)
+    frame_ms = 1000.0 / req.frames.fps
+    occluded = _occluded(req, cfg)
+    # less speech or more occlusion: less evidence
+    occ_frac = _fraction(req.frames.occluded, 0.0)
+    conf = confidence * min(1.0, voiced_fraction / 0.5) * (1.0 - 0.5 * occ_frac)
+    conf = float(min(max(conf, 0.0), confidence_cap))
+    offset_ms = round(peak.offset_frames * frame_ms, 1)
+    start_ms, end_ms = _span(req)
+    offsets_ms = tuple(round(k * frame_ms, 1) for k in grid.offsets.tolist())
+    return LipSyncScore(
+        kind=req.kind, frame_start=req.frames.frame_start, frame_end=req.frames.frame_end,
+        start_ms=start_ms, end_ms=end_ms, score=float(score), offset_ms=offset_ms,
+        margin=float(peak.margin), confidence=conf,
+        direction=direction_for(offset_ms, frame_ms, conf, cfg),
+        label=Label.OCCLUDED if occluded else Label.OK, scorer=scorer, occluded=occluded,
+        curve_offsets_ms=offsets_ms,
+        curve=tuple(float(x) if math.isfinite(float(x)) else float("nan") for x in curve.tolist()),
+        voiced_fraction=voiced_fraction,
+    )

@@ -1,0 +1,244 @@
+"""The model scorer: pre (validate, features) -> core (encoders, one batched offset product) -> post
+(peak, silence, calibration, labels).
+
+Streams cache per-frame CNN features (the expensive part) keyed by session frame index, so a new
+block costs only its new frames; the causal temporal head then reads the cached past.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from model_store.architectures import build
+from model_store.bundle import Manifest
+from model_store.features import audio_grid_features, frame_rms, video_input
+from worker.scoring.calibration import confidence_from_peak, score_from_similarity
+from worker.scoring.offsets import OffsetGrid, offset_curve, pick_peak, similarity_by_offset, valid_pairs
+from worker.scoring.postprocess import ScorerConfig, build_result, null_result, silence_verdict
+from worker.scoring.types import LipSyncScore, ScoreRequest
+from worker.scoring.validate import validate_request
+
+
+def select_device(device: str = "auto") -> torch.device:
+    """"auto" -> CUDA when present, else CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class FeatureCache:
+    """Per-session cache of per-frame CNN features, bounded to ``max_frames`` most recent frames."""
+
+    def __init__(self, max_frames: int) -> None:
+        self.max_frames = max_frames
+        self._feats: OrderedDict[int, torch.Tensor] = OrderedDict()
+
+    def get(self, frame_index: int) -> torch.Tensor | None:
+        return self._feats.get(frame_index)
+
+    def put(self, frame_index: int, feat: torch.Tensor) -> None:
+        self._feats[frame_index] = feat
+        self._feats.move_to_end(frame_index)
+        while len(self._feats) > self.max_frames:
+            self._feats.popitem(last=False)
+
+    def forget_before(self, frame_index: int) -> None:
+        for k in [k for k in self._feats if k < frame_index]:
+            del self._feats[k]
+
+    def cached_frames(self) -> int:
+        return len(self._feats)
+
+
+@dataclass
+class _Prepared:
+    req: ScoreRequest
+    grid: OffsetGrid
+    frame_ms: float
+    frames: torch.Tensor  # (T, 1, H, W) normalised
+    frame_ok: torch.Tensor  # (T,) bool
+    mel: torch.Tensor  # (n_mels, steps * n_audio)
+    audio_ok: torch.Tensor  # (n_audio,) bool, core positions only
+    voiced_fraction: float
+    rms_db: float
+
+
+class ModelScorer:
+    """Scores blocks and windows with a bundle's dual encoder (implements the Scorer protocol)."""
+
+    def __init__(self, manifest: Manifest, state_dict: dict, config: ScorerConfig | None = None,
+                 device: str = "auto") -> None:
+        self.manifest = manifest
+        self.config = config or ScorerConfig()
+        self.device = select_device(device)
+        model = build(manifest.architecture, manifest.arch_params)
+        missing, unexpected = model.load_state_dict(state_dict, strict=False)
+        if missing or unexpected:
+            raise ValueError(f"weights do not fit {manifest.architecture}: missing={missing[:3]} "
+                             f"unexpected={unexpected[:3]}")
+        self.model = model.eval().to(self.device)
+        self.half = self.device.type == "cuda"
+        if self.half:
+            self.model = self.model.half()
+        self.ctx = manifest.video.context_frames
+        self.audio_ctx = manifest.audio.context_frames
+
+    # --- Scorer protocol -------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.manifest.scorer_name
+
+    @property
+    def search_margin_ms(self) -> float:
+        # offsets plus the audio encoder's context, at the slowest frame rate we expect (25 fps)
+        reach = max(abs(self.config.min_offset_ms), abs(self.config.max_offset_ms))
+        return reach + (self.audio_ctx + 1) * 40.0
+
+    def new_stream(self) -> FeatureCache:
+        return FeatureCache(self.config.cache_frames)
+
+    def score(self, request: ScoreRequest, stream: FeatureCache | None = None) -> LipSyncScore:
+        return self.score_batch([request], [stream])[0]
+
+    @torch.inference_mode()
+    def score_batch(self, requests: Sequence[ScoreRequest],
+                    streams: Sequence[FeatureCache | None] | None = None) -> list[LipSyncScore]:
+        if streams is None:
+            streams = [None] * len(requests)
+        if len(streams) != len(requests):
+            raise ValueError("streams and requests differ in length")
+        results: list[LipSyncScore | None] = [None] * len(requests)
+        prepared: list[tuple[int, _Prepared, FeatureCache | None]] = []
+        for i, (req, stream) in enumerate(zip(requests, streams)):
+            validate_request(req, self.manifest.audio.sample_rate)
+            early = self._early_verdict(req)
+            if early is not None:
+                results[i] = early
+                # keep the cache warm so the next block's causal context is exact
+                prep = self._prepare(req)
+                self._frame_features([(prep, stream)])
+                continue
+            prepared.append((i, self._prepare(req), stream))
+        if prepared:
+            feats = self._frame_features([(p, s) for _, p, s in prepared])
+            v = [self.model.video_embed(f.unsqueeze(0))[0] for f in feats]
+            a = self._audio_embed([p for _, p, _ in prepared])
+            for (i, prep, _), vi, ai in zip(prepared, v, a):
+                results[i] = self._post(prep, vi, ai)
+        return [r for r in results if r is not None]
+
+    # --- pre -------------------------------------------------------------------------------
+    def _early_verdict(self, req: ScoreRequest) -> LipSyncScore | None:
+        """Silence / no face decided before any model work."""
+        verdict = silence_verdict(req, self.config)
+        if verdict is not None:
+            return null_result(req, self.name, verdict, self.config)
+        return None
+
+    def _prepare(self, req: ScoreRequest) -> _Prepared:
+        fs, au = req.frames, req.audio
+        grid = OffsetGrid.from_ms(self.config.min_offset_ms, self.config.max_offset_ms, fs.fps,
+                                  self.config.step_frames)
+        frames = video_input(fs.frames, self.manifest.video)
+        frame_ok = torch.ones(fs.n_frames, dtype=torch.bool)
+        if fs.present is not None:
+            frame_ok &= torch.from_numpy(np.asarray(fs.present, dtype=bool))
+        if fs.face_present is not None:
+            frame_ok &= torch.from_numpy(np.asarray(fs.face_present, dtype=bool))
+        n_audio = grid.n_audio(fs.n_frames)
+        first = fs.frame_start - grid.pad_before - self.audio_ctx
+        mel, ok = audio_grid_features(au.samples, au.sample_rate, au.start_ms(), first,
+                                      n_audio + 2 * self.audio_ctx, fs.fps, self.manifest.audio)
+        audio_ok = ok[self.audio_ctx: self.audio_ctx + n_audio]
+        rms = frame_rms(au.samples, au.sample_rate, au.start_ms(), fs.frame_start, fs.n_frames, fs.fps)
+        voiced = np.nan_to_num(rms, nan=0.0) >= self.config.silence_rms
+        covered = np.isfinite(rms)
+        total = float(np.sqrt(np.nanmean(rms ** 2))) if covered.any() else 0.0
+        return _Prepared(req, grid, 1000.0 / fs.fps, frames, frame_ok, mel, audio_ok,
+                         float(voiced.mean()) if voiced.size else 0.0,
+                         20 * math.log10(max(total, 1e-9)))
+
+    # --- core ------------------------------------------------------------------------------
+    def _frame_features(self, items: list[tuple[_Prepared, FeatureCache | None]]) -> list[torch.Tensor]:
+        """Per-frame CNN features for every job, (T + ctx, F) each; only uncached frames run."""
+        todo: list[torch.Tensor] = []
+        slots: list[tuple[int, int]] = []  # (item, position within the job's frames)
+        for j, (prep, cache) in enumerate(items):
+            start = prep.req.frames.frame_start
+            for t in range(prep.frames.shape[0]):
+                if cache is None or cache.get(start + t) is None:
+                    todo.append(prep.frames[t])
+                    slots.append((j, t))
+        computed: dict[tuple[int, int], torch.Tensor] = {}
+        if todo:
+            batch = torch.stack(todo).to(self.device)
+            if self.half:
+                batch = batch.half()
+            out = []
+            for chunk in batch.split(self.config.max_frames_per_pass):
+                out.append(self.model.frame_features(chunk))
+            feats = torch.cat(out)
+            for slot, f in zip(slots, feats):
+                computed[slot] = f
+        result = []
+        for j, (prep, cache) in enumerate(items):
+            start = prep.req.frames.frame_start
+            rows = []
+            for t in range(prep.frames.shape[0]):
+                f = computed.get((j, t))
+                if f is None:
+                    f = cache.get(start + t)  # type: ignore[union-attr]
+                elif cache is not None:
+                    cache.put(start + t, f)
+                rows.append(f)
+            # causal context: the cache's past frames where present, else the first frame repeated
+            ctx_rows = []
+            for c in range(self.ctx, 0, -1):
+                past = cache.get(start - c) if cache is not None else None
+                ctx_rows.append(past)
+            first_known = next((r for r in ctx_rows if r is not None), rows[0])
+            filled = []
+            last = first_known
+            for r in ctx_rows:
+                last = r if r is not None else last
+                filled.append(last)
+            result.append(torch.stack(filled + rows))
+        return result
+
+    def _audio_embed(self, preps: list[_Prepared]) -> list[torch.Tensor]:
+        """Audio embeddings on each job's grid, batched across jobs of equal length."""
+        out: list[torch.Tensor | None] = [None] * len(preps)
+        by_len: dict[int, list[int]] = {}
+        for i, p in enumerate(preps):
+            by_len.setdefault(p.mel.shape[-1], []).append(i)
+        for _, idx in by_len.items():
+            mel = torch.stack([preps[i].mel for i in idx]).to(self.device)
+            if self.half:
+                mel = mel.half()
+            emb = self.model.audio_embed(mel)  # (B, n_audio + 2 ctx, D)
+            for row, i in zip(emb, idx):
+                out[i] = row[self.audio_ctx: row.shape[0] - self.audio_ctx]
+        return [o for o in out if o is not None]
+
+    # --- post ------------------------------------------------------------------------------
+    def _post(self, prep: _Prepared, v: torch.Tensor, a: torch.Tensor) -> LipSyncScore:
+        grid = prep.grid
+        sim = similarity_by_offset(v.float().unsqueeze(0), a.float().unsqueeze(0), grid)
+        ok = valid_pairs(prep.frame_ok.unsqueeze(0).to(sim.device), prep.audio_ok.unsqueeze(0).to(sim.device), grid)
+        min_pairs = max(1, int(self.config.min_valid_fraction * prep.req.frames.n_frames))
+        curve = offset_curve(sim, ok, min_pairs=min_pairs)[0].cpu()
+        peak = pick_peak(curve, grid, self.config.peak_neighbourhood_frames)
+        n_ok = int(prep.frame_ok.sum())
+        cal = self.manifest.calibration
+        score = confidence = None
+        if peak is not None:
+            score = score_from_similarity(peak.best, cal)
+            confidence = confidence_from_peak(peak.margin, peak.best, n_ok, cal)
+        return build_result(prep.req, self.name, peak, grid, curve, score, confidence,
+                            prep.voiced_fraction, self.config)

@@ -60,6 +60,8 @@ SIGNAL = dict(
     scorer="syncnet-lite@1.0.0",
     latency_ms=35,
     emitted_at_ms=1_700_000_001_000,
+    frames_missing=2,
+    audio_missing_ms=40,
 )
 SILENT_SIGNAL = dict(SIGNAL, score=None, offset_ms=None, margin=None, confidence=0.0, direction="UNKNOWN",
                      label="SILENCE", kind="WINDOW", signal_id="sess-1:WINDOW:32")

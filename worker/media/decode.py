@@ -1,0 +1,304 @@
+"""Decode media files with ffmpeg/ffprobe subprocesses into numpy arrays.
+
+Timeline convention (what every caller relies on): video is resampled to a constant frame rate
+``fps`` by ffmpeg's ``fps`` filter on the container's own clock; frame ``i`` shows the container
+time ``t0 + i / fps`` where ``t0`` is the first output frame's time (the video stream's
+start_time snapped to the fps grid, as the filter does). ``read_audio`` returns mono audio whose
+sample 0 is at that same ``t0``: a stream that starts later is padded with silence, one that
+starts earlier (encoder delay, negative start_time) is trimmed. So sample ``n`` and frame ``i``
+are simultaneous when ``n / sample_rate == i / fps``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+# Standard broadcast/camera rates; an average rate within 0.1 % of one of these snaps to it
+# (29.97 probes as 2997/100 or 30000/1001 depending on the muxer: both mean 30000/1001).
+_STANDARD_RATES = [
+    Fraction(24000, 1001), Fraction(24), Fraction(25), Fraction(30000, 1001), Fraction(30),
+    Fraction(50), Fraction(60000, 1001), Fraction(60), Fraction(15), Fraction(12), Fraction(10),
+]
+_VFR_TOLERANCE = 0.01  # r_frame_rate vs avg_frame_rate relative difference that means VFR
+
+
+class MediaError(Exception):
+    """A media file that cannot be used; ``str(err)`` is one line fit for a CLI error."""
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    path: str
+    duration_s: float
+    container: str
+    has_video: bool
+    has_audio: bool
+    video_codec: str | None = None
+    audio_codec: str | None = None
+    width: int | None = None  # display width (after rotation metadata)
+    height: int | None = None
+    fps: float | None = None  # snapped average frame rate
+    fps_fraction: str | None = None  # the same as an exact "num/den" for ffmpeg
+    avg_frame_rate: float | None = None  # as probed
+    r_frame_rate: float | None = None  # as probed
+    is_vfr: bool = False
+    video_start_s: float = 0.0
+    audio_start_s: float = 0.0
+    sample_rate: int | None = None
+    channels: int | None = None
+    rotation_deg: int = 0
+
+    @property
+    def av_start_offset_ms(self) -> float:
+        """Audio start minus video start (container clocks), ms; what read_audio compensates."""
+        return 1000.0 * (self.audio_start_s - self.video_start_s)
+
+
+def _require_tools() -> None:
+    for tool in ("ffmpeg", "ffprobe"):
+        if shutil.which(tool) is None:
+            raise MediaError(f"{tool} not found on PATH (install ffmpeg)")
+
+
+def _parse_rate(text: str | None) -> Fraction | None:
+    if not text or text in ("0/0", "0"):
+        return None
+    try:
+        value = Fraction(text)
+    except (ValueError, ZeroDivisionError):
+        return None
+    return value if value > 0 else None
+
+
+def snap_fps(rate: Fraction) -> Fraction:
+    """Snap a probed rate to the nearest standard rate within 0.1 %, else a small fraction."""
+    for std in _STANDARD_RATES:
+        if abs(rate - std) / std < Fraction(1, 1000):
+            return std
+    return rate.limit_denominator(1001)
+
+
+def _float(value, default: float = 0.0) -> float:
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return default
+    return out if math.isfinite(out) else default
+
+
+def _check_path(path: str | os.PathLike) -> str:
+    p = Path(path)
+    if not p.exists():
+        raise MediaError(f"no such file: {p}")
+    if p.is_dir():
+        raise MediaError(f"is a directory, not a media file: {p}")
+    if not os.access(p, os.R_OK):
+        raise MediaError(f"cannot read file (permission denied): {p}")
+    return str(p)
+
+
+def probe(path: str | os.PathLike) -> MediaInfo:
+    """Describe the first video and first audio stream of ``path`` (raises MediaError)."""
+    _require_tools()
+    spath = _check_path(path)
+    cmd = ["ffprobe", "-v", "error", "-print_format", "json", "-show_format", "-show_streams", spath]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        msg = (proc.stderr.strip().splitlines() or ["unknown ffprobe error"])[-1]
+        raise MediaError(f"cannot read media file {spath}: {msg}")
+    try:
+        data = json.loads(proc.stdout or "{}")
+    except json.JSONDecodeError as err:
+        raise MediaError(f"cannot read media file {spath}: bad ffprobe output ({err})") from None
+    streams = data.get("streams", [])
+    fmt = data.get("format", {})
+    # Cover art (attached_pic) is a "video" stream that is not video.
+    video = next(
+        (s for s in streams if s.get("codec_type") == "video"
+         and not s.get("disposition", {}).get("attached_pic")),
+        None,
+    )
+    audio = next((s for s in streams if s.get("codec_type") == "audio"), None)
+    if video is None and audio is None:
+        raise MediaError(f"cannot read media file {spath}: no audio or video stream")
+
+    kw: dict = {}
+    if video is not None:
+        avg = _parse_rate(video.get("avg_frame_rate"))
+        real = _parse_rate(video.get("r_frame_rate"))
+        base = avg or real
+        if base is None:
+            raise MediaError(f"video stream of {spath} has no frame rate")
+        fps = snap_fps(base)
+        is_vfr = bool(avg and real and abs(float(real - avg)) / float(avg) > _VFR_TOLERANCE)
+        rotation = _rotation(video)
+        w, h = int(video.get("width") or 0), int(video.get("height") or 0)
+        if rotation % 180 == 90:
+            w, h = h, w
+        kw.update(
+            video_codec=video.get("codec_name"), width=w, height=h, fps=float(fps),
+            fps_fraction=f"{fps.numerator}/{fps.denominator}",
+            avg_frame_rate=float(avg) if avg else None, r_frame_rate=float(real) if real else None,
+            is_vfr=is_vfr, video_start_s=_float(video.get("start_time")), rotation_deg=rotation,
+        )
+    if audio is not None:
+        kw.update(
+            audio_codec=audio.get("codec_name"), sample_rate=int(_float(audio.get("sample_rate"))),
+            channels=int(audio.get("channels") or 0), audio_start_s=_float(audio.get("start_time")),
+        )
+    duration = _float(fmt.get("duration"))
+    if duration <= 0:
+        duration = max(_float(s.get("duration")) for s in streams) if streams else 0.0
+    return MediaInfo(
+        path=spath, duration_s=duration, container=str(fmt.get("format_name", "")),
+        has_video=video is not None, has_audio=audio is not None, **kw,
+    )
+
+
+def _rotation(stream: dict) -> int:
+    rot = stream.get("tags", {}).get("rotate")
+    for side in stream.get("side_data_list", []) or []:
+        if "rotation" in side:
+            rot = side["rotation"]
+    return int(_float(rot)) % 360 if rot is not None else 0
+
+
+def first_frame_time_s(info: MediaInfo, fps: Fraction) -> float:
+    """Container time of output frame 0: the fps filter puts the first frame on the grid
+    k / fps with k = round(start_time * fps) (rounding half away from zero)."""
+    x = info.video_start_s * float(fps)
+    k = math.floor(x + 0.5) if x >= 0 else -math.floor(-x + 0.5)
+    return k / float(fps)
+
+
+def _target_size(width: int, height: int, max_side: int | None) -> tuple[int, int]:
+    if not max_side or max(width, height) <= max_side:
+        return width, height
+    scale = max_side / max(width, height)
+    # Even sizes keep every pixel format happy.
+    return max(2, int(round(width * scale / 2)) * 2), max(2, int(round(height * scale / 2)) * 2)
+
+
+def _fps_fraction(info: MediaInfo, fps: float | None) -> Fraction:
+    if fps is None:
+        return Fraction(info.fps_fraction)
+    if not (fps > 0 and math.isfinite(fps)):
+        raise MediaError(f"bad fps {fps!r}: must be a positive number")
+    return snap_fps(Fraction(fps).limit_denominator(100000))
+
+
+def iter_video(
+    path: str | os.PathLike,
+    fps: float | None = None,
+    max_side: int | None = None,
+    chunk_frames: int = 64,
+    info: MediaInfo | None = None,
+) -> Iterator[np.ndarray]:
+    """Yield constant-rate RGB frames in chunks of (<= chunk_frames, H, W, 3) uint8.
+
+    fps: output rate (default: the stream's snapped average rate); VFR input is resampled.
+    max_side: downscale (area filter) so that max(H, W) <= max_side; never upscales.
+    Memory stays at one chunk, so hour-long or 1080p files are fine.
+    """
+    info = info or probe(path)
+    if not info.has_video:
+        raise MediaError(f"no video stream in {info.path}")
+    rate = _fps_fraction(info, fps)
+    w, h = _target_size(info.width or 0, info.height or 0, max_side)
+    if w <= 0 or h <= 0:
+        raise MediaError(f"video stream of {info.path} has no size")
+    filters = [f"fps=fps={rate.numerator}/{rate.denominator}"]
+    if (w, h) != (info.width, info.height):
+        filters.append(f"scale={w}:{h}:flags=area")
+    cmd = [
+        "ffmpeg", "-v", "error", "-nostdin", "-copyts", "-i", info.path, "-map", "0:v:0",
+        "-vf", ",".join(filters), "-fps_mode", "passthrough",  # the fps filter is the only resampler
+        "-pix_fmt", "rgb24", "-f", "rawvideo", "pipe:1",
+    ]
+    frame_bytes = w * h * 3
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    n_out = 0
+    try:
+        while True:
+            buf = proc.stdout.read(frame_bytes * chunk_frames)
+            n = len(buf) // frame_bytes
+            if n:
+                n_out += n
+                yield np.frombuffer(buf[: n * frame_bytes], np.uint8).reshape(n, h, w, 3)
+            if len(buf) < frame_bytes * chunk_frames:
+                break
+        err = proc.stderr.read().decode("utf-8", "replace").strip()
+        rc = proc.wait()
+    finally:
+        if proc.poll() is None:  # consumer stopped early
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+    if rc != 0 or n_out == 0:
+        last = (err.splitlines() or ["no frames decoded"])[-1]
+        raise MediaError(f"cannot decode video of {info.path}: {last}")
+
+
+def read_video(
+    path: str | os.PathLike, fps: float | None = None, max_side: int | None = None
+) -> tuple[np.ndarray, float]:
+    """All frames as (T, H, W, 3) uint8 RGB at a constant ``fps``; returns (frames, fps)."""
+    info = probe(path)
+    chunks = list(iter_video(path, fps=fps, max_side=max_side, info=info))
+    return np.concatenate(chunks, axis=0), float(_fps_fraction(info, fps))
+
+
+def read_audio(
+    path: str | os.PathLike,
+    sample_rate: int = 16000,
+    fps: float | None = None,
+    info: MediaInfo | None = None,
+) -> np.ndarray:
+    """Mono float32 (N,) at ``sample_rate``, sample 0 at video frame 0's time (see module doc).
+
+    ``fps`` must be the rate the video is read at (it fixes frame 0's time on the fps grid);
+    default the stream's snapped average rate. For an audio-only file sample 0 is the
+    container's time 0. Gaps in the audio timestamps are filled with silence (aresample async).
+    """
+    info = info or probe(path)
+    if not info.has_audio:
+        raise MediaError(f"no audio stream in {info.path}")
+    if sample_rate <= 0:
+        raise MediaError(f"bad sample_rate {sample_rate}")
+    t0 = first_frame_time_s(info, _fps_fraction(info, fps)) if info.has_video else 0.0
+    # -copyts keeps container time; first_pts pads (audio starts late) or trims (starts early)
+    # so that output sample 0 sits at t0. Negative t0 (rare) is clamped and fixed below.
+    # first_pts counts samples at the *input* rate (measured: at the output rate it is off by
+    # the rate ratio), so align at the native rate first and resample afterwards.
+    native_rate = info.sample_rate or sample_rate
+    first_pts = max(0, int(round(t0 * native_rate)))
+    af = (
+        f"aresample=async=1:first_pts={first_pts},aresample={sample_rate},"
+        "aformat=sample_fmts=flt:channel_layouts=mono"
+    )
+    cmd = [
+        "ffmpeg", "-v", "error", "-nostdin", "-copyts", "-i", info.path, "-map", "0:a:0",
+        "-af", af, "-f", "f32le", "pipe:1",
+    ]
+    proc = subprocess.run(cmd, capture_output=True)
+    if proc.returncode != 0:
+        last = (proc.stderr.decode("utf-8", "replace").strip().splitlines() or ["?"])[-1]
+        raise MediaError(f"cannot decode audio of {info.path}: {last}")
+    audio = np.frombuffer(proc.stdout, np.float32).copy()
+    if t0 < 0:  # pad so sample 0 is at t0 < 0 (first_pts was clamped to 0)
+        audio = np.concatenate([np.zeros(int(round(-t0 * sample_rate)), np.float32), audio])
+    if audio.size == 0:
+        raise MediaError(f"audio stream of {info.path} decoded to no samples")
+    return audio

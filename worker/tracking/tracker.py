@@ -1,0 +1,281 @@
+"""Offline face and mouth tracking with MediaPipe FaceMesh (model files ship in the wheel).
+
+Per frame: FaceMesh runs on a copy downscaled to <= ``detect_max_side`` px (speed); the ROI is
+cropped from the full-resolution frame (detail). ROI centre/size/angle are smoothed with a
+centred moving average, so frames are finalised with a lookahead of a few frames: input can be
+streamed in chunks (``track_chunks``) with memory bounded by one chunk plus the lookahead.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+import numpy as np
+
+os.environ.setdefault("GLOG_minloglevel", "2")  # mediapipe's C++ INFO/WARNING chatter
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import cv2  # noqa: E402
+
+from worker.tracking import geometry as geo  # noqa: E402
+from worker.tracking import occlusion as occ  # noqa: E402
+
+
+@dataclass
+class TrackResult:
+    """Tracking output for T frames.
+
+    rois: (T, S, S) uint8 GRAY8 mouth crops (zeros where face_present is False).
+    rois_rgb: (T, S, S, 3) uint8, only when the tracker was built with keep_rgb=True.
+    face_present: (T,) bool = face_detected | bridged (an ROI worth scoring).
+    face_detected: (T,) bool, FaceMesh found a face in this very frame.
+    bridged: (T,) bool, no detection but inside a dropout of <= max_gap frames: ROI params and
+        landmarks are interpolated from the neighbours (the pixels are this frame's own).
+    landmarks: (T, 40, 2) float32 lip landmarks (geometry.LIP_INDICES: 20 outer, 20 inner),
+        normalised to the ROI (0..1 inside the crop, x right, y down, corners level); NaN where
+        no face.
+    landmarks_image: (T, 40, 2) float32, the same normalised to the full image (x / W, y / H).
+    roi_params: (T, 4) float32 smoothed (cx, cy, side, angle_rad) in full-image pixels; NaN if
+        no face.
+    occlusion_score: (T,) float32 in 0..1 (see tracking.occlusion: share of lip-ring pixels that
+        look like neither lips nor this face's skin); NaN where no face or no skin reference.
+    occluded: (T,) bool, occlusion_score > 0.5 after a 3-frame median.
+    fps: frame rate of the input; frame_size: (H, W) of the full-resolution input.
+    tracking_ms: wall time spent in track*, ms (decode excluded).
+    """
+
+    rois: np.ndarray
+    face_present: np.ndarray
+    face_detected: np.ndarray
+    bridged: np.ndarray
+    landmarks: np.ndarray
+    landmarks_image: np.ndarray
+    roi_params: np.ndarray
+    occlusion_score: np.ndarray
+    occluded: np.ndarray
+    fps: float
+    frame_size: tuple[int, int]
+    tracking_ms: float
+    rois_rgb: np.ndarray | None = None
+
+    @property
+    def n_frames(self) -> int:
+        return int(self.rois.shape[0])
+
+    def ms_per_frame(self) -> float:
+        return self.tracking_ms / max(1, self.n_frames)
+
+
+@dataclass
+class _Frame:
+    index: int
+    image: np.ndarray  # full-resolution RGB
+
+
+@dataclass
+class _State:
+    detected: list = field(default_factory=list)  # bool per frame
+    lips_px: list = field(default_factory=list)  # (L, 2) float64 or None
+    cheeks_px: list = field(default_factory=list)  # (2, 2) float64 or None
+    raw_params: list = field(default_factory=list)  # (4,) or None
+
+
+def _new_face_mesh():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import mediapipe as mp
+
+    return mp.solutions.face_mesh.FaceMesh(
+        static_image_mode=False, max_num_faces=1, refine_landmarks=False,
+        min_detection_confidence=0.5, min_tracking_confidence=0.5,
+    )
+
+
+class MouthTracker:
+    """Mouth-ROI tracker. One instance per clip at a time (FaceMesh keeps tracking state);
+    ``track*`` resets it, so an instance can be reused for consecutive clips."""
+
+    def __init__(
+        self,
+        roi_size: int = 96,
+        detect_max_side: int = 640,
+        smooth_radius: int = 2,  # +/-2 frames: a centred 5-frame average
+        max_gap: int = 2,  # bridge dropouts of at most this many frames
+        keep_rgb: bool = False,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        if roi_size < 8:
+            raise ValueError("roi_size must be >= 8")
+        self.roi_size = roi_size
+        self.detect_max_side = detect_max_side
+        self.smooth_radius = smooth_radius
+        self.max_gap = max_gap
+        self.keep_rgb = keep_rgb
+        self._clock = clock
+        self._mesh = None
+
+    # -- public API ---------------------------------------------------------------------------
+    def track(self, frames_rgb: np.ndarray, fps: float) -> TrackResult:
+        """frames_rgb: (T, H, W, 3) uint8 RGB at ``fps`` frames per second."""
+        frames_rgb = np.asarray(frames_rgb)
+        if frames_rgb.ndim != 4 or frames_rgb.shape[-1] != 3 or frames_rgb.dtype != np.uint8:
+            raise ValueError(f"frames must be (T, H, W, 3) uint8 RGB, got {frames_rgb.shape} {frames_rgb.dtype}")
+        return self.track_chunks([frames_rgb], fps)
+
+    def track_file(self, path, fps: float | None = None, chunk_frames: int = 32) -> TrackResult:
+        """Decode ``path`` in chunks (full resolution, constant ``fps``) and track it."""
+        from worker.media.decode import _fps_fraction, iter_video, probe
+
+        info = probe(path)
+        rate = float(_fps_fraction(info, fps)) if info.has_video else 0.0
+        return self.track_chunks(iter_video(path, fps=fps, chunk_frames=chunk_frames, info=info), rate)
+
+    def track_chunks(self, chunks: Iterable[np.ndarray], fps: float) -> TrackResult:
+        """Track frames given as an iterable of (t, H, W, 3) uint8 chunks (same H, W)."""
+        if not (fps > 0):
+            raise ValueError(f"fps must be > 0, got {fps}")
+        self._reset()
+        elapsed_s = 0.0
+        st = _State()
+        pending: collections.deque[_Frame] = collections.deque()
+        out: dict[str, list] = collections.defaultdict(list)
+        lookahead = max(self.smooth_radius, self.max_gap + 1)
+        size: tuple[int, int] | None = None
+        n = 0
+        for chunk in chunks:
+            t_start = self._clock()
+            if chunk.ndim != 4 or chunk.shape[-1] != 3 or chunk.dtype != np.uint8:
+                raise ValueError(f"chunk must be (t, H, W, 3) uint8, got {chunk.shape} {chunk.dtype}")
+            if size is None:
+                size = (int(chunk.shape[1]), int(chunk.shape[2]))
+            elif size != chunk.shape[1:3]:
+                raise ValueError("all frames must have the same size")
+            for image in chunk:
+                self._detect(image, st)
+                pending.append(_Frame(n, image))
+                n += 1
+                while pending and pending[0].index + lookahead < n:
+                    self._finalize(pending.popleft(), st, out)
+            elapsed_s += self._clock() - t_start
+        t_start = self._clock()
+        while pending:
+            self._finalize(pending.popleft(), st, out)
+        self._close()
+        elapsed_s += self._clock() - t_start
+        if n == 0:
+            raise ValueError("no frames to track")
+        return self._result(out, st, fps, size, 1000.0 * elapsed_s)
+
+    # -- internals ----------------------------------------------------------------------------
+    def _reset(self) -> None:
+        self._close()
+        self._mesh = _new_face_mesh()
+
+    def _close(self) -> None:
+        if self._mesh is not None:
+            self._mesh.close()
+            self._mesh = None
+
+    def _detect(self, image: np.ndarray, st: _State) -> None:
+        h, w = image.shape[:2]
+        scale = min(1.0, self.detect_max_side / max(h, w))
+        small = image if scale >= 1.0 else geo.downscale(
+            image, (max(1, round(w * scale)), max(1, round(h * scale)))
+        )
+        res = self._mesh.process(np.ascontiguousarray(small))
+        if not res.multi_face_landmarks:
+            st.detected.append(False)
+            st.lips_px.append(None)
+            st.cheeks_px.append(None)
+            st.raw_params.append(None)
+            return
+        lm = res.multi_face_landmarks[0].landmark
+        # Normalised coords refer to the (downscaled) image, which keeps the aspect ratio, so
+        # multiplying by the full-resolution size gives full-resolution pixels.
+        lips = np.array([[lm[i].x * w, lm[i].y * h] for i in geo.LIP_INDICES], np.float64)
+        cheeks = np.array([[lm[i].x * w, lm[i].y * h] for i in (geo.CHEEK_LEFT, geo.CHEEK_RIGHT)])
+        st.detected.append(True)
+        st.lips_px.append(lips)
+        st.cheeks_px.append(cheeks)
+        st.raw_params.append(geo.roi_params(lips))
+
+    def _window(self, st: _State, t: int) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+        """Params, validity, bridged flags around frame t (enough context for smoothing t)."""
+        margin = self.smooth_radius + self.max_gap + 1
+        lo, hi = max(0, t - margin), min(len(st.detected), t + margin + 1)
+        valid = np.array(st.detected[lo:hi], bool)
+        params = np.zeros((hi - lo, 4))
+        for k in range(lo, hi):
+            if st.raw_params[k] is not None:
+                params[k - lo] = st.raw_params[k]
+        bridged = geo.bridge_gaps(params, valid, self.max_gap)
+        return lo, params, valid | bridged, bridged
+
+    def _lips_at(self, st: _State, t: int, field_name: str) -> np.ndarray | None:
+        seq = getattr(st, field_name)
+        if seq[t] is not None:
+            return seq[t]
+        # bridged frame: interpolate between the nearest detections on both sides
+        a = next((k for k in range(t - 1, max(-1, t - self.max_gap - 2), -1) if seq[k] is not None), None)
+        b = next((k for k in range(t + 1, min(len(seq), t + self.max_gap + 2)) if seq[k] is not None), None)
+        if a is None or b is None:
+            return None
+        w = (t - a) / (b - a)
+        return (1 - w) * seq[a] + w * seq[b]
+
+    def _finalize(self, fr: _Frame, st: _State, out: dict[str, list]) -> None:
+        t = fr.index
+        lo, params, valid, bridged = self._window(st, t)
+        S = self.roi_size
+        nan_l = np.full((len(geo.LIP_INDICES), 2), np.nan, np.float32)
+        if not valid[t - lo]:
+            out["rois"].append(np.zeros((S, S), np.uint8))
+            if self.keep_rgb:
+                out["rois_rgb"].append(np.zeros((S, S, 3), np.uint8))
+            out["present"].append(False)
+            out["bridged"].append(False)
+            out["lm"].append(nan_l)
+            out["lm_img"].append(nan_l)
+            out["params"].append(np.full(4, np.nan))
+            out["occ"].append(np.nan)
+            return
+        smoothed = geo.smooth_params(params, valid, self.smooth_radius)[t - lo]
+        roi_rgb = geo.crop_roi(fr.image, smoothed, S)
+        lips = self._lips_at(st, t, "lips_px")
+        cheeks = self._lips_at(st, t, "cheeks_px")
+        lips_roi = geo.to_roi_coords(lips, smoothed, S)
+        h, w = fr.image.shape[:2]
+        skin = occ.skin_reference_lab(fr.image, cheeks, radius_px=0.06 * smoothed[2])
+        out["rois"].append(cv2.cvtColor(roi_rgb, cv2.COLOR_RGB2GRAY))
+        if self.keep_rgb:
+            out["rois_rgb"].append(roi_rgb)
+        out["present"].append(True)
+        out["bridged"].append(bool(bridged[t - lo]))
+        out["lm"].append(lips_roi)
+        out["lm_img"].append((lips / np.array([w, h])).astype(np.float32))
+        out["params"].append(smoothed)
+        out["occ"].append(occ.occlusion_score(roi_rgb, lips_roi * S, skin))
+
+    def _result(self, out, st: _State, fps: float, size, tracking_ms: float) -> TrackResult:
+        present = np.array(out["present"], bool)
+        scores = np.array(out["occ"], np.float32)
+        return TrackResult(
+            rois=np.stack(out["rois"]),
+            rois_rgb=np.stack(out["rois_rgb"]) if self.keep_rgb else None,
+            face_present=present,
+            face_detected=np.array(st.detected, bool),
+            bridged=np.array(out["bridged"], bool),
+            landmarks=np.stack(out["lm"]).astype(np.float32),
+            landmarks_image=np.stack(out["lm_img"]).astype(np.float32),
+            roi_params=np.stack(out["params"]).astype(np.float32),
+            occlusion_score=scores,
+            occluded=occ.occluded_flags(scores) & present,
+            fps=float(fps),
+            frame_size=size,
+            tracking_ms=tracking_ms,
+        )

@@ -18,8 +18,10 @@ $(STAMP): pyproject.toml scripts/install_system_deps.sh
 
 venv: $(STAMP)
 
-kafka-jars: venv
-	bash scripts/kafka/fetch_jars.sh
+# The broker needs Java 17 + Maven (system deps) but not the Python venv.
+kafka-jars:
+	@bash scripts/install_system_deps.sh
+	@bash scripts/kafka/fetch_jars.sh
 
 kafka-up: kafka-jars
 	@bash scripts/kafka/kafka_local.sh up

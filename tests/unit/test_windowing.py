@@ -1,0 +1,365 @@
+"""The pure join + windowing: what is emitted, when, with which gaps, and which offsets may go.
+
+Scale used throughout (easy to read): 25 fps (40 ms a frame), audio at 1000 Hz (1 sample = 1 ms),
+blocks of 8 frames (320 ms), windows of 800 ms = 20 frames every 800 ms, search margin 100 ms.
+
+    frame    0   1   2   3   4   5   6   7 | 8 ...
+    ms       0  40  80 120 160 200 240 280 |320
+    block 0  [-------- frames 0..7 --------)
+    audio  [-100 ms (clipped to 0) ......................... 420 ms)   <- block 0 needs this
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from worker.config import WindowingConfig
+from worker.scoring.types import Kind
+from worker.windowing.events import Arrival, AudioEvent, DueReason, EndEvent, FrameEvent, Source, Stream
+from worker.windowing.joiner import BadEvent, Joiner
+from worker.windowing.offsets import OffsetTracker
+
+FPS = 25.0
+SR = 1000
+MARGIN_MS = 100.0
+ROI, AUD = "roi", "aud"
+
+
+def cfg(**kw) -> WindowingConfig:
+    base = dict(block_frames=8, window_ms=800, window_hop_ms=800, allowed_lateness_ms=200,
+                idle_timeout_ms=5000, max_sessions=10, max_buffered_ms=4000)
+    base.update(kw)
+    return WindowingConfig(**base)
+
+
+class Feed:
+    """Builds events with increasing offsets per (topic, partition) and feeds a joiner."""
+
+    def __init__(self, joiner: Joiner | None = None, **kw) -> None:
+        self.tracker = OffsetTracker()
+        self.joiner = joiner or Joiner(cfg(**kw), MARGIN_MS, self.tracker, sample_rate=SR)
+        self.next_offset: dict[tuple[str, int], int] = {}
+        self.jobs = []
+
+    def src(self, topic: str, partition: int = 0) -> Source:
+        off = self.next_offset.get((topic, partition), 0)
+        self.next_offset[(topic, partition)] = off + 1
+        return Source(topic, partition, off)
+
+    def frame(self, sid: str, f: int, now: int = 0, partition: int = 0, ref_error=None, pixels=True):
+        px = np.full((12, 12), f % 256, dtype=np.uint8) if pixels else None
+        return FrameEvent(sid, f, FPS, px if ref_error is None else None, self.src(ROI, partition),
+                          Arrival(now, now), face_present=pixels, ref_error=ref_error)
+
+    def chunk(self, sid: str, start_ms: int, length_ms: int = 40, now: int = 0, partition: int = 0):
+        samples = (np.arange(start_ms, start_ms + length_ms, dtype=np.float32) % 97) / 97.0
+        return AudioEvent(sid, start_ms, SR, samples, self.src(AUD, partition), Arrival(now, now))
+
+    def end(self, sid: str, stream: Stream, partition: int = 0):
+        topic = ROI if stream is Stream.VIDEO else AUD
+        return EndEvent(sid, stream, self.src(topic, partition), Arrival(0, 0))
+
+    def push(self, ev, now: int = 0):
+        self.tracker.open(ev.source)
+        if isinstance(ev, FrameEvent):
+            out = self.joiner.on_frame(ev, now)
+        elif isinstance(ev, AudioEvent):
+            out = self.joiner.on_audio(ev, now)
+        else:
+            out = self.joiner.on_end(ev, now)
+        self.jobs += out
+        return out
+
+
+def spans(jobs):
+    return [(j.kind.value[0], j.frame_start, j.frame_end) for j in jobs]
+
+
+def media(feed: Feed, sid: str, seconds: float, partition: int = 0, audio_lead_ms: int = 0,
+          jitter_ms: int = 0, seed: int = 0):
+    """Frames and 40 ms audio chunks of ``seconds`` in real-time order (audio ``audio_lead_ms``
+    ahead), each event delayed by up to ``jitter_ms`` (so out of order within that bound)."""
+    rng = random.Random(seed)
+    n = int(seconds * FPS)
+    events = []
+    for f in range(n):
+        events.append((f * 40 + rng.uniform(0, jitter_ms), feed.frame(sid, f, partition=partition)))
+    for start in range(0, n * 40, 40):
+        events.append((start - audio_lead_ms + rng.uniform(0, jitter_ms),
+                       feed.chunk(sid, start, partition=partition)))
+    events.sort(key=lambda e: e[0])
+    return [e for _, e in events]
+
+
+def test_block_waits_for_audio_up_to_end_plus_margin():
+    feed = Feed()
+    for f in range(8):
+        assert feed.push(feed.frame("s", f)) == []
+    # audio [0, 400) is not enough: block 0 needs up to 320 + 100 = 420 ms
+    for start in range(0, 400, 40):
+        assert feed.push(feed.chunk("s", start)) == []
+    out = feed.push(feed.chunk("s", 400))
+    assert spans(out) == [("B", 0, 8)]
+    job = out[0]
+    assert job.reason is DueReason.COMPLETE
+    assert job.request.frames.frames.shape == (8, 12, 12)
+    assert job.request.frames.present.all()
+    # audio from 0 (the session start clips the -100 ms margin) to 420 ms
+    assert job.request.audio.start_sample == 0 and job.request.audio.samples.shape == (420,)
+    assert job.frames_missing == 0 and job.audio_missing_ms == 0
+    assert (job.start_ms, job.end_ms) == (0, 320)
+
+
+def test_in_order_stream_emits_every_block_and_window_once():
+    feed = Feed()
+    for ev in media(feed, "s", 3.2):
+        feed.push(ev)
+    for ev in (feed.end("s", Stream.VIDEO), feed.end("s", Stream.AUDIO)):
+        feed.push(ev)
+    blocks = [s for s in spans(feed.jobs) if s[0] == "B"]
+    windows = [s for s in spans(feed.jobs) if s[0] == "W"]
+    assert blocks == [("B", b, b + 8) for b in range(0, 80, 8)]
+    assert windows == [("W", w, w + 20) for w in range(0, 80, 20)]
+    assert feed.joiner.open_sessions() == 0
+
+
+def test_out_of_order_events_give_the_same_jobs_and_pixels():
+    ref = Feed()
+    for ev in media(ref, "s", 2.4):
+        ref.push(ev)
+    shuffled = Feed()
+    # each event up to 180 ms late (allowed lateness: 200 ms): far out of order
+    events = media(shuffled, "s", 2.4, jitter_ms=180, seed=7)
+    assert [e.frame_index for e in events if isinstance(e, FrameEvent)] != list(range(60))
+    for ev in events:
+        shuffled.push(ev)
+    key = lambda j: (j.kind.value, j.frame_start)  # noqa: E731
+    a, b = sorted(ref.jobs, key=key), sorted(shuffled.jobs, key=key)
+    assert spans(a) == spans(b) and len(a) > 5
+    for x, y in zip(a, b):
+        assert np.array_equal(x.request.frames.frames, y.request.frames.frames)
+        assert np.array_equal(x.request.audio.samples, y.request.audio.samples)
+        assert y.frames_missing == 0 and y.audio_missing_ms == 0
+
+
+def test_missing_frame_is_labelled_after_the_lateness_bound():
+    """
+        frame    0 1 2 . 4 5 6 7 | 8 ...            frame 3 never comes
+        block 0 is due when event time >= 420 ms (audio need) + 200 ms (lateness) = 620 ms
+    """
+    feed = Feed()
+    for ev in media(feed, "s", 1.0):
+        if isinstance(ev, FrameEvent) and ev.frame_index == 3:
+            continue
+        out = feed.push(ev)
+        if any(j.frame_start == 0 and j.kind is Kind.BLOCK for j in out):
+            break
+    job = next(j for j in feed.jobs if j.kind is Kind.BLOCK and j.frame_start == 0)
+    assert feed.joiner.sessions["s"].watermark_ms >= 620
+    assert feed.joiner.sessions["s"].watermark_ms < 620 + 41
+    assert job.reason is DueReason.LATENESS
+    assert job.frames_missing == 1
+    assert list(job.request.frames.present) == [True, True, True, False, True, True, True, True]
+    assert not job.request.frames.frames[3].any()
+
+
+def test_missing_audio_is_zero_filled_and_counted():
+    feed = Feed()
+    for ev in media(feed, "s", 1.0):
+        if isinstance(ev, AudioEvent) and ev.start_sample == 200:
+            continue
+        feed.push(ev)
+    job = next(j for j in feed.jobs if j.kind is Kind.BLOCK and j.frame_start == 0)
+    assert job.reason is DueReason.LATENESS
+    assert job.audio_missing_ms == 40
+    assert not job.request.audio.samples[200:240].any()
+    assert job.request.audio.samples[160:200].any()
+
+
+def test_unresolved_reference_and_no_face_frames():
+    feed = Feed()
+    for ev in media(feed, "s", 1.0):
+        if isinstance(ev, FrameEvent) and ev.frame_index == 2:
+            ev = feed.frame("s", 2, ref_error="file not found")
+        if isinstance(ev, FrameEvent) and ev.frame_index == 5:
+            ev = feed.frame("s", 5, pixels=False)
+        feed.push(ev)
+    job = next(j for j in feed.jobs if j.kind is Kind.BLOCK and j.frame_start == 0)
+    assert job.reason is DueReason.COMPLETE  # every frame event arrived
+    assert job.frames_missing == 1
+    assert not job.request.frames.present[2] and job.request.frames.present[5]
+    assert not job.request.frames.face_present[5] and not job.request.frames.face_present[2]
+    assert feed.joiner.counters["ref_errors"] == 1
+
+
+def test_end_markers_flush_complete_jobs_and_drop_the_partial_tail():
+    feed = Feed()
+    for ev in media(feed, "s", 1.0):  # 25 frames: blocks 0, 8, 16 fit; window 0 fits
+        feed.push(ev)
+    feed.push(feed.end("s", Stream.VIDEO))
+    feed.push(feed.end("s", Stream.AUDIO))
+    assert sorted(spans(feed.jobs)) == [("B", 0, 8), ("B", 8, 16), ("B", 16, 24), ("W", 0, 20)]
+    assert feed.joiner.open_sessions() == 0
+    assert feed.joiner.drain_closed() == ["s"]
+    # events after the end are dropped, not a new session
+    feed.push(feed.frame("s", 30))
+    assert feed.joiner.open_sessions() == 0
+    assert feed.joiner.counters["dropped_after_close"] == 1
+
+
+def test_idle_timeout_flushes_what_arrived():
+    feed = Feed()
+    for f in range(10):
+        feed.push(feed.frame("s", f), now=1000)
+    feed.push(feed.chunk("s", 0, length_ms=200), now=1000)
+    assert feed.jobs == []
+    assert feed.joiner.tick(5999) == []
+    out = feed.joiner.tick(6000)
+    assert spans(out) == [("B", 0, 8)]
+    assert out[0].reason is DueReason.ENDED and out[0].audio_missing_ms == 420 - 200
+    assert feed.joiner.counters["sessions_closed_idle"] == 1
+
+
+def test_max_sessions_evicts_the_least_recently_active():
+    feed = Feed(max_sessions=2)
+    feed.push(feed.frame("a", 0), now=1)
+    feed.push(feed.frame("b", 0), now=2)
+    feed.push(feed.frame("a", 1), now=3)  # b is now least recently active
+    feed.push(feed.frame("c", 0), now=4)
+    assert sorted(feed.joiner.sessions) == ["a", "c"]
+    assert feed.joiner.counters["evictions_max_sessions"] == 1
+
+
+def test_a_jump_ahead_makes_no_flood_of_empty_jobs():
+    feed = Feed()
+    for f in range(4):
+        feed.push(feed.frame("s", f))
+    # a frame 100 s later: the 4 old frames are scored (lateness long passed) and the 100 s of
+    # nothing in between costs one skip, not 300 empty jobs
+    out = feed.push(feed.frame("s", 2500))
+    assert spans(out) == [("B", 0, 8), ("W", 0, 20)]
+    assert all(j.reason is DueReason.LATENESS and j.frames_missing == j.frame_end - 4 for j in out)
+    state = feed.joiner.sessions["s"]
+    assert list(state.frames) == [2500]
+    assert feed.joiner.counters["jobs_skipped_empty"] <= 2
+
+
+def test_buffer_bound_drops_the_oldest_audio():
+    feed = Feed(max_buffered_ms=2000)
+    for start in range(0, 5000, 40):  # audio with no video at all
+        feed.push(feed.chunk("s", start))
+    state = feed.joiner.sessions["s"]
+    assert feed.joiner.counters["evictions_max_buffered"] >= (5000 - 2000) // 40 - 1
+    assert state.audio.coverage.lo >= 5000 - 2000 - 40
+    # the dropped chunks are not held for a commit
+    assert feed.tracker.positions()[(AUD, 0)] >= (5000 - 2000) // 40 - 1
+
+
+def test_late_frame_after_its_jobs_were_emitted_is_dropped():
+    feed = Feed()
+    for ev in media(feed, "s", 2.0):
+        feed.push(ev)
+    assert ("B", 0, 8) in spans(feed.jobs) and ("W", 0, 20) in spans(feed.jobs)
+    before = len(feed.jobs)
+    ev = feed.frame("s", 1)
+    feed.push(ev)
+    assert len(feed.jobs) == before
+    assert feed.joiner.counters["dropped_late"] + feed.joiner.counters["dropped_duplicate"] == 1
+
+
+def test_session_contradictions_are_bad_events():
+    feed = Feed()
+    feed.push(feed.frame("s", 0))
+    bad = FrameEvent("s", 1, 30.0, np.zeros((4, 4), np.uint8), feed.src(ROI), Arrival(0, 0))
+    with pytest.raises(BadEvent, match="fps changed"):
+        feed.joiner.on_frame(bad, 0)
+    wrong_rate = AudioEvent("s", 0, 16000, np.zeros(10, np.float32), feed.src(AUD), Arrival(0, 0))
+    with pytest.raises(BadEvent, match="sample_rate"):
+        feed.joiner.on_audio(wrong_rate, 0)
+
+
+def test_restart_in_the_middle_starts_at_the_next_grid_point():
+    # a worker that first sees frame 13 (its predecessor published what came before)
+    feed = Feed()
+    for f in range(13, 60):
+        feed.push(feed.frame("s", f))
+    for start in range(0, 2600, 40):
+        feed.push(feed.chunk("s", start))
+    assert spans(feed.jobs)[0] == ("B", 16, 24)
+    assert ("W", 20, 40) in spans(feed.jobs) and ("W", 0, 20) not in spans(feed.jobs)
+
+
+# --- offsets ---------------------------------------------------------------------------------
+
+def test_offsets_wait_for_publication():
+    feed = Feed()
+    events = media(feed, "s", 1.0)
+    for ev in events:
+        feed.push(ev)
+    positions = feed.tracker.positions()
+    # nothing published yet: frame 0 and the first chunk are still needed
+    assert positions[(ROI, 0)] == 0 and positions[(AUD, 0)] == 0
+    by_span = {(j.kind, j.frame_start): j for j in feed.jobs}
+    feed.joiner.on_published(by_span[(Kind.BLOCK, 0)])
+    # window 0 (frames 0..19) is still in flight: frame 0 still needed
+    assert feed.tracker.positions()[(ROI, 0)] == 0
+    feed.joiner.on_published(by_span[(Kind.WINDOW, 0)])
+    # next unpublished job starts at frame 8 (block 1): frames 0..7 are done
+    assert feed.tracker.positions()[(ROI, 0)] == 8
+    # block 1 needs audio from 8 * 40 - 100 = 220 ms: the 5 chunks ending by 200 ms are done
+    assert feed.tracker.positions()[(AUD, 0)] == 5
+
+
+def test_dropped_events_release_at_once():
+    feed = Feed()
+    feed.push(feed.frame("s", 0))
+    feed.push(feed.frame("s", 0))  # duplicate
+    assert feed.tracker.open_count() == 1
+
+
+def _run_with_crash(seed: int):
+    """A stream of 3 sessions on 2 partitions, a crash after a random prefix with a random
+    subset of jobs published, a fresh worker from the committed positions: no job missing."""
+    rng = random.Random(seed)
+    feed = Feed()
+    streams = []
+    for i, sid in enumerate(["a", "b", "c"]):
+        evs = media(feed, sid, 2.0 + i * 0.4, partition=i % 2, audio_lead_ms=rng.choice([0, 80, -120]),
+                    jitter_ms=rng.choice([0, 60, 150]), seed=seed * 10 + i)
+        streams.append(evs + [feed.end(sid, Stream.VIDEO, i % 2), feed.end(sid, Stream.AUDIO, i % 2)])
+    merged = []
+    while any(streams):
+        s = rng.choice([s for s in streams if s])
+        merged.append(s.pop(0))
+    expected = set()
+    full = Feed()
+    for ev in merged:
+        full.push(ev)
+    expected = {j.key for j in full.jobs}
+    crash_at = rng.randrange(len(merged) // 4, 3 * len(merged) // 4)
+    first = Feed()
+    published = set()
+    for ev in merged[:crash_at]:
+        for job in first.push(ev):
+            if rng.random() < 0.7:
+                first.joiner.on_published(job)
+                published.add(job.key)
+    positions = first.tracker.positions()
+    second = Feed()
+    for ev in merged:
+        tp = (ev.source.topic, ev.source.partition)
+        if ev.source.offset >= positions.get(tp, 0):
+            second.push(ev)
+    replayed = {j.key for j in second.jobs}
+    return expected, published, replayed
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_crash_and_replay_from_committed_positions_loses_nothing(seed):
+    expected, published, replayed = _run_with_crash(seed)
+    assert len(expected) > 20
+    assert expected <= published | replayed, sorted(expected - published - replayed)
+    assert (published | replayed) <= expected

@@ -1,0 +1,246 @@
+"""All sessions of one worker: routing events, bounded state, session ends, offset release.
+
+Offsets (issue 4 item 8): each stored event is held in its session's ledger until no job that
+could contain it is still unpublished. A ledger's *frontier* is the earliest frame start of any
+job not yet published (emitted and in flight, or not yet emitted); a frame is released once the
+frontier passes it, an audio chunk once the frontier's audio need (frontier - margin) passes its
+end, an end marker once the session closed and all its jobs are published. Released events are
+marked done in the OffsetTracker, whose positions are what may be committed.
+
+Bounds: at most ``max_sessions`` open sessions (the least recently active is flushed and closed:
+an eviction), at most ``max_buffered_ms`` of media per session (older data is dropped: an
+eviction). Idle sessions (no event for ``idle_timeout_ms`` of processing time) are flushed and
+closed by ``tick``. Events for a session closed recently are dropped as late.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+from collections import Counter, OrderedDict
+
+from worker.config import WindowingConfig
+from worker.windowing.events import AudioEvent, EndEvent, FrameEvent, Job, Source, Stream
+from worker.windowing.offsets import OffsetTracker
+from worker.windowing.session import BadEvent, SessionState, WindowParams
+from worker.windowing.timeline import frame_ms, sample_ms
+
+__all__ = ["BadEvent", "Joiner", "SessionLedger"]
+
+_tiebreak = itertools.count()
+
+
+class SessionLedger:
+    """Which of a session's input events are still needed, keyed by media time (ms)."""
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[float, int, Source]] = []  # (release key ms, tiebreak, source)
+        self.in_flight: Counter[int] = Counter()  # frame_start -> jobs emitted, not yet published
+        self.fps: float | None = None
+        self.open_frontier: int | None = None  # session's next job start; None: undecided
+        self.closed = False
+
+    def hold(self, key_ms: float, source: Source) -> None:
+        heapq.heappush(self.pending, (key_ms, next(_tiebreak), source))
+
+    def frontier_ms(self) -> float:
+        starts = [s for s, n in self.in_flight.items() if n > 0]
+        if not self.closed:
+            if self.open_frontier is None:
+                return -math.inf  # the first jobs are not decided yet: nothing can go
+            starts.append(self.open_frontier)
+        if not starts:
+            return math.inf
+        if self.fps is None:
+            return -math.inf
+        return frame_ms(min(starts), self.fps)
+
+    def release(self) -> list[Source]:
+        """Pop every held event whose key is below the frontier."""
+        front = self.frontier_ms()
+        out = []
+        while self.pending and (self.pending[0][0] < front or front == math.inf):
+            out.append(heapq.heappop(self.pending)[2])
+        return out
+
+    def done(self) -> bool:
+        return self.closed and not self.pending and not +self.in_flight
+
+
+class Joiner:
+    """Feed decoded events in; get due jobs out. Pure: time is passed in."""
+
+    def __init__(self, cfg: WindowingConfig, margin_ms: float, tracker: OffsetTracker,
+                 sample_rate: int = 16_000) -> None:
+        self.cfg = cfg
+        self.params = WindowParams(
+            block_frames=cfg.block_frames, window_ms=cfg.window_ms, window_hop_ms=cfg.window_hop_ms,
+            allowed_lateness_ms=cfg.allowed_lateness_ms, max_buffered_ms=cfg.max_buffered_ms,
+            margin_ms=float(margin_ms), sample_rate=sample_rate,
+        )
+        self.tracker = tracker
+        self.sessions: OrderedDict[str, SessionState] = OrderedDict()  # least recently active first
+        self.ledgers: dict[str, SessionLedger] = {}
+        self._recently_closed: OrderedDict[str, None] = OrderedDict()
+        self._closed_queue: list[str] = []
+        self._pending_jobs: list[Job] = []  # flushed from sessions evicted to make room
+        self.counters: Counter[str] = Counter()
+
+    # --- events -----------------------------------------------------------------------------
+    def on_frame(self, ev: FrameEvent, now_wall_ms: int) -> list[Job]:
+        """Raises BadEvent for a frame that contradicts its session (caller dead-letters it)."""
+        state = self._session(ev.session_id, ev.source, now_wall_ms)
+        if state is None:
+            return self._drop(ev.source, "after_close")
+        status = state.add_frame(ev, now_wall_ms)
+        if status != "ok":
+            return self._drop(ev.source, status)
+        if ev.ref_error is not None:
+            self.counters["ref_errors"] += 1
+        ledger = self.ledgers[ev.session_id]
+        ledger.fps = state.fps
+        ledger.hold(frame_ms(ev.frame_index, ev.fps), ev.source)
+        return self._advance(state, now_wall_ms)
+
+    def on_audio(self, ev: AudioEvent, now_wall_ms: int) -> list[Job]:
+        state = self._session(ev.session_id, ev.source, now_wall_ms)
+        if state is None:
+            return self._drop(ev.source, "after_close")
+        status = state.add_audio(ev, now_wall_ms)
+        if status != "ok":
+            return self._drop(ev.source, status)
+        end_ms = sample_ms(ev.start_sample + int(ev.samples.shape[0]), ev.sample_rate)
+        self.ledgers[ev.session_id].hold(end_ms + self.params.margin_ms, ev.source)
+        return self._advance(state, now_wall_ms)
+
+    def on_end(self, ev: EndEvent, now_wall_ms: int) -> list[Job]:
+        state = self._session(ev.session_id, ev.source, now_wall_ms)
+        if state is None:
+            return self._drop(ev.source, "after_close")
+        if ev.stream is Stream.VIDEO:
+            state.end_video(now_wall_ms)
+        else:
+            state.end_audio(now_wall_ms)
+        self.ledgers[ev.session_id].hold(math.inf, ev.source)  # kept until the session closes
+        return self._advance(state, now_wall_ms)
+
+    def tick(self, now_wall_ms: int) -> list[Job]:
+        """Close sessions idle for idle_timeout_ms (flushing their remaining jobs)."""
+        jobs: list[Job] = []
+        limit = now_wall_ms - self.cfg.idle_timeout_ms
+        for sid in [sid for sid, st in self.sessions.items() if st.last_active_wall_ms <= limit]:
+            jobs += self._close(sid, "idle", flush=True)
+        return jobs
+
+    def on_published(self, job: Job) -> None:
+        """The job's signal was delivered: release what no unpublished job needs any more."""
+        ledger = self.ledgers.get(job.session_id)
+        if ledger is None:
+            return  # its partition was revoked meanwhile
+        if ledger.in_flight[job.frame_start] > 0:
+            ledger.in_flight[job.frame_start] -= 1
+        self._release(job.session_id, ledger)
+
+    def drop_partitions(self, partitions: set[int]) -> int:
+        """Forget sessions of revoked partitions, without emitting; returns how many."""
+        gone = [sid for sid, st in self.sessions.items() if st.partition in partitions]
+        for sid in gone:
+            del self.sessions[sid]
+            self.ledgers.pop(sid, None)
+            self._closed_queue.append(sid)
+        for sid in [sid for sid, led in self.ledgers.items() if sid not in self.sessions]:
+            # closed sessions with jobs still in flight on a revoked partition
+            if any(src.partition in partitions for _, _, src in self.ledgers[sid].pending):
+                del self.ledgers[sid]
+        return len(gone)
+
+    def drain_closed(self) -> list[str]:
+        """Sessions closed since the last call (their scorer streams can go)."""
+        out, self._closed_queue = self._closed_queue, []
+        return out
+
+    # --- internals --------------------------------------------------------------------------
+    def _session(self, sid: str, source: Source, now_wall_ms: int) -> SessionState | None:
+        state = self.sessions.get(sid)
+        if state is not None:
+            self.sessions.move_to_end(sid)
+            return state
+        if sid in self._recently_closed:
+            return None
+        jobs_before_evict: list[Job] = []
+        while len(self.sessions) >= self.cfg.max_sessions:
+            lru = next(iter(self.sessions))
+            self.counters["evictions_max_sessions"] += 1
+            jobs_before_evict += self._close(lru, "evicted", flush=True)
+        self._pending_jobs.extend(jobs_before_evict)
+        state = SessionState(sid, source.partition, self.params, now_wall_ms)
+        self.sessions[sid] = state
+        self.ledgers[sid] = SessionLedger()
+        self.counters["sessions_opened"] += 1
+        return state
+
+    def _drop(self, source: Source, why: str) -> list[Job]:
+        self.counters[f"dropped_{why}"] += 1
+        self.tracker.done(source)
+        return self._take_pending()
+
+    def _take_pending(self) -> list[Job]:
+        out, self._pending_jobs = self._pending_jobs, []
+        return out
+
+    def _advance(self, state: SessionState, now_wall_ms: int) -> list[Job]:
+        dropped_before = state.dropped_buffered
+        skipped_before = state.skipped_empty
+        jobs = state.due_jobs()
+        self.counters["evictions_max_buffered"] += state.dropped_buffered - dropped_before
+        for source in state.dropped_sources:
+            self.tracker.done(source)  # the ledger's copy is released later, harmlessly
+        state.dropped_sources.clear()
+        self.counters["jobs_skipped_empty"] += state.skipped_empty - skipped_before
+        self._emitted(state.session_id, jobs)
+        if state.finished():
+            jobs += self._close(state.session_id, "ended", flush=False)
+        else:
+            self._sync_frontier(state)
+        return self._take_pending() + jobs
+
+    def _emitted(self, sid: str, jobs: list[Job]) -> None:
+        ledger = self.ledgers[sid]
+        for job in jobs:
+            ledger.in_flight[job.frame_start] += 1
+            self.counters[f"jobs_{job.reason.value}"] += 1
+
+    def _sync_frontier(self, state: SessionState) -> None:
+        ledger = self.ledgers[state.session_id]
+        ledger.fps = state.fps
+        ledger.open_frontier = state.frontier_frame(default=None)
+        self._release(state.session_id, ledger)
+
+    def _release(self, sid: str, ledger: SessionLedger) -> None:
+        for source in ledger.release():
+            self.tracker.done(source)
+        if ledger.done():
+            del self.ledgers[sid]
+
+    def _close(self, sid: str, why: str, flush: bool) -> list[Job]:
+        state = self.sessions.pop(sid)
+        jobs: list[Job] = []
+        if flush:
+            skipped_before = state.skipped_empty
+            jobs = state.due_jobs(force=True)
+            self.counters["jobs_skipped_empty"] += state.skipped_empty - skipped_before
+            self._emitted(sid, jobs)
+        ledger = self.ledgers[sid]
+        ledger.fps = state.fps
+        ledger.closed = True
+        self._release(sid, ledger)
+        self.counters[f"sessions_closed_{why}"] += 1
+        self._closed_queue.append(sid)
+        self._recently_closed[sid] = None
+        while len(self._recently_closed) > self.cfg.closed_sessions_remembered:
+            self._recently_closed.popitem(last=False)
+        return jobs
+
+    def open_sessions(self) -> int:
+        return len(self.sessions)

@@ -1,0 +1,302 @@
+"""One session's join of ROI frames and audio, and the BLOCK/WINDOW jobs it makes due.
+
+Event time: the session's watermark is the latest media time seen on either stream (end of the
+newest frame, end of the newest audio chunk), in ms. A job [frame_start, frame_end) needs those
+frames and the audio [start_ms - margin, end_ms + margin) (margin = the scorer's search margin).
+It is due when
+
+- COMPLETE: every frame arrived (or the video ended) and the needed audio arrived (or the audio
+  ended); or
+- LATENESS: the watermark passed end_ms + margin + allowed_lateness: gaps are then labelled
+  (missing frames present=False, missing audio zero-filled and counted); or
+- ENDED: the session is being flushed (idle timeout, eviction) and its frames end by the last
+  frame seen.
+
+A job whose frames all failed to arrive is skipped, not scored. The first job of each kind starts
+at the first grid start at or after the earliest frame seen (decided when that job is due), so a
+worker that restarts mid-session never emits a job for frames it did not see.
+
+Nothing here reads a clock: processing time arrives as ``now_wall_ms`` arguments.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from worker.scoring.types import AudioSpan, FrameSpan, Kind, ScoreRequest
+from worker.windowing.buffers import AudioBuffer, FrameSlot, stack_rois
+from worker.windowing.events import Arrival, AudioEvent, DueReason, FrameEvent, Job, Source
+from worker.windowing.timeline import (
+    JobGrid,
+    audio_need_ms,
+    frame_ms,
+    ms_to_sample_ceil,
+    ms_to_sample_floor,
+    sample_ms,
+)
+
+KINDS = (Kind.BLOCK, Kind.WINDOW)
+
+
+class BadEvent(ValueError):
+    """An event that contradicts its session (fps or sample rate changed, bad index)."""
+
+
+@dataclass(frozen=True)
+class WindowParams:
+    """What a session needs from the config, plus the scorer's margin and sample rate."""
+
+    block_frames: int
+    window_ms: int
+    window_hop_ms: int
+    allowed_lateness_ms: int
+    max_buffered_ms: int
+    margin_ms: float
+    sample_rate: int = 16_000
+
+
+class SessionState:
+    def __init__(self, session_id: str, partition: int, params: WindowParams, now_wall_ms: int) -> None:
+        self.session_id = session_id
+        self.partition = partition
+        self.p = params
+        self.fps: float | None = None
+        self.grid: JobGrid | None = None
+        self.frames: dict[int, FrameSlot] = {}
+        self.frame_meta: dict[int, tuple[Source, Arrival]] = {}
+        self.audio = AudioBuffer()
+        self.next_start: dict[Kind, int | None] = {Kind.BLOCK: None, Kind.WINDOW: None}
+        self.min_frame_seen: int | None = None
+        self.max_frame_seen: int | None = None
+        self.watermark_ms = -math.inf
+        self.video_end: int | None = None  # frames at or after this index never come
+        self.audio_ended = False
+        self.last_active_wall_ms = now_wall_ms
+        self.skipped_empty = 0
+        self.dropped_buffered = 0
+        self.dropped_sources: list[Source] = []  # dropped by the buffer bound; the joiner releases them
+
+    # --- events -----------------------------------------------------------------------------
+    def add_frame(self, ev: FrameEvent, now_wall_ms: int) -> str:
+        """Store a frame; returns "ok", "late" (no future job needs it) or "duplicate"."""
+        if ev.frame_index < 0:
+            raise BadEvent(f"frame_index {ev.frame_index} is negative")
+        if not (math.isfinite(ev.fps) and 1.0 <= ev.fps <= 240.0):
+            raise BadEvent(f"fps {ev.fps} is outside [1, 240]")
+        if self.fps is None:
+            self.fps = ev.fps
+            self.grid = JobGrid.for_fps(self.p.block_frames, self.p.window_ms, self.p.window_hop_ms, ev.fps)
+        elif abs(ev.fps - self.fps) > 1e-6:
+            raise BadEvent(f"fps changed within the session: {self.fps} then {ev.fps}")
+        self.last_active_wall_ms = max(self.last_active_wall_ms, now_wall_ms)
+        f = ev.frame_index
+        if self.video_end is not None and f >= self.video_end:
+            return "late"
+        if f in self.frames:
+            return "duplicate"
+        if f < self.frontier_frame(default=-1):
+            return "late"
+        self.frames[f] = FrameSlot(ev.pixels, ev.face_present, ev.occluded, ev.landmarks, ev.ref_error is None)
+        self.frame_meta[f] = (ev.source, ev.arrival)
+        self.min_frame_seen = f if self.min_frame_seen is None else min(self.min_frame_seen, f)
+        self.max_frame_seen = f if self.max_frame_seen is None else max(self.max_frame_seen, f)
+        self.watermark_ms = max(self.watermark_ms, frame_ms(f + 1, self.fps))
+        return "ok"
+
+    def add_audio(self, ev: AudioEvent, now_wall_ms: int) -> str:
+        """Store an audio chunk; returns "ok", "late" or "duplicate"."""
+        if ev.start_sample < 0:
+            raise BadEvent(f"start_sample {ev.start_sample} is negative")
+        if ev.sample_rate != self.p.sample_rate:
+            raise BadEvent(f"sample_rate {ev.sample_rate} != {self.p.sample_rate}")
+        if ev.samples.ndim != 1 or ev.samples.shape[0] == 0:
+            raise BadEvent("audio chunk must be mono and non-empty")
+        self.last_active_wall_ms = max(self.last_active_wall_ms, now_wall_ms)
+        end = ev.start_sample + int(ev.samples.shape[0])
+        end_ms = sample_ms(end, ev.sample_rate)
+        front = self.frontier_frame(default=None)
+        if front is not None and self.fps is not None:
+            if end_ms <= frame_ms(front, self.fps) - self.p.margin_ms:
+                return "late"
+        if not self.audio.add(ev.start_sample, ev.samples, (ev.source, ev.arrival)):
+            return "duplicate"
+        self.watermark_ms = max(self.watermark_ms, end_ms)
+        return "ok"
+
+    def end_video(self, now_wall_ms: int) -> None:
+        self.last_active_wall_ms = max(self.last_active_wall_ms, now_wall_ms)
+        if self.video_end is None:
+            self.video_end = 0 if self.max_frame_seen is None else self.max_frame_seen + 1
+
+    def end_audio(self, now_wall_ms: int) -> None:
+        self.last_active_wall_ms = max(self.last_active_wall_ms, now_wall_ms)
+        self.audio_ended = True
+
+    # --- jobs -------------------------------------------------------------------------------
+    def frontier_frame(self, default: int | None = None) -> int | None:
+        """No job not yet emitted starts before this frame (``default`` while undecided)."""
+        starts = [s for s in self.next_start.values() if s is not None]
+        if len(starts) < len(KINDS):
+            return default
+        return min(starts)
+
+    def finished(self) -> bool:
+        """The video ended and every job that fits before its end was emitted."""
+        if self.video_end is None:
+            return False
+        if self.grid is None or self.min_frame_seen is None:
+            return True
+        for kind in KINDS:
+            start = self.next_start[kind]
+            if start is None:
+                start = self.grid.first_start_at_or_after(kind, self.min_frame_seen)
+            if start + self.grid.length(kind) <= self.video_end:
+                return False
+        return True
+
+    def due_jobs(self, force: bool = False) -> list[Job]:
+        """Every job due now, in order of frame end (blocks first on ties).
+
+        force: the session is being flushed; emit every job whose frames end by the last frame
+        seen, complete or not.
+        """
+        if self.grid is None or self.min_frame_seen is None:
+            self._enforce_buffer_bound()
+            return []
+        jobs: list[Job] = []
+        for kind in KINDS:
+            while True:
+                job = self._next_due(kind, force)
+                if job is None:
+                    break
+                if job is not _SKIPPED:
+                    jobs.append(job)
+        jobs.sort(key=lambda j: (j.frame_end, j.kind is not Kind.BLOCK))
+        self._prune()
+        return jobs
+
+    def _next_due(self, kind: Kind, force: bool) -> "Job | object | None":
+        grid, fps = self.grid, self.fps
+        assert grid is not None and fps is not None and self.min_frame_seen is not None
+        start = self.next_start[kind]
+        decided = start is not None
+        if start is None:
+            start = grid.first_start_at_or_after(kind, self.min_frame_seen)
+        end = start + grid.length(kind)
+        if self.video_end is not None and end > self.video_end:
+            return None  # a partial job at the end of the video is never emitted
+        reason = self._readiness(start, end, force)
+        if reason is None:
+            return None
+        if not decided:
+            self.next_start[kind] = start
+        present = [f for f in range(start, end) if f in self.frames]
+        if not present:
+            self.skipped_empty += 1
+            later = [f for f in self.frames if f >= end]
+            nxt = start + grid.step(kind)
+            if later:
+                nxt = max(nxt, grid.first_start_covering_or_after(kind, min(later)))
+            self.next_start[kind] = nxt
+            return _SKIPPED
+        self.next_start[kind] = start + grid.step(kind)
+        return self._build(kind, start, end, reason)
+
+    def _readiness(self, start: int, end: int, force: bool) -> DueReason | None:
+        fps = self.fps
+        assert fps is not None
+        lo_ms, hi_ms = audio_need_ms(start, end, fps, self.p.margin_ms)
+        frames_ok = self.video_end is not None or all(f in self.frames for f in range(start, end))
+        if frames_ok:
+            a = max(0, ms_to_sample_floor(lo_ms, self.p.sample_rate))
+            b = ms_to_sample_ceil(hi_ms, self.p.sample_rate)
+            if self.audio_ended or self.audio.coverage.contains(a, b):
+                return DueReason.COMPLETE
+        if self.watermark_ms >= hi_ms + self.p.allowed_lateness_ms:
+            return DueReason.LATENESS
+        if force and self.max_frame_seen is not None and end <= self.max_frame_seen + 1:
+            return DueReason.ENDED
+        return None
+
+    def _build(self, kind: Kind, start: int, end: int, reason: DueReason) -> Job:
+        fps, sr = self.fps, self.p.sample_rate
+        assert fps is not None and self.grid is not None
+        slots = [self.frames.get(f) for f in range(start, end)]
+        frames, present, face, occluded, landmarks = stack_rois(slots)
+        lo_ms, hi_ms = audio_need_ms(start, end, fps, self.p.margin_ms)
+        a = max(0, ms_to_sample_floor(lo_ms, sr))
+        b = ms_to_sample_ceil(hi_ms, sr)
+        samples, missing_samples = self.audio.extract(a, b)
+        sources: list[Source] = []
+        newest_rx, newest_tx = 0, None
+        metas = [self.frame_meta[f] for f in range(start, end) if f in self.frame_meta]
+        metas += self.audio.infos(a, b)  # type: ignore[arg-type]
+        for source, arrival in metas:
+            sources.append(source)
+            newest_rx = max(newest_rx, arrival.received_wall_ms)
+            if arrival.produced_wall_ms is not None:
+                newest_tx = max(newest_tx or 0, arrival.produced_wall_ms)
+        request = ScoreRequest(
+            kind=kind,
+            frames=FrameSpan(frames=frames, fps=fps, frame_start=start, present=present,
+                             landmarks=landmarks, occluded=occluded, face_present=face),
+            audio=AudioSpan(samples=samples, sample_rate=sr, start_sample=a),
+            session_id=self.session_id,
+        )
+        keep = self.frontier_frame(default=start)
+        return Job(
+            session_id=self.session_id, kind=kind, frame_start=start, frame_end=end,
+            start_ms=int(round(frame_ms(start, fps))), end_ms=int(round(frame_ms(end, fps))),
+            request=request,
+            frames_missing=int((~present).sum()),
+            audio_missing_ms=int(round(sample_ms(missing_samples, sr))),
+            reason=reason, newest_received_wall_ms=newest_rx, newest_produced_wall_ms=newest_tx,
+            keep_from_frame=keep if keep is not None else start, partition=self.partition,
+            sources=tuple(sorted(set(sources))),
+        )
+
+    # --- bounds -----------------------------------------------------------------------------
+    def _prune(self) -> None:
+        """Forget what no future job needs; then enforce max_buffered_ms by dropping the oldest."""
+        front = self.frontier_frame(default=None)
+        if front is not None and self.fps is not None:
+            for f in [f for f in self.frames if f < front]:
+                del self.frames[f]
+                self.frame_meta.pop(f, None)
+            need_from = frame_ms(front, self.fps) - self.p.margin_ms
+            self.audio.drop_before(max(0, ms_to_sample_floor(need_from, self.p.sample_rate)))
+        self._enforce_buffer_bound()
+
+    def _enforce_buffer_bound(self) -> None:
+        if not math.isfinite(self.watermark_ms):
+            return
+        cut_ms = self.watermark_ms - self.p.max_buffered_ms
+        if cut_ms <= 0:
+            return
+        dropped = self.audio.drop_before(ms_to_sample_floor(cut_ms, self.p.sample_rate))
+        if self.fps is not None:
+            for f in [f for f in self.frames if frame_ms(f, self.fps) < cut_ms]:
+                del self.frames[f]
+                dropped.append(self.frame_meta.pop(f))
+        self.dropped_buffered += len(dropped)
+        self.dropped_sources += [info[0] for info in dropped]  # type: ignore[index]
+        if dropped and self.fps is not None:
+            assert self.grid is not None
+            first_kept = math.ceil(cut_ms * self.fps / 1000.0 - 1e-9)
+            for kind in KINDS:
+                start = self.next_start[kind]
+                nxt = self.grid.first_start_at_or_after(kind, first_kept)
+                if start is None or start < nxt:
+                    self.next_start[kind] = nxt
+            if self.min_frame_seen is not None:
+                self.min_frame_seen = max(self.min_frame_seen, first_kept)
+
+    def buffered(self) -> tuple[int, int]:
+        """(frames, audio chunks) held."""
+        return len(self.frames), len(self.audio)
+
+
+_SKIPPED = object()

@@ -14,8 +14,9 @@ built (:meth:`KafkaConfig.client_config`). The environment is read only here, at
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -51,7 +52,7 @@ class TopicsConfig(_Section):
     dlq: TopicConfig = TopicConfig(name="av.lipsync-dlq", partitions=1)
 
     @model_validator(mode="after")
-    def _co_partitioned(self) -> "TopicsConfig":
+    def _co_partitioned(self) -> TopicsConfig:
         # The join needs both inputs of one session on the same worker: same partition counts.
         if self.audio.partitions != self.roi.partitions:
             raise ValueError(
@@ -126,7 +127,7 @@ class WindowingConfig(_Section):
     closed_sessions_remembered: int = Field(default=10_000, ge=0)
 
     @model_validator(mode="after")
-    def _buffer_fits_a_window(self) -> "WindowingConfig":
+    def _buffer_fits_a_window(self) -> WindowingConfig:
         if self.max_buffered_ms < self.window_ms + self.allowed_lateness_ms:
             raise ValueError("max_buffered_ms must be at least window_ms + allowed_lateness_ms")
         return self

@@ -29,8 +29,8 @@ ROI, AUD = "roi", "aud"
 
 
 def cfg(**kw) -> WindowingConfig:
-    base = dict(block_frames=8, window_ms=800, window_hop_ms=800, allowed_lateness_ms=200,
-                idle_timeout_ms=5000, max_sessions=10, max_buffered_ms=4000)
+    base = {"block_frames": 8, "window_ms": 800, "window_hop_ms": 800, "allowed_lateness_ms": 200,
+            "idle_timeout_ms": 5000, "max_sessions": 10, "max_buffered_ms": 4000}
     base.update(kw)
     return WindowingConfig(**base)
 
@@ -136,7 +136,7 @@ def test_out_of_order_events_give_the_same_jobs_and_pixels():
     assert [e.frame_index for e in events if isinstance(e, FrameEvent)] != list(range(60))
     for ev in events:
         shuffled.push(ev)
-    key = lambda j: (j.kind.value, j.frame_start)  # noqa: E731
+    key = lambda j: (j.kind.value, j.frame_start)
     a, b = sorted(ref.jobs, key=key), sorted(shuffled.jobs, key=key)
     assert spans(a) == spans(b) and len(a) > 5
     for x, y in zip(a, b):

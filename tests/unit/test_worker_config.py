@@ -116,5 +116,5 @@ def test_missing_file_is_a_clear_error(tmp_path):
 
 def test_config_is_frozen():
     cfg = load_config()
-    with pytest.raises(Exception):
+    with pytest.raises(ValueError, match="frozen"):
         cfg.windowing.block_frames = 9  # type: ignore[misc]

@@ -186,9 +186,9 @@ def stack_rois(slots: list[FrameSlot | None]) -> tuple[np.ndarray, np.ndarray, n
             px = _to_gray(slot.pixels) if gray else slot.pixels
             frames[t] = px if px.shape == shape else _resize_nearest(px, shape[0], shape[1])
     landmarks = None
-    if marks and all(m is not None for m in marks):
-        if len({m.shape for m in marks}) == 1:  # type: ignore[union-attr]
-            landmarks = np.stack(marks).astype(np.float32)  # type: ignore[arg-type]
+    if (marks and all(m is not None for m in marks)
+            and len({m.shape for m in marks}) == 1):  # type: ignore[union-attr]
+        landmarks = np.stack(marks).astype(np.float32)  # type: ignore[arg-type]
     return frames, present, face, occluded, landmarks
 
 

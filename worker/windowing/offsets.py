@@ -17,7 +17,7 @@ TopicPartition = tuple[str, int]
 
 
 class _PartitionOffsets:
-    __slots__ = ("open", "heap", "next_offset")
+    __slots__ = ("heap", "next_offset", "open")
 
     def __init__(self) -> None:
         self.open: set[int] = set()

@@ -24,8 +24,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
-
 from worker.scoring.types import AudioSpan, FrameSpan, Kind, ScoreRequest
 from worker.windowing.buffers import AudioBuffer, FrameSlot, stack_rois
 from worker.windowing.events import Arrival, AudioEvent, DueReason, FrameEvent, Job, Source
@@ -118,9 +116,9 @@ class SessionState:
         end = ev.start_sample + int(ev.samples.shape[0])
         end_ms = sample_ms(end, ev.sample_rate)
         front = self.frontier_frame(default=None)
-        if front is not None and self.fps is not None:
-            if end_ms <= frame_ms(front, self.fps) - self.p.margin_ms:
-                return "late"
+        if (front is not None and self.fps is not None
+                and end_ms <= frame_ms(front, self.fps) - self.p.margin_ms):
+            return "late"
         if not self.audio.add(ev.start_sample, ev.samples, (ev.source, ev.arrival)):
             return "duplicate"
         self.watermark_ms = max(self.watermark_ms, end_ms)
@@ -178,7 +176,7 @@ class SessionState:
         self._prune()
         return jobs
 
-    def _next_due(self, kind: Kind, force: bool) -> "Job | object | None":
+    def _next_due(self, kind: Kind, force: bool) -> Job | object | None:
         grid, fps = self.grid, self.fps
         assert grid is not None and fps is not None and self.min_frame_seen is not None
         start = self.next_start[kind]
@@ -249,10 +247,10 @@ class SessionState:
         keep = self.frontier_frame(default=start)
         return Job(
             session_id=self.session_id, kind=kind, frame_start=start, frame_end=end,
-            start_ms=int(round(frame_ms(start, fps))), end_ms=int(round(frame_ms(end, fps))),
+            start_ms=round(frame_ms(start, fps)), end_ms=round(frame_ms(end, fps)),
             request=request,
             frames_missing=int((~present).sum()),
-            audio_missing_ms=int(round(sample_ms(missing_samples, sr))),
+            audio_missing_ms=round(sample_ms(missing_samples, sr)),
             reason=reason, newest_received_wall_ms=newest_rx, newest_produced_wall_ms=newest_tx,
             keep_from_frame=keep if keep is not None else start, partition=self.partition,
             sources=tuple(sorted(set(sources))),

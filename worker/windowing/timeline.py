@@ -39,7 +39,7 @@ class JobGrid:
     hop_frames: int
 
     @staticmethod
-    def for_fps(block_frames: int, window_ms: int, window_hop_ms: int, fps: float) -> "JobGrid":
+    def for_fps(block_frames: int, window_ms: int, window_hop_ms: int, fps: float) -> JobGrid:
         if not (fps > 0 and math.isfinite(fps)):
             raise ValueError(f"fps must be positive, got {fps}")
         window = max(1, round(window_ms * fps / 1000.0))

@@ -12,6 +12,7 @@ One ``.npz`` per clip (name = the clip's path relative to its --src root, '/' ->
     roi_params float32 (T, 4) (cx, cy, side, angle) in source pixels; occlusion_score float32 (T,)
     frame_size int (2,) (H, W); av_start_offset_ms float (audio minus video start, compensated)
     source str (relative path), source_path str (absolute), tracking_ms float
+    rois_rgb uint8 (T, 96, 96, 3) only with --rgb
 Resumable: clips whose .npz exists are skipped. Failures go to OUT/failures.tsv and the run goes
 on. At the end OUT/DONE holds a JSON summary (clips, frames, failures).
 """
@@ -52,12 +53,15 @@ def find_clips(sources: list[str]) -> list[tuple[Path, str]]:
     return clips
 
 
+_KEEP_RGB = False
+
+
 def _tracker():
     global _TRACKER
     if _TRACKER is None:
         from worker.tracking import MouthTracker
 
-        _TRACKER = MouthTracker(roi_size=96)
+        _TRACKER = MouthTracker(roi_size=96, keep_rgb=_KEEP_RGB)
     return _TRACKER
 
 
@@ -83,6 +87,7 @@ def process_clip(path: Path, out_file: Path, source: str) -> dict:
         occlusion_score=res.occlusion_score, frame_size=np.array(res.frame_size, np.int32),
         av_start_offset_ms=np.float64(info.av_start_offset_ms), source=np.str_(source),
         source_path=np.str_(str(path)), tracking_ms=np.float64(res.tracking_ms),
+        **({"rois_rgb": res.rois_rgb} if res.rois_rgb is not None else {}),
     )
     os.replace(tmp, out_file)
     return {
@@ -91,6 +96,11 @@ def process_clip(path: Path, out_file: Path, source: str) -> dict:
         "audio_s": len(audio) / SAMPLE_RATE, "video_s": res.n_frames / fps,
         "av_start_offset_ms": info.av_start_offset_ms,
     }
+
+
+def _init_worker(keep_rgb: bool) -> None:
+    global _KEEP_RGB
+    _KEEP_RGB = keep_rgb
 
 
 def _job(path: str, out_file: str, source: str) -> tuple[str, dict | None, str | None]:
@@ -109,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, help="output directory, e.g. .cache/roi/dev")
     ap.add_argument("-j", "--jobs", type=int, default=1)
     ap.add_argument("--limit", type=int, default=0, help="process at most N clips (0 = all)")
+    ap.add_argument("--rgb", action="store_true", help="also store rois_rgb (T, 96, 96, 3)")
     args = ap.parse_args(argv)
 
     out = Path(args.out)
@@ -137,11 +148,12 @@ def main(argv: list[str] | None = None) -> int:
             with failures.open("a") as fh:
                 fh.write(f"{source}\t{err}\n")
 
+    _init_worker(args.rgb)
     if args.jobs <= 1:
         for p, f, stem in todo:
             report(*_job(str(p), str(f), stem))
     else:
-        with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+        with ProcessPoolExecutor(max_workers=args.jobs, initializer=_init_worker, initargs=(args.rgb,)) as pool:
             futs = [pool.submit(_job, str(p), str(f), stem) for p, f, stem in todo]
             for fut in as_completed(futs):
                 report(*fut.result())

@@ -22,6 +22,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import cv2  # noqa: E402
 
+# protobuf 4 deprecation noise printed by mediapipe on every FaceMesh graph
+warnings.filterwarnings("ignore", message=r"SymbolDatabase\.GetPrototype\(\) is deprecated")
+
 from worker.tracking import geometry as geo  # noqa: E402
 from worker.tracking import occlusion as occ  # noqa: E402
 
@@ -44,7 +47,7 @@ class TrackResult:
         no face.
     occlusion_score: (T,) float32 in 0..1 (see tracking.occlusion: share of lip-ring pixels that
         look like neither lips nor this face's skin); NaN where no face or no skin reference.
-    occluded: (T,) bool, occlusion_score > 0.5 after a 3-frame median.
+    occluded: (T,) bool, occlusion_score > 0.4 after a 3-frame median.
     fps: frame rate of the input; frame_size: (H, W) of the full-resolution input.
     tracking_ms: wall time spent in track*, ms (decode excluded).
     """

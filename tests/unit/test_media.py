@@ -1,0 +1,159 @@
+"""worker.media.decode on the real dev clips and on tiny media generated with ffmpeg."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from worker.media.decode import MediaError, first_frame_time_s, iter_video, probe, read_audio, read_video
+
+DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+DEV = DATA / "dev-clips"
+
+pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed")
+
+
+def dev_clip(name: str) -> Path:
+    if not DEV.is_dir():
+        pytest.skip(f"dev clips folder absent: {DEV} (tests on real footage skipped)")
+    return DEV / name
+
+
+def ffmpeg(*args: str) -> None:
+    subprocess.run(["ffmpeg", "-v", "error", "-nostdin", "-y", *args], check=True)
+
+
+@pytest.mark.parametrize(
+    "name, codec, fps, size_hw",
+    [
+        ("grid_bbaf2n.mpg", "mpeg1video", 25.0, (288, 360)),
+        ("cremad_1001_DFA_ANG_XX.flv", "vp6f", 30000 / 1001, (360, 480)),
+        ("av2av_ted_2.webm", "vp9", 25.0, (224, 224)),
+        ("vox_pcavs_00015.mp4", "h264", 25.0, (224, 224)),
+    ],
+)
+def test_decode_each_container(name, codec, fps, size_hw):
+    path = dev_clip(name)
+    info = probe(path)
+    assert info.has_video and info.has_audio and info.video_codec == codec
+    assert info.fps == pytest.approx(fps, rel=1e-6) and not info.is_vfr
+    frames, got_fps = read_video(path)
+    assert got_fps == pytest.approx(fps, rel=1e-6)
+    assert frames.dtype == np.uint8 and frames.shape[1:] == (*size_hw, 3)
+    # constant rate over the stream's duration (+/- 2 frames for container rounding)
+    assert abs(frames.shape[0] - info.duration_s * fps) <= 2
+    assert frames.std() > 5  # real picture, not a blank
+    audio = read_audio(path)
+    assert audio.dtype == np.float32 and audio.ndim == 1
+    assert abs(len(audio) / 16000 - frames.shape[0] / fps) < 0.1  # same timeline length
+    assert 1e-3 < float(np.sqrt(np.mean(audio**2))) < 1.0
+
+
+def test_29_97_stays_ntsc_and_downscale_keeps_aspect():
+    path = dev_clip("dfdc_real_lynaeydofd.mp4")  # 1920x1080, probed as 2997/100
+    info = probe(path)
+    assert info.fps_fraction == "30000/1001"
+    chunk = next(iter_video(path, max_side=640, chunk_frames=8))  # early stop kills ffmpeg cleanly
+    assert chunk.shape == (8, 360, 640, 3)
+
+
+def test_audio_start_offset_in_a_dev_clip_is_compensated():
+    # dfrf_french_macron.mp4: video starts at 0.080 s, audio at 0 -> frame 0 is at 2/30 s on the
+    # fps grid, so the first 2/30 s of audio must be dropped.
+    path = dev_clip("dfrf_french_macron.mp4")
+    info = probe(path)
+    assert info.av_start_offset_ms == pytest.approx(-80.0)
+    t0 = first_frame_time_s(info, 30)
+    assert t0 == pytest.approx(2 / 30)
+    raw = subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(path), "-t", "3", "-map", "0:a:0", "-ac", "1", "-ar", "16000",
+         "-f", "f32le", "-"], capture_output=True, check=True).stdout
+    raw = np.frombuffer(raw, np.float32)
+    aligned = read_audio(path)
+    seg = aligned[8000:24000]
+    lags = range(0, 2000)
+    best = max(lags, key=lambda s: float(np.dot(raw[8000 + s : 24000 + s], seg)))
+    assert abs(best - round(t0 * 16000)) <= 2
+
+
+def _tone_with_onset(path: Path, onset_s: float, total_s: float = 2.0) -> None:
+    ffmpeg("-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:duration={total_s}",
+           "-af", f"volume=enable='lt(t,{onset_s})':volume=0", "-ac", "2", str(path))
+
+
+def test_audio_starting_late_is_padded_and_early_is_trimmed(tmp_path):
+    wav = tmp_path / "tone.wav"
+    _tone_with_onset(wav, onset_s=0.5)
+    late = tmp_path / "late.mkv"  # audio stream starts 0.2 s after the video
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=64x48:rate=25:duration=2", "-itsoffset", "0.2", "-i", str(wav),
+           "-map", "0:v", "-map", "1:a", "-c:v", "ffv1", "-c:a", "pcm_s16le", str(late))
+    early = tmp_path / "early.mkv"  # video starts 0.2 s after the audio
+    ffmpeg("-itsoffset", "0.2", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=25:duration=2", "-i", str(wav),
+           "-map", "0:v", "-map", "1:a", "-c:v", "ffv1", "-c:a", "pcm_s16le", str(early))
+    ref = read_audio(wav)  # the filter switches on at a frame boundary: measure, don't assume
+    ref_onset = int(np.argmax(np.abs(ref) > 0.1))
+    assert abs(ref_onset - 8000) < 400
+    for path, shift_samples in ((late, +3200), (early, -3200)):
+        audio = read_audio(path)
+        first_loud = int(np.argmax(np.abs(audio) > 0.1))
+        assert abs(first_loud - (ref_onset + shift_samples)) <= 2, (path.name, first_loud, ref_onset)
+
+
+def test_vfr_input_is_resampled_to_constant_rate(tmp_path):
+    # 60 frames whose brightness encodes their index: 30 fps for 1 s, then 15 fps for 2 s.
+    n, h, w = 60, 48, 64
+    frames = np.repeat(np.arange(n, dtype=np.uint8)[:, None, None, None] * 4, h * w * 3).reshape(n, h, w, 3)
+    out = tmp_path / "vfr.mp4"  # mp4 reports avg_frame_rate = frames / duration (mkv does not)
+    expr = "if(lt(N,30),N/30,1+(N-30)/15)/TB"
+    proc = subprocess.run(
+        ["ffmpeg", "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", "30",
+         "-i", "-", "-vf", f"setpts='{expr}'", "-fps_mode", "vfr", "-c:v", "libx264", "-qp", "0",
+         "-pix_fmt", "yuv444p",
+         str(out)], input=frames.tobytes(), capture_output=True)
+    assert proc.returncode == 0, proc.stderr
+    info = probe(out)
+    assert info.is_vfr
+    got, fps = read_video(out, fps=10)
+    assert fps == 10
+    assert abs(got.shape[0] - 30) <= 1  # 3 s at 10 fps
+    index = np.round(got[:, 0, 0, 0] / 4.0).astype(int)  # source frame shown by each output frame
+    assert np.all(np.diff(index) >= 0)
+    # output frame at t = k / 10 shows the source frame on screen at t (+/- one source frame)
+    for k in (5, 15, 25):
+        t = k / 10
+        expect = t * 30 if t < 1 else 30 + (t - 1) * 15
+        assert abs(index[k] - expect) <= 1, (k, index[k], expect)
+
+
+def test_missing_file():
+    with pytest.raises(MediaError, match="no such file"):
+        probe("/nonexistent/clip.mp4")
+
+
+def test_unreadable_file(tmp_path):
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"this is not a video" * 100)
+    with pytest.raises(MediaError, match="cannot read media file") as err:
+        read_video(junk)
+    assert "\n" not in str(err.value)
+
+
+def test_no_video_stream(tmp_path):
+    wav = tmp_path / "a.wav"
+    _tone_with_onset(wav, 0.0, 0.5)
+    assert read_audio(wav).shape[0] == pytest.approx(8000, abs=2)
+    with pytest.raises(MediaError, match="no video stream"):
+        read_video(wav)
+
+
+def test_no_audio_stream(tmp_path):
+    mp4 = tmp_path / "v.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=64x48:rate=25:duration=1", "-pix_fmt", "yuv420p", str(mp4))
+    frames, fps = read_video(mp4)
+    assert frames.shape == (25, 48, 64, 3) and fps == 25
+    with pytest.raises(MediaError, match="no audio stream"):
+        read_audio(mp4)

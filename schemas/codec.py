@@ -20,9 +20,10 @@ import io
 import json
 import struct
 import threading
-from functools import lru_cache
+from collections.abc import Mapping
+from functools import cache
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 import fastavro
 
@@ -58,20 +59,20 @@ def schema_path(name: str) -> Path:
     return SCHEMA_DIR / f"{name}.avsc"
 
 
-@lru_cache(maxsize=None)
+@cache
 def schema_dict(name: str) -> dict:
     """The raw .avsc JSON of a bundled schema (do not mutate)."""
     with open(schema_path(name), encoding="utf-8") as f:
         return json.load(f)
 
 
-@lru_cache(maxsize=None)
+@cache
 def schema_text(name: str) -> str:
     """Compact JSON text of a bundled schema, as registered in a schema registry."""
     return json.dumps(schema_dict(name), separators=(",", ":"), sort_keys=False)
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_schema(name: str) -> dict:
     """The fastavro-parsed schema of a bundled record type, parsed once per process."""
     return fastavro.parse_schema(schema_dict(name))

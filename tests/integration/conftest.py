@@ -7,7 +7,7 @@ project's local Apache Kafka (scripts/kafka), started once here and stopped at t
 from __future__ import annotations
 
 import uuid
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 from confluent_kafka import Consumer, Producer
@@ -14,16 +14,16 @@ from worker.kafka.admin import TopicError, ensure_topics, topic_partitions
 
 
 def _chunk(session_id: str, seq: int) -> dict:
-    return dict(
-        session_id=session_id,
-        seq=seq,
-        start_sample=seq * 640,
-        sample_rate=16000,
-        channels=1,
-        encoding="PCM_S16LE",
-        data=bytes([seq % 256]) * 1280,
-        end_of_session=seq == 4,
-    )
+    return {
+        "session_id": session_id,
+        "seq": seq,
+        "start_sample": seq * 640,
+        "sample_rate": 16000,
+        "channels": 1,
+        "encoding": "PCM_S16LE",
+        "data": bytes([seq % 256]) * 1280,
+        "end_of_session": seq == 4,
+    }
 
 
 def _consume(bootstrap: str, topics: list[str], n: int, timeout_s: float = 30.0) -> list:

@@ -14,68 +14,68 @@ import pytest
 from schemas import AvroCodec, DecodeError, EncodeError, codec_for, registry_client, topic_subject
 from schemas.codec import SCHEMA_NAMES, schema_dict
 
-AUDIO = dict(
-    session_id="sess-1",
-    seq=7,
-    start_sample=16000 * 3,
-    sample_rate=16000,
-    channels=1,
-    encoding="PCM_S16LE",
-    data=bytes(range(256)) * 5,
-    end_of_session=False,
-    produced_at_ms=1_700_000_000_123,
-)
-ROI_BASE = dict(
-    session_id="sess-1",
-    frame_index=42,
-    pts_ms=1400,
-    fps=30.0,
-    mouth_landmarks=[0.25, 0.5, 0.75, 0.5],
-    occluded=False,
-    face_confidence=0.875,
-    end_of_session=False,
-    produced_at_ms=None,
-)
+AUDIO = {
+    "session_id": "sess-1",
+    "seq": 7,
+    "start_sample": 16000 * 3,
+    "sample_rate": 16000,
+    "channels": 1,
+    "encoding": "PCM_S16LE",
+    "data": bytes(range(256)) * 5,
+    "end_of_session": False,
+    "produced_at_ms": 1_700_000_000_123,
+}
+ROI_BASE = {
+    "session_id": "sess-1",
+    "frame_index": 42,
+    "pts_ms": 1400,
+    "fps": 30.0,
+    "mouth_landmarks": [0.25, 0.5, 0.75, 0.5],
+    "occluded": False,
+    "face_confidence": 0.875,
+    "end_of_session": False,
+    "produced_at_ms": None,
+}
 ROIS = [
     None,
-    dict(width=3, height=2, format="GRAY8", data=bytes(range(6))),
-    dict(name="psm_roi_1", offset=4096, shape=[96, 96], format="GRAY8"),
-    dict(uri="s3://bucket/sess-1/42.raw", shape=[96, 96, 3], format="RGB24"),
+    {"width": 3, "height": 2, "format": "GRAY8", "data": bytes(range(6))},
+    {"name": "psm_roi_1", "offset": 4096, "shape": [96, 96], "format": "GRAY8"},
+    {"uri": "s3://bucket/sess-1/42.raw", "shape": [96, 96, 3], "format": "RGB24"},
 ]
-SIGNAL = dict(
-    session_id="sess-1",
-    signal_id="sess-1:BLOCK:32",
-    kind="BLOCK",
-    frame_start=32,
-    frame_end=48,
-    start_ms=1067,
-    end_ms=1600,
-    score=0.81,
-    offset_ms=40.0,
-    margin=0.12,
-    confidence=0.6,
-    direction="AUDIO_LAGS",
-    label="OK",
-    occluded=False,
-    scorer="syncnet-lite@1.0.0",
-    latency_ms=35,
-    emitted_at_ms=1_700_000_001_000,
-    frames_missing=2,
-    audio_missing_ms=40,
-)
+SIGNAL = {
+    "session_id": "sess-1",
+    "signal_id": "sess-1:BLOCK:32",
+    "kind": "BLOCK",
+    "frame_start": 32,
+    "frame_end": 48,
+    "start_ms": 1067,
+    "end_ms": 1600,
+    "score": 0.81,
+    "offset_ms": 40.0,
+    "margin": 0.12,
+    "confidence": 0.6,
+    "direction": "AUDIO_LAGS",
+    "label": "OK",
+    "occluded": False,
+    "scorer": "syncnet-lite@1.0.0",
+    "latency_ms": 35,
+    "emitted_at_ms": 1_700_000_001_000,
+    "frames_missing": 2,
+    "audio_missing_ms": 40,
+}
 SILENT_SIGNAL = dict(SIGNAL, score=None, offset_ms=None, margin=None, confidence=0.0, direction="UNKNOWN",
                      label="SILENCE", kind="WINDOW", signal_id="sess-1:WINDOW:32")
-DEAD = dict(
-    topic="av.audio-chunks",
-    partition=3,
-    offset=12345,
-    key=b"sess-1",
-    value=b"\x00\xff garbage",
-    timestamp_ms=1_700_000_000_000,
-    reason="decode: truncated Avro body",
-    worker="host-a/123",
-    dead_at_ms=1_700_000_000_500,
-)
+DEAD = {
+    "topic": "av.audio-chunks",
+    "partition": 3,
+    "offset": 12345,
+    "key": b"sess-1",
+    "value": b"\x00\xff garbage",
+    "timestamp_ms": 1_700_000_000_000,
+    "reason": "decode: truncated Avro body",
+    "worker": "host-a/123",
+    "dead_at_ms": 1_700_000_000_500,
+}
 
 
 def _records() -> list[tuple[str, dict]]:

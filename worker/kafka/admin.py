@@ -7,7 +7,8 @@ count is an error here, never silently "fixed" (adding partitions would move ses
 from __future__ import annotations
 
 import time
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -123,9 +124,7 @@ def _wait_for_leaders(admin: AdminClient, topics: Mapping[str, int], timeout_s: 
         pending = []
         for name, partitions in topics.items():
             meta = metadata.topics.get(name)
-            if meta is None or meta.error is not None or len(meta.partitions) != partitions:
-                pending.append(name)
-            elif any(p.leader < 0 or p.error is not None for p in meta.partitions.values()):
+            if meta is None or meta.error is not None or len(meta.partitions) != partitions or any(p.leader < 0 or p.error is not None for p in meta.partitions.values()):
                 pending.append(name)
         if not pending:
             return

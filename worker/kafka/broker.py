@@ -19,9 +19,9 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Mapping
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def _scripts() -> tuple[Path, Path]:
 def fetch_jars(timeout_s: float = 900.0) -> None:
     """Make sure the broker jars are in .kafka/libs (instant when warm; Maven on a fresh machine)."""
     fetch, _ = _scripts()
-    proc = subprocess.run(["bash", str(fetch)], capture_output=True, text=True, timeout=timeout_s)
+    proc = subprocess.run(["bash", str(fetch)], capture_output=True, text=True, timeout=timeout_s, check=False)
     if proc.returncode != 0:
         raise BrokerError(f"fetching the Kafka jars failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
 
@@ -70,7 +70,7 @@ class LocalBroker:
         _, local = _scripts()
         env = dict(os.environ, KAFKA_LOCAL_DIR=str(self.state_dir))
         proc = subprocess.run(["bash", str(local), "down"], env=env, capture_output=True, text=True,
-                              timeout=timeout_s)
+                              timeout=timeout_s, check=False)
         if proc.returncode != 0:
             log.warning("kafka_local.sh down failed (exit %s): %s", proc.returncode, proc.stderr.strip())
             return
@@ -108,7 +108,7 @@ def start_local_broker(
     t0 = time.monotonic()
     try:
         proc = subprocess.run(["bash", str(local), "up"], env=env, capture_output=True, text=True,
-                              timeout=timeout_s + 30)
+                              timeout=timeout_s + 30, check=False)
     except subprocess.TimeoutExpired as e:
         LocalBroker("", state_dir, 0.0, remove_state_on_stop=False).stop()
         raise BrokerError(f"local broker did not start within {timeout_s + 30:.0f}s; logs in {state_dir}/logs") from e
@@ -141,7 +141,7 @@ def docker_available(timeout_s: float = 2.0) -> bool:
             return bool(client.ping())
         finally:
             client.close()
-    except Exception as e:  # no package, no socket, refused, timeout: all mean "no Docker"
+    except Exception as e:  # noqa: BLE001 - no package, no socket, refused, timeout: all mean "no Docker"
         log.debug("no Docker daemon: %s", e)
         return False
 

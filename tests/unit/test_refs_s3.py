@@ -1,0 +1,106 @@
+"""worker.refs s3:// against moto's S3 server on 127.0.0.1 (a real HTTP endpoint, boto3 unpatched)."""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from worker.refs import RefError, RoiResolver
+from worker.refs.s3 import S3Resolver
+
+GRAY = np.arange(6 * 5, dtype=np.uint8).reshape(6, 5)
+RGB = (np.arange(4 * 3 * 3, dtype=np.uint8) * 7).reshape(4, 3, 3)
+BUCKET = "rois"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint() -> Iterator[str]:
+    from moto.server import ThreadedMotoServer
+
+    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
+    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        import boto3
+
+        s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+        s3.create_bucket(Bucket=BUCKET)
+        npy = io.BytesIO()
+        np.save(npy, RGB)
+        s3.put_object(Bucket=BUCKET, Key="sess-1/gray.raw", Body=GRAY.tobytes())
+        s3.put_object(Bucket=BUCKET, Key="sess-1/rgb.npy", Body=npy.getvalue())
+        s3.put_object(Bucket=BUCKET, Key="sess-1/with space.raw", Body=GRAY.tobytes())
+        s3.put_object(Bucket=BUCKET, Key="sess-1/short.raw", Body=GRAY.tobytes()[:-1])
+        s3.put_object(Bucket=BUCKET, Key="sess-1/huge.raw", Body=b"\0" * 200_000)
+        s3.put_object(Bucket=BUCKET, Key="sess-1/empty.raw", Body=b"")
+        yield endpoint
+    finally:
+        server.stop()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _s3(key: str, shape: list[int], fmt: str = "GRAY8", bucket: str = BUCKET) -> dict:
+    return {"uri": f"s3://{bucket}/{key}", "shape": shape, "format": fmt}
+
+
+def test_s3_raw_and_npy(s3_endpoint: str) -> None:
+    r = RoiResolver(s3_endpoint_url=s3_endpoint, s3_region="us-east-1")
+    assert np.array_equal(r.resolve(_s3("sess-1/gray.raw", [6, 5])), GRAY)
+    assert np.array_equal(r.resolve(_s3("sess-1/rgb.npy", [4, 3, 3], "RGB24")), RGB)
+    assert np.array_equal(r.resolve(_s3("sess-1/with%20space.raw", [6, 5])), GRAY)
+    assert r.resolved() == {"s3": 3}
+
+
+def test_s3_failures_are_counted(s3_endpoint: str) -> None:
+    r = RoiResolver(s3_endpoint_url=s3_endpoint, s3_region="us-east-1")
+    outcomes = {}
+    for label, roi in {
+        "missing key": _s3("sess-1/nope.raw", [6, 5]),
+        "missing bucket": _s3("k.raw", [6, 5], bucket="no-such-bucket"),
+        "short": _s3("sess-1/short.raw", [6, 5]),
+        "format mismatch": _s3("sess-1/gray.raw", [6, 5], "RGB24"),
+        "too big": _s3("sess-1/huge.raw", [6, 5]),
+        "empty": _s3("sess-1/empty.raw", [6, 5]),
+        "no key": {"uri": "s3://rois", "shape": [6, 5], "format": "GRAY8"},
+    }.items():
+        with pytest.raises(RefError) as info:
+            r.resolve(roi)
+        outcomes[label] = info.value.reason
+    assert outcomes == {
+        "missing key": "not_found",
+        "missing bucket": "not_found",
+        "short": "wrong_size",
+        "format mismatch": "wrong_size",
+        "too big": "wrong_size",
+        "empty": "wrong_size",
+        "no key": "bad_ref",
+    }
+    assert r.failures() == {("s3", "not_found"): 2, ("s3", "wrong_size"): 4, ("s3", "bad_ref"): 1}
+
+
+def test_s3_endpoint_down_is_a_backend_error_not_a_hang(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    dead = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
+    r = RoiResolver(uri_resolvers={"s3": S3Resolver(dead, "us-east-1", connect_timeout_s=0.5, max_attempts=1)})
+    with pytest.raises(RefError) as info:
+        r.resolve(_s3("sess-1/gray.raw", [6, 5]))
+    assert info.value.reason == "backend_error" and info.value.scheme == "s3"

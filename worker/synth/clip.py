@@ -102,7 +102,7 @@ def generate_clip(seed: int, seconds: float, audio_offset_ms: float = 0.0,
 
     # --- mouth ---------------------------------------------------------------------------------
     style = Style(open_gain=rng_style.uniform(0.75, 1.2), shape_gain=rng_style.uniform(0.7, 1.15),
-                  anticipation_ms=rng_style.uniform(55, 90), carryover_ms=rng_style.uniform(35, 55),
+                  anticipation_ms=rng_style.uniform(45, 75), carryover_ms=rng_style.uniform(30, 50),
                   rest_press=rng_style.uniform(0.2, 0.5))
     sample_ms = (frame_ms[:, None] + _EXPOSURE_OFFSETS_MS[None]).ravel()
     params = mouth_trajectory(speech.phonemes, sample_ms, rng_vis, style)

@@ -103,19 +103,21 @@ class Occluder:
 
 
 class LowLight:
-    """Dark, low-contrast exposure: gain 0.2-0.45, gamma 1.2-1.7, a colour cast, strong noise."""
+    """Dim scene with the camera's gain turned up: mean level 25-50% of normal, crushed shadows
+    (gamma 1.1-1.5), a colour cast, and the amplified sensor noise that comes with the gain."""
 
     def __init__(self, rng: np.random.Generator) -> None:
-        self.gain = rng.uniform(0.2, 0.45)
-        self.gamma = rng.uniform(1.2, 1.7)
+        self.gain = rng.uniform(0.3, 0.6)
+        self.gamma = rng.uniform(1.1, 1.5)
         self.cast = rng.uniform(0.85, 1.1, size=3).astype(np.float32)
-        self.sigma = rng.uniform(2.0, 5.0)
+        self.sigma = rng.uniform(3.0, 8.0)
         self.rng = rng
 
     def apply(self, frame: np.ndarray) -> np.ndarray:
-        x = np.clip(frame / 255.0 * self.gain, 0, 1) ** self.gamma * 255.0 * self.cast
-        return x + self.rng.normal(0, self.sigma, size=frame.shape[:2] + (1,)).astype(np.float32) \
-            + self.rng.normal(0, self.sigma * 0.5, size=frame.shape).astype(np.float32)
+        x = np.clip(frame / 255.0, 0, 1) ** self.gamma * (255.0 * self.gain) * self.cast
+        luma = self.rng.normal(0, self.sigma, size=frame.shape[:2] + (1,)).astype(np.float32)
+        chroma = self.rng.normal(0, self.sigma * 0.5, size=frame.shape).astype(np.float32)
+        return x + luma + chroma
 
 
 class SensorNoise:

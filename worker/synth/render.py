@@ -208,12 +208,12 @@ class MouthRenderer:
             poly = np.concatenate([self._px(cx + xo[k], t_top), self._px(cx + xo[k][::-1], t_top[::-1] + 0.018 * labdent)])
             cv2.fillPoly(img, [poly], lk.teeth, cv2.LINE_AA)
 
-        # Lip line where the lips meet (always drawn: it thins and darkens with pressure).
-        line_x = xo[np.abs(x) < 0.97]
-        line_y = cy - corner[np.abs(x) < 0.97] + (0.5 - up_frac) * 0.0
-        if open_h * self.big <= 2.0:
-            thick = max(2, int((0.012 + 0.006 * press) * self.big))
-            cv2.polylines(img, [self._px(cx + line_x, line_y)], False, lk.interior, thick, cv2.LINE_AA)
+        # Lip line where the lips meet, while the opening is thinner than the line itself.
+        if open_h * self.big <= 8.0:
+            keep = np.abs(x) < 0.97
+            thick = max(2, int((0.010 + 0.005 * press) * self.big))
+            line_y = cy - corner[keep] + 0.2 * open_h
+            cv2.polylines(img, [self._px(cx + xo[keep], line_y)], False, lk.interior, thick, cv2.LINE_AA)
 
         if occluder is not None:
             occluder(img, self._px)

@@ -83,22 +83,33 @@ def build_speech(rng: np.random.Generator, voice: Voice, start_ms: float, end_ms
                  sample_rate: int, silence_gaps: bool) -> Speech:
     """Phrases with pauses from ``start_ms`` until past ``end_ms``.
 
-    Pauses between phrases: 60-300 ms normally; with ``silence_gaps`` 0.4-1.5 s.
+    Pauses between phrases: 60-300 ms normally; with ``silence_gaps`` 0.4-1.5 s. Phrases are drawn
+    and spoken in batches (each batch from espeak's pristine state), so the result depends only on
+    the generator's state, never on what was synthesized before.
     """
     src_rate = 0
     pieces: list[tuple[int, np.ndarray]] = []  # (offset in source samples, pcm)
     phonemes: list[tuple[float, float, str]] = []
     cursor_ms = start_ms - float(rng.uniform(0, 300))
+    # Enough words for the span at this speaking rate, with room to spare; rarely a second batch.
+    words_per_ms = voice.rate_wpm / 60_000.0
     while cursor_ms < end_ms:
-        utt = espeak.synthesize(random_phrase(rng), voice.name, voice.rate_wpm, voice.pitch,
-                                voice.pitch_range)
-        src_rate = utt.sample_rate
-        offset = int(round((cursor_ms - start_ms) * src_rate / 1000))
-        at_ms = start_ms + offset * 1000.0 / src_rate
-        pieces.append((offset, utt.pcm))
-        phonemes.extend((at_ms + a, at_ms + b, p) for a, b, p in utterance_segments(utt))
-        gap_ms = rng.uniform(400, 1500) if silence_gaps else rng.uniform(60, 300)
-        cursor_ms = at_ms + utt.end_ms + gap_ms
+        want_words = int((end_ms - cursor_ms) * words_per_ms * 1.3) + 6
+        texts, gaps, n_words = [], [], 0
+        while n_words < want_words:
+            texts.append(random_phrase(rng))
+            gaps.append(rng.uniform(400, 1500) if silence_gaps else rng.uniform(60, 300))
+            n_words += texts[-1].count(" ") + 1
+        for utt, gap_ms in zip(espeak.synthesize_many(texts, voice.name, voice.rate_wpm, voice.pitch,
+                                                      voice.pitch_range), gaps):
+            src_rate = utt.sample_rate
+            offset = int(round((cursor_ms - start_ms) * src_rate / 1000))
+            at_ms = start_ms + offset * 1000.0 / src_rate
+            pieces.append((offset, utt.pcm))
+            phonemes.extend((at_ms + a, at_ms + b, p) for a, b, p in utterance_segments(utt))
+            cursor_ms = at_ms + utt.end_ms + gap_ms
+            if cursor_ms >= end_ms:
+                break
     total = max(o + len(p) for o, p in pieces)
     src = np.zeros(total, dtype=np.float64)
     for o, p in pieces:

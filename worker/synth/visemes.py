@@ -30,38 +30,39 @@ REST = np.array([0.02, 0.0, 0.0, 0.35, 0.0, 0.0])
 @dataclass(frozen=True)
 class Viseme:
     target: tuple[float, float, float, float, float, float]
-    dominance: float
+    dominance: float   # weight inside the segment
+    reach: float = 1.0  # scales the decay time constants outside the segment
 
 
-def _v(open_=0.0, spread=0.0, round_=0.0, press=0.0, labdent=0.0, tongue=0.0, dom=1.0) -> Viseme:
-    return Viseme((open_, spread, round_, press, labdent, tongue), dom)
+def _v(open_=0.0, spread=0.0, round_=0.0, press=0.0, labdent=0.0, tongue=0.0, dom=1.0, reach=1.0) -> Viseme:
+    return Viseme((open_, spread, round_, press, labdent, tongue), dom, reach)
 
 
 # Visemes by class. Values are hand-set from articulatory descriptions (Fisher/Disney-style
 # viseme groups) and tuned by eye on rendered frames.
-V_BILABIAL = _v(0.0, 0.0, 0.0, 1.0, dom=12.0)
-V_LABIODENTAL = _v(0.10, 0.15, 0.0, 0.0, labdent=1.0, dom=5.0)
-V_DENTAL = _v(0.22, 0.2, 0.0, 0.0, tongue=1.0, dom=2.5)
-V_POSTALVEOLAR = _v(0.18, 0.0, 0.6, dom=2.5)
-V_ALVEOLAR = _v(0.16, 0.35, 0.0, dom=0.8)
-V_L = _v(0.30, 0.2, 0.0, tongue=0.35, dom=0.8)
-V_VELAR = _v(0.28, 0.15, 0.0, dom=0.6)
-V_H = _v(0.35, 0.1, 0.0, dom=0.15)
-V_R = _v(0.20, 0.0, 0.45, dom=1.5)
-V_W = _v(0.08, 0.0, 1.0, dom=4.0)
-V_J = _v(0.15, 0.6, 0.0, dom=1.0)
-V_AA = _v(0.95, 0.25, 0.0, dom=1.6)
-V_AE = _v(0.75, 0.45, 0.0, dom=1.6)
-V_EH = _v(0.55, 0.6, 0.0, dom=1.5)
-V_IY = _v(0.25, 1.0, 0.0, dom=1.5)
-V_IH = _v(0.32, 0.75, 0.0, dom=1.3)
-V_AO = _v(0.72, 0.0, 0.65, dom=1.6)
-V_OW = _v(0.50, 0.0, 0.80, dom=1.6)
+V_BILABIAL = _v(0.0, 0.0, 0.0, 1.0, dom=3.0, reach=0.6)
+V_LABIODENTAL = _v(0.10, 0.15, 0.0, 0.0, labdent=1.0, dom=2.5, reach=0.6)
+V_DENTAL = _v(0.22, 0.2, 0.0, 0.0, tongue=1.0, dom=1.5, reach=0.6)
+V_POSTALVEOLAR = _v(0.18, 0.0, 0.6, dom=1.5, reach=0.8)
+V_ALVEOLAR = _v(0.16, 0.35, 0.0, dom=0.5, reach=0.7)
+V_L = _v(0.30, 0.2, 0.0, tongue=0.35, dom=0.5, reach=0.7)
+V_VELAR = _v(0.28, 0.15, 0.0, dom=0.4, reach=0.7)
+V_H = _v(0.35, 0.1, 0.0, dom=0.1, reach=0.5)
+V_R = _v(0.20, 0.0, 0.45, dom=1.0, reach=0.8)
+V_W = _v(0.08, 0.0, 1.0, dom=2.5, reach=1.0)
+V_J = _v(0.15, 0.6, 0.0, dom=0.8, reach=0.8)
+V_AA = _v(0.95, 0.25, 0.0, dom=2.0)
+V_AE = _v(0.75, 0.45, 0.0, dom=2.0)
+V_EH = _v(0.55, 0.6, 0.0, dom=1.8)
+V_IY = _v(0.25, 1.0, 0.0, dom=1.8)
+V_IH = _v(0.32, 0.75, 0.0, dom=1.5)
+V_AO = _v(0.72, 0.0, 0.65, dom=2.0)
+V_OW = _v(0.50, 0.0, 0.80, dom=2.0)
 V_UW = _v(0.22, 0.0, 1.0, dom=2.2)
-V_UH = _v(0.30, 0.0, 0.75, dom=1.6)
-V_SCHWA = _v(0.40, 0.1, 0.0, dom=0.9)
-V_AH = _v(0.60, 0.15, 0.0, dom=1.3)
-V_ER = _v(0.35, 0.0, 0.35, dom=1.2)
+V_UH = _v(0.30, 0.0, 0.75, dom=1.8)
+V_SCHWA = _v(0.40, 0.1, 0.0, dom=1.0)
+V_AH = _v(0.60, 0.15, 0.0, dom=1.6)
+V_ER = _v(0.35, 0.0, 0.35, dom=1.4)
 
 # espeak-ng English mnemonics. Diphthongs map to two visemes that split the segment.
 _EXACT: dict[str, tuple[Viseme, ...]] = {
@@ -113,14 +114,14 @@ class Style:
 
     open_gain: float = 1.0       # how wide this speaker opens the jaw
     shape_gain: float = 1.0      # how strongly spread/round show
-    anticipation_ms: float = 70.0  # dominance decay before a segment
-    carryover_ms: float = 45.0     # dominance decay after a segment
+    anticipation_ms: float = 60.0  # dominance decay before a segment
+    carryover_ms: float = 40.0     # dominance decay after a segment
     rest_press: float = 0.35
 
 
 def _segments_to_units(phonemes: list[tuple[float, float, str]], rng: np.random.Generator,
-                       style: Style) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    starts, ends, targets, doms = [], [], [], []
+                       style: Style) -> tuple[np.ndarray, ...]:
+    starts, ends, targets, doms, reaches = [], [], [], [], []
     for start_ms, end_ms, ph in phonemes:
         vis = phoneme_visemes(ph)
         step = (end_ms - start_ms) / len(vis)
@@ -133,9 +134,10 @@ def _segments_to_units(phonemes: list[tuple[float, float, str]], rng: np.random.
             ends.append(start_ms + (k + 1) * step)
             targets.append(target)
             doms.append(v.dominance)
+            reaches.append(v.reach)
     if not starts:
-        return (np.zeros(0), np.zeros(0), np.zeros((0, N_PARAMS)), np.zeros(0))
-    return np.array(starts), np.array(ends), np.array(targets), np.array(doms)
+        return (np.zeros(0), np.zeros(0), np.zeros((0, N_PARAMS)), np.zeros(0), np.zeros(0))
+    return np.array(starts), np.array(ends), np.array(targets), np.array(doms), np.array(reaches)
 
 
 def mouth_trajectory(phonemes: list[tuple[float, float, str]], times_ms: np.ndarray,
@@ -147,7 +149,7 @@ def mouth_trajectory(phonemes: list[tuple[float, float, str]], times_ms: np.ndar
     Returns (K, N_PARAMS) float64, parameter order ``PARAMS``.
     """
     times_ms = np.asarray(times_ms, dtype=np.float64)
-    starts, ends, targets, doms = _segments_to_units(phonemes, rng, style)
+    starts, ends, targets, doms, reaches = _segments_to_units(phonemes, rng, style)
     rest = REST.copy()
     rest[3] = style.rest_press
     # Pauses are segments too: the rest target's dominance grows with the pause length, so a
@@ -159,17 +161,40 @@ def mouth_trajectory(phonemes: list[tuple[float, float, str]], times_ms: np.ndar
     all_ends = np.concatenate([ends, p_ends])
     all_targets = np.concatenate([targets, np.repeat(rest[None], len(p_starts), axis=0)])
     all_doms = np.concatenate([doms, p_dom])
+    all_reach = np.concatenate([reaches, np.ones(len(p_starts))])
 
     t = times_ms[:, None]
     before = np.clip(all_starts[None] - t, 0.0, None)  # > 0 while the segment is still to come
     after = np.clip(t - all_ends[None], 0.0, None)     # > 0 once it is over
-    weight = all_doms[None] * np.exp(-before / style.anticipation_ms - after / style.carryover_ms)
+    reach = all_reach[None]
+    weight = all_doms[None] * np.exp(-before / (style.anticipation_ms * reach)
+                                     - after / (style.carryover_ms * reach))
     weight += 1e-9
     params = weight @ all_targets / weight.sum(axis=1, keepdims=True)
-    # A bilabial closure must close: the blended press hides how far the lips got, so opening
-    # is suppressed once the press dominates.
-    params[:, 0] *= np.clip((0.85 - params[:, 3]) / 0.45, 0.0, 1.0)
+    # Lips really close on p/b/m and really touch the teeth on f/v, however short the segment:
+    # blending alone would leave them half-way. Raised-cosine envelopes around each such core.
+    close = _contact_envelope(starts, ends, targets[:, 3] if len(targets) else targets, times_ms)
+    params[:, 0] *= 1.0 - close
+    params[:, 3] = np.maximum(params[:, 3], close)
+    tuck = _contact_envelope(starts, ends, targets[:, 4] if len(targets) else targets, times_ms)
+    params[:, 4] = np.maximum(params[:, 4], tuck)
+    params[:, 0] = np.where(tuck > 0, np.minimum(params[:, 0], 0.12 + 0.5 * (1 - tuck)), params[:, 0])
     return params
+
+
+def _contact_envelope(starts: np.ndarray, ends: np.ndarray, amount: np.ndarray, times_ms: np.ndarray,
+                      ramp_ms: float = 45.0) -> np.ndarray:
+    """1 inside the middle of every segment with amount > 0.5, falling to 0 over ``ramp_ms`` outside."""
+    env = np.zeros(len(times_ms))
+    sel = np.nonzero(amount > 0.5)[0] if len(amount) else []
+    for i in sel:
+        dur = ends[i] - starts[i]
+        core_lo = starts[i] + 0.2 * dur
+        core_hi = max(ends[i] - 0.2 * dur, core_lo + 1.0)
+        d = np.maximum(core_lo - times_ms, 0) + np.maximum(times_ms - core_hi, 0)
+        e = np.where(d < ramp_ms, 0.5 + 0.5 * np.cos(np.pi * np.minimum(d, ramp_ms) / ramp_ms), 0.0)
+        env = np.maximum(env, e)
+    return env
 
 
 def _pauses(starts: np.ndarray, ends: np.ndarray, times_ms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

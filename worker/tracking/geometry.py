@@ -34,8 +34,14 @@ def roi_params(lips_px: np.ndarray) -> np.ndarray:
     right = lips_px[LIP_POS[MOUTH_RIGHT]]
     d = right - left
     width = float(np.hypot(d[0], d[1]))
-    # Centre: mean of the outer contour (stable as the jaw opens, unlike the corner midpoint).
-    centre = lips_px[: len(OUTER_LIP)].mean(axis=0)
+    # Centre: along the corner line, the corners' midpoint (the outer contour's mean drifts
+    # sideways on turned heads); across it, the outer contour's mean (halfway between the lips,
+    # so an opening jaw stays inside the crop).
+    u = d / max(width, 1e-9)
+    mid = 0.5 * (left + right)
+    contour_mean = lips_px[: len(OUTER_LIP)].mean(axis=0)
+    n = np.array([-u[1], u[0]])
+    centre = mid + n * float(np.dot(contour_mean - mid, n))
     return np.array([centre[0], centre[1], ROI_SCALE * width, np.arctan2(d[1], d[0])], np.float64)
 
 

@@ -1,0 +1,206 @@
+"""worker.tracking: ROI geometry (pure), and the FaceMesh tracker on a real dev clip and on
+media without a face."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from worker.tracking import geometry as geo
+from worker.tracking import occlusion as occ
+
+DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+DEV = DATA / "dev-clips"
+
+
+def dev_clip(name: str) -> Path:
+    if not DEV.is_dir():
+        pytest.skip(f"dev clips folder absent: {DEV} (tests on real footage skipped)")
+    return DEV / name
+
+
+@pytest.fixture(scope="module")
+def tracker():
+    pytest.importorskip("mediapipe", reason="mediapipe (the media extra) is not installed")
+    from worker.tracking import MouthTracker
+
+    return MouthTracker(roi_size=96, keep_rgb=True)
+
+
+@pytest.fixture(scope="module")
+def vox_frames():
+    from worker.media.decode import iter_video, probe
+
+    path = dev_clip("vox_pcavs_00015.mp4")
+    return next(iter_video(path, chunk_frames=75)), probe(path).fps
+
+
+# -- pure geometry ---------------------------------------------------------------------------
+
+def test_roi_params_and_crop_level_the_mouth():
+    # A mouth tilted by 30 degrees: corners 40 px apart around (100, 80).
+    ang = np.radians(30)
+    lips = np.zeros((len(geo.LIP_INDICES), 2))
+    n = len(geo.OUTER_LIP)
+    t = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    ellipse = np.stack([20 * np.cos(t), 6 * np.sin(t)], 1)
+    rot = np.array([[np.cos(ang), -np.sin(ang)], [np.sin(ang), np.cos(ang)]])
+    lips[:n] = ellipse @ rot.T + [100, 80]
+    lips[n:] = 0.5 * ellipse @ rot.T + [100, 80]
+    lips[geo.LIP_POS[geo.MOUTH_LEFT]] = rot @ [-20, 0] + [100, 80]
+    lips[geo.LIP_POS[geo.MOUTH_RIGHT]] = rot @ [20, 0] + [100, 80]
+    p = geo.roi_params(lips)
+    assert p[:2] == pytest.approx([100, 80], abs=1.0)
+    assert p[2] == pytest.approx(80.0)  # 2 x corner distance
+    assert np.degrees(p[3]) == pytest.approx(30.0)
+    roi = geo.to_roi_coords(lips, p, 96)
+    left, right = roi[geo.LIP_POS[geo.MOUTH_LEFT]], roi[geo.LIP_POS[geo.MOUTH_RIGHT]]
+    assert left == pytest.approx([0.25, 0.5], abs=0.01) and right == pytest.approx([0.75, 0.5], abs=0.01)
+
+
+def test_crop_large_roi_is_antialiased_and_centred():
+    img = np.zeros((1000, 1000, 3), np.uint8)
+    img[480:520, 480:520] = 255  # white square at the centre
+    crop = geo.crop_roi(img, np.array([500.0, 500.0, 400.0, 0.0]), 96)
+    ys, xs = np.nonzero(crop[..., 0] > 128)
+    assert abs(ys.mean() - 47.5) < 1 and abs(xs.mean() - 47.5) < 1
+    assert 8 <= len(np.unique(ys)) <= 11  # 40 px of 400 -> ~9.6 px of 96
+
+
+def test_bridge_only_short_gaps_and_smoothing_stays_inside_runs():
+    t_len = 12
+    params = np.zeros((t_len, 4))
+    params[:, 0] = np.arange(t_len) * 10.0
+    params[:, 2] = 50.0
+    valid = np.ones(t_len, bool)
+    valid[3:5] = False  # 2-frame gap: bridged
+    valid[7:10] = False  # 3-frame gap: not bridged
+    p = params.copy()
+    p[~valid] = 0
+    bridged = geo.bridge_gaps(p, valid, max_gap=2)
+    assert bridged.tolist() == [i in (3, 4) for i in range(t_len)]
+    assert p[3, 0] == pytest.approx(30.0) and p[4, 0] == pytest.approx(40.0)
+    sm = geo.smooth_params(p, valid | bridged, radius=2)
+    assert np.isnan(sm[7:10]).all()
+    assert sm[2, 0] == pytest.approx(20.0)  # linear motion survives a centred average
+    assert sm[6, 0] == pytest.approx(60.0)  # run edge: window shrinks symmetrically
+
+
+def test_occlusion_score_on_synthetic_lips():
+    skin_rgb = np.array([[[200, 150, 120]]], np.uint8)
+    lip_rgb = (170, 90, 90)
+    import cv2
+
+    skin_lab = cv2.cvtColor(skin_rgb, cv2.COLOR_RGB2LAB)[0, 0].astype(np.float32)
+    n = len(geo.OUTER_LIP)
+    t = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    lips = np.zeros((len(geo.LIP_INDICES), 2))
+    lips[:n] = np.stack([48 + 24 * np.cos(t), 48 + 12 * np.sin(t)], 1)
+    lips[n:] = np.stack([48 + 14 * np.cos(t), 48 + 3 * np.sin(t)], 1)
+    roi = np.full((96, 96, 3), skin_rgb[0, 0], np.uint8)
+    mask = occ.lip_ring_mask(lips, 96)
+    roi[mask] = lip_rgb
+    assert occ.occlusion_score(roi, lips, skin_lab) < 0.05
+    for colour in ((128, 128, 128), (0, 0, 0), (40, 60, 200), (240, 240, 240)):
+        bar = roi.copy()
+        bar[36:60] = colour
+        assert occ.occlusion_score(bar, lips, skin_lab) > 0.6, colour
+    assert np.isnan(occ.occlusion_score(roi, lips, None))
+    flags = occ.occluded_flags(np.array([0, 0.9, 0, 0, 0.9, 0.9, 0.9, np.nan]))
+    assert flags.tolist() == [False, False, False, False, True, True, True, False]  # blip ignored
+
+
+# -- tracker ---------------------------------------------------------------------------------
+
+def test_no_face_anywhere(tracker, tmp_path):
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("ffmpeg not installed")
+    from worker.media.decode import read_video
+
+    clip = tmp_path / "testsrc.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=25:duration=1.2",
+                    "-pix_fmt", "yuv420p", str(clip)], check=True)
+    frames, fps = read_video(clip)
+    res = tracker.track(frames, fps)
+    assert res.n_frames == 30
+    assert not res.face_present.any() and not res.face_detected.any() and not res.occluded.any()
+    assert res.rois.shape == (30, 96, 96) and res.rois.max() == 0
+    assert np.isnan(res.landmarks).all() and np.isnan(res.occlusion_score).all()
+
+
+def test_real_clip_face_found_and_roi_stable(tracker, vox_frames):
+    frames, fps = vox_frames
+    res = tracker.track(frames, fps)
+    assert res.rois.shape == (75, 96, 96) and res.rois.dtype == np.uint8
+    assert res.rois_rgb.shape == (75, 96, 96, 3)
+    assert res.face_present.mean() > 0.9
+    assert res.landmarks.shape == (75, len(geo.LIP_INDICES), 2)
+    p = res.roi_params[res.face_present].astype(float)
+    step = np.hypot(np.diff(p[:, 0]), np.diff(p[:, 1])) / p[1:, 2]
+    assert np.median(step) < 0.03 and step.max() < 0.15  # centre moves < 3 % of the ROI per frame
+    assert np.abs(np.diff(p[:, 2]) / p[1:, 2]).max() < 0.1  # no size jumps
+    # mouth-centred and level: corners near (0.25, 0.5) and (0.75, 0.5) of the ROI
+    lm = res.landmarks[res.face_present]
+    left = np.median(lm[:, geo.LIP_POS[geo.MOUTH_LEFT]], axis=0)
+    right = np.median(lm[:, geo.LIP_POS[geo.MOUTH_RIGHT]], axis=0)
+    assert left == pytest.approx([0.25, 0.5], abs=0.02) and right == pytest.approx([0.75, 0.5], abs=0.02)
+    assert not res.occluded.any()
+    assert res.tracking_ms > 0
+
+
+def test_streamed_chunks_equal_whole_array(tracker, vox_frames):
+    frames, fps = vox_frames
+    whole = tracker.track(frames[:40], fps)
+    chunked = tracker.track_chunks((frames[i : min(40, i + 7)] for i in range(0, 40, 7)), fps)
+    np.testing.assert_array_equal(whole.rois, chunked.rois)
+    np.testing.assert_array_equal(whole.face_present, chunked.face_present)
+
+
+def test_short_dropout_bridged_long_one_labelled(tracker, vox_frames):
+    frames, fps = vox_frames
+    f = frames[:40].copy()
+    f[10:12] = 0  # 2 black frames: bridged
+    f[25:30] = 0  # 5 black frames: no face
+    res = tracker.track(f, fps)
+    assert not res.face_detected[10:12].any() and res.bridged[10:12].all() and res.face_present[10:12].all()
+    assert not res.face_present[25:30].any() and not res.bridged[25:30].any()
+    assert res.rois[25:30].max() == 0
+    assert res.face_present[:10].all() and res.face_present[12:25].all()
+
+
+def test_bar_over_the_mouth_is_flagged_occluded(tracker, vox_frames):
+    frames, fps = vox_frames
+    clean = tracker.track(frames[:30], fps)
+    f = frames[:30].copy()
+    for t in range(30):
+        cx, cy, side, _ = clean.roi_params[t]
+        f[t, int(cy - 0.2 * side) : int(cy + 0.2 * side), int(cx - 0.35 * side) : int(cx + 0.35 * side)] = 120
+    res = tracker.track(f, fps)
+    assert res.face_present.mean() > 0.9
+    assert res.occluded[res.face_present].mean() > 0.8
+    assert np.nanmedian(res.occlusion_score) > np.nanmedian(clean.occlusion_score) + 0.4
+
+
+def test_prepare_writes_npz_and_resumes(tmp_path):
+    pytest.importorskip("mediapipe")
+    from worker.tracking import prepare
+
+    clip = dev_clip("grid_bbaf2n.mpg")
+    out = tmp_path / "roi"
+    assert prepare.main(["--src", str(clip), "--out", str(out)]) == 0
+    z = np.load(out / "grid_bbaf2n.npz")
+    t = z["rois"].shape[0]
+    assert z["rois"].shape == (t, 96, 96) and z["rois"].dtype == np.uint8 and t == 75
+    assert float(z["fps"]) == 25.0 and z["audio"].dtype == np.float32
+    assert abs(z["audio"].shape[0] / 16000 - t / 25) < 0.1
+    assert z["face_present"].mean() > 0.9 and str(z["source"]) == "grid_bbaf2n"
+    done = json.loads((out / "DONE").read_text())
+    assert done["clips_done"] == 1 and done["frames"] == 75 and done["failed"] == []
+    mtime = (out / "grid_bbaf2n.npz").stat().st_mtime_ns
+    assert prepare.main(["--src", str(clip), "--out", str(out)]) == 0  # resumable: skipped
+    assert (out / "grid_bbaf2n.npz").stat().st_mtime_ns == mtime

@@ -98,7 +98,9 @@ def start_local_broker(
     remove = state_dir is None
     if state_dir is None:
         (REPO_ROOT / ".kafka").mkdir(exist_ok=True)
-        state_dir = Path(tempfile.mkdtemp(prefix="broker-", dir=REPO_ROOT / ".kafka"))
+        reap_orphans()
+        state_dir = Path(tempfile.mkdtemp(prefix=_PRIVATE_PREFIX, dir=REPO_ROOT / ".kafka"))
+        (state_dir / "owner.pid").write_text(str(os.getpid()))
     env = dict(os.environ, KAFKA_LOCAL_DIR=str(state_dir), KAFKA_LOCAL_FRESH="1" if fresh else "0",
                KAFKA_START_TIMEOUT_S=str(int(timeout_s)))
     if port is not None:
@@ -121,6 +123,35 @@ def start_local_broker(
     broker = LocalBroker(lines[-1].strip(), state_dir, started_in_s, remove_state_on_stop=remove)
     log.info("local Kafka broker at %s (started in %.1fs, state %s)", broker.bootstrap, started_in_s, state_dir)
     return broker
+
+
+_PRIVATE_PREFIX = "broker-"
+
+
+def reap_orphans() -> list[Path]:
+    """Stop and remove private brokers whose owning process is gone (a test run killed before its
+    teardown). Only brokers this module started are touched, each by its own pidfile."""
+    reaped: list[Path] = []
+    for state_dir in sorted((REPO_ROOT / ".kafka").glob(_PRIVATE_PREFIX + "*")):
+        try:
+            owner = int((state_dir / "owner.pid").read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if _alive(owner):
+            continue
+        LocalBroker("", state_dir, 0.0).stop()
+        reaped.append(state_dir)
+    return reaped
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _free_port() -> int:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import fastavro
+from fastavro.schema import to_parsing_canonical_form
 
 SCHEMA_DIR = Path(__file__).resolve().parent
 SCHEMA_NAMES: tuple[str, ...] = ("AudioChunk", "RoiRef", "LipSyncSignal", "DeadLetter")
@@ -169,8 +170,9 @@ class AvroCodec:
         if writer_schema is not None:
             if wire != "schemaless":
                 raise ValueError("writer_schema is for schemaless mode; confluent mode reads it by id")
-            writer, writer_text = _parse(writer_schema)
-            self._writer = None if writer_text == self._schema_text else writer
+            writer, _ = _parse(writer_schema)
+            same = to_parsing_canonical_form(writer) == to_parsing_canonical_form(self._schema)
+            self._writer = None if same else writer
         self._registry = None
         if wire == "confluent":
             if registry is None:
@@ -275,7 +277,9 @@ class AvroCodec:
             writer = fastavro.parse_schema(json.loads(text))
         except Exception as e:
             raise DecodeError(f"{self.name}: schema id {schema_id} is not a valid Avro schema: {e}") from e
-        same = json.loads(text) == json.loads(self._schema_text)
+        # Same Parsing Canonical Form = same binary layout (docs and defaults do not change the
+        # bytes), so the fast path without schema resolution is exact.
+        same = to_parsing_canonical_form(writer) == to_parsing_canonical_form(self._schema)
         self._writers_by_id[schema_id] = None if same else writer
         return self._writers_by_id[schema_id]
 

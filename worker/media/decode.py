@@ -16,10 +16,10 @@ import math
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -112,7 +112,7 @@ def probe(path: str | os.PathLike) -> MediaInfo:
     _require_tools()
     spath = _check_path(path)
     cmd = ["ffprobe", "-v", "error", "-print_format", "json", "-show_format", "-show_streams", spath]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         msg = (proc.stderr.strip().splitlines() or ["unknown ffprobe error"])[-1]
         raise MediaError(f"cannot read media file {spath}: {msg}")
@@ -186,7 +186,7 @@ def _target_size(width: int, height: int, max_side: int | None) -> tuple[int, in
         return width, height
     scale = max_side / max(width, height)
     # Even sizes keep every pixel format happy.
-    return max(2, int(round(width * scale / 2)) * 2), max(2, int(round(height * scale / 2)) * 2)
+    return max(2, round(width * scale / 2) * 2), max(2, round(height * scale / 2) * 2)
 
 
 def _fps_fraction(info: MediaInfo, fps: float | None) -> Fraction:
@@ -283,7 +283,7 @@ def read_audio(
     # first_pts counts samples at the *input* rate (measured: at the output rate it is off by
     # the rate ratio), so align at the native rate first and resample afterwards.
     native_rate = info.sample_rate or sample_rate
-    first_pts = max(0, int(round(t0 * native_rate)))
+    first_pts = max(0, round(t0 * native_rate))
     af = (
         f"aresample=async=1:first_pts={first_pts},aresample={sample_rate},"
         "aformat=sample_fmts=flt:channel_layouts=mono"
@@ -292,13 +292,13 @@ def read_audio(
         "ffmpeg", "-v", "error", "-nostdin", "-copyts", "-i", info.path, "-map", "0:a:0",
         "-af", af, "-f", "f32le", "pipe:1",
     ]
-    proc = subprocess.run(cmd, capture_output=True)
+    proc = subprocess.run(cmd, capture_output=True, check=False)
     if proc.returncode != 0:
         last = (proc.stderr.decode("utf-8", "replace").strip().splitlines() or ["?"])[-1]
         raise MediaError(f"cannot decode audio of {info.path}: {last}")
     audio = np.frombuffer(proc.stdout, np.float32).copy()
     if t0 < 0:  # pad so sample 0 is at t0 < 0 (first_pts was clamped to 0)
-        audio = np.concatenate([np.zeros(int(round(-t0 * sample_rate)), np.float32), audio])
+        audio = np.concatenate([np.zeros(round(-t0 * sample_rate), np.float32), audio])
     if audio.size == 0:
         raise MediaError(f"audio stream of {info.path} decoded to no samples")
     return audio

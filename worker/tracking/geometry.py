@@ -8,6 +8,8 @@ radians of the mouth-corner line (61 -> 291) against the image x axis. The crop 
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 try:  # cv2 comes with mediapipe (opencv-contrib-python)
@@ -54,7 +56,7 @@ def bridge_gaps(params: np.ndarray, valid: np.ndarray, max_gap: int) -> np.ndarr
     if max_gap <= 0:
         return bridged
     idx = np.flatnonzero(valid)
-    for a, b in zip(idx[:-1], idx[1:]):
+    for a, b in itertools.pairwise(idx):
         gap = b - a - 1
         if 0 < gap <= max_gap:
             for k in range(1, gap + 1):
@@ -134,7 +136,7 @@ def crop_roi(frame_rgb: np.ndarray, param: np.ndarray, roi_size: int) -> np.ndar
         if x1 - x0 < 2 or y1 - y0 < 2:
             return np.zeros((roi_size, roi_size, 3), np.uint8)
         f = 1.0 / shrink
-        nw, nh = max(2, int(round((x1 - x0) * f))), max(2, int(round((y1 - y0) * f)))
+        nw, nh = max(2, round((x1 - x0) * f)), max(2, round((y1 - y0) * f))
         patch = downscale(frame_rgb[y0:y1, x0:x1], (nw, nh))
         fx, fy = nw / (x1 - x0), nh / (y1 - y0)
         # same ROI expressed in the patch's pixels (pixel centres: (x + 0.5) * f - 0.5)

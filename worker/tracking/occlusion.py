@@ -48,7 +48,7 @@ def lip_ring_mask(lips_roi_px: np.ndarray, size: int) -> np.ndarray:
 def skin_reference_lab(frame_rgb: np.ndarray, cheeks_px: np.ndarray, radius_px: float) -> np.ndarray | None:
     """Median Lab colour of square patches around the cheek points; None if off-image."""
     h, w = frame_rgb.shape[:2]
-    r = max(1, int(round(radius_px)))
+    r = max(1, round(radius_px))
     patches = []
     for x, y in cheeks_px:
         x0, x1 = int(x) - r, int(x) + r + 1

@@ -106,7 +106,7 @@ def _init_worker(keep_rgb: bool) -> None:
 def _job(path: str, out_file: str, source: str) -> tuple[str, dict | None, str | None]:
     try:
         return source, process_clip(Path(path), Path(out_file), source), None
-    except Exception as err:  # one bad clip must not stop the run
+    except Exception as err:  # noqa: BLE001 - one bad clip must not stop the run
         msg = f"{type(err).__name__}: {err}".replace("\n", " ").replace("\t", " ")
         if os.environ.get("PREPARE_TRACEBACK"):
             traceback.print_exc()

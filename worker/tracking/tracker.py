@@ -12,21 +12,21 @@ import collections
 import os
 import time
 import warnings
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
 
 import numpy as np
 
 os.environ.setdefault("GLOG_minloglevel", "2")  # mediapipe's C++ INFO/WARNING chatter
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import cv2  # noqa: E402
+import cv2
 
 # protobuf 4 deprecation noise printed by mediapipe on every FaceMesh graph
 warnings.filterwarnings("ignore", message=r"SymbolDatabase\.GetPrototype\(\) is deprecated")
 
-from worker.tracking import geometry as geo  # noqa: E402
-from worker.tracking import occlusion as occ  # noqa: E402
+from worker.tracking import geometry as geo
+from worker.tracking import occlusion as occ
 
 
 @dataclass

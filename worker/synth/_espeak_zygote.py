@@ -111,7 +111,7 @@ def main() -> int:
         if sample_rate <= 0:
             raise RuntimeError(f"espeak_Initialize failed ({sample_rate})")
         lib.espeak_SetSynthCallback(_cb)
-    except Exception as exc:  # report once, then answer every request with the error
+    except Exception as exc:  # noqa: BLE001 - report any failure once, then answer every request with the error
         lib, sample_rate, init_error = None, 0, f"cannot initialise libespeak-ng: {exc}"
     else:
         init_error = None
@@ -130,7 +130,7 @@ def main() -> int:
             code = 0
             try:
                 _serve(lib, sample_rate, json.loads(msg), out)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - the parent gets every failure as a message
                 _write(out, json.dumps({"ok": False, "error": str(exc)}).encode())
                 code = 1
             out.flush()

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy.signal import lfilter
 
 from worker.synth import degrade
 from worker.synth.render import MouthRenderer, random_look
@@ -78,17 +79,17 @@ def generate_clip(seed: int, seconds: float, audio_offset_ms: float = 0.0,
     """Deterministic synthetic clip for ``seed``; audio delayed by ``audio_offset_ms`` (see module doc)."""
     _check(seed, seconds, audio_offset_ms, options)
     fps, sr = float(options.fps), int(options.sample_rate)
-    n_frames = int(round(seconds * fps))
-    n_samples = int(round(seconds * sr))
+    n_frames = round(seconds * fps)
+    n_samples = round(seconds * sr)
     # Independent streams so that switching a degradation on does not change speech or face.
-    streams = [np.random.default_rng(s) for s in np.random.SeedSequence(int(seed)).spawn(8)]
-    rng_text, rng_look, rng_style, rng_vis, rng_deg, rng_audio = streams[:6]
+    seeds = np.random.SeedSequence(int(seed)).spawn(8)
+    rng_text, rng_look, rng_style, rng_vis, rng_audio = (np.random.default_rng(s) for s in seeds[:5])
 
     voice = random_voice(rng_text)
     speech = build_speech(rng_text, voice, -ROLL_MS, seconds * 1000.0 + ROLL_MS, sr, options.silence_gaps)
 
     # --- audio: undelayed speech read audio_offset_ms earlier --------------------------------
-    shift = int(round((-audio_offset_ms - speech.start_ms) * sr / 1000.0))  # source index of sample 0
+    shift = round((-audio_offset_ms - speech.start_ms) * sr / 1000.0)  # source index of sample 0
     audio = np.zeros(n_samples, np.float32)
     lo, hi = max(0, -shift), min(n_samples, len(speech.audio) - shift)
     if hi > lo:
@@ -110,7 +111,7 @@ def generate_clip(seed: int, seconds: float, audio_offset_ms: float = 0.0,
 
     look = random_look(rng_look)
     renderer = MouthRenderer(look, options.roi_size)
-    frames = _render_frames(renderer, params, frame_ms / 1000.0, options, rng_deg, look)
+    frames = _render_frames(renderer, params, frame_ms / 1000.0, options, seeds[5], look)
 
     phonemes = [(a, b, p) for a, b, p in speech.phonemes if b > 0 and a < seconds * 1000.0]
     return SynthClip(frames=frames, audio=audio, fps=fps, sample_rate=sr,
@@ -119,10 +120,9 @@ def generate_clip(seed: int, seconds: float, audio_offset_ms: float = 0.0,
 
 
 def _render_frames(renderer: MouthRenderer, params: np.ndarray, times_s: np.ndarray,
-                   options: SynthOptions, rng: np.random.Generator, look) -> np.ndarray:
+                   options: SynthOptions, seed_seq: np.random.SeedSequence, look) -> np.ndarray:
     roi = options.roi_size
-    sub = [np.random.default_rng(s) for s in rng.bit_generator.seed_seq.spawn(5)] \
-        if hasattr(rng.bit_generator, "seed_seq") else [rng] * 5
+    sub = [np.random.default_rng(s) for s in seed_seq.spawn(5)]  # one stream per degradation
     head = degrade.HeadMotion(sub[0], times_s, roi) if options.head_motion else None
     blur = degrade.MotionBlur(sub[1], times_s, roi) if options.motion_blur else None
     occ = degrade.Occluder(sub[2], times_s, look) if options.occlusion else None
@@ -157,17 +157,13 @@ def _voiced_frames(speech, frame_ms: np.ndarray, fps: float) -> np.ndarray:
 
 
 def _add_noise(audio: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.ndarray:
-    """Add pinkish background noise at ``snr_db`` below the speech RMS (measured where speech is)."""
+    """Add pinkish background noise ``snr_db`` below the speech RMS (measured where speech is)."""
     if not np.isfinite(snr_db):
         raise ValueError(f"audio_noise_db must be finite, got {snr_db!r}")
     active = np.abs(audio) > 1e-4
     speech_rms = float(np.sqrt(np.mean(audio[active] ** 2))) if active.any() else 0.05
     white = rng.normal(0, 1, len(audio))
-    pink = np.empty_like(white)
-    acc = 0.0
-    # One-pole low-pass mixed with white: a cheap 1/f-ish tilt (vectorised via lfilter).
-    from scipy.signal import lfilter
-    pink = lfilter([1.0], [1.0, -0.95], white) * 0.3 + white * 0.5
-    del acc
-    pink *= speech_rms / 10 ** (snr_db / 20) / (np.sqrt(np.mean(pink ** 2)) + 1e-12)
-    return np.clip(audio + pink, -1, 1).astype(np.float32)
+    # White plus a one-pole low-passed copy: a cheap 1/f-like tilt, like room and fan noise.
+    noise = lfilter([1.0], [1.0, -0.95], white) * 0.3 + white * 0.5
+    noise *= speech_rms / 10 ** (snr_db / 20) / (np.sqrt(np.mean(noise**2)) + 1e-12)
+    return np.clip(audio + noise, -1, 1).astype(np.float32)

@@ -55,7 +55,7 @@ class MotionBlur:
         kernel = np.zeros((k, k), np.float32)
         c = k // 2
         dx, dy = np.cos(self.angle[i]) * length / 2, np.sin(self.angle[i]) * length / 2
-        cv2.line(kernel, (int(round(c - dx)), int(round(c - dy))), (int(round(c + dx)), int(round(c + dy))),
+        cv2.line(kernel, (round(c - dx), round(c - dy)), (round(c + dx), round(c + dy)),
                  1.0, 1, cv2.LINE_AA)
         kernel /= kernel.sum()
         return cv2.filter2D(frame, -1, kernel, borderType=cv2.BORDER_REFLECT101)

@@ -24,7 +24,7 @@ def write_clip(clip: SynthClip, path: str) -> None:
     frames = np.ascontiguousarray(clip.frames)
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"frames must be uint8 (T, H, W, 3), got {frames.dtype} {frames.shape}")
-    t, h, w, _ = frames.shape
+    _, h, w, _ = frames.shape
     pcm = (np.clip(clip.audio, -1, 1) * 32767).round().astype("<i2")
     with tempfile.TemporaryDirectory(prefix="synth-") as tmp:
         wav_path = os.path.join(tmp, "audio.wav")
@@ -39,7 +39,7 @@ def write_clip(clip: SynthClip, path: str) -> None:
                "-map", "0:v", "-map", "1:a",
                "-c:v", "libx264", "-preset", "medium", "-crf", "18", "-pix_fmt", "yuv420p",
                "-threads", "1", "-c:a", "aac", "-b:a", "192k", "-movflags", "+faststart", path]
-        proc = subprocess.run(cmd, input=frames.tobytes(), capture_output=True)
+        proc = subprocess.run(cmd, input=frames.tobytes(), capture_output=True, check=False)
         if proc.returncode != 0:
             lines = proc.stderr.decode(errors="replace").strip().splitlines()
             raise RuntimeError(f"ffmpeg failed: {lines[-1] if lines else proc.returncode}")

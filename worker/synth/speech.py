@@ -33,8 +33,8 @@ class Speech:
 def _envelope_db(pcm: np.ndarray, sample_rate: int, hop_ms: float = 1.0, win_ms: float = 4.0) -> np.ndarray:
     """Short-time level in dBFS every ``hop_ms`` (centred windows of ``win_ms``)."""
     x = pcm.astype(np.float64) / 32768.0
-    hop = max(1, int(round(sample_rate * hop_ms / 1000)))
-    win = max(hop, int(round(sample_rate * win_ms / 1000)))
+    hop = max(1, round(sample_rate * hop_ms / 1000))
+    win = max(hop, round(sample_rate * win_ms / 1000))
     c = np.concatenate([[0.0], np.cumsum(x * x)])
     centres = np.arange(0, len(x), hop)
     lo = np.clip(centres - win // 2, 0, len(x))
@@ -103,7 +103,7 @@ def build_speech(rng: np.random.Generator, voice: Voice, start_ms: float, end_ms
         for utt, gap_ms in zip(espeak.synthesize_many(texts, voice.name, voice.rate_wpm, voice.pitch,
                                                       voice.pitch_range), gaps):
             src_rate = utt.sample_rate
-            offset = int(round((cursor_ms - start_ms) * src_rate / 1000))
+            offset = round((cursor_ms - start_ms) * src_rate / 1000)
             at_ms = start_ms + offset * 1000.0 / src_rate
             pieces.append((offset, utt.pcm))
             phonemes.extend((at_ms + a, at_ms + b, p) for a, b, p in utterance_segments(utt))

@@ -78,6 +78,7 @@ class MouthRenderer:
         self.big = roi_size * SUPERSAMPLE
         self._background = self._make_background()
         self._lighting = self._make_lighting()
+        self._jaw_cache: dict[int, np.ndarray] = {}
 
     # -- static parts -------------------------------------------------------------------------
     def _px(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -101,6 +102,10 @@ class MouthRenderer:
         shade += 0.025 * np.exp(-((np.abs(xx - lk.cx) - 0.05) / 0.015) ** 2) * in_philtrum
         # Chin: slightly lighter bulge towards the bottom.
         shade += 0.05 * np.exp(-(((yy - (lk.cy + 0.38)) / 0.1) ** 2 + ((xx - lk.cx) / 0.2) ** 2))
+        # Chin crease (mentolabial sulcus) below the lower lip; it moves with the jaw (see _with_jaw).
+        crease_y = lk.cy + lk.lower_lip + 0.07 - 0.03 * (1 - ((xx - lk.cx) / 0.14) ** 2)
+        shade -= 0.09 * np.exp(-((yy - crease_y) / 0.012) ** 2) * np.exp(-((xx - lk.cx) / 0.11) ** 4)
+        shade += 0.04 * np.exp(-((yy - crease_y - 0.035) / 0.02) ** 2) * np.exp(-((xx - lk.cx) / 0.12) ** 4)
         img = skin[None, None, :] * shade[..., None]
         img += rng.normal(0, 2.0, size=(n, n, 1)).astype(np.float32)  # pores / fine texture
         img = np.clip(img, 0, 255).astype(np.uint8)
@@ -114,8 +119,8 @@ class MouthRenderer:
             t = np.linspace(0, 1, 20)
             fx = lk.cx + side * (0.17 + 0.17 * t ** 1.3)
             fy = nose_y + 0.02 + 0.4 * t
-            fold = tuple(float(c) * 0.86 for c in sk)
-            cv2.polylines(img, [self._px(fx, fy)], False, fold, max(2, int(0.012 * n)), cv2.LINE_AA)
+            fold = tuple(float(c) * 0.92 for c in sk)
+            cv2.polylines(img, [self._px(fx, fy)], False, fold, max(3, int(0.02 * n)), cv2.LINE_AA)
         return img
 
     def _make_lighting(self) -> np.ndarray:
@@ -123,6 +128,33 @@ class MouthRenderer:
         yy, xx = (np.mgrid[0:n, 0:n].astype(np.float32) + 0.5) / n - 0.5
         ramp = xx * np.cos(lk.light_angle) + yy * np.sin(lk.light_angle)
         return (1.0 + 2 * lk.light_strength * ramp)[..., None].astype(np.float32)
+
+    def _with_jaw(self, drop: float) -> np.ndarray:
+        """Background with the chin and lower face moved down by ``drop`` (ROI units).
+
+        The skin below the mouth follows the jaw, fading out towards the cheeks; the stretch
+        happens under the lips. Levels are quantised to half an output pixel and cached per clip.
+        """
+        level = round(drop * self.big / (SUPERSAMPLE / 2))
+        if level <= 0:
+            return self._background.copy()
+        cached = self._jaw_cache.get(level)
+        if cached is None:
+            lk, n = self.look, self.big
+            d = level * SUPERSAMPLE / 2
+            y0 = int(lk.cy * n)
+            ys = np.arange(y0, n, dtype=np.float32)[:, None]
+            xs = np.arange(n, dtype=np.float32)[None, :]
+            ramp = np.clip((ys - y0) / (0.08 * n), 0, 1)
+            ramp = ramp * ramp * (3 - 2 * ramp)
+            side = np.exp(-(((xs + 0.5) / n - lk.cx) / 0.32) ** 2)
+            map_y = ys - d * ramp * side
+            map_x = np.broadcast_to(xs, map_y.shape).astype(np.float32)
+            cached = self._background.copy()
+            cached[y0:] = cv2.remap(self._background, map_x, map_y.astype(np.float32), cv2.INTER_LINEAR,
+                                    borderMode=cv2.BORDER_REFLECT101)
+            self._jaw_cache[level] = cached
+        return cached.copy()
 
     # -- per frame ----------------------------------------------------------------------------
     def render(self, p: np.ndarray, occluder=None) -> np.ndarray:
@@ -134,7 +166,7 @@ class MouthRenderer:
         lk = self.look
         open_, spread, round_, press, labdent, tongue = (float(v) for v in p)
         open_ = max(open_, 0.0)
-        img = self._background.copy()
+        img = self._with_jaw(self.look.max_open * open_ * 0.68 * (1 - 0.6 * labdent))
 
         open_h = open_ * lk.max_open * (1 + 0.1 * round_) * (1 - 0.6 * labdent)
         hw = lk.half_width * (1 + 0.12 * spread - 0.30 * round_ - 0.06 * open_ + 0.03 * press)
@@ -153,13 +185,6 @@ class MouthRenderer:
         bow = (1 - 0.28 * np.exp(-(x / 0.12) ** 2)) * (1 + 0.18 * np.exp(-((np.abs(x) - 0.3) / 0.14) ** 2))
         top_outer = cy - up_frac * open_h * s - tu * (1 - x ** 2) ** 0.55 * bow - corner
         bot_outer = cy + (1 - up_frac) * open_h * s + tl * (1 - x ** 2) ** 0.7 - corner
-
-        # Chin crease follows the jaw.
-        crease_y = cy + (1 - up_frac) * open_h + lk.lower_lip + 0.07
-        cx_c = cx + np.linspace(-0.13, 0.13, 15)
-        cy_c = crease_y - 0.03 * (1 - (np.linspace(-1, 1, 15)) ** 2)
-        crease = tuple(float(c) * 0.88 for c in lk.skin)
-        cv2.polylines(img, [self._px(cx_c, cy_c)], False, crease, max(2, int(0.02 * self.big)), cv2.LINE_AA)
 
         lips = np.concatenate([self._px(cx + xo, top_outer), self._px(cx + xo[::-1], bot_outer[::-1])])
         cv2.fillPoly(img, [lips], lk.lip, cv2.LINE_AA)

@@ -25,7 +25,7 @@ import os
 import sys
 import time
 import traceback
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
@@ -74,8 +74,11 @@ def process_clip(path: Path, out_file: Path, source: str) -> dict:
         raise ValueError("no video stream")
     if not info.has_audio:
         raise ValueError("no audio stream")
-    res = _tracker().track_file(path)
-    audio = read_audio(path, SAMPLE_RATE, info=info)
+    # Audio decodes in its own ffmpeg process while the video is tracked (overlaps start-up).
+    with ThreadPoolExecutor(max_workers=1) as ex:
+        audio_future = ex.submit(read_audio, path, SAMPLE_RATE, None, info)
+        res = _tracker().track_file(path, info=info)
+        audio = audio_future.result()
     fps = float(_fps_fraction(info, None))
     tmp = out_file.with_suffix(".tmp.npz")
     np.savez_compressed(

@@ -130,11 +130,12 @@ class MouthTracker:
             raise ValueError(f"frames must be (T, H, W, 3) uint8 RGB, got {frames_rgb.shape} {frames_rgb.dtype}")
         return self.track_chunks([frames_rgb], fps)
 
-    def track_file(self, path, fps: float | None = None, chunk_frames: int = 32) -> TrackResult:
-        """Decode ``path`` in chunks (full resolution, constant ``fps``) and track it."""
+    def track_file(self, path, fps: float | None = None, chunk_frames: int = 32, info=None) -> TrackResult:
+        """Decode ``path`` in chunks (full resolution, constant ``fps``) and track it.
+        ``info``: a MediaInfo from ``probe(path)`` if the caller has one (saves an ffprobe)."""
         from worker.media.decode import _fps_fraction, iter_video, probe
 
-        info = probe(path)
+        info = info or probe(path)
         rate = float(_fps_fraction(info, fps)) if info.has_video else 0.0
         return self.track_chunks(iter_video(path, fps=fps, chunk_frames=chunk_frames, info=info), rate)
 

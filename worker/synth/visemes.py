@@ -25,6 +25,7 @@ import numpy as np
 PARAMS = ("open", "spread", "round", "press", "labdent", "tongue")
 N_PARAMS = len(PARAMS)
 REST = np.array([0.02, 0.0, 0.0, 0.35, 0.0, 0.0])
+_CHUNK = 2048  # time samples blended at once
 
 
 @dataclass(frozen=True)
@@ -163,14 +164,20 @@ def mouth_trajectory(phonemes: list[tuple[float, float, str]], times_ms: np.ndar
     all_doms = np.concatenate([doms, p_dom])
     all_reach = np.concatenate([reaches, np.ones(len(p_starts))])
 
-    t = times_ms[:, None]
-    before = np.clip(all_starts[None] - t, 0.0, None)  # > 0 while the segment is still to come
-    after = np.clip(t - all_ends[None], 0.0, None)     # > 0 once it is over
-    reach = all_reach[None]
-    weight = all_doms[None] * np.exp(-before / (style.anticipation_ms * reach)
-                                     - after / (style.carryover_ms * reach))
-    weight += 1e-9
-    params = weight @ all_targets / weight.sum(axis=1, keepdims=True)
+    # Weights are negligible beyond a couple of seconds, so long clips are blended chunk by chunk
+    # against nearby units only (memory stays O(chunk x local units)).
+    params = np.empty((len(times_ms), N_PARAMS))
+    reach_ms = 3000.0
+    for lo in range(0, len(times_ms), _CHUNK):
+        t = times_ms[lo:lo + _CHUNK, None]
+        near = (all_ends > t.min() - reach_ms) & (all_starts < t.max() + reach_ms)
+        before = np.clip(all_starts[near][None] - t, 0.0, None)  # > 0 while the unit is still to come
+        after = np.clip(t - all_ends[near][None], 0.0, None)     # > 0 once it is over
+        reach = all_reach[near][None]
+        weight = all_doms[near][None] * np.exp(-before / (style.anticipation_ms * reach)
+                                               - after / (style.carryover_ms * reach))
+        weight += 1e-12
+        params[lo:lo + _CHUNK] = weight @ all_targets[near] / weight.sum(axis=1, keepdims=True)
     # Lips really close on p/b/m and really touch the teeth on f/v, however short the segment:
     # blending alone would leave them half-way. Raised-cosine envelopes around each such core.
     close = _contact_envelope(starts, ends, targets[:, 3] if len(targets) else targets, times_ms)
@@ -186,14 +193,19 @@ def _contact_envelope(starts: np.ndarray, ends: np.ndarray, amount: np.ndarray, 
                       ramp_ms: float = 45.0) -> np.ndarray:
     """1 inside the middle of every segment with amount > 0.5, falling to 0 over ``ramp_ms`` outside."""
     env = np.zeros(len(times_ms))
-    sel = np.nonzero(amount > 0.5)[0] if len(amount) else []
-    for i in sel:
+    if not len(amount):
+        return env
+    order = np.argsort(times_ms, kind="stable")
+    sorted_t = times_ms[order]
+    for i in np.nonzero(amount > 0.5)[0]:
         dur = ends[i] - starts[i]
         core_lo = starts[i] + 0.2 * dur
         core_hi = max(ends[i] - 0.2 * dur, core_lo + 1.0)
-        d = np.maximum(core_lo - times_ms, 0) + np.maximum(times_ms - core_hi, 0)
-        e = np.where(d < ramp_ms, 0.5 + 0.5 * np.cos(np.pi * np.minimum(d, ramp_ms) / ramp_ms), 0.0)
-        env = np.maximum(env, e)
+        a, b = np.searchsorted(sorted_t, [core_lo - ramp_ms, core_hi + ramp_ms])
+        idx = order[a:b]
+        t = times_ms[idx]
+        d = np.maximum(core_lo - t, 0) + np.maximum(t - core_hi, 0)
+        env[idx] = np.maximum(env[idx], 0.5 + 0.5 * np.cos(np.pi * np.minimum(d, ramp_ms) / ramp_ms))
     return env
 
 

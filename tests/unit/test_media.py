@@ -157,3 +157,17 @@ def test_no_audio_stream(tmp_path):
     assert frames.shape == (25, 48, 64, 3) and fps == 25
     with pytest.raises(MediaError, match="no audio stream"):
         read_audio(mp4)
+
+
+def test_hevc_portrait_and_mov(tmp_path):
+    path = dev_clip("latentsync_demo1_video.mp4")  # HEVC, 1080x1920 portrait
+    info = probe(path)
+    assert info.video_codec == "hevc" and (info.width, info.height) == (1080, 1920)
+    chunk = next(iter_video(path, max_side=640, chunk_frames=4))
+    assert chunk.shape == (4, 640, 360, 3)
+    mov = tmp_path / "clip.mov"
+    ffmpeg("-i", str(path), "-t", "1", "-vf", "scale=180:320", "-c:v", "libx264", "-pix_fmt", "yuv420p",
+           "-c:a", "pcm_s16le", "-ac", "2", "-ar", "44100", str(mov))
+    frames, fps = read_video(mov)
+    assert fps == 25 and frames.shape == (25, 320, 180, 3)
+    assert abs(len(read_audio(mov)) - 16000) < 400

@@ -204,3 +204,25 @@ def test_prepare_writes_npz_and_resumes(tmp_path):
     mtime = (out / "grid_bbaf2n.npz").stat().st_mtime_ns
     assert prepare.main(["--src", str(clip), "--out", str(out)]) == 0  # resumable: skipped
     assert (out / "grid_bbaf2n.npz").stat().st_mtime_ns == mtime
+
+
+def test_track_media_own_audio_and_external_audio(tmp_path):
+    pytest.importorskip("mediapipe")
+    from worker.media.decode import MediaError
+    from worker.tracking.clip import track_media, write_wav
+
+    path = dev_clip("cremad_1001_DFA_HAP_XX.flv")  # 29.97 fps, video starts 27 ms after audio
+    clip = track_media(path)
+    assert clip.fps == pytest.approx(30000 / 1001) and not clip.no_face
+    assert clip.frames.shape[1:] == (96, 96) and clip.track.face_present.mean() > 0.9
+    assert abs(len(clip.audio) / 16000 - clip.frames.shape[0] / clip.fps) < 0.1
+    delayed = np.concatenate([np.zeros(1600, np.float32), clip.audio])  # audio 100 ms late
+    wav = tmp_path / "delayed.wav"
+    write_wav(wav, delayed)
+    other = track_media(path, audio_path=wav)
+    np.testing.assert_array_equal(other.frames, clip.frames)
+    assert np.abs(other.audio - delayed).max() < 1e-3  # wav time 0 = frame 0: no extra shift
+    with pytest.raises(MediaError, match="no audio stream"):
+        silent = tmp_path / "silent.mp4"
+        subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(path), "-an", "-t", "0.5", str(silent)], check=True)
+        track_media(silent)

@@ -1,0 +1,76 @@
+"""One call from a media file to what the scorer needs: tracked mouth ROIs plus aligned audio.
+
+    clip = track_media("talk.mp4")                      # its own audio track
+    clip = track_media("talk.mp4", audio_path="x.wav")  # another audio file (sample 0 = frame 0)
+
+``clip.frames`` is (T, 96, 96) GRAY8 ROIs at ``clip.fps``; ``clip.audio`` float32 mono at
+``clip.sample_rate`` whose sample 0 is at video frame 0's time (worker.media.decode). With
+``audio_path`` the file's own time 0 is taken as frame 0's time: write shifted copies from
+``clip.audio`` (e.g. ``write_wav``) and they keep that alignment.
+"""
+
+from __future__ import annotations
+
+import os
+import wave
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from worker.media.decode import MediaError, MediaInfo, _fps_fraction, probe, read_audio
+from worker.tracking.tracker import MouthTracker, TrackResult
+
+
+@dataclass
+class TrackedClip:
+    track: TrackResult
+    audio: np.ndarray  # (N,) float32 mono
+    sample_rate: int
+    fps: float
+    info: MediaInfo
+
+    @property
+    def frames(self) -> np.ndarray:
+        return self.track.rois
+
+    @property
+    def no_face(self) -> bool:
+        return not bool(self.track.face_present.any())
+
+
+def track_media(
+    path: str | os.PathLike,
+    audio_path: str | os.PathLike | None = None,
+    sample_rate: int = 16000,
+    fps: float | None = None,
+    tracker: MouthTracker | None = None,
+) -> TrackedClip:
+    """Probe, decode, track and read audio (raises MediaError with a one-line message for a
+    missing/unreadable file, no video stream, or no audio stream)."""
+    info = probe(path)
+    if not info.has_video:
+        raise MediaError(f"no video stream in {info.path}")
+    audio_info = probe(audio_path) if audio_path is not None else info
+    if not audio_info.has_audio:
+        raise MediaError(f"no audio stream in {audio_info.path}")
+    rate = float(_fps_fraction(info, fps))
+    tracker = tracker or MouthTracker(roi_size=96)
+    with ThreadPoolExecutor(max_workers=1) as ex:
+        if audio_path is None:
+            fut = ex.submit(read_audio, path, sample_rate, rate, info)
+        else:  # an audio file: its time 0 is frame 0's time (video-less files start at 0)
+            fut = ex.submit(read_audio, audio_path, sample_rate, None, audio_info)
+        track = tracker.track_file(path, fps=rate, info=info)
+        audio = fut.result()
+    return TrackedClip(track=track, audio=audio, sample_rate=sample_rate, fps=rate, info=info)
+
+
+def write_wav(path: str | os.PathLike, audio: np.ndarray, sample_rate: int = 16000) -> None:
+    """Write float32 mono audio as 16-bit PCM WAV (for --audio copies of shifted audio)."""
+    pcm = np.clip(np.round(np.asarray(audio, np.float32) * 32767.0), -32768, 32767).astype("<i2")
+    with wave.open(str(path), "wb") as wf:
+        wf.setnchannels(1)
+        wf.setsampwidth(2)
+        wf.setframerate(sample_rate)
+        wf.writeframes(pcm.tobytes())

@@ -78,11 +78,15 @@ class Occluder:
         self.side = side
         self.cover_w = cover * mouth_w
         self.angle = rng.uniform(-25, 25) + 5 * smooth_signal(rng, times_s, 0.3)
+        self.n_fingers = int(rng.integers(2, 4))
+        self.finger_w = rng.uniform(0.085, 0.11)
         if self.kind == "bar":
             g = rng.uniform(20, 200)
             self.color = (g * rng.uniform(0.8, 1.2), g * rng.uniform(0.8, 1.2), g * rng.uniform(0.8, 1.2))
         else:
-            self.color = tuple(float(c) * rng.uniform(0.8, 1.15) for c in look.skin)
+            # One factor for all channels: a hand keeps the skin's hue but not its lighting.
+            tone = rng.uniform(0.7, 0.88) if rng.uniform() < 0.5 else rng.uniform(1.12, 1.3)
+            self.color = tuple(min(255.0, float(c) * tone) for c in look.skin)
 
     def draw(self, i: int):
         def _draw(img: np.ndarray, px) -> None:
@@ -93,12 +97,22 @@ class Occluder:
                 box = cv2.boxPoints(((cx * n, self.y[i] * n), (w, h), float(self.angle[i])))
                 cv2.fillPoly(img, [np.round(box).astype(np.int32)], self.color, cv2.LINE_AA)
             else:
-                # A blob reaching past the ROI edge on its side, like fingers coming in.
-                centre = (int((cx + self.side * 0.12) * n), int(self.y[i] * n))
-                axes = (int((self.cover_w / 2 + 0.12) * n), int(0.16 * n))
-                cv2.ellipse(img, centre, axes, float(self.angle[i]), 0, 360, self.color, -1, cv2.LINE_AA)
-                shade = tuple(c * 0.8 for c in self.color)
-                cv2.ellipse(img, centre, axes, float(self.angle[i]), 0, 360, shade, max(2, n // 60), cv2.LINE_AA)
+                # Two or three fingers coming in from the side, tips over the mouth.
+                angle = float(self.angle[i])
+                tip_x = cx - self.side * self.cover_w / 2
+                length, width = 0.5 * n, self.finger_w * n
+                direction = np.array([np.cos(np.radians(angle)), np.sin(np.radians(angle))]) * self.side
+                normal = np.array([-direction[1], direction[0]])
+                shade = tuple(c * 0.62 for c in self.color)
+                for k in range(self.n_fingers):
+                    offset = (k - (self.n_fingers - 1) / 2) * width * 1.05
+                    tip = np.array([tip_x * n, self.y[i] * n]) + normal * offset \
+                        + direction * (0.02 * n * abs(k - 1))
+                    centre = tip + direction * length / 2
+                    box = ((float(centre[0]), float(centre[1])), (length, width), angle)
+                    cv2.ellipse(img, box, shade, -1, cv2.LINE_AA)
+                    inner = ((float(centre[0]), float(centre[1])), (length * 0.97, width * 0.8), angle)
+                    cv2.ellipse(img, inner, self.color, -1, cv2.LINE_AA)
         return _draw
 
 

@@ -48,7 +48,8 @@ def utterance_segments(utt: espeak.Utterance) -> list[tuple[float, float, str]]:
 
     espeak reports a stop consonant at its release burst; its silent closure sits at the end of
     the preceding segment. The lips close during that closure, so the stop's segment is moved back
-    to where the preceding sound fades (found in the audio, at most 150 ms back).
+    to where the preceding sound fades (found in the audio, at most 150 ms back); an utterance-
+    initial stop gets a 60 ms closure before its burst. Zero-length segments are dropped.
     """
     events = utt.phonemes
     segs: list[list] = []
@@ -76,7 +77,11 @@ def utterance_segments(utt: espeak.Utterance) -> list[tuple[float, float, str]]:
         if j < hi:
             prev[1] = float(j)
             segs[i][0] = float(j)
-    return [(float(a), float(b), str(p)) for a, b, p in segs]
+    # A stop that opens the utterance has its closure in the silence before it: the lips close
+    # ahead of the burst (about 60 ms, a typical closure).
+    if segs[0][2] in STOPS:
+        segs[0][0] -= 60.0
+    return [(float(a), float(b), str(p)) for a, b, p in segs if b - a >= 1.0]
 
 
 def build_speech(rng: np.random.Generator, voice: Voice, start_ms: float, end_ms: float,

@@ -26,7 +26,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                     "phoneme timing, plus the speech, with the audio delayed by --audio-offset-ms "
                     "(positive: audio lags the video; negative: audio leads).")
     _add_arguments(p)
-    p.error = _one_line_error  # one line, not argparse's usage dump
+    if type(p).error is argparse.ArgumentParser.error:
+        p.error = _one_line_error  # one line, not argparse's usage dump (unless the parent's class does that)
     p.set_defaults(func=run)
     return p
 

@@ -1,0 +1,143 @@
+"""Training data: clips (mouth ROIs + 16 kHz audio) and a window sampler for contrastive sync training.
+
+A clip is in sync by construction (synthetic, offset 0) or by assumption (real footage's own
+audio). A training window pairs frames [s, s+T) with audio grid positions shifted by a label
+offset d, so the model must find d among all candidate offsets and among other clips' audio.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from model_store.bundle import AudioSpec
+from model_store.features import grid_times_ms, log_mel, normalize_mel, sample_mel_on_grid
+
+
+@dataclass
+class Clip:
+    name: str
+    group: str  # speaker / source group, for splitting
+    rois: np.ndarray  # (T, 96, 96) uint8 gray
+    fps: float
+    mel: torch.Tensor  # (n_mels, M) log-mel at hop_length
+    present: np.ndarray  # (T,) bool
+    source: str  # "real" | "synth"
+    audio: np.ndarray | None = None  # float32 16 kHz mono (kept for calibration/evaluation)
+
+    @property
+    def n_frames(self) -> int:
+        return int(self.rois.shape[0])
+
+
+def _gray(frames: np.ndarray) -> np.ndarray:
+    if frames.ndim == 4:
+        f = frames.astype(np.float32)
+        return np.clip(0.299 * f[..., 0] + 0.587 * f[..., 1] + 0.114 * f[..., 2], 0, 255).astype(np.uint8)
+    return frames
+
+
+def make_clip(name: str, group: str, rois: np.ndarray, audio: np.ndarray, fps: float, spec: AudioSpec,
+              present: np.ndarray | None = None, source: str = "real") -> Clip:
+    mel = log_mel(torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)), spec)
+    rois = _gray(rois)
+    if present is None:
+        present = np.ones(rois.shape[0], dtype=bool)
+    return Clip(name, group, rois, float(fps), mel, np.asarray(present, dtype=bool), source,
+                np.ascontiguousarray(audio, dtype=np.float32))
+
+
+def load_roi_dir(path: Path, spec: AudioSpec, group_of=None, min_face: float = 0.8) -> list[Clip]:
+    """Load tracked real clips (``.npz`` from worker.tracking.prepare). Skips clips with few faces."""
+    clips = []
+    for f in sorted(Path(path).glob("*.npz")):
+        try:
+            z = np.load(f, allow_pickle=False)
+            rois = z["rois"]
+            face = z["face_present"].astype(bool) if "face_present" in z else np.ones(len(rois), bool)
+            if rois.shape[0] < 12 or face.mean() < min_face:
+                continue
+            fps = float(z["fps"])
+            group = group_of(f.stem) if group_of else f.stem
+            clips.append(make_clip(f.stem, group, rois, z["audio"], fps, spec, face, "real"))
+        except Exception as exc:  # a broken cache file must not stop training
+            print(f"skip {f}: {exc}")
+    return clips
+
+
+@dataclass
+class Batch:
+    frames: torch.Tensor  # (B, ctx + T, 96, 96) uint8->float [0,1] grayscale, before augmentation
+    frame_ok: torch.Tensor  # (B, T) bool
+    mel: torch.Tensor  # (B, n_mels, steps * (n_audio + 2 actx))
+    audio_ok: torch.Tensor  # (B, n_audio) bool
+    label: torch.Tensor  # (B,) offset index into the grid's offsets
+    clip_ids: list[int]
+
+
+class WindowSampler:
+    """Draws batches of training windows. Two windows per clip per batch (same speaker, other
+    words) so other-clip negatives include hard same-speaker ones."""
+
+    def __init__(self, clips: list[Clip], spec: AudioSpec, video_ctx: int, max_shift_frames: int,
+                 seed: int, weights: np.ndarray | None = None) -> None:
+        self.clips = clips
+        self.spec = spec
+        self.ctx = video_ctx
+        self.k = max_shift_frames
+        self.rng = np.random.default_rng(seed)
+        w = np.array([max(c.n_frames, 1) for c in clips], dtype=np.float64) if weights is None else weights
+        self.p = w / w.sum()
+
+    def sample(self, batch_size: int, n_frames: int, shift_prob: float = 0.7) -> Batch:
+        actx = self.spec.context_frames
+        k = self.k
+        n_audio = n_frames + 2 * k
+        frames, fok, mels, aok, labels, ids = [], [], [], [], [], []
+        picks = self.rng.choice(len(self.clips), size=(batch_size + 1) // 2, p=self.p)
+        order = np.repeat(picks, 2)[:batch_size]
+        for ci in order:
+            clip = self.clips[ci]
+            t_max = clip.n_frames - n_frames
+            s = int(self.rng.integers(0, t_max + 1)) if t_max > 0 else 0
+            idx = np.arange(s - self.ctx, s + n_frames)
+            valid_idx = (idx >= 0) & (idx < clip.n_frames)
+            src = np.clip(idx, 0, clip.n_frames - 1)
+            frames.append(clip.rois[src])
+            ok = valid_idx[self.ctx:] & clip.present[np.clip(idx[self.ctx:], 0, clip.n_frames - 1)]
+            fok.append(ok)
+            d = int(self.rng.integers(-k, k + 1)) if self.rng.random() < shift_prob else 0
+            jitter = float(self.rng.uniform(-0.3, 0.3))  # sub-frame: real offsets are not whole frames
+            first = s + d - k - actx
+            times = grid_times_ms(first, n_audio + 2 * actx, clip.fps, self.spec.steps_per_frame) + jitter * 1000.0 / clip.fps
+            hop_ms = 1000.0 * self.spec.hop_length / self.spec.sample_rate
+            feat, vstep = sample_mel_on_grid(clip.mel, 0.0, times, hop_ms)
+            feat = normalize_mel(feat, vstep)
+            vgrid = vstep.view(-1, self.spec.steps_per_frame).all(dim=1)[actx: actx + n_audio]
+            mels.append(feat.float())
+            aok.append(vgrid)
+            # audio index 0 is grid position s + d - k; offset index j pairs frame t with audio
+            # index t + j, i.e. grid s + d - k + t + j, which is frame t's own time when j = k - d.
+            labels.append(k - d)
+            ids.append(int(ci))
+        return Batch(
+            frames=torch.from_numpy(np.stack(frames)).float().div_(255.0),
+            frame_ok=torch.from_numpy(np.stack(fok)),
+            mel=torch.stack(mels),
+            audio_ok=torch.stack(aok),
+            label=torch.tensor(labels),
+            clip_ids=ids,
+        )
+
+
+def split_groups(clips: list[Clip], val_fraction: float, seed: int) -> tuple[list[Clip], list[Clip]]:
+    groups = sorted({c.group for c in clips})
+    rng = np.random.default_rng(seed)
+    rng.shuffle(groups)
+    n_val = max(1, int(math.ceil(len(groups) * val_fraction))) if len(groups) > 1 else 0
+    val = set(groups[:n_val])
+    return [c for c in clips if c.group not in val], [c for c in clips if c.group in val]

@@ -1,0 +1,151 @@
+"""`make model`: reproduce the default bundle from scratch.
+
+1. Track mouths in ../shared/data/train-av (GRID s1, LRC-AR) and dev-clips into .cache/roi/
+   (resumable; skipped when done).
+2. Generate synthetic training clips (seeds from 1_000_000, never used by tests) in memory.
+3. Train SyncNet-lite (contrastive, see train.py) on synthetic + train-av; validate on synthetic
+   validation seeds and on the dev clips (speakers never trained on).
+4. Fit the score/confidence calibration on held-out windows, report ECE, write the bundle.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from model_store.architectures import build
+from model_store.bundle import AudioSpec, Calibration, Manifest, VideoSpec, save_bundle
+from model_store.training.data import Clip, WindowSampler, load_roi_dir, make_clip
+from model_store.training.train import TrainConfig, train
+
+REPO = Path(__file__).resolve().parents[2]
+SHARED = REPO.parent / "shared" / "data"
+CACHE = REPO / ".cache" / "roi"
+SYNTH_TRAIN_SEED = 1_000_000
+SYNTH_VAL_SEED = 2_000_000
+ARCH_PARAMS: dict = {}
+
+
+def ensure_roi_cache(name: str, src: Path) -> Path:
+    out = CACHE / name
+    if (out / "DONE").exists():
+        return out
+    if not src.exists():
+        raise SystemExit(f"training data folder {src} is missing")
+    print(f"tracking mouths in {src} -> {out} (resumable)", flush=True)
+    subprocess.run([sys.executable, "-m", "worker.tracking.prepare", "--src", str(src), "--out", str(out),
+                    "-j", "2"], check=True)
+    return out
+
+
+def synth_clips(n: int, seed0: int, spec: AudioSpec, seconds: float = 4.0) -> list[Clip]:
+    from worker.synth import SynthOptions, generate_clip
+
+    clips = []
+    for i in range(n):
+        seed = seed0 + i
+        rng = np.random.default_rng(seed)
+        flags = rng.random(6) < 0.2
+        opts = SynthOptions(fps=float(rng.choice([25.0, 30.0])), low_light=bool(flags[0]),
+                            motion_blur=bool(flags[1]), occlusion=bool(flags[2]), noise=bool(flags[3]),
+                            head_motion=bool(flags[4]), silence_gaps=bool(flags[5]))
+        c = generate_clip(seed, seconds, 0.0, opts)
+        clips.append(make_clip(f"synth{seed}", f"synth{seed}", c.frames, c.audio, c.fps, spec, source="synth"))
+    return clips
+
+
+def dev_group(stem: str) -> str:
+    """Speaker group of a dev clip (clips of one speaker share a group)."""
+    if stem.startswith("cremad_1001"):
+        return "cremad_1001"
+    if stem in ("vox_pcavs_00104", "vox_pcavs_741400163"):
+        return "vox_pcavs_00104"
+    return stem
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=2500)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--synth-clips", type=int, default=400)
+    ap.add_argument("--out", default=str(REPO / "model_store" / "bundles" / "default"))
+    ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--version", default="1.0.0")
+    ap.add_argument("--no-real", action="store_true", help="synthetic data only")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads (1 is fastest on a shared 2-core machine: OpenMP spin-waits "
+                         "collapse under oversubscription)")
+    args = ap.parse_args(argv)
+    t0 = time.time()
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    spec, vspec = AudioSpec(), VideoSpec()
+
+    real_train: list[Clip] = []
+    real_cal: list[Clip] = []
+    dev: list[Clip] = []
+    if not args.no_real:
+        for name, src in (("lrc_ar", SHARED / "train-av" / "lrc_ar"), ("grid_s1", SHARED / "train-av" / "grid_s1")):
+            d = ensure_roi_cache(name, src)
+            loaded = load_roi_dir(d, spec, group_of=lambda s, n=name: n)
+            # every 10th LRC-AR clip is held out to fit the calibration (never trained on)
+            real_cal += loaded[::10] if name == "lrc_ar" else []
+            real_train += [c for i, c in enumerate(loaded) if not (name == "lrc_ar" and i % 10 == 0)]
+        dev_dir = ensure_roi_cache("dev", SHARED / "dev-clips")
+        dev = [c for c in load_roi_dir(dev_dir, spec, group_of=dev_group) if not c.name.startswith("gen_")]
+    print(f"real train clips {len(real_train)}, dev clips {len(dev)} ({time.time() - t0:.0f}s)", flush=True)
+    syn_train = synth_clips(args.synth_clips, SYNTH_TRAIN_SEED, spec)
+    syn_val = synth_clips(40, SYNTH_VAL_SEED, spec)
+    print(f"synthetic clips ready ({time.time() - t0:.0f}s)", flush=True)
+
+    clips = syn_train + real_train
+    # sampling weight by frames, with the synthetic share held near 30%
+    w = np.array([c.n_frames for c in clips], dtype=np.float64)
+    is_syn = np.array([c.source == "synth" for c in clips])
+    if real_train:
+        w[is_syn] *= 0.3 / (w[is_syn].sum() / w.sum())
+        w[~is_syn] *= 0.7 / (w[~is_syn].sum() / w.sum())
+    k = 6
+    sampler = WindowSampler(clips, spec, vspec.context_frames, k, args.seed, weights=w)
+    vals = {"synth": WindowSampler(syn_val, spec, vspec.context_frames, k, 7)}
+    if dev:
+        vals["dev"] = WindowSampler(dev, spec, vspec.context_frames, k, 7)
+    model = build("syncnet_lite_v1", ARCH_PARAMS)
+    cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, seed=args.seed, threads=args.threads)
+    report = train(model, sampler, vals, cfg, spec.context_frames)
+    model.eval()
+
+    from model_store.training.calibrate import fit_calibration
+
+    manifest = Manifest(
+        name="syncnet-lite", version=args.version, architecture="syncnet_lite_v1", arch_params=ARCH_PARAMS,
+        embedding_dim=128, audio=spec, video=vspec, calibration=Calibration(),
+        weights_file="weights.safetensors", weights_sha256="",
+        training={
+            "data": {"synthetic_clips": len(syn_train), "synthetic_seed0": SYNTH_TRAIN_SEED,
+                     "real_train_clips": len(real_train), "real_sources": ["train-av/grid_s1", "train-av/lrc_ar"]},
+            "config": {k_: v for k_, v in asdict(cfg).items()},
+            **report,
+        },
+    )
+    cal_clips = real_cal + syn_val
+    cal = fit_calibration(model, manifest, cal_clips, seed=args.seed)
+    from dataclasses import replace
+
+    manifest = replace(manifest, calibration=cal, training={**manifest.training, "total_seconds": round(time.time() - t0)})
+    manifest = save_bundle(args.out, manifest, model.state_dict())
+    print(json.dumps({"bundle": args.out, "sha256": manifest.weights_sha256, "calibration": vars(cal),
+                      "seconds": round(time.time() - t0)}, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,148 @@
+"""Contrastive sync training of SyncNet-lite.
+
+Loss per batch of windows (B windows, T frames, offsets -K..K):
+- window loss: for window i, softmax over every (audio window j, offset k) of the mean cosine
+  between i's frames and j's audio at offset k; the target is (i, its true offset). This trains
+  both the offset search (own audio, wrong offsets are negatives) and the matched-vs-mismatched
+  score (other clips' audio, including the same speaker's other words, are negatives).
+- frame loss: per frame, softmax over offsets of its own audio (sharpens short blocks).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from model_store.features import standardize_frames
+from model_store.training.augment import augment
+from model_store.training.data import Batch, WindowSampler
+from worker.scoring.calibration import auc
+from worker.scoring.offsets import OffsetGrid, offset_curve, similarity_by_offset, valid_pairs
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 3000
+    batch_size: int = 32
+    frames_choices: tuple[int, ...] = (12, 16, 24)
+    max_shift_frames: int = 6
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    frame_loss_weight: float = 0.5
+    aug_prob: float = 0.5
+    seed: int = 1234
+    eval_every: int = 250
+    threads: int = 2
+
+
+def embed_batch(model, batch: Batch, audio_ctx: int, gen: torch.Generator | None, aug_prob: float):
+    b, f, h, w = batch.frames.shape
+    x = batch.frames
+    if gen is not None:
+        x = augment(x, gen, aug_prob)
+    x = standardize_frames(x)
+    feats = model.frame_features(x.reshape(b * f, 1, h, w)).reshape(b, f, -1)
+    v = model.video_embed(feats)
+    a = model.audio_embed(batch.mel)
+    n_audio = batch.audio_ok.shape[1]
+    a = a[:, audio_ctx: audio_ctx + n_audio]
+    return v, a
+
+
+def batch_loss(model, batch: Batch, k: int, v: torch.Tensor, a: torch.Tensor, frame_w: float):
+    grid = OffsetGrid(-k, k)
+    b, t, d = v.shape
+    span = 2 * k + 1
+    scale = model.logit_scale.exp().clamp(max=100.0)
+    sim_own = similarity_by_offset(v, a, grid)  # (B, T, span)
+    ok_own = valid_pairs(batch.frame_ok, batch.audio_ok, grid)
+    # cross: c[i, j, k] = mean_t v_i[t] . a_j[t + k] over valid pairs
+    a_unf = a.unfold(1, span, 1)[:, :t]  # (B, T, D, span)
+    ok_a = batch.audio_ok.unfold(1, span, 1)[:, :t]  # (B, T, span)
+    dots = torch.einsum("itd,jtdk->ijtk", v, a_unf)
+    wts = batch.frame_ok[:, None, :, None].float() * ok_a[None].float()
+    c = (dots * wts).sum(2) / wts.sum(2).clamp_min(1.0)
+    c = torch.where(wts.sum(2) >= max(2, t // 3), c, torch.full_like(c, -1.0))
+    logits = scale * 2.0 * c.reshape(b, b * span)
+    target = torch.arange(b) * span + batch.label
+    win_loss = F.cross_entropy(logits, target)
+    # frame loss over own offsets where the true pair is valid
+    lab = batch.label.view(b, 1, 1).expand(b, t, 1)
+    true_ok = ok_own.gather(2, lab).squeeze(2)
+    fl = scale * sim_own.masked_fill(~ok_own, -1e4)
+    fl_loss = F.cross_entropy(fl[true_ok], batch.label.view(b, 1).expand(b, t)[true_ok]) if true_ok.any() else 0.0
+    return win_loss + frame_w * fl_loss, c
+
+
+@torch.no_grad()
+def evaluate(model, sampler: WindowSampler, n_frames: int, n_batches: int, batch_size: int, audio_ctx: int) -> dict:
+    """Accuracy within +/-1 frame of the true offset, and matched-vs-mismatched AUC of the best
+    mean cosine, on a fixed set of windows (the sampler's own seed)."""
+    model.eval()
+    k = sampler.k
+    grid = OffsetGrid(-k, k)
+    hits, n = 0, 0
+    pos, neg = [], []
+    for _ in range(n_batches):
+        batch = sampler.sample(batch_size, n_frames, shift_prob=1.0)
+        v, a = embed_batch(model, batch, audio_ctx, None, 0.0)
+        sim = similarity_by_offset(v, a, grid)
+        ok = valid_pairs(batch.frame_ok, batch.audio_ok, grid)
+        curve = offset_curve(sim, ok, min_pairs=max(1, n_frames // 2))
+        cur = torch.nan_to_num(curve, nan=-2.0)
+        best = cur.argmax(1)
+        hits += int(((best - batch.label).abs() <= 1).sum())
+        n += len(best)
+        pos += cur.max(1).values.tolist()
+        # mismatched: frames of window i with audio of window i+2 (another clip: pairs share clips)
+        a_m = a.roll(2, dims=0)
+        ok_m = valid_pairs(batch.frame_ok, batch.audio_ok.roll(2, dims=0), grid)
+        cm = torch.nan_to_num(offset_curve(similarity_by_offset(v, a_m, grid), ok_m, max(1, n_frames // 2)), nan=-2.0)
+        same = torch.tensor(batch.clip_ids) == torch.tensor(batch.clip_ids).roll(2)
+        neg += cm.max(1).values[~same].tolist()
+    model.train()
+    return {"acc_pm1": hits / max(n, 1), "auc": auc(np.array(pos), np.array(neg)), "n": n}
+
+
+def train(model, train_sampler: WindowSampler, val_samplers: dict[str, WindowSampler], cfg: TrainConfig,
+          audio_ctx: int, log=print) -> dict:
+    torch.manual_seed(cfg.seed)
+    torch.set_num_threads(cfg.threads)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.05)
+    model.train()
+    t0 = time.time()
+    history = []
+    best = {"score": -1.0}
+    best_state = None
+    for step in range(1, cfg.steps + 1):
+        n_frames = int(rng.choice(cfg.frames_choices))
+        batch = train_sampler.sample(cfg.batch_size, n_frames)
+        v, a = embed_batch(model, batch, audio_ctx, gen, cfg.aug_prob)
+        loss, _ = batch_loss(model, batch, train_sampler.k, v, a, cfg.frame_loss_weight)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        opt.step()
+        sched.step()
+        if step % 50 == 0:
+            log(f"step {step} loss {float(loss):.3f} scale {float(model.logit_scale.exp()):.1f} "
+                f"{(time.time() - t0) / step:.2f}s/step")
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            res = {name: evaluate(model, s, 25, 4, 32, audio_ctx) for name, s in val_samplers.items()}
+            summary = float(np.mean([r["acc_pm1"] + r["auc"] for r in res.values()]))
+            history.append({"step": step, "elapsed_s": round(time.time() - t0, 1), **{
+                f"{k}_{m}": round(v[m], 4) for k, v in res.items() for m in ("acc_pm1", "auc")}})
+            log(f"eval step {step}: {history[-1]}")
+            if summary > best["score"]:
+                best = {"score": summary, "step": step}
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return {"history": history, "best_step": best.get("step"), "train_seconds": round(time.time() - t0, 1)}

@@ -1,0 +1,166 @@
+"""`sync-scorer` command line. Bad input gets one line on stderr and a non-zero exit, never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+import time
+
+EXIT_USAGE = 2
+EXIT_INPUT = 3
+
+
+class CliError(Exception):
+    """A user-facing error: printed as one line, exit code ``code``."""
+
+    def __init__(self, message: str, code: int = EXIT_INPUT) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, not the usage block
+        raise CliError(f"{self.prog}: {message}", EXIT_USAGE)
+
+
+# (module, description) of subcommands other modules own; each exposes add_parser(sub) and run(args)
+_PLUGINS = ("worker.synth.cli", "worker.worker_cli", "worker.bench")
+
+
+def _add_score(sub) -> None:
+    p = sub.add_parser("score", help="score a media file (face tracked) or a mouth-ROI clip (--roi)",
+                       description="Score lip sync of a video file. Without --roi the face and mouth are "
+                                   "tracked; with --roi the frames are already mouth ROIs.")
+    p.add_argument("media", help="video file (anything ffmpeg reads)")
+    p.add_argument("--roi", action="store_true", help="frames are mouth ROIs already (no face tracking)")
+    p.add_argument("--audio", help="score against this audio file instead of the clip's own track")
+    p.add_argument("--json", action="store_true", help="last line of stdout: one JSON object")
+    p.add_argument("--bundle", help="model bundle directory (default: the bundled model)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--fps", type=float, help="resample the video to this constant frame rate")
+    p.add_argument("--block-frames", type=int, default=16)
+    p.add_argument("--window-ms", type=int, default=1000)
+    p.set_defaults(func=run_score)
+
+
+def run_score(args) -> int:
+    from worker.clipscore import score_clip
+    from worker.media.decode import MediaError, probe, read_audio, read_video
+    from worker.scoring.loader import load_scorer
+
+    if not (8 <= args.block_frames <= 16):
+        raise CliError("--block-frames must be within 8..16")
+    if not (800 <= args.window_ms <= 1200):
+        raise CliError("--window-ms must be within 800..1200")
+    t_start = time.perf_counter()
+    try:
+        info = probe(args.media)
+        if not info.has_video:
+            raise CliError(f"no video stream in {args.media}")
+        audio_src = args.audio or args.media
+        if args.audio is None and not info.has_audio:
+            raise CliError(f"no audio stream in {args.media} (pass --audio FILE)")
+        t0 = time.perf_counter()
+        face_present = landmarks = occluded = None
+        if args.roi:
+            frames, fps = read_video(args.media, fps=args.fps)
+            tracking_s = 0.0
+        else:
+            from worker.tracking import MouthTracker
+
+            track = MouthTracker(roi_size=96).track_file(args.media, fps=args.fps, info=info)
+            frames, fps = track.rois, float(track.fps) if hasattr(track, "fps") else float(info.fps or 25.0)
+            face_present, landmarks, occluded = track.face_present, track.landmarks, track.occluded
+            tracking_s = time.perf_counter() - t0
+        decode_s = time.perf_counter() - t0 - tracking_s
+        if args.audio:
+            audio_info = probe(args.audio)
+            if not audio_info.has_audio:
+                raise CliError(f"no audio stream in {args.audio}")
+            audio = read_audio(args.audio, 16000, info=audio_info)
+        else:
+            audio = read_audio(audio_src, 16000, fps=fps, info=info)
+    except MediaError as exc:
+        raise CliError(str(exc)) from None
+    if frames.shape[0] < 8:
+        raise CliError(f"{args.media} has {frames.shape[0]} frames; at least 8 are needed")
+    if audio.shape[0] == 0:
+        raise CliError(f"the audio of {audio_src} is empty")
+    scorer = load_scorer(args.bundle, device=args.device, allow_fallback=args.bundle is None)
+    summary = score_clip(scorer, frames, fps, audio, face_present=face_present, landmarks=landmarks,
+                         occluded=occluded, block_frames=args.block_frames, window_ms=args.window_ms)
+    if face_present is not None and not np_any(face_present):
+        summary.label = "NO_FACE"
+        summary.notes.append("no face found in any frame")
+    summary.timings_s.update({"tracking": tracking_s, "decode": decode_s,
+                              "total": time.perf_counter() - t_start,
+                              "video": frames.shape[0] / fps})
+    _print_summary(summary, args.media)
+    if args.json:
+        print(json.dumps(summary.to_json()))
+    return 0
+
+
+def np_any(x) -> bool:
+    import numpy as np
+
+    return bool(np.asarray(x).any())
+
+
+def _print_summary(s, media: str) -> None:
+    off = "n/a" if s.offset_ms is None else f"{s.offset_ms:+.0f} ms"
+    score = "n/a" if s.score is None else f"{s.score:.3f}"
+    print(f"{media}: offset {off} ({s.direction}), score {score}, confidence {s.confidence:.2f}, "
+          f"label {s.label}, scorer {s.scorer}")
+    for note in s.notes:
+        print(f"  note: {note}")
+    t = s.timings_s
+    if t.get("video"):
+        print(f"  {s.n_frames} frames at {s.fps:.2f} fps ({t['video']:.1f} s): tracking "
+              f"{t.get('tracking', 0):.2f} s, scoring {t.get('scoring', 0):.2f} s")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="sync-scorer", description="Streaming lip-sync scorer.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    _add_score(sub)
+    for mod_name in _PLUGINS:
+        try:
+            mod = importlib.import_module(mod_name)
+        except ModuleNotFoundError as exc:
+            if exc.name == mod_name:
+                continue  # that part is not in this build
+            raise
+        add = getattr(mod, "add_parser", None)
+        if add is not None:
+            p = add(sub)
+            if p is not None and getattr(mod, "run", None) is not None and p.get_default("func") is None:
+                p.set_defaults(func=mod.run)
+        extra = getattr(mod, "add_parsers", None)
+        if extra is not None:
+            extra(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        return int(args.func(args) or 0)
+    except CliError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INPUT
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,155 @@
+"""Score a whole clip through the worker's block/window grid and the same scorer, then summarise.
+
+The clip summary's offset comes from the sum of the windows' offset curves (weighted by each
+window's usable frames): a whole-clip cross-correlation, robust to single bad windows, as SyncNet
+averages its distances over the clip. Its score and confidence use the same calibrated maps.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from worker.scoring.offsets import OffsetGrid, pick_peak
+from worker.scoring.postprocess import direction_for
+from worker.scoring.types import AudioSpan, FrameSpan, Kind, Label, LipSyncScore, ScoreRequest
+from worker.windowing.timeline import JobGrid
+
+
+@dataclass
+class ClipSummary:
+    offset_ms: float | None
+    score: float | None
+    confidence: float
+    direction: str
+    label: str
+    scorer: str
+    windows: list[LipSyncScore]
+    blocks: list[LipSyncScore]
+    n_frames: int
+    fps: float
+    timings_s: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {
+            "offset_ms": self.offset_ms,
+            "score": None if self.score is None else round(self.score, 4),
+            "confidence": round(self.confidence, 4),
+            "direction": self.direction,
+            "label": self.label,
+            "scorer": self.scorer,
+            "n_frames": self.n_frames,
+            "fps": self.fps,
+            "timings_s": {k: round(v, 3) for k, v in self.timings_s.items()},
+            "notes": self.notes,
+            "windows": [w.to_dict() for w in self.windows],
+            "blocks": [b.to_dict() for b in self.blocks],
+        }
+
+
+def plan_jobs(n_frames: int, fps: float, block_frames: int = 16, window_ms: int = 1000,
+              window_hop_ms: int = 1000) -> list[tuple[Kind, int, int]]:
+    """(kind, frame_start, frame_end) of every complete block and window, on the worker's grid.
+    A clip shorter than one window still gets one window over all its frames."""
+    grid = JobGrid.for_fps(block_frames, window_ms, window_hop_ms, fps)
+    jobs = []
+    for kind in (Kind.BLOCK, Kind.WINDOW):
+        length, step = grid.length(kind), grid.step(kind)
+        s = 0
+        while s + length <= n_frames:
+            jobs.append((kind, s, s + length))
+            s += step
+    if not any(k is Kind.WINDOW for k, _, _ in jobs) and n_frames >= 8:
+        jobs.append((Kind.WINDOW, 0, n_frames))
+    return jobs
+
+
+def score_clip(scorer, frames: np.ndarray, fps: float, audio: np.ndarray, sample_rate: int = 16000,
+               face_present: np.ndarray | None = None, landmarks: np.ndarray | None = None,
+               occluded: np.ndarray | None = None, block_frames: int = 16, window_ms: int = 1000,
+               batch_size: int = 16) -> ClipSummary:
+    """frames: (T, H, W[, 3]) uint8 mouth ROIs at ``fps``; audio: float32 mono at ``sample_rate``,
+    sample 0 at frame 0's time."""
+    t0 = time.perf_counter()
+    n = int(frames.shape[0])
+    jobs = plan_jobs(n, fps, block_frames, window_ms)
+    stream = scorer.new_stream()
+    audio_span = AudioSpan(np.ascontiguousarray(audio, dtype=np.float32), sample_rate, 0)
+    margin_samples = int(math.ceil(scorer.search_margin_ms * sample_rate / 1000.0))
+
+    def request(kind: Kind, a: int, b: int) -> ScoreRequest:
+        s0 = max(0, int(a / fps * sample_rate) - margin_samples)
+        s1 = min(audio.shape[0], int(math.ceil(b / fps * sample_rate)) + margin_samples)
+        sl = lambda x: None if x is None else np.asarray(x)[a:b]  # noqa: E731
+        return ScoreRequest(kind, FrameSpan(frames[a:b], fps, a, face_present=sl(face_present),
+                                            landmarks=sl(landmarks), occluded=sl(occluded)),
+                            AudioSpan(audio_span.samples[s0:s1], sample_rate, s0))
+
+    # jobs in timeline order so the stream's cache serves windows from blocks already scored
+    jobs.sort(key=lambda j: (j[2], j[0] is Kind.WINDOW))
+    results: list[LipSyncScore] = []
+    for i in range(0, len(jobs), batch_size):
+        chunk = jobs[i: i + batch_size]
+        reqs = [request(*j) for j in chunk]
+        results += scorer.score_batch(reqs, [stream] * len(reqs))
+    windows = [r for r in results if r.kind is Kind.WINDOW]
+    blocks = [r for r in results if r.kind is Kind.BLOCK]
+    summary = summarise(windows, fps, scorer, n)
+    summary.blocks = blocks
+    summary.timings_s["scoring"] = time.perf_counter() - t0
+    return summary
+
+
+def summarise(windows: list[LipSyncScore], fps: float, scorer, n_frames: int) -> ClipSummary:
+    frame_ms = 1000.0 / fps
+    usable = [w for w in windows if w.score is not None and w.curve]
+    labels = [w.label for w in windows]
+    if not usable:
+        if labels and all(lab is Label.NO_FACE for lab in labels):
+            label = Label.NO_FACE
+        elif labels and all(lab in (Label.SILENCE, Label.NO_FACE) for lab in labels):
+            label = Label.SILENCE if Label.SILENCE in labels else Label.NO_FACE
+        else:
+            label = Label.LOW_QUALITY
+        return ClipSummary(None, None, 0.0, "UNKNOWN", label.value, scorer.name, windows, [], n_frames, fps)
+    # windows on one clip share the offset grid; weight each curve by its evidence
+    curves = np.array([w.curve for w in usable], dtype=np.float64)
+    weights = np.array([(w.frame_end - w.frame_start) * max(w.voiced_fraction, 0.05) for w in usable])
+    valid = np.isfinite(curves)
+    num = np.where(valid, curves, 0.0).T @ weights
+    den = valid.astype(np.float64).T @ weights
+    clip_curve = np.where(den > 0, num / np.maximum(den, 1e-9), np.nan)
+    offsets = np.array(usable[0].curve_offsets_ms) / frame_ms
+    grid = OffsetGrid(int(round(offsets[0])), int(round(offsets[-1])),
+                      int(round(offsets[1] - offsets[0])) if len(offsets) > 1 else 1)
+    cfg = getattr(scorer, "config", None)
+    peak = pick_peak(torch.tensor(clip_curve), grid, getattr(cfg, "peak_neighbourhood_frames", 2))
+    if peak is None:
+        return ClipSummary(None, None, 0.0, "UNKNOWN", Label.LOW_QUALITY.value, scorer.name, windows, [], n_frames, fps)
+    offset_ms = round(peak.offset_frames * frame_ms, 1)
+    n_used = int(sum(w.frame_end - w.frame_start for w in usable))
+    score, conf = _clip_score(scorer, peak.best, peak.margin, n_used, usable)
+    occluded_share = float(np.mean([w.occluded for w in windows])) if windows else 0.0
+    label = Label.OCCLUDED if occluded_share >= 0.5 else Label.OK
+    direction = direction_for(offset_ms, frame_ms, conf, cfg) if cfg is not None else None
+    return ClipSummary(offset_ms, score, conf, direction.value if direction else "UNKNOWN", label.value,
+                       scorer.name, windows, [], n_frames, fps)
+
+
+def _clip_score(scorer, best: float, margin: float, n_frames: int, usable: list[LipSyncScore]) -> tuple[float, float]:
+    manifest = getattr(scorer, "manifest", None)
+    if manifest is None:  # heuristic: its own capped values, aggregated
+        return (float(np.median([w.score for w in usable])),
+                float(min(0.3, np.median([w.confidence for w in usable]))))
+    from worker.scoring.calibration import confidence_from_peak, score_from_similarity
+
+    cal = manifest.calibration
+    # a clip-long curve is smoother than a window's; its confidence conservatively uses the
+    # 1-s window model (n capped at 30 frames) on the clip curve's margin and height.
+    conf = confidence_from_peak(margin, best, min(n_frames, 30), cal)
+    return score_from_similarity(best, cal), float(conf)

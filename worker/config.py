@@ -80,10 +80,19 @@ class KafkaConfig(_Section):
     producer: dict[str, LibrdkafkaValue] = Field(default_factory=dict)
     # librdkafka settings that are credentials (e.g. sasl.password); never logged.
     secrets: dict[str, SecretStr] = Field(default_factory=dict)
+    wire_format: Literal["schemaless", "confluent"] = "schemaless"
+    schema_registry_url: str | None = None
+    create_topics: bool = Field(default=False, description="Create missing topics at start.")
     consume_batch: int = Field(default=500, ge=1, description="num_messages per consume() call.")
     poll_timeout_ms: int = Field(default=20, ge=0)
     commit_interval_ms: int = Field(default=1000, ge=0)
     max_poll_interval_ms: int = Field(default=300_000, ge=10_000)
+
+    @model_validator(mode="after")
+    def _registry_for_wire_format(self) -> KafkaConfig:
+        if self.wire_format == "confluent" and not self.schema_registry_url:
+            raise ValueError("wire_format confluent needs schema_registry_url")
+        return self
 
     @model_validator(mode="before")
     @classmethod
@@ -122,6 +131,10 @@ class WindowingConfig(_Section):
         "it is scored with whatever arrived (gaps labelled)."
     )
     idle_timeout_ms: int = Field(default=10_000, ge=100, description="Processing-time session end.")
+    stream_stall_ms: int = Field(
+        default=2000, ge=0, description="A stream silent this long (processing time) while the "
+        "other flows is treated as late: jobs go with its part labelled missing."
+    )
     max_sessions: int = Field(default=1000, ge=1)
     max_buffered_ms: int = Field(default=10_000, ge=2000, description="Per-session buffer bound.")
     closed_sessions_remembered: int = Field(default=10_000, ge=0)

@@ -148,7 +148,8 @@ def test_out_of_order_events_give_the_same_jobs_and_pixels():
 def test_missing_frame_is_labelled_after_the_lateness_bound():
     """
         frame    0 1 2 . 4 5 6 7 | 8 ...            frame 3 never comes
-        block 0 is due when event time >= 420 ms (audio need) + 200 ms (lateness) = 620 ms
+        block 0 is due when the video's event time >= 320 ms (its end) + 200 ms (lateness)
+        = 520 ms; its audio (to 420 ms) is complete by then
     """
     feed = Feed()
     for ev in media(feed, "s", 1.0):
@@ -158,8 +159,7 @@ def test_missing_frame_is_labelled_after_the_lateness_bound():
         if any(j.frame_start == 0 and j.kind is Kind.BLOCK for j in out):
             break
     job = next(j for j in feed.jobs if j.kind is Kind.BLOCK and j.frame_start == 0)
-    assert feed.joiner.sessions["s"].watermark_ms >= 620
-    assert feed.joiner.sessions["s"].watermark_ms < 620 + 41
+    assert 520 <= feed.joiner.sessions["s"].video_wm_ms < 520 + 41
     assert job.reason is DueReason.LATENESS
     assert job.frames_missing == 1
     assert list(job.request.frames.present) == [True, True, True, False, True, True, True, True]
@@ -236,15 +236,44 @@ def test_max_sessions_evicts_the_least_recently_active():
 def test_a_jump_ahead_makes_no_flood_of_empty_jobs():
     feed = Feed()
     for f in range(4):
-        feed.push(feed.frame("s", f))
-    # a frame 100 s later: the 4 old frames are scored (lateness long passed) and the 100 s of
-    # nothing in between costs one skip, not 300 empty jobs
-    out = feed.push(feed.frame("s", 2500))
+        feed.push(feed.frame("s", f), now=0)
+    # a frame 100 s later, 3 s of processing time on (no audio ever: the audio stream stalled):
+    # the 4 old frames are scored and the 100 s of nothing in between costs one skip, not 300
+    # empty jobs
+    out = feed.push(feed.frame("s", 2500), now=3000)
     assert spans(out) == [("B", 0, 8), ("W", 0, 20)]
     assert all(j.reason is DueReason.LATENESS and j.frames_missing == j.frame_end - 4 for j in out)
     state = feed.joiner.sessions["s"]
     assert list(state.frames) == [2500]
     assert feed.joiner.counters["jobs_skipped_empty"] <= 2
+
+
+def test_one_topic_read_far_ahead_of_the_other_is_not_late():
+    """After a restart the consumer may read seconds of ROI events before any audio:
+
+        roi    |f0 f1 ... f79|                       (all first)
+        audio                 |c0 c1 ... c79|        (then all audio)
+
+    Each stream's own watermark decides what is late, so nothing is scored without its audio."""
+    feed = Feed()
+    events = media(feed, "s", 3.2)
+    frames = [e for e in events if isinstance(e, FrameEvent)]
+    chunks = [e for e in events if isinstance(e, AudioEvent)]
+    for ev in frames + chunks:
+        feed.push(ev, now=100)
+    assert len(feed.jobs) >= 8
+    assert all(j.reason is DueReason.COMPLETE and j.audio_missing_ms == 0 for j in feed.jobs)
+
+
+def test_a_stalled_stream_is_treated_as_late_after_stream_stall_ms():
+    feed = Feed(stream_stall_ms=2000)
+    for f in range(40):  # 1.6 s of video in real time, no audio at all
+        feed.push(feed.frame("s", f), now=f * 40)
+    assert feed.jobs == []  # the audio might still come
+    assert feed.joiner.tick(1999) == []
+    out = feed.joiner.tick(2000)  # no audio for 2 s since the session began: stalled
+    assert ("B", 0, 8) in spans(out)
+    assert all(j.reason is DueReason.LATENESS and j.audio_missing_ms > 0 for j in out)
 
 
 def test_buffer_bound_drops_the_oldest_audio():

@@ -77,7 +77,7 @@ class Joiner:
         self.params = WindowParams(
             block_frames=cfg.block_frames, window_ms=cfg.window_ms, window_hop_ms=cfg.window_hop_ms,
             allowed_lateness_ms=cfg.allowed_lateness_ms, max_buffered_ms=cfg.max_buffered_ms,
-            margin_ms=float(margin_ms), sample_rate=sample_rate,
+            margin_ms=float(margin_ms), sample_rate=sample_rate, stream_stall_ms=cfg.stream_stall_ms,
         )
         self.tracker = tracker
         self.sessions: OrderedDict[str, SessionState] = OrderedDict()  # least recently active first
@@ -126,11 +126,14 @@ class Joiner:
         return self._advance(state, now_wall_ms)
 
     def tick(self, now_wall_ms: int) -> list[Job]:
-        """Close sessions idle for idle_timeout_ms (flushing their remaining jobs)."""
+        """Processing-time progress: jobs due because a stream stalled, and sessions idle for
+        idle_timeout_ms closed (flushing their remaining jobs)."""
         jobs: list[Job] = []
         limit = now_wall_ms - self.cfg.idle_timeout_ms
         for sid in [sid for sid, st in self.sessions.items() if st.last_active_wall_ms <= limit]:
             jobs += self._close(sid, "idle", flush=True)
+        for state in list(self.sessions.values()):
+            jobs += self._advance(state, now_wall_ms)
         return jobs
 
     def on_published(self, job: Job) -> None:
@@ -192,7 +195,7 @@ class Joiner:
     def _advance(self, state: SessionState, now_wall_ms: int) -> list[Job]:
         dropped_before = state.dropped_buffered
         skipped_before = state.skipped_empty
-        jobs = state.due_jobs()
+        jobs = state.due_jobs(now_wall_ms)
         self.counters["evictions_max_buffered"] += state.dropped_buffered - dropped_before
         for source in state.dropped_sources:
             self.tracker.done(source)  # the ledger's copy is released later, harmlessly
@@ -228,7 +231,7 @@ class Joiner:
         jobs: list[Job] = []
         if flush:
             skipped_before = state.skipped_empty
-            jobs = state.due_jobs(force=True)
+            jobs = state.due_jobs(state.last_active_wall_ms, force=True)
             self.counters["jobs_skipped_empty"] += state.skipped_empty - skipped_before
             self._emitted(sid, jobs)
         ledger = self.ledgers[sid]

@@ -1,14 +1,19 @@
 """One session's join of ROI frames and audio, and the BLOCK/WINDOW jobs it makes due.
 
-Event time: the session's watermark is the latest media time seen on either stream (end of the
-newest frame, end of the newest audio chunk), in ms. A job [frame_start, frame_end) needs those
-frames and the audio [start_ms - margin, end_ms + margin) (margin = the scorer's search margin).
-It is due when
+Event time: each stream has its own watermark, the latest media time it delivered (end of the
+newest frame; end of the newest audio chunk), in ms. Why per stream: the two streams come from two
+topics, and after a restart or in a backlog the consumer may read seconds of one topic before the
+other; one shared watermark would then declare the other stream's data late. A job
+[frame_start, frame_end) needs those frames and the audio [start_ms - margin, end_ms + margin)
+(margin = the scorer's search margin). It is due when
 
 - COMPLETE: every frame arrived (or the video ended) and the needed audio arrived (or the audio
   ended); or
-- LATENESS: the watermark passed end_ms + margin + allowed_lateness: gaps are then labelled
-  (missing frames present=False, missing audio zero-filled and counted); or
+- LATENESS: each stream is complete for the job or *final* for it: its own watermark passed the
+  job's need (frames: end_ms; audio: end_ms + margin) by allowed_lateness_ms, or the stream has
+  stalled (nothing from it for ``stream_stall_ms`` of processing time) while the other stream's
+  watermark passed that point. Gaps are then labelled (missing frames present=False, missing
+  audio zero-filled and counted); or
 - ENDED: the session is being flushed (idle timeout, eviction) and its frames end by the last
   frame seen.
 
@@ -54,6 +59,7 @@ class WindowParams:
     max_buffered_ms: int
     margin_ms: float
     sample_rate: int = 16_000
+    stream_stall_ms: int = 2000
 
 
 class SessionState:
@@ -69,9 +75,14 @@ class SessionState:
         self.next_start: dict[Kind, int | None] = {Kind.BLOCK: None, Kind.WINDOW: None}
         self.min_frame_seen: int | None = None
         self.max_frame_seen: int | None = None
-        self.watermark_ms = -math.inf
+        self.video_wm_ms = -math.inf
+        self.audio_wm_ms = -math.inf
+        self.created_wall_ms = now_wall_ms
+        self.video_last_wall_ms: int | None = None
+        self.audio_last_wall_ms: int | None = None
         self.video_end: int | None = None  # frames at or after this index never come
         self.audio_ended = False
+        self.audio_end_sample = 0
         self.last_active_wall_ms = now_wall_ms
         self.skipped_empty = 0
         self.dropped_buffered = 0
@@ -101,7 +112,8 @@ class SessionState:
         self.frame_meta[f] = (ev.source, ev.arrival)
         self.min_frame_seen = f if self.min_frame_seen is None else min(self.min_frame_seen, f)
         self.max_frame_seen = f if self.max_frame_seen is None else max(self.max_frame_seen, f)
-        self.watermark_ms = max(self.watermark_ms, frame_ms(f + 1, self.fps))
+        self.video_wm_ms = max(self.video_wm_ms, frame_ms(f + 1, self.fps))
+        self.video_last_wall_ms = now_wall_ms
         return "ok"
 
     def add_audio(self, ev: AudioEvent, now_wall_ms: int) -> str:
@@ -121,7 +133,8 @@ class SessionState:
             return "late"
         if not self.audio.add(ev.start_sample, ev.samples, (ev.source, ev.arrival)):
             return "duplicate"
-        self.watermark_ms = max(self.watermark_ms, end_ms)
+        self.audio_wm_ms = max(self.audio_wm_ms, end_ms)
+        self.audio_last_wall_ms = now_wall_ms
         return "ok"
 
     def end_video(self, now_wall_ms: int) -> None:
@@ -132,6 +145,16 @@ class SessionState:
     def end_audio(self, now_wall_ms: int) -> None:
         self.last_active_wall_ms = max(self.last_active_wall_ms, now_wall_ms)
         self.audio_ended = True
+        self.audio_end_sample = self.audio.end_sample or 0
+
+    @property
+    def watermark_ms(self) -> float:
+        """The latest media time seen on either stream (bounds the buffer)."""
+        return max(self.video_wm_ms, self.audio_wm_ms)
+
+    def _stalled(self, last_wall_ms: int | None, now_wall_ms: int) -> bool:
+        since = self.created_wall_ms if last_wall_ms is None else last_wall_ms
+        return now_wall_ms - since >= self.p.stream_stall_ms
 
     # --- jobs -------------------------------------------------------------------------------
     def frontier_frame(self, default: int | None = None) -> int | None:
@@ -155,7 +178,7 @@ class SessionState:
                 return False
         return True
 
-    def due_jobs(self, force: bool = False) -> list[Job]:
+    def due_jobs(self, now_wall_ms: int, force: bool = False) -> list[Job]:
         """Every job due now, in order of frame end (blocks first on ties).
 
         force: the session is being flushed; emit every job whose frames end by the last frame
@@ -167,7 +190,7 @@ class SessionState:
         jobs: list[Job] = []
         for kind in KINDS:
             while True:
-                job = self._next_due(kind, force)
+                job = self._next_due(kind, now_wall_ms, force)
                 if job is None:
                     break
                 if job is not _SKIPPED:
@@ -176,7 +199,7 @@ class SessionState:
         self._prune()
         return jobs
 
-    def _next_due(self, kind: Kind, force: bool) -> Job | object | None:
+    def _next_due(self, kind: Kind, now_wall_ms: int, force: bool) -> Job | object | None:
         grid, fps = self.grid, self.fps
         assert grid is not None and fps is not None and self.min_frame_seen is not None
         start = self.next_start[kind]
@@ -186,7 +209,7 @@ class SessionState:
         end = start + grid.length(kind)
         if self.video_end is not None and end > self.video_end:
             return None  # a partial job at the end of the video is never emitted
-        reason = self._readiness(start, end, force)
+        reason = self._readiness(start, end, now_wall_ms, force)
         if reason is None:
             return None
         if not decided:
@@ -203,17 +226,23 @@ class SessionState:
         self.next_start[kind] = start + grid.step(kind)
         return self._build(kind, start, end, reason)
 
-    def _readiness(self, start: int, end: int, force: bool) -> DueReason | None:
+    def _readiness(self, start: int, end: int, now_wall_ms: int, force: bool) -> DueReason | None:
         fps = self.fps
         assert fps is not None
         lo_ms, hi_ms = audio_need_ms(start, end, fps, self.p.margin_ms)
+        end_ms = frame_ms(end, fps)
+        late = self.p.allowed_lateness_ms
         frames_ok = self.video_end is not None or all(f in self.frames for f in range(start, end))
-        if frames_ok:
-            a = max(0, ms_to_sample_floor(lo_ms, self.p.sample_rate))
-            b = ms_to_sample_ceil(hi_ms, self.p.sample_rate)
-            if self.audio_ended or self.audio.coverage.contains(a, b):
-                return DueReason.COMPLETE
-        if self.watermark_ms >= hi_ms + self.p.allowed_lateness_ms:
+        a = max(0, ms_to_sample_floor(lo_ms, self.p.sample_rate))
+        b = ms_to_sample_ceil(hi_ms, self.p.sample_rate)
+        audio_ok = self.audio_ended or self.audio.coverage.contains(a, b)
+        if frames_ok and audio_ok:
+            return DueReason.COMPLETE
+        frames_final = frames_ok or self.video_wm_ms >= end_ms + late or (
+            self._stalled(self.video_last_wall_ms, now_wall_ms) and self.audio_wm_ms >= end_ms + late)
+        audio_final = audio_ok or self.audio_wm_ms >= hi_ms + late or (
+            self._stalled(self.audio_last_wall_ms, now_wall_ms) and self.video_wm_ms >= hi_ms + late)
+        if frames_final and audio_final:
             return DueReason.LATENESS
         if force and self.max_frame_seen is not None and end <= self.max_frame_seen + 1:
             return DueReason.ENDED
@@ -227,6 +256,10 @@ class SessionState:
         lo_ms, hi_ms = audio_need_ms(start, end, fps, self.p.margin_ms)
         a = max(0, ms_to_sample_floor(lo_ms, sr))
         b = ms_to_sample_ceil(hi_ms, sr)
+        if self.audio_ended:
+            # nothing exists past the session's last sample: not missing, just not there (the
+            # frames' own span is kept so the scorer sees the audio the frames needed)
+            b = min(b, max(self.audio_end_sample, ms_to_sample_ceil(frame_ms(end, fps), sr)))
         samples, missing_samples = self.audio.extract(a, b)
         sources: list[Source] = []
         newest_rx, newest_tx = 0, None

@@ -1,0 +1,241 @@
+"""The worker on a real broker with the stand-in scorer (tests/support/fake_scorer.py).
+
+These check the pipeline itself (consume, join, window, batch, publish, DLQ, gaps, commits,
+backpressure); test_worker_real_scorer.py runs the real scorer end to end.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import Counter
+
+import pytest
+
+from tests.support.fake_scorer import FakeScorer, pulse_media
+from tests.support.kafka_io import produce, produce_raw, read_topic
+from worker.app import Worker
+from worker.config import WorkerConfig
+from worker.kafka.admin import ensure_topics
+from worker.loadgen import ROI, TimedRecord, expected_jobs, merge_sessions, session_records
+from worker.publish import signal_id
+
+FPS = 30.0
+SR = 16000
+PARTITIONS = 3
+
+
+def make_config(bootstrap: str, run: str, **scoring) -> WorkerConfig:
+    topics = {
+        "audio": {"name": f"av.audio-chunks.{run}", "partitions": PARTITIONS},
+        "roi": {"name": f"av.roi-refs.{run}", "partitions": PARTITIONS},
+        "signals": {"name": f"av.lipsync-signals.{run}", "partitions": PARTITIONS},
+        "dlq": {"name": f"av.lipsync-dlq.{run}", "partitions": 1},
+    }
+    cfg = WorkerConfig(
+        kafka={"bootstrap_servers": bootstrap, "group_id": f"g-{run}", "topics": topics,
+               "commit_interval_ms": 200},
+        windowing={"block_frames": 16, "window_ms": 1000, "window_hop_ms": 1000,
+                   "allowed_lateness_ms": 500, "idle_timeout_ms": 3000},
+        scoring={"max_batch_size": 16, "max_wait_ms": 5, **scoring},
+        http={"port": 0},
+        log={"json_logs": False},
+    )
+    ensure_topics(bootstrap, {t.name: t.partitions for t in cfg.kafka.topics.all()})
+    return cfg
+
+
+class RunningWorker:
+    def __init__(self, cfg: WorkerConfig, scorer) -> None:
+        self.worker = Worker(cfg, scorer)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.error: BaseException | None = None
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.worker.run(self.stop)
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            self.error = exc
+
+    def wait_ready(self, timeout_s: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not self.worker.ready():
+            assert time.monotonic() < deadline, "worker did not get its partitions"
+            assert self.error is None, self.error
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(30)
+        assert self.error is None, self.error
+
+
+def _signals_complete(expected: set[str]):
+    return lambda recs: expected <= {r["signal_id"] for r in recs}
+
+
+@pytest.fixture
+def run_id() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+def test_sessions_with_known_offsets_each_signal_once(kafka_bootstrap, run_id):
+    cfg = make_config(kafka_bootstrap, run_id)
+    offsets = {"s-lead": -100.0, "s-sync": 0.0, "s-lag": 133.0, "s-lag2": 200.0}
+    sessions, expected = [], {}
+    for i, (sid, off) in enumerate(offsets.items()):
+        frames, audio = pulse_media(3.0, FPS, SR, off, seed=i)
+        sessions.append(session_records(sid, frames, audio, FPS, SR))
+        for kind, fs, _ in expected_jobs(frames.shape[0], FPS, 16, 1000, 1000):
+            expected[signal_id(sid, kind, fs)] = (sid, kind.value, fs)
+    running = RunningWorker(cfg, FakeScorer())
+    try:
+        running.wait_ready()
+        produce(kafka_bootstrap, cfg.kafka.topics.audio.name, cfg.kafka.topics.roi.name,
+                (rec for _, _, rec in merge_sessions(sessions)))
+        signals = read_topic(kafka_bootstrap, cfg.kafka.topics.signals.name, "LipSyncSignal",
+                             _signals_complete(set(expected)), timeout_s=60)
+    finally:
+        running.close()
+    ids = Counter(r["signal_id"] for r in signals)
+    assert set(ids) == set(expected), (set(expected) - set(ids), set(ids) - set(expected))
+    assert max(ids.values()) == 1, [k for k, v in ids.items() if v > 1]
+    for rec in signals:
+        assert rec["_key"] == rec["session_id"].encode()
+        off = offsets[rec["session_id"]]
+        assert rec["offset_ms"] == pytest.approx(off, abs=1000 / FPS + 1), {k: rec[k] for k in ("kind", "frame_start", "label", "frames_missing", "audio_missing_ms", "score")}
+        assert rec["scorer"] == "fake@1" and rec["label"] == "OK"
+        assert rec["frames_missing"] == 0 and rec["audio_missing_ms"] == 0
+        assert 0 <= rec["latency_ms"] < 5000
+    # 4 sessions x (5 blocks + 3 windows)
+    assert len(signals) == 4 * (5 + 3)
+    # everything published was committed: a new worker of the group would start at the end
+    assert running.worker.tracker.open_count() == 0
+
+
+def test_poison_record_goes_to_the_dlq_and_the_rest_goes_on(kafka_bootstrap, run_id):
+    cfg = make_config(kafka_bootstrap, run_id)
+    frames, audio = pulse_media(2.2, FPS, SR, 66.0, seed=5)
+    records = session_records("s-ok", frames, audio, FPS, SR)
+    expected = {signal_id("s-ok", k, fs) for k, fs, _ in expected_jobs(frames.shape[0], FPS, 16, 1000, 1000)}
+    running = RunningWorker(cfg, FakeScorer())
+    poison = b"\x02not avro at all\xff\xfe"
+    try:
+        running.wait_ready()
+        half = len(records) // 2
+        produce(kafka_bootstrap, cfg.kafka.topics.audio.name, cfg.kafka.topics.roi.name, records[:half])
+        produce_raw(kafka_bootstrap, cfg.kafka.topics.roi.name, b"s-ok", poison)
+        produce(kafka_bootstrap, cfg.kafka.topics.audio.name, cfg.kafka.topics.roi.name, records[half:])
+        dlq = read_topic(kafka_bootstrap, cfg.kafka.topics.dlq.name, "DeadLetter", lambda r: len(r) >= 1,
+                         timeout_s=30)
+        signals = read_topic(kafka_bootstrap, cfg.kafka.topics.signals.name, "LipSyncSignal",
+                             _signals_complete(expected), timeout_s=30)
+    finally:
+        running.close()
+    assert len(dlq) == 1
+    dead = dlq[0]
+    assert dead["value"] == poison and dead["key"] == b"s-ok"
+    assert dead["topic"] == cfg.kafka.topics.roi.name and dead["offset"] >= 0
+    assert dead["reason"].startswith("decode:")
+    assert {r["signal_id"] for r in signals} == expected
+    assert all(r["frames_missing"] == 0 for r in signals)
+
+
+def test_missing_references_are_labelled(kafka_bootstrap, run_id, tmp_path):
+    cfg = make_config(kafka_bootstrap, run_id)
+    frames, audio = pulse_media(2.2, FPS, SR, 0.0, seed=9)
+    records = []
+    for rec in session_records("s-refs", frames, audio, FPS, SR):
+        f = rec.record.get("frame_index")
+        # one gap in block 0; block 1 entirely unreadable
+        if rec.stream == ROI and rec.record["roi"] is not None and (f == 5 or 16 <= f < 32):
+            roi = {"uri": f"file://{tmp_path}/missing-{f}.raw", "shape": [16, 16], "format": "GRAY8"}
+            rec = TimedRecord(rec.due_ms, rec.stream, dict(rec.record, roi=roi))
+        records.append(rec)
+    expected = {signal_id("s-refs", k, fs) for k, fs, _ in expected_jobs(frames.shape[0], FPS, 16, 1000, 1000)}
+    running = RunningWorker(cfg, FakeScorer())
+    try:
+        running.wait_ready()
+        produce(kafka_bootstrap, cfg.kafka.topics.audio.name, cfg.kafka.topics.roi.name, records)
+        signals = read_topic(kafka_bootstrap, cfg.kafka.topics.signals.name, "LipSyncSignal",
+                             _signals_complete(expected), timeout_s=30)
+        errors = running.worker.metrics.ref_errors.labels("outside_roots")._value.get()
+    finally:
+        running.close()
+    by = {(r["kind"], r["frame_start"]): r for r in signals}
+    assert by[("BLOCK", 0)]["frames_missing"] == 1 and by[("BLOCK", 0)]["label"] == "OK"
+    assert by[("BLOCK", 16)]["frames_missing"] == 16 and by[("BLOCK", 16)]["label"] == "NO_FACE"
+    assert by[("BLOCK", 16)]["score"] is None and by[("BLOCK", 16)]["confidence"] == 0.0
+    assert by[("WINDOW", 0)]["frames_missing"] == 1 + 14
+    assert by[("BLOCK", 32)]["frames_missing"] == 0
+    assert errors == 17
+
+
+def test_slow_scoring_pauses_and_resumes_input(kafka_bootstrap, run_id):
+    # a scorer slower than real time for 6 sessions, a tiny queue: the worker must pause, resume
+    # and still deliver everything, never buffering more than the bound plus one poll's jobs
+    cfg = make_config(kafka_bootstrap, run_id, max_queued_jobs=4, max_batch_size=2)
+    cfg = cfg.model_copy(update={"kafka": cfg.kafka.model_copy(update={"consume_batch": 20})})
+    sessions, expected = [], set()
+    for i in range(6):
+        frames, audio = pulse_media(2.2, FPS, SR, 0.0, seed=20 + i)
+        sessions.append(session_records(f"s{i}", frames, audio, FPS, SR))
+        expected |= {signal_id(f"s{i}", k, fs) for k, fs, _ in
+                     expected_jobs(frames.shape[0], FPS, 16, 1000, 1000)}
+    running = RunningWorker(cfg, FakeScorer(delay_s=0.05))
+    max_backlog = 0
+    paused_seen = False
+    try:
+        running.wait_ready()
+        produce(kafka_bootstrap, cfg.kafka.topics.audio.name, cfg.kafka.topics.roi.name,
+                (rec for _, _, rec in merge_sessions(sessions)))
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and running.worker.published < len(expected):
+            max_backlog = max(max_backlog, running.worker.stage.backlog())
+            paused_seen |= running.worker.consumer.paused
+            time.sleep(0.01)
+        signals = read_topic(kafka_bootstrap, cfg.kafka.topics.signals.name, "LipSyncSignal",
+                             _signals_complete(expected), timeout_s=30)
+    finally:
+        running.close()
+    assert paused_seen
+    assert not running.worker.consumer.paused
+    assert max_backlog <= 4 + 2 * 20
+    assert {r["signal_id"] for r in signals} == expected
+    assert running.worker.metrics.paused_partitions._value.get() == 0
+
+
+def test_health_endpoints_and_metrics(kafka_bootstrap, run_id):
+    import urllib.error
+    import urllib.request
+
+    cfg = make_config(kafka_bootstrap, run_id)
+    cfg = cfg.model_copy(update={"http": cfg.http.model_copy(update={"port": 0})})
+    running = RunningWorker(cfg, FakeScorer())
+    try:
+        # port 0 in config means "off"; start a server on an ephemeral port by hand for the test
+        from worker.observability.health import HealthServer
+
+        server = HealthServer("127.0.0.1", 0, running.worker.metrics.registry, running.worker.healthy,
+                              running.worker.ready).start()
+        base = f"http://127.0.0.1:{server.port}"
+        running.wait_ready()
+        assert urllib.request.urlopen(base + "/healthz").status == 200
+        assert urllib.request.urlopen(base + "/readyz").status == 200
+        body = urllib.request.urlopen(base + "/metrics").read().decode()
+        for name in ("sync_scorer_events_in_total", "sync_scorer_consumer_lag", "sync_scorer_batch_size",
+                     "sync_scorer_event_to_signal_latency_seconds", "sync_scorer_dlq_total",
+                     "sync_scorer_fallbacks_total", "sync_scorer_evictions_total",
+                     "sync_scorer_paused_partitions", "sync_scorer_scoring_latency_seconds",
+                     "sync_scorer_windows_scored_total"):
+            assert name in body, name
+        running.stop.set()
+        running.thread.join(30)
+        with pytest.raises(urllib.error.HTTPError):
+            urllib.request.urlopen(base + "/readyz")
+        server.stop()
+    finally:
+        running.close()

@@ -1,0 +1,371 @@
+"""The streaming worker: consume -> decode -> join/window -> micro-batch score -> publish -> commit.
+
+One poll-loop thread owns the consumer, the producer, the join state and the offset tracker; the
+scorer runs on the scoring stage's thread. The loop never blocks on the model, so it calls
+``consume`` far more often than ``max.poll.interval.ms`` requires; when scoring falls behind
+(backlog above ``scoring.max_queued_jobs``) it pauses its partitions and resumes them once the
+backlog is back under ``scoring.resume_below``.
+
+Delivery semantics: at-least-once. Input offsets are committed only up to the first event that a
+not-yet-published signal depends on (see ``Worker.commit`` for the order of steps), so a crash
+re-delivers, and the deterministic ``signal_id`` lets consumers drop the duplicates.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from schemas import AvroCodec, DecodeError, EncodeError, codec_for
+from worker.config import WorkerConfig
+from worker.ingest import BadRecord, Event, audio_events, check_key, roi_events
+from worker.kafka.consumer import TP, InputConsumer
+from worker.kafka.producer import OutputProducer
+from worker.observability.health import HealthServer
+from worker.observability.logs import get_logger
+from worker.observability.metrics import WorkerMetrics
+from worker.publish import dead_letter_record, signal_record
+from worker.refs import RoiResolver
+from worker.scoring.batcher import Scored, ScoringStage
+from worker.scoring.interface import Scorer
+from worker.windowing.events import Arrival, AudioEvent, EndEvent, FrameEvent, Job, Source
+from worker.windowing.joiner import BadEvent, Joiner
+from worker.windowing.offsets import OffsetTracker
+
+log = get_logger("worker")
+
+_TICK_MS = 250  # idle-session checks
+_LAG_EVERY_MS = 5000
+_MAX_DELIVERY_RETRIES = 5
+_DRAIN_TIMEOUT_S = 20.0
+_FLUSH_TIMEOUT_S = 10.0
+
+
+def wall_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def scorer_sample_rate(scorer: Scorer) -> int:
+    """The audio rate the scorer wants (its bundle's), 16 kHz when it does not say."""
+    for path in (("sample_rate",), ("manifest", "audio", "sample_rate")):
+        obj: Any = scorer
+        for name in path:
+            obj = getattr(obj, name, None)
+        if isinstance(obj, int) and obj > 0:
+            return obj
+    return 16_000
+
+
+class Worker:
+    """Build with a config and a scorer; ``run(stop)`` until ``stop`` is set, then shut down."""
+
+    def __init__(self, cfg: WorkerConfig, scorer: Scorer, *, metrics: WorkerMetrics | None = None,
+                 resolver: RoiResolver | None = None, clock_ms: Callable[[], int] = wall_ms) -> None:
+        self.cfg = cfg
+        self.scorer = scorer
+        self.metrics = metrics or WorkerMetrics()
+        self.clock_ms = clock_ms
+        self.sample_rate = scorer_sample_rate(scorer)
+        self.tracker = OffsetTracker()
+        self.joiner = Joiner(cfg.windowing, scorer.search_margin_ms, self.tracker, sample_rate=self.sample_rate)
+        self.resolver = resolver or RoiResolver.from_config(
+            cfg.refs, on_failure=lambda e: self.metrics.ref_errors.labels(e.reason).inc())
+        topics = cfg.kafka.topics
+        self.audio_topic, self.roi_topic = topics.audio.name, topics.roi.name
+        self.codecs = {name: self._codec(name, topic) for name, topic in (
+            ("AudioChunk", self.audio_topic), ("RoiRef", self.roi_topic),
+            ("LipSyncSignal", topics.signals.name), ("DeadLetter", topics.dlq.name))}
+        self.stage: ScoringStage[Job] = ScoringStage(
+            scorer, cfg.scoring.max_batch_size, cfg.scoring.max_wait_ms,
+            on_batch=lambda n, ms: (self.metrics.batch_size.observe(n),
+                                    self.metrics.scoring_latency.observe(ms / 1000.0)))
+        self.producer = OutputProducer(cfg.kafka.client_config("producer"))
+        self.consumer = InputConsumer(
+            cfg.kafka.client_config("consumer"), cfg.kafka.group_id, (self.audio_topic, self.roi_topic),
+            max_poll_interval_ms=cfg.kafka.max_poll_interval_ms,
+            on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
+        self._committed: dict[TP, int] = {}
+        self._last_loop_s = time.monotonic()
+        self._assigned_once = False
+        self._stopping = False
+        self._http: HealthServer | None = None
+        self.published = 0
+        self.dead_lettered = 0
+
+    def _codec(self, name: str, topic: str) -> AvroCodec:
+        k = self.cfg.kafka
+        if k.wire_format == "confluent":
+            return codec_for(name, wire="confluent", registry={"url": k.schema_registry_url}, topic=topic)
+        return AvroCodec(name)
+
+    # --- lifecycle --------------------------------------------------------------------------
+    def start_http(self) -> int | None:
+        """Serve /metrics, /healthz, /readyz on the configured port (0 = off); returns the port."""
+        if self.cfg.http.port == 0:
+            return None
+        self._http = HealthServer(self.cfg.http.host, self.cfg.http.port, self.metrics.registry,
+                                  healthy=self.healthy, ready=self.ready).start()
+        return self._http.port
+
+    def healthy(self) -> bool:
+        return time.monotonic() - self._last_loop_s < 30.0
+
+    def ready(self) -> bool:
+        return self._assigned_once and not self._stopping and self.healthy()
+
+    def run(self, stop: threading.Event) -> int:
+        """The poll loop; returns 0 after a clean shutdown."""
+        log.info("worker starting", scorer=self.scorer.name, config=self.cfg.redacted())
+        k = self.cfg.kafka
+        last_tick = last_commit = last_lag = self.clock_ms()
+        try:
+            while not stop.is_set():
+                self._last_loop_s = time.monotonic()
+                self._backpressure()
+                # short polls while results wait to be published: latency matters
+                timeout_s = 0.002 if self.stage.backlog() else k.poll_timeout_ms / 1000.0
+                msgs = self.consumer.consume(k.consume_batch, timeout_s)
+                now = self.clock_ms()
+                jobs: list[Job] = []
+                for msg in msgs:
+                    jobs += self._handle(msg, now)
+                if now - last_tick >= _TICK_MS:
+                    last_tick = now
+                    jobs += self.joiner.tick(now)
+                self._submit(jobs)
+                self._publish_results()
+                self.producer.poll(0)
+                if now - last_commit >= k.commit_interval_ms:
+                    last_commit = now
+                    self.commit()
+                if now - last_lag >= _LAG_EVERY_MS:
+                    last_lag = now
+                    self._update_gauges(lag=True)
+        finally:
+            self._shutdown()
+        return 0
+
+    def _shutdown(self) -> None:
+        """SIGTERM/SIGINT: 1. stop polling (the loop has exited), 2. finish the queued and
+        in-flight batches, 3. publish their signals, 4. flush and commit, 5. close."""
+        self._stopping = True
+        log.info("worker stopping", backlog=self.stage.backlog())
+        try:
+            self._quiesce()
+        finally:
+            self.consumer.close()
+            self.stage.stop()
+            left = self.producer.close(_FLUSH_TIMEOUT_S)
+            if left:
+                log.error("records not delivered at shutdown", pending=left)
+            if self._http is not None:
+                self._http.stop()
+            log.info("worker stopped", published=self.published, dead_lettered=self.dead_lettered)
+
+    def _quiesce(self) -> None:
+        """Everything scored so far published and committed (rebalance and shutdown)."""
+        if not self.stage.drain(_DRAIN_TIMEOUT_S):
+            log.error("scoring did not drain in time", backlog=self.stage.backlog())
+        self._publish_results()
+        self.commit(synchronous=True)
+
+    # --- input ------------------------------------------------------------------------------
+    def _handle(self, msg: Any, now: int) -> list[Job]:
+        topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+        source = Source(topic, partition, offset)
+        self.tracker.open(source)
+        self.metrics.events_in.labels(topic).inc()
+        ts_type, ts = msg.timestamp()
+        kafka_ts = ts if ts_type != 0 and ts and ts > 0 else None
+        try:
+            if topic == self.audio_topic:
+                record = self.codecs["AudioChunk"].decode(msg.value())
+                check_key(msg.key(), record["session_id"])
+                arrival = Arrival(now, record.get("produced_at_ms") or kafka_ts)
+                events = audio_events(record, source, arrival, self.sample_rate)
+            elif topic == self.roi_topic:
+                record = self.codecs["RoiRef"].decode(msg.value())
+                check_key(msg.key(), record["session_id"])
+                arrival = Arrival(now, record.get("produced_at_ms") or kafka_ts)
+                events = roi_events(record, source, arrival, self.resolver.try_resolve)
+            else:
+                raise BadRecord(f"invalid: unexpected topic {topic}")
+            return self._feed(events, now)
+        except DecodeError as exc:
+            self._dead_letter(msg, source, f"decode: {exc.reason}", kafka_ts)
+        except (BadRecord, BadEvent) as exc:
+            reason = exc.reason if isinstance(exc, BadRecord) else f"invalid: {exc}"
+            self._dead_letter(msg, source, reason, kafka_ts)
+        return []
+
+    def _feed(self, events: list[Event], now: int) -> list[Job]:
+        jobs: list[Job] = []
+        before = dict(self.joiner.counters)
+        for ev in events:
+            if isinstance(ev, FrameEvent):
+                jobs += self.joiner.on_frame(ev, now)
+            elif isinstance(ev, AudioEvent):
+                jobs += self.joiner.on_audio(ev, now)
+            elif isinstance(ev, EndEvent):
+                jobs += self.joiner.on_end(ev, now)
+        self._count_joiner(before, events[0].session_id if events else "")
+        return jobs
+
+    def _count_joiner(self, before: dict[str, int], session_id: str) -> None:
+        for name, value in self.joiner.counters.items():
+            delta = value - before.get(name, 0)
+            if delta <= 0:
+                continue
+            if name.startswith("evictions_"):
+                self.metrics.evictions.labels(name.removeprefix("evictions_")).inc(delta)
+                log.warning("state evicted", session_id=session_id, reason=name, count=delta)
+            elif name.startswith("dropped_"):
+                self.metrics.dropped.labels(name.removeprefix("dropped_")).inc(delta)
+            elif name.startswith("sessions_closed_"):
+                self.metrics.sessions_closed.labels(name.removeprefix("sessions_closed_")).inc(delta)
+
+    def _dead_letter(self, msg: Any, source: Source, reason: str, kafka_ts: int | None) -> None:
+        record = dead_letter_record(source, msg.key(), msg.value(), kafka_ts, reason,
+                                    self.cfg.instance_id, self.clock_ms())
+        value = self.codecs["DeadLetter"].encode(record)
+        log.warning("dead letter", topic=source.topic, partition=source.partition, offset=source.offset,
+                    reason=record["reason"])
+        self.metrics.dlq.labels(source.topic).inc()
+        self.dead_lettered += 1
+
+        def delivered(err: str | None, attempt: int = 0) -> None:
+            if err is None:
+                self.tracker.done(source)
+            elif attempt < _MAX_DELIVERY_RETRIES:
+                log.warning("dead letter not delivered, retrying", error=err, attempt=attempt + 1)
+                self.producer.produce(self.cfg.kafka.topics.dlq.name, msg.key(), value,
+                                      lambda e: delivered(e, attempt + 1))
+            else:
+                raise RuntimeError(f"cannot deliver a dead letter for {source}: {err}")
+
+        self.producer.produce(self.cfg.kafka.topics.dlq.name, msg.key(), value, delivered)
+
+    # --- scoring and output -----------------------------------------------------------------
+    def _submit(self, jobs: list[Job]) -> None:
+        for job in jobs:
+            if job.frames_missing:
+                self.metrics.gaps.inc(job.frames_missing)
+        self.stage.submit(jobs)
+        closed = self.joiner.drain_closed()
+        if closed:
+            self.stage.close_sessions(closed)
+
+    def _publish_results(self) -> None:
+        for scored in self.stage.results():
+            self._publish(scored)
+
+    def _publish(self, scored: Scored[Job]) -> None:
+        job, score = scored.job, scored.score
+        now = self.clock_ms()
+        record = signal_record(job, score, now)
+        try:
+            value = self.codecs["LipSyncSignal"].encode(record)
+        except EncodeError as exc:  # a scorer bug; publishing nothing would stall the commits
+            log.error("signal does not fit its schema", session_id=job.session_id, error=str(exc))
+            raise
+        m = self.metrics
+        m.windows_scored.labels(job.kind.value, score.label.value).inc()
+        m.queue_latency.observe(scored.queued_ms / 1000.0)
+        if job.newest_received_wall_ms:
+            m.event_to_signal.observe(max(0, now - job.newest_received_wall_ms) / 1000.0)
+        if score.scorer.startswith("heuristic@"):
+            m.fallbacks.inc()
+        if scored.error is not None:
+            m.scoring_errors.inc()
+            log.warning("job not scorable", session_id=job.session_id, kind=job.kind.value,
+                        frame_start=job.frame_start, error=scored.error)
+        topic = self.cfg.kafka.topics.signals.name
+        key = job.session_id.encode("utf-8")
+
+        def delivered(err: str | None, attempt: int = 0) -> None:
+            if err is None:
+                self.published += 1
+                m.signals_published.labels(job.kind.value).inc()
+                self.joiner.on_published(job)
+            elif attempt < _MAX_DELIVERY_RETRIES:
+                log.warning("signal not delivered, retrying", session_id=job.session_id, error=err)
+                self.producer.produce(topic, key, value, lambda e: delivered(e, attempt + 1))
+            else:
+                raise RuntimeError(f"cannot deliver signal {record['signal_id']}: {err}")
+
+        self.producer.produce(topic, key, value, delivered)
+
+    def commit(self, synchronous: bool = False) -> dict[TP, int]:
+        """Commit the input offsets that every published signal allows.
+
+        Order (never reorder):
+        1. publish: hand every finished result to the producer;
+        2. flush the producer: every signal and dead letter is acknowledged, and its delivery
+           callback has released the input events it depended on in the OffsetTracker;
+        3. commit the tracker's positions (lowest offset still needed, per partition) of the
+           partitions still assigned.
+        A crash between 2 and 3 re-delivers some signals (same signal_id) but loses none.
+        """
+        # Step 1
+        self._publish_results()
+        # Step 2
+        left = self.producer.flush(_FLUSH_TIMEOUT_S)
+        if left:
+            log.error("producer did not flush; not committing", pending=left)
+            return {}
+        # Step 3
+        positions = {tp: pos for tp, pos in self.tracker.positions().items()
+                     if self._committed.get(tp) != pos}
+        committed = self.consumer.commit(positions, asynchronous=not synchronous) if positions else {}
+        if committed:
+            self._committed.update(committed)
+            self.metrics.commits.inc()
+        self._update_gauges(lag=False)
+        return committed
+
+    def _update_gauges(self, lag: bool) -> None:
+        m = self.metrics
+        m.backlog.set(self.stage.backlog())
+        m.open_sessions.set(self.joiner.open_sessions())
+        if lag:
+            for (topic, partition), behind in self.consumer.lag().items():
+                m.consumer_lag.labels(topic, str(partition)).set(behind)
+
+    def _backpressure(self) -> None:
+        backlog = self.stage.backlog()
+        sc = self.cfg.scoring
+        if not self.consumer.paused and backlog >= sc.max_queued_jobs:
+            n = self.consumer.pause_all()
+            self.metrics.paused_partitions.set(n)
+            log.warning("scoring behind: pausing input", backlog=backlog, partitions=n)
+        elif self.consumer.paused and backlog <= sc.resume_below:
+            self.consumer.resume_all()
+            self.metrics.paused_partitions.set(0)
+            log.info("scoring caught up: resuming input", backlog=backlog)
+        elif self.consumer.paused:
+            self.metrics.paused_partitions.set(len(self.consumer.assigned))
+
+    # --- rebalance (called inside consume) ----------------------------------------------------
+    def _on_assign(self, tps: list[TP]) -> None:
+        self._assigned_once = True
+        log.info("partitions assigned", partitions=sorted(tps))
+
+    def _on_revoke(self, tps: list[TP]) -> None:
+        log.info("partitions revoked", partitions=sorted(tps))
+        self._quiesce()
+        self._forget(tps)
+
+    def _on_lost(self, tps: list[TP]) -> None:
+        log.warning("partitions lost", partitions=sorted(tps))
+        self._forget(tps)
+
+    def _forget(self, tps: list[TP]) -> None:
+        dropped = self.joiner.drop_partitions({p for _, p in tps})
+        self.tracker.forget(set(tps))
+        for tp in tps:
+            self._committed.pop(tp, None)
+        self.stage.close_sessions(self.joiner.drain_closed())
+        if dropped:
+            log.info("sessions handed over", sessions=dropped)

@@ -1,0 +1,153 @@
+"""Decoded input records -> windowing events. Pure, except for resolving ROI references.
+
+A record that cannot be used raises ``BadRecord`` with a one-line reason (the worker dead-letters
+it with its original bytes and goes on). A ROI reference that cannot be read is *not* a bad
+record: the frame is kept as missing (``ref_error``) and counted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from worker.windowing.events import Arrival, AudioEvent, EndEvent, FrameEvent, Source, Stream
+
+Event = FrameEvent | AudioEvent | EndEvent
+# roi record -> (pixels, None) or (None, error with .reason)
+ResolveFn = Callable[[Any], tuple[np.ndarray | None, Any]]
+
+_BYTES_PER_SAMPLE = {"PCM_S16LE": 2, "F32LE": 4}
+
+
+class BadRecord(ValueError):
+    """A record the worker cannot use; ``reason`` is one line for the dead-letter topic."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def check_key(key: bytes | None, session_id: str) -> None:
+    """The key must be the session id: co-partitioning of the two inputs depends on it."""
+    if key is None:
+        raise BadRecord("invalid: record has no key (must be the session_id)")
+    try:
+        text = key.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRecord("invalid: key is not UTF-8") from None
+    if text != session_id:
+        raise BadRecord(f"invalid: key {text[:64]!r} != session_id {session_id[:64]!r}")
+
+
+def audio_events(record: Mapping[str, Any], source: Source, arrival: Arrival,
+                 target_rate: int) -> list[Event]:
+    """An AudioChunk record -> [AudioEvent] and/or [EndEvent(AUDIO)].
+
+    PCM_S16LE / F32LE, interleaved channels, are mixed down to mono float32 in [-1, 1] and
+    resampled to ``target_rate`` (the scorer's) when the chunk's rate differs.
+    """
+    sid = _session_id(record)
+    out: list[Event] = []
+    data = record.get("data") or b""
+    if data:
+        encoding = record.get("encoding")
+        if encoding not in _BYTES_PER_SAMPLE:
+            raise BadRecord(f"invalid: unknown audio encoding {encoding!r}")
+        channels = int(record.get("channels") or 0)
+        rate = int(record.get("sample_rate") or 0)
+        start = int(record.get("start_sample", -1))
+        if channels < 1 or channels > 16:
+            raise BadRecord(f"invalid: channels {channels}")
+        if rate < 1000 or rate > 384_000:
+            raise BadRecord(f"invalid: sample_rate {rate}")
+        if start < 0:
+            raise BadRecord(f"invalid: start_sample {start}")
+        width = _BYTES_PER_SAMPLE[encoding] * channels
+        if len(data) % width:
+            raise BadRecord(f"invalid: {len(data)} data bytes is not a whole number of "
+                            f"{channels}-channel {encoding} samples")
+        if encoding == "PCM_S16LE":
+            samples = np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0
+        else:
+            samples = np.frombuffer(data, dtype="<f4").astype(np.float32)
+            if not np.isfinite(samples).all():
+                raise BadRecord("invalid: F32LE audio holds NaN or infinity")
+            samples = np.clip(samples, -1.0, 1.0)
+        if channels > 1:
+            samples = samples.reshape(-1, channels).mean(axis=1)
+        if rate != target_rate:
+            samples, start = _resample(samples, rate, target_rate, start)
+        if samples.shape[0]:
+            out.append(AudioEvent(sid, start, target_rate, samples, source, arrival))
+    if record.get("end_of_session"):
+        out.append(EndEvent(sid, Stream.AUDIO, source, arrival))
+    if not out:
+        raise BadRecord("invalid: audio chunk with no data that is not an end-of-session marker")
+    return out
+
+
+def roi_events(record: Mapping[str, Any], source: Source, arrival: Arrival,
+               resolve: ResolveFn) -> list[Event]:
+    """A RoiRef record -> [FrameEvent] and/or [EndEvent(VIDEO)].
+
+    roi null: no face in this frame (a frame with face_present False), unless the record is an
+    end-of-session marker (then it is only the marker).
+    """
+    sid = _session_id(record)
+    frame_index = int(record.get("frame_index", -1))
+    fps = float(record.get("fps") or 0.0)
+    if frame_index < 0:
+        raise BadRecord(f"invalid: frame_index {frame_index}")
+    if not (np.isfinite(fps) and 1.0 <= fps <= 240.0):
+        raise BadRecord(f"invalid: fps {fps}")
+    roi = record.get("roi")
+    end = bool(record.get("end_of_session"))
+    out: list[Event] = []
+    if roi is not None or not end:
+        landmarks = _landmarks(record.get("mouth_landmarks"))
+        occluded = bool(record.get("occluded"))
+        if roi is None:
+            out.append(FrameEvent(sid, frame_index, fps, None, source, arrival, face_present=False,
+                                  occluded=occluded, landmarks=landmarks))
+        else:
+            pixels, err = resolve(roi)
+            reason = None if err is None else str(getattr(err, "reason", err) or "unreadable")
+            out.append(FrameEvent(sid, frame_index, fps, pixels, source, arrival, face_present=True,
+                                  occluded=occluded, landmarks=landmarks, ref_error=reason))
+    if end:
+        out.append(EndEvent(sid, Stream.VIDEO, source, arrival))
+    return out
+
+
+def _session_id(record: Mapping[str, Any]) -> str:
+    sid = record.get("session_id")
+    if not isinstance(sid, str) or not sid:
+        raise BadRecord("invalid: empty session_id")
+    if len(sid) > 256:
+        raise BadRecord("invalid: session_id longer than 256 characters")
+    return sid
+
+
+def _landmarks(flat: Any) -> np.ndarray | None:
+    if not flat:
+        return None
+    arr = np.asarray(flat, dtype=np.float32)
+    if arr.ndim != 1 or arr.shape[0] % 2 or not np.isfinite(arr).all():
+        return None  # malformed landmarks are ignored: they are optional help, not the ROI
+    return arr.reshape(-1, 2)
+
+
+def _resample(samples: np.ndarray, rate: int, target: int, start: int) -> tuple[np.ndarray, int]:
+    """Per-chunk resampling (band-limited, torchaudio); the chunk keeps its place on the timeline."""
+    import torch
+    import torchaudio.functional as AF
+
+    new_start = round(start * target / rate)
+    new_end = round((start + samples.shape[0]) * target / rate)
+    out = AF.resample(torch.from_numpy(np.ascontiguousarray(samples)), rate, target).numpy()
+    n = new_end - new_start
+    if out.shape[0] < n:
+        out = np.pad(out, (0, n - out.shape[0]))
+    return out[:n].astype(np.float32), new_start

@@ -1,0 +1,45 @@
+"""The worker's Prometheus metrics, on a registry of their own (tests run several workers)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS_S = (0.005, 0.01, 0.02, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0, 10.0)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+
+
+class WorkerMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        r = self.registry = registry or CollectorRegistry()
+        p = "sync_scorer_"
+        self.events_in = Counter(p + "events_in", "Input records consumed", ["topic"], registry=r)
+        self.consumer_lag = Gauge(p + "consumer_lag", "Records behind the high watermark",
+                                  ["topic", "partition"], registry=r)
+        self.windows_scored = Counter(p + "windows_scored", "Signals scored", ["kind", "label"], registry=r)
+        self.signals_published = Counter(p + "signals_published", "Signals delivered", ["kind"], registry=r)
+        self.batch_size = Histogram(p + "batch_size", "Jobs per scoring batch", buckets=_BATCH_BUCKETS,
+                                    registry=r)
+        self.scoring_latency = Histogram(p + "scoring_latency_seconds", "Scorer time per batch",
+                                         buckets=_LATENCY_BUCKETS_S, registry=r)
+        self.queue_latency = Histogram(p + "scoring_queue_seconds", "Job wait before its batch",
+                                       buckets=_LATENCY_BUCKETS_S, registry=r)
+        self.event_to_signal = Histogram(
+            p + "event_to_signal_latency_seconds",
+            "Signal emission minus the arrival of the newest input event it depends on",
+            buckets=_LATENCY_BUCKETS_S, registry=r)
+        self.dlq = Counter(p + "dlq", "Records sent to the dead-letter topic", ["topic"], registry=r)
+        self.fallbacks = Counter(p + "fallbacks", "Signals from the heuristic fallback scorer", registry=r)
+        self.scoring_errors = Counter(p + "scoring_errors", "Jobs the scorer rejected (LOW_QUALITY)",
+                                      registry=r)
+        self.evictions = Counter(p + "evictions", "State evicted to stay bounded", ["reason"], registry=r)
+        self.dropped = Counter(p + "events_dropped", "Events not used (late, duplicate, after close)",
+                               ["why"], registry=r)
+        self.ref_errors = Counter(p + "ref_errors", "ROI references that could not be read", ["reason"],
+                                  registry=r)
+        self.gaps = Counter(p + "gap_frames", "Frames scored as missing", registry=r)
+        self.paused_partitions = Gauge(p + "paused_partitions", "Input partitions paused (backpressure)",
+                                       registry=r)
+        self.backlog = Gauge(p + "scoring_backlog", "Jobs queued or being scored", registry=r)
+        self.open_sessions = Gauge(p + "open_sessions", "Sessions with state in this worker", registry=r)
+        self.commits = Counter(p + "offset_commits", "Offset commits", registry=r)
+        self.sessions_closed = Counter(p + "sessions_closed", "Sessions closed", ["why"], registry=r)

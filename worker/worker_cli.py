@@ -1,0 +1,170 @@
+"""CLI subcommands of the streaming worker: ``worker``, ``run-demo`` (what ``make run`` calls) and
+``loadtest``. Registered by worker/cli.py through ``add_parsers``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+from typing import Any
+
+from worker.kafka.broker import BOOTSTRAP_ENV
+
+
+def _cli_error(message: str, code: int = 3) -> Exception:
+    from worker.cli import CliError
+
+    return CliError(message, code)
+
+
+def add_parsers(sub: Any) -> None:
+    p = sub.add_parser("worker", help="run the streaming worker (Kafka in, LipSyncSignals out)",
+                       description="Consume audio chunks and ROI references, join and window them per "
+                                   "session, score blocks and ~1 s windows in micro-batches and publish "
+                                   "LipSyncSignals. Config: YAML (--config) < SYNC_SCORER_* env < "
+                                   "KAFKA_BOOTSTRAP_SERVERS. SIGTERM/SIGINT shut it down cleanly.")
+    _common(p)
+    p.add_argument("--create-topics", action="store_true", help="create missing topics with the config's "
+                   "partition counts before consuming")
+    p.set_defaults(func=run_worker)
+
+    d = sub.add_parser("run-demo", help="local broker + worker + a demo session with known offsets",
+                       description="With no KAFKA_BOOTSTRAP_SERVERS: start a local Kafka, the worker, feed "
+                                   "synthetic demo sessions with known audio offsets in real time and print "
+                                   "the LipSyncSignals as they arrive. With it set: run the worker against "
+                                   "that cluster (as `sync-scorer worker --create-topics`).")
+    _common(d)
+    d.add_argument("--seconds", type=float, default=6.0, help="length of each demo session (s)")
+    d.add_argument("--offsets-ms", default="-160,0,120",
+                   help="comma-separated known audio offsets, one demo session each (> 0: audio lags)")
+    d.add_argument("--fast", action="store_true", help="send the demo as fast as possible, not in real time")
+    d.set_defaults(func=run_demo)
+
+    lt = sub.add_parser("loadtest", help="play N synthetic sessions in real time and measure latency",
+                        description="Plays N synthetic sessions in real time (30 fps ROI events + audio "
+                                    "chunks, known offsets) into the configured cluster (or a local broker "
+                                    "when none is configured), starts its own worker process unless "
+                                    "--no-worker, and reports event->signal latency p50/p99/max, signals/s, "
+                                    "and expected signals missing or duplicated.")
+    _common(lt)
+    lt.add_argument("--sessions", type=int, required=True, help="concurrent sessions")
+    lt.add_argument("--seconds", type=float, required=True, help="media length of each session (s)")
+    lt.add_argument("--json", action="store_true", help="last line of stdout: one JSON object")
+    lt.add_argument("--no-worker", action="store_true", help="do not start a worker (one already consumes "
+                    "the configured topics)")
+    lt.add_argument("--fps", type=float, default=30.0)
+    lt.add_argument("--chunk-ms", type=int, default=20, help="audio chunk length (ms)")
+    lt.add_argument("--rgb", action="store_true", help="send RGB24 ROIs (default GRAY8)")
+    lt.add_argument("--margin-ms", type=float, default=None,
+                    help="the worker's audio search margin (default: the default scorer's)")
+    lt.add_argument("--grace-s", type=float, default=15.0, help="wait this long for the last signals")
+    lt.add_argument("--worker-log", default=None, help="write the worker's log here")
+    lt.set_defaults(func=run_loadtest)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML config file")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="override scoring.device")
+    p.add_argument("--log-format", choices=("json", "console"), help="override log.json_logs")
+
+
+def _load(args: argparse.Namespace):
+    from worker.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        raise _cli_error(str(exc)) from None
+    updates: dict[str, Any] = {}
+    if getattr(args, "device", None):
+        updates["scoring"] = cfg.scoring.model_copy(update={"device": args.device})
+    if getattr(args, "log_format", None):
+        updates["log"] = cfg.log.model_copy(update={"json_logs": args.log_format == "json"})
+    return cfg.model_copy(update=updates) if updates else cfg
+
+
+def load_worker_scorer(cfg):
+    """The real scorer (the bundled model, or the heuristic fallback when it cannot load)."""
+    from worker.scoring.loader import load_scorer
+
+    kwargs: dict[str, Any] = {"device": cfg.scoring.device}
+    if cfg.scoring.silence_rms_threshold is not None:
+        from worker.scoring.postprocess import ScorerConfig
+
+        kwargs["config"] = ScorerConfig(silence_rms=cfg.scoring.silence_rms_threshold)
+    return load_scorer(cfg.scoring.bundle_dir, **kwargs)
+
+
+def ensure_config_topics(cfg) -> None:
+    from worker.kafka.admin import TopicError, ensure_topics
+
+    k = cfg.kafka
+    try:
+        ensure_topics(k.bootstrap_servers, {t.name: t.partitions for t in k.topics.all()},
+                      replication_factor=max(t.replication_factor for t in k.topics.all()),
+                      client_config={key: v for key, v in k.client_config("admin").items()
+                                     if key != "bootstrap.servers"})
+    except TopicError as exc:
+        raise _cli_error(str(exc)) from None
+
+
+def _stop_on_signals(stop: threading.Event) -> None:
+    def handler(signum: int, _frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    from worker.app import Worker
+    from worker.observability.logs import configure_logging
+
+    cfg = _load(args)
+    configure_logging(cfg.log.level, cfg.log.json_logs)
+    if args.create_topics or cfg.kafka.create_topics:
+        ensure_config_topics(cfg)
+    scorer = load_worker_scorer(cfg)
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    worker = Worker(cfg, scorer)
+    worker.start_http()
+    return worker.run(stop)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    if os.environ.get(BOOTSTRAP_ENV, "").strip():
+        args.create_topics = True
+        return run_worker(args)
+    from worker.demo import DemoOptions, run_local_demo
+
+    try:
+        offsets = [float(x) for x in args.offsets_ms.split(",") if x.strip()]
+    except ValueError:
+        raise _cli_error(f"--offsets-ms must be numbers separated by commas, got {args.offsets_ms!r}") from None
+    if not offsets or any(abs(o) > 1000 for o in offsets):
+        raise _cli_error("--offsets-ms needs 1+ offsets within +/-1000 ms")
+    if not 2.0 <= args.seconds <= 120.0:
+        raise _cli_error("--seconds must be within 2..120")
+    cfg = _load(args)
+    return run_local_demo(cfg, DemoOptions(seconds=args.seconds, offsets_ms=tuple(offsets),
+                                           realtime=not args.fast), out=sys.stdout)
+
+
+def run_loadtest(args: argparse.Namespace) -> int:
+    from worker.loadtest import LoadtestOptions, run
+
+    if not 1 <= args.sessions <= 1000:
+        raise _cli_error("--sessions must be within 1..1000")
+    if not 1.0 <= args.seconds <= 3600:
+        raise _cli_error("--seconds must be within 1..3600")
+    if not 5 <= args.chunk_ms <= 200:
+        raise _cli_error("--chunk-ms must be within 5..200")
+    cfg = _load(args)
+    opts = LoadtestOptions(sessions=args.sessions, seconds=args.seconds, fps=args.fps, chunk_ms=args.chunk_ms,
+                           gray=not args.rgb, start_worker=not args.no_worker, margin_ms=args.margin_ms,
+                           grace_s=args.grace_s, worker_log=args.worker_log, config_path=args.config,
+                           json_out=args.json)
+    return run(cfg, opts, out=sys.stdout)

@@ -93,6 +93,8 @@ class Worker:
         self._http: HealthServer | None = None
         self.published = 0
         self.dead_lettered = 0
+        self.metrics.scorer_info.labels(scorer.name).set(1)
+        self.metrics.search_margin_ms.set(scorer.search_margin_ms)
 
     def _codec(self, name: str, topic: str) -> AvroCodec:
         k = self.cfg.kafka

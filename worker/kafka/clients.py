@@ -13,7 +13,8 @@ from confluent_kafka import Consumer, Producer
 
 class RecordSender:
     def __init__(self, bootstrap: str, client_config: Mapping[str, Any] | None = None) -> None:
-        conf: dict[str, Any] = {"bootstrap.servers": bootstrap, "linger.ms": 1, "enable.idempotence": True}
+        conf: dict[str, Any] = {"bootstrap.servers": bootstrap, "linger.ms": 1, "enable.idempotence": True,
+                                "socket.nagle.disable": True}
         conf.update(client_config or {})
         self._producer = Producer(conf)
 
@@ -42,7 +43,7 @@ class TopicReader:
     def __init__(self, bootstrap: str, topic: str, client_config: Mapping[str, Any] | None = None) -> None:
         conf: dict[str, Any] = {"bootstrap.servers": bootstrap, "group.id": f"reader-{uuid.uuid4().hex[:12]}",
                                 "auto.offset.reset": "earliest", "enable.auto.commit": False,
-                                "fetch.wait.max.ms": 10}
+                                "fetch.wait.max.ms": 10, "socket.nagle.disable": True}
         conf.update(client_config or {})
         self._consumer = Consumer(conf)
         self._consumer.subscribe([topic])

@@ -1,0 +1,164 @@
+"""``sync-scorer eval-synth`` and ``sync-scorer eval-real``: plugin of ``worker.cli``.
+
+Both print a short human summary, then (with ``--json``) the whole report as one JSON object on
+the last line of stdout; ``--out FILE`` writes the same report to a file. Progress goes to stderr.
+Torch runs single-threaded by default (faster on a loaded 2-core machine; see notes/HELPERS.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bundle", help="model bundle directory (default: the bundled model; without one "
+                                    "the heuristic scorer is evaluated and the report says so)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    p.add_argument("--json", action="store_true", help="last line of stdout: the report as one JSON object")
+    p.add_argument("--out", help="also write the JSON report to this file")
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("eval-synth", help="accuracy on fresh synthetic clips (issue 2's numbers)",
+                       description=_first_para("worker.evaluation.synthetic"),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--clips", type=int, default=40, help="number of clips (default 40)")
+    p.add_argument("--seconds", type=float, default=8.0, help="seconds per clip (default 8)")
+    p.add_argument("--seed0", type=int, default=500_000, help="first seed (default 500000: unseen)")
+    p.add_argument("--conditions", default="clean,low_light,motion_blur,occlusion",
+                   help="comma list from clean,low_light,motion_blur,occlusion")
+    _common(p)
+    p.set_defaults(func=run_synth)
+
+    p = sub.add_parser("eval-real", help="accuracy on the real dev clips (issue 3's protocol)",
+                       description=_first_para("worker.evaluation.real"),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--clips-dir", default=str(REPO.parent / "shared" / "data" / "dev-clips"),
+                   help="folder of real clips with its README.md (default ../shared/data/dev-clips)")
+    p.add_argument("--cache-dir", default=str(REPO / ".cache" / "roi" / "dev"),
+                   help="tracked-ROI cache (built when missing; default .cache/roi/dev)")
+    p.add_argument("--shifts", default="0,40,-40,80,-80,120,-120,200,-200",
+                   help="applied audio shifts in ms (positive: audio delayed)")
+    p.add_argument("--degraded-shifts", default=None,
+                   help="shifts for the degraded versions (default: the same as --shifts)")
+    p.add_argument("--degrade-on", choices=("frames", "rois"), default="frames",
+                   help="apply dark/blur/bar to the full video frames before tracking (default) or to "
+                        "the tracked mouth ROIs (fast)")
+    p.add_argument("--degradations", default="dark,blur,bar", help="comma list from dark,blur,bar ('' = none)")
+    p.add_argument("--limit", type=int, default=0, help="only the first N clips (development)")
+    p.add_argument("--no-speed", action="store_true", help="skip the fresh 720p tracking timing")
+    _common(p)
+    p.set_defaults(func=run_real)
+
+
+def _first_para(module: str) -> str:
+    import importlib
+
+    try:
+        return importlib.import_module(module).__doc__ or ""
+    except ImportError:  # pragma: no cover - help text only
+        return ""
+
+
+def _setup(args):
+    import torch
+
+    from worker.cli import CliError
+
+    if args.threads < 1:
+        raise CliError("--threads must be >= 1")
+    torch.set_num_threads(args.threads)
+    from worker.scoring.loader import load_scorer
+
+    try:
+        scorer = load_scorer(args.bundle, device=args.device, allow_fallback=args.bundle is None)
+    except Exception as exc:  # noqa: BLE001 - BundleError, OSError, ...: one line, no traceback
+        raise CliError(f"cannot load bundle {args.bundle}: {exc}") from None
+    log = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
+    return scorer, log
+
+
+def _bundle_info(scorer, args) -> dict:
+    m = getattr(scorer, "manifest", None)
+    return {"scorer": scorer.name, "bundle_dir": args.bundle or "default",
+            "weights_sha256": getattr(m, "weights_sha256", None),
+            "heuristic_reason": getattr(scorer, "reason", None)}
+
+
+def _machine(args) -> dict:
+    import torch
+
+    return {"torch_threads": torch.get_num_threads(), "cpus": os.cpu_count(),
+            "loadavg_at_end": [round(x, 2) for x in os.getloadavg()], "device": args.device}
+
+
+def _emit(report: dict, args, lines: list[str]) -> int:
+    for line in lines:
+        print(line)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
+        print(f"report written to {args.out}")
+    if args.json:
+        print(json.dumps(report))
+    return 0
+
+
+def run_synth(args) -> int:
+    from worker.cli import CliError
+    from worker.evaluation.report import synth_lines
+    from worker.evaluation.synthetic import SynthEvalConfig, run_synthetic
+
+    conditions = tuple(c.strip() for c in args.conditions.split(",") if c.strip())
+    try:
+        cfg = SynthEvalConfig(n_clips=args.clips, seconds=args.seconds, seed0=args.seed0, conditions=conditions)
+        if args.seed0 < 1000 or args.seed0 + args.clips > 1_000_000:
+            raise ValueError("seeds must stay in [1000, 1000000): tests use < 1000, training >= 1000000")
+        scorer, log = _setup(args)
+        report = run_synthetic(scorer, cfg, log)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    report["bundle"] = _bundle_info(scorer, args)
+    report["machine"] = _machine(args)
+    return _emit(report, args, synth_lines(report))
+
+
+def _ints(text: str | None, name: str) -> tuple[int, ...]:
+    from worker.cli import CliError
+
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise CliError(f"{name} must be a comma list of integers (ms), got {text!r}") from None
+
+
+def run_real(args) -> int:
+    from worker.cli import CliError
+    from worker.evaluation.real import RealEvalConfig, run_real_eval
+    from worker.evaluation.report import real_lines
+
+    clips_dir = Path(args.clips_dir)
+    if not clips_dir.is_dir():
+        raise CliError(f"no such clips folder: {clips_dir}")
+    shifts = _ints(args.shifts, "--shifts")
+    deg_shifts = _ints(args.degraded_shifts, "--degraded-shifts") if args.degraded_shifts else shifts
+    degradations = tuple(d.strip() for d in args.degradations.split(",") if d.strip())
+    try:
+        cfg = RealEvalConfig(clips_dir=clips_dir, cache_dir=Path(args.cache_dir), shifts_ms=shifts,
+                             degraded_shifts_ms=deg_shifts, degradations=degradations,
+                             degrade_on=args.degrade_on, limit=args.limit, speed=not args.no_speed)
+        scorer, log = _setup(args)
+        report = run_real_eval(scorer, cfg, log)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    report["bundle"] = _bundle_info(scorer, args)
+    report["machine"] = _machine(args)
+    return _emit(report, args, real_lines(report))

@@ -6,7 +6,6 @@ Pure tensor functions (no I/O). Shapes are given as (..., time).
 
 from __future__ import annotations
 
-import math
 from functools import lru_cache
 
 import numpy as np
@@ -146,14 +145,14 @@ def standardize_frames(x: torch.Tensor) -> torch.Tensor:
 
 def frame_rms(samples: np.ndarray, sample_rate: int, audio_start_ms: float, frame_start: int,
               n_frames: int, fps: float) -> np.ndarray:
-    """RMS of the audio under each frame's duration, (n_frames,) float; NaN where not covered."""
-    out = np.full(n_frames, np.nan, dtype=np.float64)
-    for i in range(n_frames):
-        t0 = (frame_start + i) / fps * 1000.0 - audio_start_ms
-        a = int(math.floor(t0 * sample_rate / 1000.0))
-        b = int(math.floor((t0 + 1000.0 / fps) * sample_rate / 1000.0))
-        a, b = max(a, 0), min(b, samples.shape[0])
-        if b > a:
-            seg = samples[a:b].astype(np.float64)
-            out[i] = math.sqrt(float(np.mean(seg * seg)))
-    return out
+    """RMS of the audio under each frame's duration, (n_frames,) float64; NaN where not covered."""
+    t0 = (frame_start + np.arange(n_frames)) / fps * 1000.0 - audio_start_ms
+    a = np.floor(t0 * sample_rate / 1000.0).astype(np.int64)
+    b = np.floor((t0 + 1000.0 / fps) * sample_rate / 1000.0).astype(np.int64)
+    n = samples.shape[0]
+    a, b = np.clip(a, 0, n), np.clip(b, 0, n)
+    sq = np.concatenate([[0.0], np.cumsum(samples.astype(np.float64) ** 2)])
+    count = b - a
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rms = np.sqrt(np.maximum(sq[b] - sq[a], 0.0) / count)
+    return np.where(count > 0, rms, np.nan)

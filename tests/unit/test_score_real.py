@@ -1,0 +1,149 @@
+"""`sync-scorer score MEDIA` on real footage (issue 3's tests): shifted copies of dev clips recover
+the shift and its sign (judged against the absolute applied shift, the clip's own audio = 0 ms),
+a mismatched pair scores lower than the matched one, the error cases give one line and a
+non-zero exit, and a clip without a face is labelled NO_FACE.
+
+The real clips come from ../shared/data/dev-clips (the `dev_clips_dir` fixture skips loudly when
+it is absent). Shifted and mismatched audio is written as WAV and passed with --audio, the way a
+user would check a file.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from worker.cli import main
+
+SR = 16000
+# real, unflagged clips of different containers, codecs and frame rates (MP4/H.264 25 fps,
+# MPEG-1 25 fps, FLV 29.97 fps); chosen for variety, not for how the model does on them
+SHIFT_CLIPS = ["vox_pcavs_00015.mp4", "grid_swiz3n.mpg", "cremad_1001_DFA_ANG_XX.flv"]
+SHIFTS_MS = [120, -120]
+MATCHED_CLIP, OTHER_SPEAKER = "vox_pcavs_00015.mp4", "vox_pcavs_00098.mp4"
+
+pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is not installed")
+
+
+def _score(capsys, media: Path, *extra: str) -> dict:
+    """Run `sync-scorer score MEDIA --json ...` in-process; the last stdout line is the JSON."""
+    rc = main(["score", str(media), "--json", *extra])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def _own_audio(path: Path) -> np.ndarray:
+    from worker.media.decode import probe, read_audio
+
+    return read_audio(path, SR, info=probe(path))  # sample 0 = video frame 0
+
+
+def _write_wav(path: Path, audio: np.ndarray) -> Path:
+    pcm = np.clip(np.round(audio * 32767.0), -32768, 32767).astype("<i2")
+    with wave.open(str(path), "wb") as wf:
+        wf.setnchannels(1)
+        wf.setsampwidth(2)
+        wf.setframerate(SR)
+        wf.writeframes(pcm.tobytes())
+    return path
+
+
+def _delayed(audio: np.ndarray, shift_ms: float) -> np.ndarray:
+    """Audio delayed by shift_ms (> 0: it lags the video) or advanced (< 0), same length."""
+    k = round(shift_ms * SR / 1000)
+    out = np.zeros_like(audio)
+    if k >= 0:
+        out[k:] = audio[: len(audio) - k]
+    else:
+        out[:k] = audio[-k:]
+    return out
+
+
+@pytest.mark.parametrize("clip", SHIFT_CLIPS)
+@pytest.mark.parametrize("shift_ms", SHIFTS_MS)
+def test_shifted_audio_recovers_absolute_shift_and_sign(capsys, tmp_path, dev_clips_dir, clip, shift_ms):
+    media = dev_clips_dir / clip
+    wav = _write_wav(tmp_path / "shifted.wav", _delayed(_own_audio(media), shift_ms))
+    res = _score(capsys, media, "--audio", str(wav))
+    frame_ms = 1000.0 / res["fps"]
+    assert res["label"] == "OK", res["label"]
+    assert res["offset_ms"] is not None, "no offset for a clip with a face and speech"
+    # absolute: the estimate must be the applied shift (own audio = 0 ms), within one frame
+    assert abs(res["offset_ms"] - shift_ms) <= frame_ms + 0.5, (clip, shift_ms, res["offset_ms"])
+    assert np.sign(res["offset_ms"]) == np.sign(shift_ms)
+    assert res["direction"] == ("AUDIO_LAGS" if shift_ms > 0 else "AUDIO_LEADS")
+
+
+def test_mismatched_pair_scores_lower_than_matched(capsys, tmp_path, dev_clips_dir):
+    media = dev_clips_dir / MATCHED_CLIP
+    own = _own_audio(media)
+    other = _own_audio(dev_clips_dir / OTHER_SPEAKER)
+    other = np.tile(other, -(-len(own) // len(other)))[: len(own)]  # cover the whole video
+    matched = _score(capsys, media)
+    mismatched = _score(capsys, media, "--audio", str(_write_wav(tmp_path / "other.wav", other)))
+    assert matched["score"] is not None and mismatched["score"] is not None
+    assert mismatched["score"] < matched["score"], (matched["score"], mismatched["score"])
+    # another speaker's audio has no true offset: the summary must not be a confident one
+    assert mismatched["confidence"] < 0.5, mismatched
+
+
+def _one_line_error(capsys, argv: list[str]) -> str:
+    rc = main(argv)
+    cap = capsys.readouterr()
+    assert rc != 0
+    lines = cap.err.strip().splitlines()
+    assert len(lines) == 1, cap.err
+    assert "Traceback" not in cap.err
+    return lines[0]
+
+
+def test_missing_file_is_one_line_error_in_a_subprocess(tmp_path):
+    missing = tmp_path / "nope.mp4"
+    proc = subprocess.run([sys.executable, "-m", "worker.cli", "score", str(missing)], capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "no such file" in proc.stderr
+
+
+def _ffmpeg(*args: str) -> None:
+    subprocess.run(["ffmpeg", "-v", "error", "-y", *args], check=True, timeout=60)
+
+
+def test_no_video_stream(capsys, tmp_path):
+    wav = tmp_path / "speech_only.wav"
+    _ffmpeg("-f", "lavfi", "-i", "sine=frequency=300:duration=2", str(wav))
+    assert "no video stream" in _one_line_error(capsys, ["score", str(wav)])
+
+
+def test_no_audio_stream(capsys, tmp_path):
+    mp4 = tmp_path / "silent_video.mp4"
+    _ffmpeg("-f", "lavfi", "-i", "testsrc=size=320x240:rate=25:duration=2", "-c:v", "libx264",
+            "-pix_fmt", "yuv420p", str(mp4))
+    assert "no audio stream" in _one_line_error(capsys, ["score", str(mp4)])
+
+
+def test_unreadable_file(capsys, tmp_path):
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"not a video at all" * 100)
+    _one_line_error(capsys, ["score", str(junk)])
+
+
+def test_clip_without_a_face_is_no_face(capsys, tmp_path):
+    mp4 = tmp_path / "testsrc.mp4"
+    _ffmpeg("-f", "lavfi", "-i", "testsrc=size=320x240:rate=25:duration=3",
+            "-f", "lavfi", "-i", "sine=frequency=440:duration=3",
+            "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest", str(mp4))
+    res = _score(capsys, mp4)
+    assert res["label"] == "NO_FACE"
+    assert res["offset_ms"] is None and res["score"] is None
+    assert res["windows"] and all(w["label"] == "NO_FACE" for w in res["windows"])

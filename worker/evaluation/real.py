@@ -1,0 +1,528 @@
+"""``sync-scorer eval-real``: the scorer on real talking faces (issue 3's protocol).
+
+Protocol (every number goes through ``worker.clipscore.score_clip``, the worker's job grid, on
+mouth ROIs from the built-in tracker, as ``sync-scorer score MEDIA`` does):
+- Clips and categories come from the clips folder's README table (``real`` / ``generated``).
+  Each real clip's own audio is taken as in sync (0 ms). Shifted copies: the audio delayed
+  (+) and advanced (-) by 40, 80, 120, 200 ms by slicing samples (shifts.shift_audio; the
+  uncovered end is silence). Every estimate is judged against the ABSOLUTE applied shift:
+  within +/-1 frame of it (metrics.within_frames), never "moved by the shift".
+- Whole-clip offset (ClipSummary.offset_ms) per (clip, shift), the unshifted versions included;
+  1-s windows (hop 1 s) and 16-frame blocks: SILENCE jobs excluded, any other job without an
+  offset counted wrong (signals.py).
+- Clips whose README note says their own audio may be off (words like "late", "early", "offset")
+  stay in: aggregates are reported over all real clips AND without them, and each such clip
+  shows the offset the scorer finds in its own audio (median of estimate - shift over shifts).
+- Mismatched control: each real clip's video with the audio of a clip of another speaker
+  (shifts.mismatched_partners; the partner audio repeated to cover the video). AUC of 1-s window
+  scores, matched (unshifted) vs mismatched, and the mismatched clips' summaries (score,
+  confidence; "confident" = confidence >= 0.5).
+- Degradations (degrade.py: dark, blur, bar over part of the mouth) applied to the full video
+  frames BEFORE tracking (default; the degraded tracks are cached beside the clean cache) or,
+  with --degrade-on rois, to the tracked mouth ROIs. Accuracy, mean confidence and the share of
+  confident-and-wrong windows, against the same clips clean at the same shifts.
+- The two generated clips: scored like the real ones, reported separately (not in aggregates).
+- Speed: seconds of processing per second of video, tracking (TrackResult.tracking_ms) and
+  scoring (ClipSummary.timings_s) separately, plus a fresh decode+track+score of the 720p clip.
+Tracked ROIs are cached in ``--cache-dir`` (built with worker.tracking.prepare when missing or
+older than the clip), so a fresh machine builds them once.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from worker.evaluation import degrade as deg
+from worker.evaluation.metrics import auc, describe, tally, within_frames
+from worker.evaluation.shifts import fit_length, mismatched_partners, shift_audio
+from worker.evaluation.signals import DEFAULT_CONFIDENT, JobTally
+
+SAMPLE_RATE = 16000
+SHIFTS_MS = (0, 40, -40, 80, -80, 120, -120, 200, -200)
+FLAG_WORDS = re.compile(r"\b(late|early|offset|out of sync|lags?|leads?)\b", re.IGNORECASE)
+TARGETS = {"clips": 0.90, "windows_1s": 0.80, "mismatched_auc": 0.95}
+SPEED_TARGETS = {"scoring_s_per_video_s": 0.1, "fresh_720p_tracking_plus_scoring_s_per_video_s": 0.5}
+MEDIA_EXTENSIONS = {".mp4", ".mpg", ".mpeg", ".flv", ".webm", ".mov", ".mkv", ".avi", ".m4v"}
+ALL = "all_real"
+NO_FLAGGED = "real_without_flagged"
+
+
+@dataclass(frozen=True)
+class RealEvalConfig:
+    clips_dir: Path
+    cache_dir: Path
+    shifts_ms: tuple[int, ...] = SHIFTS_MS
+    degraded_shifts_ms: tuple[int, ...] = SHIFTS_MS
+    degradations: tuple[str, ...] = deg.KINDS
+    degrade_on: str = "frames"
+    confident: float = DEFAULT_CONFIDENT
+    limit: int = 0
+    speed: bool = True
+
+
+@dataclass(frozen=True)
+class ClipInfo:
+    name: str  # file name
+    path: Path
+    category: str  # real | generated
+    note: str = ""
+    flagged: str = ""  # why its own audio may not be at 0 ms ("" = not flagged)
+
+    @property
+    def stem(self) -> str:
+        return self.path.stem
+
+
+@dataclass
+class Tracked:
+    """Mouth ROIs and per-frame flags of one clip, plus its audio (16 kHz, sample 0 = frame 0)."""
+
+    rois: np.ndarray
+    fps: float
+    face_present: np.ndarray
+    landmarks: np.ndarray
+    occluded: np.ndarray
+    tracking_ms: float
+    audio: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    landmarks_image: np.ndarray | None = None
+    roi_params: np.ndarray | None = None
+    frame_size: tuple[int, int] = (0, 0)
+
+    @property
+    def seconds(self) -> float:
+        return self.rois.shape[0] / self.fps
+
+
+# --- clip list ---------------------------------------------------------------------------------
+def read_clip_table(clips_dir: Path) -> list[ClipInfo]:
+    """Media files in ``clips_dir`` with category and note from its README.md table (a file not
+    in the table: ``generated`` if its name starts with gen_, else ``real``)."""
+    rows: dict[str, tuple[str, str]] = {}
+    readme = clips_dir / "README.md"
+    if readme.exists():
+        header: list[str] | None = None
+        for line in readme.read_text(encoding="utf-8").splitlines():
+            if not line.startswith("|"):
+                continue
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if header is None:
+                header = [c.lower() for c in cells]
+                continue
+            if set(cells[0]) <= set("-: "):
+                continue
+            rec = dict(zip(header, cells))
+            rows[rec.get("file", cells[0])] = (rec.get("category", ""), rec.get("note", ""))
+    out = []
+    for p in sorted(clips_dir.iterdir()):
+        if p.suffix.lower() not in MEDIA_EXTENSIONS or not p.is_file():
+            continue
+        cat, note = rows.get(p.name, ("generated" if p.name.startswith("gen_") else "real", ""))
+        flagged = note if FLAG_WORDS.search(note or "") else ""
+        out.append(ClipInfo(p.name, p, cat or "real", note, flagged))
+    return out
+
+
+def speaker_group(stem: str) -> str:
+    """Clips of one speaker share a group (mismatched partners come from another group). The dev
+    clips' README names these: the CREMA-D clips (one actor) and vox_pcavs_00104/741400163."""
+    if stem.startswith("cremad_1001"):
+        return "cremad_1001"
+    if stem in ("vox_pcavs_00104", "vox_pcavs_741400163"):
+        return "vox_pcavs_00104"
+    return stem
+
+
+# --- tracking (cached) ---------------------------------------------------------------------------
+def _fresh(npz: Path, src: Path) -> bool:
+    return npz.exists() and npz.stat().st_mtime >= src.stat().st_mtime
+
+
+def load_tracked(clip: ClipInfo, cache_dir: Path, log: Callable[[str], None]) -> Tracked:
+    """The clean track of ``clip`` from the cache, built with worker.tracking.prepare if missing."""
+    npz = cache_dir / f"{clip.stem}.npz"
+    if _fresh(npz, clip.path):
+        with np.load(npz) as z:
+            if Path(str(z["source_path"])).name != clip.name:
+                npz.unlink()  # another file with the same stem: rebuild
+    if not _fresh(npz, clip.path):
+        from worker.tracking.prepare import process_clip
+
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        log(f"tracking {clip.name} -> {npz}")
+        process_clip(clip.path, npz, clip.stem)
+    with np.load(npz) as z:
+        return Tracked(rois=z["rois"], fps=float(z["fps"]), face_present=z["face_present"].astype(bool),
+                       landmarks=z["landmarks"], occluded=z["occluded"].astype(bool),
+                       tracking_ms=float(z["tracking_ms"]), audio=z["audio"].astype(np.float32),
+                       landmarks_image=z["landmarks_image"], roi_params=z["roi_params"],
+                       frame_size=tuple(int(x) for x in z["frame_size"]))
+
+
+def _clip_rng(clip: ClipInfo, kind: str) -> np.random.Generator:
+    return np.random.default_rng(zlib.crc32(f"{clip.name}:{kind}".encode()))
+
+
+def degraded_track(clip: ClipInfo, base: Tracked, kind: str, cfg: RealEvalConfig,
+                   log: Callable[[str], None]) -> Tracked:
+    """``base`` with degradation ``kind``: re-tracked from degraded full frames (cached), or the
+    base ROIs degraded (--degrade-on rois; tracking flags stay those of the clean track)."""
+    if kind not in deg.KINDS:
+        raise ValueError(f"unknown degradation {kind!r}; choose from {deg.KINDS}")
+    rng = _clip_rng(clip, kind)
+    if cfg.degrade_on == "rois":
+        rois = base.rois.copy()
+        sigma = deg.BLUR_SIGMA_ROI_PX * rois.shape[1] / deg.ROI_REFERENCE_PX
+        for i in range(rois.shape[0]):
+            if not base.face_present[i]:
+                continue
+            if kind == "dark":
+                rois[i] = deg.darken(rois[i], rng)
+            elif kind == "blur":
+                rois[i] = deg.blur(rois[i], sigma)
+            else:
+                lm = base.landmarks[i] * np.array([rois.shape[2], rois.shape[1]])
+                rois[i] = deg.draw_bar(rois[i], deg.bar_box(lm))
+        return Tracked(rois, base.fps, base.face_present, base.landmarks, base.occluded, 0.0, base.audio)
+
+    out_dir = cfg.cache_dir.parent / f"{cfg.cache_dir.name}-{kind}"
+    npz = out_dir / f"{clip.stem}.npz"
+    if not _fresh(npz, clip.path):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        log(f"tracking {clip.name} ({kind}) -> {npz}")
+        res = _track_degraded_frames(clip, base, kind, rng)
+        tmp = npz.with_suffix(".tmp.npz")
+        np.savez_compressed(tmp, rois=res.rois, face_present=res.face_present, landmarks=res.landmarks,
+                            occluded=res.occluded, tracking_ms=np.float64(res.tracking_ms),
+                            fps=np.float64(res.fps))
+        os.replace(tmp, npz)
+    with np.load(npz) as z:
+        n = min(int(z["rois"].shape[0]), base.rois.shape[0])
+        return Tracked(z["rois"][:n], base.fps, z["face_present"][:n].astype(bool), z["landmarks"][:n],
+                       z["occluded"][:n].astype(bool), float(z["tracking_ms"]), base.audio)
+
+
+def _track_degraded_frames(clip: ClipInfo, base: Tracked, kind: str, rng: np.random.Generator):
+    from worker.media.decode import iter_video, probe
+    from worker.tracking import MouthTracker
+
+    info = probe(clip.path)
+    side = float(np.nanmedian(base.roi_params[:, 2])) if np.isfinite(base.roi_params[:, 2]).any() else 96.0
+    sigma = deg.blur_sigma_for_roi_side(side)
+    lm_img = base.landmarks_image
+
+    def frames():
+        i = 0
+        for chunk in iter_video(clip.path, fps=base.fps, chunk_frames=32, info=info):
+            out = np.empty_like(chunk)
+            h, w = chunk.shape[1:3]
+            for k, img in enumerate(chunk):
+                if kind == "dark":
+                    out[k] = deg.darken(img, rng)
+                elif kind == "blur":
+                    out[k] = deg.blur(img, sigma)
+                else:
+                    j = i + k
+                    box = deg.bar_box(lm_img[j] * np.array([w, h])) if j < len(lm_img) else None
+                    out[k] = deg.draw_bar(img, box)
+            i += len(chunk)
+            yield out
+
+    return MouthTracker(roi_size=96).track_chunks(frames(), base.fps)
+
+
+# --- scoring -------------------------------------------------------------------------------------
+def score_tracked(scorer, t: Tracked, audio: np.ndarray):
+    from worker.clipscore import score_clip
+
+    return score_clip(scorer, t.rois, t.fps, audio, SAMPLE_RATE, face_present=t.face_present,
+                      landmarks=t.landmarks, occluded=t.occluded, block_frames=16)
+
+
+class _Agg:
+    """Whole-clip, window and block tallies of one clip set, overall and per shift."""
+
+    def __init__(self, confident: float) -> None:
+        self.confident = confident
+        self.clips: list[bool] = []
+        self.windows = JobTally(confident)
+        self.blocks = JobTally(confident)
+        self.by_shift: dict[int, tuple[list[bool], JobTally]] = {}
+
+    def add(self, summary, shift_ms: int, frame_ms: float) -> bool:
+        hit = within_frames(summary.offset_ms, float(shift_ms), frame_ms)
+        self.clips.append(hit)
+        w = JobTally(self.confident)
+        w.add_all(summary.windows, float(shift_ms), frame_ms)
+        self.windows.merge(w)
+        self.blocks.add_all(summary.blocks, float(shift_ms), frame_ms)
+        c, tw = self.by_shift.setdefault(shift_ms, ([], JobTally(self.confident)))
+        c.append(hit)
+        tw.merge(w)
+        return hit
+
+    def as_dict(self) -> dict:
+        return {
+            "clips": tally(self.clips), "windows_1s": self.windows.as_dict(), "blocks_16": self.blocks.as_dict(),
+            "by_shift_ms": {str(s): {"clips": tally(c), "windows_1s": {k: v for k, v in w.as_dict().items()
+                                                                       if k in ("n", "hits", "rate")}}
+                            for s, (c, w) in sorted(self.by_shift.items())},
+        }
+
+
+def run_real_eval(scorer, cfg: RealEvalConfig, log: Callable[[str], None] = lambda s: None) -> dict:
+    if cfg.degrade_on not in ("frames", "rois"):
+        raise ValueError("degrade_on must be 'frames' or 'rois'")
+    for k in cfg.degradations:
+        if k not in deg.KINDS:
+            raise ValueError(f"unknown degradation {k!r}; choose from {deg.KINDS}")
+    if 0 not in cfg.shifts_ms:
+        raise ValueError("the shifts must include 0 (the clip's own audio)")
+    clips = read_clip_table(cfg.clips_dir)
+    if cfg.limit:
+        clips = clips[: cfg.limit]
+    if not clips:
+        raise ValueError(f"no media files in {cfg.clips_dir}")
+    t_run = time.perf_counter()
+    real = [c for c in clips if c.category == "real"]
+    generated = [c for c in clips if c.category != "real"]
+    tracked: dict[str, Tracked] = {}
+    for i, c in enumerate(clips):
+        tracked[c.name] = load_tracked(c, cfg.cache_dir, log)
+    log(f"{len(clips)} clips tracked ({len(real)} real, {len(generated)} generated)")
+
+    aggs = {ALL: _Agg(cfg.confident), NO_FLAGGED: _Agg(cfg.confident)}
+    per_clip: dict[str, dict] = {}
+    matched0: list[float] = []
+    matched_all: list[float] = []
+    matched_clip_scores: list[float] = []
+    scoring_s = video_s = 0.0
+    clean_passes: dict[tuple[str, int], object] = {}  # (clip, shift) -> ClipSummary
+    for i, c in enumerate(clips):
+        t = tracked[c.name]
+        frame_ms = 1000.0 / t.fps
+        row = {"clip": c.name, "category": c.category, "flagged": c.flagged or None, "fps": round(t.fps, 3),
+               "seconds": round(t.seconds, 2), "frame_size": list(t.frame_size),
+               "face_present_share": round(float(t.face_present.mean()), 4),
+               "occluded_share": round(float(t.occluded.mean()), 4),
+               "tracking_s_per_video_s_cached": round(t.tracking_ms / 1000.0 / t.seconds, 4), "shifts": []}
+        residuals = []
+        for shift in cfg.shifts_ms:
+            s = score_tracked(scorer, t, shift_audio(t.audio, shift, SAMPLE_RATE))
+            clean_passes[(c.name, shift)] = s
+            if shift == 0:
+                scoring_s += s.timings_s.get("scoring", 0.0)
+                video_s += t.seconds
+            if c.category == "real":
+                hit = aggs[ALL].add(s, shift, frame_ms)
+                if not c.flagged:
+                    aggs[NO_FLAGGED].add(s, shift, frame_ms)
+                scores = [w.score for w in s.windows if w.score is not None]
+                matched_all += scores
+                if shift == 0:
+                    matched0 += scores
+                    if s.score is not None:
+                        matched_clip_scores.append(s.score)
+            else:
+                hit = within_frames(s.offset_ms, float(shift), frame_ms)
+            if s.offset_ms is not None:
+                residuals.append(s.offset_ms - shift)
+            wt = JobTally(cfg.confident)
+            wt.add_all(s.windows, float(shift), frame_ms)
+            row["shifts"].append(_pass_row(s, shift, hit, wt))
+        row["own_audio_offset_estimate_ms"] = None if not residuals else round(float(np.median(residuals)), 1)
+        row["scoring_s_per_video_s"] = round(row["shifts"][cfg.shifts_ms.index(0)]["scoring_s"] / t.seconds, 4)
+        per_clip[c.name] = row
+        log(f"[{i + 1}/{len(clips)}] {c.name}: " + " ".join(
+            f"{r['shift_ms']:+d}->{_fmt(r['offset_ms'])}{'' if r['clip_within_1_frame'] else '!'}" for r in row["shifts"]))
+
+    mismatched = _mismatched(scorer, real, tracked, cfg, per_clip, matched0, matched_all, matched_clip_scores, log)
+    degraded = _degraded(scorer, real, tracked, cfg, per_clip, clean_passes, log)
+    gen_rows = []
+    for c in generated:
+        r0 = next(r for r in per_clip[c.name]["shifts"] if r["shift_ms"] == 0)
+        gen_rows.append({"clip": c.name, **{k: r0[k] for k in ("offset_ms", "score", "confidence", "direction",
+                                                                 "label", "windows_within_1_frame")},
+                         "shifted_copies_within_1_frame": tally(r["clip_within_1_frame"] for r in per_clip[c.name]["shifts"]),
+                         "own_audio_offset_estimate_ms": per_clip[c.name]["own_audio_offset_estimate_ms"]})
+
+    speed = {"scoring_s": round(scoring_s, 2), "video_s": round(video_s, 1),
+             "scoring_s_per_video_s": _r(scoring_s / video_s if video_s else None),
+             "tracking_s_per_video_s_cached": _r(sum(tracked[c.name].tracking_ms for c in clips) / 1000.0
+                                                 / sum(tracked[c.name].seconds for c in clips)),
+             "note": "scoring: ClipSummary.timings_s['scoring'] of the unshifted passes; tracking (cached): "
+                     "TrackResult.tracking_ms recorded when the cache was built (decode excluded, machine "
+                     "load at that time unknown)"}
+    if cfg.speed:
+        speed["fresh_720p"] = _fresh_speed(scorer, clips, tracked, log)
+
+    report = {
+        "command": "sync-scorer eval-real",
+        "scorer": scorer.name,
+        "protocol": __doc__,
+        "config": {"clips_dir": str(cfg.clips_dir), "cache_dir": str(cfg.cache_dir), "shifts_ms": list(cfg.shifts_ms),
+                   "degraded_shifts_ms": list(cfg.degraded_shifts_ms), "degradations": list(cfg.degradations),
+                   "degrade_on": cfg.degrade_on, "confident": cfg.confident, "limit": cfg.limit},
+        "n_real": len(real), "n_generated": len(generated),
+        "flagged": {c.name: c.flagged for c in real if c.flagged},
+        "aggregates": {k: a.as_dict() for k, a in aggs.items()},
+        "mismatched": mismatched,
+        "degraded": degraded,
+        "generated": gen_rows,
+        "speed": speed,
+        "per_clip": list(per_clip.values()),
+        "run_s": round(time.perf_counter() - t_run, 1),
+    }
+    report["targets"] = _targets(report)
+    return report
+
+
+def _pass_row(s, shift: int, hit: bool, wt: JobTally) -> dict:
+    return {"shift_ms": shift, "offset_ms": s.offset_ms, "score": _r(s.score), "confidence": _r(s.confidence),
+            "direction": s.direction, "label": s.label, "clip_within_1_frame": hit,
+            "windows_within_1_frame": f"{wt.hits}/{wt.n_judged}",
+            "windows_silence": wt.n_silence, "scoring_s": round(s.timings_s.get("scoring", 0.0), 4)}
+
+
+def _mismatched(scorer, real, tracked, cfg, per_clip, matched0, matched_all, matched_clip_scores, log) -> dict:
+    partners = mismatched_partners([c.name for c in real], lambda n: speaker_group(Path(n).stem))
+    mm_scores: list[float] = []
+    rows = []
+    windows = JobTally(cfg.confident)
+    for c in real:
+        if c.name not in partners:
+            continue
+        t, other = tracked[c.name], tracked[partners[c.name]]
+        s = score_tracked(scorer, t, fit_length(other.audio, t.audio.shape[0]))
+        mm_scores += [w.score for w in s.windows if w.score is not None]
+        # no true offset exists: a "hit" is meaningless, only the confidence matters
+        windows.add_all(s.windows, math.nan, 1000.0 / t.fps)
+        row = {"clip": c.name, "audio_of": partners[c.name], "offset_ms": s.offset_ms, "score": _r(s.score),
+               "confidence": _r(s.confidence), "direction": s.direction, "label": s.label}
+        rows.append(row)
+        per_clip[c.name]["mismatched"] = row
+    log(f"mismatched control: {len(rows)} pairs")
+    n_w = windows.n_judged
+    return {
+        "auc_window_score": _r(auc(matched0, mm_scores)),
+        "auc_window_score_all_shifts": _r(auc(matched_all, mm_scores)),
+        "auc_clip_score": _r(auc(matched_clip_scores, [r["score"] for r in rows if r["score"] is not None])),
+        "matched_window_score": describe(matched0),
+        "mismatched_window_score": describe(mm_scores),
+        "clip_score": describe([r["score"] for r in rows]),
+        "clip_confidence": describe([r["confidence"] for r in rows]),
+        "clips_confident": sum((r["confidence"] or 0.0) >= cfg.confident for r in rows),
+        "clips_with_direction": sum(r["direction"] != "UNKNOWN" for r in rows),
+        "windows_confident_share": None if n_w == 0 else round(windows.confident / n_w, 4),
+        "n_pairs": len(rows),
+        "pairs": rows,
+    }
+
+
+def _degraded(scorer, real, tracked, cfg, per_clip, clean_passes, log) -> dict:
+    out = {}
+    for kind in cfg.degradations:
+        aggs = {ALL: _Agg(cfg.confident), NO_FLAGGED: _Agg(cfg.confident)}
+        clean = {ALL: _Agg(cfg.confident), NO_FLAGGED: _Agg(cfg.confident)}
+        present = frames = 0
+        for c in real:
+            base = tracked[c.name]
+            t = degraded_track(c, base, kind, cfg, log)
+            frame_ms = 1000.0 / base.fps
+            present += int(t.face_present.sum())
+            frames += int(t.face_present.shape[0])
+            rows = []
+            for shift in cfg.degraded_shifts_ms:
+                audio = shift_audio(base.audio, shift, SAMPLE_RATE)
+                s = score_tracked(scorer, t, audio)
+                hit = aggs[ALL].add(s, shift, frame_ms)
+                if not c.flagged:
+                    aggs[NO_FLAGGED].add(s, shift, frame_ms)
+                # the clean numbers on exactly the same (clip, shift) pairs, for comparison
+                cs = clean_passes.get((c.name, shift)) or score_tracked(scorer, base, audio)
+                clean[ALL].add(cs, shift, frame_ms)
+                if not c.flagged:
+                    clean[NO_FLAGGED].add(cs, shift, frame_ms)
+                rows.append({"shift_ms": shift, "offset_ms": s.offset_ms, "confidence": _r(s.confidence),
+                             "clip_within_1_frame": hit, "label": s.label})
+            per_clip[c.name].setdefault("degraded", {})[kind] = {
+                "face_present_share": round(float(t.face_present.mean()), 4),
+                "occluded_share": round(float(t.occluded.mean()), 4), "shifts": rows}
+        log(f"degradation {kind}: done")
+        out[kind] = {"face_present_share": _r(present / frames if frames else None),
+                     "method": "full frames, re-tracked" if cfg.degrade_on == "frames" else "mouth ROIs",
+                     **{k: a.as_dict() for k, a in aggs.items()},
+                     "clean_same_pairs": {k: {"clips": a.as_dict()["clips"], "windows_1s": a.windows.as_dict()}
+                                          for k, a in clean.items()}}
+        out[kind]["windows_1s"] = out[kind][NO_FLAGGED]["windows_1s"]
+        out[kind]["clips"] = out[kind][NO_FLAGGED]["clips"]
+    return out
+
+
+def _fresh_speed(scorer, clips, tracked, log) -> dict | None:
+    """Decode + track + score one 720p clip now (the machine's load is reported with it)."""
+    from worker.media.decode import probe, read_audio
+    from worker.tracking import MouthTracker
+
+    cands = [c for c in clips if min(tracked[c.name].frame_size) == 720] or \
+            sorted(clips, key=lambda c: -min(tracked[c.name].frame_size))[:1]
+    if not cands:
+        return None
+    c = cands[0]
+    load_before = os.getloadavg()[0]
+    t0 = time.perf_counter()
+    info = probe(c.path)
+    res = MouthTracker(roi_size=96).track_file(c.path, info=info)
+    t1 = time.perf_counter()
+    audio = read_audio(c.path, SAMPLE_RATE, info=info)
+    t = Tracked(res.rois, float(res.fps), res.face_present, res.landmarks, res.occluded, res.tracking_ms, audio)
+    t2 = time.perf_counter()
+    s = score_tracked(scorer, t, audio)
+    t3 = time.perf_counter()
+    secs = t.seconds
+    log(f"speed: {c.name} tracked in {t1 - t0:.1f} s, scored in {t3 - t2:.2f} s ({secs:.1f} s of video)")
+    return {"clip": c.name, "frame_size": list(tracked[c.name].frame_size), "fps": round(t.fps, 3),
+            "video_s": round(secs, 2),
+            "tracking_s_per_video_s": _r(res.tracking_ms / 1000.0 / secs),
+            "decode_and_tracking_s_per_video_s": _r((t1 - t0) / secs),
+            "scoring_s_per_video_s": _r(s.timings_s.get("scoring", t3 - t2) / secs),
+            "tracking_plus_scoring_s_per_video_s": _r((t1 - t0 + s.timings_s.get("scoring", t3 - t2)) / secs),
+            "audio_decode_s": round(t2 - t1, 3), "loadavg_1min_before": round(load_before, 2)}
+
+
+def _targets(r: dict) -> dict:
+    out = {}
+    for set_name in (ALL, NO_FLAGGED):
+        a = r["aggregates"][set_name]
+        for key in ("clips", "windows_1s"):
+            v = a[key]["rate"]
+            out[f"{set_name}.{key}"] = {"value": v, "target": f">= {TARGETS[key]}",
+                                        "pass": None if v is None else v >= TARGETS[key]}
+    v = r["mismatched"]["auc_window_score"]
+    out["mismatched.auc_window_score"] = {"value": v, "target": f">= {TARGETS['mismatched_auc']}",
+                                          "pass": None if v is None else v >= TARGETS["mismatched_auc"]}
+    sp = r["speed"]
+    v = sp.get("scoring_s_per_video_s")
+    out["speed.scoring_s_per_video_s"] = {"value": v, "target": "<= 0.1 (>= 10x real time)",
+                                          "pass": None if v is None else v <= 0.1}
+    f = sp.get("fresh_720p") or {}
+    v = f.get("tracking_plus_scoring_s_per_video_s")
+    out["speed.720p_tracking_plus_scoring_s_per_video_s"] = {"value": v, "target": "<= 0.5 (>= 2x real time)",
+                                                            "pass": None if v is None else v <= 0.5}
+    return out
+
+
+def _fmt(x) -> str:
+    return "none" if x is None else f"{x:+.0f}"
+
+
+def _r(x, nd: int = 4):
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else round(float(x), nd)

@@ -129,9 +129,19 @@ def run_worker(args: argparse.Namespace) -> int:
     scorer = load_worker_scorer(cfg)
     stop = threading.Event()
     _stop_on_signals(stop)
-    worker = Worker(cfg, scorer)
-    worker.start_http()
-    return worker.run(stop)
+    try:
+        worker = Worker(cfg, scorer)
+        worker.start_http()
+        return worker.run(stop)
+    except OSError as exc:  # e.g. the HTTP port is taken
+        raise _cli_error(f"worker cannot start: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - anything that stops the loop ends the process
+        # logged in full (structured) for operators; one line for the terminal; non-zero exit so
+        # the orchestrator restarts it (uncommitted input is then re-read: nothing is lost)
+        from worker.observability.logs import get_logger
+
+        get_logger("worker").exception("worker failed")
+        raise _cli_error(f"worker failed: {type(exc).__name__}: {exc}", 1) from None
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -149,8 +159,11 @@ def run_demo(args: argparse.Namespace) -> int:
     if not 2.0 <= args.seconds <= 120.0:
         raise _cli_error("--seconds must be within 2..120")
     cfg = _load(args)
-    return run_local_demo(cfg, DemoOptions(seconds=args.seconds, offsets_ms=tuple(offsets),
-                                           realtime=not args.fast), out=sys.stdout)
+    try:
+        return run_local_demo(cfg, DemoOptions(seconds=args.seconds, offsets_ms=tuple(offsets),
+                                               realtime=not args.fast), out=sys.stdout)
+    except _infra_errors() as exc:
+        raise _cli_error(f"run-demo: {exc}", 1) from None
 
 
 def run_loadtest(args: argparse.Namespace) -> int:
@@ -167,4 +180,14 @@ def run_loadtest(args: argparse.Namespace) -> int:
                            gray=not args.rgb, start_worker=not args.no_worker, margin_ms=args.margin_ms,
                            grace_s=args.grace_s, worker_log=args.worker_log, config_path=args.config,
                            json_out=args.json)
-    return run(cfg, opts, out=sys.stdout)
+    try:
+        return run(cfg, opts, out=sys.stdout)
+    except _infra_errors() as exc:
+        raise _cli_error(f"loadtest: {exc}", 1) from None
+
+
+def _infra_errors() -> tuple[type[BaseException], ...]:
+    """Failures of the environment (no broker, topics, a worker that would not start)."""
+    from worker.kafka.clients import kafka_errors
+
+    return (*kafka_errors(), RuntimeError)

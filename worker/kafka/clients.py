@@ -8,7 +8,16 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, KafkaException, Producer
+
+
+def kafka_errors() -> tuple[type[BaseException], ...]:
+    """Errors of the Kafka environment (client, topics, the local broker) for callers outside
+    worker.kafka that turn them into one-line messages."""
+    from worker.kafka.admin import TopicError
+    from worker.kafka.broker import BrokerError
+
+    return (KafkaException, TopicError, BrokerError)
 
 
 class RecordSender:

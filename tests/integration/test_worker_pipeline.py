@@ -239,3 +239,37 @@ def test_health_endpoints_and_metrics(kafka_bootstrap, run_id):
         server.stop()
     finally:
         running.close()
+
+
+def test_a_second_worker_joining_mid_stream_takes_half_and_nothing_is_lost(kafka_bootstrap, run_id):
+    # the rebalance path: the first worker finishes, publishes and commits what it has in on_revoke,
+    # forgets the sessions it loses; both members get the same partition numbers of both inputs
+    cfg = make_config(kafka_bootstrap, run_id)
+    sessions, expected = [], set()
+    for i in range(6):
+        frames, audio = pulse_media(3.0, FPS, SR, 0.0, seed=40 + i)
+        sessions.append(session_records(f"r{i}", frames, audio, FPS, SR))
+        expected |= {signal_id(f"r{i}", k, fs) for k, fs, _ in
+                     expected_jobs(frames.shape[0], FPS, 16, 1000, 1000)}
+    timeline = [rec for _, _, rec in merge_sessions(sessions)]
+    first = RunningWorker(cfg, FakeScorer())
+    second = None
+    try:
+        first.wait_ready()
+        feeder = threading.Thread(target=produce, args=(kafka_bootstrap, cfg.kafka.topics.audio.name,
+                                                        cfg.kafka.topics.roi.name, timeline, True), daemon=True)
+        feeder.start()
+        time.sleep(1.2)
+        second = RunningWorker(cfg, FakeScorer())
+        feeder.join(30)
+        signals = read_topic(kafka_bootstrap, cfg.kafka.topics.signals.name, "LipSyncSignal",
+                             _signals_complete(expected), timeout_s=60)
+        mine = [sorted(w.worker.consumer.assigned) for w in (first, second)]
+    finally:
+        first.close()
+        if second is not None:
+            second.close()
+    assert {r["signal_id"] for r in signals} == expected
+    for assigned in mine:
+        parts = {t: {p for tt, p in assigned if tt == t} for t in cfg.kafka.topics.inputs()}
+        assert parts[cfg.kafka.topics.audio.name] == parts[cfg.kafka.topics.roi.name] != set()

@@ -26,7 +26,7 @@ def shift_audio(audio: np.ndarray, sample_rate: int, delay_ms: float) -> np.ndar
     return out
 
 
-def window_features(scorer, clips: list[Clip], rng: np.random.Generator, per_clip: int = 6):
+def window_features(scorer, clips: list[Clip], rng: np.random.Generator, per_clip: int = 12):
     """Score random windows (with random shifts) and mismatched pairs. Returns rows of
     (best, margin, n_frames, matched, correct)."""
     rows = []

@@ -34,9 +34,9 @@ SYNTH_VAL_SEED = 2_000_000
 ARCH_PARAMS: dict = {}
 
 
-def ensure_roi_cache(name: str, src: Path) -> Path:
+def ensure_roi_cache(name: str, src: Path, partial: bool = False) -> Path:
     out = CACHE / name
-    if (out / "DONE").exists():
+    if (out / "DONE").exists() or partial:
         return out
     if not src.exists():
         raise SystemExit(f"training data folder {src} is missing")
@@ -73,13 +73,18 @@ def dev_group(stem: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=2500)
+    ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--synth-clips", type=int, default=400)
     ap.add_argument("--out", default=str(REPO / "model_store" / "bundles" / "default"))
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--version", default="1.0.0")
     ap.add_argument("--no-real", action="store_true", help="synthetic data only")
+    ap.add_argument("--dev-train-fraction", type=float, default=0.5,
+                    help="share of dev-clip speakers trained on; the others are only evaluated "
+                         "(their names are recorded in the manifest so evaluations can hold them out)")
+    ap.add_argument("--partial-caches", action="store_true",
+                    help="use the tracked clips already cached without tracking the rest (experiments)")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (1 is fastest on a shared 2-core machine: OpenMP spin-waits "
                          "collapse under oversubscription)")
@@ -90,17 +95,30 @@ def main(argv: list[str] | None = None) -> int:
     spec, vspec = AudioSpec(), VideoSpec()
 
     real_train: list[Clip] = []
+    dev_train: list[Clip] = []
     real_cal: list[Clip] = []
     dev: list[Clip] = []
     if not args.no_real:
         for name, src in (("lrc_ar", SHARED / "train-av" / "lrc_ar"), ("grid_s1", SHARED / "train-av" / "grid_s1")):
-            d = ensure_roi_cache(name, src)
+            d = ensure_roi_cache(name, src, args.partial_caches)
+            if not d.is_dir():
+                continue
             loaded = load_roi_dir(d, spec, group_of=lambda s, n=name: n)
             # every 10th LRC-AR clip is held out to fit the calibration (never trained on)
             real_cal += loaded[::10] if name == "lrc_ar" else []
             real_train += [c for i, c in enumerate(loaded) if not (name == "lrc_ar" and i % 10 == 0)]
-        dev_dir = ensure_roi_cache("dev", SHARED / "dev-clips")
-        dev = [c for c in load_roi_dir(dev_dir, spec, group_of=dev_group) if not c.name.startswith("gen_")]
+        dev_dir = ensure_roi_cache("dev", SHARED / "dev-clips", args.partial_caches)
+        dev = [c for c in load_roi_dir(dev_dir, spec, group_of=dev_group)
+               if not c.name.startswith("gen_")]
+        # speaker split of the dev clips; clips whose own audio is suspected off-sync are never
+        # trained on (README of dev-clips)
+        from model_store.training.data import split_groups
+
+        suspect = {"edtalk_obama", "dfdc_real_lynaeydofd"}
+        dev_train, dev = split_groups(dev, 1.0 - args.dev_train_fraction, seed=args.seed)
+        dev += [c for c in dev_train if c.name in suspect]
+        dev_train = [c for c in dev_train if c.name not in suspect]
+        real_train += dev_train
     print(f"real train clips {len(real_train)}, dev clips {len(dev)} ({time.time() - t0:.0f}s)", flush=True)
     syn_train = synth_clips(args.synth_clips, SYNTH_TRAIN_SEED, spec)
     syn_val = synth_clips(40, SYNTH_VAL_SEED, spec)
@@ -131,7 +149,10 @@ def main(argv: list[str] | None = None) -> int:
         weights_file="weights.safetensors", weights_sha256="",
         training={
             "data": {"synthetic_clips": len(syn_train), "synthetic_seed0": SYNTH_TRAIN_SEED,
-                     "real_train_clips": len(real_train), "real_sources": ["train-av/grid_s1", "train-av/lrc_ar"]},
+                     "real_train_clips": len(real_train),
+                     "real_sources": ["train-av/grid_s1", "train-av/lrc_ar", "dev-clips (speaker split)"],
+                     "dev_train_clips": sorted(c.name for c in dev_train),
+                     "dev_heldout_clips": sorted(c.name for c in dev)},
             "config": {k_: v for k_, v in asdict(cfg).items()},
             **report,
         },

@@ -58,3 +58,12 @@ def test_margin_ignores_the_peak_neighbourhood():
 def test_all_invalid_curve_has_no_peak():
     grid = OffsetGrid(-2, 2)
     assert pick_peak(torch.full((5,), float("nan")), grid) is None
+
+
+def test_cuda_graph_buckets():
+    from worker.scoring.cuda_graphs import bucket_for
+
+    assert bucket_for(1, (16, 32)) == 16
+    assert bucket_for(16, (32, 16)) == 16
+    assert bucket_for(17, (16, 32)) == 32
+    assert bucket_for(33, (16, 32)) is None

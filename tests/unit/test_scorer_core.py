@@ -101,7 +101,7 @@ def test_batched_equals_item_by_item(scorer):
         assert np.allclose(b.curve, s.curve, atol=1e-5)
 
 
-def test_stream_cache_gives_the_same_scores_and_is_bounded(scorer):
+def test_stream_cache_gives_the_same_scores_and_is_bounded(scorer, random_bundle):
     rng = np.random.default_rng(4)
     frames = rng.integers(0, 255, (64, 96, 96), dtype=np.uint8)
     audio = _speechy(SR * 4)
@@ -118,8 +118,8 @@ def test_stream_cache_gives_the_same_scores_and_is_bounded(scorer):
     assert np.allclose(warm.curve, again.curve, atol=1e-5)
     stream.forget_before(40)
     assert stream.cached_frames() == 24
-    small = ModelScorer(scorer.manifest, scorer.model.state_dict(), device="cpu")
-    small.config = type(scorer.config)(cache_frames=20)
+    small = ModelScorer(scorer.manifest, load_bundle(random_bundle)[1], type(scorer.config)(cache_frames=20),
+                        device="cpu")
     s2 = small.new_stream()
     small.score(_req(frames[:48], audio, kind=Kind.WINDOW), s2)
     assert s2.cached_frames() == 20

@@ -34,6 +34,7 @@ class ScorerConfig:
     min_direction_confidence: float = 0.05
     cache_frames: int = 300  # per-session past kept: 10 s at 30 fps
     max_frames_per_pass: int = 256
+    cuda_graphs: bool = True  # only on a CUDA device
 
 
 def _fraction(arr: np.ndarray | None, default: float) -> float:

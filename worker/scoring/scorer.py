@@ -82,10 +82,20 @@ class ModelScorer:
         if missing or unexpected:
             raise ValueError(f"weights do not fit {manifest.architecture}: missing={missing[:3]} "
                              f"unexpected={unexpected[:3]}")
-        self.model = model.eval().to(self.device)
+        from model_store.architectures.syncnet_lite import fuse_for_inference
+
+        self.model = fuse_for_inference(model.eval()).to(self.device)
+        # GPU path: half precision, pinned host buffers, CUDA graphs per batch-size bucket
         self.half = self.device.type == "cuda"
+        self._encode_frames = self.model.frame_features
         if self.half:
             self.model = self.model.half()
+            if self.config.cuda_graphs:
+                from worker.scoring.cuda_graphs import GraphedModule
+
+                v = manifest.video
+                self._encode_frames = GraphedModule(self.model.frame_features, (v.channels, v.roi_height, v.roi_width),
+                                                    self.device, torch.float16)
         self.ctx = manifest.video.context_frames
         self.audio_ctx = manifest.audio.context_frames
 
@@ -177,12 +187,12 @@ class ModelScorer:
                     slots.append((j, t))
         computed: dict[tuple[int, int], torch.Tensor] = {}
         if todo:
-            batch = torch.stack(todo).to(self.device)
-            if self.half:
-                batch = batch.half()
+            batch = torch.stack(todo)
+            if self.device.type == "cuda":
+                batch = batch.half().pin_memory().to(self.device, non_blocking=True)
             out = []
             for chunk in batch.split(self.config.max_frames_per_pass):
-                out.append(self.model.frame_features(chunk))
+                out.append(self._encode_frames(chunk))
             feats = torch.cat(out)
             for slot, f in zip(slots, feats):
                 computed[slot] = f

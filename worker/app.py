@@ -123,6 +123,7 @@ class Worker:
         k = self.cfg.kafka
         last_tick = last_commit = last_lag = self.clock_ms()
         try:
+            self._check_input_partitions()
             while not stop.is_set():
                 self._last_loop_s = time.monotonic()
                 self._backpressure()
@@ -148,6 +149,25 @@ class Worker:
         finally:
             self._shutdown()
         return 0
+
+    def _check_input_partitions(self) -> None:
+        """Refuse to start on input topics with different partition counts (the join would see
+        half of some sessions); the assignment check repeats this on every rebalance."""
+        from worker.kafka.admin import TopicError, topic_partitions
+        from worker.kafka.consumer import AssignmentError
+
+        k = self.cfg.kafka
+        extra = {key: v for key, v in k.client_config("admin").items() if key != "bootstrap.servers"}
+        try:
+            counts = topic_partitions(k.bootstrap_servers, [self.audio_topic, self.roi_topic], client_config=extra)
+        except TopicError as exc:
+            log.warning("cannot check input partition counts yet", error=str(exc))
+            return
+        if len(counts) == 2 and counts[self.audio_topic] != counts[self.roi_topic]:
+            msg = (f"input topics are not co-partitioned: {self.audio_topic} has {counts[self.audio_topic]} "
+                   f"partitions, {self.roi_topic} has {counts[self.roi_topic]}")
+            log.error("refusing to start", reason=msg)
+            raise AssignmentError(msg)
 
     def _shutdown(self) -> None:
         """SIGTERM/SIGINT: 1. stop polling (the loop has exited), 2. finish the queued and

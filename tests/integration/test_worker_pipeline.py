@@ -273,3 +273,17 @@ def test_a_second_worker_joining_mid_stream_takes_half_and_nothing_is_lost(kafka
     for assigned in mine:
         parts = {t: {p for tt, p in assigned if tt == t} for t in cfg.kafka.topics.inputs()}
         assert parts[cfg.kafka.topics.audio.name] == parts[cfg.kafka.topics.roi.name] != set()
+
+
+def test_inputs_with_different_partition_counts_are_refused(kafka_bootstrap, run_id):
+    from worker.kafka.consumer import AssignmentError
+
+    cfg = make_config(kafka_bootstrap, run_id)
+    # the audio topic exists with 3 partitions; recreate the ROI input under a new name with 2
+    roi = f"av.roi-refs.{run_id}.two"
+    ensure_topics(kafka_bootstrap, {roi: 2})
+    topics = cfg.kafka.topics.model_copy(update={"roi": cfg.kafka.topics.roi.model_copy(update={"name": roi})})
+    cfg = cfg.model_copy(update={"kafka": cfg.kafka.model_copy(update={"topics": topics})})
+    worker = Worker(cfg, FakeScorer())
+    with pytest.raises(AssignmentError, match="not co-partitioned"):
+        worker.run(threading.Event())

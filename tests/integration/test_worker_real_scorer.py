@@ -185,14 +185,18 @@ def test_worker_killed_and_restarted_mid_stream_misses_nothing(kafka_bootstrap, 
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
-            proc.wait(60)
+            returncode = proc.wait(60)
         except subprocess.TimeoutExpired:
             proc.kill()
+            returncode = None
     got = {r["signal_id"] for r in signals}
     missing = sorted(expected[i] for i in set(expected) - got)
     with open(log_path) as f:
         log_tail = f.read()[-3000:]
     assert not missing, f"missing after the restart: {missing}\n{log_tail}"
+    # SIGTERM: a clean shutdown (drain, publish, commit, close) and exit 0
+    assert returncode == 0, log_tail
+    assert '"worker stopped"' in log_tail or "worker stopped" in log_tail
     assert got <= set(expected)
     # at-least-once: duplicates are allowed and share the signal_id; each copy is a whole signal
     for rec in signals:

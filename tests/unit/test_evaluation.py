@@ -1,0 +1,172 @@
+"""worker.evaluation: the statistics and helpers behind eval-synth / eval-real, and small end-to-end
+runs of both harnesses (the numbers themselves are the README's, from the full commands)."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from worker.evaluation import degrade as deg
+from worker.evaluation.metrics import auc, ece, p_in_sync, tally, within_frames
+from worker.evaluation.real import read_clip_table, speaker_group
+from worker.evaluation.shifts import fit_length, mismatched_partners, shift_audio
+from worker.evaluation.signals import JobTally
+from worker.evaluation.synthetic import SynthEvalConfig, insert_quiet_stretch, plan_clips
+from worker.scoring.types import Direction, Kind, Label, LipSyncScore
+
+
+# --- metrics -----------------------------------------------------------------------------------
+def _brute_auc(pos, neg):
+    pairs = list(itertools.product(pos, neg))
+    return sum(1.0 if p > n else 0.5 if p == n else 0.0 for p, n in pairs) / len(pairs)
+
+
+def test_auc_matches_pairwise_definition_with_ties():
+    rng = np.random.default_rng(0)
+    pos = list(rng.integers(0, 5, 40).astype(float))
+    neg = list(rng.integers(0, 4, 30).astype(float))
+    assert auc(pos, neg) == pytest.approx(_brute_auc(pos, neg))
+    assert auc([2, 3], [0, 1]) == 1.0
+    assert auc([0, 1], [2, 3]) == 0.0
+    assert auc([1, 1], [1]) == 0.5
+    assert auc([], [1.0]) is None
+
+
+def test_ece():
+    assert ece([0.9] * 10, [True] * 10)["ece"] == pytest.approx(0.1)
+    # a bin predicting 0.25 with 1 of 4 right, one predicting 0.75 with 3 of 4 right: calibrated
+    assert ece([0.25] * 4 + [0.75] * 4, [1, 0, 0, 0, 1, 1, 1, 0])["ece"] == pytest.approx(0.0)
+    assert ece([], []) is None
+    with pytest.raises(ValueError):
+        ece([0.5], [True, False])
+
+
+def test_within_one_frame_tolerates_rounding_only():
+    frame_ms = 1000 / 29.97
+    assert within_frames(33.4, 0.0, frame_ms)  # one frame, reported rounded to 0.1 ms
+    assert not within_frames(66.7, 0.0, frame_ms)
+    assert within_frames(40.0, 73.0, 40.0) and not within_frames(40.0, 81.0, 40.0)
+    assert not within_frames(None, 0.0, 40.0)
+    assert tally([True, False, True]) == {"n": 3, "hits": 2, "rate": 0.6667}
+
+
+def test_p_in_sync_orders_verdicts():
+    confident_in = p_in_sync(0.0, 0.9, 40.0)
+    weak_in = p_in_sync(40.0, 0.2, 40.0)
+    none = p_in_sync(None, 0.0, 40.0)
+    weak_out = p_in_sync(120.0, 0.2, 40.0)
+    confident_out = p_in_sync(-160.0, 0.9, 40.0)
+    assert confident_in > weak_in > none > weak_out > confident_out
+
+
+# --- shifts ------------------------------------------------------------------------------------
+def test_shift_audio_sign_and_length():
+    a = np.zeros(16000, np.float32)
+    a[8000] = 1.0
+    late = shift_audio(a, 40, 16000)  # delayed: the click is heard 640 samples later
+    early = shift_audio(a, -40, 16000)
+    assert late.shape == a.shape == early.shape
+    assert int(np.argmax(late)) == 8640 and int(np.argmax(early)) == 7360
+    assert np.array_equal(shift_audio(a, 0, 16000), a)
+    assert not shift_audio(a, 5000, 16000).any()  # shifted out entirely
+
+
+def test_fit_length_and_partners():
+    assert np.array_equal(fit_length(np.arange(3, dtype=np.float32), 7), [0, 1, 2, 0, 1, 2, 0])
+    names = ["cremad_1001_A.flv", "cremad_1001_B.flv", "vox_pcavs_00104.mp4", "vox_pcavs_741400163.mp4",
+             "grid_a.mpg", "x.mp4"]
+    group = lambda n: speaker_group(Path(n).stem)  # noqa: E731
+    p = mismatched_partners(names, group)
+    assert set(p) == set(names)
+    assert all(p[n] != n and group(p[n]) != group(n) for n in names)
+    assert p == mismatched_partners(list(reversed(names)), group)
+
+
+# --- degradations --------------------------------------------------------------------------------
+def test_degradations():
+    rng = np.random.default_rng(0)
+    img = np.tile(np.linspace(40, 220, 64, dtype=np.float32), (48, 1))[..., None].repeat(3, 2).astype(np.uint8)
+    img[20:28, 20:44] = 30  # a dark mouth
+    dark = deg.darken(img, np.random.default_rng(1))
+    assert dark.dtype == np.uint8 and dark.mean() < 0.4 * img.mean()
+    assert deg.blur(img, 3.0).std() < img.std()
+    lips = np.array([[20.0, 24.0], [44.0, 24.0], [32.0, 20.0], [32.0, 28.0]])
+    x0, y0, x1, y1 = deg.bar_box(lips)
+    assert x0 < 20 < x1 < 32 and y0 < 20 and y1 > 28  # covers the left part, not the whole mouth
+    barred = deg.draw_bar(img, (x0, y0, x1, y1))
+    assert (barred[y0:y1, max(0, x0):x1] == deg.BAR_GREY).all() and (barred[:, 40:] == img[:, 40:]).all()
+    assert deg.bar_box(np.full((4, 2), np.nan)) is None and deg.draw_bar(img, None) is img
+    assert deg.darken(img[..., 0], rng).shape == img.shape[:2]  # GRAY8 ROIs too
+
+
+# --- job judging ---------------------------------------------------------------------------------
+def _job(offset, conf, label=Label.OK):
+    return LipSyncScore(Kind.WINDOW, 0, 25, 0, 1000, None if offset is None else 0.8, offset, None, conf,
+                        Direction.UNKNOWN, label, "t@1")
+
+
+def test_job_tally_excludes_silence_and_counts_other_nulls_wrong():
+    t = JobTally(0.5)
+    t.add_all([_job(40.0, 0.9), _job(160.0, 0.8), _job(None, 0.0, Label.SILENCE), _job(None, 0.0, Label.NO_FACE),
+               _job(80.0, 0.2)], true_ms=50.0, frame_ms=40.0)
+    d = t.as_dict()
+    assert (d["n"], d["hits"], d["silence_excluded"], d["no_offset_counted_wrong"]) == (4, 2, 1, 1)
+    assert d["confident_and_wrong_share"] == 0.25
+
+
+# --- clip table and synthetic plan ---------------------------------------------------------------
+def test_read_clip_table_flags_clips_whose_own_audio_may_be_off(tmp_path):
+    (tmp_path / "README.md").write_text(
+        "| file | category | seconds | note |\n|---|---|---|---|\n"
+        "| a.mp4 | real | 2 | audio ~240 ms late |\n| b.mp4 | real | 2 | heavy noise |\n"
+        "| gen_c.mp4 | generated | 2 | |\n")
+    for n in ("a.mp4", "b.mp4", "gen_c.mp4", "d.webm", "notes.txt"):
+        (tmp_path / n).write_bytes(b"x")
+    clips = {c.name: c for c in read_clip_table(tmp_path)}
+    assert set(clips) == {"a.mp4", "b.mp4", "gen_c.mp4", "d.webm"}
+    assert clips["a.mp4"].flagged and not clips["b.mp4"].flagged
+    assert clips["gen_c.mp4"].category == "generated" and clips["d.webm"].category == "real"
+
+
+def test_synthetic_plan_uses_unseen_seeds_and_spread_offsets():
+    plans = plan_clips(SynthEvalConfig(n_clips=200))
+    assert plans == plan_clips(SynthEvalConfig(n_clips=200))
+    assert all(1000 <= p.seed < 1_000_000 for p in plans)
+    offs = np.array([p.true_offset_ms for p in plans])
+    assert offs.min() >= -200 and offs.max() <= 200 and offs.min() < -150 and offs.max() > 150
+    assert np.mean(np.abs(offs / 40 - np.round(offs / 40)) > 0.05) > 0.5  # mostly off the frame grid
+    quiet = insert_quiet_stretch(np.ones(16000, np.float32), 16000, 0.25, 0.5, 0.0, 1)
+    assert not quiet[4000:8000].any() and quiet[:4000].all() and quiet[8000:].all()
+
+
+# --- the harnesses end to end, small -------------------------------------------------------------
+def test_eval_synth_runs_small():
+    from worker.evaluation.synthetic import run_synthetic
+    from worker.scoring.loader import load_scorer
+
+    r = run_synthetic(load_scorer(None), SynthEvalConfig(n_clips=2, seconds=2.0, conditions=("clean",)))
+    c = r["conditions"]["clean"]
+    assert c["windows_1s"]["n"] + c["windows_1s"]["silence_excluded"] == 4
+    assert set(r["targets"]) >= {"clean.windows_1s", "sync_auc", "silence_violations"}
+    assert r["silence"]["truly_silent_jobs"] > 0  # the inserted quiet stretch is checked
+
+
+def test_eval_real_runs_small(dev_clips_dir, tmp_path):
+    from worker.evaluation.real import RealEvalConfig, run_real_eval
+    from worker.scoring.loader import load_scorer
+
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    for name in ("grid_bbaf2n.mpg", "grid_swiz3n.mpg"):
+        (clips / name).symlink_to(dev_clips_dir / name)
+    cfg = RealEvalConfig(clips_dir=clips, cache_dir=tmp_path / "cache", shifts_ms=(0, 80),
+                         degraded_shifts_ms=(80,), degradations=("bar",), degrade_on="rois", speed=False)
+    r = run_real_eval(load_scorer(None), cfg)
+    assert r["n_real"] == 2 and len(r["per_clip"]) == 2
+    assert r["aggregates"]["all_real"]["clips"]["n"] == 4
+    assert r["mismatched"]["n_pairs"] == 2
+    assert r["degraded"]["bar"]["all_real"]["clips"]["n"] == 2
+    assert (tmp_path / "cache" / "grid_bbaf2n.npz").exists()  # built on a fresh machine

@@ -47,6 +47,15 @@ def wall_ms() -> int:
     return int(time.time() * 1000)
 
 
+def set_torch_threads(n: int) -> None:
+    """Intra-op CPU threads for the scorer (a no-op when torch is not in use)."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(n)
+
+
 def scorer_sample_rate(scorer: Scorer) -> int:
     """The audio rate the scorer wants (its bundle's), 16 kHz when it does not say."""
     for path in (("sample_rate",), ("manifest", "audio", "sample_rate")):
@@ -77,10 +86,12 @@ class Worker:
         self.codecs = {name: self._codec(name, topic) for name, topic in (
             ("AudioChunk", self.audio_topic), ("RoiRef", self.roi_topic),
             ("LipSyncSignal", topics.signals.name), ("DeadLetter", topics.dlq.name))}
+        threads = cfg.scoring.cpu_threads()
         self.stage: ScoringStage[Job] = ScoringStage(
             scorer, cfg.scoring.max_batch_size, cfg.scoring.max_wait_ms,
             on_batch=lambda n, ms: (self.metrics.batch_size.observe(n),
-                                    self.metrics.scoring_latency.observe(ms / 1000.0)))
+                                    self.metrics.scoring_latency.observe(ms / 1000.0)),
+            thread_init=lambda: set_torch_threads(threads))
         self.producer = OutputProducer(cfg.kafka.client_config("producer"))
         self.consumer = InputConsumer(
             cfg.kafka.client_config("consumer"), cfg.kafka.group_id, (self.audio_topic, self.roi_topic),

@@ -155,6 +155,16 @@ class ScoringConfig(_Section):
                                            "this (default: half of max_queued_jobs).")
     bundle_dir: Path | None = None
     silence_rms_threshold: float | None = Field(default=None, ge=0)
+    torch_threads: int | None = Field(
+        default=None, ge=1, le=256, description="CPU threads for the scorer (default: cores - 1, at "
+        "most 4, at least 1: the poll loop needs a core, and oversubscribed OpenMP threads are "
+        "dramatically slower than one)."
+    )
+
+    def cpu_threads(self) -> int:
+        if self.torch_threads is not None:
+            return self.torch_threads
+        return max(1, min(4, (os.cpu_count() or 2) - 1))
 
     @property
     def resume_below(self) -> int:

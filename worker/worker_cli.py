@@ -126,7 +126,10 @@ def run_worker(args: argparse.Namespace) -> int:
     configure_logging(cfg.log.level, cfg.log.json_logs)
     if args.create_topics or cfg.kafka.create_topics:
         ensure_config_topics(cfg)
+    from worker.app import set_torch_threads
+
     scorer = load_worker_scorer(cfg)
+    set_torch_threads(cfg.scoring.cpu_threads())
     stop = threading.Event()
     _stop_on_signals(stop)
     try:

@@ -112,8 +112,10 @@ class ScoringStage(Generic[J]):
 
     def __init__(self, scorer: Scorer, max_batch_size: int, max_wait_ms: float,
                  clock_ms: Callable[[], float] | None = None,
-                 on_batch: Callable[[int, float], Any] | None = None) -> None:
+                 on_batch: Callable[[int, float], Any] | None = None,
+                 thread_init: Callable[[], Any] | None = None) -> None:
         self.scorer = scorer
+        self._thread_init = thread_init
         self._batcher: MicroBatcher[J] = MicroBatcher(max_batch_size, max_wait_ms)
         self._clock_ms = clock_ms or (lambda: time.monotonic() * 1000.0)
         self._on_batch = on_batch
@@ -201,6 +203,8 @@ class ScoringStage(Generic[J]):
     # --- scoring thread ---------------------------------------------------------------------
     def _run(self) -> None:
         try:
+            if self._thread_init is not None:
+                self._thread_init()  # e.g. torch thread settings, which are per thread for OpenMP
             while True:
                 with self._cv:
                     batch = self._next_batch()

@@ -124,11 +124,16 @@ class AudioBuffer:
         return out, int(out.shape[0] - filled.sum())
 
     def drop_before(self, sample: int) -> list[object]:
-        """Forget chunks that end at or before ``sample``; returns their infos."""
-        keep, dropped = [], []
-        for c in self._chunks:
-            (keep if c[0] + c[1].shape[0] > sample else dropped).append(c)
-        self._chunks = keep
+        """Forget the leading chunks that end at or before ``sample``; returns their infos.
+
+        Called on every event, so it only looks at the front of the list (chunks arrive roughly in
+        order; one hiding behind a longer earlier chunk goes on a later call)."""
+        n = 0
+        while n < len(self._chunks) and self._chunks[n][0] + self._chunks[n][1].shape[0] <= sample:
+            n += 1
+        if n == 0:
+            return []
+        dropped, self._chunks = self._chunks[:n], self._chunks[n:]
         self.coverage.remove_before(sample)
         return [c[2] for c in dropped]
 

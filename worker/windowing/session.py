@@ -85,6 +85,7 @@ class SessionState:
         self.audio_end_sample = 0
         self.last_active_wall_ms = now_wall_ms
         self.skipped_empty = 0
+        self._pruned_to = -1
         self.dropped_buffered = 0
         self.dropped_sources: list[Source] = []  # dropped by the buffer bound; the joiner releases them
 
@@ -286,7 +287,7 @@ class SessionState:
             audio_missing_ms=round(sample_ms(missing_samples, sr)),
             reason=reason, newest_received_wall_ms=newest_rx, newest_produced_wall_ms=newest_tx,
             keep_from_frame=keep if keep is not None else start, partition=self.partition,
-            sources=tuple(sorted(set(sources))),
+            sources=tuple(dict.fromkeys(sources)),
         )
 
     # --- bounds -----------------------------------------------------------------------------
@@ -294,9 +295,11 @@ class SessionState:
         """Forget what no future job needs; then enforce max_buffered_ms by dropping the oldest."""
         front = self.frontier_frame(default=None)
         if front is not None and self.fps is not None:
-            for f in [f for f in self.frames if f < front]:
-                del self.frames[f]
-                self.frame_meta.pop(f, None)
+            if front > self._pruned_to:  # frames only need a sweep when the frontier moved
+                self._pruned_to = front
+                for f in [f for f in self.frames if f < front]:
+                    del self.frames[f]
+                    self.frame_meta.pop(f, None)
             need_from = frame_ms(front, self.fps) - self.p.margin_ms
             self.audio.drop_before(max(0, ms_to_sample_floor(need_from, self.p.sample_rate)))
         self._enforce_buffer_bound()

@@ -87,8 +87,9 @@ class Worker:
             ("AudioChunk", self.audio_topic), ("RoiRef", self.roi_topic),
             ("LipSyncSignal", topics.signals.name), ("DeadLetter", topics.dlq.name))}
         threads = cfg.scoring.cpu_threads()
+        device = str(getattr(scorer, "device", "cpu"))
         self.stage: ScoringStage[Job] = ScoringStage(
-            scorer, cfg.scoring.max_batch_size, cfg.scoring.max_wait_ms,
+            scorer, cfg.scoring.batch_size_for(device), cfg.scoring.max_wait_ms,
             on_batch=lambda n, ms: (self.metrics.batch_size.observe(n),
                                     self.metrics.scoring_latency.observe(ms / 1000.0)),
             thread_init=lambda: set_torch_threads(threads))

@@ -148,7 +148,9 @@ class WindowingConfig(_Section):
 
 class ScoringConfig(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    max_batch_size: int = Field(default=32, ge=1)
+    max_batch_size: int | None = Field(
+        default=None, ge=1, description="Jobs per scoring batch (default: 32 on CUDA, 8 on CPU, where "
+        "bigger batches barely raise throughput but hold every job of the batch longer).")
     max_wait_ms: float = Field(default=5.0, ge=0)
     max_queued_jobs: int = Field(default=256, ge=1, description="Pause consuming above this.")
     resume_queued_jobs: int | None = Field(default=None, ge=0, description="Resume at or below "
@@ -165,6 +167,11 @@ class ScoringConfig(_Section):
         if self.torch_threads is not None:
             return self.torch_threads
         return max(1, min(4, (os.cpu_count() or 2) - 1))
+
+    def batch_size_for(self, device: str) -> int:
+        if self.max_batch_size is not None:
+            return self.max_batch_size
+        return 32 if device.startswith("cuda") else 8
 
     @property
     def resume_below(self) -> int:

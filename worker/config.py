@@ -84,7 +84,7 @@ class KafkaConfig(_Section):
     schema_registry_url: str | None = None
     create_topics: bool = Field(default=False, description="Create missing topics at start.")
     consume_batch: int = Field(default=500, ge=1, description="num_messages per consume() call.")
-    poll_timeout_ms: int = Field(default=20, ge=0)
+    poll_timeout_ms: int = Field(default=5, ge=0, description="consume() waits this long for a full batch.")
     commit_interval_ms: int = Field(default=1000, ge=0)
     max_poll_interval_ms: int = Field(default=300_000, ge=10_000)
 

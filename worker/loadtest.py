@@ -75,7 +75,7 @@ class SignalCollector(threading.Thread):
     def run(self) -> None:
         try:
             while not self.stop_event.is_set():
-                batch = self.reader.read(0.05)
+                batch = self.reader.read(0.005)  # consume() waits out its timeout: keep it short
                 now = int(time.time() * 1000)
                 with self.lock:
                     for _, value in batch:

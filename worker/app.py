@@ -67,6 +67,14 @@ def scorer_sample_rate(scorer: Scorer) -> int:
     return 16_000
 
 
+class _WarmUpJob:
+    session_id = "__warmup__"
+    keep_from_frame = 0
+
+    def __init__(self, request: Any) -> None:
+        self.request = request
+
+
 class Worker:
     """Build with a config and a scorer; ``run(stop)`` until ``stop`` is set, then shut down."""
 
@@ -101,6 +109,7 @@ class Worker:
         self._committed: dict[TP, int] = {}
         self._last_loop_s = time.monotonic()
         self._assigned_once = False
+        self._warm = False
         self._stopping = False
         self._http: HealthServer | None = None
         self.published = 0
@@ -127,7 +136,7 @@ class Worker:
         return time.monotonic() - self._last_loop_s < 30.0
 
     def ready(self) -> bool:
-        return self._assigned_once and not self._stopping and self.healthy()
+        return self._assigned_once and self._warm and not self._stopping and self.healthy()
 
     def run(self, stop: threading.Event) -> int:
         """The poll loop; returns 0 after a clean shutdown."""
@@ -136,6 +145,7 @@ class Worker:
         last_tick = last_commit = last_lag = self.clock_ms()
         try:
             self._check_input_partitions()
+            self._warm_up()
             while not stop.is_set():
                 self._last_loop_s = time.monotonic()
                 self._backpressure()
@@ -161,6 +171,34 @@ class Worker:
         finally:
             self._shutdown()
         return 0
+
+    def _warm_up(self) -> None:
+        """Score one BLOCK- and one WINDOW-sized dummy job on the scoring thread before taking
+        traffic: the first model calls (allocations, lazy init) are many times slower than the
+        rest and would otherwise land on the first real signals."""
+        import numpy as np
+
+        from worker.scoring.types import AudioSpan, FrameSpan, Kind, ScoreRequest
+
+        rng = np.random.default_rng(0)
+        fps = 30.0
+        w = self.cfg.windowing
+        jobs = []
+        for kind, n in ((Kind.BLOCK, w.block_frames), (Kind.WINDOW, round(w.window_ms * fps / 1000))):
+            frames = rng.integers(0, 255, (n, 96, 96), dtype=np.uint8)
+            n_samples = int((n / fps + 2 * self.scorer.search_margin_ms / 1000.0) * self.sample_rate)
+            audio = (0.1 * rng.standard_normal(n_samples)).astype(np.float32)
+            req = ScoreRequest(kind, FrameSpan(frames, fps, 0), AudioSpan(audio, self.sample_rate, 0), "__warmup__")
+            jobs.append(_WarmUpJob(req))
+        t0 = time.monotonic()
+        self.stage.submit(jobs)
+        done = 0
+        while done < len(jobs) and time.monotonic() - t0 < 120:
+            done += len(self.stage.results())
+            time.sleep(0.01)
+        self.stage.close_sessions(["__warmup__"])
+        self._warm = True
+        log.info("scorer warmed up", seconds=round(time.monotonic() - t0, 2))
 
     def _check_input_partitions(self) -> None:
         """Refuse to start on input topics with different partition counts (the join would see

@@ -114,6 +114,23 @@ def test_sessions_with_known_offsets_each_signal_once(kafka_bootstrap, run_id):
     assert len(signals) == 4 * (5 + 3)
     # everything published was committed: a new worker of the group would start at the end
     assert running.worker.tracker.open_count() == 0
+    assert _committed_lag(kafka_bootstrap, cfg) == 0
+
+
+def _committed_lag(bootstrap: str, cfg: WorkerConfig) -> int:
+    """Records of the input topics past the group's committed offsets (what a restart re-reads)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": cfg.kafka.group_id})
+    try:
+        tps = [TopicPartition(t, p) for t in cfg.kafka.topics.inputs() for p in range(PARTITIONS)]
+        lag = 0
+        for tp in c.committed(tps, timeout=10):
+            low, high = c.get_watermark_offsets(tp, timeout=10)
+            lag += high - (tp.offset if tp.offset >= 0 else low)
+        return lag
+    finally:
+        c.close()
 
 
 def test_poison_record_goes_to_the_dlq_and_the_rest_goes_on(kafka_bootstrap, run_id):

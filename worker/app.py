@@ -297,6 +297,10 @@ class Worker:
                 self.metrics.dropped.labels(name.removeprefix("dropped_")).inc(delta)
             elif name.startswith("sessions_closed_"):
                 self.metrics.sessions_closed.labels(name.removeprefix("sessions_closed_")).inc(delta)
+            elif name == "partition_mismatch":
+                self.metrics.partition_mismatch.inc(delta)
+                log.error("session on different partitions of the two inputs: the producers must use "
+                          "the same partitioner for both topics", session_id=session_id)
 
     def _dead_letter(self, msg: Any, source: Source, reason: str, kafka_ts: int | None) -> None:
         record = dead_letter_record(source, msg.key(), msg.value(), kafka_ts, reason,

@@ -342,6 +342,13 @@ def test_offsets_wait_for_publication():
     assert feed.tracker.positions()[(AUD, 0)] == 5
 
 
+def test_a_session_on_two_partition_numbers_is_counted():
+    feed = Feed()
+    feed.push(feed.frame("s", 0, partition=0))
+    feed.push(feed.chunk("s", 0, partition=1))
+    assert feed.joiner.counters["partition_mismatch"] == 1
+
+
 def test_dropped_events_release_at_once():
     feed = Feed()
     feed.push(feed.frame("s", 0))

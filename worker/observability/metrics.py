@@ -43,6 +43,9 @@ class WorkerMetrics:
         self.open_sessions = Gauge(p + "open_sessions", "Sessions with state in this worker", registry=r)
         self.commits = Counter(p + "offset_commits", "Offset commits", registry=r)
         self.sessions_closed = Counter(p + "sessions_closed", "Sessions closed", ["why"], registry=r)
+        self.partition_mismatch = Counter(p + "partition_mismatch", "Events of a session on another "
+                                          "partition number than its first event (inconsistent producer "
+                                          "partitioners break co-partitioning)", registry=r)
         self.scorer_info = Gauge(p + "scorer_info", "The scorer in use (value 1)", ["scorer"], registry=r)
         self.search_margin_ms = Gauge(p + "search_margin_ms", "Audio each job needs on each side of its "
                                       "frames, ms", registry=r)

@@ -168,6 +168,10 @@ class Joiner:
         state = self.sessions.get(sid)
         if state is not None:
             self.sessions.move_to_end(sid)
+            if source.partition != state.partition:
+                # the two inputs' producers partition keys differently (e.g. murmur2 vs crc32):
+                # with several workers such a session would be split between them
+                self.counters["partition_mismatch"] += 1
             return state
         if sid in self._recently_closed:
             return None

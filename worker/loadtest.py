@@ -138,10 +138,34 @@ def run(cfg: WorkerConfig, opts: LoadtestOptions, out: TextIO) -> int:
 
     with kafka_bootstrap() as bootstrap:
         return _run(cfg.model_copy(update={"kafka": cfg.kafka.model_copy(update={"bootstrap_servers": bootstrap})}),
-                    opts, out)
+                    opts, out)[0]
 
 
-def _run(cfg: WorkerConfig, opts: LoadtestOptions, out: TextIO) -> int:
+def sweep(cfg: WorkerConfig, opts: LoadtestOptions, session_counts: list[int], p99_target_ms: float,
+          out: TextIO) -> int:
+    """One load test per session count (fresh worker each, one broker); the last line says the most
+    sessions that ran in real time: nothing missing and p99 within the target."""
+    from dataclasses import replace
+
+    from worker.kafka.broker import kafka_bootstrap
+
+    results = []
+    with kafka_bootstrap() as bootstrap:
+        cfg = cfg.model_copy(update={"kafka": cfg.kafka.model_copy(update={"bootstrap_servers": bootstrap})})
+        for n in session_counts:
+            _, report = _run(cfg, replace(opts, sessions=n), out)
+            results.append(report)
+    ok = [r["sessions"] for r in results
+          if r["missing"] == 0 and r["p99_ms"] is not None and r["p99_ms"] <= p99_target_ms]
+    summary = {"p99_target_ms": p99_target_ms, "max_sessions_realtime": max(ok) if ok else 0,
+               "sweep": [{k: r[k] for k in ("sessions", "p50_ms", "p99_ms", "max_ms", "missing", "duplicates",
+                                              "signals", "worker_cpu_cores", "mean_scoring_ms_per_batch")}
+                         for r in results]}
+    print(json.dumps(summary), file=out, flush=True)
+    return 0
+
+
+def _run(cfg: WorkerConfig, opts: LoadtestOptions, out: TextIO) -> tuple[int, dict]:
     from worker.feed import Player
     from worker.kafka.admin import delete_topics
     from worker.kafka.clients import RecordSender
@@ -328,7 +352,7 @@ def _run(cfg: WorkerConfig, opts: LoadtestOptions, out: TextIO) -> int:
     say("slowest signals (latency ms, session, kind, first frame, worker's latency_ms): "
         + "; ".join(f"{lat} {sid[-4:]} {kind} {fs} {wl}" for lat, sid, kind, fs, wl in slowest[:6]))
     print(json.dumps(report), file=out, flush=True)
-    return 0 if missing == 0 else 1
+    return (0 if missing == 0 else 1), report
 
 
 def _dependency_sent_ms(sent: dict, sid: str, frame_end: int, fps: float, sr: int, n_samples: int,

@@ -61,6 +61,10 @@ def add_parsers(sub: Any) -> None:
                     help="the worker's audio search margin (default: the default scorer's)")
     lt.add_argument("--grace-s", type=float, default=15.0, help="wait this long for the last signals")
     lt.add_argument("--worker-log", default=None, help="write the worker's log here")
+    lt.add_argument("--sweep", default=None, metavar="N1,N2,...",
+                    help="run one load test per session count (overrides --sessions) and report the most "
+                         "sessions sustained in real time (0 missing, p99 within --p99-target-ms)")
+    lt.add_argument("--p99-target-ms", type=float, default=150.0)
     lt.set_defaults(func=run_loadtest)
 
 
@@ -178,12 +182,24 @@ def run_loadtest(args: argparse.Namespace) -> int:
         raise _cli_error("--seconds must be within 1..3600")
     if not 5 <= args.chunk_ms <= 200:
         raise _cli_error("--chunk-ms must be within 5..200")
+    counts: list[int] = []
+    if args.sweep:
+        try:
+            counts = [int(x) for x in args.sweep.split(",") if x.strip()]
+        except ValueError:
+            raise _cli_error(f"--sweep takes session counts separated by commas, got {args.sweep!r}") from None
+        if not counts or any(not 1 <= n <= 1000 for n in counts):
+            raise _cli_error("--sweep session counts must be within 1..1000")
     cfg = _load(args)
     opts = LoadtestOptions(sessions=args.sessions, seconds=args.seconds, fps=args.fps, chunk_ms=args.chunk_ms,
                            gray=not args.rgb, start_worker=not args.no_worker, margin_ms=args.margin_ms,
                            grace_s=args.grace_s, worker_log=args.worker_log, config_path=args.config,
                            json_out=args.json)
     try:
+        if counts:
+            from worker.loadtest import sweep
+
+            return sweep(cfg, opts, counts, args.p99_target_ms, out=sys.stdout)
         return run(cfg, opts, out=sys.stdout)
     except _infra_errors() as exc:
         raise _cli_error(f"loadtest: {exc}", 1) from None

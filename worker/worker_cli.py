@@ -49,7 +49,7 @@ def add_parsers(sub: Any) -> None:
                                     "--no-worker, and reports event->signal latency p50/p99/max, signals/s, "
                                     "and expected signals missing or duplicated.")
     _common(lt)
-    lt.add_argument("--sessions", type=int, required=True, help="concurrent sessions")
+    lt.add_argument("--sessions", type=int, help="concurrent sessions (required unless --sweep)")
     lt.add_argument("--seconds", type=float, required=True, help="media length of each session (s)")
     lt.add_argument("--json", action="store_true", help="last line of stdout: one JSON object")
     lt.add_argument("--no-worker", action="store_true", help="do not start a worker (one already consumes "
@@ -176,6 +176,10 @@ def run_demo(args: argparse.Namespace) -> int:
 def run_loadtest(args: argparse.Namespace) -> int:
     from worker.loadtest import LoadtestOptions, run
 
+    if args.sessions is None and not args.sweep:
+        raise _cli_error("loadtest needs --sessions N (or --sweep N1,N2,...)", 2)
+    if args.sessions is None:
+        args.sessions = 1
     if not 1 <= args.sessions <= 1000:
         raise _cli_error("--sessions must be within 1..1000")
     if not 1.0 <= args.seconds <= 3600:

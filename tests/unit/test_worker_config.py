@@ -118,3 +118,18 @@ def test_config_is_frozen():
     cfg = load_config()
     with pytest.raises(ValueError, match="frozen"):
         cfg.windowing.block_frames = 9  # type: ignore[misc]
+
+
+def test_scoring_defaults_follow_the_device_and_cores(monkeypatch):
+    cfg = load_config()
+    assert cfg.scoring.batch_size_for("cpu") == 8
+    assert cfg.scoring.batch_size_for("cuda:0") == 32
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert cfg.scoring.cpu_threads() == 1  # one core stays for the poll loop
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    assert cfg.scoring.cpu_threads() == 4
+    monkeypatch.setenv("SYNC_SCORER_SCORING__TORCH_THREADS", "3")
+    monkeypatch.setenv("SYNC_SCORER_SCORING__MAX_BATCH_SIZE", "5")
+    cfg = load_config()
+    assert cfg.scoring.cpu_threads() == 3 and cfg.scoring.batch_size_for("cuda") == 5
+    assert cfg.scoring.resume_below == cfg.scoring.max_queued_jobs // 2

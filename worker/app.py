@@ -28,7 +28,7 @@ from worker.observability.logs import get_logger
 from worker.observability.metrics import WorkerMetrics
 from worker.publish import dead_letter_record, signal_record
 from worker.refs import RoiResolver
-from worker.scoring.batcher import Scored, ScoringStage
+from worker.scoring.batcher import Scored, ScoringPool, ScoringStage
 from worker.scoring.interface import Scorer
 from worker.windowing.events import Arrival, AudioEvent, EndEvent, FrameEvent, Job, Source
 from worker.windowing.joiner import BadEvent, Joiner
@@ -96,11 +96,14 @@ class Worker:
             ("LipSyncSignal", topics.signals.name), ("DeadLetter", topics.dlq.name))}
         threads = cfg.scoring.cpu_threads()
         device = str(getattr(scorer, "device", "cpu"))
-        self.stage: ScoringStage[Job] = ScoringStage(
+        lanes = cfg.scoring.lanes_for(device)
+        if lanes > 1:
+            threads = max(1, threads // lanes)
+        self.stage: ScoringPool[Job] = ScoringPool(lanes, lambda _i: ScoringStage(
             scorer, cfg.scoring.batch_size_for(device), cfg.scoring.max_wait_ms,
             on_batch=lambda n, ms: (self.metrics.batch_size.observe(n),
                                     self.metrics.scoring_latency.observe(ms / 1000.0)),
-            thread_init=lambda: set_torch_threads(threads))
+            thread_init=lambda: set_torch_threads(threads)))
         self.producer = OutputProducer(cfg.kafka.client_config("producer"))
         self.consumer = InputConsumer(
             cfg.kafka.client_config("consumer"), cfg.kafka.group_id, (self.audio_topic, self.roi_topic),

@@ -163,6 +163,16 @@ class ScoringConfig(_Section):
         "dramatically slower than one)."
     )
 
+    scoring_threads: int | None = Field(
+        default=None, ge=1, le=64, description="Scorers running side by side, sessions split between "
+        "them (default: 1 on CUDA; on CPU one per core left after the poll loop, i.e. cpu_threads())."
+    )
+
+    def lanes_for(self, device: str) -> int:
+        if self.scoring_threads is not None:
+            return self.scoring_threads
+        return 1
+
     def cpu_threads(self) -> int:
         if self.torch_threads is not None:
             return self.torch_threads

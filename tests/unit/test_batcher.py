@@ -144,3 +144,26 @@ def test_drain_waits_for_in_flight_and_stop_finishes_the_queue():
     stage.stop(timeout_s=5.0)
     assert len(stage.results()) == 1
     assert not any(t.name == "scoring" and t.is_alive() for t in threading.enumerate())
+
+
+def test_pool_keeps_each_session_on_one_lane_and_returns_everything():
+    from worker.scoring.batcher import ScoringPool
+
+    scorers = [FakeScorer(), FakeScorer()]
+    pool = ScoringPool(2, lambda i: ScoringStage(scorers[i], max_batch_size=4, max_wait_ms=1))
+    try:
+        jobs = [J(f"s{i % 5}", _request(0, i)) for i in range(20)]
+        pool.submit(jobs)
+        got = _wait_results(pool, 20)
+        assert sorted(id(r.job) for r in got) == sorted(id(j) for j in jobs)
+        lanes = {}
+        for i, stage in enumerate(pool.stages):
+            for sid in stage._streams:
+                lanes.setdefault(sid, set()).add(i)
+        assert all(len(v) == 1 for v in lanes.values()) and len(lanes) == 5
+        assert sum(scorers[i].batch_sizes != [] for i in range(2)) == 2  # both lanes worked
+        assert pool.drain(5.0) and pool.backlog() == 0
+        pool.close_sessions([f"s{i}" for i in range(5)])
+        assert pool.open_streams() == 0
+    finally:
+        pool.stop()

@@ -138,9 +138,12 @@ def video_input(frames: np.ndarray, spec: VideoSpec) -> torch.Tensor:
 
 def standardize_frames(x: torch.Tensor) -> torch.Tensor:
     """(..., H, W) -> per-frame zero mean, unit std: removes global brightness/contrast (low light)."""
-    mean = x.mean(dim=(-2, -1), keepdim=True)
-    std = x.std(dim=(-2, -1), keepdim=True)
-    return (x - mean) / (std + 1e-3)
+    # one pass of sums: torch's std over two dims is ~15x slower on one CPU thread
+    flat = x.flatten(-2)
+    n = flat.shape[-1]
+    mean = flat.mean(-1, keepdim=True)
+    var = ((flat * flat).mean(-1, keepdim=True) - mean * mean).clamp_min(0) * (n / max(n - 1, 1))
+    return ((flat - mean) / (var.sqrt() + 1e-3)).view_as(x)
 
 
 def frame_rms(samples: np.ndarray, sample_rate: int, audio_start_ms: float, frame_start: int,

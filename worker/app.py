@@ -101,8 +101,9 @@ class Worker:
             threads = max(1, threads // lanes)
         self.stage: ScoringPool[Job] = ScoringPool(lanes, lambda _i: ScoringStage(
             scorer, cfg.scoring.batch_size_for(device), cfg.scoring.max_wait_ms,
-            on_batch=lambda n, ms: (self.metrics.batch_size.observe(n),
-                                    self.metrics.scoring_latency.observe(ms / 1000.0)),
+            on_batch=lambda n, ms, cpu_s: (self.metrics.batch_size.observe(n),
+                                           self.metrics.scoring_latency.observe(ms / 1000.0),
+                                           self.metrics.scoring_cpu.inc(cpu_s)),
             thread_init=lambda: set_torch_threads(threads)))
         self.producer = OutputProducer(cfg.kafka.client_config("producer"))
         self.consumer = InputConsumer(
@@ -149,8 +150,12 @@ class Worker:
         try:
             self._check_input_partitions()
             self._warm_up()
+            cpu_mark = time.thread_time()
             while not stop.is_set():
                 self._last_loop_s = time.monotonic()
+                cpu_now = time.thread_time()
+                self.metrics.poll_loop_cpu.inc(cpu_now - cpu_mark)
+                cpu_mark = cpu_now
                 self._backpressure()
                 # short polls while results wait to be published: latency matters
                 timeout_s = 0.002 if self.stage.backlog() else k.poll_timeout_ms / 1000.0

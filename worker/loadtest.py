@@ -258,6 +258,7 @@ def _run(cfg: WorkerConfig, opts: LoadtestOptions, out: TextIO) -> tuple[int, di
     player = Player(RecordSender(bootstrap, client_extra), k.topics.audio.name, k.topics.roi.name, timeline,
                     realtime=True)
     cpu0 = _cpu_seconds(proc.pid) if proc else None
+    metrics0 = _metrics(port) if port else {}  # counters since start: the report uses differences
     t_play = time.monotonic()
     player.start()
     say(f"playing {len(timeline)} records over {timeline[-1][0] / 1000:.1f} s; {len(expected)} signals expected")
@@ -271,7 +272,9 @@ def _run(cfg: WorkerConfig, opts: LoadtestOptions, out: TextIO) -> tuple[int, di
     time.sleep(0.5)  # let duplicates, if any, show up
     wall_s = time.monotonic() - t_play
     cpu1 = _cpu_seconds(proc.pid) if proc else None
-    worker_metrics = _metrics(port) if port else {}
+    metrics1 = _metrics(port) if port else {}
+    worker_metrics = {key: v - metrics0.get(key, 0.0) if key.endswith(("_total", "_sum", "_count")) else v
+                      for key, v in metrics1.items()}
     collector.stop_event.set()
     collector.join(10)
     if proc is not None:
@@ -339,12 +342,16 @@ def _run(cfg: WorkerConfig, opts: LoadtestOptions, out: TextIO) -> tuple[int, di
         "mean_queue_wait_ms": _ratio(worker_metrics.get("sync_scorer_scoring_queue_seconds_sum"),
                                      worker_metrics.get("sync_scorer_scoring_queue_seconds_count"), 1000.0),
         "dlq": int(sum(v for key, v in worker_metrics.items() if key.startswith("sync_scorer_dlq_total"))),
+        # where the worker's CPU went (cores busy over the run): the scorer vs everything else
+        "scoring_cpu_cores": _ratio(worker_metrics.get("sync_scorer_scoring_cpu_seconds_total"), wall_s),
+        "poll_loop_cpu_cores": _ratio(worker_metrics.get("sync_scorer_poll_loop_cpu_seconds_total"), wall_s),
     }
     say(f"signals {report['signals']} (expected {report['expected']}), missing {missing}, "
         f"duplicates {duplicates}, {report['signals_per_s']} signals/s")
     say(f"event->signal latency: p50 {report['p50_ms']} ms, p99 {report['p99_ms']} ms, max {report['max_ms']} ms "
         f"(worker's own view p50 {report['worker_latency_p50_ms']} / p99 {report['worker_latency_p99_ms']} ms)")
-    say(f"worker: scorer {report['scorer']}, {report['worker_cpu_cores']} CPU cores busy, {report['batches']} "
+    say(f"worker: scorer {report['scorer']}, {report['worker_cpu_cores']} CPU cores busy (scorer "
+        f"{report['scoring_cpu_cores']}, poll loop {report['poll_loop_cpu_cores']}), {report['batches']} "
         f"batches of {report['mean_batch_size']} jobs, {report['mean_scoring_ms_per_batch']} ms scoring each, "
         f"{report['mean_queue_wait_ms']} ms queue wait; player fell behind by at most "
         f"{report['player_behind_max_ms']} ms")

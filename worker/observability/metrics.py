@@ -46,6 +46,10 @@ class WorkerMetrics:
         self.partition_mismatch = Counter(p + "partition_mismatch", "Events of a session on another "
                                           "partition number than its first event (inconsistent producer "
                                           "partitioners break co-partitioning)", registry=r)
+        self.scoring_cpu = Counter(p + "scoring_cpu_seconds", "CPU time of the scoring thread(s) in the "
+                                   "scorer", registry=r)
+        self.poll_loop_cpu = Counter(p + "poll_loop_cpu_seconds", "CPU time of the poll-loop thread "
+                                     "(decode, refs, join, publish)", registry=r)
         self.scorer_info = Gauge(p + "scorer_info", "The scorer in use (value 1)", ["scorer"], registry=r)
         self.search_margin_ms = Gauge(p + "search_margin_ms", "Audio each job needs on each side of its "
                                       "frames, ms", registry=r)

@@ -113,7 +113,7 @@ class ScoringStage(Generic[J]):
 
     def __init__(self, scorer: Scorer, max_batch_size: int, max_wait_ms: float,
                  clock_ms: Callable[[], float] | None = None,
-                 on_batch: Callable[[int, float], Any] | None = None,
+                 on_batch: Callable[[int, float, float], Any] | None = None,
                  thread_init: Callable[[], Any] | None = None) -> None:
         self.scorer = scorer
         self._thread_init = thread_init
@@ -243,6 +243,7 @@ class ScoringStage(Generic[J]):
 
     def _score(self, batch: list[tuple[float, J]], streams: list[StreamState]) -> None:
         start = self._clock_ms()
+        cpu_start = time.thread_time()
         jobs = [job for _, job in batch]
         requests = [job.request for job in jobs]  # type: ignore[attr-defined]
         errors: list[str | None] = [None] * len(jobs)
@@ -261,6 +262,7 @@ class ScoringStage(Generic[J]):
                     scores.append(failed_score(req, self.scorer.name))
         end = self._clock_ms()
         elapsed = end - start
+        cpu_s = time.thread_time() - cpu_start
         for job, stream in zip(jobs, streams):
             keep = job.keep_from_frame  # type: ignore[attr-defined]
             # bound the cache, keeping the frames a causal context needs before the next job
@@ -281,7 +283,7 @@ class ScoringStage(Generic[J]):
             self.batches += 1
             self._cv.notify_all()
         if self._on_batch is not None:
-            self._on_batch(len(batch), elapsed)
+            self._on_batch(len(batch), elapsed, cpu_s)
 
 
 class ScoringPool(Generic[J]):

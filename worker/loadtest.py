@@ -10,6 +10,7 @@ sizes, scorer time per batch, CPU time) to locate the bottleneck.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -22,6 +23,7 @@ import time
 import urllib.request
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TextIO
 
@@ -133,12 +135,22 @@ def _cpu_seconds(pid: int) -> float | None:
         return None
 
 
-def run(cfg: WorkerConfig, opts: LoadtestOptions, out: TextIO) -> int:
+@contextlib.contextmanager
+def _cluster(cfg: WorkerConfig) -> Iterator[WorkerConfig]:
+    """The configured cluster (KAFKA_BOOTSTRAP_SERVERS, or kafka.bootstrap_servers set in the config
+    file or environment); with none configured, a local broker for the duration (as make run)."""
     from worker.kafka.broker import kafka_bootstrap
 
+    if "bootstrap_servers" in cfg.kafka.model_fields_set:
+        yield cfg
+        return
     with kafka_bootstrap() as bootstrap:
-        return _run(cfg.model_copy(update={"kafka": cfg.kafka.model_copy(update={"bootstrap_servers": bootstrap})}),
-                    opts, out)[0]
+        yield cfg.model_copy(update={"kafka": cfg.kafka.model_copy(update={"bootstrap_servers": bootstrap})})
+
+
+def run(cfg: WorkerConfig, opts: LoadtestOptions, out: TextIO) -> int:
+    with _cluster(cfg) as cluster_cfg:
+        return _run(cluster_cfg, opts, out)[0]
 
 
 def sweep(cfg: WorkerConfig, opts: LoadtestOptions, session_counts: list[int], p99_target_ms: float,
@@ -147,13 +159,10 @@ def sweep(cfg: WorkerConfig, opts: LoadtestOptions, session_counts: list[int], p
     sessions that ran in real time: nothing missing and p99 within the target."""
     from dataclasses import replace
 
-    from worker.kafka.broker import kafka_bootstrap
-
     results = []
-    with kafka_bootstrap() as bootstrap:
-        cfg = cfg.model_copy(update={"kafka": cfg.kafka.model_copy(update={"bootstrap_servers": bootstrap})})
+    with _cluster(cfg) as cluster_cfg:
         for n in session_counts:
-            _, report = _run(cfg, replace(opts, sessions=n), out)
+            _, report = _run(cluster_cfg, replace(opts, sessions=n), out)
             results.append(report)
     ok = [r["sessions"] for r in results
           if r["missing"] == 0 and r["p99_ms"] is not None and r["p99_ms"] <= p99_target_ms]

@@ -167,6 +167,7 @@ def test_eval_real_runs_small(dev_clips_dir, tmp_path):
     r = run_real_eval(load_scorer(None), cfg)
     assert r["n_real"] == 2 and len(r["per_clip"]) == 2
     assert r["aggregates"]["all_real"]["clips"]["n"] == 4
-    assert r["mismatched"]["n_pairs"] == 2
+    assert r["mismatched"]["heldout_real"]["n_pairs"] == 2
+    assert set(r["targets"]) >= {"heldout_real.clips", "heldout_real.windows_1s"}
     assert r["degraded"]["bar"]["all_real"]["clips"]["n"] == 2
     assert (tmp_path / "cache" / "grid_bbaf2n.npz").exists()  # built on a fresh machine

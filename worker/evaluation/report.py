@@ -49,28 +49,40 @@ def synth_lines(r: dict) -> list[str]:
 
 def real_lines(r: dict) -> list[str]:
     lines = [(f"eval-real: scorer {r['scorer']}, {r['n_real']} real + {r['n_generated']} generated clips, "
-              f"shifts {r['config']['shifts_ms']} ms, degradations on {r['config']['degrade_on']}")]
+              f"shifts {r['config']['shifts_ms']} ms, degradations on {r['config']['degrade_on']}"),
+             (f"  trained on by this bundle: {len(r['trained_on'])} real clips ({r['trained_on_source']}); "
+              f"flagged: {', '.join(r['flagged']) or 'none'}")]
     for name, agg in r["aggregates"].items():
-        lines.append(f"  [{name}] whole clips {_pct(agg['clips'])}, 1-s windows {_pct(agg['windows_1s'])}, "
-                     f"16-frame blocks {_pct(agg['blocks_16'])}; confident-and-wrong windows "
-                     f"{_f(agg['windows_1s'].get('confident_and_wrong_share'))}")
-    m = r["mismatched"]
-    lines.append(f"  mismatched: window-score AUC matched vs mismatched {_f(m['auc_window_score'])} "
-                 f"(all shifts as matched: {_f(m['auc_window_score_all_shifts'])}); mismatched clips: score "
-                 f"median {_f(m['clip_score'].get('median'))}, confidence median "
-                 f"{_f(m['clip_confidence'].get('median'))}, confident {m['clips_confident']}/{m['n_pairs']}")
-    for deg, d in r.get("degraded", {}).items():
-        lines.append(f"  {deg:5} whole clips {_pct(d['clips'])}, 1-s windows {_pct(d['windows_1s'])}, mean "
-                     f"confidence {_f(d['windows_1s'].get('mean_confidence'))}, confident-and-wrong "
-                     f"{_f(d['windows_1s'].get('confident_and_wrong_share'))}, face present "
+        lines.append(f"  [{name}, {r['sets'][name]} clips] whole clips {_pct(agg['clips'])}, 1-s windows "
+                     f"{_pct(agg['windows_1s'])}, 16-frame blocks {_pct(agg['blocks_16'])}; confident-and-wrong "
+                     f"windows {_f(agg['windows_1s'].get('confident_and_wrong_share'))}")
+    for pool, m in r["mismatched"].items():
+        lines.append(f"  mismatched [{pool}]: window-score AUC matched vs mismatched {_f(m['auc_window_score'])} "
+                     f"(all shifts as matched {_f(m['auc_window_score_all_shifts'])}); mismatched clips: score "
+                     f"median {_f(m['clip_score'].get('median'))} (matched {_f(m['matched_clip_score'].get('median'))}), "
+                     f"confidence median {_f(m['clip_confidence'].get('median'))}, confident "
+                     f"{m['clips_confident']}/{m['n_pairs']}")
+    key = "heldout_real_without_flagged"
+    for kind, d in r.get("degraded", {}).items():
+        a, c = d[key], d["clean_same_pairs"][key]
+        lines.append(f"  {kind:5} [{key}] whole clips {_pct(a['clips'])} (clean {_pct(c['clips'])}), 1-s windows "
+                     f"{_pct(a['windows_1s'])} (clean {_pct(c['windows_1s'])}), mean confidence "
+                     f"{_f(a['windows_1s'].get('mean_confidence'))} (clean {_f(c['windows_1s'].get('mean_confidence'))}), "
+                     f"confident-and-wrong {_f(a['windows_1s'].get('confident_and_wrong_share'))} (clean "
+                     f"{_f(c['windows_1s'].get('confident_and_wrong_share'))}), face present "
                      f"{_f(d.get('face_present_share'))}")
     for g in r.get("generated", []):
         lines.append(f"  generated {g['clip']}: offset {g['offset_ms']} ms, score {_f(g['score'])}, confidence "
-                     f"{_f(g['confidence'])}, {g['direction']}, {g['label']}")
+                     f"{_f(g['confidence'])}, {g['direction']}, {g['label']}; shifted copies within 1 frame "
+                     f"{_pct(g['shifted_copies_within_1_frame'])}")
     sp = r.get("speed", {})
-    lines.append(f"  speed: scoring {_f(sp.get('scoring_s_per_video_s'), 4)} s/s; tracking "
-                 f"{_f(sp.get('tracking_s_per_video_s_cached'), 4)} s/s (cache)"
-                 + (f"; 720p fresh: tracking {_f(sp['fresh_720p']['tracking_s_per_video_s'], 3)} s/s, decode+track "
-                    f"{_f(sp['fresh_720p']['decode_and_tracking_s_per_video_s'], 3)} s/s, scoring "
-                    f"{_f(sp['fresh_720p']['scoring_s_per_video_s'], 4)} s/s" if sp.get("fresh_720p") else ""))
+    lines.append(f"  speed: scoring {_f(sp.get('scoring_s_per_video_s'), 4)} s/s (CPU "
+                 f"{_f(sp.get('scoring_cpu_s_per_video_s'), 4)}); tracking "
+                 f"{_f(sp.get('tracking_s_per_video_s_cached'), 4)} s/s (cache)")
+    f = sp.get("fresh_720p")
+    if f:
+        lines.append(f"  speed, {f['clip']} {f['frame_size'][1]}x{f['frame_size'][0]} fresh: tracking "
+                     f"{_f(f['tracking_s_per_video_s'], 3)} s/s, decode+tracking "
+                     f"{_f(f['decode_and_tracking_s_per_video_s'], 3)} s/s, scoring {_f(f['scoring_s_per_video_s'], 4)} "
+                     f"s/s; all {_f(f['tracking_plus_scoring_s_per_video_s'], 3)} s/s (load {f['loadavg_1min_before']})")
     return lines + _targets(r)

@@ -1,0 +1,41 @@
+"""Clip scoring: the worker's job grid, and the clip summary from the windows' curves."""
+
+from worker.clipscore import plan_jobs, summarise
+from worker.scoring.heuristic import HeuristicScorer
+from worker.scoring.types import Direction, Kind, Label, LipSyncScore
+
+
+def test_plan_jobs_on_the_worker_grid():
+    jobs = plan_jobs(100, 25.0, block_frames=16, window_ms=1000)
+    blocks = [(a, b) for k, a, b in jobs if k is Kind.BLOCK]
+    windows = [(a, b) for k, a, b in jobs if k is Kind.WINDOW]
+    assert blocks == [(0, 16), (16, 32), (32, 48), (48, 64), (64, 80), (80, 96)]
+    assert windows == [(0, 25), (25, 50), (50, 75), (75, 100)]
+    assert plan_jobs(90, 30.0, 8, 1000)[-1] == (Kind.WINDOW, 60, 90)
+    # shorter than a window: one window over everything
+    assert [j for j in plan_jobs(20, 25.0) if j[0] is Kind.WINDOW] == [(Kind.WINDOW, 0, 20)]
+
+
+def _win(start, curve, label=Label.OK, score=0.5):
+    offsets = tuple(float(40 * k) for k in range(-5, 6))
+    return LipSyncScore(Kind.WINDOW, start, start + 25, start * 40, (start + 25) * 40, score,
+                        offsets[curve.index(max(curve))] if score is not None else None, 0.1, 0.5,
+                        Direction.UNKNOWN, label, "heuristic@1.0", curve_offsets_ms=offsets if score is not None else (),
+                        curve=tuple(curve) if score is not None else ())
+
+
+def test_summary_sums_curves_so_one_bad_window_does_not_win():
+    good = [0, 0, 0, 0, 0, 0, 0, 0.2, 0.6, 0.2, 0]  # peak at +120 ms
+    bad = [0, 0.7, 0, 0, 0, 0, 0, 0, 0, 0, 0]  # one noisy window peaking at -160 ms
+    s = summarise([_win(0, good), _win(25, bad), _win(50, good)], 25.0, HeuristicScorer(), 75)
+    assert s.offset_ms == 120.0
+    assert s.direction in ("AUDIO_LAGS", "UNKNOWN")
+    assert s.label == "OK"
+
+
+def test_summary_of_silence_and_no_face():
+    sil = [_win(0, [0] * 11, Label.SILENCE, None), _win(25, [0] * 11, Label.SILENCE, None)]
+    s = summarise(sil, 25.0, HeuristicScorer(), 50)
+    assert s.label == "SILENCE" and s.offset_ms is None and s.score is None and s.confidence == 0
+    nf = [_win(0, [0] * 11, Label.NO_FACE, None)]
+    assert summarise(nf, 25.0, HeuristicScorer(), 25).label == "NO_FACE"

@@ -86,3 +86,100 @@ def real_lines(r: dict) -> list[str]:
                      f"{_f(f['decode_and_tracking_s_per_video_s'], 3)} s/s, scoring {_f(f['scoring_s_per_video_s'], 4)} "
                      f"s/s; all {_f(f['tracking_plus_scoring_s_per_video_s'], 3)} s/s (load {f['loadavg_1min_before']})")
     return lines + _targets(r)
+
+
+# --- README tables ------------------------------------------------------------------------------
+def _md_pct(d: dict | None) -> str:
+    if not d or d.get("rate") is None:
+        return "n/a"
+    return f"{100 * d['rate']:.1f}% ({d['hits']}/{d['n']})"
+
+
+def synth_markdown(r: dict) -> list[str]:
+    cfg, c = r["config"], r["conditions"]
+    out = [(f"Synthetic (`sync-scorer eval-synth`, scorer `{r['scorer']}`): {cfg['n_clips']} fresh clips x "
+           f"{cfg['seconds']:g} s (seeds {cfg['seed0']}+, 25/30 fps), true offsets uniform in "
+           f"+/-{cfg['max_offset_ms']:g} ms; within +/-1 frame of the true offset:"), "",
+           "| condition | 1-s windows | 16-frame blocks | 8-frame blocks | whole clips |", "|---|---|---|---|---|"]
+    for cond, v in c.items():
+        out.append(f"| {cond} | {_md_pct(v['windows_1s'])} | {_md_pct(v['blocks_16'])} | "
+                   f"{_md_pct(v.get('blocks_8')) if 'blocks_8' in v else '-'} | {_md_pct(v['clips'])} |")
+    sa, m, cal, s = r["sync_auc"], r["mismatched"], r["calibration"], r["silence"]
+    out += ["", (f"- in sync (|offset| <= 1 frame) vs out of sync (>= 120 ms), AUC over 1-s windows: "
+                f"{_f(sa['windows_1s']['auc'])} ({sa['windows_1s']['n_in_sync']} vs {sa['windows_1s']['n_out_of_sync']}; "
+                f"statistic: {sa['statistic']})"),
+            (f"- matched vs mismatched (another clip's audio) 1-s window score AUC: "
+            f"{_f(m['auc_window_score_matched_vs_mismatched'])}; mismatched clips with confidence >= 0.5: "
+            f"{m['mismatched_clips_confident']}/{len(m['summaries'])}"),
+            (f"- calibration: score ECE {_f((cal['score_ece'] or {}).get('ece'))} (matched vs mismatched windows), "
+            f"confidence ECE {_f((cal['confidence_ece'] or {}).get('ece'))} (P(window offset within +/-1 frame))"),
+            (f"- silence: {s['truly_silent_jobs']} truly silent windows/blocks, {s['violations']} not labelled "
+            f"SILENCE with a null score")]
+    return out
+
+
+def real_markdown(r: dict) -> list[str]:
+    out = [(f"Real footage (`sync-scorer eval-real`, scorer `{r['scorer']}`): dev clips, own audio = 0 ms, "
+           f"shifts {', '.join(f'{s:+d}' for s in r['config']['shifts_ms'])} ms, judged against the absolute "
+           f"applied shift (within +/-1 frame). Held out = not trained on by this bundle "
+           f"({len(r['trained_on'])} dev clips were); flagged = {', '.join(r['flagged']) or 'none'} "
+           f"(README notes an offset in their own audio)."), "",
+           "| clips | whole clips | 1-s windows | 16-frame blocks | confident & wrong windows |",
+           "|---|---|---|---|---|"]
+    for name, a in r["aggregates"].items():
+        out.append(f"| {name} ({r['sets'][name]}) | {_md_pct(a['clips'])} | {_md_pct(a['windows_1s'])} | "
+                   f"{_md_pct(a['blocks_16'])} | {_f(a['windows_1s'].get('confident_and_wrong_share'))} |")
+    m = r["mismatched"]["heldout_real"]
+    out += ["", (f"- mismatched control (video + another speaker's audio, held out): 1-s window score AUC matched vs "
+                f"mismatched {_f(m['auc_window_score'])}; mismatched clip summaries: score median "
+                f"{_f(m['clip_score'].get('median'))} (matched {_f(m['matched_clip_score'].get('median'))}), "
+                f"confidence median {_f(m['clip_confidence'].get('median'))}, {m['clips_confident']}/{m['n_pairs']} "
+                f"with confidence >= 0.5")]
+    if r.get("degraded"):
+        key = "heldout_real_without_flagged"
+        out += ["", f"Degraded ({next(iter(r['degraded'].values()))['method']}; {key}; clean = the same pairs):", "",
+                "| version | whole clips | 1-s windows | mean confidence | confident & wrong windows |",
+                "|---|---|---|---|---|"]
+        first = next(iter(r["degraded"].values()))["clean_same_pairs"][key]
+        out.append(f"| clean | {_md_pct(first['clips'])} | {_md_pct(first['windows_1s'])} | "
+                   f"{_f(first['windows_1s'].get('mean_confidence'))} | "
+                   f"{_f(first['windows_1s'].get('confident_and_wrong_share'))} |")
+        for kind, d in r["degraded"].items():
+            a = d[key]
+            out.append(f"| {kind} | {_md_pct(a['clips'])} | {_md_pct(a['windows_1s'])} | "
+                       f"{_f(a['windows_1s'].get('mean_confidence'))} | "
+                       f"{_f(a['windows_1s'].get('confident_and_wrong_share'))} |")
+    out.append("")
+    for g in r.get("generated", []):
+        out.append(f"- generated `{g['clip']}`: offset {g['offset_ms']} ms, score {_f(g['score'])}, confidence "
+                   f"{_f(g['confidence'])}, {g['direction']}, {g['label']}")
+    sp = r.get("speed", {})
+    f = sp.get("fresh_720p") or {}
+    out.append(f"- speed (seconds of processing per second of video): scoring {_f(sp.get('scoring_s_per_video_s'), 3)}; "
+               f"tracking {_f(sp.get('tracking_s_per_video_s_cached'), 3)} (all clips, when cached)"
+               + (f"; {f['clip']} ({f['frame_size'][1]}x{f['frame_size'][0]}) fresh: decode+tracking "
+                  f"{_f(f['decode_and_tracking_s_per_video_s'], 3)} (tracking alone {_f(f['tracking_s_per_video_s'], 3)}), "
+                  f"scoring {_f(f['scoring_s_per_video_s'], 3)}, together {_f(f['tracking_plus_scoring_s_per_video_s'], 3)}"
+                  if f else ""))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m worker.evaluation.report REPORT.json [...]``: README-ready markdown."""
+    import json
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    if not args:
+        print("usage: python -m worker.evaluation.report REPORT.json [REPORT.json ...]", file=sys.stderr)
+        return 2
+    for path in args:
+        with open(path, encoding="utf-8") as fh:
+            r = json.load(fh)
+        lines = synth_markdown(r) if r.get("command") == "sync-scorer eval-synth" else real_markdown(r)
+        print("\n".join(lines) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -145,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
 
     clips = syn_train + real_train
     # sampling weight by frames, with the synthetic share held near 30%
-    w = np.array([c.n_frames for c in clips], dtype=np.float64)
+    # GRID is one speaker: its clips count 0.4x so it cannot dominate the real samples
+    w = np.array([c.n_frames * (0.4 if c.group == "grid_s1" else 1.0) for c in clips], dtype=np.float64)
     is_syn = np.array([c.source == "synth" for c in clips])
     if real_train:
         w[is_syn] *= 0.3 / (w[is_syn].sum() / w.sum())

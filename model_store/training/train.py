@@ -36,6 +36,7 @@ class TrainConfig:
     aug_prob: float = 0.5
     seed: int = 1234
     eval_every: int = 250
+    eval_batches: int = 8  # x 32 windows: fewer made best-step selection noisy
     threads: int = 2
 
 
@@ -132,10 +133,10 @@ def train(model, train_sampler: WindowSampler, val_samplers: dict[str, WindowSam
         opt.step()
         sched.step()
         if step % 50 == 0:
-            log(f"step {step} loss {float(loss):.3f} scale {float(model.logit_scale.exp()):.1f} "
+            log(f"step {step} loss {float(loss.detach()):.3f} scale {float(model.logit_scale.exp()):.1f} "
                 f"{(time.time() - t0) / step:.2f}s/step")
         if step % cfg.eval_every == 0 or step == cfg.steps:
-            res = {name: evaluate(model, s, 25, 4, 32, audio_ctx) for name, s in val_samplers.items()}
+            res = {name: evaluate(model, s, 25, cfg.eval_batches, 32, audio_ctx) for name, s in val_samplers.items()}
             summary = float(np.mean([r["acc_pm1"] + r["auc"] for r in res.values()]))
             history.append({"step": step, "elapsed_s": round(time.time() - t0, 1), **{
                 f"{k}_{m}": round(v[m], 4) for k, v in res.items() for m in ("acc_pm1", "auc")}})

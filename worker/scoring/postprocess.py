@@ -44,15 +44,17 @@ def _fraction(arr: np.ndarray | None, default: float) -> float:
     return float(a.mean()) if a.size else default
 
 
-def silence_verdict(req: ScoreRequest, cfg: ScorerConfig) -> Label | None:
-    """SILENCE or NO_FACE when a job carries no usable evidence, else None."""
+def silence_verdict(req: ScoreRequest, cfg: ScorerConfig, rms: np.ndarray | None = None) -> Label | None:
+    """SILENCE or NO_FACE when a job carries no usable evidence, else None. ``rms``: the job's
+    per-frame audio RMS if the caller has it already."""
     fs = req.frames
     if _fraction(fs.face_present, 1.0) < cfg.min_face_fraction:
         return Label.NO_FACE
     if _fraction(fs.present, 1.0) < cfg.min_face_fraction:
         return Label.LOW_QUALITY  # most ROIs missing (lost references)
     au = req.audio
-    rms = frame_rms(au.samples, au.sample_rate, au.start_ms(), fs.frame_start, fs.n_frames, fs.fps)
+    if rms is None:
+        rms = frame_rms(au.samples, au.sample_rate, au.start_ms(), fs.frame_start, fs.n_frames, fs.fps)
     voiced = np.nan_to_num(rms, nan=0.0) >= cfg.silence_rms
     if voiced.mean() < cfg.min_voiced_fraction:
         return Label.SILENCE

@@ -7,7 +7,6 @@ block costs only its new frames; the causal temporal head then reads the cached 
 
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Sequence
@@ -66,7 +65,7 @@ class _Prepared:
     mel: torch.Tensor  # (n_mels, steps * n_audio)
     audio_ok: torch.Tensor  # (n_audio,) bool, core positions only
     voiced_fraction: float
-    rms_db: float
+    rms: np.ndarray  # (T,) audio RMS under each frame
 
 
 class ModelScorer:
@@ -125,16 +124,18 @@ class ModelScorer:
             raise ValueError("streams and requests differ in length")
         results: list[LipSyncScore | None] = [None] * len(requests)
         prepared: list[tuple[int, _Prepared, FeatureCache | None]] = []
+        warm: list[tuple[_Prepared, FeatureCache | None]] = []
         for i, (req, stream) in enumerate(zip(requests, streams)):
             validate_request(req, self.manifest.audio.sample_rate)
-            early = self._early_verdict(req)
-            if early is not None:
-                results[i] = early
-                # keep the cache warm so the next block's causal context is exact
-                prep = self._prepare(req)
-                self._frame_features([(prep, stream)])
+            prep = self._prepare(req)
+            verdict = silence_verdict(req, self.config, prep.rms)
+            if verdict is not None:
+                results[i] = null_result(req, self.name, verdict, self.config)
+                warm.append((prep, stream))  # keeps the cache's causal context exact
                 continue
-            prepared.append((i, self._prepare(req), stream))
+            prepared.append((i, prep, stream))
+        if warm:
+            self._frame_features(warm)
         if prepared:
             feats = self._frame_features([(p, s) for _, p, s in prepared])
             v = [self.model.video_embed(f.unsqueeze(0))[0] for f in feats]
@@ -144,13 +145,6 @@ class ModelScorer:
         return [r for r in results if r is not None]
 
     # --- pre -------------------------------------------------------------------------------
-    def _early_verdict(self, req: ScoreRequest) -> LipSyncScore | None:
-        """Silence / no face decided before any model work."""
-        verdict = silence_verdict(req, self.config)
-        if verdict is not None:
-            return null_result(req, self.name, verdict, self.config)
-        return None
-
     def _prepare(self, req: ScoreRequest) -> _Prepared:
         fs, au = req.frames, req.audio
         grid = OffsetGrid.from_ms(self.config.min_offset_ms, self.config.max_offset_ms, fs.fps,
@@ -168,11 +162,8 @@ class ModelScorer:
         audio_ok = ok[self.audio_ctx: self.audio_ctx + n_audio]
         rms = frame_rms(au.samples, au.sample_rate, au.start_ms(), fs.frame_start, fs.n_frames, fs.fps)
         voiced = np.nan_to_num(rms, nan=0.0) >= self.config.silence_rms
-        covered = np.isfinite(rms)
-        total = float(np.sqrt(np.nanmean(rms ** 2))) if covered.any() else 0.0
         return _Prepared(req, grid, 1000.0 / fs.fps, frames, frame_ok, mel, audio_ok,
-                         float(voiced.mean()) if voiced.size else 0.0,
-                         20 * math.log10(max(total, 1e-9)))
+                         float(voiced.mean()) if voiced.size else 0.0, rms)
 
     # --- core ------------------------------------------------------------------------------
     def _frame_features(self, items: list[tuple[_Prepared, FeatureCache | None]]) -> list[torch.Tensor]:

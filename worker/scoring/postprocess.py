@@ -35,6 +35,7 @@ class ScorerConfig:
     cache_frames: int = 300  # per-session past kept: 10 s at 30 fps
     max_frames_per_pass: int = 256
     cuda_graphs: bool = True  # only on a CUDA device
+    cpu_jit: bool = True  # TorchScript-frozen encoders on the CPU
 
 
 def _fraction(arr: np.ndarray | None, default: float) -> float:

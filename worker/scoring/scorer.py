@@ -7,12 +7,15 @@ block costs only its new frames; the causal temporal head then reads the cached 
 
 from __future__ import annotations
 
+import logging
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from model_store.architectures import build
 from model_store.bundle import Manifest
@@ -22,6 +25,30 @@ from worker.scoring.offsets import OffsetGrid, offset_curve, pick_peak, similari
 from worker.scoring.postprocess import ScorerConfig, build_result, null_result, silence_verdict
 from worker.scoring.types import LipSyncScore, ScoreRequest
 from worker.scoring.validate import validate_request
+
+log = logging.getLogger(__name__)
+
+
+def _frozen_cpu_encoders(model, manifest: Manifest):
+    """TorchScript-frozen encoders for the CPU: oneDNN fuses conv + ReLU and pre-packs weights,
+    measured 2.6 -> 0.95 ms for 16 frames and 0.63 -> 0.45 ms for a block's audio on one thread.
+    Falls back to eager modules if tracing fails."""
+    v, a = manifest.video, manifest.audio
+    frames = torch.zeros(16, v.channels, v.roi_height, v.roi_width)
+    mel = torch.zeros(1, a.n_mels, a.steps_per_frame * 42)
+    try:
+        # TorchScript is deprecated in favour of torch.compile, which needs a compiler and tens of
+        # seconds at start-up; for three small frozen modules TorchScript is still the right tool.
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            fe = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(model.frame_encoder, frames)))
+            ae = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(model.audio_encoder, mel)))
+            feats = torch.zeros(1, model.video_head.c1.in_channels, 16 + v.context_frames)
+            vh = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(model.video_head, feats)))
+        return fe, ae, vh
+    except Exception as exc:  # tracing is an optimisation, never a reason not to score
+        log.warning("TorchScript freezing failed (%s); scoring with eager modules", exc)
+        return model.frame_features, model.audio_encoder, model.video_head
 
 
 def select_device(device: str = "auto") -> torch.device:
@@ -87,6 +114,10 @@ class ModelScorer:
         # GPU path: half precision, pinned host buffers, CUDA graphs per batch-size bucket
         self.half = self.device.type == "cuda"
         self._encode_frames = self.model.frame_features
+        self._encode_audio = self.model.audio_encoder
+        self._video_head = self.model.video_head
+        if self.device.type == "cpu" and self.config.cpu_jit:
+            self._encode_frames, self._encode_audio, self._video_head = _frozen_cpu_encoders(self.model, manifest)
         if self.half:
             self.model = self.model.half()
             if self.config.cuda_graphs:
@@ -138,7 +169,8 @@ class ModelScorer:
             self._frame_features(warm)
         if prepared:
             feats = self._frame_features([(p, s) for _, p, s in prepared])
-            v = [self.model.video_embed(f.unsqueeze(0))[0] for f in feats]
+            # (T, D) unit vectors per job, as SyncNetLite.video_embed
+            v = [F.normalize(self._video_head(f.t().unsqueeze(0))[0].t(), dim=-1) for f in feats]
             a = self._audio_embed([p for _, p, _ in prepared])
             for (i, prep, _), vi, ai in zip(prepared, v, a):
                 results[i] = self._post(prep, vi, ai)
@@ -222,7 +254,8 @@ class ModelScorer:
             mel = torch.stack([preps[i].mel for i in idx]).to(self.device)
             if self.half:
                 mel = mel.half()
-            emb = self.model.audio_embed(mel)  # (B, n_audio + 2 ctx, D)
+            # (B, n_audio + 2 ctx, D) unit vectors, as SyncNetLite.audio_embed
+            emb = F.normalize(self._encode_audio(mel).transpose(1, 2), dim=-1)
             for row, i in zip(emb, idx):
                 out[i] = row[self.audio_ctx: row.shape[0] - self.audio_ctx]
         return [o for o in out if o is not None]

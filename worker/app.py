@@ -30,7 +30,7 @@ from worker.publish import dead_letter_record, signal_record
 from worker.refs import RoiResolver
 from worker.scoring.batcher import Scored, ScoringPool, ScoringStage
 from worker.scoring.interface import Scorer
-from worker.windowing.events import Arrival, AudioEvent, EndEvent, FrameEvent, Job, Source
+from worker.windowing.events import Arrival, AudioEvent, EndEvent, FrameEvent, Job, Source, Stream
 from worker.windowing.joiner import BadEvent, Joiner
 from worker.windowing.offsets import OffsetTracker
 
@@ -111,6 +111,10 @@ class Worker:
             max_poll_interval_ms=cfg.kafka.max_poll_interval_ms,
             on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
         self._committed: dict[TP, int] = {}
+        self._joiner_counts: dict[str, int] = {}
+        self._paused_total_ms = 0
+        self._paused_since_ms: int | None = None
+        self.freeze_gc = False  # the CLI's worker process sets it (process-wide)
         self._last_loop_s = time.monotonic()
         self._assigned_once = False
         self._warm = False
@@ -164,9 +168,13 @@ class Worker:
                 jobs: list[Job] = []
                 for msg in msgs:
                     jobs += self._handle(msg, now)
+                if msgs:
+                    self._count_inputs(msgs)
                 if now - last_tick >= _TICK_MS:
                     last_tick = now
-                    jobs += self.joiner.tick(now)
+                    self.joiner.set_lagging(self._lagging())
+                    jobs += self.joiner.tick(self._activity_ms(now))
+                    self._count_joiner()
                 self._submit(jobs)
                 self._publish_results()
                 self.producer.poll(0)
@@ -206,6 +214,13 @@ class Worker:
             time.sleep(0.01)
         self.stage.close_sessions(["__warmup__"])
         self._warm = True
+        if self.freeze_gc:
+            import gc
+
+            # the model, torch and the libraries are long-lived: keep full collections (which stop
+            # the scoring thread too) from walking them again and again
+            gc.collect()
+            gc.freeze()
         log.info("scorer warmed up", seconds=round(time.monotonic() - t0, 2))
 
     def _check_input_partitions(self) -> None:
@@ -256,7 +271,6 @@ class Worker:
         topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
         source = Source(topic, partition, offset)
         self.tracker.open(source)
-        self.metrics.events_in.labels(topic).inc()
         ts_type, ts = msg.timestamp()
         kafka_ts = ts if ts_type != 0 and ts and ts > 0 else None
         try:
@@ -272,7 +286,7 @@ class Worker:
                 events = roi_events(record, source, arrival, self.resolver.try_resolve)
             else:
                 raise BadRecord(f"invalid: unexpected topic {topic}")
-            return self._feed(events, now)
+            return self._feed(events, self._activity_ms(now))
         except DecodeError as exc:
             self._dead_letter(msg, source, f"decode: {exc.reason}", kafka_ts)
         except (BadRecord, BadEvent) as exc:
@@ -280,9 +294,26 @@ class Worker:
             self._dead_letter(msg, source, reason, kafka_ts)
         return []
 
+    def _lagging(self) -> set[tuple[Stream, int]]:
+        """Input partitions with unread records (positions vs cached high watermarks; local calls)."""
+        out = set()
+        for (topic, partition), behind in self.consumer.lag().items():
+            if behind > 0:
+                out.add((Stream.AUDIO if topic == self.audio_topic else Stream.VIDEO, partition))
+        return out
+
+    def _activity_ms(self, now: int) -> int:
+        """The join's processing-time clock: wall time that stands still while input is paused.
+
+        Idle timeouts and stalled streams are judged on it, so a backpressure pause never makes
+        a session look idle while its events wait in Kafka (closing it then would drop them)."""
+        paused = self._paused_total_ms
+        if self._paused_since_ms is not None:
+            paused += now - self._paused_since_ms
+        return now - paused
+
     def _feed(self, events: list[Event], now: int) -> list[Job]:
         jobs: list[Job] = []
-        before = dict(self.joiner.counters)
         for ev in events:
             if isinstance(ev, FrameEvent):
                 jobs += self.joiner.on_frame(ev, now)
@@ -290,25 +321,39 @@ class Worker:
                 jobs += self.joiner.on_audio(ev, now)
             elif isinstance(ev, EndEvent):
                 jobs += self.joiner.on_end(ev, now)
-        self._count_joiner(before, events[0].session_id if events else "")
         return jobs
 
-    def _count_joiner(self, before: dict[str, int], session_id: str) -> None:
+    def _count_inputs(self, msgs: list[Any]) -> None:
+        # per poll, not per record: a labelled counter increment costs as much as decoding a chunk
+        per_topic: dict[str, int] = {}
+        for msg in msgs:
+            per_topic[msg.topic()] = per_topic.get(msg.topic(), 0) + 1
+        for topic, n in per_topic.items():
+            self.metrics.events_in.labels(topic).inc(n)
+        self._count_joiner()
+
+    def _count_joiner(self) -> None:
+        """Joiner counters into metrics, and its per-session notices into logs (once per poll)."""
+        before = self._joiner_counts
         for name, value in self.joiner.counters.items():
             delta = value - before.get(name, 0)
             if delta <= 0:
                 continue
             if name.startswith("evictions_"):
                 self.metrics.evictions.labels(name.removeprefix("evictions_")).inc(delta)
-                log.warning("state evicted", session_id=session_id, reason=name, count=delta)
             elif name.startswith("dropped_"):
                 self.metrics.dropped.labels(name.removeprefix("dropped_")).inc(delta)
             elif name.startswith("sessions_closed_"):
                 self.metrics.sessions_closed.labels(name.removeprefix("sessions_closed_")).inc(delta)
             elif name == "partition_mismatch":
                 self.metrics.partition_mismatch.inc(delta)
+        self._joiner_counts = dict(self.joiner.counters)
+        for what, session_id in self.joiner.drain_notices():
+            if what == "partition_mismatch":
                 log.error("session on different partitions of the two inputs: the producers must use "
                           "the same partitioner for both topics", session_id=session_id)
+            else:
+                log.warning("state evicted", session_id=session_id, reason=what)
 
     def _dead_letter(self, msg: Any, source: Source, reason: str, kafka_ts: int | None) -> None:
         record = dead_letter_record(source, msg.key(), msg.value(), kafka_ts, reason,
@@ -421,10 +466,14 @@ class Worker:
         backlog = self.stage.backlog()
         sc = self.cfg.scoring
         if not self.consumer.paused and backlog >= sc.max_queued_jobs:
+            self._paused_since_ms = self.clock_ms()
             n = self.consumer.pause_all()
             self.metrics.paused_partitions.set(n)
             log.warning("scoring behind: pausing input", backlog=backlog, partitions=n)
         elif self.consumer.paused and backlog <= sc.resume_below:
+            if self._paused_since_ms is not None:
+                self._paused_total_ms += self.clock_ms() - self._paused_since_ms
+                self._paused_since_ms = None
             self.consumer.resume_all()
             self.metrics.paused_partitions.set(0)
             log.info("scoring caught up: resuming input", backlog=backlog)

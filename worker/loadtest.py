@@ -354,6 +354,8 @@ def _run(cfg: WorkerConfig, opts: LoadtestOptions, out: TextIO) -> tuple[int, di
         # where the worker's CPU went (cores busy over the run): the scorer vs everything else
         "scoring_cpu_cores": _ratio(worker_metrics.get("sync_scorer_scoring_cpu_seconds_total"), wall_s),
         "poll_loop_cpu_cores": _ratio(worker_metrics.get("sync_scorer_poll_loop_cpu_seconds_total"), wall_s),
+        "gc_pause_s": {gen: round(worker_metrics.get(f'sync_scorer_gc_pause_seconds_sum{{generation="{gen}"}}', 0.0), 3)
+                       for gen in ("0", "1", "2")},
     }
     say(f"signals {report['signals']} (expected {report['expected']}), missing {missing}, "
         f"duplicates {duplicates}, {report['signals_per_s']} signals/s")

@@ -137,7 +137,11 @@ def run_worker(args: argparse.Namespace) -> int:
     stop = threading.Event()
     _stop_on_signals(stop)
     try:
+        from worker.observability.metrics import watch_gc
+
         worker = Worker(cfg, scorer)
+        worker.freeze_gc = True
+        watch_gc(worker.metrics.gc_pause)
         worker.start_http()
         return worker.run(stop)
     except OSError as exc:  # e.g. the HTTP port is taken

@@ -216,12 +216,18 @@ def test_slow_scoring_pauses_and_resumes_input(kafka_bootstrap, run_id):
             time.sleep(0.01)
         signals = read_topic(kafka_bootstrap, cfg.kafka.topics.signals.name, "LipSyncSignal",
                              _signals_complete(expected), timeout_s=30)
+        counters = dict(running.worker.joiner.counters)
     finally:
         running.close()
     assert paused_seen
     assert not running.worker.consumer.paused
     assert max_backlog <= 4 + 2 * 20
-    assert {r["signal_id"] for r in signals} == expected
+    names = {signal_id(f"s{i}", k, fs): (f"s{i}", k.value, fs) for i in range(6)
+             for k, fs, _ in expected_jobs(66, FPS, 16, 1000, 1000)}
+    missing = sorted(names[x] for x in expected - {r["signal_id"] for r in signals})
+    # a session must never be idle-closed while its events wait behind a pause
+    assert not missing, (missing, counters)
+    assert counters.get("dropped_after_close", 0) == 0 and counters.get("sessions_closed_idle", 0) == 0
     assert running.worker.metrics.paused_partitions._value.get() == 0
 
 

@@ -223,6 +223,20 @@ def test_idle_timeout_flushes_what_arrived():
     assert feed.joiner.counters["sessions_closed_idle"] == 1
 
 
+def test_input_still_lagging_keeps_a_session_open_and_its_stream_not_stalled():
+    """A backpressure pause (or a slow partition) leaves events in Kafka: the session must not be
+    idle-closed, nor its silent stream treated as stalled, until its partitions caught up."""
+    feed = Feed(stream_stall_ms=2000)
+    for f in range(40):
+        feed.push(feed.frame("s", f), now=0)
+    feed.joiner.set_lagging({(Stream.AUDIO, 0)})  # the audio is waiting in Kafka
+    assert feed.joiner.tick(10_000) == []
+    assert feed.joiner.open_sessions() == 1
+    feed.joiner.set_lagging(set())  # caught up: nothing more is coming
+    out = feed.joiner.tick(10_000)
+    assert ("B", 0, 8) in spans(out) and feed.joiner.open_sessions() == 0
+
+
 def test_max_sessions_evicts_the_least_recently_active():
     feed = Feed(max_sessions=2)
     feed.push(feed.frame("a", 0), now=1)

@@ -8,6 +8,23 @@ _LATENCY_BUCKETS_S = (0.005, 0.01, 0.02, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 
 
+def watch_gc(histogram: Histogram) -> None:
+    """Time every collection into ``histogram`` (a full collection stops every Python thread, the
+    scoring thread included: a latency spike to account for)."""
+    import gc
+    import time
+
+    started: dict[str, float] = {}
+
+    def callback(phase: str, info: dict) -> None:
+        if phase == "start":
+            started["t"] = time.perf_counter()
+        elif "t" in started:
+            histogram.labels(str(info.get("generation", "?"))).observe(time.perf_counter() - started.pop("t"))
+
+    gc.callbacks.append(callback)
+
+
 class WorkerMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         r = self.registry = registry or CollectorRegistry()
@@ -50,6 +67,8 @@ class WorkerMetrics:
                                    "scorer", registry=r)
         self.poll_loop_cpu = Counter(p + "poll_loop_cpu_seconds", "CPU time of the poll-loop thread "
                                      "(decode, refs, join, publish)", registry=r)
+        self.gc_pause = Histogram(p + "gc_pause_seconds", "Python garbage-collection pauses (all threads "
+                                  "stop)", ["generation"], buckets=_LATENCY_BUCKETS_S, registry=r)
         self.scorer_info = Gauge(p + "scorer_info", "The scorer in use (value 1)", ["scorer"], registry=r)
         self.search_margin_ms = Gauge(p + "search_margin_ms", "Audio each job needs on each side of its "
                                       "frames, ms", registry=r)

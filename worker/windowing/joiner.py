@@ -85,6 +85,8 @@ class Joiner:
         self._recently_closed: OrderedDict[str, None] = OrderedDict()
         self._closed_queue: list[str] = []
         self._pending_jobs: list[Job] = []  # flushed from sessions evicted to make room
+        self._notices: list[tuple[str, str]] = []  # (what, session_id) worth a log line
+        self.lagging: set[tuple[Stream, int]] = set()  # shared with every SessionState
         self.counters: Counter[str] = Counter()
 
     # --- events -----------------------------------------------------------------------------
@@ -125,12 +127,21 @@ class Joiner:
         self.ledgers[ev.session_id].hold(math.inf, ev.source)  # kept until the session closes
         return self._advance(state, now_wall_ms)
 
+    def set_lagging(self, lagging: set[tuple[Stream, int]]) -> None:
+        """(stream, partition) pairs with unread input (consumer lag): a session on such a partition is
+        never idle-closed, and such a stream never counts as stalled; its events are on their way."""
+        self.lagging.clear()
+        self.lagging.update(lagging)
+
     def tick(self, now_wall_ms: int) -> list[Job]:
         """Processing-time progress: jobs due because a stream stalled, and sessions idle for
-        idle_timeout_ms closed (flushing their remaining jobs)."""
+        idle_timeout_ms closed (flushing their remaining jobs) unless their input lags."""
         jobs: list[Job] = []
         limit = now_wall_ms - self.cfg.idle_timeout_ms
-        for sid in [sid for sid, st in self.sessions.items() if st.last_active_wall_ms <= limit]:
+        idle = [sid for sid, st in self.sessions.items() if st.last_active_wall_ms <= limit
+                and (Stream.VIDEO, st.partition) not in self.lagging
+                and (Stream.AUDIO, st.partition) not in self.lagging]
+        for sid in idle:
             jobs += self._close(sid, "idle", flush=True)
         for state in list(self.sessions.values()):
             jobs += self._advance(state, now_wall_ms)
@@ -158,6 +169,11 @@ class Joiner:
                 del self.ledgers[sid]
         return len(gone)
 
+    def drain_notices(self) -> list[tuple[str, str]]:
+        """(what, session_id) of evictions and partition mismatches since the last call."""
+        out, self._notices = self._notices, []
+        return out
+
     def drain_closed(self) -> list[str]:
         """Sessions closed since the last call (their scorer streams can go)."""
         out, self._closed_queue = self._closed_queue, []
@@ -172,6 +188,7 @@ class Joiner:
                 # the two inputs' producers partition keys differently (e.g. murmur2 vs crc32):
                 # with several workers such a session would be split between them
                 self.counters["partition_mismatch"] += 1
+                self._notices.append(("partition_mismatch", sid))
             return state
         if sid in self._recently_closed:
             return None
@@ -179,9 +196,10 @@ class Joiner:
         while len(self.sessions) >= self.cfg.max_sessions:
             lru = next(iter(self.sessions))
             self.counters["evictions_max_sessions"] += 1
+            self._notices.append(("evicted_max_sessions", lru))
             jobs_before_evict += self._close(lru, "evicted", flush=True)
         self._pending_jobs.extend(jobs_before_evict)
-        state = SessionState(sid, source.partition, self.params, now_wall_ms)
+        state = SessionState(sid, source.partition, self.params, now_wall_ms, self.lagging)
         self.sessions[sid] = state
         self.ledgers[sid] = SessionLedger()
         self.counters["sessions_opened"] += 1
@@ -200,7 +218,9 @@ class Joiner:
         dropped_before = state.dropped_buffered
         skipped_before = state.skipped_empty
         jobs = state.due_jobs(now_wall_ms)
-        self.counters["evictions_max_buffered"] += state.dropped_buffered - dropped_before
+        if state.dropped_buffered > dropped_before:
+            self.counters["evictions_max_buffered"] += state.dropped_buffered - dropped_before
+            self._notices.append(("dropped_oldest_max_buffered", state.session_id))
         for source in state.dropped_sources:
             self.tracker.done(source)  # the ledger's copy is released later, harmlessly
         state.dropped_sources.clear()

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 from worker.scoring.types import AudioSpan, FrameSpan, Kind, ScoreRequest
 from worker.windowing.buffers import AudioBuffer, FrameSlot, stack_rois
-from worker.windowing.events import Arrival, AudioEvent, DueReason, FrameEvent, Job, Source
+from worker.windowing.events import Arrival, AudioEvent, DueReason, FrameEvent, Job, Source, Stream
 from worker.windowing.timeline import (
     JobGrid,
     audio_need_ms,
@@ -63,9 +63,13 @@ class WindowParams:
 
 
 class SessionState:
-    def __init__(self, session_id: str, partition: int, params: WindowParams, now_wall_ms: int) -> None:
+    def __init__(self, session_id: str, partition: int, params: WindowParams, now_wall_ms: int,
+                 lagging: set[tuple[Stream, int]] | None = None) -> None:
         self.session_id = session_id
         self.partition = partition
+        # (stream, partition) pairs whose input still has unread records (the joiner's view,
+        # shared): silence from such a stream is a backlog, not a stall
+        self.lagging: set[tuple[Stream, int]] = lagging if lagging is not None else set()
         self.p = params
         self.fps: float | None = None
         self.grid: JobGrid | None = None
@@ -153,7 +157,9 @@ class SessionState:
         """The latest media time seen on either stream (bounds the buffer)."""
         return max(self.video_wm_ms, self.audio_wm_ms)
 
-    def _stalled(self, last_wall_ms: int | None, now_wall_ms: int) -> bool:
+    def _stalled(self, stream: Stream, last_wall_ms: int | None, now_wall_ms: int) -> bool:
+        if (stream, self.partition) in self.lagging:
+            return False
         since = self.created_wall_ms if last_wall_ms is None else last_wall_ms
         return now_wall_ms - since >= self.p.stream_stall_ms
 
@@ -240,9 +246,9 @@ class SessionState:
         if frames_ok and audio_ok:
             return DueReason.COMPLETE
         frames_final = frames_ok or self.video_wm_ms >= end_ms + late or (
-            self._stalled(self.video_last_wall_ms, now_wall_ms) and self.audio_wm_ms >= end_ms + late)
+            self._stalled(Stream.VIDEO, self.video_last_wall_ms, now_wall_ms) and self.audio_wm_ms >= end_ms + late)
         audio_final = audio_ok or self.audio_wm_ms >= hi_ms + late or (
-            self._stalled(self.audio_last_wall_ms, now_wall_ms) and self.video_wm_ms >= hi_ms + late)
+            self._stalled(Stream.AUDIO, self.audio_last_wall_ms, now_wall_ms) and self.video_wm_ms >= hi_ms + late)
         if frames_final and audio_final:
             return DueReason.LATENESS
         if force and self.max_frame_seen is not None and end <= self.max_frame_seen + 1:

@@ -103,8 +103,14 @@ def run(args) -> int:
         end = (i + 1) * bf
         if end >= window_frames and i % 2 == 1:
             win.append(timed(lambda end=end: scorer.score(req(end - window_frames, window_frames, Kind.WINDOW), stream)))
+    # TorchScript modules are opaque to the FLOP counter: count on an eager twin of the scorer
+    from dataclasses import replace
+
+    eager = scorer
+    if getattr(scorer, "config", None) is not None and getattr(scorer.config, "cpu_jit", False):
+        eager = load_scorer(args.bundle, config=replace(scorer.config, cpu_jit=False), device=args.device)
     with FlopCounterMode(display=False) as counter:
-        scorer.score(req(0, bf))
+        eager.score(req(0, bf))
     flops = counter.get_total_flops()
     rate = matmul_gflops(device)
     p50 = _pct(inc, 50)

@@ -11,19 +11,9 @@ import numpy as np
 
 from model_store.bundle import Calibration, Manifest
 from model_store.training.data import Clip
+from worker.evaluation.shifts import shift_audio
 from worker.scoring.calibration import confidence_features, expected_calibration_error, fit_logistic
 from worker.scoring.types import AudioSpan, FrameSpan, Kind, ScoreRequest
-
-
-def shift_audio(audio: np.ndarray, sample_rate: int, delay_ms: float) -> np.ndarray:
-    """Delay (positive: the audio lags) or advance audio by ``delay_ms``, keeping its length."""
-    n = int(round(delay_ms * sample_rate / 1000.0))
-    out = np.zeros_like(audio)
-    if n >= 0:
-        out[n:] = audio[: audio.shape[0] - n] if n < audio.shape[0] else 0
-    else:
-        out[: audio.shape[0] + n] = audio[-n:]
-    return out
 
 
 def window_features(scorer, clips: list[Clip], rng: np.random.Generator, per_clip: int = 12):
@@ -42,7 +32,7 @@ def window_features(scorer, clips: list[Clip], rng: np.random.Generator, per_cli
             d_frames = int(rng.integers(-5, 6))
             matched = rng.random() < 0.5 or len(clips) < 2
             if matched:
-                audio = shift_audio(clip.audio, 16000, d_frames * frame_ms)
+                audio = shift_audio(clip.audio, d_frames * frame_ms, 16000)
             else:
                 other = clips[(ci + int(rng.integers(1, len(clips)))) % len(clips)]
                 audio = np.resize(other.audio, clip.audio.shape[0]).astype(np.float32)

@@ -38,29 +38,13 @@ def tally(flags: Iterable[bool]) -> dict:
 def auc(pos: Sequence[float], neg: Sequence[float]) -> float | None:
     """Area under the ROC curve = P(a random positive scores above a random negative), ties
     counting one half (Mann-Whitney U / (n_pos * n_neg)). None when either side is empty."""
+    from worker.scoring.calibration import auc as _auc
+
     p = np.asarray([x for x in pos if x is not None and math.isfinite(x)], dtype=np.float64)
     n = np.asarray([x for x in neg if x is not None and math.isfinite(x)], dtype=np.float64)
     if p.size == 0 or n.size == 0:
         return None
-    allv = np.concatenate([p, n])
-    ranks = _average_ranks(allv)
-    u = ranks[: p.size].sum() - p.size * (p.size + 1) / 2.0
-    return float(u / (p.size * n.size))
-
-
-def _average_ranks(x: np.ndarray) -> np.ndarray:
-    """1-based ranks, ties get their average rank."""
-    order = np.argsort(x, kind="mergesort")
-    sx = x[order]
-    ranks = np.empty(x.size, dtype=np.float64)
-    i = 0
-    while i < x.size:
-        j = i
-        while j + 1 < x.size and sx[j + 1] == sx[i]:
-            j += 1
-        ranks[order[i: j + 1]] = (i + j) / 2.0 + 1.0
-        i = j + 1
-    return ranks
+    return _auc(p, n)
 
 
 def ece(probs: Sequence[float], outcomes: Sequence[bool], n_bins: int = 10) -> dict | None:

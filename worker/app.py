@@ -436,14 +436,22 @@ class Worker:
         3. commit the tracker's positions (lowest offset still needed, per partition) of the
            partitions still assigned.
         A crash between 2 and 3 re-delivers some signals (same signal_id) but loses none.
+
+        The periodic commit (``synchronous=False``) does step 2 without waiting: it serves the
+        delivery callbacks that are ready instead of blocking the poll loop on a slow broker, which
+        is safe because the tracker only ever releases an event from a delivery callback, so an
+        unacknowledged signal always holds its inputs back. Shutdown and rebalance
+        (``synchronous=True``) wait for every acknowledgement, then commit synchronously.
         """
         # Step 1
         self._publish_results()
         # Step 2
-        left = self.producer.flush(_FLUSH_TIMEOUT_S)
-        if left:
-            log.error("producer did not flush; not committing", pending=left)
-            return {}
+        if synchronous:
+            left = self.producer.flush(_FLUSH_TIMEOUT_S)
+            if left:
+                log.error("producer did not flush; committing only what was acknowledged", pending=left)
+        else:
+            self.producer.poll(0)
         # Step 3
         positions = {tp: pos for tp, pos in self.tracker.positions().items()
                      if self._committed.get(tp) != pos}

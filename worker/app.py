@@ -40,6 +40,7 @@ _TICK_MS = 250  # idle-session checks
 _LAG_EVERY_MS = 5000
 _MAX_DELIVERY_RETRIES = 5
 _DRAIN_TIMEOUT_S = 20.0
+_SLOW_LOOP_S = 0.25
 _FLUSH_TIMEOUT_S = 10.0
 
 
@@ -112,6 +113,7 @@ class Worker:
             on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
         self._committed: dict[TP, int] = {}
         self._joiner_counts: dict[str, int] = {}
+        self._turn: dict[str, float] = {}
         self._paused_total_ms = 0
         self._paused_since_ms: int | None = None
         self.freeze_gc = False  # the CLI's worker process sets it (process-wide)
@@ -156,7 +158,12 @@ class Worker:
             self._warm_up()
             cpu_mark = time.thread_time()
             while not stop.is_set():
-                self._last_loop_s = time.monotonic()
+                loop_start = time.monotonic()
+                if loop_start - self._last_loop_s > _SLOW_LOOP_S:
+                    # one turn of the loop held every session's signals back: say where it went
+                    log.warning("slow poll-loop turn", seconds=round(loop_start - self._last_loop_s, 3),
+                                **{k_: round(v_, 3) for k_, v_ in self._turn.items()})
+                self._last_loop_s = loop_start
                 cpu_now = time.thread_time()
                 self.metrics.poll_loop_cpu.inc(cpu_now - cpu_mark)
                 cpu_mark = cpu_now
@@ -164,12 +171,14 @@ class Worker:
                 # short polls while results wait to be published: latency matters
                 timeout_s = 0.002 if self.stage.backlog() else k.poll_timeout_ms / 1000.0
                 msgs = self.consumer.consume(k.consume_batch, timeout_s)
+                t_consumed = time.monotonic()
                 now = self.clock_ms()
                 jobs: list[Job] = []
                 for msg in msgs:
                     jobs += self._handle(msg, now)
                 if msgs:
                     self._count_inputs(msgs)
+                t_handled = time.monotonic()
                 if now - last_tick >= _TICK_MS:
                     last_tick = now
                     self.joiner.set_lagging(self._lagging())
@@ -178,12 +187,16 @@ class Worker:
                 self._submit(jobs)
                 self._publish_results()
                 self.producer.poll(0)
+                t_published = time.monotonic()
                 if now - last_commit >= k.commit_interval_ms:
                     last_commit = now
                     self.commit()
                 if now - last_lag >= _LAG_EVERY_MS:
                     last_lag = now
                     self._update_gauges(lag=True)
+                self._turn = {"consume_s": t_consumed - loop_start, "handle_s": t_handled - t_consumed,
+                              "publish_s": t_published - t_handled, "commit_s": time.monotonic() - t_published,
+                              "records": len(msgs)}
         finally:
             self._shutdown()
         return 0

@@ -84,12 +84,12 @@ def dev_group(stem: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=2000)
+    ap.add_argument("--steps", type=int, default=1800)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--synth-clips", type=int, default=400)
     ap.add_argument("--out", default=str(REPO / "model_store" / "bundles" / "default"))
     ap.add_argument("--seed", type=int, default=1234)
-    ap.add_argument("--version", default="1.0.0")
+    ap.add_argument("--version", default="1.1.0")
     ap.add_argument("--no-real", action="store_true", help="synthetic data only")
     ap.add_argument("--dev-train-fraction", type=float, default=0.5,
                     help="share of dev-clip speakers trained on; the others are only evaluated "

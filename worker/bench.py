@@ -25,8 +25,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--fps", type=float, default=25.0)
     p.add_argument("--device", default="auto")
     p.add_argument("--bundle", help="model bundle directory (default: the bundled model)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch CPU threads (default 1, as the worker's scoring lane runs; 0: torch's default)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch CPU threads (default 0: torch's default, all cores; the worker's scoring "
+                        "lane uses cores - 1 to leave one for its poll loop)")
     return p
 
 

@@ -87,7 +87,7 @@ class _Prepared:
     req: ScoreRequest
     grid: OffsetGrid
     frame_ms: float
-    frames: torch.Tensor  # (T, 1, H, W) normalised
+    n_frames: int
     frame_ok: torch.Tensor  # (T,) bool
     mel: torch.Tensor  # (n_mels, steps * n_audio)
     audio_ok: torch.Tensor  # (n_audio,) bool, core positions only
@@ -181,7 +181,6 @@ class ModelScorer:
         fs, au = req.frames, req.audio
         grid = OffsetGrid.from_ms(self.config.min_offset_ms, self.config.max_offset_ms, fs.fps,
                                   self.config.step_frames)
-        frames = video_input(fs.frames, self.manifest.video)
         frame_ok = torch.ones(fs.n_frames, dtype=torch.bool)
         if fs.present is not None:
             frame_ok &= torch.from_numpy(np.asarray(fs.present, dtype=bool))
@@ -194,23 +193,24 @@ class ModelScorer:
         audio_ok = ok[self.audio_ctx: self.audio_ctx + n_audio]
         rms = frame_rms(au.samples, au.sample_rate, au.start_ms(), fs.frame_start, fs.n_frames, fs.fps)
         voiced = np.nan_to_num(rms, nan=0.0) >= self.config.silence_rms
-        return _Prepared(req, grid, 1000.0 / fs.fps, frames, frame_ok, mel, audio_ok,
+        return _Prepared(req, grid, 1000.0 / fs.fps, fs.n_frames, frame_ok, mel, audio_ok,
                          float(voiced.mean()) if voiced.size else 0.0, rms)
 
     # --- core ------------------------------------------------------------------------------
     def _frame_features(self, items: list[tuple[_Prepared, FeatureCache | None]]) -> list[torch.Tensor]:
-        """Per-frame CNN features for every job, (T + ctx, F) each; only uncached frames run."""
+        """Per-frame CNN features for every job, (T + ctx, F) each; only uncached frames are
+        normalised and run through the CNN."""
         todo: list[torch.Tensor] = []
         slots: list[tuple[int, int]] = []  # (item, position within the job's frames)
         for j, (prep, cache) in enumerate(items):
             start = prep.req.frames.frame_start
-            for t in range(prep.frames.shape[0]):
-                if cache is None or cache.get(start + t) is None:
-                    todo.append(prep.frames[t])
-                    slots.append((j, t))
+            new = [t for t in range(prep.n_frames) if cache is None or cache.get(start + t) is None]
+            if new:
+                todo.append(video_input(prep.req.frames.frames[new], self.manifest.video))
+                slots += [(j, t) for t in new]
         computed: dict[tuple[int, int], torch.Tensor] = {}
         if todo:
-            batch = torch.stack(todo)
+            batch = torch.cat(todo)
             if self.device.type == "cuda":
                 batch = batch.half().pin_memory().to(self.device, non_blocking=True)
             out = []
@@ -223,7 +223,7 @@ class ModelScorer:
         for j, (prep, cache) in enumerate(items):
             start = prep.req.frames.frame_start
             rows = []
-            for t in range(prep.frames.shape[0]):
+            for t in range(prep.n_frames):
                 f = computed.get((j, t))
                 if f is None:
                     f = cache.get(start + t)  # type: ignore[union-attr]

@@ -128,10 +128,12 @@ cmd_up() {
   if [ ! -f "$state/data/meta.properties" ]; then
     local cluster_id
     # What `StorageTool random-uuid` prints (16 random bytes, base64url, unpadded), without
-    # paying a JVM start for it.
+    # paying a JVM start for it. base64url may begin with "-", which the tool's argument parser
+    # then takes for an option (1 start in 64 failed): pass it as --cluster-id=VALUE.
     cluster_id="$(python3 -c 'import base64, uuid; print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')"
     # A short-lived tool: C1 only and the serial GC start faster on a busy 2-core machine.
-    java -XX:TieredStopAtLevel=1 -XX:+UseSerialGC -cp "$cp" "${log_opts[@]}" kafka.tools.StorageTool format -t "$cluster_id" \
+    java -XX:TieredStopAtLevel=1 -XX:+UseSerialGC -cp "$cp" "${log_opts[@]}" kafka.tools.StorageTool format \
+      "--cluster-id=$cluster_id" \
       -c "$state/server.properties" --ignore-formatted >"$state/logs/format.log" 2>&1 \
       || { log "storage format failed:"; cat "$state/logs/format.log" >&2; return 1; }
   fi

@@ -105,7 +105,7 @@ class Manifest:
         }
 
     @staticmethod
-    def from_json(doc: dict[str, Any]) -> "Manifest":
+    def from_json(doc: dict[str, Any]) -> Manifest:
         try:
             if int(doc.get("format_version", 0)) != FORMAT_VERSION:
                 raise BundleError(f"unsupported bundle format_version {doc.get('format_version')!r}")

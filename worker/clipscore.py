@@ -85,7 +85,7 @@ def score_clip(scorer, frames: np.ndarray, fps: float, audio: np.ndarray, sample
     def request(kind: Kind, a: int, b: int) -> ScoreRequest:
         s0 = max(0, int(a / fps * sample_rate) - margin_samples)
         s1 = min(audio.shape[0], int(math.ceil(b / fps * sample_rate)) + margin_samples)
-        sl = lambda x: None if x is None else np.asarray(x)[a:b]  # noqa: E731
+        sl = lambda x: None if x is None else np.asarray(x)[a:b]
         return ScoreRequest(kind, FrameSpan(frames[a:b], fps, a, face_present=sl(face_present),
                                             landmarks=sl(landmarks), occluded=sl(occluded)),
                             AudioSpan(audio_span.samples[s0:s1], sample_rate, s0))

@@ -9,8 +9,8 @@ one embedding per frame-grid position. Both embeddings are L2-normalised; simila
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 
 def _conv_bn(cin: int, cout: int, k: int, s: int) -> nn.Sequential:

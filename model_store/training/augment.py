@@ -35,7 +35,7 @@ def _motion_blur(x: torch.Tensor, length: int, horizontal: bool) -> torch.Tensor
 
 def augment(x: torch.Tensor, gen: torch.Generator, p: float = 0.5) -> torch.Tensor:
     """x: (B, F, H, W) in [0, 1]. Each window independently gets each augmentation with prob ~p."""
-    b, f, h, w = x.shape
+    b, _, h, w = x.shape
     out = x.clone()
     r = torch.rand(b, 8, generator=gen)
     # geometric jitter (tracker error): shift up to 8% of the ROI, scale 12%, rotate 10 degrees

@@ -64,7 +64,7 @@ def load_roi_dir(path: Path, spec: AudioSpec, group_of=None, min_face: float = 0
             fps = float(z["fps"])
             group = group_of(f.stem) if group_of else f.stem
             clips.append(make_clip(f.stem, group, rois, z["audio"], fps, spec, face, "real"))
-        except Exception as exc:  # a broken cache file must not stop training
+        except Exception as exc:  # noqa: BLE001 - a broken cache file must not stop training
             print(f"skip {f}: {exc}")
     return clips
 

@@ -56,7 +56,7 @@ def embed_batch(model, batch: Batch, audio_ctx: int, gen: torch.Generator | None
 
 def batch_loss(model, batch: Batch, k: int, v: torch.Tensor, a: torch.Tensor, frame_w: float):
     grid = OffsetGrid(-k, k)
-    b, t, d = v.shape
+    b, t, _ = v.shape
     span = 2 * k + 1
     scale = model.logit_scale.exp().clamp(max=100.0)
     sim_own = similarity_by_offset(v, a, grid)  # (B, T, span)

@@ -4,8 +4,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from worker.scoring.offsets import (OffsetGrid, brute_force_curve, offset_curve, pick_peak,
-                                    similarity_by_offset, valid_pairs)
+from worker.scoring.offsets import (
+    OffsetGrid,
+    brute_force_curve,
+    offset_curve,
+    pick_peak,
+    similarity_by_offset,
+    valid_pairs,
+)
 
 
 @pytest.mark.parametrize("lo,hi,step", [(-5, 5, 1), (-6, 6, 2), (-3, 7, 1), (0, 4, 1)])

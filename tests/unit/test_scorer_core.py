@@ -9,13 +9,20 @@ import pytest
 import torch
 
 from model_store.architectures import build
-from model_store.bundle import (DEFAULT_BUNDLE_DIR, AudioSpec, BundleError, Calibration, Manifest, VideoSpec,
-                                load_bundle, save_bundle)
+from model_store.bundle import (
+    DEFAULT_BUNDLE_DIR,
+    AudioSpec,
+    BundleError,
+    Calibration,
+    Manifest,
+    VideoSpec,
+    load_bundle,
+    save_bundle,
+)
 from worker.scoring.heuristic import HeuristicScorer
 from worker.scoring.loader import load_scorer
 from worker.scoring.scorer import ModelScorer
-from worker.scoring.types import (AudioSpan, Direction, FrameSpan, Kind, Label, ScoreRequest,
-                                  ScoringInputError)
+from worker.scoring.types import AudioSpan, Direction, FrameSpan, Kind, Label, ScoreRequest, ScoringInputError
 
 SR = 16000
 
@@ -48,7 +55,7 @@ def _speechy(n, seed=0):
 
 
 def test_bundle_roundtrip_and_name(random_bundle, scorer):
-    man, state = load_bundle(random_bundle)
+    man, _ = load_bundle(random_bundle)
     assert man.scorer_name == "test-net@0.0.1" == scorer.name
     doc = json.loads((random_bundle / "manifest.json").read_text())
     assert doc["input"]["audio"]["n_mels"] == 40 and doc["input"]["video"]["roi_height"] == 96

@@ -26,7 +26,7 @@ def _score(scorer, seed, offset_ms, **opts):
 @pytest.mark.parametrize("seed,offset_ms,fps", [(11, 0.0, 25.0), (12, 120.0, 25.0), (13, -120.0, 25.0),
                                                 (14, 200.0, 30.0), (15, -160.0, 30.0), (16, 80.0, 25.0)])
 def test_offset_and_sign_recovered(scorer, seed, offset_ms, fps):
-    summary, clip = _score(scorer, seed, offset_ms, fps=fps)
+    summary, _ = _score(scorer, seed, offset_ms, fps=fps)
     frame_ms = 1000.0 / fps
     assert summary.offset_ms is not None
     assert abs(summary.offset_ms - offset_ms) <= frame_ms + 1e-6, summary.offset_ms

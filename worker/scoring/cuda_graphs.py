@@ -8,7 +8,7 @@ Only used when the device is CUDA; ``bucket_for`` is pure and tested on the CPU.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 

@@ -9,7 +9,7 @@ the same offsets as the model. Confidence is capped at 0.3: this is "better than
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -71,7 +71,7 @@ class HeuristicScorer:
     def search_margin_ms(self) -> float:
         return max(abs(self.config.min_offset_ms), abs(self.config.max_offset_ms)) + 40.0
 
-    def new_stream(self) -> "_NoCache":
+    def new_stream(self) -> _NoCache:
         return _NoCache()
 
     def score(self, request: ScoreRequest, stream: object | None = None) -> LipSyncScore:

@@ -7,7 +7,8 @@ per-frame embeddings), so consecutive blocks of one session cost only their new 
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence, runtime_checkable
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
 
 from worker.scoring.types import LipSyncScore, ScoreRequest
 

@@ -21,7 +21,7 @@ class OffsetGrid:
     step_frames: int = 1
 
     @staticmethod
-    def from_ms(min_offset_ms: float, max_offset_ms: float, fps: float, step_frames: int = 1) -> "OffsetGrid":
+    def from_ms(min_offset_ms: float, max_offset_ms: float, fps: float, step_frames: int = 1) -> OffsetGrid:
         if min_offset_ms > max_offset_ms:
             raise ValueError(f"min_offset_ms {min_offset_ms} > max_offset_ms {max_offset_ms}")
         if step_frames < 1:
@@ -55,7 +55,7 @@ def similarity_by_offset(v: torch.Tensor, a: torch.Tensor, grid: OffsetGrid) -> 
     v: (B, T, D) video embeddings; a: (B, T + pad_before + pad_after, D) audio embeddings whose
     index 0 is grid position -pad_before. Returns (B, T, n_offsets): cos(v[t], a[t + k]).
     """
-    b, t, d = v.shape
+    _b, t, _d = v.shape
     span = grid.hi_frames - grid.lo_frames + 1
     # windows[b, t, :, j] = a[b, t + lo + pad_before + j]: an unfold is a strided view, no copy
     start = grid.lo_frames + grid.pad_before
@@ -114,7 +114,7 @@ def pick_peak(curve: torch.Tensor, grid: OffsetGrid, neighbourhood_frames: int =
 
 def brute_force_curve(v: torch.Tensor, a: torch.Tensor, grid: OffsetGrid) -> torch.Tensor:
     """Reference: one product per offset (tests check similarity_by_offset against this)."""
-    b, t, _ = v.shape
+    _b, t, _ = v.shape
     out = []
     for k in grid.offsets.tolist():
         seg = a[:, grid.pad_before + k : grid.pad_before + k + t]

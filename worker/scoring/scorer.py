@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 import warnings
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -46,7 +46,7 @@ def _frozen_cpu_encoders(model, manifest: Manifest):
             feats = torch.zeros(1, model.video_head.c1.in_channels, 16 + v.context_frames)
             vh = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(model.video_head, feats)))
         return fe, ae, vh
-    except Exception as exc:  # tracing is an optimisation, never a reason not to score
+    except Exception as exc:  # noqa: BLE001 - tracing is an optimisation, never a reason not to score
         log.warning("TorchScript freezing failed (%s); scoring with eager modules", exc)
         return model.frame_features, model.audio_encoder, model.video_head
 
@@ -250,7 +250,7 @@ class ModelScorer:
         by_len: dict[int, list[int]] = {}
         for i, p in enumerate(preps):
             by_len.setdefault(p.mel.shape[-1], []).append(i)
-        for _, idx in by_len.items():
+        for idx in by_len.values():
             mel = torch.stack([preps[i].mel for i in idx]).to(self.device)
             if self.half:
                 mel = mel.half()

@@ -86,7 +86,6 @@ class FeatureCache:
 class _Prepared:
     req: ScoreRequest
     grid: OffsetGrid
-    frame_ms: float
     n_frames: int
     frame_ok: torch.Tensor  # (T,) bool
     mel: torch.Tensor  # (n_mels, steps * n_audio)
@@ -193,7 +192,7 @@ class ModelScorer:
         audio_ok = ok[self.audio_ctx: self.audio_ctx + n_audio]
         rms = frame_rms(au.samples, au.sample_rate, au.start_ms(), fs.frame_start, fs.n_frames, fs.fps)
         voiced = np.nan_to_num(rms, nan=0.0) >= self.config.silence_rms
-        return _Prepared(req, grid, 1000.0 / fs.fps, fs.n_frames, frame_ok, mel, audio_ok,
+        return _Prepared(req, grid, fs.n_frames, frame_ok, mel, audio_ok,
                          float(voiced.mean()) if voiced.size else 0.0, rms)
 
     # --- core ------------------------------------------------------------------------------

@@ -82,6 +82,17 @@ def run_id() -> str:
     return uuid.uuid4().hex[:8]
 
 
+
+def _pulse_sessions(prefix: str, n: int, seconds: float, seed0: int) -> tuple[list, set]:
+    """n in-sync pulse sessions named prefix0..: their records and every expected signal id."""
+    sessions, expected = [], set()
+    for i in range(n):
+        frames, audio = pulse_media(seconds, FPS, SR, 0.0, seed=seed0 + i)
+        sessions.append(session_records(f"{prefix}{i}", frames, audio, FPS, SR))
+        expected |= {signal_id(f"{prefix}{i}", k, fs) for k, fs, _ in
+                     expected_jobs(frames.shape[0], FPS, 16, 1000, 1000)}
+    return sessions, expected
+
 def test_sessions_with_known_offsets_each_signal_once(kafka_bootstrap, run_id):
     cfg = make_config(kafka_bootstrap, run_id)
     offsets = {"s-lead": -100.0, "s-sync": 0.0, "s-lag": 133.0, "s-lag2": 200.0}
@@ -196,12 +207,7 @@ def test_slow_scoring_pauses_and_resumes_input(kafka_bootstrap, run_id):
     # and still deliver everything, never buffering more than the bound plus one poll's jobs
     cfg = make_config(kafka_bootstrap, run_id, max_queued_jobs=4, max_batch_size=2)
     cfg = cfg.model_copy(update={"kafka": cfg.kafka.model_copy(update={"consume_batch": 20})})
-    sessions, expected = [], set()
-    for i in range(6):
-        frames, audio = pulse_media(2.2, FPS, SR, 0.0, seed=20 + i)
-        sessions.append(session_records(f"s{i}", frames, audio, FPS, SR))
-        expected |= {signal_id(f"s{i}", k, fs) for k, fs, _ in
-                     expected_jobs(frames.shape[0], FPS, 16, 1000, 1000)}
+    sessions, expected = _pulse_sessions("s", 6, 2.2, seed0=20)
     running = RunningWorker(cfg, FakeScorer(delay_s=0.05))
     max_backlog = 0
     paused_seen = False
@@ -268,12 +274,7 @@ def test_a_second_worker_joining_mid_stream_takes_half_and_nothing_is_lost(kafka
     # the rebalance path: the first worker finishes, publishes and commits what it has in on_revoke,
     # forgets the sessions it loses; both members get the same partition numbers of both inputs
     cfg = make_config(kafka_bootstrap, run_id)
-    sessions, expected = [], set()
-    for i in range(6):
-        frames, audio = pulse_media(3.0, FPS, SR, 0.0, seed=40 + i)
-        sessions.append(session_records(f"r{i}", frames, audio, FPS, SR))
-        expected |= {signal_id(f"r{i}", k, fs) for k, fs, _ in
-                     expected_jobs(frames.shape[0], FPS, 16, 1000, 1000)}
+    sessions, expected = _pulse_sessions("r", 6, 3.0, seed0=40)
     timeline = [rec for _, _, rec in merge_sessions(sessions)]
     first = RunningWorker(cfg, FakeScorer())
     second = None

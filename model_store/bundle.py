@@ -51,6 +51,10 @@ class VideoSpec:
     # past frames the temporal head looks at (the head is causal so a stream's cache is exact)
     context_frames: int = 6
     causal: bool = True
+    # the embedding computed at frame t describes frame t - delay_frames: a causal head over frames
+    # t-6..t is centred on t-3 when delay_frames = 3, so it sees the mouth on both sides of the
+    # sound it is matched with (mouths move before and after the sound). 0 = bundles before 1.2.
+    delay_frames: int = 0
 
 
 @dataclass(frozen=True)

@@ -84,11 +84,17 @@ class WindowSampler:
     words) so other-clip negatives include hard same-speaker ones."""
 
     def __init__(self, clips: list[Clip], spec: AudioSpec, video_ctx: int, max_shift_frames: int,
-                 seed: int, weights: np.ndarray | None = None) -> None:
+                 seed: int, weights: np.ndarray | None = None, delay_frames: int = 0,
+                 audio_noise_prob: float = 0.0, edge_jitter_frames: int = 0) -> None:
         self.clips = clips
         self.spec = spec
         self.ctx = video_ctx
         self.k = max_shift_frames
+        self.delay = delay_frames  # VideoSpec.delay_frames: embedding t describes frame t - delay
+        self.audio_noise_prob = audio_noise_prob
+        self.edge_jitter_frames = edge_jitter_frames
+        # augmentations draw from their own stream: switching one on leaves the windows unchanged
+        self.aug_rng = np.random.default_rng(seed + 7919)
         self.rng = np.random.default_rng(seed)
         w = np.array([max(c.n_frames, 1) for c in clips], dtype=np.float64) if weights is None else weights
         self.p = w / w.sum()
@@ -112,16 +118,21 @@ class WindowSampler:
             fok.append(ok)
             d = int(self.rng.integers(-k, k + 1)) if self.rng.random() < shift_prob else 0
             jitter = float(self.rng.uniform(-0.3, 0.3))  # sub-frame: real offsets are not whole frames
-            first = s + d - k - actx
+            first = s + d - k - actx - self.delay
             times = grid_times_ms(first, n_audio + 2 * actx, clip.fps, self.spec.steps_per_frame) + jitter * 1000.0 / clip.fps
             hop_ms = 1000.0 * self.spec.hop_length / self.spec.sample_rate
             feat, vstep = sample_mel_on_grid(clip.mel, 0.0, times, hop_ms)
+            if self.edge_jitter_frames > 0:
+                vstep = self._jitter_edges(vstep)
+            if self.audio_noise_prob > 0 and self.aug_rng.random() < self.audio_noise_prob:
+                feat = self._add_noise(feat, vstep, times, hop_ms)
             feat = normalize_mel(feat, vstep)
             vgrid = vstep.view(-1, self.spec.steps_per_frame).all(dim=1)[actx: actx + n_audio]
             mels.append(feat.float())
             aok.append(vgrid)
-            # audio index 0 is grid position s + d - k; offset index j pairs frame t with audio
-            # index t + j, i.e. grid s + d - k + t + j, which is frame t's own time when j = k - d.
+            # audio index 0 is grid position s + d - k - delay; offset index j pairs embedding t
+            # with audio index t + j, i.e. grid s + d - k - delay + t + j, which is the time of the
+            # frame it describes (s + t - delay) when j = k - d.
             labels.append(k - d)
             ids.append(int(ci))
         return Batch(
@@ -132,6 +143,50 @@ class WindowSampler:
             label=torch.tensor(labels),
             clip_ids=ids,
         )
+
+
+    def _jitter_edges(self, valid: torch.Tensor) -> torch.Tensor:
+        """Move the audio's clip edges inwards by 0..edge_jitter_frames frames, independently of the
+        video's. Short clips put an edge in most windows, and where the audio ends exactly where the
+        frames end the edges alone give away the offset: a shortcut that long clips never offer."""
+        steps = valid.nonzero().flatten()
+        if steps.numel() == 0:
+            return valid
+        spf = self.spec.steps_per_frame
+        cut_lo = int(self.aug_rng.integers(0, self.edge_jitter_frames + 1)) * spf
+        cut_hi = int(self.aug_rng.integers(0, self.edge_jitter_frames + 1)) * spf
+        out = valid.clone()
+        lo, hi = int(steps[0]), int(steps[-1])
+        if lo > 0:  # the clip starts inside this window
+            out[lo: lo + cut_lo] = False
+        if hi < valid.numel() - 1:  # the clip ends inside this window
+            out[max(hi + 1 - cut_hi, 0): hi + 1] = False
+        return out
+
+    def _add_noise(self, feat: torch.Tensor, valid: torch.Tensor, times_ms: torch.Tensor, hop_ms: float) -> torch.Tensor:
+        """Mix noise into a log-mel window at 0-25 dB SNR: half the time another clip's audio
+        (babble: speech that is not the mouth's), else noise with a random spectral tilt. Powers of
+        independent sources add, so the mix is log(exp(feat) + g * noise_power)."""
+        if not bool(valid.any()):
+            return feat
+        power = feat.exp()
+        if self.aug_rng.random() < 0.5:
+            other = self.clips[int(self.aug_rng.integers(len(self.clips)))]
+            span_ms = float(times_ms[-1] - times_ms[0])
+            dur_ms = other.mel.shape[-1] * hop_ms
+            start = float(self.aug_rng.uniform(0.0, max(dur_ms - span_ms, 0.0)))
+            noise, _ = sample_mel_on_grid(other.mel, 0.0, times_ms - times_ms[0] + start, hop_ms)
+            noise = noise.exp()
+        else:
+            n_mels = feat.shape[0]
+            tilt = torch.linspace(0.0, 1.0, n_mels, dtype=feat.dtype) * float(self.aug_rng.uniform(-3.0, 1.0))
+            jitter = torch.from_numpy(self.aug_rng.standard_normal(tuple(feat.shape))).to(feat.dtype)
+            noise = torch.exp(tilt[:, None] + 0.3 * jitter)
+        snr_db = float(self.aug_rng.uniform(0.0, 25.0))
+        p_sig = float(power[:, valid].mean())
+        p_noise = float(noise[:, valid].mean()) + 1e-12
+        g = p_sig / (p_noise * 10.0 ** (snr_db / 10.0))
+        return torch.log(power + g * noise)
 
 
 def split_groups(clips: list[Clip], val_fraction: float, seed: int) -> tuple[list[Clip], list[Clip]]:

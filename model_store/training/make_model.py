@@ -102,11 +102,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (1 is fastest on a shared 2-core machine: OpenMP spin-waits "
                          "collapse under oversubscription)")
+    ap.add_argument("--delay-frames", type=int, default=0,
+                    help="VideoSpec.delay_frames: the causal 7-frame video head's embedding describes "
+                         "the frame this many frames back (3 = centred context)")
+    ap.add_argument("--audio-noise", type=float, default=0.0,
+                    help="share of training windows whose audio gets babble or tilted noise at 0-25 dB SNR")
+    ap.add_argument("--edge-jitter", type=int, default=0,
+                    help="move the audio's clip edges inwards by up to this many frames in training windows")
+    ap.add_argument("--dev-weight", type=float, default=1.0,
+                    help="sampling weight of the trained dev-clip speakers' frames relative to other real frames")
+    ap.add_argument("--select-best", action=argparse.BooleanOptionalAction, default=True,
+                    help="keep the best validation step (validation = held-out dev speakers, so their numbers "
+                         "are slightly optimistic) instead of the last (--no-select-best)")
     args = ap.parse_args(argv)
     t0 = time.time()
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
-    spec, vspec = AudioSpec(), VideoSpec()
+    spec, vspec = AudioSpec(), VideoSpec(delay_frames=args.delay_frames)
+    arch_params = dict(ARCH_PARAMS)
 
     real_train: list[Clip] = []
     dev_train: list[Clip] = []
@@ -146,25 +159,30 @@ def main(argv: list[str] | None = None) -> int:
     clips = syn_train + real_train
     # sampling weight by frames, with the synthetic share held near 30%
     # GRID is one speaker: its clips count 0.4x so it cannot dominate the real samples
-    w = np.array([c.n_frames * (0.4 if c.group == "grid_s1" else 1.0) for c in clips], dtype=np.float64)
+    dev_names = {c.name for c in dev_train}
+    w = np.array([c.n_frames * (0.4 if c.group == "grid_s1" else args.dev_weight if c.name in dev_names else 1.0)
+                  for c in clips], dtype=np.float64)
     is_syn = np.array([c.source == "synth" for c in clips])
     if real_train:
         w[is_syn] *= 0.3 / (w[is_syn].sum() / w.sum())
         w[~is_syn] *= 0.7 / (w[~is_syn].sum() / w.sum())
     k = 6
-    sampler = WindowSampler(clips, spec, vspec.context_frames, k, args.seed, weights=w)
-    vals = {"synth": WindowSampler(syn_val, spec, vspec.context_frames, k, 7)}
+    dl = vspec.delay_frames
+    sampler = WindowSampler(clips, spec, vspec.context_frames, k, args.seed, weights=w, delay_frames=dl,
+                            audio_noise_prob=args.audio_noise, edge_jitter_frames=args.edge_jitter)
+    vals = {"synth": WindowSampler(syn_val, spec, vspec.context_frames, k, 7, delay_frames=dl)}
     if dev:
-        vals["dev"] = WindowSampler(dev, spec, vspec.context_frames, k, 7)
-    model = build("syncnet_lite_v1", ARCH_PARAMS)
-    cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, seed=args.seed, threads=args.threads)
+        vals["dev"] = WindowSampler(dev, spec, vspec.context_frames, k, 7, delay_frames=dl)
+    model = build("syncnet_lite_v1", arch_params)
+    cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, seed=args.seed, threads=args.threads,
+                      select_best=args.select_best)
     report = train(model, sampler, vals, cfg, spec.context_frames)
     model.eval()
 
     from model_store.training.calibrate import fit_calibration
 
     manifest = Manifest(
-        name="syncnet-lite", version=args.version, architecture="syncnet_lite_v1", arch_params=ARCH_PARAMS,
+        name="syncnet-lite", version=args.version, architecture="syncnet_lite_v1", arch_params=arch_params,
         embedding_dim=128, audio=spec, video=vspec, calibration=Calibration(),
         weights_file="weights.safetensors", weights_sha256="",
         training={

@@ -184,3 +184,23 @@ def test_mismatched_lengths_and_disjoint_audio(scorer):
         scorer.score(_req(frames, _speechy(SR), frame_start=1000))
     with pytest.raises(ScoringInputError, match="Hz"):
         scorer.score(ScoreRequest(Kind.BLOCK, FrameSpan(frames, 25.0), AudioSpan(_speechy(SR), 8000)))
+
+
+def test_delay_frames_moves_the_reported_offset_by_whole_frames():
+    """A bundle's delay_frames says which frame an embedding describes: the same weights read
+    with one more frame of delay report every offset one frame later."""
+    import dataclasses
+
+    from worker.synth import SynthOptions, generate_clip
+
+    manifest, state = load_bundle(DEFAULT_BUNDLE_DIR)
+    clip = generate_clip(424242, 3.0, 80.0, SynthOptions())
+    offsets = {}
+    for extra in (0, 1, 2):
+        video = dataclasses.replace(manifest.video, delay_frames=manifest.video.delay_frames + extra)
+        sc = ModelScorer(dataclasses.replace(manifest, video=video), state, device="cpu")
+        r = sc.score(_req(clip.frames[:25], clip.audio, fps=clip.fps, kind=Kind.WINDOW))
+        offsets[extra] = r.offset_ms
+    frame_ms = 1000.0 / clip.fps
+    assert offsets[1] == pytest.approx(offsets[0] + frame_ms, abs=0.2)
+    assert offsets[2] == pytest.approx(offsets[0] + 2 * frame_ms, abs=0.2)

@@ -71,6 +71,12 @@ def real_lines(r: dict) -> list[str]:
                      f"confident-and-wrong {_f(a['windows_1s'].get('confident_and_wrong_share'))} (clean "
                      f"{_f(c['windows_1s'].get('confident_and_wrong_share'))}), face present "
                      f"{_f(d.get('face_present_share'))}")
+    cc = r.get("cross_check")
+    if cc:
+        h = cc["heldout_without_them"]
+        lines.append(f"  cross-check (own audio >= 2 frames off by model and classical baseline): "
+                     f"{', '.join(x['clip'] for x in cc['clips']) or 'none'}; held out without them: whole clips "
+                     f"{_pct(h['clips'])}, 1-s windows {_pct(h['windows_1s'])}")
     for g in r.get("generated", []):
         lines.append(f"  generated {g['clip']}: offset {g['offset_ms']} ms, score {_f(g['score'])}, confidence "
                      f"{_f(g['confidence'])}, {g['direction']}, {g['label']}; shifted copies within 1 frame "
@@ -149,6 +155,16 @@ def real_markdown(r: dict) -> list[str]:
             out.append(f"| {kind} | {_md_pct(a['clips'])} | {_md_pct(a['windows_1s'])} | "
                        f"{_f(a['windows_1s'].get('mean_confidence'))} | "
                        f"{_f(a['windows_1s'].get('confident_and_wrong_share'))} |")
+    cc = r.get("cross_check")
+    if cc:
+        listed = ", ".join(f"{x['clip']} (model {x['model_own_offset_ms']:+.0f} ms, classical "
+                           f"{x['classical_own_offset_frames']:+d} frames, r {x['classical_r']:.2f})"
+                           for x in cc["clips"]) or "none"
+        h = cc["heldout_without_them"]
+        out += ["", (f"- cross-check of the clips' own audio (classical baseline, leave-one-speaker-out; "
+                     f"{cc['rule']}): {listed}. Held-out clips without them ({h['n_clips']}): whole clips "
+                     f"{_md_pct(h['clips'])}, 1-s windows {_md_pct(h['windows_1s'])} (a diagnosis, not the "
+                     f"headline)")]
     out.append("")
     for g in r.get("generated", []):
         out.append(f"- generated `{g['clip']}`: offset {g['offset_ms']} ms, score {_f(g['score'])}, confidence "

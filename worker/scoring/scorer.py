@@ -85,7 +85,8 @@ class FeatureCache:
 @dataclass
 class _Prepared:
     req: ScoreRequest
-    grid: OffsetGrid
+    grid: OffsetGrid  # reported offsets
+    search: OffsetGrid  # the same offsets as paired in embedding indices (grid - delay_frames)
     n_frames: int
     frame_ok: torch.Tensor  # (T,) bool
     mel: torch.Tensor  # (n_mels, steps * n_audio)
@@ -127,6 +128,7 @@ class ModelScorer:
                                                     self.device, torch.float16)
         self.ctx = manifest.video.context_frames
         self.audio_ctx = manifest.audio.context_frames
+        self.delay = manifest.video.delay_frames
 
     # --- Scorer protocol -------------------------------------------------------------------
     @property
@@ -137,7 +139,7 @@ class ModelScorer:
     def search_margin_ms(self) -> float:
         # offsets plus the audio encoder's context, at the slowest frame rate we expect (25 fps)
         reach = max(abs(self.config.min_offset_ms), abs(self.config.max_offset_ms))
-        return reach + (self.audio_ctx + 1) * 40.0
+        return reach + (self.audio_ctx + self.delay + 1) * 40.0
 
     def new_stream(self) -> FeatureCache:
         return FeatureCache(self.config.cache_frames)
@@ -180,19 +182,21 @@ class ModelScorer:
         fs, au = req.frames, req.audio
         grid = OffsetGrid.from_ms(self.config.min_offset_ms, self.config.max_offset_ms, fs.fps,
                                   self.config.step_frames)
+        # embedding t describes frame t - delay: offset k pairs it with audio position t - delay + k
+        search = OffsetGrid(grid.lo_frames - self.delay, grid.hi_frames - self.delay, grid.step_frames)
         frame_ok = torch.ones(fs.n_frames, dtype=torch.bool)
         if fs.present is not None:
             frame_ok &= torch.from_numpy(np.asarray(fs.present, dtype=bool))
         if fs.face_present is not None:
             frame_ok &= torch.from_numpy(np.asarray(fs.face_present, dtype=bool))
-        n_audio = grid.n_audio(fs.n_frames)
-        first = fs.frame_start - grid.pad_before - self.audio_ctx
+        n_audio = search.n_audio(fs.n_frames)
+        first = fs.frame_start - search.pad_before - self.audio_ctx
         mel, ok = audio_grid_features(au.samples, au.sample_rate, au.start_ms(), first,
                                       n_audio + 2 * self.audio_ctx, fs.fps, self.manifest.audio)
         audio_ok = ok[self.audio_ctx: self.audio_ctx + n_audio]
         rms = frame_rms(au.samples, au.sample_rate, au.start_ms(), fs.frame_start, fs.n_frames, fs.fps)
         voiced = np.nan_to_num(rms, nan=0.0) >= self.config.silence_rms
-        return _Prepared(req, grid, fs.n_frames, frame_ok, mel, audio_ok,
+        return _Prepared(req, grid, search, fs.n_frames, frame_ok, mel, audio_ok,
                          float(voiced.mean()) if voiced.size else 0.0, rms)
 
     # --- core ------------------------------------------------------------------------------
@@ -262,8 +266,9 @@ class ModelScorer:
     # --- post ------------------------------------------------------------------------------
     def _post(self, prep: _Prepared, v: torch.Tensor, a: torch.Tensor) -> LipSyncScore:
         grid = prep.grid
-        sim = similarity_by_offset(v.float().unsqueeze(0), a.float().unsqueeze(0), grid)
-        ok = valid_pairs(prep.frame_ok.unsqueeze(0).to(sim.device), prep.audio_ok.unsqueeze(0).to(sim.device), grid)
+        sim = similarity_by_offset(v.float().unsqueeze(0), a.float().unsqueeze(0), prep.search)
+        ok = valid_pairs(prep.frame_ok.unsqueeze(0).to(sim.device), prep.audio_ok.unsqueeze(0).to(sim.device),
+                         prep.search)
         min_pairs = max(1, int(self.config.min_valid_fraction * prep.req.frames.n_frames))
         curve = offset_curve(sim, ok, min_pairs=min_pairs)[0].cpu()
         peak = pick_peak(curve, grid, self.config.peak_neighbourhood_frames)

@@ -1,0 +1,40 @@
+"""Training window sampler: audio edges and noise augmentations (pure tensors, no model)."""
+
+import numpy as np
+import torch
+
+from model_store.bundle import AudioSpec
+from model_store.training.data import WindowSampler, make_clip
+
+SPEC = AudioSpec()
+
+
+def _clips(n_frames: int, seconds: float, n: int = 3):
+    rng = np.random.default_rng(0)
+    return [make_clip(f"c{i}", f"g{i}", rng.integers(0, 255, (n_frames, 96, 96), dtype=np.uint8),
+                      (0.1 * rng.standard_normal(int(16000 * seconds))).astype(np.float32), 25.0, SPEC)
+            for i in range(n)]
+
+
+def test_edge_jitter_only_moves_clip_edges_inwards():
+    short = _clips(28, 1.12)  # one-word clips: every window shows an edge
+    plain = WindowSampler(short, SPEC, 6, 6, seed=3, delay_frames=3).sample(16, 24)
+    jit = WindowSampler(short, SPEC, 6, 6, seed=3, delay_frames=3, edge_jitter_frames=6).sample(16, 24)
+    assert torch.equal(plain.label, jit.label)
+    assert not (jit.audio_ok & ~plain.audio_ok).any()  # never adds valid audio
+    assert int(jit.audio_ok.sum()) < int(plain.audio_ok.sum())
+    # a window far from the clip's edges keeps all its audio
+    long = _clips(400, 16.0)
+    a = WindowSampler(long, SPEC, 6, 6, seed=5).sample(8, 12)
+    b = WindowSampler(long, SPEC, 6, 6, seed=5, edge_jitter_frames=6).sample(8, 12)
+    inner = a.audio_ok.all(dim=1)
+    assert inner.any() and torch.equal(a.audio_ok[inner], b.audio_ok[inner])
+
+
+def test_audio_noise_changes_features_and_stays_finite():
+    clips = _clips(100, 4.0)
+    clean = WindowSampler(clips, SPEC, 6, 6, seed=1).sample(8, 16)
+    noisy = WindowSampler(clips, SPEC, 6, 6, seed=1, audio_noise_prob=1.0).sample(8, 16)
+    assert torch.isfinite(noisy.mel).all()
+    assert clean.mel.shape == noisy.mel.shape
+    assert not torch.allclose(clean.mel, noisy.mel)

@@ -171,3 +171,8 @@ def test_eval_real_runs_small(dev_clips_dir, tmp_path):
     assert set(r["targets"]) >= {"heldout_real.clips", "heldout_real.windows_1s"}
     assert r["degraded"]["bar"]["all_real"]["clips"]["n"] == 2
     assert (tmp_path / "cache" / "grid_bbaf2n.npz").exists()  # built on a fresh machine
+    # the classical cross-check ran on both (each fitted on the other speaker) and is reported
+    for row in r["per_clip"]:
+        assert isinstance(row["classical_own_offset_frames"], int) and -10 <= row["classical_own_offset_frames"] <= 10
+    cc = r["cross_check"]
+    assert cc["heldout_without_them"]["clips"]["n"] == 4 - 2 * len(cc["clips"])

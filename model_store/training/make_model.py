@@ -111,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="move the audio's clip edges inwards by up to this many frames in training windows")
     ap.add_argument("--dev-weight", type=float, default=1.0,
                     help="sampling weight of the trained dev-clip speakers' frames relative to other real frames")
+    ap.add_argument("--swap-dev-folds", action="store_true",
+                    help="train on the dev speakers the default split holds out and hold out the others "
+                         "(the second fold of a 2-fold cross-validation)")
     ap.add_argument("--select-best", action=argparse.BooleanOptionalAction, default=True,
                     help="keep the best validation step (validation = held-out dev speakers, so their numbers "
                          "are slightly optimistic) instead of the last (--no-select-best)")
@@ -148,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
 
         suspect = {"edtalk_obama", "dfdc_real_lynaeydofd"}
         dev_train, dev = split_groups(dev, 1.0 - args.dev_train_fraction, seed=args.seed)
+        if args.swap_dev_folds:
+            dev_train, dev = dev, dev_train
         dev += [c for c in dev_train if c.name in suspect]
         dev_train = [c for c in dev_train if c.name not in suspect]
         real_train += dev_train

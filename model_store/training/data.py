@@ -144,7 +144,6 @@ class WindowSampler:
             clip_ids=ids,
         )
 
-
     def _jitter_edges(self, valid: torch.Tensor) -> torch.Tensor:
         """Move the audio's clip edges inwards by 0..edge_jitter_frames frames, independently of the
         video's. Short clips put an edge in most windows, and where the audio ends exactly where the

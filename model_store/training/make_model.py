@@ -122,7 +122,6 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     spec, vspec = AudioSpec(), VideoSpec(delay_frames=args.delay_frames)
-    arch_params = dict(ARCH_PARAMS)
 
     real_train: list[Clip] = []
     dev_train: list[Clip] = []
@@ -178,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     vals = {"synth": WindowSampler(syn_val, spec, vspec.context_frames, k, 7, delay_frames=dl)}
     if dev:
         vals["dev"] = WindowSampler(dev, spec, vspec.context_frames, k, 7, delay_frames=dl)
-    model = build("syncnet_lite_v1", arch_params)
+    model = build("syncnet_lite_v1", ARCH_PARAMS)
     cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, seed=args.seed, threads=args.threads,
                       select_best=args.select_best)
     report = train(model, sampler, vals, cfg, spec.context_frames)
@@ -187,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     from model_store.training.calibrate import fit_calibration
 
     manifest = Manifest(
-        name="syncnet-lite", version=args.version, architecture="syncnet_lite_v1", arch_params=arch_params,
+        name="syncnet-lite", version=args.version, architecture="syncnet_lite_v1", arch_params=ARCH_PARAMS,
         embedding_dim=128, audio=spec, video=vspec, calibration=Calibration(),
         weights_file="weights.safetensors", weights_sha256="",
         training={

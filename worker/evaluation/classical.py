@@ -27,7 +27,6 @@ CONTEXT_FRAMES = 3  # audio frames t-3..t+3 predict the openness at t
 MAX_LAG_FRAMES = 10
 RIDGE_ALPHA = 10.0
 EDGE_FRAMES = 12  # frames at each end left out of the correlation (lagged features wrap there)
-N_FEATURES = 5  # log energy + 4 mel bands
 
 
 @dataclass(frozen=True)

@@ -89,6 +89,11 @@ class Manifest:
     weights_sha256: str
     format_version: int = FORMAT_VERSION
     training: dict[str, Any] = field(default_factory=dict)
+    # share of each window's mean embedding removed before the cosines (offsets.center_embeddings)
+    embedding_centering: float = 0.0
+    # offsets.smooth_curve's radius: a job's curve is averaged over +/- this many frames before the
+    # peak is picked (part of the bundle because the calibration is fitted on the smoothed peak)
+    peak_smooth_frames: int = 0
 
     @property
     def scorer_name(self) -> str:
@@ -103,6 +108,8 @@ class Manifest:
             "arch_params": self.arch_params,
             "embedding_dim": self.embedding_dim,
             "input": {"audio": vars(self.audio), "video": vars(self.video)},
+            "similarity": {"embedding_centering": self.embedding_centering,
+                           "peak_smooth_frames": self.peak_smooth_frames},
             "calibration": {**vars(self.calibration), "conf_w": list(self.calibration.conf_w)},
             "weights": {"file": self.weights_file, "sha256": self.weights_sha256},
             "training": self.training,
@@ -128,6 +135,8 @@ class Manifest:
                 weights_file=str(doc["weights"]["file"]),
                 weights_sha256=str(doc["weights"]["sha256"]).lower(),
                 training=dict(doc.get("training", {})),
+                embedding_centering=float(doc.get("similarity", {}).get("embedding_centering", 0.0)),
+                peak_smooth_frames=int(doc.get("similarity", {}).get("peak_smooth_frames", 0)),
             )
         except BundleError:
             raise

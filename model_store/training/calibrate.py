@@ -42,7 +42,7 @@ def window_features(scorer, clips: list[Clip], rng: np.random.Generator, per_cli
             r = scorer.score(req)
             if r.score is None or not r.curve:
                 continue
-            best = float(np.nanmax(np.array(r.curve)))
+            best = float(r.similarity) if r.similarity is not None else float(np.nanmax(np.array(r.curve)))
             correct = matched and abs(r.offset_ms - d_frames * frame_ms) <= frame_ms + 1e-6
             rows.append((best, float(r.margin), n, float(matched), float(correct)))
     return np.array(rows, dtype=np.float64)

@@ -28,6 +28,7 @@ class Clip:
     present: np.ndarray  # (T,) bool
     source: str  # "real" | "synth"
     audio: np.ndarray | None = None  # float32 16 kHz mono (kept for calibration/evaluation)
+    shape: np.ndarray | None = None  # (T, N_SHAPE_FEATURES) mouth-shape measures from lip landmarks
 
     @property
     def n_frames(self) -> int:
@@ -42,13 +43,18 @@ def _gray(frames: np.ndarray) -> np.ndarray:
 
 
 def make_clip(name: str, group: str, rois: np.ndarray, audio: np.ndarray, fps: float, spec: AudioSpec,
-              present: np.ndarray | None = None, source: str = "real") -> Clip:
+              present: np.ndarray | None = None, source: str = "real", landmarks: np.ndarray | None = None) -> Clip:
     mel = log_mel(torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)), spec)
     rois = _gray(rois)
     if present is None:
         present = np.ones(rois.shape[0], dtype=bool)
+    shape = None
+    if landmarks is not None:
+        from worker.tracking.geometry import mouth_shape
+
+        shape = mouth_shape(landmarks)
     return Clip(name, group, rois, float(fps), mel, np.asarray(present, dtype=bool), source,
-                np.ascontiguousarray(audio, dtype=np.float32))
+                np.ascontiguousarray(audio, dtype=np.float32), shape)
 
 
 def load_roi_dir(path: Path, spec: AudioSpec, group_of=None, min_face: float = 0.8) -> list[Clip]:
@@ -63,7 +69,8 @@ def load_roi_dir(path: Path, spec: AudioSpec, group_of=None, min_face: float = 0
                 continue
             fps = float(z["fps"])
             group = group_of(f.stem) if group_of else f.stem
-            clips.append(make_clip(f.stem, group, rois, z["audio"], fps, spec, face, "real"))
+            marks = z.get("landmarks")  # older caches have none
+            clips.append(make_clip(f.stem, group, rois, z["audio"], fps, spec, face, "real", marks))
         except Exception as exc:  # noqa: BLE001 - a broken cache file must not stop training
             print(f"skip {f}: {exc}")
     return clips
@@ -77,6 +84,8 @@ class Batch:
     audio_ok: torch.Tensor  # (B, n_audio) bool
     label: torch.Tensor  # (B,) offset index into the grid's offsets
     clip_ids: list[int]
+    shape: torch.Tensor | None = None  # (B, ctx + T, N_SHAPE_FEATURES) mouth shape per frame
+    shape_ok: torch.Tensor | None = None  # (B, ctx + T) bool: a tracked face with landmarks
 
 
 class WindowSampler:
@@ -103,7 +112,7 @@ class WindowSampler:
         actx = self.spec.context_frames
         k = self.k
         n_audio = n_frames + 2 * k
-        frames, fok, mels, aok, labels, ids = [], [], [], [], [], []
+        frames, fok, mels, aok, labels, ids, shapes, shape_ok = [], [], [], [], [], [], [], []
         picks = self.rng.choice(len(self.clips), size=(batch_size + 1) // 2, p=self.p)
         order = np.repeat(picks, 2)[:batch_size]
         for ci in order:
@@ -114,6 +123,12 @@ class WindowSampler:
             valid_idx = (idx >= 0) & (idx < clip.n_frames)
             src = np.clip(idx, 0, clip.n_frames - 1)
             frames.append(clip.rois[src])
+            if clip.shape is not None:
+                shapes.append(clip.shape[src])
+                shape_ok.append(valid_idx & clip.present[src])
+            else:
+                shapes.append(None)
+                shape_ok.append(np.zeros(len(idx), dtype=bool))
             ok = valid_idx[self.ctx:] & clip.present[np.clip(idx[self.ctx:], 0, clip.n_frames - 1)]
             fok.append(ok)
             d = int(self.rng.integers(-k, k + 1)) if self.rng.random() < shift_prob else 0
@@ -142,7 +157,17 @@ class WindowSampler:
             audio_ok=torch.stack(aok),
             label=torch.tensor(labels),
             clip_ids=ids,
+            **self._shapes(shapes, shape_ok),
         )
+
+    @staticmethod
+    def _shapes(shapes: list, shape_ok: list) -> dict:
+        known = next((s for s in shapes if s is not None), None)
+        if known is None:
+            return {}
+        zeros = np.zeros_like(known)
+        return {"shape": torch.from_numpy(np.stack([zeros if s is None else s for s in shapes])),
+                "shape_ok": torch.from_numpy(np.stack(shape_ok))}
 
     def _jitter_edges(self, valid: torch.Tensor) -> torch.Tensor:
         """Move the audio's clip edges inwards by 0..edge_jitter_frames frames, independently of the

@@ -73,6 +73,20 @@ def synth_clips(n: int, seed0: int, spec: AudioSpec, seconds: float = 4.0) -> li
     return clips
 
 
+def reuse_weights(model: torch.nn.Module, bundle_dir: Path) -> dict:
+    """Load another bundle's weights into ``model`` (same architecture and parameters); returns its
+    training record, so the new manifest says how those weights were made."""
+    from model_store.bundle import load_bundle
+
+    src, state = load_bundle(bundle_dir)
+    if src.architecture != "syncnet_lite_v1" or src.arch_params != ARCH_PARAMS:
+        raise SystemExit(f"--from-bundle {bundle_dir}: {src.architecture} {src.arch_params} is not this recipe's "
+                         f"syncnet_lite_v1 {ARCH_PARAMS}")
+    model.load_state_dict(state)
+    kept = {k: v for k, v in src.training.items() if k in ("config", "history", "best_step", "train_seconds")}
+    return {**kept, "weights_from": f"{src.scorer_name} (sha256 {src.weights_sha256})"}
+
+
 def dev_group(stem: str) -> str:
     """Speaker group of a dev clip (clips of one speaker share a group)."""
     if stem.startswith("cremad_1001"):
@@ -89,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--synth-clips", type=int, default=400)
     ap.add_argument("--out", default=str(REPO / "model_store" / "bundles" / "default"))
     ap.add_argument("--seed", type=int, default=1234)
-    ap.add_argument("--version", default="1.1.0")
+    ap.add_argument("--version", default="1.2.0")
     ap.add_argument("--no-real", action="store_true", help="synthetic data only")
     ap.add_argument("--dev-train-fraction", type=float, default=0.5,
                     help="share of dev-clip speakers trained on; the others are only evaluated "
@@ -114,6 +128,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--swap-dev-folds", action="store_true",
                     help="train on the dev speakers the default split holds out and hold out the others "
                          "(the second fold of a 2-fold cross-validation)")
+    ap.add_argument("--centering", type=float, default=0.5,
+                    help="share of each window's mean embedding the scorer removes before the cosines (manifest "
+                         "similarity.embedding_centering; 0 for 1.1.0, 0.5 from 1.2.0)")
+    ap.add_argument("--train-centering", type=float, default=0.0,
+                    help="the same, in the training loss (0: the embeddings are trained as in 1.1.0)")
+    ap.add_argument("--peak-smooth-frames", type=int, default=1,
+                    help="the scorer averages each curve over +/- this many frames before picking the peak "
+                         "(manifest similarity.peak_smooth_frames; 0 for 1.1.0, 1 from 1.2.0)")
+    ap.add_argument("--from-bundle", default=None,
+                    help="take the weights of this bundle (same architecture) instead of training: only the "
+                         "similarity settings and the calibration are redone (1.2.0 = 1.1.0's weights)")
+    ap.add_argument("--shape-loss", type=float, default=0.0,
+                    help="weight of the mouth-shape pretext loss (frame features predict lip-landmark shape "
+                         "measures; real clips only); 0 for 1.1.0")
     ap.add_argument("--select-best", action=argparse.BooleanOptionalAction, default=True,
                     help="keep the best validation step (validation = held-out dev speakers, so their numbers "
                          "are slightly optimistic) instead of the last (--no-select-best)")
@@ -179,15 +207,20 @@ def main(argv: list[str] | None = None) -> int:
         vals["dev"] = WindowSampler(dev, spec, vspec.context_frames, k, 7, delay_frames=dl)
     model = build("syncnet_lite_v1", ARCH_PARAMS)
     cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, seed=args.seed, threads=args.threads,
-                      select_best=args.select_best)
-    report = train(model, sampler, vals, cfg, spec.context_frames)
+                      select_best=args.select_best, embedding_centering=args.train_centering,
+                      shape_loss_weight=args.shape_loss)
+    if args.from_bundle:
+        report = reuse_weights(model, Path(args.from_bundle))
+    else:
+        report = {"config": asdict(cfg), **train(model, sampler, vals, cfg, spec.context_frames)}
     model.eval()
 
     from model_store.training.calibrate import fit_calibration
 
     manifest = Manifest(
         name="syncnet-lite", version=args.version, architecture="syncnet_lite_v1", arch_params=ARCH_PARAMS,
-        embedding_dim=128, audio=spec, video=vspec, calibration=Calibration(),
+        embedding_dim=128, audio=spec, video=vspec, calibration=Calibration(), embedding_centering=args.centering,
+        peak_smooth_frames=args.peak_smooth_frames,
         weights_file="weights.safetensors", weights_sha256="",
         training={
             "data": {"synthetic_clips": len(syn_train), "synthetic_seed0": SYNTH_TRAIN_SEED,
@@ -196,7 +229,6 @@ def main(argv: list[str] | None = None) -> int:
                      + ["dev-clips (speaker split)"],
                      "dev_train_clips": sorted(c.name for c in dev_train),
                      "dev_heldout_clips": sorted(c.name for c in dev)},
-            "config": {k_: v for k_, v in asdict(cfg).items()},
             **report,
         },
     )

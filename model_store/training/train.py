@@ -21,7 +21,14 @@ from model_store.features import standardize_frames
 from model_store.training.augment import augment
 from model_store.training.data import Batch, WindowSampler
 from worker.scoring.calibration import auc
-from worker.scoring.offsets import OffsetGrid, offset_curve, similarity_by_offset, valid_pairs
+from worker.scoring.offsets import (
+    OffsetGrid,
+    center_embeddings,
+    offset_curve,
+    similarity_by_offset,
+    valid_pairs,
+)
+from worker.tracking.geometry import N_SHAPE_FEATURES
 
 
 @dataclass
@@ -41,9 +48,15 @@ class TrainConfig:
     # keep the weights of the best validation step instead of the last. The validation windows are
     # the held-out dev speakers', so selecting on them makes their numbers optimistic: off by default
     select_best: bool = False
+    # Manifest.embedding_centering: the same share of the window mean is removed in training
+    embedding_centering: float = 0.0
+    # weight of the mouth-shape pretext loss: the frame CNN's features must predict the lip
+    # landmarks' shape measures (geometry.mouth_shape), which do not depend on the speaker's looks
+    shape_loss_weight: float = 0.0
 
 
-def embed_batch(model, batch: Batch, audio_ctx: int, gen: torch.Generator | None, aug_prob: float):
+def embed_batch(model, batch: Batch, audio_ctx: int, gen: torch.Generator | None, aug_prob: float,
+                centering: float = 0.0, with_features: bool = False):
     b, f, h, w = batch.frames.shape
     x = batch.frames
     if gen is not None:
@@ -54,7 +67,28 @@ def embed_batch(model, batch: Batch, audio_ctx: int, gen: torch.Generator | None
     a = model.audio_embed(batch.mel)
     n_audio = batch.audio_ok.shape[1]
     a = a[:, audio_ctx: audio_ctx + n_audio]
-    return v, a
+    v, a = center_embeddings(v, batch.frame_ok, centering), center_embeddings(a, batch.audio_ok, centering)
+    return (v, a, feats) if with_features else (v, a)
+
+
+class ShapeProbe(torch.nn.Module):
+    """Linear read-out of mouth-shape measures from frame features, for the pretext loss only (never
+    saved in a bundle). Targets are standardised with the training clips' statistics."""
+
+    def __init__(self, feat_dim: int, clips) -> None:
+        super().__init__()
+        shapes = [c.shape[c.present] for c in clips if c.shape is not None and c.present.any()]
+        allv = np.concatenate(shapes) if shapes else np.zeros((1, N_SHAPE_FEATURES), np.float32)
+        self.register_buffer("mean", torch.from_numpy(allv.mean(0)).float())
+        self.register_buffer("std", torch.from_numpy(allv.std(0) + 1e-3).float())
+        self.fc = torch.nn.Linear(feat_dim, N_SHAPE_FEATURES)
+
+    def loss(self, feats: torch.Tensor, batch: Batch) -> torch.Tensor:
+        if batch.shape is None or not bool(batch.shape_ok.any()):
+            return feats.sum() * 0.0
+        ok = batch.shape_ok
+        target = (batch.shape[ok].float() - self.mean) / self.std
+        return F.smooth_l1_loss(self.fc(feats[ok]), target)
 
 
 def batch_loss(model, batch: Batch, k: int, v: torch.Tensor, a: torch.Tensor, frame_w: float):
@@ -83,7 +117,8 @@ def batch_loss(model, batch: Batch, k: int, v: torch.Tensor, a: torch.Tensor, fr
 
 
 @torch.no_grad()
-def evaluate(model, sampler: WindowSampler, n_frames: int, n_batches: int, batch_size: int, audio_ctx: int) -> dict:
+def evaluate(model, sampler: WindowSampler, n_frames: int, n_batches: int, batch_size: int, audio_ctx: int,
+             centering: float = 0.0) -> dict:
     """Accuracy within +/-1 frame of the true offset, and matched-vs-mismatched AUC of the best
     mean cosine, on a fixed set of windows (the sampler's own seed)."""
     model.eval()
@@ -93,7 +128,7 @@ def evaluate(model, sampler: WindowSampler, n_frames: int, n_batches: int, batch
     pos, neg = [], []
     for _ in range(n_batches):
         batch = sampler.sample(batch_size, n_frames, shift_prob=1.0)
-        v, a = embed_batch(model, batch, audio_ctx, None, 0.0)
+        v, a = embed_batch(model, batch, audio_ctx, None, 0.0, centering)
         sim = similarity_by_offset(v, a, grid)
         ok = valid_pairs(batch.frame_ok, batch.audio_ok, grid)
         curve = offset_curve(sim, ok, min_pairs=max(1, n_frames // 2))
@@ -118,7 +153,9 @@ def train(model, train_sampler: WindowSampler, val_samplers: dict[str, WindowSam
     torch.set_num_threads(cfg.threads)
     gen = torch.Generator().manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    probe = ShapeProbe(model.frame_encoder.fc.out_features, train_sampler.clips) if cfg.shape_loss_weight > 0 else None
+    params = list(model.parameters()) + (list(probe.parameters()) if probe is not None else [])
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.05)
     model.train()
     t0 = time.time()
@@ -128,8 +165,10 @@ def train(model, train_sampler: WindowSampler, val_samplers: dict[str, WindowSam
     for step in range(1, cfg.steps + 1):
         n_frames = int(rng.choice(cfg.frames_choices))
         batch = train_sampler.sample(cfg.batch_size, n_frames)
-        v, a = embed_batch(model, batch, audio_ctx, gen, cfg.aug_prob)
+        v, a, feats = embed_batch(model, batch, audio_ctx, gen, cfg.aug_prob, cfg.embedding_centering, True)
         loss, _ = batch_loss(model, batch, train_sampler.k, v, a, cfg.frame_loss_weight)
+        if probe is not None:
+            loss = loss + cfg.shape_loss_weight * probe.loss(feats, batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
@@ -139,7 +178,8 @@ def train(model, train_sampler: WindowSampler, val_samplers: dict[str, WindowSam
             log(f"step {step} loss {float(loss.detach()):.3f} scale {float(model.logit_scale.exp()):.1f} "
                 f"{(time.time() - t0) / step:.2f}s/step")
         if step % cfg.eval_every == 0 or step == cfg.steps:
-            res = {name: evaluate(model, s, 25, cfg.eval_batches, 32, audio_ctx) for name, s in val_samplers.items()}
+            res = {name: evaluate(model, s, 25, cfg.eval_batches, 32, audio_ctx, cfg.embedding_centering)
+                   for name, s in val_samplers.items()}
             summary = float(np.mean([r["acc_pm1"] + r["auc"] for r in res.values()]))
             history.append({"step": step, "elapsed_s": round(time.time() - t0, 1), **{
                 f"{k}_{m}": round(v[m], 4) for k, v in res.items() for m in ("acc_pm1", "auc")}})

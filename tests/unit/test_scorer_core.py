@@ -62,6 +62,24 @@ def test_bundle_roundtrip_and_name(random_bundle, scorer):
     assert len(doc["weights"]["sha256"]) == 64
 
 
+def test_similarity_settings_round_trip_and_default_to_off(random_bundle, tmp_path):
+    import dataclasses
+
+    from model_store.bundle import read_manifest, save_bundle
+
+    man, state = load_bundle(random_bundle)
+    assert man.embedding_centering == 0.0 and man.peak_smooth_frames == 0
+    doc = json.loads((random_bundle / "manifest.json").read_text())
+    doc.pop("similarity", None)  # a bundle written before the section existed
+    old = type(man).from_json(doc)
+    assert old.embedding_centering == 0.0 and old.peak_smooth_frames == 0
+    save_bundle(tmp_path / "c", dataclasses.replace(man, embedding_centering=0.5, peak_smooth_frames=1), state)
+    back = read_manifest(tmp_path / "c")
+    assert back.embedding_centering == 0.5 and back.peak_smooth_frames == 1
+    assert json.loads((tmp_path / "c" / "manifest.json").read_text())["similarity"] == {
+        "embedding_centering": 0.5, "peak_smooth_frames": 1}
+
+
 def test_corrupted_bundle_falls_back_to_heuristic(random_bundle, tmp_path, caplog):
     bad = tmp_path / "bad"
     shutil.copytree(random_bundle, bad)
@@ -204,3 +222,21 @@ def test_delay_frames_moves_the_reported_offset_by_whole_frames():
     frame_ms = 1000.0 / clip.fps
     assert offsets[1] == pytest.approx(offsets[0] + frame_ms, abs=0.2)
     assert offsets[2] == pytest.approx(offsets[0] + 2 * frame_ms, abs=0.2)
+
+
+def test_scorer_applies_the_bundles_embedding_centering():
+    """The manifest's centering reaches the cosines: the same weights give another curve, and a
+    planted offset on a clear synthetic clip is still found."""
+    import dataclasses
+
+    from worker.synth import SynthOptions, generate_clip
+
+    manifest, state = load_bundle(DEFAULT_BUNDLE_DIR)
+    clip = generate_clip(424243, 3.0, 80.0, SynthOptions())
+    curves, offsets = {}, {}
+    for w in (0.0, 1.0):
+        sc = ModelScorer(dataclasses.replace(manifest, embedding_centering=w), state, device="cpu")
+        r = sc.score(_req(clip.frames[:50], clip.audio, fps=clip.fps, kind=Kind.WINDOW))
+        curves[w], offsets[w] = np.array(r.curve), r.offset_ms
+    assert not np.allclose(curves[0.0], curves[1.0], atol=1e-3)
+    assert offsets[1.0] == pytest.approx(offsets[0.0], abs=1000.0 / clip.fps + 0.2)

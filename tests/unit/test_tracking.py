@@ -72,6 +72,27 @@ def test_crop_large_roi_is_antialiased_and_centred():
     assert 8 <= len(np.unique(ys)) <= 11  # 40 px of 400 -> ~9.6 px of 96
 
 
+def _lips(open_gap: float) -> np.ndarray:
+    """40 lip points (LIP_INDICES order) on two ellipses, corners at x = +/-1, inner lips apart by
+    ``open_gap``."""
+    n = len(geo.OUTER_LIP)
+    ang = np.linspace(np.pi, -np.pi, n, endpoint=False)  # 61 (left corner) first, then the lower lip
+    outer = np.stack([np.cos(ang), -0.45 * np.sin(ang)], -1)
+    inner = np.stack([0.8 * np.cos(ang), -(0.05 + open_gap / 2) * np.sin(ang)], -1)
+    return np.concatenate([outer, inner])
+
+
+def test_mouth_shape_ignores_pose_and_follows_the_gap():
+    closed, wide = _lips(0.0), _lips(0.6)
+    base = geo.mouth_shape(np.stack([closed, wide]))
+    assert base.shape == (2, geo.N_SHAPE_FEATURES)
+    assert base[1, 0] == pytest.approx(base[0, 0] + 0.3, abs=1e-4)  # gap 0.6 over width 2
+    a = np.deg2rad(17.0)
+    rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+    moved = np.stack([closed, wide]) @ rot.T * 3.7 + np.array([40.0, -12.0])
+    assert np.allclose(geo.mouth_shape(moved), base, atol=1e-5)
+
+
 def test_bridge_only_short_gaps_and_smoothing_stays_inside_runs():
     t_len = 12
     params = np.zeros((t_len, 4))

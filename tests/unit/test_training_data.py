@@ -38,3 +38,21 @@ def test_audio_noise_changes_features_and_stays_finite():
     assert torch.isfinite(noisy.mel).all()
     assert clean.mel.shape == noisy.mel.shape
     assert not torch.allclose(clean.mel, noisy.mel)
+
+
+def test_windows_carry_mouth_shape_where_clips_have_landmarks():
+    rng = np.random.default_rng(2)
+    audio = (0.1 * rng.standard_normal(16000 * 4)).astype(np.float32)
+    frames = rng.integers(0, 255, (100, 96, 96), dtype=np.uint8)
+    marks = rng.uniform(0.3, 0.7, (100, 40, 2)).astype(np.float32)
+    present = np.ones(100, bool)
+    present[50:] = False  # no face: no shape target either
+    with_marks = make_clip("m", "m", frames, audio, 25.0, SPEC, present, landmarks=marks)
+    plain = make_clip("p", "p", frames, audio, 25.0, SPEC)
+    assert with_marks.shape.shape == (100, 7) and plain.shape is None
+    b = WindowSampler([with_marks, plain], SPEC, 6, 6, seed=4).sample(16, 12)
+    assert b.shape.shape == (16, 18, 7) and b.shape_ok.shape == (16, 18)
+    ids = np.array(b.clip_ids)
+    assert not b.shape_ok[ids == 1].any()  # the clip without landmarks
+    assert b.shape_ok[ids == 0].any()
+    assert WindowSampler([plain], SPEC, 6, 6, seed=4).sample(4, 12).shape is None

@@ -212,7 +212,7 @@ def degraded_track(clip: ClipInfo, base: Tracked, kind: str, cfg: RealEvalConfig
         out_dir.mkdir(parents=True, exist_ok=True)
         log(f"tracking {clip.name} ({kind}) -> {npz}")
         res = _track_degraded_frames(clip, base, kind, rng)
-        tmp = npz.with_suffix(".tmp.npz")
+        tmp = npz.with_name(f"{npz.stem}.{os.getpid()}.tmp.npz")  # concurrent runs share the cache
         np.savez_compressed(tmp, rois=res.rois, face_present=res.face_present, landmarks=res.landmarks,
                             occluded=res.occluded, tracking_ms=np.float64(res.tracking_ms),
                             fps=np.float64(res.fps))

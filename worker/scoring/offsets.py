@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,23 @@ class OffsetGrid:
 
     def n_audio(self, n_frames: int) -> int:
         return n_frames + self.pad_before + self.pad_after
+
+
+def center_embeddings(e: torch.Tensor, valid: torch.Tensor, weight: float) -> torch.Tensor:
+    """(B, N, D) unit embeddings -> unit embeddings with ``weight`` x their mean over the valid
+    positions taken away.
+
+    An embedding carries a part that is constant over a window: the speaker's looks on the video
+    side, the voice and the room on the audio side. Their product adds to every offset's
+    similarity alike, so it cannot help find the offset, but it moves the best similarity up or
+    down with who is speaking, which blurs matched-vs-mismatched scores. Removing the window mean
+    keeps what moves with time. weight 0 returns ``e`` unchanged (bundles trained without it).
+    """
+    if weight == 0.0:
+        return e
+    m = valid.unsqueeze(-1).to(e.dtype)
+    mean = (e * m).sum(1, keepdim=True) / m.sum(1, keepdim=True).clamp_min(1.0)
+    return F.normalize(e - weight * mean, dim=-1)
 
 
 def similarity_by_offset(v: torch.Tensor, a: torch.Tensor, grid: OffsetGrid) -> torch.Tensor:
@@ -90,6 +108,38 @@ class Peak:
     offset_frames: int
     best: float
     margin: float  # best minus the best value outside the peak's neighbourhood (0 if none)
+
+
+def smooth_curve(curve: torch.Tensor, radius: int) -> torch.Tensor:
+    """(..., K) curve -> the mean of each offset's finite neighbours within +/- radius positions.
+    Offsets without a value (NaN: no valid pairs) stay NaN, so they are never picked.
+
+    Why: a judgement within +/-1 frame is best served by the centre of the best band of offsets,
+    not by a lone maximum that noise lifted beside a broad peak's centre. The ends of a curve
+    have fewer neighbours, and a mean over fewer values favours them: compute the curve
+    ``radius`` positions wider than the offsets reported and crop after smoothing
+    (``widen``/``crop``)."""
+    if radius <= 0:
+        return curve
+    c = curve.double()
+    finite = torch.isfinite(c)
+    vals = torch.where(finite, c, torch.zeros_like(c))
+    pad = (radius, radius)
+    kernel_sum = torch.nn.functional.pad(vals, pad).unfold(-1, 2 * radius + 1, 1).sum(-1)
+    kernel_n = torch.nn.functional.pad(finite.double(), pad).unfold(-1, 2 * radius + 1, 1).sum(-1)
+    out = kernel_sum / kernel_n.clamp_min(1.0)
+    return torch.where(finite, out, torch.full_like(out, float("nan"))).to(curve.dtype)
+
+
+def widen(grid: OffsetGrid, radius: int) -> OffsetGrid:
+    """``grid`` with ``radius`` more positions on each side (the smoothing's support)."""
+    ext = radius * grid.step_frames
+    return OffsetGrid(grid.lo_frames - ext, grid.hi_frames + ext, grid.step_frames)
+
+
+def crop(curve: torch.Tensor, radius: int) -> torch.Tensor:
+    """Undo ``widen`` on a (..., K + 2 radius) curve."""
+    return curve[..., radius: curve.shape[-1] - radius] if radius > 0 else curve
 
 
 def pick_peak(curve: torch.Tensor, grid: OffsetGrid, neighbourhood_frames: int = 2) -> Peak | None:

@@ -111,5 +111,5 @@ def build_result(req: ScoreRequest, scorer: str, peak: Peak | None, grid: Offset
         label=Label.OCCLUDED if occluded else Label.OK, scorer=scorer, occluded=occluded,
         curve_offsets_ms=offsets_ms,
         curve=tuple(float(x) if math.isfinite(float(x)) else float("nan") for x in curve.tolist()),
-        voiced_fraction=voiced_fraction,
+        voiced_fraction=voiced_fraction, similarity=float(peak.best),
     )

@@ -21,7 +21,17 @@ from model_store.architectures import build
 from model_store.bundle import Manifest
 from model_store.features import audio_grid_features, frame_rms, video_input
 from worker.scoring.calibration import confidence_from_peak, score_from_similarity
-from worker.scoring.offsets import OffsetGrid, offset_curve, pick_peak, similarity_by_offset, valid_pairs
+from worker.scoring.offsets import (
+    OffsetGrid,
+    center_embeddings,
+    crop,
+    offset_curve,
+    pick_peak,
+    similarity_by_offset,
+    smooth_curve,
+    valid_pairs,
+    widen,
+)
 from worker.scoring.postprocess import ScorerConfig, build_result, null_result, silence_verdict
 from worker.scoring.types import LipSyncScore, ScoreRequest
 from worker.scoring.validate import validate_request
@@ -139,7 +149,7 @@ class ModelScorer:
     def search_margin_ms(self) -> float:
         # offsets plus the audio encoder's context, at the slowest frame rate we expect (25 fps)
         reach = max(abs(self.config.min_offset_ms), abs(self.config.max_offset_ms))
-        return reach + (self.audio_ctx + self.delay + 1) * 40.0
+        return reach + (self.audio_ctx + self.delay + self.manifest.peak_smooth_frames + 1) * 40.0
 
     def new_stream(self) -> FeatureCache:
         return FeatureCache(self.config.cache_frames)
@@ -177,13 +187,19 @@ class ModelScorer:
                 results[i] = self._post(prep, vi, ai)
         return [r for r in results if r is not None]
 
+    def _smooth_radius(self, grid: OffsetGrid) -> int:
+        """Grid positions the curve is averaged over on each side before the peak is picked."""
+        return self.manifest.peak_smooth_frames // grid.step_frames
+
     # --- pre -------------------------------------------------------------------------------
     def _prepare(self, req: ScoreRequest) -> _Prepared:
         fs, au = req.frames, req.audio
         grid = OffsetGrid.from_ms(self.config.min_offset_ms, self.config.max_offset_ms, fs.fps,
                                   self.config.step_frames)
-        # embedding t describes frame t - delay: offset k pairs it with audio position t - delay + k
-        search = OffsetGrid(grid.lo_frames - self.delay, grid.hi_frames - self.delay, grid.step_frames)
+        # embedding t describes frame t - delay: offset k pairs it with audio position t - delay + k;
+        # the curve reaches the smoothing radius beyond the reported offsets (offsets.smooth_curve)
+        wide = widen(grid, self._smooth_radius(grid))
+        search = OffsetGrid(wide.lo_frames - self.delay, wide.hi_frames - self.delay, grid.step_frames)
         frame_ok = torch.ones(fs.n_frames, dtype=torch.bool)
         if fs.present is not None:
             frame_ok &= torch.from_numpy(np.asarray(fs.present, dtype=bool))
@@ -266,12 +282,17 @@ class ModelScorer:
     # --- post ------------------------------------------------------------------------------
     def _post(self, prep: _Prepared, v: torch.Tensor, a: torch.Tensor) -> LipSyncScore:
         grid = prep.grid
-        sim = similarity_by_offset(v.float().unsqueeze(0), a.float().unsqueeze(0), prep.search)
-        ok = valid_pairs(prep.frame_ok.unsqueeze(0).to(sim.device), prep.audio_ok.unsqueeze(0).to(sim.device),
-                         prep.search)
+        frame_ok, audio_ok = prep.frame_ok.unsqueeze(0).to(v.device), prep.audio_ok.unsqueeze(0).to(a.device)
+        w = self.manifest.embedding_centering
+        v = center_embeddings(v.float().unsqueeze(0), frame_ok, w)
+        a = center_embeddings(a.float().unsqueeze(0), audio_ok, w)
+        sim = similarity_by_offset(v, a, prep.search)
+        ok = valid_pairs(frame_ok, audio_ok, prep.search)
         min_pairs = max(1, int(self.config.min_valid_fraction * prep.req.frames.n_frames))
-        curve = offset_curve(sim, ok, min_pairs=min_pairs)[0].cpu()
-        peak = pick_peak(curve, grid, self.config.peak_neighbourhood_frames)
+        wide_curve = offset_curve(sim, ok, min_pairs=min_pairs)[0].cpu()
+        radius = self._smooth_radius(grid)
+        curve = crop(wide_curve, radius)  # published: the raw cosines at the reported offsets
+        peak = pick_peak(crop(smooth_curve(wide_curve, radius), radius), grid, self.config.peak_neighbourhood_frames)
         n_ok = int(prep.frame_ok.sum())
         cal = self.manifest.calibration
         score = confidence = None

@@ -120,6 +120,9 @@ class LipSyncScore:
     curve_offsets_ms: tuple[float, ...] = field(default=(), repr=False)
     curve: tuple[float, ...] = field(default=(), repr=False)
     voiced_fraction: float = 1.0
+    # the peak height the score was mapped from (the smoothed curve's, see offsets.smooth_curve):
+    # what a calibration must be fitted on; not published
+    similarity: float | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict:
         return {

@@ -152,3 +152,31 @@ def to_roi_coords(points_px: np.ndarray, param: np.ndarray, roi_size: int) -> np
     m = roi_affine(param, roi_size)
     pts = points_px @ m[:, :2].T + m[:, 2]
     return (pts / roi_size).astype(np.float32)
+
+
+# Mouth-shape measures (pairs of FaceMesh points), each divided by the corner-to-corner width so
+# they do not depend on scale, rotation or position in the crop. Left/right pairs are averaged:
+# a mirrored mouth measures the same.
+_SHAPE_PAIRS: tuple[tuple[tuple[int, int], ...], ...] = (
+    ((13, 14),),  # inner gap, centre
+    ((82, 87), (312, 317)),  # inner gap, sides
+    ((0, 17),),  # outer height, centre
+    ((37, 84), (267, 314)),  # outer height, sides
+    ((0, 13),),  # upper lip thickness
+    ((14, 17),),  # lower lip thickness
+    ((78, 308),),  # inner corner-to-corner width
+)
+N_SHAPE_FEATURES = len(_SHAPE_PAIRS)
+
+
+def mouth_shape(lips: np.ndarray) -> np.ndarray:
+    """(T, 40, 2) lip landmarks (LIP_INDICES order, any isotropic coordinates) -> (T, 7) float32
+    shape measures over the mouth width: the articulatory view of a mouth, free of its looks."""
+    p = np.asarray(lips, dtype=np.float64)
+    width = np.linalg.norm(p[:, LIP_POS[MOUTH_RIGHT]] - p[:, LIP_POS[MOUTH_LEFT]], axis=-1)
+    width = np.maximum(width, 1e-6)
+    cols = []
+    for pairs in _SHAPE_PAIRS:
+        d = [np.linalg.norm(p[:, LIP_POS[i]] - p[:, LIP_POS[j]], axis=-1) for i, j in pairs]
+        cols.append(np.mean(d, axis=0) / width)
+    return np.stack(cols, axis=-1).astype(np.float32)

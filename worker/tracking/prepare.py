@@ -80,7 +80,8 @@ def process_clip(path: Path, out_file: Path, source: str) -> dict:
         res = _tracker().track_file(path, info=info)
         audio = audio_future.result()
     fps = float(_fps_fraction(info, None))
-    tmp = out_file.with_suffix(".tmp.npz")
+    # a per-process name: two runs sharing a cache (two evaluations at once) must not write one file
+    tmp = out_file.with_name(f"{out_file.stem}.{os.getpid()}.tmp.npz")
     np.savez_compressed(
         tmp,
         rois=res.rois, audio=audio.astype(np.float32), fps=np.float64(fps),

@@ -240,3 +240,17 @@ def test_scorer_applies_the_bundles_embedding_centering():
         curves[w], offsets[w] = np.array(r.curve), r.offset_ms
     assert not np.allclose(curves[0.0], curves[1.0], atol=1e-3)
     assert offsets[1.0] == pytest.approx(offsets[0.0], abs=1000.0 / clip.fps + 0.2)
+
+
+def test_make_model_reuses_a_bundles_weights_only_for_the_same_recipe(random_bundle):
+    """`make_model --from-bundle` (how 1.2.0 got 1.1.0's weights) loads the weights as they are and
+    records where they came from; a bundle of other architecture parameters is refused."""
+    from model_store.training.make_model import ARCH_PARAMS, reuse_weights
+
+    model = build("syncnet_lite_v1", ARCH_PARAMS)
+    record = reuse_weights(model, DEFAULT_BUNDLE_DIR)
+    manifest, state = load_bundle(DEFAULT_BUNDLE_DIR)
+    assert record["weights_from"].endswith(f"(sha256 {manifest.weights_sha256})")
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
+    with pytest.raises(SystemExit, match="is not this recipe"):
+        reuse_weights(build("syncnet_lite_v1", ARCH_PARAMS), random_bundle)  # default channels

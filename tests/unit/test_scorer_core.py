@@ -254,3 +254,18 @@ def test_make_model_reuses_a_bundles_weights_only_for_the_same_recipe(random_bun
     assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
     with pytest.raises(SystemExit, match="is not this recipe"):
         reuse_weights(build("syncnet_lite_v1", ARCH_PARAMS), random_bundle)  # default channels
+
+
+def test_smoothed_reading_reports_the_configured_offsets_only():
+    """1.2.0 computes the curve one frame wider for its smoothing; what it publishes (curve, offsets,
+    offset_ms) stays inside the configured -200..+200 ms search."""
+    from worker.synth import SynthOptions, generate_clip
+
+    manifest, state = load_bundle(DEFAULT_BUNDLE_DIR)
+    assert manifest.peak_smooth_frames == 1
+    clip = generate_clip(424244, 3.0, 200.0, SynthOptions(fps=25.0))
+    r = ModelScorer(manifest, state, device="cpu").score(_req(clip.frames[:25], clip.audio, kind=Kind.WINDOW))
+    assert r.curve_offsets_ms == tuple(float(k * 40) for k in range(-5, 6))
+    assert len(r.curve) == 11
+    assert -200.0 <= r.offset_ms <= 200.0
+    assert r.similarity is not None  # the smoothed peak the score was mapped from

@@ -61,6 +61,8 @@ def load_roi_dir(path: Path, spec: AudioSpec, group_of=None, min_face: float = 0
     """Load tracked real clips (``.npz`` from worker.tracking.prepare). Skips clips with few faces."""
     clips = []
     for f in sorted(Path(path).glob("*.npz")):
+        if f.name.endswith(".tmp.npz"):  # a tracker's unfinished write (worker.tracking.prepare)
+            continue
         try:
             z = np.load(f, allow_pickle=False)
             rois = z["rois"]

@@ -56,3 +56,17 @@ def test_windows_carry_mouth_shape_where_clips_have_landmarks():
     assert not b.shape_ok[ids == 1].any()  # the clip without landmarks
     assert b.shape_ok[ids == 0].any()
     assert WindowSampler([plain], SPEC, 6, 6, seed=4).sample(4, 12).shape is None
+
+
+def test_roi_dir_skips_a_trackers_unfinished_write(tmp_path):
+    from model_store.training.data import load_roi_dir
+
+    rng = np.random.default_rng(3)
+    fields = {"rois": rng.integers(0, 255, (30, 96, 96), dtype=np.uint8), "fps": np.float64(25.0),
+              "audio": (0.1 * rng.standard_normal(19200)).astype(np.float32), "face_present": np.ones(30, bool),
+              "landmarks": rng.uniform(0.3, 0.7, (30, 40, 2)).astype(np.float32)}
+    np.savez(tmp_path / "done.npz", **fields)
+    np.savez(tmp_path / "half.4242.tmp.npz", **fields)
+    clips = load_roi_dir(tmp_path, SPEC)
+    assert [c.name for c in clips] == ["done"]
+    assert clips[0].shape.shape == (30, 7)

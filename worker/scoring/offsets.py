@@ -125,8 +125,8 @@ def smooth_curve(curve: torch.Tensor, radius: int) -> torch.Tensor:
     finite = torch.isfinite(c)
     vals = torch.where(finite, c, torch.zeros_like(c))
     pad = (radius, radius)
-    kernel_sum = torch.nn.functional.pad(vals, pad).unfold(-1, 2 * radius + 1, 1).sum(-1)
-    kernel_n = torch.nn.functional.pad(finite.double(), pad).unfold(-1, 2 * radius + 1, 1).sum(-1)
+    kernel_sum = F.pad(vals, pad).unfold(-1, 2 * radius + 1, 1).sum(-1)
+    kernel_n = F.pad(finite.double(), pad).unfold(-1, 2 * radius + 1, 1).sum(-1)
     out = kernel_sum / kernel_n.clamp_min(1.0)
     return torch.where(finite, out, torch.full_like(out, float("nan"))).to(curve.dtype)
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from worker.tracking.geometry import LIP_POS, MOUTH_LEFT, MOUTH_RIGHT
+from worker.tracking.geometry import SHAPE_INNER_GAP, mouth_shape
 
 SAMPLE_RATE = 16000
 CONTEXT_FRAMES = 3  # audio frames t-3..t+3 predict the openness at t
@@ -41,9 +41,7 @@ def mouth_openness(landmarks_image: np.ndarray, frame_size: tuple[int, int]) -> 
     standardised over the clip (inner-lip gap over mouth width: scale-free)."""
     h, w = frame_size
     pts = np.asarray(landmarks_image, dtype=np.float64) * np.array([w, h], dtype=np.float64)
-    gap = np.linalg.norm(pts[:, LIP_POS[13]] - pts[:, LIP_POS[14]], axis=1)
-    width = np.linalg.norm(pts[:, LIP_POS[MOUTH_LEFT]] - pts[:, LIP_POS[MOUTH_RIGHT]], axis=1)
-    o = gap / np.maximum(width, 1e-6)
+    o = mouth_shape(pts, np.float64)[:, SHAPE_INNER_GAP]
     return (o - o.mean()) / (o.std() + 1e-6)
 
 

@@ -167,11 +167,12 @@ _SHAPE_PAIRS: tuple[tuple[tuple[int, int], ...], ...] = (
     ((78, 308),),  # inner corner-to-corner width
 )
 N_SHAPE_FEATURES = len(_SHAPE_PAIRS)
+SHAPE_INNER_GAP = 0  # mouth_shape's column of the centre inner-lip gap (FIELD-NOTES' "openness")
 
 
-def mouth_shape(lips: np.ndarray) -> np.ndarray:
-    """(T, 40, 2) lip landmarks (LIP_INDICES order, any isotropic coordinates) -> (T, 7) float32
-    shape measures over the mouth width: the articulatory view of a mouth, free of its looks."""
+def mouth_shape(lips: np.ndarray, dtype: type = np.float32) -> np.ndarray:
+    """(T, 40, 2) lip landmarks (LIP_INDICES order, any isotropic coordinates) -> (T, 7) shape
+    measures over the mouth width: the articulatory view of a mouth, free of its looks."""
     p = np.asarray(lips, dtype=np.float64)
     width = np.linalg.norm(p[:, LIP_POS[MOUTH_RIGHT]] - p[:, LIP_POS[MOUTH_LEFT]], axis=-1)
     width = np.maximum(width, 1e-6)
@@ -179,4 +180,4 @@ def mouth_shape(lips: np.ndarray) -> np.ndarray:
     for pairs in _SHAPE_PAIRS:
         d = [np.linalg.norm(p[:, LIP_POS[i]] - p[:, LIP_POS[j]], axis=-1) for i, j in pairs]
         cols.append(np.mean(d, axis=0) / width)
-    return np.stack(cols, axis=-1).astype(np.float32)
+    return np.stack(cols, axis=-1).astype(dtype)

@@ -7,7 +7,7 @@ SYNC := $(VENV)/bin/sync-scorer
 STAMP := $(VENV)/.installed-stamp
 PYTHON ?= python3
 
-.PHONY: venv test run model bench lint kafka-jars kafka-up kafka-down clean
+.PHONY: venv test run model model-cv bench lint kafka-jars kafka-up kafka-down clean
 
 $(STAMP): pyproject.toml scripts/install_system_deps.sh
 	bash scripts/install_system_deps.sh
@@ -37,6 +37,11 @@ run: venv kafka-jars
 
 model: venv
 	$(PY) -m model_store.training.make_model
+
+# the two cross-validation folds `sync-scorer eval-real --cv-folds` judges the dev clips with
+model-cv: venv
+	$(PY) -m model_store.training.make_model --cv-fold 1 --out model_store/bundles/cv-fold-1
+	$(PY) -m model_store.training.make_model --cv-fold 2 --out model_store/bundles/cv-fold-2
 
 bench: venv
 	$(SYNC) bench --json

@@ -96,7 +96,7 @@ class WindowSampler:
 
     def __init__(self, clips: list[Clip], spec: AudioSpec, video_ctx: int, max_shift_frames: int,
                  seed: int, weights: np.ndarray | None = None, delay_frames: int = 0,
-                 audio_noise_prob: float = 0.0, edge_jitter_frames: int = 0) -> None:
+                 audio_noise_prob: float = 0.0, edge_jitter_frames: int = 0, voice_warp: float = 0.0) -> None:
         self.clips = clips
         self.spec = spec
         self.ctx = video_ctx
@@ -104,6 +104,7 @@ class WindowSampler:
         self.delay = delay_frames  # VideoSpec.delay_frames: embedding t describes frame t - delay
         self.audio_noise_prob = audio_noise_prob
         self.edge_jitter_frames = edge_jitter_frames
+        self.voice_warp = voice_warp
         # augmentations draw from their own stream: switching one on leaves the windows unchanged
         self.aug_rng = np.random.default_rng(seed + 7919)
         self.rng = np.random.default_rng(seed)
@@ -143,6 +144,8 @@ class WindowSampler:
                 vstep = self._jitter_edges(vstep)
             if self.audio_noise_prob > 0 and self.aug_rng.random() < self.audio_noise_prob:
                 feat = self._add_noise(feat, vstep, times, hop_ms)
+            if self.voice_warp > 0 and self.aug_rng.random() < 0.5:
+                feat = self._warp_voice(feat)
             feat = normalize_mel(feat, vstep)
             vgrid = vstep.view(-1, self.spec.steps_per_frame).all(dim=1)[actx: actx + n_audio]
             mels.append(feat.float())
@@ -189,6 +192,25 @@ class WindowSampler:
             out[max(hi + 1 - cut_hi, 0): hi + 1] = False
         return out
 
+    def _warp_voice(self, feat: torch.Tensor) -> torch.Tensor:
+        """Another voice for the same mouth: stretch the mel axis by a factor in 1 +/- voice_warp
+        (vocal tract length perturbation: formants of shorter or longer vocal tracts sit
+        proportionally higher or lower) and blank a random band of up to 4 mel bins (the
+        frequency masking of SpecAugment). Few training voices; every speaker's mouth moves with
+        the timing of their speech, not with its spectral colour."""
+        n_mels = feat.shape[0]
+        alpha = 1.0 + float(self.aug_rng.uniform(-self.voice_warp, self.voice_warp))
+        src = (torch.arange(n_mels, dtype=torch.float64) / alpha).clamp(0, n_mels - 1)
+        lo = src.floor().long()
+        hi = (lo + 1).clamp(max=n_mels - 1)
+        frac = (src - lo).to(feat.dtype)[:, None]
+        out = feat[lo] * (1 - frac) + feat[hi] * frac
+        width = int(self.aug_rng.integers(0, 5))
+        if width:
+            b0 = int(self.aug_rng.integers(0, n_mels - width + 1))
+            out[b0: b0 + width] = out.mean(dim=0, keepdim=True)
+        return out
+
     def _add_noise(self, feat: torch.Tensor, valid: torch.Tensor, times_ms: torch.Tensor, hop_ms: float) -> torch.Tensor:
         """Mix noise into a log-mel window at 0-25 dB SNR: half the time another clip's audio
         (babble: speech that is not the mouth's), else noise with a random spectral tilt. Powers of
@@ -219,6 +241,6 @@ def split_groups(clips: list[Clip], val_fraction: float, seed: int) -> tuple[lis
     groups = sorted({c.group for c in clips})
     rng = np.random.default_rng(seed)
     rng.shuffle(groups)
-    n_val = max(1, int(math.ceil(len(groups) * val_fraction))) if len(groups) > 1 else 0
+    n_val = max(1, int(math.ceil(len(groups) * val_fraction))) if len(groups) > 1 and val_fraction > 0 else 0
     val = set(groups[:n_val])
     return [c for c in clips if c.group not in val], [c for c in clips if c.group in val]

@@ -54,6 +54,8 @@ class TrainConfig:
     # weight of the mouth-shape pretext loss: the frame CNN's features must predict the lip
     # landmarks' shape measures (geometry.mouth_shape), which do not depend on the speaker's looks
     shape_loss_weight: float = 0.0
+    # weight of the cross-window matched-vs-mismatched loss (GlobalThreshold); 0 for 1.2.0
+    global_loss_weight: float = 0.0
 
 
 def embed_batch(model, batch: Batch, audio_ctx: int, gen: torch.Generator | None, aug_prob: float,
@@ -90,6 +92,31 @@ class ShapeProbe(torch.nn.Module):
         ok = batch.shape_ok
         target = (batch.shape[ok].float() - self.mean) / self.std
         return F.smooth_l1_loss(self.fc(feats[ok]), target)
+
+
+class GlobalThreshold(torch.nn.Module):
+    """One threshold on the window cosine for every window of every clip: the matched-vs-mismatched
+    control pools windows of many speakers, so a window's own audio at its true offset must beat
+    another clip's audio at that audio's BEST offset (what the scorer's peak picks) with the same
+    cut-off everywhere. The window loss only ranks within one window's row. Trainer-only (never
+    saved in a bundle)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.log_scale = torch.nn.Parameter(torch.tensor(2.3))
+        self.bias = torch.nn.Parameter(torch.tensor(0.2))
+
+    def loss(self, c: torch.Tensor, batch: Batch) -> torch.Tensor:
+        b = c.shape[0]
+        pos = c[torch.arange(b), torch.arange(b), batch.label]
+        ids = torch.tensor(batch.clip_ids)
+        other = ids[:, None] != ids[None, :]
+        neg = c.max(dim=2).values[other]
+        pos, neg = pos[pos > -1], neg[neg > -1]  # -1: too few valid pairs (batch_loss)
+        if pos.numel() == 0 or neg.numel() == 0:
+            return c.sum() * 0.0
+        s = self.log_scale.exp().clamp(max=100.0)
+        return 0.5 * (F.softplus(-s * (pos - self.bias)).mean() + F.softplus(s * (neg - self.bias)).mean())
 
 
 def batch_loss(model, batch: Batch, k: int, v: torch.Tensor, a: torch.Tensor, frame_w: float):
@@ -155,7 +182,8 @@ def train(model, train_sampler: WindowSampler, val_samplers: dict[str, WindowSam
     gen = torch.Generator().manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     probe = ShapeProbe(model.frame_encoder.fc.out_features, train_sampler.clips) if cfg.shape_loss_weight > 0 else None
-    params = list(model.parameters()) + (list(probe.parameters()) if probe is not None else [])
+    threshold = GlobalThreshold() if cfg.global_loss_weight > 0 else None
+    params = list(model.parameters()) + [p for m in (probe, threshold) if m is not None for p in m.parameters()]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.05)
     model.train()
@@ -167,7 +195,9 @@ def train(model, train_sampler: WindowSampler, val_samplers: dict[str, WindowSam
         n_frames = int(rng.choice(cfg.frames_choices))
         batch = train_sampler.sample(cfg.batch_size, n_frames)
         v, a, feats = embed_batch(model, batch, audio_ctx, gen, cfg.aug_prob, cfg.embedding_centering, True)
-        loss, _ = batch_loss(model, batch, train_sampler.k, v, a, cfg.frame_loss_weight)
+        loss, c = batch_loss(model, batch, train_sampler.k, v, a, cfg.frame_loss_weight)
+        if threshold is not None:
+            loss = loss + cfg.global_loss_weight * threshold.loss(c, batch)
         if probe is not None:
             loss = loss + cfg.shape_loss_weight * probe.loss(feats, batch)
         opt.zero_grad(set_to_none=True)

@@ -131,6 +131,23 @@ def test_read_clip_table_flags_clips_whose_own_audio_may_be_off(tmp_path):
     assert clips["gen_c.mp4"].category == "generated" and clips["d.webm"].category == "real"
 
 
+def test_cross_validation_folds_judge_only_speakers_they_never_trained_on(tmp_path):
+    from worker.evaluation.real import ClipInfo, assign_judges
+
+    clips = [ClipInfo(f"{n}.mp4", tmp_path / f"{n}.mp4", "real") for n in ("a", "b", "c", "d")]
+    clips.append(ClipInfo("gen_e.mp4", tmp_path / "gen_e.mp4", "generated"))
+    everything = {"a", "b", "c"}  # the shipped bundle: trained on every dev speaker (not d)
+    fold1, fold2 = {"a"}, {"b", "c"}
+    got = {c.stem: (c.judge, c.trained_on) for c in assign_judges(clips, [everything, fold1, fold2], 2)}
+    assert got == {"a": (2, False), "b": (1, False), "c": (1, False), "d": (1, False), "gen_e": (0, False)}
+    # a clip every fold trained on is judged by the bundle, and counted as trained on
+    got = {c.stem: (c.judge, c.trained_on) for c in assign_judges(clips, [everything, {"a"}, {"a"}], 2)}
+    assert got["a"] == (0, True)
+    # without folds the bundle judges everything, as before
+    got = {c.stem: (c.judge, c.trained_on) for c in assign_judges(clips, [everything], 0)}
+    assert got == {"a": (0, True), "b": (0, True), "c": (0, True), "d": (0, False), "gen_e": (0, False)}
+
+
 def test_synthetic_plan_uses_unseen_seeds_and_spread_offsets():
     plans = plan_clips(SynthEvalConfig(n_clips=200))
     assert plans == plan_clips(SynthEvalConfig(n_clips=200))
@@ -160,17 +177,24 @@ def test_eval_real_runs_small(dev_clips_dir, tmp_path):
 
     clips = tmp_path / "clips"
     clips.mkdir()
-    for name in ("grid_bbaf2n.mpg", "grid_swiz3n.mpg"):
+    # two test speakers' clips (make_model.TEST_SPEAKERS): held out by the default bundle
+    for name in ("grid_swiz3n.mpg", "cremad_1001_DFA_NEU_XX.flv"):
         (clips / name).symlink_to(dev_clips_dir / name)
     cfg = RealEvalConfig(clips_dir=clips, cache_dir=tmp_path / "cache", shifts_ms=(0, 80),
                          degraded_shifts_ms=(80,), degradations=("bar",), degrade_on="rois", speed=False)
-    r = run_real_eval(load_scorer(None), cfg)
+    scorer = load_scorer(None)
+    r = run_real_eval(scorer, cfg, folds=(scorer,))  # the bundle as its own single fold: routing only
+    assert [f["judges"] for f in r["cv_folds"]] == [["cremad_1001_DFA_NEU_XX.flv", "grid_swiz3n.mpg"]]
+    from worker.evaluation.report import real_lines, real_markdown
+
+    assert "Cross-validated" in real_markdown(r)[0]
+    assert any("cross-validation fold" in line and "judges 2 real clips" in line for line in real_lines(r))
     assert r["n_real"] == 2 and len(r["per_clip"]) == 2
     assert r["aggregates"]["all_real"]["clips"]["n"] == 4
     assert r["mismatched"]["heldout_real"]["n_pairs"] == 2
     assert set(r["targets"]) >= {"heldout_real.clips", "heldout_real.windows_1s"}
     assert r["degraded"]["bar"]["all_real"]["clips"]["n"] == 2
-    assert (tmp_path / "cache" / "grid_bbaf2n.npz").exists()  # built on a fresh machine
+    assert (tmp_path / "cache" / "grid_swiz3n.npz").exists()  # built on a fresh machine
     # the classical cross-check ran on both (each fitted on the other speaker) and is reported
     for row in r["per_clip"]:
         assert isinstance(row["classical_own_offset_frames"], int) and -10 <= row["classical_own_offset_frames"] <= 10

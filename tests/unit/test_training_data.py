@@ -70,3 +70,17 @@ def test_roi_dir_skips_a_trackers_unfinished_write(tmp_path):
     clips = load_roi_dir(tmp_path, SPEC)
     assert [c.name for c in clips] == ["done"]
     assert clips[0].shape.shape == (30, 7)
+
+
+def test_voice_warp_moves_energy_along_the_mel_axis_and_keeps_the_labels():
+    clips = _clips(100, 4.0)
+    plain = WindowSampler(clips, SPEC, 6, 6, seed=1).sample(8, 16)
+    warped = WindowSampler(clips, SPEC, 6, 6, seed=1, voice_warp=0.15).sample(8, 16)
+    assert torch.equal(plain.label, warped.label) and torch.equal(plain.audio_ok, warped.audio_ok)
+    assert torch.isfinite(warped.mel).all() and not torch.allclose(plain.mel, warped.mel)
+    # one tone in one band: stretching the mel axis by alpha moves it to about alpha times its index
+    s = WindowSampler(clips, SPEC, 6, 6, seed=2, voice_warp=0.15)
+    feat = torch.zeros(SPEC.n_mels, 8)
+    feat[20] = 1.0
+    moved = [int(s._warp_voice(feat.clone()).mean(1).argmax()) for _ in range(40)]
+    assert min(moved) >= 17 and max(moved) <= 23 and len(set(moved)) > 1

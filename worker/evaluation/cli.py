@@ -55,6 +55,10 @@ def add_parsers(sub) -> None:
     p.add_argument("--degradations", default="dark,blur,bar", help="comma list from dark,blur,bar ('' = none)")
     p.add_argument("--limit", type=int, default=0, help="only the first N clips (development)")
     p.add_argument("--no-speed", action="store_true", help="skip the fresh 720p tracking timing")
+    p.add_argument("--cv-folds", default="",
+                   help="comma list of bundle folders, each trained on part of the dev speakers: every real clip is "
+                        "judged by the first fold that never trained on it (cross-validation of a bundle trained on "
+                        "all of them; the bundle itself judges the generated clips and the speed)")
     _common(p)
     p.set_defaults(func=run_real)
 
@@ -156,9 +160,20 @@ def run_real(args) -> int:
                              degraded_shifts_ms=deg_shifts, degradations=degradations,
                              degrade_on=args.degrade_on, limit=args.limit, speed=not args.no_speed)
         scorer, log = _setup(args)
-        report = run_real_eval(scorer, cfg, log)
+        folds = tuple(_load_fold(d.strip(), args.device) for d in args.cv_folds.split(",") if d.strip())
+        report = run_real_eval(scorer, cfg, log, folds=folds)
     except ValueError as exc:
         raise CliError(str(exc)) from None
     report["bundle"] = _bundle_info(scorer, args)
     report["machine"] = _machine(args)
     return _emit(report, args, real_lines(report))
+
+
+def _load_fold(bundle_dir: str, device: str):
+    from worker.cli import CliError
+    from worker.scoring.loader import load_scorer
+
+    try:
+        return load_scorer(bundle_dir, device=device, allow_fallback=False)
+    except Exception as exc:  # noqa: BLE001 - one line, no traceback
+        raise CliError(f"cannot load --cv-folds bundle {bundle_dir}: {exc}") from None

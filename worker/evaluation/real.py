@@ -88,7 +88,8 @@ class ClipInfo:
     category: str  # real | generated
     note: str = ""
     flagged: str = ""  # why its own audio may not be at 0 ms ("" = not flagged)
-    trained_on: bool = False  # the bundle was trained on this clip (manifest)
+    trained_on: bool = False  # the bundle judging it was trained on this clip (manifest)
+    judge: int = 0  # index of the scorer that judges it (0: the bundle; 1..: cross-validation folds)
 
     @property
     def stem(self) -> str:
@@ -301,7 +302,26 @@ def trained_clip_stems(scorer) -> set[str] | None:
     return None if names is None else {Path(str(n)).stem for n in names}
 
 
-def run_real_eval(scorer, cfg: RealEvalConfig, log: Callable[[str], None] = lambda s: None) -> dict:
+def assign_judges(clips: list[ClipInfo], trained: list[set[str] | None], n_folds: int) -> list[ClipInfo]:
+    """Which scorer judges each clip. ``trained[0]`` is the bundle's trained clip stems,
+    ``trained[1:]`` the cross-validation folds'. Without folds the bundle judges every clip. With
+    folds each real clip goes to the first fold that never trained on it (its speaker held out); a
+    clip every fold trained on stays with the bundle, marked trained on. Generated clips (reported,
+    never aggregated) stay with the bundle: what it says about them is the shipped answer."""
+    out = []
+    for c in clips:
+        judge = 0
+        if n_folds and c.category == "real":
+            judge = next((i for i in range(1, n_folds + 1) if c.stem not in (trained[i] or set())), 0)
+        out.append(replace(c, judge=judge, trained_on=c.stem in (trained[judge] or set())))
+    return out
+
+
+def run_real_eval(scorer, cfg: RealEvalConfig, log: Callable[[str], None] = lambda s: None,
+                  folds: tuple = ()) -> dict:
+    """``folds``: cross-validation scorers (bundles each trained on part of the dev speakers). With
+    them every real clip is judged by a fold that never saw its speaker (assign_judges), and the
+    held-out sets pool the folds: the estimate for a bundle trained on all the dev speakers."""
     if cfg.degrade_on not in ("frames", "rois"):
         raise ValueError("degrade_on must be 'frames' or 'rois'")
     for k in cfg.degradations:
@@ -309,8 +329,10 @@ def run_real_eval(scorer, cfg: RealEvalConfig, log: Callable[[str], None] = lamb
             raise ValueError(f"unknown degradation {k!r}; choose from {deg.KINDS}")
     if 0 not in cfg.shifts_ms:
         raise ValueError("the shifts must include 0 (the clip's own audio)")
-    trained = trained_clip_stems(scorer)
-    clips = [replace(c, trained_on=c.stem in (trained or set())) for c in read_clip_table(cfg.clips_dir)]
+    judges = [scorer, *folds]
+    trained_sets = [trained_clip_stems(s) for s in judges]
+    trained = trained_sets[0]
+    clips = assign_judges(read_clip_table(cfg.clips_dir), trained_sets, len(folds))
     if cfg.limit:
         clips = clips[: cfg.limit]
     if not clips:
@@ -340,7 +362,7 @@ def run_real_eval(scorer, cfg: RealEvalConfig, log: Callable[[str], None] = lamb
         m = matched.setdefault(c.name, {"w0": [], "w_all": [], "clip0": None})
         for shift in cfg.shifts_ms:
             cpu0 = time.process_time()
-            s = score_tracked(scorer, t, shift_audio(t.audio, shift, SAMPLE_RATE))
+            s = score_tracked(judges[c.judge], t, shift_audio(t.audio, shift, SAMPLE_RATE))
             cpu = time.process_time() - cpu0
             clean_passes[(c.name, shift)] = s
             if shift == 0:
@@ -371,10 +393,10 @@ def run_real_eval(scorer, cfg: RealEvalConfig, log: Callable[[str], None] = lamb
             f"{r['shift_ms']:+d}->{_fmt(r['offset_ms'])}{'' if r['clip_within_1_frame'] else '!'}"
             for r in row["shifts"]))
 
-    mismatched = {pool: _mismatched(scorer, [c for c in real if SETS[pool](c)], tracked, cfg, per_clip, matched,
+    mismatched = {pool: _mismatched(judges, [c for c in real if SETS[pool](c)], tracked, cfg, per_clip, matched,
                                     log)
                   for pool in (HELDOUT, ALL)}
-    degraded = _degraded(scorer, real, tracked, cfg, per_clip, clean_passes, log)
+    degraded = _degraded(judges, real, tracked, cfg, per_clip, clean_passes, log)
     gen_rows = []
     for c in generated:
         r0 = next(r for r in per_clip[c.name]["shifts"] if r["shift_ms"] == 0)
@@ -406,6 +428,8 @@ def run_real_eval(scorer, cfg: RealEvalConfig, log: Callable[[str], None] = lamb
         "trained_on": sorted(c.name for c in real if c.trained_on),
         "trained_on_source": ("bundle manifest training.data.dev_train_clips" if trained is not None
                               else "the manifest lists no dev clips trained on: held-out = all"),
+        "cv_folds": [{"scorer": f.name, "weights_sha256": getattr(getattr(f, "manifest", None), "weights_sha256", None),
+                      "judges": sorted(c.name for c in clips if c.judge == i + 1)} for i, f in enumerate(folds)],
         "flagged": {c.name: c.flagged for c in real if c.flagged},
         "sets": {k: sum(SETS[k](c) for c in real) for k in SETS},
         "aggregates": {k: a.as_dict() for k, a in aggs.items()},
@@ -478,9 +502,13 @@ def _pass_row(s, shift: int, hit: bool, wt: JobTally) -> dict:
             "windows_silence": wt.n_silence, "scoring_s": round(s.timings_s.get("scoring", 0.0), 4)}
 
 
-def _mismatched(scorer, pool: list[ClipInfo], tracked, cfg, per_clip, matched, log) -> dict:
-    """Each clip of ``pool`` with the audio of another speaker's clip of the same pool."""
-    partners = mismatched_partners([c.name for c in pool], lambda n: speaker_group(Path(n).stem))
+def _mismatched(judges: list, pool: list[ClipInfo], tracked, cfg, per_clip, matched, log) -> dict:
+    """Each clip of ``pool`` with the audio of another speaker's clip of the same pool judged by
+    the same scorer (with cross-validation folds, a fold hears only speakers it never trained on)."""
+    partners: dict[str, str] = {}
+    for j in sorted({c.judge for c in pool}):
+        partners.update(mismatched_partners([c.name for c in pool if c.judge == j],
+                                            lambda n: speaker_group(Path(n).stem)))
     mm_scores: list[float] = []
     rows = []
     windows = JobTally(cfg.confident)
@@ -488,7 +516,7 @@ def _mismatched(scorer, pool: list[ClipInfo], tracked, cfg, per_clip, matched, l
         if c.name not in partners:
             continue
         t, other = tracked[c.name], tracked[partners[c.name]]
-        s = score_tracked(scorer, t, fit_length(other.audio, t.audio.shape[0]))
+        s = score_tracked(judges[c.judge], t, fit_length(other.audio, t.audio.shape[0]))
         mm_scores += [w.score for w in s.windows if w.score is not None]
         # no true offset exists: "hits" mean nothing here, only the confidence does
         windows.add_all(s.windows, math.nan, 1000.0 / t.fps)
@@ -518,7 +546,7 @@ def _mismatched(scorer, pool: list[ClipInfo], tracked, cfg, per_clip, matched, l
     }
 
 
-def _degraded(scorer, real, tracked, cfg, per_clip, clean_passes, log) -> dict:
+def _degraded(judges: list, real, tracked, cfg, per_clip, clean_passes, log) -> dict:
     out = {}
     for kind in cfg.degradations:
         aggs = {k: _Agg(cfg.confident) for k in SETS}
@@ -533,9 +561,9 @@ def _degraded(scorer, real, tracked, cfg, per_clip, clean_passes, log) -> dict:
             rows = []
             for shift in cfg.degraded_shifts_ms:
                 audio = shift_audio(base.audio, shift, SAMPLE_RATE)
-                s = score_tracked(scorer, t, audio)
+                s = score_tracked(judges[c.judge], t, audio)
                 # the clean numbers on exactly the same (clip, shift) pairs, for comparison
-                cs = clean_passes.get((c.name, shift)) or score_tracked(scorer, base, audio)
+                cs = clean_passes.get((c.name, shift)) or score_tracked(judges[c.judge], base, audio)
                 for name, member in SETS.items():
                     if member(c):
                         aggs[name].add(s, shift, frame_ms)

@@ -52,6 +52,9 @@ def real_lines(r: dict) -> list[str]:
               f"shifts {r['config']['shifts_ms']} ms, degradations on {r['config']['degrade_on']}"),
              (f"  trained on by this bundle: {len(r['trained_on'])} real clips ({r['trained_on_source']}); "
               f"flagged: {', '.join(r['flagged']) or 'none'}")]
+    for f in r.get("cv_folds", []):
+        lines.append(f"  cross-validation fold {f['scorer']} ({(f['weights_sha256'] or '')[:8]}) judges "
+                     f"{len(f['judges'])} real clips whose speakers it never trained on")
     for name, agg in r["aggregates"].items():
         lines.append(f"  [{name}, {r['sets'][name]} clips] whole clips {_pct(agg['clips'])}, 1-s windows "
                      f"{_pct(agg['windows_1s'])}, 16-frame blocks {_pct(agg['blocks_16'])}; confident-and-wrong "
@@ -125,10 +128,17 @@ def synth_markdown(r: dict) -> list[str]:
 
 
 def real_markdown(r: dict) -> list[str]:
+    folds = r.get("cv_folds") or []
+    if folds:
+        judged = "; ".join(f"`{f['scorer']}` ({(f['weights_sha256'] or '')[:8]}) judges {len(f['judges'])}"
+                           for f in folds)
+        held = (f"Cross-validated: every real clip is judged by a fold bundle that never trained on its speaker "
+                f"({judged}; {len(r['trained_on'])} judged by a bundle that trained on them)")
+    else:
+        held = f"Held out = not trained on by this bundle ({len(r['trained_on'])} dev clips were)"
     out = [(f"Real footage (`sync-scorer eval-real`, scorer `{r['scorer']}`): dev clips, own audio = 0 ms, "
            f"shifts {', '.join(f'{s:+d}' for s in r['config']['shifts_ms'])} ms, judged against the absolute "
-           f"applied shift (within +/-1 frame). Held out = not trained on by this bundle "
-           f"({len(r['trained_on'])} dev clips were); flagged = {', '.join(r['flagged']) or 'none'} "
+           f"applied shift (within +/-1 frame). {held}; flagged = {', '.join(r['flagged']) or 'none'} "
            f"(README notes an offset in their own audio)."), "",
            "| clips | whole clips | 1-s windows | 16-frame blocks | confident & wrong windows |",
            "|---|---|---|---|---|"]

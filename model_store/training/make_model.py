@@ -245,7 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     from model_store.training.calibrate import fit_calibration
 
     manifest = Manifest(
-        name=f"syncnet-lite-cv{args.cv_fold}" if args.cv_fold else "syncnet-lite", version=args.version, architecture="syncnet_lite_v1", arch_params=ARCH_PARAMS,
+        name=f"syncnet-lite-cv{args.cv_fold}" if args.cv_fold else "syncnet-lite", version=args.version,
+        architecture="syncnet_lite_v1", arch_params=ARCH_PARAMS,
         embedding_dim=128, audio=spec, video=vspec, calibration=Calibration(), embedding_centering=args.centering,
         peak_smooth_frames=args.peak_smooth_frames,
         weights_file="weights.safetensors", weights_sha256="",

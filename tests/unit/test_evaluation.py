@@ -200,3 +200,20 @@ def test_eval_real_runs_small(dev_clips_dir, tmp_path):
         assert isinstance(row["classical_own_offset_frames"], int) and -10 <= row["classical_own_offset_frames"] <= 10
     cc = r["cross_check"]
     assert cc["heldout_without_them"]["clips"]["n"] == 4 - 2 * len(cc["clips"])
+
+
+def test_the_committed_cross_validation_folds_split_the_dev_speakers():
+    """README's real-footage numbers: every clip the shipped bundle trained on is judged by a fold
+    that never saw its speaker, and the two folds never share a speaker."""
+    from model_store.bundle import DEFAULT_BUNDLE_DIR, load_bundle
+    from worker.evaluation.real import speaker_group
+
+    def data(d):
+        return load_bundle(d)[0].training["data"]
+
+    shipped = data(None)
+    folds = [data(DEFAULT_BUNDLE_DIR.parent / f"cv-fold-{i}") for i in (1, 2)]
+    groups = [{speaker_group(n) for n in f["dev_train_clips"]} for f in folds]
+    assert groups[0] and groups[1] and not groups[0] & groups[1]
+    for clip in shipped["dev_train_clips"] + shipped["dev_heldout_clips"]:
+        assert any(clip in f["dev_heldout_clips"] for f in folds), clip

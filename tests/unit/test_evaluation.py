@@ -217,3 +217,14 @@ def test_the_committed_cross_validation_folds_split_the_dev_speakers():
     assert groups[0] and groups[1] and not groups[0] & groups[1]
     for clip in shipped["dev_train_clips"] + shipped["dev_heldout_clips"]:
         assert any(clip in f["dev_heldout_clips"] for f in folds), clip
+
+
+def test_eval_real_with_a_missing_fold_bundle_is_a_one_line_error(capsys, tmp_path):
+    from worker.cli import main
+
+    (tmp_path / "README.md").write_text("| file | category |\n|---|---|\n")
+    rc = main(["eval-real", "--clips-dir", str(tmp_path), "--cv-folds", str(tmp_path / "no-such-bundle"),
+               "--no-speed", "--degradations", ""])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc != 0 and len(err) == 1 and "Traceback" not in err[0]
+    assert "--cv-folds" in err[0] and "no-such-bundle" in err[0]

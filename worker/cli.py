@@ -26,7 +26,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 # (module, description) of subcommands other modules own; each exposes add_parser(sub) and run(args)
-_PLUGINS = ("worker.synth.cli", "worker.worker_cli", "worker.bench", "worker.evaluation.cli")
+_PLUGINS = ("worker.synth.cli", "worker.worker_cli", "worker.bench", "worker.evaluation.cli", "worker.serving.cli")
 
 
 def _add_score(sub) -> None:

@@ -1,0 +1,123 @@
+"""`sync-scorer serve`: request decoding (pure) and the HTTP server end to end on a synthetic clip."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+
+from worker.serving.request import RequestError, decode, encode
+
+
+def _body(n_frames=50, fps=25.0, seconds=2.0, sr=16000):
+    frames = np.zeros((n_frames, 32, 32), np.uint8)
+    return encode(frames, fps, np.zeros(int(seconds * sr), np.float32), sr)
+
+
+def test_decode_mixes_down_and_resamples_audio_like_the_worker():
+    sr, secs = 44100, 2.0
+    stereo = (0.1 * np.random.default_rng(0).standard_normal((int(sr * secs), 2))).astype("<f4")
+    body = _body()
+    body["audio"] = {"sample_rate": sr, "channels": 2, "encoding": "F32LE",
+                     "data": base64.b64encode(stereo.tobytes()).decode()}
+    clip = decode(body, 16000)
+    assert clip.frames.shape == (50, 32, 32) and clip.fps == 25.0
+    assert clip.audio.dtype == np.float32 and clip.audio.shape == (32000,)
+    assert clip.sample_rate == 16000 and clip.block_frames == 16 and clip.window_ms == 1000
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda b: b.update(fps=5), "fps must be"),
+    (lambda b: b["frames"].update(format="YUV"), "frames.format"),
+    (lambda b: b["frames"].update(data="***"), "not valid base64"),
+    (lambda b: b["frames"].update(width=33), "not a whole number of 33x32 GRAY8 frames"),
+    (lambda b: b["audio"].update(encoding="MP3"), "unknown audio encoding"),
+    (lambda b: b["audio"].update(data=""), "audio.data is empty"),
+    (lambda b: b["audio"].update(sample_rate=10), "sample_rate"),
+    (lambda b: b.update(block_frames=32), "block_frames"),
+    (lambda b: b.pop("audio"), "audio must be an object"),
+])
+def test_decode_rejects_bad_bodies_with_one_line(mutate, message):
+    body = _body()
+    mutate(body)
+    with pytest.raises(RequestError) as err:
+        decode(body, 16000)
+    assert message in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(RequestError, match="longer than"):
+        decode(_body(n_frames=300, seconds=12.0), 16000, max_seconds=10.0)
+    with pytest.raises(RequestError, match="JSON object"):
+        decode([1, 2], 16000)
+
+
+@pytest.fixture(scope="module")
+def server():
+    from worker.scoring.loader import load_scorer
+    from worker.serving.http import ScoreService, make_server
+
+    srv = make_server(ScoreService(load_scorer(None)), "127.0.0.1", 0, max_body_bytes=8 << 20)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{srv.server_address[1]}"
+    srv.shutdown()
+    srv.server_close()
+
+
+def _post(url: str, payload: bytes, path: str = "/v1/score") -> tuple[int, dict]:
+    req = urllib.request.Request(url + path, data=payload, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=120) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_served_score_recovers_a_synthetic_clips_offset(server):
+    from worker.synth.clip import generate_clip
+
+    clip = generate_clip(seed=4242, seconds=4.0, audio_offset_ms=120.0)
+    status, res = _post(server, json.dumps(encode(clip.frames, clip.fps, clip.audio, clip.sample_rate)).encode())
+    assert status == 200, res
+    assert res["label"] == "OK" and res["direction"] == "AUDIO_LAGS"
+    assert abs(res["offset_ms"] - 120.0) <= 1000.0 / clip.fps + 0.5, res["offset_ms"]
+    assert res["scorer"].startswith("syncnet-lite@") and len(res["windows"]) == 4
+    with urllib.request.urlopen(server + "/healthz", timeout=10) as resp:
+        assert json.loads(resp.read()) == {"status": "ok", "scorer": res["scorer"]}
+
+
+def test_server_answers_bad_requests_with_json_errors_and_goes_on(server):
+    status, res = _post(server, b"{not json")
+    assert status == 400 and "not JSON" in res["error"]
+    body = _body()
+    body["fps"] = 500
+    status, res = _post(server, json.dumps(body).encode())
+    assert status == 400 and "fps" in res["error"]
+    assert _post(server, b"{}", path="/v2/nothing")[0] == 404
+    # an oversized body is refused from its Content-Length, before it is read
+    import http.client
+    from urllib.parse import urlsplit
+
+    u = urlsplit(server)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=10)
+    conn.putrequest("POST", "/v1/score")
+    conn.putheader("Content-Length", str(9 << 20))
+    conn.endheaders()
+    resp = conn.getresponse()
+    assert resp.status == 413 and "limit" in json.loads(resp.read())["error"]
+    conn.close()
+    with urllib.request.urlopen(server + "/healthz", timeout=10) as resp:  # still serving
+        assert resp.status == 200
+
+
+def test_serve_cli_bad_arguments_are_one_line_errors(capsys):
+    from worker.cli import main
+
+    for argv, needle in ((["serve", "--port", "70000"], "--port"), (["serve", "--max-body-mb", "0"], "positive"),
+                         (["serve", "--bundle", "/no/such/bundle"], "cannot load bundle")):
+        assert main(argv) != 0
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and needle in err[0] and "Traceback" not in err[0]

@@ -27,8 +27,9 @@ class ScoreService:
     def __init__(self, scorer, max_seconds: float = 120.0) -> None:
         self.scorer = scorer
         self.max_seconds = max_seconds
-        manifest = getattr(scorer, "manifest", None)  # the heuristic scorer has none: 16 kHz
-        self.sample_rate = int(manifest.audio.sample_rate) if manifest is not None else 16000
+        from worker.app import scorer_sample_rate  # the worker's rule: the bundle's rate, else 16 kHz
+
+        self.sample_rate = scorer_sample_rate(scorer)
         self._lock = threading.Lock()
 
     def score(self, body) -> dict:

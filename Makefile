@@ -7,7 +7,11 @@ SYNC := $(VENV)/bin/sync-scorer
 STAMP := $(VENV)/.installed-stamp
 PYTHON ?= python3
 
-.PHONY: venv test run model model-cv bench lint kafka-jars kafka-up kafka-down clean
+.PHONY: venv test run model model-cv bench lint kafka-jars kafka-up kafka-down helm clean
+
+# helm for the chart tests: not a Debian package; built from the Go module proxy (about 2 min once)
+HELM_VERSION := v3.19.5
+HELM := .tools/bin/helm
 
 $(STAMP): pyproject.toml scripts/install_system_deps.sh
 	bash scripts/install_system_deps.sh
@@ -29,7 +33,12 @@ kafka-up: kafka-jars
 kafka-down:
 	@bash scripts/kafka/kafka_local.sh down
 
-test: venv kafka-jars
+$(HELM):
+	GOBIN=$(CURDIR)/.tools/bin go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+
+helm: $(HELM)
+
+test: venv kafka-jars $(HELM)
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
 run: venv kafka-jars

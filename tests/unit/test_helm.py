@@ -72,6 +72,13 @@ def test_worker_and_serve_run_the_real_commands_with_probes_and_gpu_limits():
     assert ("HorizontalPodAutoscaler", "rel-sync-scorer-worker") in gpu
 
 
+def test_a_worker_config_without_an_http_section_keeps_the_default_metrics_port():
+    docs = _by_kind(_render("worker.config.http=null"))  # null deletes the chart's default key
+    assert "http" not in yaml.safe_load(docs[("ConfigMap", "rel-sync-scorer-worker")]["data"]["config.yaml"])
+    c = docs[("Deployment", "rel-sync-scorer-worker")]["spec"]["template"]["spec"]["containers"][0]
+    assert c["ports"] == [{"name": "metrics", "containerPort": 9108}]
+
+
 def test_the_charts_worker_config_loads_with_the_worker_loader(tmp_path):
     from worker.config import load_config
 

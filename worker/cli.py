@@ -25,6 +25,17 @@ class _Parser(argparse.ArgumentParser):
         raise CliError(f"{self.prog}: {message}", EXIT_USAGE)
 
 
+def load_scorer_for_command(bundle_dir: str | None, device: str = "auto", what: str = "bundle"):
+    """``load_scorer`` for a command line: the default bundle may fall back to the heuristic scorer
+    (with its loud log line), a bundle the user named must load; a failure is one CliError line."""
+    from worker.scoring.loader import load_scorer
+
+    try:
+        return load_scorer(bundle_dir, device=device, allow_fallback=bundle_dir is None)
+    except Exception as exc:  # noqa: BLE001 - BundleError, OSError, ...: one line, no traceback
+        raise CliError(f"cannot load {what} {bundle_dir}: {exc}") from None
+
+
 # (module, description) of subcommands other modules own; each exposes add_parser(sub) and run(args)
 _PLUGINS = ("worker.synth.cli", "worker.worker_cli", "worker.bench", "worker.evaluation.cli", "worker.serving.cli")
 

@@ -205,9 +205,9 @@ def main(argv: list[str] | None = None) -> int:
         unknown = held - {c.group for c in dev_train + dev}
         if unknown:
             raise SystemExit(f"--hold-out-speakers: no dev clips of {sorted(unknown)}")
-        keep_out = [c for c in dev_train if c.name in suspect or c.group in held]
-        dev += keep_out
-        dev_train = [c for c in dev_train if c.name not in {k.name for k in keep_out}]
+        keep_out = {c.name for c in dev_train if c.name in suspect or c.group in held}
+        dev += [c for c in dev_train if c.name in keep_out]
+        dev_train = [c for c in dev_train if c.name not in keep_out]
         real_train += dev_train
     print(f"real train clips {len(real_train)}, dev clips {len(dev)} ({time.time() - t0:.0f}s)", flush=True)
     syn_train = synth_clips(args.synth_clips, SYNTH_TRAIN_SEED, spec)

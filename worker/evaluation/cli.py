@@ -75,17 +75,12 @@ def _first_para(module: str) -> str:
 def _setup(args):
     import torch
 
-    from worker.cli import CliError
+    from worker.cli import CliError, load_scorer_for_command
 
     if args.threads < 1:
         raise CliError("--threads must be >= 1")
     torch.set_num_threads(args.threads)
-    from worker.scoring.loader import load_scorer
-
-    try:
-        scorer = load_scorer(args.bundle, device=args.device, allow_fallback=args.bundle is None)
-    except Exception as exc:  # noqa: BLE001 - BundleError, OSError, ...: one line, no traceback
-        raise CliError(f"cannot load bundle {args.bundle}: {exc}") from None
+    scorer = load_scorer_for_command(args.bundle, args.device)
     log = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
     return scorer, log
 
@@ -145,7 +140,7 @@ def _ints(text: str | None, name: str) -> tuple[int, ...]:
 
 
 def run_real(args) -> int:
-    from worker.cli import CliError
+    from worker.cli import CliError, load_scorer_for_command
     from worker.evaluation.real import RealEvalConfig, run_real_eval
     from worker.evaluation.report import real_lines
 
@@ -160,7 +155,8 @@ def run_real(args) -> int:
                              degraded_shifts_ms=deg_shifts, degradations=degradations,
                              degrade_on=args.degrade_on, limit=args.limit, speed=not args.no_speed)
         scorer, log = _setup(args)
-        folds = tuple(_load_fold(d.strip(), args.device) for d in args.cv_folds.split(",") if d.strip())
+        folds = tuple(load_scorer_for_command(d.strip(), args.device, "--cv-folds bundle")
+                      for d in args.cv_folds.split(",") if d.strip())
         report = run_real_eval(scorer, cfg, log, folds=folds)
     except ValueError as exc:
         raise CliError(str(exc)) from None
@@ -168,12 +164,3 @@ def run_real(args) -> int:
     report["machine"] = _machine(args)
     return _emit(report, args, real_lines(report))
 
-
-def _load_fold(bundle_dir: str, device: str):
-    from worker.cli import CliError
-    from worker.scoring.loader import load_scorer
-
-    try:
-        return load_scorer(bundle_dir, device=device, allow_fallback=False)
-    except Exception as exc:  # noqa: BLE001 - one line, no traceback
-        raise CliError(f"cannot load --cv-folds bundle {bundle_dir}: {exc}") from None

@@ -21,18 +21,14 @@ def add_parser(sub) -> argparse.ArgumentParser:
 def run(args) -> int:
     import logging
 
-    from worker.cli import CliError
-    from worker.scoring.loader import load_scorer
+    from worker.cli import CliError, load_scorer_for_command
     from worker.serving.http import ScoreService, make_server
 
     if not 0 <= args.port <= 65535:
         raise CliError("--port must be within 0..65535")
     if args.max_body_mb <= 0 or args.max_seconds <= 0:
         raise CliError("--max-body-mb and --max-seconds must be positive")
-    try:
-        scorer = load_scorer(args.bundle, device=args.device, allow_fallback=args.bundle is None)
-    except Exception as exc:  # noqa: BLE001 - one line, no traceback
-        raise CliError(f"cannot load bundle {args.bundle}: {exc}") from None
+    scorer = load_scorer_for_command(args.bundle, args.device)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
         server = make_server(ScoreService(scorer, args.max_seconds), args.host, args.port,

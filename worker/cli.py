@@ -37,7 +37,8 @@ def load_scorer_for_command(bundle_dir: str | None, device: str = "auto", what: 
 
 
 # (module, description) of subcommands other modules own; each exposes add_parser(sub) and run(args)
-_PLUGINS = ("worker.synth.cli", "worker.worker_cli", "worker.bench", "worker.evaluation.cli", "worker.serving.cli")
+_PLUGINS = ("worker.synth.cli", "worker.worker_cli", "worker.bench", "worker.evaluation.cli", "worker.serving.cli",
+           "worker.replay.cli")
 
 
 def _add_score(sub) -> None:
@@ -174,4 +175,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    # `python -m worker.cli`: run the importable module's main, so CliError raised by plugins (which
+    # import worker.cli) is the class main catches, not a second copy of it in __main__
+    from worker.cli import main as _main
+
+    raise SystemExit(_main())

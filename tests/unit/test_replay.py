@@ -1,0 +1,136 @@
+"""Replay without a broker: live order of recorded input, the worker's stages driven by recorded
+records (a deterministic stand-in scorer), bad records, comparison with published signals, CLI errors."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+from schemas import AvroCodec
+from tests.support.fake_scorer import FakeScorer, pulse_media
+from worker.config import WindowingConfig
+from worker.loadgen import AUDIO, ROI, expected_jobs, session_records
+from worker.publish import signal_id
+from worker.refs import RoiResolver
+from worker.replay.engine import Replayer
+from worker.replay.order import Recorded, compare_signals, due_ms, live_order, session_summary
+from worker.windowing.events import Source
+
+CODECS = {AUDIO: AvroCodec("AudioChunk"), ROI: AvroCodec("RoiRef")}
+FPS, RATE = 25.0, 16_000
+
+
+def recorded(session_id: str, offset_ms: float, seconds: float = 4.0, seed: int = 3, end_markers: bool = True
+             ) -> dict[str, list[Recorded]]:
+    """A session as Kafka would keep it: each stream's records in offset order on partition 0."""
+    frames, audio = pulse_media(seconds, FPS, RATE, offset_ms, seed)
+    out: dict[str, list[Recorded]] = {AUDIO: [], ROI: []}
+    for rec in session_records(session_id, frames, audio, FPS, RATE, chunk_ms=40, end_markers=end_markers):
+        topic = "a" if rec.stream == AUDIO else "r"
+        n = len(out[rec.stream])
+        out[rec.stream].append(Recorded(rec.stream, session_id.encode(), CODECS[rec.stream].encode(rec.record),
+                                        Source(topic, 0, n)))
+    return out
+
+
+def replayer(scorer=None) -> Replayer:
+    return Replayer(scorer or FakeScorer(), WindowingConfig(), RoiResolver(), RATE, clock_ms=lambda: 1_000)
+
+
+def test_due_times_follow_the_media_timeline():
+    assert due_ms(ROI, {"frame_index": 24, "fps": 25.0}) == pytest.approx(1000.0)
+    chunk = {"start_sample": 16_000, "sample_rate": 16_000, "channels": 2, "encoding": "PCM_S16LE",
+             "data": b"\0" * (640 * 4)}
+    assert due_ms(AUDIO, chunk) == pytest.approx(1040.0)  # 640 stereo samples after 1 s
+    assert due_ms(AUDIO, {**chunk, "encoding": "F32LE"}) == pytest.approx(1020.0)
+    assert due_ms(ROI, {"end_of_session": True, "frame_index": 3, "fps": 25.0}) == math.inf
+
+
+def test_live_order_merges_by_due_time_and_keeps_each_inputs_own_order():
+    audio = [(40.0, "a0"), (80.0, "a1"), (60.0, "a2-late"), (120.0, "a3")]
+    roi = [(40.0, "f0"), (80.0, "f1"), (120.0, "f2"), (math.inf, "f-end")]
+    got = live_order(audio, roi)
+    assert got.index("a1") < got.index("a2-late") < got.index("a3")  # Kafka's order within a topic
+    assert got[:2] == ["f0", "a0"]  # at equal due time the frame goes first
+    assert got[-1] == "f-end" and sorted(got) == sorted([x for _, x in audio + roi])
+
+
+def test_replay_emits_every_signal_of_the_session_once_with_its_id_and_offset():
+    rec = recorded("s-lags", 120.0)
+    rp = replayer()
+    try:
+        out = rp.replay("s-lags", rec[AUDIO], rec[ROI])
+    finally:
+        rp.close()
+    want = {signal_id("s-lags", k, fs) for k, fs, _ in expected_jobs(100, FPS, 16, 1000, 1000)}
+    assert {s["signal_id"] for s in out.signals} == want and len(out.signals) == len(want)
+    assert not out.bad and out.records == len(rec[AUDIO]) + len(rec[ROI])
+    windows = [s for s in out.signals if s["kind"] == "WINDOW"]
+    assert all(s["offset_ms"] == pytest.approx(120.0) and s["direction"] == "AUDIO_LAGS" for s in windows)
+    assert session_summary(out.signals)["median_window_offset_ms"] == pytest.approx(120.0)
+    assert [s["frame_start"] for s in out.signals] == sorted(s["frame_start"] for s in out.signals)
+
+
+def test_replay_of_a_session_cut_short_and_of_one_replayed_twice_match():
+    full, cut = recorded("s1", -80.0), recorded("s1", -80.0, end_markers=False)
+    rp = replayer()
+    try:
+        a = rp.replay("s1", full[AUDIO], full[ROI]).signals
+        # without end markers the session ends as the worker ends it: idle, flushed
+        b = replayer().replay("s1", cut[AUDIO], cut[ROI]).signals
+    finally:
+        rp.close()
+    cmp = compare_signals(b, a)
+    assert cmp["matched"] == len(a) > 0 and cmp["identical"] == len(a), cmp
+    assert cmp["only_replayed"] == cmp["only_published"] == 0
+
+
+def test_bad_records_are_reported_with_the_reason_and_the_rest_is_scored():
+    rec = recorded("s-bad", 40.0)
+    garbage = Recorded(ROI, b"s-bad", b"\x00\xffnot avro", Source("r", 0, 999))
+    wrong_key = Recorded(AUDIO, b"someone-else", rec[AUDIO][3].value, Source("a", 0, 998))
+    tombstone = Recorded(AUDIO, b"s-bad", None, Source("a", 0, 997))
+    rp = replayer()
+    try:
+        out = rp.replay("s-bad", rec[AUDIO] + [wrong_key, tombstone], rec[ROI][:10] + [garbage] + rec[ROI][10:])
+    finally:
+        rp.close()
+    reasons = {r.source.offset: reason for r, reason in out.bad}
+    assert set(reasons) == {997, 998, 999}
+    assert reasons[999].startswith("decode:") and "key" in reasons[998] and "tombstone" in reasons[997]
+    assert len(out.signals) == len(expected_jobs(100, FPS, 16, 1000, 1000))
+
+
+def test_compare_counts_what_changed():
+    base = {"session_id": "s", "kind": "WINDOW", "frame_start": 0, "score": 0.8, "offset_ms": 40.0,
+            "direction": "AUDIO_LAGS", "label": "OK", "scorer": "m@1"}
+    live = [dict(base, signal_id="a"), dict(base, signal_id="b"), dict(base, signal_id="c"),
+            dict(base, signal_id="gone"), dict(base, signal_id="a", score=0.1)]  # a repeated: the last counts
+    again = [dict(base, signal_id="a", score=0.1), dict(base, signal_id="b", offset_ms=0.0, direction="IN_SYNC"),
+             dict(base, signal_id="c", score=None, offset_ms=None, label="SILENCE", direction="UNKNOWN"),
+             dict(base, signal_id="new")]
+    c = compare_signals(again, live)
+    assert (c["matched"], c["identical"], c["only_replayed"], c["only_published"]) == (3, 1, 1, 1)
+    assert c["changed"] == {"direction": 2, "label": 1, "offset": 1, "score": 0, "null": 1}
+    assert c["offset_abs_diff_max_ms"] == 40.0 and c["score_abs_diff_max"] == 0.0
+    assert {e["signal_id"] for e in c["examples"]} == {"b", "c"}
+
+
+def _cli(*args: str, env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ, **(env_extra or {}))
+    return subprocess.run([sys.executable, "-m", "worker.cli", "replay", *args], capture_output=True, text=True,
+                          timeout=120, env=env, check=False)
+
+
+def test_cli_errors_are_one_line():
+    p = _cli()
+    assert p.returncode == 3 and p.stderr.strip().count("\n") == 0 and "--session" in p.stderr
+    p = _cli("--session", "x", "--all-sessions")
+    assert p.returncode == 3 and "exclude" in p.stderr
+    p = _cli("--session", "x", "--timeout-s", "1", env_extra={"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9"})
+    assert p.returncode == 3 and p.stderr.strip().count("\n") == 0 and "did not answer" in p.stderr, p.stderr
+    assert "Traceback" not in p.stderr

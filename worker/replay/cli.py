@@ -1,0 +1,205 @@
+"""`sync-scorer replay`: plugin of worker.cli."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+DESCRIPTION = """\
+Score recorded sessions again. Reads the chosen sessions' AudioChunk and RoiRef records back from
+the input topics (every partition, from the start or --since-ms, up to the end offsets they have
+when the replay starts), runs them through the worker's own decode, join/window and scoring stages
+(in live order: frames and chunks merged by media time), and prints the LipSyncSignals, with the
+same deterministic signal_ids as the live ones. Records the worker would dead-letter are reported
+with the reason and skipped. Never commits offsets of any consumer group.
+
+--bundle replays with another model (what would a new bundle have said?); --compare reads what the
+worker published live for those sessions and reports what changed; --to-topic publishes the
+replayed signals (Avro) to a topic of your choice. Kafka settings come from --config /
+SYNC_SCORER_* / KAFKA_BOOTSTRAP_SERVERS, as for the worker."""
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("replay", help="score recorded sessions again from the input topics",
+                       description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--session", action="append", default=[], metavar="ID",
+                   help="session to replay (repeat for several)")
+    p.add_argument("--all-sessions", action="store_true", help="replay every session found in the topics")
+    p.add_argument("--since-ms", type=int, default=None,
+                   help="start at records written at or after this Unix time (ms) instead of the beginning")
+    p.add_argument("--config", help="worker YAML config (topics, Kafka, windowing, refs)")
+    p.add_argument("--bundle", help="model bundle directory (default: the config's, else the bundled model)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None, help="override scoring.device")
+    p.add_argument("--out", help="write the replayed signals here as JSON lines (default: a table on stdout)")
+    p.add_argument("--to-topic", help="also publish the replayed signals (Avro, key = session_id) to this topic")
+    p.add_argument("--compare", action="store_true",
+                   help="compare with the signals published live (the config's signal topic, or --compare-topic)")
+    p.add_argument("--compare-topic", help="topic holding the signals to compare with")
+    p.add_argument("--timeout-s", type=float, default=120.0, help="give up reading a topic after this long")
+    p.add_argument("--json", action="store_true", help="last line of stdout: one JSON summary object")
+    return p
+
+
+def run(args) -> int:
+    from worker.cli import CliError
+
+    if not args.session and not args.all_sessions:
+        raise CliError("name the sessions to replay (--session ID, repeatable) or pass --all-sessions")
+    if args.session and args.all_sessions:
+        raise CliError("--session and --all-sessions exclude each other")
+    if args.timeout_s <= 0:
+        raise CliError("--timeout-s must be positive")
+    if args.compare_topic and not args.compare:
+        args.compare = True
+    cfg = _config(args)
+    from worker.kafka.admin import TopicError, wait_until_reachable
+    from worker.replay.source import SourceError, read_published, read_recorded
+
+    kafka = cfg.kafka
+    consumer_conf = kafka.client_config("consumer")
+    try:
+        # quiet: an unreachable cluster is the one line below, not librdkafka's retry log
+        wait_until_reachable(kafka.bootstrap_servers, min(args.timeout_s, 15.0),
+                             {**{k: v for k, v in kafka.client_config("admin").items() if k != "bootstrap.servers"},
+                              "log_level": 0})
+    except TopicError as exc:
+        raise CliError(str(exc)) from None
+    wanted = set(args.session) if args.session else None
+    t0 = time.perf_counter()
+    try:
+        recorded = read_recorded(consumer_conf, {"audio": kafka.topics.audio.name, "roi": kafka.topics.roi.name},
+                                 wanted, args.since_ms, args.timeout_s)
+    except SourceError as exc:
+        raise CliError(str(exc)) from None
+    missing = sorted((wanted or set()) - set(recorded.by_session))
+    if missing:
+        raise CliError(f"no recorded input for session(s) {', '.join(missing)} in {kafka.topics.audio.name} / "
+                       f"{kafka.topics.roi.name}")
+    if not recorded.by_session:
+        raise CliError(f"no sessions in {kafka.topics.audio.name} / {kafka.topics.roi.name}")
+    read_s = time.perf_counter() - t0
+
+    from worker.replay.order import session_summary
+
+    results = _replay_all(cfg, args, recorded)
+    signals = [s for r in results for s in r.signals]
+    summary: dict[str, Any] = {
+        "scorer": signals[0]["scorer"] if signals else None,
+        "records_read": recorded.read,
+        "sessions": {r.session_id: {"records": r.records, "bad_records": len(r.bad),
+                                    **session_summary(r.signals)} for r in results},
+        "signals": len(signals),
+        "bad_records": [{"topic": rec.source.topic, "partition": rec.source.partition, "offset": rec.source.offset,
+                         "reason": reason} for r in results for rec, reason in r.bad][:50],
+        "read_s": round(read_s, 3),
+        "replay_s": round(time.perf_counter() - t0 - read_s, 3),
+    }
+    if args.to_topic:
+        summary["published_to"] = args.to_topic
+        _publish(cfg, args.to_topic, signals)
+    if args.compare:
+        from schemas import AvroCodec, DecodeError
+        from worker.replay.order import compare_signals
+
+        topic = args.compare_topic or kafka.topics.signals.name
+        try:
+            raw = read_published(consumer_conf, topic, set(recorded.by_session), args.timeout_s)
+        except SourceError as exc:
+            raise CliError(str(exc)) from None
+        codec, published = AvroCodec("LipSyncSignal"), []
+        for _key, value in raw:
+            try:
+                published.append(codec.decode(value))
+            except DecodeError:
+                continue  # not a signal: nothing to compare with
+        summary["compare"] = {"topic": topic, **compare_signals(signals, published)}
+    _write(args, signals, summary)
+    return 0
+
+
+def _config(args):
+    from worker.cli import CliError
+    from worker.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
+    if args.device:
+        cfg = cfg.model_copy(update={"scoring": cfg.scoring.model_copy(update={"device": args.device})})
+    return cfg
+
+
+def _replay_all(cfg, args, recorded) -> list:
+    from worker.app import scorer_sample_rate, wall_ms
+    from worker.cli import load_scorer_for_command
+    from worker.refs import RoiResolver
+    from worker.replay.engine import Replayer
+    from worker.worker_cli import load_worker_scorer
+
+    if args.bundle:
+        scorer = load_scorer_for_command(args.bundle, cfg.scoring.device)
+    else:
+        scorer = load_worker_scorer(cfg)
+    device = str(getattr(scorer, "device", "cpu"))
+    replayer = Replayer(scorer, cfg.windowing, RoiResolver.from_config(cfg.refs), scorer_sample_rate(scorer),
+                        wall_ms, max_batch_size=cfg.scoring.batch_size_for(device))
+    try:
+        return [replayer.replay(sid, streams.get("audio", []), streams.get("roi", []))
+                for sid, streams in sorted(recorded.by_session.items())]
+    finally:
+        replayer.close()
+
+
+def _publish(cfg, topic: str, signals: list[dict]) -> None:
+    """Publish the replayed signals to ``topic`` (created like the signal topic if missing); every
+    record must be acknowledged, else one error line."""
+    from schemas import AvroCodec
+    from worker.cli import CliError
+    from worker.kafka.admin import TopicError, ensure_topics
+    from worker.kafka.producer import OutputProducer
+
+    k = cfg.kafka
+    try:
+        ensure_topics(k.bootstrap_servers, {topic: k.topics.signals.partitions},
+                      replication_factor=k.topics.signals.replication_factor,
+                      client_config={key: v for key, v in k.client_config("admin").items() if key != "bootstrap.servers"})
+    except TopicError as exc:
+        raise CliError(str(exc)) from None
+    codec = AvroCodec("LipSyncSignal")
+    producer = OutputProducer(k.client_config("producer"))
+    failed: list[str] = []
+    for s in signals:
+        producer.produce(topic, s["session_id"].encode("utf-8"), codec.encode(s),
+                         lambda err: failed.append(err) if err else None)
+        producer.poll(0)
+    left = producer.close(30.0)
+    if left or failed:
+        raise CliError(f"{left + len(failed)} replayed signals were not delivered to {topic}"
+                       + (f": {failed[0]}" if failed else ""))
+
+
+def _write(args, signals: list[dict], summary: dict) -> None:
+    from worker.demo import format_row
+
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as fh:
+            fh.writelines(json.dumps(s) + "\n" for s in signals)
+    elif not args.json:
+        for s in signals:
+            print(format_row(s))
+    for sid, s in summary["sessions"].items():
+        off = s["median_window_offset_ms"]
+        print(f"session {sid}: {s['records']} records, {s['bad_records']} bad, {s['signals']} signals "
+              f"{s['kinds']}, labels {s['labels']}, median window offset "
+              f"{'n/a' if off is None else f'{off:+.0f} ms'}", file=sys.stderr if args.json else sys.stdout)
+    if "compare" in summary:
+        c = summary["compare"]
+        print(f"compared with {c['topic']}: {c['matched']} matched ({c['identical']} identical), "
+              f"{c['only_replayed']} only replayed, {c['only_published']} only published, changed {c['changed']}",
+              file=sys.stderr if args.json else sys.stdout)
+    if args.json:
+        print(json.dumps(summary))

@@ -1,0 +1,129 @@
+"""The worker's own stages driven by recorded input: decode (schemas + worker.ingest), join and
+window (worker.windowing.Joiner), micro-batched scoring (worker.scoring.batcher.ScoringStage) and
+the LipSyncSignal record (worker.publish). Nothing here is replay-specific scoring, so a replay
+with the live bundle reproduces what the worker published, and one with a new bundle shows what
+it would have published.
+
+Time: the join's processing clock is the session's media time (its records' due times, see
+``order.due_ms``) plus an idle timeout at the end, so a replay is deterministic and runs as fast
+as scoring allows; ``clock_ms`` (wall time) only stamps arrival and emission.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from schemas import AvroCodec, DecodeError
+from worker.config import WindowingConfig
+from worker.ingest import BadRecord, Event, audio_events, check_key, roi_events
+from worker.publish import signal_record
+from worker.refs import RoiResolver
+from worker.replay.order import AUDIO, Recorded, due_ms, live_order
+from worker.scoring.batcher import ScoringStage
+from worker.scoring.interface import Scorer
+from worker.windowing.events import Arrival, AudioEvent, EndEvent, FrameEvent, Job
+from worker.windowing.joiner import BadEvent, Joiner
+from worker.windowing.offsets import OffsetTracker
+
+_DRAIN_TIMEOUT_S = 600.0
+
+
+@dataclass
+class SessionReplay:
+    """What replaying one session gave: its signals (frame order, BLOCKs before WINDOWs at equal
+    starts) and the records the worker would have dead-lettered, with the reason."""
+
+    session_id: str
+    signals: list[dict[str, Any]] = field(default_factory=list)
+    bad: list[tuple[Recorded, str]] = field(default_factory=list)
+    records: int = 0
+
+
+class Replayer:
+    """Replays sessions one at a time through a Joiner and a ScoringStage of its own."""
+
+    def __init__(self, scorer: Scorer, windowing: WindowingConfig, resolver: RoiResolver, sample_rate: int,
+                 clock_ms: Callable[[], int], max_batch_size: int = 8) -> None:
+        self.scorer = scorer
+        self.windowing = windowing
+        self.resolver = resolver
+        self.sample_rate = sample_rate
+        self.clock_ms = clock_ms
+        self.joiner = Joiner(windowing, scorer.search_margin_ms, OffsetTracker(), sample_rate=sample_rate)
+        # max_wait 0: nothing arrives later that a fuller batch could wait for
+        self.stage: ScoringStage[Job] = ScoringStage(scorer, max_batch_size, 0.0)
+        self.codecs = {AUDIO: AvroCodec("AudioChunk"), "roi": AvroCodec("RoiRef")}
+
+    def replay(self, session_id: str, audio: Sequence[Recorded], roi: Sequence[Recorded]) -> SessionReplay:
+        """Replay one session's records (each input in its partition's offset order)."""
+        out = SessionReplay(session_id, records=len(audio) + len(roi))
+        decoded = {name: self._decode(recs, out) for name, recs in ((AUDIO, audio), ("roi", roi))}
+        jobs: list[Job] = []
+        media_now = 0.0
+        for due, rec, events in live_order(decoded[AUDIO], decoded["roi"]):
+            if math.isfinite(due):
+                media_now = max(media_now, due)
+            jobs += self._feed(rec, events, int(media_now), out)
+        # a session without end markers (cut short, or still live when recorded) ends as the worker
+        # would end it: idle, flushed
+        jobs += self.joiner.tick(int(media_now) + self.windowing.idle_timeout_ms + 1)
+        self.stage.submit(jobs)
+        if not self.stage.drain(_DRAIN_TIMEOUT_S):
+            raise RuntimeError(f"scoring session {session_id} did not finish within {_DRAIN_TIMEOUT_S:.0f} s")
+        results = self.stage.results()
+        self.stage.close_sessions([session_id])
+        for scored in results:
+            self.joiner.on_published(scored.job)
+            out.signals.append(signal_record(scored.job, scored.score, self.clock_ms()))
+        out.signals.sort(key=lambda s: (s["frame_start"], s["kind"] != "BLOCK"))
+        self.joiner.drain_closed()
+        return out
+
+    def close(self) -> None:
+        self.stage.stop()
+
+    def _decode(self, recs: Sequence[Recorded], out: SessionReplay
+                ) -> list[tuple[float, tuple[float, Recorded, list[Event]]]]:
+        """Each record -> (due_ms, its events); a bad record is kept in ``out.bad`` with the reason
+        the worker's dead letter would give, and the others go on."""
+        decoded = []
+        for rec in recs:
+            arrival = Arrival(self.clock_ms(), None)
+            try:
+                if rec.value is None:
+                    raise BadRecord("decode: empty value (tombstone)")
+                if rec.stream == AUDIO:
+                    record = self.codecs[AUDIO].decode(rec.value)
+                    check_key(rec.key, record["session_id"])
+                    events = audio_events(record, rec.source, arrival, self.sample_rate)
+                else:
+                    record = self.codecs["roi"].decode(rec.value)
+                    check_key(rec.key, record["session_id"])
+                    events = roi_events(record, rec.source, arrival, self.resolver.try_resolve)
+            except DecodeError as exc:
+                out.bad.append((rec, f"decode: {exc.reason}"))
+                continue
+            except BadRecord as exc:
+                out.bad.append((rec, exc.reason))
+                continue
+            due = due_ms(rec.stream, record)
+            decoded.append((due, (due, rec, events)))
+        return decoded
+
+    def _feed(self, rec: Recorded, events: list[Event], now_ms: int, out: SessionReplay) -> list[Job]:
+        jobs: list[Job] = []
+        for ev in events:
+            try:
+                if isinstance(ev, FrameEvent):
+                    jobs += self.joiner.on_frame(ev, now_ms)
+                elif isinstance(ev, AudioEvent):
+                    jobs += self.joiner.on_audio(ev, now_ms)
+                elif isinstance(ev, EndEvent):
+                    jobs += self.joiner.on_end(ev, now_ms)
+            except BadEvent as exc:  # contradicts its session (the worker dead-letters it too)
+                out.bad.append((rec, f"invalid: {exc}"))
+                break
+        return jobs

@@ -1,0 +1,137 @@
+"""Pure helpers of the replay: live order of recorded input, and replayed vs published signals."""
+
+from __future__ import annotations
+
+import heapq
+import math
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from worker.loadgen import AUDIO, ROI
+from worker.windowing.events import Source
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """One input record as Kafka kept it. ``stream`` is AUDIO or ROI (worker.loadgen)."""
+
+    stream: str
+    key: bytes | None
+    value: bytes | None
+    source: Source
+    timestamp_ms: int | None = None
+
+
+def due_ms(stream: str, record: Mapping[str, Any]) -> float:
+    """Media time at which a live source could have sent ``record`` (the end of its data, as
+    loadgen plays sessions): a frame at (frame_index + 1) / fps, a chunk at its last sample; an
+    end-of-session marker at infinity (after every data record of its session)."""
+    if record.get("end_of_session"):
+        return math.inf
+    if stream == ROI:
+        fps = float(record.get("fps") or 0.0)
+        return 1000.0 * (int(record.get("frame_index", 0)) + 1) / fps if fps > 0 else 0.0
+    rate = int(record.get("sample_rate") or 0)
+    channels = max(1, int(record.get("channels") or 1))
+    width = (2 if record.get("encoding") == "PCM_S16LE" else 4) * channels
+    n = len(record.get("data") or b"") // width
+    return 1000.0 * (int(record.get("start_sample", 0)) + n) / rate if rate > 0 else 0.0
+
+
+def live_order(audio: Sequence[tuple[float, Any]], roi: Sequence[tuple[float, Any]]) -> list[Any]:
+    """Merge one session's two inputs, each (due_ms, item) in its partition's offset order, by due
+    time: what a worker consuming both topics in real time would have seen. Each input keeps its
+    own order even where its due times go backwards (a late producer), as Kafka delivered it; at
+    equal due times the frame goes first (loadgen's order)."""
+    a = ((d, 1, i, item) for i, (d, item) in enumerate(audio))
+    r = ((d, 0, i, item) for i, (d, item) in enumerate(roi))
+    return [item for _, _, _, item in heapq.merge(r, a, key=lambda x: (x[0], x[1]))]
+
+
+def compare_signals(replayed: Iterable[Mapping[str, Any]], published: Iterable[Mapping[str, Any]],
+                    offset_tolerance_ms: float = 1.0, score_tolerance: float = 1e-3) -> dict[str, Any]:
+    """Replayed signals against the ones published live, matched by ``signal_id`` (the last
+    published copy of an id counts: at-least-once delivery may repeat one).
+
+    Returns counts of signals in both, only replayed, only published; how many of the matched
+    changed direction, label, offset (beyond ``offset_tolerance_ms``) or score (beyond
+    ``score_tolerance``); and the median / max absolute score and offset change."""
+    live = {str(s["signal_id"]): s for s in published}
+    again = {str(s["signal_id"]): s for s in replayed}
+    both = sorted(set(live) & set(again))
+    d_score: list[float] = []
+    d_offset: list[float] = []
+    changed = {"direction": 0, "label": 0, "offset": 0, "score": 0, "null": 0}
+    examples: list[dict[str, Any]] = []
+    for sid in both:
+        a, b = live[sid], again[sid]
+        diffs = []
+        for field in ("direction", "label"):
+            if a.get(field) != b.get(field):
+                changed[field] += 1
+                diffs.append(field)
+        if (a.get("score") is None) != (b.get("score") is None) or \
+                (a.get("offset_ms") is None) != (b.get("offset_ms") is None):
+            changed["null"] += 1
+            diffs.append("null")
+        if a.get("score") is not None and b.get("score") is not None:
+            ds = abs(float(a["score"]) - float(b["score"]))
+            d_score.append(ds)
+            if ds > score_tolerance:
+                changed["score"] += 1
+                diffs.append("score")
+        if a.get("offset_ms") is not None and b.get("offset_ms") is not None:
+            do = abs(float(a["offset_ms"]) - float(b["offset_ms"]))
+            d_offset.append(do)
+            if do > offset_tolerance_ms:
+                changed["offset"] += 1
+                diffs.append("offset")
+        if diffs and len(examples) < 5:
+            examples.append({"signal_id": sid, "session_id": b.get("session_id"), "kind": b.get("kind"),
+                             "frame_start": b.get("frame_start"), "changed": diffs,
+                             "published": {k: a.get(k) for k in ("score", "offset_ms", "direction", "label", "scorer")},
+                             "replayed": {k: b.get(k) for k in ("score", "offset_ms", "direction", "label", "scorer")}})
+    return {
+        "matched": len(both),
+        "only_replayed": len(set(again) - set(live)),
+        "only_published": len(set(live) - set(again)),
+        "changed": changed,
+        "identical": sum(1 for sid in both if _same(live[sid], again[sid], offset_tolerance_ms, score_tolerance)),
+        "score_abs_diff_median": round(statistics.median(d_score), 6) if d_score else None,
+        "score_abs_diff_max": round(max(d_score), 6) if d_score else None,
+        "offset_abs_diff_median_ms": round(statistics.median(d_offset), 3) if d_offset else None,
+        "offset_abs_diff_max_ms": round(max(d_offset), 3) if d_offset else None,
+        "examples": examples,
+    }
+
+
+def _same(a: Mapping[str, Any], b: Mapping[str, Any], offset_tol: float, score_tol: float) -> bool:
+    if a.get("direction") != b.get("direction") or a.get("label") != b.get("label"):
+        return False
+    for field, tol in (("score", score_tol), ("offset_ms", offset_tol)):
+        x, y = a.get(field), b.get(field)
+        if (x is None) != (y is None):
+            return False
+        if x is not None and abs(float(x) - float(y)) > tol:
+            return False
+    return True
+
+
+def session_summary(signals: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Per session: signals by kind and label, and the median WINDOW offset of the confident,
+    scored windows (what a reader of a replay wants first)."""
+    kinds: dict[str, int] = {}
+    labels: dict[str, int] = {}
+    offsets = []
+    for s in signals:
+        kinds[s["kind"]] = kinds.get(s["kind"], 0) + 1
+        labels[s["label"]] = labels.get(s["label"], 0) + 1
+        if s["kind"] == "WINDOW" and s.get("offset_ms") is not None and s["label"] == "OK":
+            offsets.append(float(s["offset_ms"]))
+    return {"signals": len(signals), "kinds": kinds, "labels": labels,
+            "median_window_offset_ms": statistics.median(offsets) if offsets else None}
+
+
+__all__ = ["AUDIO", "ROI", "Recorded", "compare_signals", "due_ms", "live_order", "session_summary"]

@@ -7,7 +7,7 @@ SYNC := $(VENV)/bin/sync-scorer
 STAMP := $(VENV)/.installed-stamp
 PYTHON ?= python3
 
-.PHONY: venv test run model model-cv bench lint kafka-jars kafka-up kafka-down helm clean
+.PHONY: venv test run model model-cv bench lint proto kafka-jars kafka-up kafka-down helm clean
 
 # helm for the chart tests: not a Debian package; built from the Go module proxy (about 2 min once)
 HELM_VERSION := v3.19.5
@@ -54,6 +54,10 @@ model-cv: venv
 
 bench: venv
 	$(SYNC) bench --json
+
+# the gRPC service's generated code, committed beside schemas/sync_scorer.proto
+proto: venv
+	$(PY) -m grpc_tools.protoc -I. --python_out=. --grpc_python_out=. --pyi_out=. schemas/sync_scorer.proto
 
 lint: venv
 	$(VENV)/bin/ruff check worker schemas model_store tests

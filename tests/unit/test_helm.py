@@ -64,6 +64,15 @@ def test_worker_and_serve_run_the_real_commands_with_probes_and_gpu_limits():
     assert worker["terminationGracePeriodSeconds"] >= 30  # drain, publish, commit on SIGTERM
     serve = docs[("Deployment", "rel-sync-scorer-serve")]["spec"]["template"]["spec"]["containers"][0]
     assert serve["command"][:2] == ["sync-scorer", "serve"]
+    # the chart's commands are ones the CLI accepts (its own parser), ports where the Service sends them
+    from worker.cli import build_parser
+
+    args = build_parser().parse_args(serve["command"][1:])
+    assert (args.port, args.grpc_port) == (8080, 50051)
+    assert {p["name"]: p["containerPort"] for p in serve["ports"]} == {"http": 8080, "grpc": 50051}
+    svc = docs[("Service", "rel-sync-scorer-serve")]["spec"]["ports"]
+    assert {(p["port"], p["targetPort"]) for p in svc} == {(8080, "http"), (50051, "grpc")}
+    build_parser().parse_args(c["command"][1:])
     assert ("HorizontalPodAutoscaler", "rel-sync-scorer-worker") not in docs
     gpu = _by_kind(_render("worker.gpu.enabled=true", "worker.autoscaling.enabled=true"))
     limits = gpu[("Deployment", "rel-sync-scorer-worker")]["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]

@@ -121,3 +121,45 @@ def test_serve_cli_bad_arguments_are_one_line_errors(capsys):
         assert main(argv) != 0
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and needle in err[0] and "Traceback" not in err[0]
+
+
+def _span_body(clip, kind_frames: tuple[int, int], margin_ms: float) -> dict:
+    """The frames [a, b) of a clip with the audio the worker would give that job (margin each side)."""
+    a, b = kind_frames
+    rate = clip.sample_rate
+    s0 = max(0, round((a / clip.fps - margin_ms / 1000.0) * rate))
+    s1 = min(clip.audio.shape[0], round((b / clip.fps + margin_ms / 1000.0) * rate))
+    body = encode(clip.frames[a:b], clip.fps, clip.audio[s0:s1], rate)
+    body["frame_start"] = a
+    body["audio"]["start_sample"] = s0
+    return body
+
+
+def test_score_block_and_window_match_the_clip_path_and_say_the_offset(server):
+    from worker.synth.clip import generate_clip
+
+    clip = generate_clip(seed=4343, seconds=4.0, audio_offset_ms=-120.0)
+    with urllib.request.urlopen(server + "/v1/info", timeout=10) as resp:
+        info = json.loads(resp.read())
+    assert info["sample_rate"] == 16000 and info["search_margin_ms"] >= info["max_offset_ms"] >= 200
+    status, whole = _post(server, json.dumps(encode(clip.frames, clip.fps, clip.audio, clip.sample_rate)).encode())
+    assert status == 200
+    win = whole["windows"][1]
+    status, res = _post(server, json.dumps(_span_body(clip, (win["frame_start"], win["frame_end"]),
+                                                      info["search_margin_ms"])).encode(), "/v1/score-window")
+    assert status == 200, res
+    assert (res["kind"], res["frame_start"], res["frame_end"]) == ("WINDOW", win["frame_start"], win["frame_end"])
+    # same offset; the score may differ a little: in a session the first frames of a job see the
+    # frames before it (the causal video context in the scorer's stream cache), a lone request does not
+    assert res["offset_ms"] == win["offset_ms"] and res["score"] == pytest.approx(win["score"], abs=0.03)
+    assert res["direction"] == "AUDIO_LEADS" and abs(res["offset_ms"] + 120.0) <= 1000.0 / clip.fps + 0.5
+    blk = whole["blocks"][3]
+    status, res = _post(server, json.dumps(_span_body(clip, (blk["frame_start"], blk["frame_end"]),
+                                                      info["search_margin_ms"])).encode(), "/v1/score-block")
+    assert status == 200 and res["kind"] == "BLOCK" and res["frame_start"] == blk["frame_start"]
+    assert res["offset_ms"] == blk["offset_ms"] and res["score"] == pytest.approx(blk["score"], abs=0.05)
+    # a block is 8..16 frames, a window 0.8..1.2 s: anything else is a 400 that says so
+    status, res = _post(server, json.dumps(_span_body(clip, (0, 30), 240.0)).encode(), "/v1/score-block")
+    assert status == 400 and "8..16 frames" in res["error"]
+    status, res = _post(server, json.dumps(_span_body(clip, (0, 16), 240.0)).encode(), "/v1/score-window")
+    assert status == 400 and "0.8..1.2 s" in res["error"]

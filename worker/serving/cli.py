@@ -4,13 +4,26 @@ from __future__ import annotations
 
 import argparse
 
+DESCRIPTION = """\
+The scorer over HTTP and gRPC, for callers that want a sampled score without Kafka (the provider
+bridge). Both transports take the Kafka contract's fields (RoiRef inline pixels, AudioChunk audio)
+and score with the worker's own code: a whole clip, one BLOCK (8..16 frames) or one WINDOW
+(0.8..1.2 s). One scoring at a time.
+
+HTTP (JSON, frames and audio base64):
+  GET  /healthz, GET /v1/info
+  POST /v1/score, /v1/score-block, /v1/score-window
+gRPC: service syncscorer.v1.SyncScorer (schemas/sync_scorer.proto):
+  ScoreBlock, ScoreWindow, ScoreClip, Info"""
+
 
 def add_parser(sub) -> argparse.ArgumentParser:
-    p = sub.add_parser("serve", help="score clips posted over HTTP (POST /v1/score, GET /healthz)",
-                       description=__import__("worker.serving.http", fromlist=["x"]).__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser("serve", help="score clips, blocks and windows over HTTP and gRPC",
+                       description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 = any free port)")
+    p.add_argument("--port", type=int, default=8080, help="HTTP port (default 8080; 0 = any free port)")
+    p.add_argument("--grpc-port", type=int, default=50051,
+                   help="gRPC port (default 50051; 0 = any free port; -1 = no gRPC)")
     p.add_argument("--bundle", help="model bundle directory (default: the bundled model)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--max-body-mb", type=float, default=64.0, help="largest request body (default 64 MB)")
@@ -20,27 +33,49 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 def run(args) -> int:
     import logging
+    import threading
 
     from worker.cli import CliError, load_scorer_for_command
-    from worker.serving.http import ScoreService, make_server
+    from worker.serving.http import make_server
+    from worker.serving.service import ScoreService
 
     if not 0 <= args.port <= 65535:
         raise CliError("--port must be within 0..65535")
+    if not -1 <= args.grpc_port <= 65535:
+        raise CliError("--grpc-port must be within 0..65535, or -1 for no gRPC")
     if args.max_body_mb <= 0 or args.max_seconds <= 0:
         raise CliError("--max-body-mb and --max-seconds must be positive")
     scorer = load_scorer_for_command(args.bundle, args.device)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    service = ScoreService(scorer, args.max_seconds)
+    max_bytes = int(args.max_body_mb * (1 << 20))
     try:
-        server = make_server(ScoreService(scorer, args.max_seconds), args.host, args.port,
-                             int(args.max_body_mb * (1 << 20)))
+        server = make_server(service, args.host, args.port, max_bytes)
     except OSError as exc:
         raise CliError(f"cannot listen on {args.host}:{args.port}: {exc}") from None
+    grpc_server = None
+    where = ""
+    if args.grpc_port >= 0:
+        from worker.serving.grpc_server import make_grpc_server
+
+        try:
+            grpc_server, grpc_port = make_grpc_server(service, args.host, args.grpc_port, max_bytes)
+        except OSError as exc:
+            server.server_close()
+            raise CliError(f"cannot listen for gRPC on {args.host}:{args.grpc_port}: {exc}") from None
+        grpc_server.start()
+        where = f", gRPC {args.host}:{grpc_port} (syncscorer.v1.SyncScorer)"
     host, port = server.server_address[:2]
-    print(f"sync-scorer serve: {scorer.name} on http://{host}:{port} (POST /v1/score, GET /healthz)", flush=True)
+    print(f"sync-scorer serve: {scorer.name} on http://{host}:{port} (POST /v1/score, /v1/score-block, "
+          f"/v1/score-window; GET /healthz, /v1/info){where}", flush=True)
+    stopped = threading.Event()
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
+        stopped.set()
         server.server_close()
+        if grpc_server is not None:
+            grpc_server.stop(grace=5.0).wait(10.0)
     return 0

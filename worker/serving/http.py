@@ -1,45 +1,30 @@
 """The HTTP server of `sync-scorer serve` (standard library only: one JSON endpoint needs no web
 framework).
 
-    GET  /healthz      -> {"status": "ok", "scorer": "<name>@<version>"}
-    POST /v1/score     -> the `sync-scorer score --json` object for the posted clip (request.py)
+    GET  /healthz          -> {"status": "ok", "scorer": "<name>@<version>"}
+    GET  /v1/info          -> scorer, sample_rate, search_margin_ms, max_offset_ms
+    POST /v1/score         -> the `sync-scorer score --json` object for the posted clip (request.py)
+    POST /v1/score-block   -> one BLOCK's verdict (8..16 frames; request.decode_span)
+    POST /v1/score-window  -> one WINDOW's verdict (0.8..1.2 s of frames)
 
 Errors are JSON {"error": "<one line>"}: 400 bad request body, 404 unknown path, 411 no length,
 413 body too large, 500 a scoring failure (logged with its traceback, never sent). Requests are
-served on threads, scored one at a time (the model is the bottleneck on CPU and GPU alike).
+served on threads, scored one at a time by worker.serving.service.ScoreService.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from worker.serving.request import RequestError, decode
+from worker.scoring.types import Kind
+from worker.serving.request import RequestError
+from worker.serving.service import ScoreService
+
+_POSTS = {"/v1/score": None, "/v1/score-block": Kind.BLOCK, "/v1/score-window": Kind.WINDOW}
 
 log = logging.getLogger("sync_scorer.serve")
-
-
-class ScoreService:
-    """Scores decoded requests with one scorer, one request at a time."""
-
-    def __init__(self, scorer, max_seconds: float = 120.0) -> None:
-        self.scorer = scorer
-        self.max_seconds = max_seconds
-        from worker.app import scorer_sample_rate  # the worker's rule: the bundle's rate, else 16 kHz
-
-        self.sample_rate = scorer_sample_rate(scorer)
-        self._lock = threading.Lock()
-
-    def score(self, body) -> dict:
-        from worker.clipscore import score_clip
-
-        clip = decode(body, self.sample_rate, self.max_seconds)
-        with self._lock:
-            summary = score_clip(self.scorer, clip.frames, clip.fps, clip.audio, clip.sample_rate,
-                                 block_frames=clip.block_frames, window_ms=clip.window_ms)
-        return summary.to_json()
 
 
 def make_server(service: ScoreService, host: str = "127.0.0.1", port: int = 8080,
@@ -58,11 +43,13 @@ def make_server(service: ScoreService, host: str = "127.0.0.1", port: int = 8080
         def do_GET(self) -> None:
             if self.path == "/healthz":
                 self._send(200, {"status": "ok", "scorer": service.scorer.name})
+            elif self.path == "/v1/info":
+                self._send(200, service.info())
             else:
                 self._send(404, {"error": f"no such path {self.path}"})
 
         def do_POST(self) -> None:
-            if self.path != "/v1/score":
+            if self.path not in _POSTS:
                 self._send(404, {"error": f"no such path {self.path}"})
                 return
             length = self.headers.get("Content-Length")
@@ -80,7 +67,8 @@ def make_server(service: ScoreService, host: str = "127.0.0.1", port: int = 8080
                 self._send(400, {"error": f"the body is not JSON: {exc}"})
                 return
             try:
-                self._send(200, service.score(body))
+                kind = _POSTS[self.path]
+                self._send(200, service.score(body) if kind is None else service.score_span(kind, body))
             except RequestError as exc:
                 self._send(400, {"error": str(exc)})
             except Exception:

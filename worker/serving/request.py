@@ -11,6 +11,13 @@ to the worker sends the same things:
 
 Audio sample 0 is at frame 0's time. Any rate and channel count: mixed down and resampled to the
 scorer's rate (worker.ingest.audio_events, the worker's own decoding).
+
+A single BLOCK or WINDOW (``decode_span``) takes the same body plus where it sits on the session
+timeline: ``"frame_start"`` (session frame index of the first frame, default 0), optional
+``"present"`` (one bool per frame) and ``"audio": {"start_sample": ...}`` (session sample index of
+the first sample at the audio's rate; default: the first frame's time). Send the scorer's search
+margin of audio on each side of the frames, as the worker does. gRPC sends the same fields with
+raw bytes instead of base64 (worker.serving.grpc_server).
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from worker.ingest import BadRecord, audio_events
+from worker.scoring.types import AudioSpan, FrameSpan, Kind, ScoreRequest
 from worker.windowing.events import Arrival, Source
 
 _CHANNELS = {"GRAY8": 1, "RGB24": 3}
@@ -48,6 +56,8 @@ class ClipInput:
 
 
 def _b64(field: str, text: Any) -> bytes:
+    if isinstance(text, (bytes, bytearray)):  # gRPC: raw bytes
+        return bytes(text)
     if not isinstance(text, str):
         raise RequestError(f"{field} must be a base64 string")
     try:
@@ -63,8 +73,7 @@ def _int(d: dict, key: str, where: str, lo: int, hi: int) -> int:
     return v
 
 
-def decode(body: Any, sample_rate: int, max_seconds: float = 120.0) -> ClipInput:
-    """``body``: the parsed JSON. ``sample_rate``: the scorer's audio rate."""
+def _frames(body: Any, max_seconds: float) -> tuple[np.ndarray, float]:
     if not isinstance(body, dict):
         raise RequestError("the body must be a JSON object")
     fps = body.get("fps")
@@ -86,22 +95,31 @@ def decode(body: Any, sample_rate: int, max_seconds: float = 120.0) -> ClipInput
     if n / fps > max_seconds:
         raise RequestError(f"{n} frames at {fps:g} fps is longer than {max_seconds:g} s")
     shape = (n, h, w) if fmt == "GRAY8" else (n, h, w, 3)
-    frames = np.frombuffer(raw, dtype=np.uint8).reshape(shape)
+    return np.frombuffer(raw, dtype=np.uint8).reshape(shape), fps
 
+
+def _audio(body: dict, sample_rate: int, start_sample: int | None = None) -> tuple[np.ndarray, int]:
+    """(mono float32 at ``sample_rate``, its start sample at that rate)."""
     au = body.get("audio")
     if not isinstance(au, dict):
         raise RequestError("audio must be an object with sample_rate, channels, encoding and data")
     data = _b64("audio.data", au.get("data"))
     if not data:
         raise RequestError("audio.data is empty")
-    record = {"session_id": "http", "start_sample": 0, "sample_rate": au.get("sample_rate"),
+    record = {"session_id": "http", "start_sample": start_sample or 0, "sample_rate": au.get("sample_rate"),
               "channels": au.get("channels", 1), "encoding": au.get("encoding"),
               "data": data, "end_of_session": False}
     try:
         events = audio_events(record, _SOURCE, Arrival(0), sample_rate)
     except (BadRecord, TypeError, ValueError) as exc:
         raise RequestError(f"audio: {getattr(exc, 'reason', exc)}".replace("invalid: ", "")) from None
-    audio = events[0].samples
+    return events[0].samples, int(events[0].start_sample)
+
+
+def decode(body: Any, sample_rate: int, max_seconds: float = 120.0) -> ClipInput:
+    """``body``: the parsed JSON. ``sample_rate``: the scorer's audio rate."""
+    frames, fps = _frames(body, max_seconds)
+    audio, _ = _audio(body, sample_rate)
     block = body.get("block_frames", 16)
     window = body.get("window_ms", 1000)
     if isinstance(block, bool) or not isinstance(block, int) or not 8 <= block <= 16:
@@ -109,6 +127,38 @@ def decode(body: Any, sample_rate: int, max_seconds: float = 120.0) -> ClipInput
     if isinstance(window, bool) or not isinstance(window, int) or not 800 <= window <= 1200:
         raise RequestError(f"window_ms must be an integer in 800..1200, got {window!r}")
     return ClipInput(frames, fps, audio, sample_rate, block, window)
+
+
+def decode_span(body: Any, sample_rate: int, kind: Kind) -> ScoreRequest:
+    """One BLOCK (8..16 frames) or WINDOW (0.8..1.2 s of frames) with its place on the session
+    timeline -> the scorer's ScoreRequest."""
+    frames, fps = _frames(body, max_seconds=10.0)
+    n = frames.shape[0]
+    if kind is Kind.BLOCK and not 8 <= n <= 16:
+        raise RequestError(f"a BLOCK is 8..16 frames, got {n}")
+    if kind is Kind.WINDOW and not 800 <= round(1000.0 * n / fps) <= 1200:
+        raise RequestError(f"a WINDOW is 0.8..1.2 s of frames, got {n} at {fps:g} fps")
+    frame_start = body.get("frame_start", 0)
+    if isinstance(frame_start, bool) or not isinstance(frame_start, int) or frame_start < 0:
+        raise RequestError(f"frame_start must be a non-negative integer, got {frame_start!r}")
+    present = body.get("present")
+    if present is not None and len(present) == 0:
+        present = None  # proto3: an empty repeated field is "not sent"
+    if present is not None:
+        if not isinstance(present, (list, tuple)) or len(present) != n or \
+                not all(isinstance(p, bool) for p in present):
+            raise RequestError(f"present must be a list of {n} booleans, one per frame")
+        present = np.array(present, dtype=bool)
+    au = body.get("audio")
+    start = au.get("start_sample") if isinstance(au, dict) else None
+    if start is None:
+        rate = au.get("sample_rate") if isinstance(au, dict) else None
+        start = round(frame_start / fps * rate) if isinstance(rate, int) and not isinstance(rate, bool) else 0
+    elif isinstance(start, bool) or not isinstance(start, int) or start < 0:
+        raise RequestError(f"audio.start_sample must be a non-negative integer, got {start!r}")
+    samples, start_at_rate = _audio(body, sample_rate, start)
+    return ScoreRequest(kind, FrameSpan(frames, fps, frame_start, present=present),
+                        AudioSpan(samples, sample_rate, start_at_rate), session_id=str(body.get("session_id") or ""))
 
 
 def encode(frames: np.ndarray, fps: float, audio: np.ndarray, sample_rate: int) -> dict:

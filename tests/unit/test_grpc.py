@@ -1,0 +1,130 @@
+"""`sync-scorer serve`'s gRPC face (syncscorer.v1.SyncScorer) in process: the same answers as the
+HTTP face, INVALID_ARGUMENT for bad input, and generated code that matches schemas/sync_scorer.proto."""
+
+from __future__ import annotations
+
+import filecmp
+import subprocess
+import sys
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from schemas import sync_scorer_pb2 as pb
+from schemas import sync_scorer_pb2_grpc as pb_grpc
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def stub():
+    from worker.scoring.loader import load_scorer
+    from worker.serving.grpc_server import make_grpc_server
+    from worker.serving.service import ScoreService
+
+    service = ScoreService(load_scorer(None))
+    server, port = make_grpc_server(service, "127.0.0.1", 0)
+    server.start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    yield pb_grpc.SyncScorerStub(channel), service
+    channel.close()
+    server.stop(0)
+
+
+def _request(clip, a: int, b: int, margin_ms: float) -> pb.ScoreRequest:
+    rate = clip.sample_rate
+    s0 = max(0, round((a / clip.fps - margin_ms / 1000.0) * rate))
+    s1 = min(clip.audio.shape[0], round((b / clip.fps + margin_ms / 1000.0) * rate))
+    pcm = (np.clip(clip.audio[s0:s1], -1, 1) * 32767).astype("<i2").tobytes()
+    frames = np.ascontiguousarray(clip.frames[a:b], dtype=np.uint8)
+    fmt = "GRAY8" if frames.ndim == 3 else "RGB24"
+    return pb.ScoreRequest(
+        session_id="t", frames=pb.Frames(width=frames.shape[2], height=frames.shape[1], format=fmt,
+                                         data=frames.tobytes(), fps=clip.fps, frame_start=a),
+        audio=pb.Audio(sample_rate=rate, channels=1, encoding="PCM_S16LE", data=pcm, start_sample=s0))
+
+
+def test_grpc_answers_as_http_does(stub):
+    from worker.scoring.types import Kind
+    from worker.synth.clip import generate_clip
+
+    client, service = stub
+    info = client.Info(pb.InfoRequest())
+    assert info.scorer == service.scorer.name and info.sample_rate == 16000 and info.search_margin_ms > 200
+    clip = generate_clip(seed=5151, seconds=3.0, audio_offset_ms=160.0)
+    whole = client.ScoreClip(_request(clip, 0, clip.frames.shape[0], 0.0))
+    assert whole.label == "OK" and whole.direction == "AUDIO_LAGS" and whole.HasField("offset_ms")
+    assert abs(whole.offset_ms - 160.0) <= 1000.0 / clip.fps + 0.5 and len(whole.windows) == 3
+    req = _request(clip, 25, 50, info.search_margin_ms)
+    got = client.ScoreWindow(req)
+    from worker.serving.grpc_server import request_body
+
+    want = service.score_span(Kind.WINDOW, request_body(req))  # the HTTP face's answer
+    assert (got.kind, got.frame_start, got.frame_end, got.direction, got.label) == \
+        ("WINDOW", 25, 50, want["direction"], want["label"])
+    assert got.offset_ms == want["offset_ms"] and got.score == pytest.approx(want["score"], abs=1e-6)
+    blk = client.ScoreBlock(_request(clip, 16, 32, info.search_margin_ms))
+    assert blk.kind == "BLOCK" and blk.frame_end == 32 and 0.0 <= blk.confidence <= 1.0
+
+
+def test_grpc_bad_input_is_invalid_argument_and_the_server_goes_on(stub):
+    from worker.synth.clip import generate_clip
+
+    client, _ = stub
+    clip = generate_clip(seed=5152, seconds=2.0, audio_offset_ms=0.0)
+    with pytest.raises(grpc.RpcError) as err:
+        client.ScoreBlock(_request(clip, 0, 40, 240.0))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "8..16 frames" in err.value.details()
+    bad = _request(clip, 0, 25, 240.0)
+    bad.audio.encoding = "MP3"
+    with pytest.raises(grpc.RpcError) as err:
+        client.ScoreWindow(bad)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "encoding" in err.value.details()
+    with pytest.raises(grpc.RpcError) as err:
+        client.ScoreClip(pb.ScoreRequest())
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "fps" in err.value.details()
+    assert client.Info(pb.InfoRequest()).scorer  # still serving
+
+
+def test_generated_code_matches_the_proto(tmp_path):
+    pytest.importorskip("grpc_tools")
+    (tmp_path / "schemas").mkdir()
+    (tmp_path / "schemas" / "sync_scorer.proto").write_bytes((REPO / "schemas" / "sync_scorer.proto").read_bytes())
+    subprocess.run([sys.executable, "-m", "grpc_tools.protoc", "-I.", "--python_out=.", "--grpc_python_out=.",
+                    "--pyi_out=.", "schemas/sync_scorer.proto"], cwd=tmp_path, check=True)
+    for name in ("sync_scorer_pb2.py", "sync_scorer_pb2_grpc.py", "sync_scorer_pb2.pyi"):
+        assert filecmp.cmp(tmp_path / "schemas" / name, REPO / "schemas" / name, shallow=False), \
+            f"schemas/{name} is stale: run `make proto`"
+
+
+def test_serve_cli_grpc_port_errors_are_one_line(capsys):
+    from worker.cli import main
+
+    assert main(["serve", "--grpc-port", "-5"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--grpc-port" in err[0]
+
+
+def test_serve_command_answers_on_both_ports():
+    import json
+    import re
+    import signal
+    import urllib.request
+
+    proc = subprocess.Popen([sys.executable, "-m", "worker.cli", "serve", "--port", "0", "--grpc-port", "0",
+                             "--device", "cpu"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        m = re.search(r"http://127\.0\.0\.1:(\d+) .*gRPC 127\.0\.0\.1:(\d+)", line)
+        assert m, line + proc.stderr.read() if proc.poll() is not None else line
+        with urllib.request.urlopen(f"http://127.0.0.1:{m.group(1)}/healthz", timeout=10) as resp:
+            scorer = json.loads(resp.read())["scorer"]
+        with grpc.insecure_channel(f"127.0.0.1:{m.group(2)}") as channel:
+            info = pb_grpc.SyncScorerStub(channel).Info(pb.InfoRequest(), timeout=10)
+        assert info.scorer == scorer
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(30)
+    assert proc.returncode == 0

@@ -1,0 +1,109 @@
+"""The gRPC face of `sync-scorer serve` (service syncscorer.v1.SyncScorer, schemas/sync_scorer.proto).
+
+Each RPC turns its message into the same field dict the HTTP JSON body has (raw bytes where JSON
+has base64) and calls the same ScoreService, so both transports validate and score identically.
+Bad input -> INVALID_ARGUMENT with the one-line reason; a scoring failure -> INTERNAL (logged with
+its traceback, never sent)."""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import grpc
+
+from schemas import sync_scorer_pb2 as pb
+from schemas import sync_scorer_pb2_grpc as pb_grpc
+from worker.scoring.types import Kind
+from worker.serving.request import RequestError
+from worker.serving.service import ScoreService
+
+log = logging.getLogger("sync_scorer.serve.grpc")
+
+
+def request_body(req: pb.ScoreRequest) -> dict[str, Any]:
+    """A ScoreRequest message -> the request dict of worker.serving.request."""
+    fr, au = req.frames, req.audio
+    body: dict[str, Any] = {
+        "session_id": req.session_id, "fps": fr.fps, "frame_start": int(fr.frame_start),
+        "frames": {"width": int(fr.width), "height": int(fr.height), "format": fr.format, "data": fr.data},
+        "audio": {"sample_rate": int(au.sample_rate), "channels": int(au.channels) or 1, "encoding": au.encoding,
+                  "data": au.data},
+    }
+    if au.HasField("start_sample"):
+        body["audio"]["start_sample"] = int(au.start_sample)
+    if len(fr.present):
+        body["present"] = [bool(p) for p in fr.present]
+    if req.block_frames:
+        body["block_frames"] = int(req.block_frames)
+    if req.window_ms:
+        body["window_ms"] = int(req.window_ms)
+    return body
+
+
+def score_message(d: dict[str, Any]) -> pb.LipSyncScore:
+    """A LipSyncScore.to_dict() (or a clip's window entry) -> the message (None fields left unset)."""
+    fields = {k: d[k] for k in ("kind", "frame_start", "frame_end", "start_ms", "end_ms", "confidence",
+                                "direction", "label", "scorer") if d.get(k) is not None}
+    for k in ("score", "offset_ms", "margin"):
+        if d.get(k) is not None:
+            fields[k] = float(d[k])
+    fields["occluded"] = bool(d.get("occluded", False))
+    fields["confidence"] = float(fields.get("confidence") or 0.0)
+    return pb.LipSyncScore(**fields)
+
+
+def clip_message(d: dict[str, Any]) -> pb.ClipScore:
+    msg = pb.ClipScore(confidence=float(d.get("confidence") or 0.0), direction=d.get("direction") or "",
+                       label=d.get("label") or "", scorer=d.get("scorer") or "",
+                       notes=[str(n) for n in d.get("notes") or []])
+    for k in ("offset_ms", "score"):
+        if d.get(k) is not None:
+            setattr(msg, k, float(d[k]))
+    msg.windows.extend(score_message(w) for w in d.get("windows") or [])
+    msg.blocks.extend(score_message(b) for b in d.get("blocks") or [])
+    return msg
+
+
+class SyncScorerServicer(pb_grpc.SyncScorerServicer):
+    def __init__(self, service: ScoreService) -> None:
+        self.service = service
+
+    def _call(self, context: grpc.ServicerContext, fn, *args):
+        try:
+            return fn(*args)
+        except RequestError as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except Exception:
+            log.exception("scoring failed")
+            context.abort(grpc.StatusCode.INTERNAL, "scoring failed (see the server log)")
+
+    def ScoreBlock(self, request, context):
+        return score_message(self._call(context, self.service.score_span, Kind.BLOCK, request_body(request)))
+
+    def ScoreWindow(self, request, context):
+        return score_message(self._call(context, self.service.score_span, Kind.WINDOW, request_body(request)))
+
+    def ScoreClip(self, request, context):
+        return clip_message(self._call(context, self.service.score, request_body(request)))
+
+    def Info(self, request, context):
+        return pb.ScorerInfo(**self.service.info())
+
+
+def make_grpc_server(service: ScoreService, host: str = "127.0.0.1", port: int = 50051,
+                     max_message_bytes: int = 64 << 20, threads: int = 4) -> tuple[grpc.Server, int]:
+    """A started-ready (not yet started) server and the port it bound (``port`` 0: any free one).
+    Raises OSError when the address cannot be bound."""
+    server = grpc.server(ThreadPoolExecutor(max_workers=threads, thread_name_prefix="grpc"),
+                         options=[("grpc.max_receive_message_length", max_message_bytes),
+                                  ("grpc.max_send_message_length", max_message_bytes)])
+    pb_grpc.add_SyncScorerServicer_to_server(SyncScorerServicer(service), server)
+    try:
+        bound = server.add_insecure_port(f"{host}:{port}")
+    except RuntimeError as exc:  # grpcio raises on a port it cannot bind
+        raise OSError(str(exc)) from None
+    if bound == 0:
+        raise OSError(f"cannot bind {host}:{port}")
+    return server, bound

@@ -1,0 +1,48 @@
+"""What `sync-scorer serve` answers, whatever the transport (HTTP JSON or gRPC): a clip, one
+BLOCK, one WINDOW, or the scorer's facts. Requests are decoded by worker.serving.request (the
+contract's field names; bad input raises RequestError with one line) and scored one at a time
+(the model is the bottleneck on CPU and GPU alike)."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from worker.scoring.types import Kind
+from worker.serving.request import decode, decode_span
+
+
+class ScoreService:
+    """Scores decoded requests with one scorer, one request at a time."""
+
+    def __init__(self, scorer, max_seconds: float = 120.0) -> None:
+        self.scorer = scorer
+        self.max_seconds = max_seconds
+        from worker.app import scorer_sample_rate  # the worker's rule: the bundle's rate, else 16 kHz
+
+        self.sample_rate = scorer_sample_rate(scorer)
+        self._lock = threading.Lock()
+
+    def score(self, body: Any) -> dict:
+        """A whole clip: what `sync-scorer score --roi --json` prints for it."""
+        from worker.clipscore import score_clip
+
+        clip = decode(body, self.sample_rate, self.max_seconds)
+        with self._lock:
+            summary = score_clip(self.scorer, clip.frames, clip.fps, clip.audio, clip.sample_rate,
+                                 block_frames=clip.block_frames, window_ms=clip.window_ms)
+        return summary.to_json()
+
+    def score_span(self, kind: Kind, body: Any) -> dict:
+        """One BLOCK or WINDOW (the seed's ScoreBlock / ScoreWindow): the LipSyncSignal's verdict
+        fields for it, scored exactly as the worker scores that job."""
+        request = decode_span(body, self.sample_rate, kind)
+        with self._lock:
+            result = self.scorer.score(request)
+        return result.to_dict()
+
+    def info(self) -> dict:
+        config = getattr(self.scorer, "config", None)
+        reach = max(abs(getattr(config, "min_offset_ms", 200.0)), abs(getattr(config, "max_offset_ms", 200.0)))
+        return {"scorer": self.scorer.name, "sample_rate": self.sample_rate,
+                "search_margin_ms": float(self.scorer.search_margin_ms), "max_offset_ms": float(reach)}

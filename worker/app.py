@@ -30,7 +30,7 @@ from worker.publish import dead_letter_record, signal_record
 from worker.refs import RoiResolver
 from worker.scoring.batcher import Scored, ScoringPool, ScoringStage
 from worker.scoring.interface import Scorer
-from worker.windowing.events import Arrival, AudioEvent, EndEvent, FrameEvent, Job, Source, Stream
+from worker.windowing.events import Arrival, Job, Source, Stream
 from worker.windowing.joiner import BadEvent, Joiner
 from worker.windowing.offsets import OffsetTracker
 
@@ -326,15 +326,7 @@ class Worker:
         return now - paused
 
     def _feed(self, events: list[Event], now: int) -> list[Job]:
-        jobs: list[Job] = []
-        for ev in events:
-            if isinstance(ev, FrameEvent):
-                jobs += self.joiner.on_frame(ev, now)
-            elif isinstance(ev, AudioEvent):
-                jobs += self.joiner.on_audio(ev, now)
-            elif isinstance(ev, EndEvent):
-                jobs += self.joiner.on_end(ev, now)
-        return jobs
+        return self.joiner.on_events(events, now)
 
     def _count_inputs(self, msgs: list[Any]) -> None:
         # per poll, not per record: a labelled counter increment costs as much as decoding a chunk

@@ -8,11 +8,12 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 import uuid
 
+from schemas import AvroCodec
 from tests.support.kafka_io import produce, produce_raw, read_topic
+from tests.support.running_worker import RunningWorker
 from worker.config import WorkerConfig
 from worker.kafka.admin import ensure_topics
 from worker.loadgen import expected_jobs, merge_sessions, session_records
@@ -37,7 +38,6 @@ def _replay(cfg: WorkerConfig, *args: str) -> dict:
 
 
 def test_replay_reproduces_the_live_signals_and_reports_bad_records(kafka_bootstrap, tmp_path):
-    from worker.app import Worker
     from worker.scoring.loader import load_default_scorer
 
     run = uuid.uuid4().hex[:8]
@@ -54,24 +54,22 @@ def test_replay_reproduces_the_live_signals_and_reports_bad_records(kafka_bootst
         for kind, fs, _ in expected_jobs(clip.frames.shape[0], clip.fps, 16, 1000, 1000):
             expected[signal_id(sid, kind, fs)] = sid
     scorer = load_default_scorer("cpu")
-    worker = Worker(cfg, scorer)
-    stop = threading.Event()
-    thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
-    thread.start()
+    running = RunningWorker(cfg, scorer)
     try:
-        deadline = time.monotonic() + 60
-        while not worker.ready():
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        # two records the worker dead-letters, keyed by a replayed session
+        running.wait_ready(60)
+        # two records the worker dead-letters, keyed by a replayed session: not Avro, and a chunk
+        # whose bytes are not whole samples
         produce_raw(kafka_bootstrap, cfg.kafka.topics.roi.name, b"lags-120", b"\x00\x01not avro")
+        odd = AvroCodec("AudioChunk").encode({"session_id": "lags-120", "seq": 999, "start_sample": 0,
+                                               "sample_rate": 16000, "channels": 1, "encoding": "PCM_S16LE",
+                                               "data": b"\x01\x02\x03", "end_of_session": False})
+        produce_raw(kafka_bootstrap, cfg.kafka.topics.audio.name, b"lags-120", odd)
         produce(kafka_bootstrap, cfg.kafka.topics.audio.name, cfg.kafka.topics.roi.name,
                 (rec for _, _, rec in merge_sessions(sessions)))
         live = read_topic(kafka_bootstrap, cfg.kafka.topics.signals.name, "LipSyncSignal",
                           lambda recs: set(expected) <= {r["signal_id"] for r in recs}, timeout_s=120)
     finally:
-        stop.set()
-        thread.join(60)
+        running.close()
     assert set(expected) <= {r["signal_id"] for r in live}
 
     out = tmp_path / "replayed.jsonl"
@@ -87,9 +85,10 @@ def test_replay_reproduces_the_live_signals_and_reports_bad_records(kafka_bootst
     assert cmp["matched"] == len(mine) and cmp["only_replayed"] == 0 and cmp["only_published"] == 0, cmp
     assert cmp["identical"] == cmp["matched"], cmp["examples"]
     assert summary["sessions"]["lags-120"]["median_window_offset_ms"] > 40  # audio lags
-    bad = summary["bad_records"]
-    assert len(bad) == 1 and bad[0]["topic"] == cfg.kafka.topics.roi.name and bad[0]["reason"].startswith("decode:")
-    assert summary["sessions"]["lags-120"]["bad_records"] == 1
+    bad = {b["topic"]: b["reason"] for b in summary["bad_records"]}
+    assert len(summary["bad_records"]) == 2 and summary["sessions"]["lags-120"]["bad_records"] == 2
+    assert bad[cfg.kafka.topics.roi.name].startswith("decode:")
+    assert "whole number" in bad[cfg.kafka.topics.audio.name]
     # --to-topic: the replayed signals, Avro, keyed by session
     got = read_topic(kafka_bootstrap, f"replay.out.{run}", "LipSyncSignal",
                      lambda recs: len(recs) >= len(mine), timeout_s=30)

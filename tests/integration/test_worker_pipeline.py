@@ -15,6 +15,7 @@ import pytest
 
 from tests.support.fake_scorer import FakeScorer, pulse_media
 from tests.support.kafka_io import produce, produce_raw, read_topic
+from tests.support.running_worker import RunningWorker
 from worker.app import Worker
 from worker.config import WorkerConfig
 from worker.kafka.admin import ensure_topics
@@ -44,33 +45,6 @@ def make_config(bootstrap: str, run: str, **scoring) -> WorkerConfig:
     )
     ensure_topics(bootstrap, {t.name: t.partitions for t in cfg.kafka.topics.all()})
     return cfg
-
-
-class RunningWorker:
-    def __init__(self, cfg: WorkerConfig, scorer) -> None:
-        self.worker = Worker(cfg, scorer)
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.error: BaseException | None = None
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            self.worker.run(self.stop)
-        except BaseException as exc:  # noqa: BLE001 - reported by the test
-            self.error = exc
-
-    def wait_ready(self, timeout_s: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while not self.worker.ready():
-            assert time.monotonic() < deadline, "worker did not get its partitions"
-            assert self.error is None, self.error
-            time.sleep(0.05)
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join(30)
-        assert self.error is None, self.error
 
 
 def _signals_complete(expected: set[str]):

@@ -24,7 +24,7 @@ from worker.refs import RoiResolver
 from worker.replay.order import AUDIO, Recorded, due_ms, live_order
 from worker.scoring.batcher import ScoringStage
 from worker.scoring.interface import Scorer
-from worker.windowing.events import Arrival, AudioEvent, EndEvent, FrameEvent, Job
+from worker.windowing.events import Arrival, Job
 from worker.windowing.joiner import BadEvent, Joiner
 from worker.windowing.offsets import OffsetTracker
 
@@ -114,16 +114,8 @@ class Replayer:
         return decoded
 
     def _feed(self, rec: Recorded, events: list[Event], now_ms: int, out: SessionReplay) -> list[Job]:
-        jobs: list[Job] = []
-        for ev in events:
-            try:
-                if isinstance(ev, FrameEvent):
-                    jobs += self.joiner.on_frame(ev, now_ms)
-                elif isinstance(ev, AudioEvent):
-                    jobs += self.joiner.on_audio(ev, now_ms)
-                elif isinstance(ev, EndEvent):
-                    jobs += self.joiner.on_end(ev, now_ms)
-            except BadEvent as exc:  # contradicts its session (the worker dead-letters it too)
-                out.bad.append((rec, f"invalid: {exc}"))
-                break
-        return jobs
+        try:
+            return self.joiner.on_events(events, now_ms)
+        except BadEvent as exc:  # contradicts its session: the worker dead-letters it too
+            out.bad.append((rec, f"invalid: {exc}"))
+            return []

@@ -61,33 +61,25 @@ def compare_signals(replayed: Iterable[Mapping[str, Any]], published: Iterable[M
     live = {str(s["signal_id"]): s for s in published}
     again = {str(s["signal_id"]): s for s in replayed}
     both = sorted(set(live) & set(again))
-    d_score: list[float] = []
-    d_offset: list[float] = []
+    numeric = {"score": ("score", score_tolerance), "offset_ms": ("offset", offset_tolerance_ms)}
+    deltas: dict[str, list[float]] = {field: [] for field in numeric}
     changed = {"direction": 0, "label": 0, "offset": 0, "score": 0, "null": 0}
     examples: list[dict[str, Any]] = []
+    identical = 0
     for sid in both:
         a, b = live[sid], again[sid]
-        diffs = []
-        for field in ("direction", "label"):
-            if a.get(field) != b.get(field):
-                changed[field] += 1
-                diffs.append(field)
-        if (a.get("score") is None) != (b.get("score") is None) or \
-                (a.get("offset_ms") is None) != (b.get("offset_ms") is None):
-            changed["null"] += 1
+        diffs = [field for field in ("direction", "label") if a.get(field) != b.get(field)]
+        if any((a.get(f) is None) != (b.get(f) is None) for f in numeric):
             diffs.append("null")
-        if a.get("score") is not None and b.get("score") is not None:
-            ds = abs(float(a["score"]) - float(b["score"]))
-            d_score.append(ds)
-            if ds > score_tolerance:
-                changed["score"] += 1
-                diffs.append("score")
-        if a.get("offset_ms") is not None and b.get("offset_ms") is not None:
-            do = abs(float(a["offset_ms"]) - float(b["offset_ms"]))
-            d_offset.append(do)
-            if do > offset_tolerance_ms:
-                changed["offset"] += 1
-                diffs.append("offset")
+        for field, (name, tol) in numeric.items():
+            if a.get(field) is not None and b.get(field) is not None:
+                delta = abs(float(a[field]) - float(b[field]))
+                deltas[field].append(delta)
+                if delta > tol:
+                    diffs.append(name)
+        for name in diffs:
+            changed[name] += 1
+        identical += not diffs
         if diffs and len(examples) < 5:
             examples.append({"signal_id": sid, "session_id": b.get("session_id"), "kind": b.get("kind"),
                              "frame_start": b.get("frame_start"), "changed": diffs,
@@ -98,25 +90,17 @@ def compare_signals(replayed: Iterable[Mapping[str, Any]], published: Iterable[M
         "only_replayed": len(set(again) - set(live)),
         "only_published": len(set(live) - set(again)),
         "changed": changed,
-        "identical": sum(1 for sid in both if _same(live[sid], again[sid], offset_tolerance_ms, score_tolerance)),
-        "score_abs_diff_median": round(statistics.median(d_score), 6) if d_score else None,
-        "score_abs_diff_max": round(max(d_score), 6) if d_score else None,
-        "offset_abs_diff_median_ms": round(statistics.median(d_offset), 3) if d_offset else None,
-        "offset_abs_diff_max_ms": round(max(d_offset), 3) if d_offset else None,
+        "identical": identical,
+        "score_abs_diff_median": _median(deltas["score"], 6),
+        "score_abs_diff_max": round(max(deltas["score"]), 6) if deltas["score"] else None,
+        "offset_abs_diff_median_ms": _median(deltas["offset_ms"], 3),
+        "offset_abs_diff_max_ms": round(max(deltas["offset_ms"]), 3) if deltas["offset_ms"] else None,
         "examples": examples,
     }
 
 
-def _same(a: Mapping[str, Any], b: Mapping[str, Any], offset_tol: float, score_tol: float) -> bool:
-    if a.get("direction") != b.get("direction") or a.get("label") != b.get("label"):
-        return False
-    for field, tol in (("score", score_tol), ("offset_ms", offset_tol)):
-        x, y = a.get(field), b.get(field)
-        if (x is None) != (y is None):
-            return False
-        if x is not None and abs(float(x) - float(y)) > tol:
-            return False
-    return True
+def _median(values: list[float], digits: int) -> float | None:
+    return round(statistics.median(values), digits) if values else None
 
 
 def session_summary(signals: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

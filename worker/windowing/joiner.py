@@ -90,6 +90,21 @@ class Joiner:
         self.counters: Counter[str] = Counter()
 
     # --- events -----------------------------------------------------------------------------
+    def on_events(self, events: list[FrameEvent | AudioEvent | EndEvent], now_wall_ms: int) -> list[Job]:
+        """The events of one input record, in order. Raises BadEvent for a frame or chunk that
+        contradicts its session (the caller dead-letters the record). A record holds at most one
+        frame or chunk, first, then perhaps an end marker (which never raises), so a BadEvent
+        comes before any job of the record was emitted."""
+        jobs: list[Job] = []
+        for ev in events:
+            if isinstance(ev, FrameEvent):
+                jobs += self.on_frame(ev, now_wall_ms)
+            elif isinstance(ev, AudioEvent):
+                jobs += self.on_audio(ev, now_wall_ms)
+            elif isinstance(ev, EndEvent):
+                jobs += self.on_end(ev, now_wall_ms)
+        return jobs
+
     def on_frame(self, ev: FrameEvent, now_wall_ms: int) -> list[Job]:
         """Raises BadEvent for a frame that contradicts its session (caller dead-letters it)."""
         state = self._session(ev.session_id, ev.source, now_wall_ms)

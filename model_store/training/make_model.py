@@ -19,7 +19,7 @@ import json
 import subprocess
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -95,6 +95,19 @@ def reuse_weights(model: torch.nn.Module, bundle_dir: Path) -> dict:
     return {**kept, "weights_from": f"{src.scorer_name} (sha256 {src.weights_sha256})"}
 
 
+def sampling_weights(clips: list[Clip], dev_names: set[str], dev_weight: float) -> np.ndarray:
+    """Sampling weight per clip: by frames, with the synthetic share held near 30%. GRID is one
+    speaker: its clips count 0.4x so it cannot dominate the real samples; the trained dev clips
+    count ``dev_weight`` x."""
+    w = np.array([c.n_frames * (0.4 if c.group == "grid_s1" else dev_weight if c.name in dev_names else 1.0)
+                  for c in clips], dtype=np.float64)
+    is_syn = np.array([c.source == "synth" for c in clips])
+    if is_syn.any() and not is_syn.all():
+        w[is_syn] *= 0.3 / (w[is_syn].sum() / w.sum())
+        w[~is_syn] *= 0.7 / (w[~is_syn].sum() / w.sum())
+    return w
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=1800)
@@ -159,6 +172,13 @@ def main(argv: list[str] | None = None) -> int:
                          "are slightly optimistic) instead of the last. Default: on for --cv-fold runs (their "
                          "validation is the other half of the speakers), off for the shipped bundle (its only "
                          "held-out dev clips are the test suite's speakers and the off-sync ones)")
+    ap.add_argument("--finetune-steps", type=int, default=0,
+                    help="after training (or --from-bundle), this many more steps on English speech only (the "
+                         "trained dev clips, GRID s1 and the synthetic clips; no LRC-AR); 0 = none")
+    ap.add_argument("--finetune-lr", type=float, default=3e-4, help="peak learning rate of the fine-tuning stage")
+    ap.add_argument("--finetune-sources", choices=("english", "all"), default="english",
+                    help="the fine-tuning stage's clips: English only (default), or all of the training clips "
+                         "(the control: as many more steps at the fine-tuning rate on the same mix)")
     args = ap.parse_args(argv)
     if args.cv_fold:
         args.dev_train_fraction, args.swap_dev_folds, args.hold_out_speakers = 0.5, args.cv_fold == 2, ""
@@ -215,15 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"synthetic clips ready ({time.time() - t0:.0f}s)", flush=True)
 
     clips = syn_train + real_train
-    # sampling weight by frames, with the synthetic share held near 30%
-    # GRID is one speaker: its clips count 0.4x so it cannot dominate the real samples
     dev_names = {c.name for c in dev_train}
-    w = np.array([c.n_frames * (0.4 if c.group == "grid_s1" else args.dev_weight if c.name in dev_names else 1.0)
-                  for c in clips], dtype=np.float64)
-    is_syn = np.array([c.source == "synth" for c in clips])
-    if real_train:
-        w[is_syn] *= 0.3 / (w[is_syn].sum() / w.sum())
-        w[~is_syn] *= 0.7 / (w[~is_syn].sum() / w.sum())
+    w = sampling_weights(clips, dev_names, args.dev_weight)
     k = 6
     dl = vspec.delay_frames
     sampler = WindowSampler(clips, spec, vspec.context_frames, k, args.seed, weights=w, delay_frames=dl,
@@ -240,6 +253,17 @@ def main(argv: list[str] | None = None) -> int:
         report = reuse_weights(model, Path(args.from_bundle))
     else:
         report = {"config": asdict(cfg), **train(model, sampler, vals, cfg, spec.context_frames)}
+    if args.finetune_steps > 0:
+        # the users' speech is English: a short low-rate stage on English speakers only, after the
+        # LRC-AR pre-training taught the general mouth-sound correspondence
+        ft_clips = [c for c in clips if c.group != "lrc_ar" or args.finetune_sources == "all"]
+        ft_sampler = WindowSampler(ft_clips, spec, vspec.context_frames, k, args.seed + 1,
+                                   weights=sampling_weights(ft_clips, dev_names, args.dev_weight), delay_frames=dl,
+                                   audio_noise_prob=args.audio_noise, edge_jitter_frames=args.edge_jitter,
+                                   voice_warp=args.voice_warp)
+        ft_cfg = replace(cfg, steps=args.finetune_steps, lr=args.finetune_lr, seed=args.seed + 1)
+        report["finetune"] = {"config": asdict(ft_cfg), "clips": len(ft_clips),
+                              **train(model, ft_sampler, vals, ft_cfg, spec.context_frames)}
     model.eval()
 
     from model_store.training.calibrate import fit_calibration
@@ -262,8 +286,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     cal_clips = real_cal + syn_val
     cal = fit_calibration(model, manifest, cal_clips, seed=args.seed)
-    from dataclasses import replace
-
     manifest = replace(manifest, calibration=cal, training={**manifest.training, "total_seconds": round(time.time() - t0)})
     manifest = save_bundle(args.out, manifest, model.state_dict())
     print(json.dumps({"bundle": args.out, "sha256": manifest.weights_sha256, "calibration": vars(cal),

@@ -34,3 +34,21 @@ def test_global_threshold_ignores_pairs_of_one_clip_and_invalid_pairs():
     batch = _batch([0, 0], [5, 6])
     c = torch.full((2, 2, 1), -1.0)  # too few valid pairs everywhere (batch_loss's sentinel)
     assert float(GlobalThreshold().loss(c, batch)) == 0.0
+
+
+def test_make_model_runs_a_fine_tuning_stage_and_records_it(tmp_path):
+    """The whole `make model` path at toy size (synthetic clips only, a few steps): the bundle loads,
+    and its manifest says how the fine-tuning stage ran."""
+    import json
+
+    from model_store.training.make_model import main
+    from worker.scoring.loader import load_scorer
+
+    out = tmp_path / "bundle"
+    assert main(["--no-real", "--synth-clips", "4", "--steps", "2", "--batch-size", "4", "--finetune-steps", "2",
+                 "--finetune-sources", "all", "--version", "0.0.1", "--out", str(out)]) == 0
+    training = json.loads((out / "manifest.json").read_text())["training"]
+    ft = training["finetune"]
+    assert ft["config"]["steps"] == 2 and ft["config"]["lr"] == 3e-4 and ft["clips"] == 4
+    assert [h["step"] for h in ft["history"]] == [2]
+    assert load_scorer(out, device="cpu").name == "syncnet-lite@0.0.1"

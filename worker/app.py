@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from schemas import AvroCodec, DecodeError, EncodeError, codec_for
+from schemas import AvroCodec, DecodeError, EncodeError
 from worker.config import WorkerConfig
 from worker.ingest import BadRecord, Event, audio_events, check_key, roi_events
 from worker.kafka.consumer import TP, InputConsumer
@@ -128,10 +128,7 @@ class Worker:
         self.metrics.search_margin_ms.set(scorer.search_margin_ms)
 
     def _codec(self, name: str, topic: str) -> AvroCodec:
-        k = self.cfg.kafka
-        if k.wire_format == "confluent":
-            return codec_for(name, wire="confluent", registry={"url": k.schema_registry_url}, topic=topic)
-        return AvroCodec(name)
+        return self.cfg.kafka.codec(name, topic)
 
     # --- lifecycle --------------------------------------------------------------------------
     def start_http(self) -> int | None:

@@ -110,6 +110,15 @@ class KafkaConfig(_Section):
         data["secrets"] = secrets
         return data
 
+    def codec(self, name: str, topic: str) -> Any:
+        """The Avro codec for record type ``name`` on ``topic`` in this cluster's wire format (the
+        worker's and the replay's: the Confluent framing with the registry, or plain bodies)."""
+        from schemas import AvroCodec, codec_for
+
+        if self.wire_format == "confluent":
+            return codec_for(name, wire="confluent", registry={"url": self.schema_registry_url}, topic=topic)
+        return AvroCodec(name)
+
     def client_config(self, role: Literal["consumer", "producer", "admin"]) -> dict[str, Any]:
         """The librdkafka dict for one client, secrets revealed. Never log the result."""
         conf: dict[str, Any] = {"bootstrap.servers": self.bootstrap_servers}

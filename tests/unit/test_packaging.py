@@ -41,4 +41,4 @@ def test_dockerfile_has_the_run_time_system_packages_and_every_package():
     for package in meta["tool"]["setuptools"]["packages"]["find"]["include"]:
         assert f"COPY {package.rstrip('*')} ./{package.rstrip('*')}" in docker, package
     assert "'.[stream,media]'" in docker and 'ENTRYPOINT ["sync-scorer"]' in docker
-    assert re.search(r"^USER \d+", docker, re.M), "the image must not run as root"
+    assert re.search(r"^USER \d+", docker, re.MULTILINE), "the image must not run as root"

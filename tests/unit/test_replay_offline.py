@@ -134,3 +134,22 @@ def test_cli_errors_are_one_line():
     p = _cli("--session", "x", "--timeout-s", "1", env_extra={"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9"})
     assert p.returncode == 3 and p.stderr.strip().count("\n") == 0 and "did not answer" in p.stderr, p.stderr
     assert "Traceback" not in p.stderr
+
+
+def test_replay_reads_the_clusters_wire_format():
+    """With the Confluent framing (schema registry) the replay decodes with the worker's codecs."""
+    from worker.config import KafkaConfig
+
+    kafka = KafkaConfig(wire_format="confluent", schema_registry_url="mock://replay-test")
+    codecs = {AUDIO: kafka.codec("AudioChunk", "a"), ROI: kafka.codec("RoiRef", "r")}
+    plain = recorded("s-wire", 80.0)
+    framed = {stream: [Recorded(r.stream, r.key, codecs[stream].encode(CODECS[stream].decode(r.value)), r.source)
+                       for r in recs] for stream, recs in plain.items()}
+    assert framed[ROI][0].value[0] == 0  # the Confluent magic byte
+    rp = Replayer(FakeScorer(), WindowingConfig(), RoiResolver(), RATE, clock_ms=lambda: 1_000, codecs=codecs)
+    try:
+        out = rp.replay("s-wire", framed[AUDIO], framed[ROI])
+    finally:
+        rp.close()
+    assert not out.bad and len(out.signals) == len(expected_jobs(100, FPS, 16, 1000, 1000))
+    assert all(s["offset_ms"] == pytest.approx(80.0) for s in out.signals if s["kind"] == "WINDOW")

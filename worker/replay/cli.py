@@ -101,7 +101,7 @@ def run(args) -> int:
         summary["published_to"] = args.to_topic
         _publish(cfg, args.to_topic, signals)
     if args.compare:
-        from schemas import AvroCodec, DecodeError
+        from schemas import DecodeError
         from worker.replay.order import compare_signals
 
         topic = args.compare_topic or kafka.topics.signals.name
@@ -109,7 +109,7 @@ def run(args) -> int:
             raw = read_published(consumer_conf, topic, set(recorded.by_session), args.timeout_s)
         except SourceError as exc:
             raise CliError(str(exc)) from None
-        codec, published = AvroCodec("LipSyncSignal"), []
+        codec, published = kafka.codec("LipSyncSignal", topic), []
         for _key, value in raw:
             try:
                 published.append(codec.decode(value))
@@ -138,6 +138,7 @@ def _replay_all(cfg, args, recorded) -> list:
     from worker.cli import load_scorer_for_command
     from worker.refs import RoiResolver
     from worker.replay.engine import Replayer
+    from worker.replay.order import AUDIO, ROI
     from worker.worker_cli import load_worker_scorer
 
     if args.bundle:
@@ -145,8 +146,10 @@ def _replay_all(cfg, args, recorded) -> list:
     else:
         scorer = load_worker_scorer(cfg)
     device = str(getattr(scorer, "device", "cpu"))
+    k = cfg.kafka
+    codecs = {AUDIO: k.codec("AudioChunk", k.topics.audio.name), ROI: k.codec("RoiRef", k.topics.roi.name)}
     replayer = Replayer(scorer, cfg.windowing, RoiResolver.from_config(cfg.refs), scorer_sample_rate(scorer),
-                        wall_ms, max_batch_size=cfg.scoring.batch_size_for(device))
+                        wall_ms, max_batch_size=cfg.scoring.batch_size_for(device), codecs=codecs)
     try:
         return [replayer.replay(sid, streams.get("audio", []), streams.get("roi", []))
                 for sid, streams in sorted(recorded.by_session.items())]
@@ -157,7 +160,6 @@ def _replay_all(cfg, args, recorded) -> list:
 def _publish(cfg, topic: str, signals: list[dict]) -> None:
     """Publish the replayed signals to ``topic`` (created like the signal topic if missing); every
     record must be acknowledged, else one error line."""
-    from schemas import AvroCodec
     from worker.cli import CliError
     from worker.kafka.admin import TopicError, ensure_topics
     from worker.kafka.producer import OutputProducer
@@ -169,7 +171,7 @@ def _publish(cfg, topic: str, signals: list[dict]) -> None:
                       client_config={key: v for key, v in k.client_config("admin").items() if key != "bootstrap.servers"})
     except TopicError as exc:
         raise CliError(str(exc)) from None
-    codec = AvroCodec("LipSyncSignal")
+    codec = k.codec("LipSyncSignal", topic)
     producer = OutputProducer(k.client_config("producer"))
     failed: list[str] = []
     for s in signals:

@@ -12,7 +12,7 @@ as scoring allows; ``clock_ms`` (wall time) only stamps arrival and emission.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +21,7 @@ from worker.config import WindowingConfig
 from worker.ingest import BadRecord, Event, audio_events, check_key, roi_events
 from worker.publish import signal_record
 from worker.refs import RoiResolver
-from worker.replay.order import AUDIO, Recorded, due_ms, live_order
+from worker.replay.order import AUDIO, ROI, Recorded, due_ms, live_order
 from worker.scoring.batcher import ScoringStage
 from worker.scoring.interface import Scorer
 from worker.windowing.events import Arrival, Job
@@ -46,7 +46,10 @@ class Replayer:
     """Replays sessions one at a time through a Joiner and a ScoringStage of its own."""
 
     def __init__(self, scorer: Scorer, windowing: WindowingConfig, resolver: RoiResolver, sample_rate: int,
-                 clock_ms: Callable[[], int], max_batch_size: int = 8) -> None:
+                 clock_ms: Callable[[], int], max_batch_size: int = 8,
+                 codecs: Mapping[str, AvroCodec] | None = None) -> None:
+        """``codecs``: stream (AUDIO, ROI) -> the input topics' codec (default: plain Avro bodies;
+        the CLI passes the cluster's wire format, as the worker uses)."""
         self.scorer = scorer
         self.windowing = windowing
         self.resolver = resolver
@@ -55,15 +58,15 @@ class Replayer:
         self.joiner = Joiner(windowing, scorer.search_margin_ms, OffsetTracker(), sample_rate=sample_rate)
         # max_wait 0: nothing arrives later that a fuller batch could wait for
         self.stage: ScoringStage[Job] = ScoringStage(scorer, max_batch_size, 0.0)
-        self.codecs = {AUDIO: AvroCodec("AudioChunk"), "roi": AvroCodec("RoiRef")}
+        self.codecs = dict(codecs or {AUDIO: AvroCodec("AudioChunk"), ROI: AvroCodec("RoiRef")})
 
     def replay(self, session_id: str, audio: Sequence[Recorded], roi: Sequence[Recorded]) -> SessionReplay:
         """Replay one session's records (each input in its partition's offset order)."""
         out = SessionReplay(session_id, records=len(audio) + len(roi))
-        decoded = {name: self._decode(recs, out) for name, recs in ((AUDIO, audio), ("roi", roi))}
+        decoded = {name: self._decode(recs, out) for name, recs in ((AUDIO, audio), (ROI, roi))}
         jobs: list[Job] = []
         media_now = 0.0
-        for due, rec, events in live_order(decoded[AUDIO], decoded["roi"]):
+        for due, rec, events in live_order(decoded[AUDIO], decoded[ROI]):
             if math.isfinite(due):
                 media_now = max(media_now, due)
             jobs += self._feed(rec, events, int(media_now), out)
@@ -100,7 +103,7 @@ class Replayer:
                     check_key(rec.key, record["session_id"])
                     events = audio_events(record, rec.source, arrival, self.sample_rate)
                 else:
-                    record = self.codecs["roi"].decode(rec.value)
+                    record = self.codecs[ROI].decode(rec.value)
                     check_key(rec.key, record["session_id"])
                     events = roi_events(record, rec.source, arrival, self.resolver.try_resolve)
             except DecodeError as exc:

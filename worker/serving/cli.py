@@ -33,7 +33,6 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 def run(args) -> int:
     import logging
-    import threading
 
     from worker.cli import CliError, load_scorer_for_command
     from worker.serving.http import make_server
@@ -68,13 +67,11 @@ def run(args) -> int:
     host, port = server.server_address[:2]
     print(f"sync-scorer serve: {scorer.name} on http://{host}:{port} (POST /v1/score, /v1/score-block, "
           f"/v1/score-window; GET /healthz, /v1/info){where}", flush=True)
-    stopped = threading.Event()
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
-        stopped.set()
         server.server_close()
         if grpc_server is not None:
             grpc_server.stop(grace=5.0).wait(10.0)

@@ -107,7 +107,7 @@ def test_serve_cli_grpc_port_errors_are_one_line(capsys):
     assert len(err) == 1 and "--grpc-port" in err[0]
 
 
-def test_serve_command_answers_on_both_ports():
+def test_serve_command_answers_on_both_ports_and_stops_cleanly_on_sigterm():
     import json
     import re
     import signal
@@ -125,6 +125,6 @@ def test_serve_command_answers_on_both_ports():
             info = pb_grpc.SyncScorerStub(channel).Info(pb.InfoRequest(), timeout=10)
         assert info.scorer == scorer
     finally:
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGTERM)  # how Kubernetes stops the pod
         proc.wait(30)
     assert proc.returncode == 0

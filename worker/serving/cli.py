@@ -33,6 +33,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 def run(args) -> int:
     import logging
+    import signal
+    import threading
 
     from worker.cli import CliError, load_scorer_for_command
     from worker.serving.http import make_server
@@ -67,6 +69,8 @@ def run(args) -> int:
     host, port = server.server_address[:2]
     print(f"sync-scorer serve: {scorer.name} on http://{host}:{port} (POST /v1/score, /v1/score-block, "
           f"/v1/score-window; GET /healthz, /v1/info){where}", flush=True)
+    # SIGTERM (Kubernetes stopping the pod): finish the requests in flight, then exit 0
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
     try:
         server.serve_forever()
     except KeyboardInterrupt:

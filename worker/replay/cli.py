@@ -14,7 +14,8 @@ the input topics (every partition, from the start or --since-ms, up to the end o
 when the replay starts), runs them through the worker's own decode, join/window and scoring stages
 (in live order: frames and chunks merged by media time), and prints the LipSyncSignals, with the
 same deterministic signal_ids as the live ones. Records the worker would dead-letter are reported
-with the reason and skipped. Never commits offsets of any consumer group.
+with the reason and skipped. Never commits offsets of any consumer group. The chosen sessions'
+records are held in memory while they are replayed (about their size on the topics).
 
 --bundle replays with another model (what would a new bundle have said?); --compare reads what the
 worker published live for those sessions and reports what changed; --to-topic publishes the

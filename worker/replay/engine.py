@@ -18,7 +18,7 @@ from typing import Any
 
 from schemas import AvroCodec, DecodeError
 from worker.config import WindowingConfig
-from worker.ingest import BadRecord, Event, audio_events, check_key, roi_events
+from worker.ingest import BadRecord, audio_events, check_key, roi_events
 from worker.publish import signal_record
 from worker.refs import RoiResolver
 from worker.replay.order import AUDIO, ROI, Recorded, due_ms, live_order
@@ -66,10 +66,10 @@ class Replayer:
         decoded = {name: self._decode(recs, out) for name, recs in ((AUDIO, audio), (ROI, roi))}
         jobs: list[Job] = []
         media_now = 0.0
-        for due, rec, events in live_order(decoded[AUDIO], decoded[ROI]):
+        for due, rec, fields in live_order(decoded[AUDIO], decoded[ROI]):
             if math.isfinite(due):
                 media_now = max(media_now, due)
-            jobs += self._feed(rec, events, int(media_now), out)
+            jobs += self._feed(rec, fields, int(media_now), out)
         # a session without end markers (cut short, or still live when recorded) ends as the worker
         # would end it: idle, flushed
         jobs += self.joiner.tick(int(media_now) + self.windowing.idle_timeout_ms + 1)
@@ -89,36 +89,39 @@ class Replayer:
         self.stage.stop()
 
     def _decode(self, recs: Sequence[Recorded], out: SessionReplay
-                ) -> list[tuple[float, tuple[float, Recorded, list[Event]]]]:
-        """Each record -> (due_ms, its events); a bad record is kept in ``out.bad`` with the reason
-        the worker's dead letter would give, and the others go on."""
+                ) -> list[tuple[float, tuple[float, Recorded, dict[str, Any]]]]:
+        """Each record -> (due_ms, (due_ms, record, its Avro fields)); one that does not decode is
+        kept in ``out.bad`` with the reason the worker's dead letter would give. Events (and their
+        pixels and samples) are made one record at a time as they are fed, not all up front."""
         decoded = []
         for rec in recs:
-            arrival = Arrival(self.clock_ms(), None)
             try:
                 if rec.value is None:
                     raise BadRecord("decode: empty value (tombstone)")
-                if rec.stream == AUDIO:
-                    record = self.codecs[AUDIO].decode(rec.value)
-                    check_key(rec.key, record["session_id"])
-                    events = audio_events(record, rec.source, arrival, self.sample_rate)
-                else:
-                    record = self.codecs[ROI].decode(rec.value)
-                    check_key(rec.key, record["session_id"])
-                    events = roi_events(record, rec.source, arrival, self.resolver.try_resolve)
+                fields = self.codecs[AUDIO if rec.stream == AUDIO else ROI].decode(rec.value)
+                check_key(rec.key, fields["session_id"])
             except DecodeError as exc:
                 out.bad.append((rec, f"decode: {exc.reason}"))
                 continue
             except BadRecord as exc:
                 out.bad.append((rec, exc.reason))
                 continue
-            due = due_ms(rec.stream, record)
-            decoded.append((due, (due, rec, events)))
+            due = due_ms(rec.stream, fields)
+            decoded.append((due, (due, rec, fields)))
         return decoded
 
-    def _feed(self, rec: Recorded, events: list[Event], now_ms: int, out: SessionReplay) -> list[Job]:
+    def _feed(self, rec: Recorded, fields: dict[str, Any], now_ms: int, out: SessionReplay) -> list[Job]:
+        """One record through the worker's ingest and join; a record the worker dead-letters is kept
+        in ``out.bad`` with the same reason."""
+        arrival = Arrival(self.clock_ms(), None)
         try:
+            if rec.stream == AUDIO:
+                events = audio_events(fields, rec.source, arrival, self.sample_rate)
+            else:
+                events = roi_events(fields, rec.source, arrival, self.resolver.try_resolve)
             return self.joiner.on_events(events, now_ms)
-        except BadEvent as exc:  # contradicts its session: the worker dead-letters it too
+        except BadRecord as exc:
+            out.bad.append((rec, exc.reason))
+        except BadEvent as exc:  # contradicts its session
             out.bad.append((rec, f"invalid: {exc}"))
-            return []
+        return []

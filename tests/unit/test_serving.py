@@ -163,3 +163,36 @@ def test_score_block_and_window_match_the_clip_path_and_say_the_offset(server):
     assert status == 400 and "8..16 frames" in res["error"]
     status, res = _post(server, json.dumps(_span_body(clip, (0, 16), 240.0)).encode(), "/v1/score-window")
     assert status == 400 and "0.8..1.2 s" in res["error"]
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"present": 3}, "present must be a list of 16 booleans"),
+    ({"present": [True] * 15}, "present must be a list of 16 booleans"),
+    ({"frame_start": -1}, "frame_start must be a non-negative integer"),
+    ({"frame_start": "7"}, "frame_start must be a non-negative integer"),
+])
+def test_decode_span_rejects_bad_fields_with_one_line(change, message):
+    from worker.scoring.types import Kind
+    from worker.serving.request import decode_span
+
+    body = encode(np.zeros((16, 32, 32), np.uint8), 25.0, np.zeros(16000, np.float32), 16000)
+    request = decode_span(dict(body), 16000, Kind.BLOCK)
+    assert request.frames.frame_start == 0 and request.audio.start_sample == 0
+    with pytest.raises(RequestError, match=message):
+        decode_span({**body, **change}, 16000, Kind.BLOCK)
+    body["audio"]["start_sample"] = -5
+    with pytest.raises(RequestError, match="start_sample"):
+        decode_span(body, 16000, Kind.BLOCK)
+
+
+def test_decode_span_puts_the_audio_on_the_session_timeline():
+    from worker.scoring.types import Kind
+    from worker.serving.request import decode_span
+
+    body = encode(np.zeros((25, 32, 32), np.uint8), 25.0, np.zeros(48000, np.float32), 48000)
+    body["frame_start"] = 50  # 2 s into the session
+    request = decode_span(body, 16000, Kind.WINDOW)
+    assert request.audio.start_sample == 32000 and request.audio.sample_rate == 16000  # the first frame's time
+    body["audio"]["start_sample"] = 48000 * 2 - 4800  # 100 ms before it, at the sender's 48 kHz
+    request = decode_span(body, 16000, Kind.WINDOW)
+    assert request.audio.start_sample == 32000 - 1600 and request.audio.samples.shape[0] == 16000

@@ -94,8 +94,8 @@ class SyncScorerServicer(pb_grpc.SyncScorerServicer):
 
 def make_grpc_server(service: ScoreService, host: str = "127.0.0.1", port: int = 50051,
                      max_message_bytes: int = 64 << 20, threads: int = 4) -> tuple[grpc.Server, int]:
-    """A started-ready (not yet started) server and the port it bound (``port`` 0: any free one).
-    Raises OSError when the address cannot be bound."""
+    """The server (not started yet) and the port it bound (``port`` 0: any free one). Raises
+    OSError when the address cannot be bound."""
     server = grpc.server(ThreadPoolExecutor(max_workers=threads, thread_name_prefix="grpc"),
                          options=[("grpc.max_receive_message_length", max_message_bytes),
                                   ("grpc.max_send_message_length", max_message_bytes)])

@@ -142,7 +142,7 @@ def decode_span(body: Any, sample_rate: int, kind: Kind) -> ScoreRequest:
     if isinstance(frame_start, bool) or not isinstance(frame_start, int) or frame_start < 0:
         raise RequestError(f"frame_start must be a non-negative integer, got {frame_start!r}")
     present = body.get("present")
-    if present is not None and len(present) == 0:
+    if isinstance(present, (list, tuple)) and len(present) == 0:
         present = None  # proto3: an empty repeated field is "not sent"
     if present is not None:
         if not isinstance(present, (list, tuple)) or len(present) != n or \

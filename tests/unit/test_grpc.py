@@ -72,7 +72,7 @@ def test_grpc_answers_as_http_does(stub):
 def test_grpc_bad_input_is_invalid_argument_and_the_server_goes_on(stub):
     from worker.synth.clip import generate_clip
 
-    client, _ = stub
+    client, service = stub
     clip = generate_clip(seed=5152, seconds=2.0, audio_offset_ms=0.0)
     with pytest.raises(grpc.RpcError) as err:
         client.ScoreBlock(_request(clip, 0, 40, 240.0))
@@ -86,6 +86,9 @@ def test_grpc_bad_input_is_invalid_argument_and_the_server_goes_on(stub):
         client.ScoreClip(pb.ScoreRequest())
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "fps" in err.value.details()
     assert client.Info(pb.InfoRequest()).scorer  # still serving
+    requests = service.metrics.requests
+    assert requests.labels("grpc", "ScoreBlock", "bad_request")._value.get() >= 1
+    assert requests.labels("grpc", "ScoreClip", "bad_request")._value.get() >= 1
 
 
 def test_generated_code_matches_the_proto(tmp_path):

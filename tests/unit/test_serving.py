@@ -163,6 +163,12 @@ def test_score_block_and_window_match_the_clip_path_and_say_the_offset(server):
     assert status == 400 and "8..16 frames" in res["error"]
     status, res = _post(server, json.dumps(_span_body(clip, (0, 16), 240.0)).encode(), "/v1/score-window")
     assert status == 400 and "0.8..1.2 s" in res["error"]
+    with urllib.request.urlopen(server + "/metrics", timeout=10) as resp:
+        metrics = resp.read().decode()
+    for method, outcome in (("ScoreWindow", "ok"), ("ScoreBlock", "ok"), ("ScoreBlock", "bad_request"),
+                            ("ScoreWindow", "bad_request"), ("ScoreClip", "ok")):
+        assert f'sync_scorer_serve_requests_total{{method="{method}",outcome="{outcome}",transport="http"}}' in metrics
+    assert 'sync_scorer_serve_request_seconds_count{method="ScoreWindow",transport="http"}' in metrics
 
 
 @pytest.mark.parametrize(("change", "message"), [

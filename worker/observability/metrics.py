@@ -72,3 +72,15 @@ class WorkerMetrics:
         self.scorer_info = Gauge(p + "scorer_info", "The scorer in use (value 1)", ["scorer"], registry=r)
         self.search_margin_ms = Gauge(p + "search_margin_ms", "Audio each job needs on each side of its "
                                       "frames, ms", registry=r)
+
+
+class ServeMetrics:
+    """`sync-scorer serve`'s metrics (GET /metrics on its HTTP port): requests by transport,
+    method and outcome, and their latency."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        r = self.registry = registry or CollectorRegistry()
+        p = "sync_scorer_serve_"
+        self.requests = Counter(p + "requests", "Scoring requests", ["transport", "method", "outcome"], registry=r)
+        self.latency = Histogram(p + "request_seconds", "Time to answer a scoring request (decode, wait for "
+                                 "the scorer, score)", ["transport", "method"], buckets=_LATENCY_BUCKETS_S, registry=r)

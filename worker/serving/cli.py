@@ -11,7 +11,7 @@ and score with the worker's own code: a whole clip, one BLOCK (8..16 frames) or 
 (0.8..1.2 s). One scoring at a time.
 
 HTTP (JSON, frames and audio base64):
-  GET  /healthz, GET /v1/info
+  GET  /healthz, /v1/info, /metrics (Prometheus, both transports)
   POST /v1/score, /v1/score-block, /v1/score-window
 gRPC: service syncscorer.v1.SyncScorer (schemas/sync_scorer.proto):
   ScoreBlock, ScoreWindow, ScoreClip, Info"""

@@ -70,9 +70,10 @@ class SyncScorerServicer(pb_grpc.SyncScorerServicer):
     def __init__(self, service: ScoreService) -> None:
         self.service = service
 
-    def _call(self, context: grpc.ServicerContext, fn, *args):
+    def _call(self, context: grpc.ServicerContext, method: str, fn, *args):
         try:
-            return fn(*args)
+            with self.service.observed("grpc", method):
+                return fn(*args)
         except RequestError as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except Exception:
@@ -80,13 +81,15 @@ class SyncScorerServicer(pb_grpc.SyncScorerServicer):
             context.abort(grpc.StatusCode.INTERNAL, "scoring failed (see the server log)")
 
     def ScoreBlock(self, request, context):
-        return score_message(self._call(context, self.service.score_span, Kind.BLOCK, request_body(request)))
+        return score_message(self._call(context, "ScoreBlock", self.service.score_span, Kind.BLOCK,
+                                        request_body(request)))
 
     def ScoreWindow(self, request, context):
-        return score_message(self._call(context, self.service.score_span, Kind.WINDOW, request_body(request)))
+        return score_message(self._call(context, "ScoreWindow", self.service.score_span, Kind.WINDOW,
+                                        request_body(request)))
 
     def ScoreClip(self, request, context):
-        return clip_message(self._call(context, self.service.score, request_body(request)))
+        return clip_message(self._call(context, "ScoreClip", self.service.score, request_body(request)))
 
     def Info(self, request, context):
         return pb.ScorerInfo(**self.service.info())

@@ -3,6 +3,7 @@ framework).
 
     GET  /healthz          -> {"status": "ok", "scorer": "<name>@<version>"}
     GET  /v1/info          -> scorer, sample_rate, search_margin_ms, max_offset_ms
+    GET  /metrics          -> Prometheus: requests by transport, method, outcome; latency
     POST /v1/score         -> the `sync-scorer score --json` object for the posted clip (request.py)
     POST /v1/score-block   -> one BLOCK's verdict (8..16 frames; request.decode_span)
     POST /v1/score-window  -> one WINDOW's verdict (0.8..1.2 s of frames)
@@ -23,6 +24,7 @@ from worker.serving.request import RequestError
 from worker.serving.service import ScoreService
 
 _POSTS = {"/v1/score": None, "/v1/score-block": Kind.BLOCK, "/v1/score-window": Kind.WINDOW}
+_METHOD = {"/v1/score": "ScoreClip", "/v1/score-block": "ScoreBlock", "/v1/score-window": "ScoreWindow"}
 
 log = logging.getLogger("sync_scorer.serve")
 
@@ -45,6 +47,15 @@ def make_server(service: ScoreService, host: str = "127.0.0.1", port: int = 8080
                 self._send(200, {"status": "ok", "scorer": service.scorer.name})
             elif self.path == "/v1/info":
                 self._send(200, service.info())
+            elif self.path == "/metrics":
+                from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+                body = generate_latest(service.metrics.registry)
+                self.send_response(200)
+                self.send_header("Content-Type", CONTENT_TYPE_LATEST)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
             else:
                 self._send(404, {"error": f"no such path {self.path}"})
 
@@ -61,19 +72,22 @@ def make_server(service: ScoreService, host: str = "127.0.0.1", port: int = 8080
                 self.close_connection = True
                 return
             raw = self.rfile.read(int(length))
+            kind = _POSTS[self.path]
             try:
-                body = json.loads(raw)
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                self._send(400, {"error": f"the body is not JSON: {exc}"})
-                return
-            try:
-                kind = _POSTS[self.path]
-                self._send(200, service.score(body) if kind is None else service.score_span(kind, body))
+                with service.observed("http", _METHOD[self.path]):
+                    try:
+                        body = json.loads(raw)
+                    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                        raise RequestError(f"the body is not JSON: {exc}") from None
+                    result = service.score(body) if kind is None else service.score_span(kind, body)
             except RequestError as exc:
                 self._send(400, {"error": str(exc)})
+                return
             except Exception:
                 log.exception("scoring failed")
                 self._send(500, {"error": "scoring failed (see the server log)"})
+                return
+            self._send(200, result)
 
         def log_message(self, fmt: str, *args) -> None:
             log.info("%s %s", self.address_string(), fmt % args)

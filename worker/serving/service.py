@@ -6,18 +6,23 @@ contract's field names; bad input raises RequestError with one line) and scored 
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
+from worker.observability.metrics import ServeMetrics
 from worker.scoring.types import Kind
-from worker.serving.request import decode, decode_span
+from worker.serving.request import RequestError, decode, decode_span
 
 
 class ScoreService:
     """Scores decoded requests with one scorer, one request at a time."""
 
-    def __init__(self, scorer, max_seconds: float = 120.0) -> None:
+    def __init__(self, scorer, max_seconds: float = 120.0, metrics: ServeMetrics | None = None) -> None:
         self.scorer = scorer
         self.max_seconds = max_seconds
+        self.metrics = metrics or ServeMetrics()
         from worker.app import scorer_sample_rate  # the worker's rule: the bundle's rate, else 16 kHz
 
         self.sample_rate = scorer_sample_rate(scorer)
@@ -46,3 +51,19 @@ class ScoreService:
         reach = max(abs(getattr(config, "min_offset_ms", 200.0)), abs(getattr(config, "max_offset_ms", 200.0)))
         return {"scorer": self.scorer.name, "sample_rate": self.sample_rate,
                 "search_margin_ms": float(self.scorer.search_margin_ms), "max_offset_ms": float(reach)}
+
+    @contextmanager
+    def observed(self, transport: str, method: str) -> Iterator[None]:
+        """Count one request of ``method`` over ``transport`` by outcome (ok, bad_request, error)
+        and time it."""
+        t0 = time.perf_counter()
+        outcome = "error"
+        try:
+            yield
+            outcome = "ok"
+        except RequestError:
+            outcome = "bad_request"
+            raise
+        finally:
+            self.metrics.requests.labels(transport, method, outcome).inc()
+            self.metrics.latency.labels(transport, method).observe(time.perf_counter() - t0)

@@ -116,6 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(REPO / "model_store" / "bundles" / "default"))
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--version", default="1.3.0")
+    ap.add_argument("--split-seed", type=int, default=1234,
+                    help="seed of the dev speakers' split into folds, apart from --seed, so that a rerun with "
+                         "another training seed keeps the same held-out speakers")
     ap.add_argument("--no-real", action="store_true", help="synthetic data only")
     ap.add_argument("--dev-train-fraction", type=float, default=1.0,
                     help="share of dev-clip speakers trained on (default all but --hold-out-speakers); the others "
@@ -218,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         from model_store.training.data import split_groups
 
         suspect = {"edtalk_obama", "dfdc_real_lynaeydofd", "mimictalk_theresa_may", "vox_pcavs_00104"}
-        dev_train, dev = split_groups(dev, 1.0 - args.dev_train_fraction, seed=args.seed)
+        dev_train, dev = split_groups(dev, 1.0 - args.dev_train_fraction, seed=args.split_seed)
         if args.swap_dev_folds:
             dev_train, dev = dev, dev_train
         held = {g.strip() for g in args.hold_out_speakers.split(",") if g.strip()}

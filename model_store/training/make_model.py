@@ -176,12 +176,12 @@ def main(argv: list[str] | None = None) -> int:
                          "validation is the other half of the speakers), off for the shipped bundle (its only "
                          "held-out dev clips are the test suite's speakers and the off-sync ones)")
     ap.add_argument("--finetune-steps", type=int, default=0,
-                    help="after training (or --from-bundle), this many more steps on English speech only (the "
-                         "trained dev clips, GRID s1 and the synthetic clips; no LRC-AR); 0 = none")
+                    help="after training (or --from-bundle), this many more steps at --finetune-lr on "
+                         "--finetune-sources; 0 = none (the shipped recipe; docs/training.md has what it did)")
     ap.add_argument("--finetune-lr", type=float, default=3e-4, help="peak learning rate of the fine-tuning stage")
     ap.add_argument("--finetune-sources", choices=("english", "all"), default="english",
-                    help="the fine-tuning stage's clips: English only (default), or all of the training clips "
-                         "(the control: as many more steps at the fine-tuning rate on the same mix)")
+                    help="the fine-tuning stage's clips: English only (default: the trained dev clips, GRID s1 and "
+                         "the synthetic clips; no LRC-AR), or all of the training clips (the control)")
     args = ap.parse_args(argv)
     if args.cv_fold:
         args.dev_train_fraction, args.swap_dev_folds, args.hold_out_speakers = 0.5, args.cv_fold == 2, ""

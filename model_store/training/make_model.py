@@ -182,6 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--finetune-sources", choices=("english", "all"), default="english",
                     help="the fine-tuning stage's clips: English only (default: the trained dev clips, GRID s1 and "
                          "the synthetic clips; no LRC-AR), or all of the training clips (the control)")
+    ap.add_argument("--finetune-freeze", choices=("none", "audio", "video"), default="none",
+                    help="keep this side's weights fixed during the fine-tuning stage (audio: the audio encoder; "
+                         "video: the frame encoder and the temporal head); their batch-norm statistics still adapt")
     args = ap.parse_args(argv)
     if args.cv_fold:
         args.dev_train_fraction, args.swap_dev_folds, args.hold_out_speakers = 0.5, args.cv_fold == 2, ""
@@ -264,9 +267,15 @@ def main(argv: list[str] | None = None) -> int:
                                    weights=sampling_weights(ft_clips, dev_names, args.dev_weight), delay_frames=dl,
                                    audio_noise_prob=args.audio_noise, edge_jitter_frames=args.edge_jitter,
                                    voice_warp=args.voice_warp)
+        frozen = {"none": (), "audio": (model.audio_encoder,),
+                  "video": (model.frame_encoder, model.video_head)}[args.finetune_freeze]
+        for part in frozen:
+            part.requires_grad_(False)
         ft_cfg = replace(cfg, steps=args.finetune_steps, lr=args.finetune_lr, seed=args.seed + 1)
-        report["finetune"] = {"config": asdict(ft_cfg), "clips": len(ft_clips),
+        report["finetune"] = {"config": asdict(ft_cfg), "clips": len(ft_clips), "frozen": args.finetune_freeze,
                               **train(model, ft_sampler, vals, ft_cfg, spec.context_frames)}
+        for part in frozen:
+            part.requires_grad_(True)
     model.eval()
 
     from model_store.training.calibrate import fit_calibration

@@ -52,3 +52,22 @@ def test_make_model_runs_a_fine_tuning_stage_and_records_it(tmp_path):
     assert ft["config"]["steps"] == 2 and ft["config"]["lr"] == 3e-4 and ft["clips"] == 4
     assert [h["step"] for h in ft["history"]] == [2]
     assert load_scorer(out, device="cpu").name == "syncnet-lite@0.0.1"
+
+
+def test_fine_tuning_with_the_audio_side_frozen_changes_only_the_video_side(tmp_path):
+    from model_store.bundle import load_bundle
+    from model_store.training.make_model import main
+
+    base, tuned = tmp_path / "base", tmp_path / "tuned"
+    common = ["--no-real", "--synth-clips", "4", "--batch-size", "4", "--version", "0.0.1"]
+    assert main([*common, "--steps", "2", "--out", str(base)]) == 0
+    assert main([*common, "--from-bundle", str(base), "--finetune-steps", "3", "--finetune-lr", "1e-2",
+                 "--finetune-sources", "all", "--finetune-freeze", "audio", "--out", str(tuned)]) == 0
+    (_, a), (manifest, b) = load_bundle(base), load_bundle(tuned)
+    assert manifest.training["finetune"]["frozen"] == "audio"
+    learned = [k for k in a if k.endswith((".weight", ".bias"))]
+    audio = [k for k in learned if k.startswith("audio_encoder.")]
+    video = [k for k in learned if k.startswith(("frame_encoder.", "video_head."))]
+    assert audio and video
+    assert all(bool((a[k] == b[k]).all()) for k in audio), "a frozen weight moved"
+    assert any(not bool((a[k] == b[k]).all()) for k in video), "the video side did not learn"

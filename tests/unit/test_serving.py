@@ -202,3 +202,22 @@ def test_decode_span_puts_the_audio_on_the_session_timeline():
     body["audio"]["start_sample"] = 48000 * 2 - 4800  # 100 ms before it, at the sender's 48 kHz
     request = decode_span(body, 16000, Kind.WINDOW)
     assert request.audio.start_sample == 32000 - 1600 and request.audio.samples.shape[0] == 16000
+
+
+def test_concurrent_requests_are_all_answered_alike(server):
+    """Requests on many threads at once: each gets the answer a lone request gets (the scorer is
+    shared and serialised, its per-request state is not)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from worker.synth.clip import generate_clip
+
+    clip = generate_clip(seed=4545, seconds=2.0, audio_offset_ms=80.0)
+    payload = json.dumps(encode(clip.frames, clip.fps, clip.audio, clip.sample_rate)).encode()
+    window = json.dumps(_span_body(clip, (10, 35), 240.0)).encode()
+    with ThreadPoolExecutor(8) as pool:
+        clips = list(pool.map(lambda _: _post(server, payload), range(6)))
+        windows = list(pool.map(lambda _: _post(server, window, "/v1/score-window"), range(6)))
+    assert all(status == 200 for status, _ in clips + windows)
+    strip = lambda r: {k: v for k, v in r.items() if k != "timings_s"}
+    assert all(strip(r) == strip(clips[0][1]) for _, r in clips)
+    assert all(r == windows[0][1] for _, r in windows)

@@ -24,6 +24,7 @@ from collections import Counter
 import pytest
 
 from tests.support.kafka_io import produce, read_topic
+from tests.support.running_worker import RunningWorker
 from worker.config import WorkerConfig
 from worker.kafka.admin import ensure_topics
 from worker.loadgen import expected_jobs, merge_sessions, session_records
@@ -66,30 +67,21 @@ def _sessions(specs: list[tuple[str, float, float, int]], seconds: float):
 
 
 def test_known_offsets_every_signal_once_with_the_right_sign(kafka_bootstrap, real_scorer):
-    from worker.app import Worker
-
     run = uuid.uuid4().hex[:8]
     cfg = _config(kafka_bootstrap, run)
     truth = {"leads-200": -200.0, "sync-30fps": 0.0, "lags-160": 160.0, "sync-25fps": 0.0}
     specs = [("leads-200", -200.0, 30.0, 11), ("sync-30fps", 0.0, 30.0, 12), ("lags-160", 160.0, 30.0, 13),
              ("sync-25fps", 0.0, 25.0, 14)]
     sessions, expected = _sessions(specs, 5.0)
-    worker = Worker(cfg, real_scorer)
-    stop = threading.Event()
-    thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
-    thread.start()
+    running = RunningWorker(cfg, real_scorer)
     try:
-        deadline = time.monotonic() + 60
-        while not worker.ready():
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        running.wait_ready(60)
         produce(kafka_bootstrap, cfg.kafka.topics.audio.name, cfg.kafka.topics.roi.name,
                 (rec for _, _, rec in merge_sessions(sessions)))
         signals = read_topic(kafka_bootstrap, cfg.kafka.topics.signals.name, "LipSyncSignal",
                              lambda recs: set(expected) <= {r["signal_id"] for r in recs}, timeout_s=120)
     finally:
-        stop.set()
-        thread.join(60)
+        running.close()
     counts = Counter(r["signal_id"] for r in signals)
     assert set(counts) == set(expected), sorted(expected[i] for i in set(expected) - set(counts))
     assert max(counts.values()) == 1

@@ -269,3 +269,17 @@ def test_smoothed_reading_reports_the_configured_offsets_only():
     assert len(r.curve) == 11
     assert -200.0 <= r.offset_ms <= 200.0
     assert r.similarity is not None  # the smoothed peak the score was mapped from
+
+
+@pytest.mark.parametrize("fps", [25.0, 29.97, 30.0, 30000 / 1001])
+def test_one_frame_offset_is_in_sync_at_any_frame_rate_after_rounding(fps):
+    """The published offset is rounded to 0.1 ms (29.97 fps: one frame = 33.367 ms -> 33.4 ms); one
+    frame either way is still IN_SYNC, two frames are not."""
+    from worker.scoring.postprocess import ScorerConfig, direction_for
+
+    cfg, frame_ms = ScorerConfig(), 1000.0 / fps
+    for frames, want in ((1, Direction.IN_SYNC), (-1, Direction.IN_SYNC), (2, Direction.AUDIO_LAGS),
+                         (-2, Direction.AUDIO_LEADS)):
+        offset_ms = round(frames * frame_ms, 1)
+        assert direction_for(offset_ms, frame_ms, 0.9, cfg) is want, (fps, offset_ms)
+    assert direction_for(round(frame_ms, 1), frame_ms, 0.0, cfg) is Direction.UNKNOWN

@@ -81,10 +81,17 @@ def null_result(req: ScoreRequest, scorer: str, label: Label, cfg: ScorerConfig)
     )
 
 
+# offset_ms is published rounded to 0.1 ms: at 29.97 fps one frame (33.367 ms) reads 33.4 ms, and
+# without this slack a one-frame offset would be called AUDIO_LAGS while the contract says IN_SYNC
+ROUNDING_SLACK_MS = 0.05
+
+
 def direction_for(offset_ms: float, frame_ms: float, confidence: float, cfg: ScorerConfig) -> Direction:
+    """IN_SYNC within ``in_sync_tolerance_frames`` frames (``offset_ms`` raw or rounded to 0.1 ms),
+    else the sign's direction; UNKNOWN below ``min_direction_confidence``."""
     if confidence < cfg.min_direction_confidence:
         return Direction.UNKNOWN
-    if abs(offset_ms) <= cfg.in_sync_tolerance_frames * frame_ms + 1e-6:
+    if abs(offset_ms) <= cfg.in_sync_tolerance_frames * frame_ms + ROUNDING_SLACK_MS:
         return Direction.IN_SYNC
     return Direction.AUDIO_LAGS if offset_ms > 0 else Direction.AUDIO_LEADS
 

@@ -7,7 +7,7 @@
    speaker but TEST_SPEAKERS and the off-sync clips; validate on synthetic validation seeds and
    on the dev clips not trained on.
    Then a fine-tuning stage (500 steps at a lower rate, the last step kept): English speech only
-   (the trained dev clips 8x, GRID s1, the synthetic clips) with the video side frozen, so the
+   (the trained dev clips 8x, the synthetic clips, GRID s1 if --sources has it) with the video side frozen, so the
    audio encoder adapts to English (1.4.0; docs/training.md has the measurements).
 4. Fit the score/confidence calibration on held-out windows, report ECE, write the bundle.
 
@@ -185,8 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--finetune-dev-weight", type=float, default=8.0,
                     help="the trained dev clips' sampling weight in the fine-tuning stage (as --dev-weight)")
     ap.add_argument("--finetune-sources", choices=("english", "all"), default="english",
-                    help="the fine-tuning stage's clips: English only (default: the trained dev clips, GRID s1 and "
-                         "the synthetic clips; no LRC-AR), or all of the training clips (the control)")
+                    help="the fine-tuning stage's clips: English only (default: the trained dev clips, the synthetic "
+                         "clips and GRID s1 if --sources has it; no LRC-AR), or all of the training clips (the control)")
     ap.add_argument("--finetune-freeze", choices=("none", "audio", "video"), default="video",
                     help="keep this side's weights fixed during the fine-tuning stage (audio: the audio encoder; "
                          "video: the frame encoder and the temporal head); their batch-norm statistics still adapt")

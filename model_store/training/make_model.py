@@ -7,8 +7,9 @@
    speaker but TEST_SPEAKERS and the off-sync clips; validate on synthetic validation seeds and
    on the dev clips not trained on.
    Then a fine-tuning stage (500 steps at a lower rate, the last step kept): English speech only
-   (the trained dev clips 8x, the synthetic clips, GRID s1 if --sources has it) with the video side frozen, so the
-   audio encoder adapts to English (1.4.0; docs/training.md has the measurements).
+   (the trained dev clips 8x, the synthetic clips, GRID s1 if --sources has it) with the video
+   side frozen, so the audio encoder adapts to English (1.4.0; docs/training.md has the
+   measurements).
 4. Fit the score/confidence calibration on held-out windows, report ECE, write the bundle.
 
 `--cv-fold 1|2` trains a cross-validation fold on half the dev speakers instead (`make model-cv`);

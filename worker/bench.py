@@ -98,7 +98,7 @@ def run(args) -> int:
     cold = [timed(lambda i=i: scorer.score(req(i * bf, bf))) for i in range(args.blocks)]
     stream = scorer.new_stream()
     inc, win = [], []
-    window_frames = int(round(fps))
+    window_frames = round(fps)
     for i in range(args.blocks):
         inc.append(timed(lambda i=i: scorer.score(req(i * bf, bf), stream)))
         end = (i + 1) * bf

@@ -80,11 +80,11 @@ def score_clip(scorer, frames: np.ndarray, fps: float, audio: np.ndarray, sample
     jobs = plan_jobs(n, fps, block_frames, window_ms)
     stream = scorer.new_stream()
     audio_span = AudioSpan(np.ascontiguousarray(audio, dtype=np.float32), sample_rate, 0)
-    margin_samples = int(math.ceil(scorer.search_margin_ms * sample_rate / 1000.0))
+    margin_samples = math.ceil(scorer.search_margin_ms * sample_rate / 1000.0)
 
     def request(kind: Kind, a: int, b: int) -> ScoreRequest:
         s0 = max(0, int(a / fps * sample_rate) - margin_samples)
-        s1 = min(audio.shape[0], int(math.ceil(b / fps * sample_rate)) + margin_samples)
+        s1 = min(audio.shape[0], math.ceil(b / fps * sample_rate) + margin_samples)
         sl = lambda x: None if x is None else np.asarray(x)[a:b]
         return ScoreRequest(kind, FrameSpan(frames[a:b], fps, a, face_present=sl(face_present),
                                             landmarks=sl(landmarks), occluded=sl(occluded)),
@@ -125,8 +125,8 @@ def summarise(windows: list[LipSyncScore], fps: float, scorer, n_frames: int) ->
     den = valid.astype(np.float64).T @ weights
     clip_curve = np.where(den > 0, num / np.maximum(den, 1e-9), np.nan)
     offsets = np.array(usable[0].curve_offsets_ms) / frame_ms
-    grid = OffsetGrid(int(round(offsets[0])), int(round(offsets[-1])),
-                      int(round(offsets[1] - offsets[0])) if len(offsets) > 1 else 1)
+    grid = OffsetGrid(round(offsets[0]), round(offsets[-1]),
+                      round(offsets[1] - offsets[0]) if len(offsets) > 1 else 1)
     cfg = getattr(scorer, "config", None)
     peak = pick_peak(torch.tensor(clip_curve), grid, getattr(cfg, "peak_neighbourhood_frames", 2))
     if peak is None:

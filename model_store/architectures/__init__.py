@@ -7,10 +7,13 @@ from typing import Any
 
 from torch import nn
 
+from model_store.architectures.ensemble import SyncNetEnsemble
 from model_store.architectures.syncnet_lite import SyncNetLite
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "syncnet_lite_v1": SyncNetLite,
+    # members' similarity curves averaged (ensemble.py); arch_params = {"members": [...]}
+    "ensemble_v1": SyncNetEnsemble,
 }
 
 

@@ -113,6 +113,7 @@ class SyncNetLite(nn.Module):
         # learned inverse temperature for training logits (not used by inference similarity)
         self.logit_scale = nn.Parameter(torch.tensor(2.3))
         self.context_frames = context_frames
+        self.frame_feature_dim = video_feat_dim
 
     def frame_features(self, frames: torch.Tensor) -> torch.Tensor:
         """(N, 1, H, W) normalised frames -> (N, feat_dim)."""

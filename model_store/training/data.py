@@ -241,6 +241,6 @@ def split_groups(clips: list[Clip], val_fraction: float, seed: int) -> tuple[lis
     groups = sorted({c.group for c in clips})
     rng = np.random.default_rng(seed)
     rng.shuffle(groups)
-    n_val = max(1, int(math.ceil(len(groups) * val_fraction))) if len(groups) > 1 and val_fraction > 0 else 0
+    n_val = max(1, math.ceil(len(groups) * val_fraction)) if len(groups) > 1 and val_fraction > 0 else 0
     val = set(groups[:n_val])
     return [c for c in clips if c.group not in val], [c for c in clips if c.group in val]

@@ -47,6 +47,7 @@ ARCH_PARAMS: dict = {"video_channels": [24, 32, 48, 64]}
 # so the test suite's real-footage checks measure speakers the shipped weights never saw
 TEST_SPEAKERS = ("cremad_1001", "grid_swiz3n", "vox_pcavs_620900105", "vox_pcavs_517600055")
 TRAIN_SOURCES = {"lrc_ar": "train-av/lrc_ar", "grid_s1": "train-av/grid_s1"}
+CAL_EVERY = 10  # every 10th LRC-AR clip is held out to fit the calibration (never trained on)
 
 
 def ensure_roi_cache(name: str, src: Path, partial: bool = False) -> Path:
@@ -83,6 +84,14 @@ def synth_clips(n: int, seed0: int, spec: AudioSpec, seconds: float = 4.0) -> li
             np.savez(cached, frames=frames, audio=audio, fps=fps)
         clips.append(make_clip(f"synth{seed}", f"synth{seed}", frames, audio, fps, spec, source="synth"))
     return clips
+
+
+def calibration_clips(spec: AudioSpec, partial: bool = False) -> list[Clip]:
+    """The clips every bundle's calibration is fitted on: the held-out LRC-AR clips and the synthetic
+    validation seeds (what ``main`` uses; for bundles made from other bundles' weights)."""
+    d = ensure_roi_cache("lrc_ar", SHARED / TRAIN_SOURCES["lrc_ar"], partial)
+    real = load_roi_dir(d, spec, group_of=lambda s: "lrc_ar")[::CAL_EVERY] if d.is_dir() else []
+    return real + synth_clips(40, SYNTH_VAL_SEED, spec)
 
 
 def reuse_weights(model: torch.nn.Module, bundle_dir: Path) -> dict:
@@ -216,9 +225,8 @@ def main(argv: list[str] | None = None) -> int:
             if not d.is_dir():
                 continue
             loaded = load_roi_dir(d, spec, group_of=lambda s, n=name: n)
-            # every 10th LRC-AR clip is held out to fit the calibration (never trained on)
-            real_cal += loaded[::10] if name == "lrc_ar" else []
-            real_train += [c for i, c in enumerate(loaded) if not (name == "lrc_ar" and i % 10 == 0)]
+            real_cal += loaded[::CAL_EVERY] if name == "lrc_ar" else []
+            real_train += [c for i, c in enumerate(loaded) if not (name == "lrc_ar" and i % CAL_EVERY == 0)]
         dev_dir = ensure_roi_cache("dev", SHARED / "dev-clips", args.partial_caches)
         dev = [c for c in load_roi_dir(dev_dir, spec, group_of=speaker_group)
                if not c.name.startswith("gen_")]

@@ -64,7 +64,7 @@ def silence_verdict(req: ScoreRequest, cfg: ScorerConfig, rms: np.ndarray | None
 
 def _span(req: ScoreRequest) -> tuple[int, int]:
     fs = req.frames
-    return int(round(1000.0 * fs.frame_start / fs.fps)), int(round(1000.0 * fs.frame_end / fs.fps))
+    return round(1000.0 * fs.frame_start / fs.fps), round(1000.0 * fs.frame_end / fs.fps)
 
 
 def _occluded(req: ScoreRequest, cfg: ScorerConfig) -> bool:

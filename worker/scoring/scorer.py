@@ -53,7 +53,7 @@ def _frozen_cpu_encoders(model, manifest: Manifest):
             warnings.simplefilter("ignore", DeprecationWarning)
             fe = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(model.frame_encoder, frames)))
             ae = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(model.audio_encoder, mel)))
-            feats = torch.zeros(1, model.video_head.c1.in_channels, 16 + v.context_frames)
+            feats = torch.zeros(1, model.frame_feature_dim, 16 + v.context_frames)
             vh = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(model.video_head, feats)))
         return fe, ae, vh
     except Exception as exc:  # noqa: BLE001 - tracing is an optimisation, never a reason not to score

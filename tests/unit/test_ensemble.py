@@ -1,0 +1,117 @@
+"""Ensemble bundles (architecture ``ensemble_v1``): the scorer sees one dual encoder whose
+similarity curve is the mean of its members' curves; joining bundles checks they can be joined."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from model_store.architectures import build
+from model_store.architectures.ensemble import ensemble_state
+from model_store.bundle import AudioSpec, Calibration, Manifest, VideoSpec, load_bundle, save_bundle
+from model_store.training.ensemble import join_manifests
+from model_store.training.ensemble import main as ensemble_main
+from worker.scoring.postprocess import ScorerConfig
+from worker.scoring.scorer import ModelScorer
+from worker.scoring.types import AudioSpan, FrameSpan, Kind, ScoreRequest
+from worker.synth import SynthOptions, generate_clip
+
+SR = 16000
+PARAMS = {"video_channels": [8, 8, 16, 16]}  # small members: these tests check plumbing, not accuracy
+
+
+def _manifest(name: str, dev_train=(), dev_heldout=()) -> Manifest:
+    return Manifest(name, "0.0.1", "syncnet_lite_v1", PARAMS, 128, AudioSpec(), VideoSpec(), Calibration(),
+                    "weights.safetensors", "",
+                    training={"data": {"dev_train_clips": list(dev_train), "dev_heldout_clips": list(dev_heldout)}})
+
+
+def _member(seed: int) -> dict:
+    torch.manual_seed(seed)
+    model = build("syncnet_lite_v1", PARAMS)
+    # random BatchNorm statistics, so fusing them at load time is exercised too
+    for m in model.modules():
+        if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 2.0)
+    return model.state_dict()
+
+
+def _ensemble_scorer(manifests, states) -> ModelScorer:
+    man = join_manifests(manifests, None, None)
+    return ModelScorer(man, ensemble_state(states), ScorerConfig(cpu_jit=False), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def request_():
+    clip = generate_clip(5, 1.5, 40.0, SynthOptions())
+    frames = FrameSpan(clip.frames[:25], clip.fps, 0)
+    return ScoreRequest(Kind.WINDOW, frames, AudioSpan(clip.audio, SR, 0))
+
+
+def test_an_ensemble_of_one_network_twice_scores_like_the_network(request_):
+    state = _member(1)
+    single = ModelScorer(_manifest("a"), state, ScorerConfig(cpu_jit=False), device="cpu").score(request_)
+    twice = _ensemble_scorer([_manifest("a"), _manifest("a")], [state, state]).score(request_)
+    np.testing.assert_allclose(twice.curve, single.curve, atol=1e-5)
+    assert twice.offset_ms == single.offset_ms
+    assert twice.score == pytest.approx(single.score, abs=1e-5)
+
+
+def test_the_ensembles_curve_is_the_mean_of_its_members_curves(request_):
+    states = [_member(1), _member(2), _member(3)]
+    curves = [np.array(ModelScorer(_manifest("m"), s, ScorerConfig(cpu_jit=False), device="cpu").score(request_).curve)
+              for s in states]
+    assert np.abs(curves[0] - curves[1]).max() > 1e-3  # the members really differ
+    ens = _ensemble_scorer([_manifest("m")] * 3, states).score(request_)
+    np.testing.assert_allclose(ens.curve, np.mean(curves, axis=0), atol=1e-5)
+
+
+def test_the_frozen_cpu_path_matches_the_eager_one(request_):
+    states = [_member(1), _member(2)]
+    man = join_manifests([_manifest("a"), _manifest("b")], None, None)
+    eager = ModelScorer(man, ensemble_state(states), ScorerConfig(cpu_jit=False), device="cpu").score(request_)
+    frozen_scorer = ModelScorer(man, ensemble_state(states), ScorerConfig(cpu_jit=True), device="cpu")
+    assert isinstance(frozen_scorer._video_head, torch.jit.ScriptModule)  # traced, not the eager fallback
+    frozen = frozen_scorer.score(request_)
+    np.testing.assert_allclose(frozen.curve, eager.curve, atol=1e-4)
+
+
+def test_join_manifests_records_members_and_keeps_only_clips_no_member_trained_on():
+    a = _manifest("a", dev_train=["x", "y"], dev_heldout=["z", "w"])
+    b = _manifest("b", dev_train=["z"], dev_heldout=["x", "y", "w"])
+    man = join_manifests([a, b], "ens", "2.0.0")
+    assert man.scorer_name == "ens@2.0.0" and man.architecture == "ensemble_v1"
+    assert man.training["data"] == {"dev_train_clips": ["x", "y", "z"], "dev_heldout_clips": ["w"]}
+    assert [m["bundle"] for m in man.training["members"]] == ["a@0.0.1", "b@0.0.1"]
+    assert man.arch_params["members"][1] == {"architecture": "syncnet_lite_v1", "arch_params": PARAMS}
+
+
+def test_members_with_different_input_formats_cannot_be_joined():
+    a = _manifest("a")
+    b = dataclasses.replace(_manifest("b"), video=dataclasses.replace(VideoSpec(), roi_height=64))
+    with pytest.raises(ValueError, match="differ in video"):
+        join_manifests([a, b], None, None)
+
+
+def test_ensemble_cli_bad_members_give_one_line(tmp_path):
+    d = tmp_path / "a"
+    save_bundle(d, _manifest("a"), _member(1))
+    with pytest.raises(SystemExit, match="at least two bundles"):
+        ensemble_main(["--members", str(d), "--out", str(tmp_path / "e")])
+    with pytest.raises(SystemExit, match=r"^--members: .*nowhere"):
+        ensemble_main(["--members", f"{d},{tmp_path / 'nowhere'}", "--out", str(tmp_path / "e")])
+
+
+def test_an_ensemble_bundle_round_trips(tmp_path, request_):
+    states = [_member(1), _member(2)]
+    man = join_manifests([_manifest("a"), _manifest("b")], None, None)
+    model = build(man.architecture, man.arch_params)
+    model.load_state_dict(ensemble_state(states))
+    save_bundle(tmp_path / "e", man, model.state_dict())
+    man2, state2 = load_bundle(tmp_path / "e")
+    assert man2.arch_params == man.arch_params
+    before = ModelScorer(man, ensemble_state(states), ScorerConfig(cpu_jit=False), device="cpu").score(request_)
+    after = ModelScorer(man2, state2, ScorerConfig(cpu_jit=False), device="cpu").score(request_)
+    np.testing.assert_allclose(after.curve, before.curve, atol=1e-6)

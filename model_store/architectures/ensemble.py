@@ -22,17 +22,14 @@ _PARTS = ("frame_encoder", "video_head", "audio_encoder")
 
 
 class _ConcatFeatures(nn.Module):
-    """Frames -> the members' per-frame features side by side (N, sum of feature dims). A member
-    marked ``hflip`` sees the frames mirrored left-right (a test-time view: mouths are nearly
-    symmetric and training mirrors half the windows, so the mirrored view is another estimate)."""
+    """Frames -> the members' per-frame features side by side (N, sum of feature dims)."""
 
-    def __init__(self, parts: list[nn.Module], hflip: list[bool]) -> None:
+    def __init__(self, parts: list[nn.Module]) -> None:
         super().__init__()
         self.parts = nn.ModuleList(parts)
-        self.hflip = list(hflip)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([p(x.flip(-1) if f else x) for p, f in zip(self.parts, self.hflip)], dim=1)
+        return torch.cat([p(x) for p in self.parts], dim=1)
 
 
 class _ConcatUnitEmbeddings(nn.Module):
@@ -51,8 +48,7 @@ class _ConcatUnitEmbeddings(nn.Module):
 
 
 class SyncNetEnsemble(nn.Module):
-    """``members``: [{"architecture": ..., "arch_params": {...}, "hflip": false}, ...] of one input
-    format (``hflip``: the member sees mirrored frames)."""
+    """``members``: [{"architecture": ..., "arch_params": {...}}, ...] of one input format."""
 
     def __init__(self, members: list[dict[str, Any]]) -> None:
         super().__init__()
@@ -67,8 +63,7 @@ class SyncNetEnsemble(nn.Module):
         self.context_frames = ctx.pop()
         self.frame_feature_dims = [n.frame_feature_dim for n in nets]
         self.frame_feature_dim = sum(self.frame_feature_dims)
-        self.frame_encoder = _ConcatFeatures([n.frame_encoder for n in nets],
-                                             [bool(m.get("hflip", False)) for m in members])
+        self.frame_encoder = _ConcatFeatures([n.frame_encoder for n in nets])
         self.video_head = _ConcatUnitEmbeddings([n.video_head for n in nets], self.frame_feature_dims)
         self.audio_encoder = _ConcatUnitEmbeddings([n.audio_encoder for n in nets])
 

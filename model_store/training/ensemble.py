@@ -24,11 +24,9 @@ from model_store.architectures.ensemble import ensemble_state
 from model_store.bundle import BundleError, Manifest, load_bundle, save_bundle
 
 
-def join_manifests(members: list[Manifest], name: str | None, version: str | None,
-                   hflip: bool = False) -> Manifest:
-    """The ensemble's manifest (calibration still the first member's); ``hflip`` adds each member's
-    mirrored view after it (member_states() gives the matching weights). Raises ValueError when
-    the members cannot be joined."""
+def join_manifests(members: list[Manifest], name: str | None, version: str | None) -> Manifest:
+    """The ensemble's manifest (calibration still the first member's). Raises ValueError when the
+    members cannot be joined."""
     first = members[0]
     for m in members[1:]:
         for field in ("audio", "video", "embedding_centering", "peak_smooth_frames"):
@@ -38,24 +36,17 @@ def join_manifests(members: list[Manifest], name: str | None, version: str | Non
     datas = [m.training.get("data") or {} for m in members]
     trained = sorted({str(n) for d in datas for n in d.get("dev_train_clips", [])})
     held = sorted(set.intersection(*[{str(n) for n in d.get("dev_heldout_clips", [])} for d in datas]))
-    views = [False, True] if hflip else [False]
     return replace(
         first,
         name=name or first.name, version=version or first.version,
         architecture="ensemble_v1",
-        arch_params={"members": [{"architecture": m.architecture, "arch_params": m.arch_params, "hflip": f}
-                                 for m in members for f in views]},
-        embedding_dim=sum(m.embedding_dim for m in members) * len(views),
+        arch_params={"members": [{"architecture": m.architecture, "arch_params": m.arch_params} for m in members]},
+        embedding_dim=sum(m.embedding_dim for m in members),
         weights_sha256="",
         training={"data": {"dev_train_clips": trained, "dev_heldout_clips": held},
                   "members": [{"bundle": m.scorer_name, "weights_sha256": m.weights_sha256, "training": m.training}
                               for m in members]},
     )
-
-
-def member_states(states: list[dict], hflip: bool = False) -> list[dict]:
-    """The weights in join_manifests' member order (a mirrored view shares its member's weights)."""
-    return [s for s in states for _ in range(2 if hflip else 1)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,8 +55,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, help="the ensemble bundle's directory")
     ap.add_argument("--name", default=None, help="default: the first member's name")
     ap.add_argument("--version", default=None, help="default: the first member's version")
-    ap.add_argument("--hflip", action="store_true",
-                    help="add each member's mirrored view (the frames flipped left-right): twice the video cost")
     ap.add_argument("--seed", type=int, default=1234, help="the calibration's window sampling")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--partial-caches", action="store_true",
@@ -74,15 +63,15 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     torch.set_num_threads(args.threads)
     dirs = [Path(d.strip()) for d in args.members.split(",") if d.strip()]
-    if len(dirs) < (1 if args.hflip else 2):
-        raise SystemExit("--members: an ensemble needs at least two bundles (or one and --hflip)")
+    if len(dirs) < 2:
+        raise SystemExit("--members: an ensemble needs at least two bundles")
     try:
         loaded = [load_bundle(d) for d in dirs]
-        manifest = join_manifests([m for m, _ in loaded], args.name, args.version, args.hflip)
+        manifest = join_manifests([m for m, _ in loaded], args.name, args.version)
     except (BundleError, ValueError) as exc:
         raise SystemExit(f"--members: {exc}") from None
     model = build(manifest.architecture, manifest.arch_params)
-    model.load_state_dict(ensemble_state(member_states([s for _, s in loaded], args.hflip)))
+    model.load_state_dict(ensemble_state([s for _, s in loaded]))
     model.eval()
 
     from model_store.training.calibrate import fit_calibration
@@ -90,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
 
     cal = fit_calibration(model, manifest, calibration_clips(manifest.audio, args.partial_caches), seed=args.seed)
     manifest = save_bundle(args.out, replace(manifest, calibration=cal), model.state_dict())
-    print(json.dumps({"bundle": args.out, "members": [str(d) for d in dirs], "hflip": args.hflip, "sha256": manifest.weights_sha256,
+    print(json.dumps({"bundle": args.out, "members": [str(d) for d in dirs], "sha256": manifest.weights_sha256,
                       "calibration": vars(cal), "seconds": round(time.time() - t0)}, default=str))
     return 0
 

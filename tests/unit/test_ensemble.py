@@ -10,7 +10,7 @@ import torch
 from model_store.architectures import build
 from model_store.architectures.ensemble import ensemble_state
 from model_store.bundle import AudioSpec, Calibration, Manifest, VideoSpec, load_bundle, save_bundle
-from model_store.training.ensemble import join_manifests, member_states
+from model_store.training.ensemble import join_manifests
 from model_store.training.ensemble import main as ensemble_main
 from worker.scoring.postprocess import ScorerConfig
 from worker.scoring.scorer import ModelScorer
@@ -85,7 +85,7 @@ def test_join_manifests_records_members_and_keeps_only_clips_no_member_trained_o
     assert man.scorer_name == "ens@2.0.0" and man.architecture == "ensemble_v1"
     assert man.training["data"] == {"dev_train_clips": ["x", "y", "z"], "dev_heldout_clips": ["w"]}
     assert [m["bundle"] for m in man.training["members"]] == ["a@0.0.1", "b@0.0.1"]
-    assert man.arch_params["members"][1] == {"architecture": "syncnet_lite_v1", "arch_params": PARAMS, "hflip": False}
+    assert man.arch_params["members"][1] == {"architecture": "syncnet_lite_v1", "arch_params": PARAMS}
 
 
 def test_members_with_different_input_formats_cannot_be_joined():
@@ -115,19 +115,3 @@ def test_an_ensemble_bundle_round_trips(tmp_path, request_):
     before = ModelScorer(man, ensemble_state(states), ScorerConfig(cpu_jit=False), device="cpu").score(request_)
     after = ModelScorer(man2, state2, ScorerConfig(cpu_jit=False), device="cpu").score(request_)
     np.testing.assert_allclose(after.curve, before.curve, atol=1e-6)
-
-
-def test_a_mirrored_view_scores_the_mirrored_frames(request_):
-    state = _member(1)
-    single = ModelScorer(_manifest("a"), state, ScorerConfig(cpu_jit=False), device="cpu")
-    frames = request_.frames.frames.copy()
-    frames[:, :, : frames.shape[2] // 3] //= 4  # the synthetic mouth is symmetric; this view is not
-    req = dataclasses.replace(request_, frames=dataclasses.replace(request_.frames, frames=frames))
-    mirrored = dataclasses.replace(req, frames=dataclasses.replace(req.frames,
-                                                                   frames=np.ascontiguousarray(frames[:, :, ::-1])))
-    plain_curve, mirrored_curve = np.array(single.score(req).curve), np.array(single.score(mirrored).curve)
-    assert np.abs(plain_curve - mirrored_curve).max() > 1e-3  # the mirrored view is another estimate
-    man = join_manifests([_manifest("a")], None, None, hflip=True)
-    assert [m["hflip"] for m in man.arch_params["members"]] == [False, True]
-    both = ModelScorer(man, ensemble_state(member_states([state], hflip=True)), ScorerConfig(cpu_jit=False), device="cpu")
-    np.testing.assert_allclose(both.score(req).curve, (plain_curve + mirrored_curve) / 2, atol=1e-5)

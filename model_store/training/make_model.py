@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -81,7 +82,10 @@ def synth_clips(n: int, seed0: int, spec: AudioSpec, seconds: float = 4.0) -> li
             c = generate_clip(seed, seconds, 0.0, opts)
             frames, audio, fps = c.frames, c.audio, c.fps
             cached.parent.mkdir(parents=True, exist_ok=True)
-            np.savez(cached, frames=frames, audio=audio, fps=fps)
+            # written aside and renamed: runs started side by side share the cache
+            tmp = cached.with_name(f"{cached.stem}.{os.getpid()}.tmp.npz")
+            np.savez(tmp, frames=frames, audio=audio, fps=fps)
+            os.replace(tmp, cached)
         clips.append(make_clip(f"synth{seed}", f"synth{seed}", frames, audio, fps, spec, source="synth"))
     return clips
 

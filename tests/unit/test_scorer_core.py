@@ -242,18 +242,27 @@ def test_scorer_applies_the_bundles_embedding_centering():
     assert offsets[1.0] == pytest.approx(offsets[0.0], abs=1000.0 / clip.fps + 0.2)
 
 
-def test_make_model_reuses_a_bundles_weights_only_for_the_same_recipe(random_bundle):
+def test_make_model_reuses_a_bundles_weights_only_for_the_same_recipe(random_bundle, tmp_path):
     """`make_model --from-bundle` (how 1.2.0 got 1.1.0's weights) loads the weights as they are and
-    records where they came from; a bundle of other architecture parameters is refused."""
+    records where they came from; a bundle of other architecture parameters, or an ensemble (the
+    shipped bundle since 1.5.0), is refused."""
+    import dataclasses
+
     from model_store.training.make_model import ARCH_PARAMS, reuse_weights
 
+    torch.manual_seed(1)
+    man, _ = load_bundle(random_bundle)
+    save_bundle(tmp_path / "same", dataclasses.replace(man, arch_params=ARCH_PARAMS),
+                build("syncnet_lite_v1", ARCH_PARAMS).state_dict())
     model = build("syncnet_lite_v1", ARCH_PARAMS)
-    record = reuse_weights(model, DEFAULT_BUNDLE_DIR)
-    manifest, state = load_bundle(DEFAULT_BUNDLE_DIR)
+    record = reuse_weights(model, tmp_path / "same")
+    manifest, state = load_bundle(tmp_path / "same")
     assert record["weights_from"].endswith(f"(sha256 {manifest.weights_sha256})")
     assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
     with pytest.raises(SystemExit, match="is not this recipe"):
         reuse_weights(build("syncnet_lite_v1", ARCH_PARAMS), random_bundle)  # default channels
+    with pytest.raises(SystemExit, match="ensemble_v1 .* is not this recipe"):
+        reuse_weights(build("syncnet_lite_v1", ARCH_PARAMS), DEFAULT_BUNDLE_DIR)
 
 
 def test_smoothed_reading_reports_the_configured_offsets_only():

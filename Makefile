@@ -61,6 +61,9 @@ model: venv
 	  $(PY) -m model_store.training.make_model --seed $$s --out $(MEMBERS)/default-seed$$s || exit 1; done
 	$(PY) -m model_store.training.ensemble --version $(MODEL_VERSION) \
 	  --members $(call member_dirs,default) --out model_store/bundles/default
+	# the first network alone: the CPU-bound streaming option (README, "Streaming worker")
+	rm -rf model_store/bundles/fast
+	cp -r $(MEMBERS)/default-seed$(firstword $(MEMBER_SEEDS)) model_store/bundles/fast
 
 # the two cross-validation folds `sync-scorer eval-real --cv-folds` judges the dev clips with
 model-cv: venv

@@ -1,4 +1,6 @@
-"""`make model`: reproduce the default bundle from scratch.
+"""One network of the default bundle, from scratch (`make model` runs this once per seed in
+MEMBER_SEEDS and joins the networks with model_store.training.ensemble: from 1.5.0 the shipped
+bundle averages two seeds' similarity curves).
 
 1. Track mouths in ../shared/data/train-av (GRID s1, LRC-AR) and dev-clips into .cache/roi/
    (resumable; skipped when done).

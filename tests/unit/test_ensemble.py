@@ -115,3 +115,16 @@ def test_an_ensemble_bundle_round_trips(tmp_path, request_):
     before = ModelScorer(man, ensemble_state(states), ScorerConfig(cpu_jit=False), device="cpu").score(request_)
     after = ModelScorer(man2, state2, ScorerConfig(cpu_jit=False), device="cpu").score(request_)
     np.testing.assert_allclose(after.curve, before.curve, atol=1e-6)
+
+
+def test_the_fast_bundle_is_the_shipped_bundles_first_network():
+    """README: model_store/bundles/fast is the default bundle's first network alone."""
+    from model_store.bundle import DEFAULT_BUNDLE_DIR
+
+    ens_man, ens_state = load_bundle(DEFAULT_BUNDLE_DIR)
+    fast_man, fast_state = load_bundle(DEFAULT_BUNDLE_DIR.parent / "fast")
+    assert ens_man.architecture == "ensemble_v1" and fast_man.architecture == "syncnet_lite_v1"
+    assert ens_man.arch_params["members"][0]["arch_params"] == fast_man.arch_params
+    assert ens_man.training["members"][0]["weights_sha256"] == fast_man.weights_sha256
+    mapped = ensemble_state([fast_state])
+    assert all(torch.equal(ens_state[k], v) for k, v in mapped.items())

@@ -70,15 +70,10 @@ class SyncNetEnsemble(nn.Module):
         self.video_head = _ConcatUnitEmbeddings([n.video_head for n in nets], self.frame_feature_dims)
         self.audio_encoder = _ConcatUnitEmbeddings([n.audio_encoder for n in nets])
 
+    # no video_embed / audio_embed: those are training entry points, and an ensemble is joined
+    # from trained networks, never trained itself
     def frame_features(self, frames: torch.Tensor) -> torch.Tensor:
         return self.frame_encoder(frames)
-
-    def video_embed(self, feats: torch.Tensor) -> torch.Tensor:
-        """(B, T + ctx, sum feat) -> (B, T, K * D) unit-norm embeddings."""
-        return F.normalize(self.video_head(feats.transpose(1, 2)).transpose(1, 2), dim=-1)
-
-    def audio_embed(self, mel: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.audio_encoder(mel).transpose(1, 2), dim=-1)
 
 
 def ensemble_state(member_states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:

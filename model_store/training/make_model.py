@@ -106,12 +106,45 @@ def reuse_weights(model: torch.nn.Module, bundle_dir: Path) -> dict:
     from model_store.bundle import load_bundle
 
     src, state = load_bundle(bundle_dir)
-    if src.architecture != "syncnet_lite_v1" or src.arch_params != ARCH_PARAMS:
-        raise SystemExit(f"--from-bundle {bundle_dir}: {src.architecture} {src.arch_params} is not this recipe's "
+    arch, params, training, member = src.architecture, src.arch_params, src.training, ""
+    if arch == "ensemble_v1":  # its first network (the seed-1234 member of `make model`)
+        first = src.arch_params["members"][0]
+        arch, params, member = first["architecture"], first.get("arch_params", {}), ", member 0"
+        state = member_state(state, 0)
+        training = (src.training.get("members") or [{}])[0].get("training") or {}
+    if arch != "syncnet_lite_v1" or params != ARCH_PARAMS:
+        raise SystemExit(f"--from-bundle {bundle_dir}: {arch} {params} is not this recipe's "
                          f"syncnet_lite_v1 {ARCH_PARAMS}")
-    model.load_state_dict(state)
-    kept = {k: v for k, v in src.training.items() if k in ("config", "history", "best_step", "train_seconds")}
-    return {**kept, "weights_from": f"{src.scorer_name} (sha256 {src.weights_sha256})"}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or [k for k in missing if k != "logit_scale"]:
+        raise SystemExit(f"--from-bundle {bundle_dir}: weights do not fit (missing {missing[:3]}, "
+                         f"unexpected {unexpected[:3]})")
+    kept = {k: v for k, v in training.items() if k in ("config", "history", "best_step", "train_seconds")}
+    return {**kept, "weights_from": f"{src.scorer_name}{member} (sha256 {src.weights_sha256})"}
+
+
+def member_state(ensemble_state: dict[str, torch.Tensor], i: int) -> dict[str, torch.Tensor]:
+    """Member ``i``'s weights out of an ensemble's state (the inverse of
+    architectures.ensemble.ensemble_state; the training-only logit scale is not in it)."""
+    out = {}
+    for key, value in ensemble_state.items():
+        part, _, rest = key.partition(".parts.")
+        index, _, name = rest.partition(".")
+        if index == str(i):
+            out[f"{part}.{name}"] = value
+    return out
+
+
+def load_teacher(bundle_dir: Path) -> torch.nn.Module:
+    """A bundle's model, frozen, for distillation (an ensemble, typically)."""
+    from model_store.bundle import load_bundle
+
+    man, state = load_bundle(bundle_dir)
+    teacher = build(man.architecture, man.arch_params)
+    teacher.load_state_dict(state, strict=False)
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher.eval()
 
 
 def sampling_weights(clips: list[Clip], dev_names: set[str], dev_weight: float) -> np.ndarray:
@@ -189,6 +222,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--global-loss", type=float, default=0.0,
                     help="weight of the cross-window loss: every window's own audio at its true offset must beat other "
                          "clips' audio at their best offset with one threshold for all (the mismatched control's AUC)")
+    ap.add_argument("--teacher", default=None,
+                    help="a bundle (an ensemble, typically) whose window-loss distribution the network is also "
+                         "trained to match (--distill-weight), in both stages: one network learning the "
+                         "averaged curves of several")
+    ap.add_argument("--distill-weight", type=float, default=1.0,
+                    help="weight of the distillation term when --teacher is given")
     ap.add_argument("--select-best", action=argparse.BooleanOptionalAction, default=None,
                     help="keep the best validation step (validation = the held-out dev speakers, so their numbers "
                          "are slightly optimistic) instead of the last. Default: on for --cv-fold runs (their "
@@ -274,11 +313,15 @@ def main(argv: list[str] | None = None) -> int:
     model = build("syncnet_lite_v1", ARCH_PARAMS)
     cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, seed=args.seed, threads=args.threads,
                       select_best=args.select_best, embedding_centering=args.train_centering,
-                      shape_loss_weight=args.shape_loss, global_loss_weight=args.global_loss)
+                      shape_loss_weight=args.shape_loss, global_loss_weight=args.global_loss,
+                      distill_weight=args.distill_weight if args.teacher else 0.0)
+    teacher = load_teacher(Path(args.teacher)) if args.teacher else None
     if args.from_bundle:
         report = reuse_weights(model, Path(args.from_bundle))
     else:
-        report = {"config": asdict(cfg), **train(model, sampler, vals, cfg, spec.context_frames)}
+        report = {"config": asdict(cfg), **train(model, sampler, vals, cfg, spec.context_frames, teacher=teacher)}
+    if teacher is not None:
+        report["teacher"] = f"{args.teacher}"
     if args.finetune_steps > 0:
         # the users' speech is English: a short low-rate stage on English speakers only, after the
         # LRC-AR pre-training taught the general mouth-sound correspondence
@@ -295,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
         # the last step is kept: choosing one on the held-out speakers would flatter them
         ft_cfg = replace(cfg, steps=args.finetune_steps, lr=args.finetune_lr, seed=args.seed + 1, select_best=False)
         report["finetune"] = {"config": asdict(ft_cfg), "clips": len(ft_clips), "frozen": args.finetune_freeze,
-                              **train(model, ft_sampler, vals, ft_cfg, spec.context_frames)}
+                              **train(model, ft_sampler, vals, ft_cfg, spec.context_frames, teacher=teacher)}
         for part in frozen:
             part.requires_grad_(True)
     model.eval()

@@ -6,6 +6,10 @@ Loss per batch of windows (B windows, T frames, offsets -K..K):
   both the offset search (own audio, wrong offsets are negatives) and the matched-vs-mismatched
   score (other clips' audio, including the same speaker's other words, are negatives).
 - frame loss: per frame, softmax over offsets of its own audio (sharpens short blocks).
+- distillation (optional, ``distill_weight`` > 0 with a teacher): the window loss's row
+  distribution over (audio window, offset) should match a frozen teacher's (an ensemble's mean
+  cosines) on the same augmented windows, at the student's temperature: one network learns the
+  averaged curves of several.
 """
 
 from __future__ import annotations
@@ -56,15 +60,15 @@ class TrainConfig:
     shape_loss_weight: float = 0.0
     # weight of the cross-window matched-vs-mismatched loss (GlobalThreshold); 0 for 1.2.0
     global_loss_weight: float = 0.0
+    # weight of the KL term towards a teacher's window-loss distribution (train(teacher=...))
+    distill_weight: float = 0.0
 
 
 def embed_batch(model, batch: Batch, audio_ctx: int, gen: torch.Generator | None, aug_prob: float,
-                centering: float = 0.0, with_features: bool = False):
+                centering: float = 0.0, with_features: bool = False, frames: torch.Tensor | None = None):
+    """``frames``: the batch's frames already augmented and standardised (shared with a teacher)."""
     b, f, h, w = batch.frames.shape
-    x = batch.frames
-    if gen is not None:
-        x = augment(x, gen, aug_prob)
-    x = standardize_frames(x)
+    x = frames if frames is not None else input_frames(batch, gen, aug_prob)
     feats = model.frame_features(x.reshape(b * f, 1, h, w)).reshape(b, f, -1)
     v = model.video_embed(feats)
     a = model.audio_embed(batch.mel)
@@ -72,6 +76,49 @@ def embed_batch(model, batch: Batch, audio_ctx: int, gen: torch.Generator | None
     a = a[:, audio_ctx: audio_ctx + n_audio]
     v, a = center_embeddings(v, batch.frame_ok, centering), center_embeddings(a, batch.audio_ok, centering)
     return (v, a, feats) if with_features else (v, a)
+
+
+def input_frames(batch: Batch, gen: torch.Generator | None, aug_prob: float) -> torch.Tensor:
+    x = batch.frames
+    if gen is not None:
+        x = augment(x, gen, aug_prob)
+    return standardize_frames(x)
+
+
+@torch.no_grad()
+def teacher_embed(teacher, batch: Batch, audio_ctx: int, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A frozen dual encoder's unit embeddings of the batch (as the scorer computes them: an
+    ensemble has no video_embed / audio_embed), (B, T, D) and (B, N, D)."""
+    b, f, h, w = batch.frames.shape
+    feats = teacher.frame_features(frames.reshape(b * f, 1, h, w)).reshape(b, f, -1)
+    v = F.normalize(teacher.video_head(feats.transpose(1, 2)).transpose(1, 2), dim=-1)
+    a = F.normalize(teacher.audio_encoder(batch.mel).transpose(1, 2), dim=-1)
+    n_audio = batch.audio_ok.shape[1]
+    return v, a[:, audio_ctx: audio_ctx + n_audio]
+
+
+def cross_cosines(batch: Batch, k: int, v: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    """c[i, j, o]: mean cosine of window i's frames with window j's audio at offset o (over valid
+    pairs; -1 where fewer than a third of the frames pair)."""
+    span = 2 * k + 1
+    t = v.shape[1]
+    a_unf = a.unfold(1, span, 1)[:, :t]  # (B, T, D, span)
+    ok_a = batch.audio_ok.unfold(1, span, 1)[:, :t]  # (B, T, span)
+    dots = torch.einsum("itd,jtdk->ijtk", v, a_unf)
+    wts = batch.frame_ok[:, None, :, None].float() * ok_a[None].float()
+    c = (dots * wts).sum(2) / wts.sum(2).clamp_min(1.0)
+    return torch.where(wts.sum(2) >= max(2, t // 3), c, torch.full_like(c, -1.0))
+
+
+def distill_loss(c_student: torch.Tensor, c_teacher: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """KL(teacher || student) of the window loss's rows (softmax over every audio window and
+    offset), both at the student's current temperature (the teacher's cosines are a mean of its
+    members', on the same scale)."""
+    b = c_student.shape[0]
+    s = scale.detach()
+    log_p = F.log_softmax(s * 2.0 * c_student.reshape(b, -1), dim=1)
+    q = F.softmax(s * 2.0 * c_teacher.reshape(b, -1), dim=1)
+    return F.kl_div(log_p, q, reduction="batchmean")
 
 
 class ShapeProbe(torch.nn.Module):
@@ -126,13 +173,7 @@ def batch_loss(model, batch: Batch, k: int, v: torch.Tensor, a: torch.Tensor, fr
     scale = model.logit_scale.exp().clamp(max=100.0)
     sim_own = similarity_by_offset(v, a, grid)  # (B, T, span)
     ok_own = valid_pairs(batch.frame_ok, batch.audio_ok, grid)
-    # cross: c[i, j, k] = mean_t v_i[t] . a_j[t + k] over valid pairs
-    a_unf = a.unfold(1, span, 1)[:, :t]  # (B, T, D, span)
-    ok_a = batch.audio_ok.unfold(1, span, 1)[:, :t]  # (B, T, span)
-    dots = torch.einsum("itd,jtdk->ijtk", v, a_unf)
-    wts = batch.frame_ok[:, None, :, None].float() * ok_a[None].float()
-    c = (dots * wts).sum(2) / wts.sum(2).clamp_min(1.0)
-    c = torch.where(wts.sum(2) >= max(2, t // 3), c, torch.full_like(c, -1.0))
+    c = cross_cosines(batch, k, v, a)
     logits = scale * 2.0 * c.reshape(b, b * span)
     target = torch.arange(b) * span + batch.label
     win_loss = F.cross_entropy(logits, target)
@@ -176,7 +217,7 @@ def evaluate(model, sampler: WindowSampler, n_frames: int, n_batches: int, batch
 
 
 def train(model, train_sampler: WindowSampler, val_samplers: dict[str, WindowSampler], cfg: TrainConfig,
-          audio_ctx: int, log=print) -> dict:
+          audio_ctx: int, log=print, teacher=None) -> dict:
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -194,8 +235,12 @@ def train(model, train_sampler: WindowSampler, val_samplers: dict[str, WindowSam
     for step in range(1, cfg.steps + 1):
         n_frames = int(rng.choice(cfg.frames_choices))
         batch = train_sampler.sample(cfg.batch_size, n_frames)
-        v, a, feats = embed_batch(model, batch, audio_ctx, gen, cfg.aug_prob, cfg.embedding_centering, True)
+        x = input_frames(batch, gen, cfg.aug_prob)
+        v, a, feats = embed_batch(model, batch, audio_ctx, None, 0.0, cfg.embedding_centering, True, frames=x)
         loss, c = batch_loss(model, batch, train_sampler.k, v, a, cfg.frame_loss_weight)
+        if teacher is not None and cfg.distill_weight > 0:
+            c_t = cross_cosines(batch, train_sampler.k, *teacher_embed(teacher, batch, audio_ctx, x))
+            loss = loss + cfg.distill_weight * distill_loss(c, c_t, model.logit_scale.exp().clamp(max=100.0))
         if threshold is not None:
             loss = loss + cfg.global_loss_weight * threshold.loss(c, batch)
         if probe is not None:
@@ -206,7 +251,7 @@ def train(model, train_sampler: WindowSampler, val_samplers: dict[str, WindowSam
         opt.step()
         sched.step()
         if step % 50 == 0:
-            log(f"step {step} loss {float(loss.detach()):.3f} scale {float(model.logit_scale.exp()):.1f} "
+            log(f"step {step} loss {float(loss.detach()):.3f} scale {float(model.logit_scale.detach().exp()):.1f} "
                 f"{(time.time() - t0) / step:.2f}s/step")
         if step % cfg.eval_every == 0 or step == cfg.steps:
             res = {name: evaluate(model, s, 25, cfg.eval_batches, 32, audio_ctx, cfg.embedding_centering)

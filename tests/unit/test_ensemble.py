@@ -12,6 +12,7 @@ from model_store.architectures.ensemble import ensemble_state
 from model_store.bundle import AudioSpec, Calibration, Manifest, VideoSpec, load_bundle, save_bundle
 from model_store.training.ensemble import join_manifests
 from model_store.training.ensemble import main as ensemble_main
+from worker.scoring.conv_matmul import Conv1dMatmul
 from worker.scoring.postprocess import ScorerConfig
 from worker.scoring.scorer import ModelScorer
 from worker.scoring.types import AudioSpan, FrameSpan, Kind, ScoreRequest
@@ -73,7 +74,10 @@ def test_the_frozen_cpu_path_matches_the_eager_one(request_):
     man = join_manifests([_manifest("a"), _manifest("b")], None, None)
     eager = ModelScorer(man, ensemble_state(states), ScorerConfig(cpu_jit=False), device="cpu").score(request_)
     frozen_scorer = ModelScorer(man, ensemble_state(states), ScorerConfig(cpu_jit=True), device="cpu")
-    assert isinstance(frozen_scorer._video_head, torch.jit.ScriptModule)  # traced, not the eager fallback
+    # traced CNNs, not the eager fallback; the head's convolutions as matrix products
+    assert isinstance(frozen_scorer._encode_frames, torch.jit.ScriptModule)
+    assert isinstance(frozen_scorer._encode_audio, torch.jit.ScriptModule)
+    assert any(isinstance(m, Conv1dMatmul) for m in frozen_scorer._video_head.modules())
     frozen = frozen_scorer.score(request_)
     np.testing.assert_allclose(frozen.curve, eager.curve, atol=1e-4)
 

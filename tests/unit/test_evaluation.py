@@ -228,3 +228,29 @@ def test_eval_real_with_a_missing_fold_bundle_is_a_one_line_error(capsys, tmp_pa
     err = capsys.readouterr().err.strip().splitlines()
     assert rc != 0 and len(err) == 1 and "Traceback" not in err[0]
     assert "--cv-folds" in err[0] and "no-such-bundle" in err[0]
+
+
+def test_a_cached_track_stays_fresh_when_only_its_sources_modification_time_moves(tmp_path):
+    """A re-provisioned clip folder (same bytes, new mtimes) must not cost minutes of re-tracking;
+    changed bytes must."""
+    import os
+
+    from model_store.bundle import sha256_file
+    from worker.evaluation.real import _fresh
+
+    src, npz = tmp_path / "clip.mp4", tmp_path / "clip.npz"
+    src.write_bytes(b"video bytes")
+    np.savez(npz, source_sha256=np.str_(sha256_file(src)))
+    assert _fresh(npz, src)
+    later = npz.stat().st_mtime + 100
+    os.utime(src, (later, later))  # copied again: newer than the cache, same content
+    assert _fresh(npz, src)
+    assert npz.stat().st_mtime >= src.stat().st_mtime  # touched: the next check is a stat
+    src.write_bytes(b"other video bytes")
+    os.utime(src, (later + 100, later + 100))
+    assert not _fresh(npz, src)
+    np.savez(npz, rois=np.zeros(1))  # an older cache without the digest: modification times decide
+    os.utime(src, (npz.stat().st_mtime - 100,) * 2)
+    assert _fresh(npz, src)
+    os.utime(src, (npz.stat().st_mtime + 100,) * 2)
+    assert not _fresh(npz, src)

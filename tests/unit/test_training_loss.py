@@ -1,5 +1,6 @@
 """Training losses on hand-made similarity tensors (no model, no data)."""
 
+import pytest
 import torch
 
 from model_store.training.data import Batch
@@ -71,3 +72,64 @@ def test_fine_tuning_with_the_audio_side_frozen_changes_only_the_video_side(tmp_
     assert audio and video
     assert all(bool((a[k] == b[k]).all()) for k in audio), "a frozen weight moved"
     assert any(not bool((a[k] == b[k]).all()) for k in video), "the video side did not learn"
+
+
+def test_distillation_loss_is_zero_when_the_student_agrees_and_pulls_it_towards_the_teacher():
+    from model_store.training.train import distill_loss
+
+    torch.manual_seed(0)
+    teacher = torch.rand(4, 4, 5) * 2 - 1
+    scale = torch.tensor(10.0)
+    assert float(distill_loss(teacher.clone(), teacher, scale)) == pytest.approx(0.0, abs=1e-6)
+    student = (torch.rand(4, 4, 5) * 2 - 1).requires_grad_(True)
+    before = float(distill_loss(student, teacher, scale))
+    assert before > 0.01
+    distill_loss(student, teacher, scale).backward()
+    with torch.no_grad():
+        stepped = student - 0.01 * student.grad
+    assert float(distill_loss(stepped, teacher, scale)) < before
+
+
+def test_member_state_takes_one_network_out_of_an_ensemble():
+    from model_store.architectures import build
+    from model_store.architectures.ensemble import ensemble_state
+    from model_store.training.make_model import member_state
+
+    params = {"video_channels": [8, 8, 16, 16]}
+    nets = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        nets.append(build("syncnet_lite_v1", params).state_dict())
+    joined = ensemble_state(nets)
+    for i, net in enumerate(nets):
+        got = member_state(joined, i)
+        assert set(got) == set(net) - {"logit_scale"}
+        assert all(torch.equal(got[k], net[k]) for k in got)
+
+
+def test_make_model_distils_from_an_ensemble_teacher_and_starts_from_its_first_network(tmp_path):
+    """Toy size: a one-network bundle joined twice into a teacher; a student starts from the teacher's
+    first network, trains with the distillation term, and the manifest names both."""
+    import json
+
+    from model_store.architectures.ensemble import ensemble_state
+    from model_store.bundle import load_bundle, save_bundle
+    from model_store.training.ensemble import join_manifests
+    from model_store.training.make_model import main
+    from worker.scoring.loader import load_scorer
+
+    common = ["--no-real", "--synth-clips", "4", "--batch-size", "4", "--version", "0.0.1"]
+    assert main([*common, "--steps", "2", "--finetune-steps", "0", "--out", str(tmp_path / "m")]) == 0
+    members = [load_bundle(tmp_path / "m")] * 2
+    # joined as model_store.training.ensemble does, without its calibration refit (real clips)
+    save_bundle(tmp_path / "t", join_manifests([m for m, _ in members], None, None),
+                ensemble_state([{k: v.clone() for k, v in s.items()} for _, s in members]))
+    out = tmp_path / "student"
+    assert main([*common, "--from-bundle", str(tmp_path / "t"), "--teacher", str(tmp_path / "t"),
+                 "--finetune-steps", "2", "--finetune-sources", "all", "--finetune-freeze", "none",
+                 "--out", str(out)]) == 0
+    training = json.loads((out / "manifest.json").read_text())["training"]
+    assert training["teacher"] == str(tmp_path / "t")
+    assert training["finetune"]["config"]["distill_weight"] == 1.0
+    assert "member 0" in training["weights_from"]
+    assert load_scorer(out, device="cpu").name == "syncnet-lite@0.0.1"

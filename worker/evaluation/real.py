@@ -41,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
+from model_store.bundle import sha256_file
 from worker.evaluation import classical as cl
 from worker.evaluation import degrade as deg
 from worker.evaluation.metrics import auc, describe, tally, within_frames
@@ -157,7 +158,20 @@ def speaker_group(stem: str) -> str:
 
 # --- tracking (cached) ---------------------------------------------------------------------------
 def _fresh(npz: Path, src: Path) -> bool:
-    return npz.exists() and npz.stat().st_mtime >= src.stat().st_mtime
+    """A cached track is fresh when it is newer than its source, or when it records the source's
+    content digest and the source still has it (a copied or re-provisioned clip folder gets new
+    modification times, not new clips; re-tracking the dev clips costs minutes)."""
+    if not npz.exists():
+        return False
+    if npz.stat().st_mtime >= src.stat().st_mtime:
+        return True
+    with np.load(npz) as z:
+        recorded = str(z["source_sha256"]) if "source_sha256" in z.files else ""
+    if recorded and recorded == sha256_file(src):
+        t = max(time.time(), src.stat().st_mtime)
+        os.utime(npz, (t, t))  # newer than the source again: the next check is a stat
+        return True
+    return False
 
 
 def load_tracked(clip: ClipInfo, cache_dir: Path, log: Callable[[str], None]) -> Tracked:
@@ -216,7 +230,7 @@ def degraded_track(clip: ClipInfo, base: Tracked, kind: str, cfg: RealEvalConfig
         tmp = npz.with_name(f"{npz.stem}.{os.getpid()}.tmp.npz")  # concurrent runs share the cache
         np.savez_compressed(tmp, rois=res.rois, face_present=res.face_present, landmarks=res.landmarks,
                             occluded=res.occluded, tracking_ms=np.float64(res.tracking_ms),
-                            fps=np.float64(res.fps))
+                            fps=np.float64(res.fps), source_sha256=np.str_(sha256_file(clip.path)))
         os.replace(tmp, npz)
     with np.load(npz) as z:
         n = min(int(z["rois"].shape[0]), base.rois.shape[0])

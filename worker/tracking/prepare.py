@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from model_store.bundle import sha256_file
+
 MEDIA_EXTENSIONS = {".mp4", ".mpg", ".mpeg", ".flv", ".webm", ".mov", ".mkv", ".avi", ".m4v"}
 SAMPLE_RATE = 16000
 
@@ -90,7 +92,8 @@ def process_clip(path: Path, out_file: Path, source: str) -> dict:
         landmarks=res.landmarks, landmarks_image=res.landmarks_image, roi_params=res.roi_params,
         occlusion_score=res.occlusion_score, frame_size=np.array(res.frame_size, np.int32),
         av_start_offset_ms=np.float64(info.av_start_offset_ms), source=np.str_(source),
-        source_path=np.str_(str(path)), tracking_ms=np.float64(res.tracking_ms),
+        source_path=np.str_(str(path)), source_sha256=np.str_(sha256_file(path)),
+        tracking_ms=np.float64(res.tracking_ms),
         **({"rois_rgb": res.rois_rgb} if res.rois_rgb is not None else {}),
     )
     os.replace(tmp, out_file)

@@ -135,8 +135,9 @@ def member_state(ensemble_state: dict[str, torch.Tensor], i: int) -> dict[str, t
     return out
 
 
-def load_teacher(bundle_dir: Path) -> torch.nn.Module:
-    """A bundle's model, frozen, for distillation (an ensemble, typically)."""
+def load_teacher(bundle_dir: Path) -> tuple[torch.nn.Module, str]:
+    """A bundle's model, frozen, for distillation (an ensemble, typically), and how to name it in
+    the student's manifest."""
     from model_store.bundle import load_bundle
 
     man, state = load_bundle(bundle_dir)
@@ -144,7 +145,7 @@ def load_teacher(bundle_dir: Path) -> torch.nn.Module:
     teacher.load_state_dict(state, strict=False)
     for p in teacher.parameters():
         p.requires_grad_(False)
-    return teacher.eval()
+    return teacher.eval(), f"{man.scorer_name} (sha256 {man.weights_sha256})"
 
 
 def sampling_weights(clips: list[Clip], dev_names: set[str], dev_weight: float) -> np.ndarray:
@@ -168,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(REPO / "model_store" / "bundles" / "default"))
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--version", default="1.4.0")
+    ap.add_argument("--name", default=None,
+                    help="the bundle's model name (default syncnet-lite, syncnet-lite-cvN for --cv-fold N)")
     ap.add_argument("--split-seed", type=int, default=1234,
                     help="seed of the dev speakers' split into folds, apart from --seed, so that a rerun with "
                          "another training seed keeps the same held-out speakers")
@@ -315,13 +318,13 @@ def main(argv: list[str] | None = None) -> int:
                       select_best=args.select_best, embedding_centering=args.train_centering,
                       shape_loss_weight=args.shape_loss, global_loss_weight=args.global_loss,
                       distill_weight=args.distill_weight if args.teacher else 0.0)
-    teacher = load_teacher(Path(args.teacher)) if args.teacher else None
+    teacher, teacher_name = load_teacher(Path(args.teacher)) if args.teacher else (None, "")
     if args.from_bundle:
         report = reuse_weights(model, Path(args.from_bundle))
     else:
         report = {"config": asdict(cfg), **train(model, sampler, vals, cfg, spec.context_frames, teacher=teacher)}
     if teacher is not None:
-        report["teacher"] = f"{args.teacher}"
+        report["teacher"] = teacher_name
     if args.finetune_steps > 0:
         # the users' speech is English: a short low-rate stage on English speakers only, after the
         # LRC-AR pre-training taught the general mouth-sound correspondence
@@ -346,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     from model_store.training.calibrate import fit_calibration
 
     manifest = Manifest(
-        name=f"syncnet-lite-cv{args.cv_fold}" if args.cv_fold else "syncnet-lite", version=args.version,
+        name=args.name or (f"syncnet-lite-cv{args.cv_fold}" if args.cv_fold else "syncnet-lite"), version=args.version,
         architecture="syncnet_lite_v1", arch_params=ARCH_PARAMS,
         embedding_dim=128, audio=spec, video=vspec, calibration=Calibration(), embedding_centering=args.centering,
         peak_smooth_frames=args.peak_smooth_frames,

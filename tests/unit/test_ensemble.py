@@ -121,14 +121,19 @@ def test_an_ensemble_bundle_round_trips(tmp_path, request_):
     np.testing.assert_allclose(after.curve, before.curve, atol=1e-6)
 
 
-def test_the_fast_bundle_is_the_shipped_bundles_first_network():
-    """README: model_store/bundles/fast is the default bundle's first network alone."""
+def test_the_shipped_bundle_is_one_network_distilled_from_the_shipped_ensemble():
+    """README / docs/training.md: model_store/bundles/default (1.6.0) is one network that started as
+    the ensemble's first network and was trained to match the ensemble (make_model --teacher)."""
     from model_store.bundle import DEFAULT_BUNDLE_DIR
 
-    ens_man, ens_state = load_bundle(DEFAULT_BUNDLE_DIR)
-    fast_man, fast_state = load_bundle(DEFAULT_BUNDLE_DIR.parent / "fast")
-    assert ens_man.architecture == "ensemble_v1" and fast_man.architecture == "syncnet_lite_v1"
-    assert ens_man.arch_params["members"][0]["arch_params"] == fast_man.arch_params
-    assert ens_man.training["members"][0]["weights_sha256"] == fast_man.weights_sha256
-    mapped = ensemble_state([fast_state])
-    assert all(torch.equal(ens_state[k], v) for k, v in mapped.items())
+    ens_man, _ = load_bundle(DEFAULT_BUNDLE_DIR.parent / "ensemble")
+    man, _ = load_bundle(DEFAULT_BUNDLE_DIR)
+    assert ens_man.architecture == "ensemble_v1" and man.architecture == "syncnet_lite_v1"
+    assert ens_man.arch_params["members"][0]["arch_params"] == man.arch_params
+    named = f"{ens_man.scorer_name} (sha256 {ens_man.weights_sha256})"
+    assert man.training["teacher"] == named
+    assert man.training["weights_from"] == named.replace(" (sha256", ", member 0 (sha256")
+    assert man.training["finetune"]["config"]["distill_weight"] > 0
+    # input format and scoring settings as the teacher's, so their numbers compare
+    assert (man.audio, man.video, man.embedding_centering, man.peak_smooth_frames) == \
+        (ens_man.audio, ens_man.video, ens_man.embedding_centering, ens_man.peak_smooth_frames)

@@ -244,7 +244,7 @@ def test_scorer_applies_the_bundles_embedding_centering():
 
 def test_make_model_reuses_a_bundles_weights_only_for_the_same_recipe(random_bundle, tmp_path):
     """`make_model --from-bundle` (how 1.2.0 got 1.1.0's weights) loads the weights as they are and
-    records where they came from; from an ensemble (the shipped bundle since 1.5.0) it takes the
+    records where they came from; from an ensemble (1.5.0, the shipped bundle's teacher) it takes the
     first network; a bundle of other architecture parameters is refused."""
     import dataclasses
 
@@ -261,12 +261,15 @@ def test_make_model_reuses_a_bundles_weights_only_for_the_same_recipe(random_bun
     assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
     with pytest.raises(SystemExit, match="is not this recipe"):
         reuse_weights(build("syncnet_lite_v1", ARCH_PARAMS), random_bundle)  # default channels
+    from model_store.training.make_model import member_state
+
     first = build("syncnet_lite_v1", ARCH_PARAMS)
-    record = reuse_weights(first, DEFAULT_BUNDLE_DIR)
+    ensemble = DEFAULT_BUNDLE_DIR.parent / "ensemble"  # 1.5.0, the shipped bundle's teacher
+    record = reuse_weights(first, ensemble)
     assert ", member 0 (sha256" in record["weights_from"]
-    _, fast = load_bundle(DEFAULT_BUNDLE_DIR.parent / "fast")  # the shipped bundle's first network
-    # every weight but the training-only logit scale, which an ensemble does not keep
-    assert all(torch.equal(first.state_dict()[k], v) for k, v in fast.items() if k != "logit_scale")
+    _, ens_state = load_bundle(ensemble)
+    # every weight (the training-only logit scale is not in an ensemble)
+    assert all(torch.equal(first.state_dict()[k], v) for k, v in member_state(ens_state, 0).items())
 
 
 def test_smoothed_reading_reports_the_configured_offsets_only():

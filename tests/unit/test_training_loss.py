@@ -129,7 +129,8 @@ def test_make_model_distils_from_an_ensemble_teacher_and_starts_from_its_first_n
                  "--finetune-steps", "2", "--finetune-sources", "all", "--finetune-freeze", "none",
                  "--out", str(out)]) == 0
     training = json.loads((out / "manifest.json").read_text())["training"]
-    assert training["teacher"] == str(tmp_path / "t")
+    teacher, _ = load_bundle(tmp_path / "t")
+    assert training["teacher"] == f"{teacher.scorer_name} (sha256 {teacher.weights_sha256})"
     assert training["finetune"]["config"]["distill_weight"] == 1.0
     assert "member 0" in training["weights_from"]
     assert load_scorer(out, device="cpu").name == "syncnet-lite@0.0.1"

@@ -1,6 +1,7 @@
 """One network of the default bundle, from scratch (`make model` runs this once per seed in
-MEMBER_SEEDS and joins the networks with model_store.training.ensemble: from 1.5.0 the shipped
-bundle averages two seeds' similarity curves).
+MEMBER_SEEDS, joins the networks with model_store.training.ensemble into the teacher, and runs it
+once more with --from-bundle TEACHER --teacher TEACHER: from 1.6.0 the shipped bundle is the
+teacher's first network distilled from the teacher, docs/training.md).
 
 1. Track mouths in ../shared/data/train-av (GRID s1, LRC-AR) and dev-clips into .cache/roi/
    (resumable; skipped when done).
@@ -142,7 +143,10 @@ def load_teacher(bundle_dir: Path) -> tuple[torch.nn.Module, str]:
 
     man, state = load_bundle(bundle_dir)
     teacher = build(man.architecture, man.arch_params)
-    teacher.load_state_dict(state, strict=False)
+    missing, unexpected = teacher.load_state_dict(state, strict=False)
+    if unexpected or [k for k in missing if k != "logit_scale"]:
+        raise SystemExit(f"--teacher {bundle_dir}: weights do not fit (missing {missing[:3]}, "
+                         f"unexpected {unexpected[:3]})")
     for p in teacher.parameters():
         p.requires_grad_(False)
     return teacher.eval(), f"{man.scorer_name} (sha256 {man.weights_sha256})"

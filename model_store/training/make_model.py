@@ -104,9 +104,7 @@ def calibration_clips(spec: AudioSpec, partial: bool = False) -> list[Clip]:
 def reuse_weights(model: torch.nn.Module, bundle_dir: Path) -> dict:
     """Load another bundle's weights into ``model`` (same architecture and parameters); returns its
     training record, so the new manifest says how those weights were made."""
-    from model_store.bundle import load_bundle
-
-    src, state = load_bundle(bundle_dir)
+    src, state = _load_bundle_arg("--from-bundle", bundle_dir)
     arch, params, training, member = src.architecture, src.arch_params, src.training, ""
     if arch == "ensemble_v1":  # its first network (the seed-1234 member of `make model`)
         first = src.arch_params["members"][0]
@@ -124,6 +122,16 @@ def reuse_weights(model: torch.nn.Module, bundle_dir: Path) -> dict:
     return {**kept, "weights_from": f"{src.scorer_name}{member} (sha256 {src.weights_sha256})"}
 
 
+def _load_bundle_arg(flag: str, bundle_dir: Path) -> tuple[Manifest, dict]:
+    """load_bundle for a command-line argument: a missing or broken bundle is a one-line exit."""
+    from model_store.bundle import BundleError, load_bundle
+
+    try:
+        return load_bundle(bundle_dir)
+    except BundleError as exc:
+        raise SystemExit(f"{flag} {bundle_dir}: {exc}") from None
+
+
 def member_state(ensemble_state: dict[str, torch.Tensor], i: int) -> dict[str, torch.Tensor]:
     """Member ``i``'s weights out of an ensemble's state (the inverse of
     architectures.ensemble.ensemble_state; the training-only logit scale is not in it)."""
@@ -139,9 +147,7 @@ def member_state(ensemble_state: dict[str, torch.Tensor], i: int) -> dict[str, t
 def load_teacher(bundle_dir: Path) -> tuple[torch.nn.Module, str]:
     """A bundle's model, frozen, for distillation (an ensemble, typically), and how to name it in
     the student's manifest."""
-    from model_store.bundle import load_bundle
-
-    man, state = load_bundle(bundle_dir)
+    man, state = _load_bundle_arg("--teacher", bundle_dir)
     teacher = build(man.architecture, man.arch_params)
     missing, unexpected = teacher.load_state_dict(state, strict=False)
     if unexpected or [k for k in missing if k != "logit_scale"]:
@@ -257,6 +263,9 @@ def main(argv: list[str] | None = None) -> int:
         args.dev_train_fraction, args.swap_dev_folds, args.hold_out_speakers = 0.5, args.cv_fold == 2, ""
     if args.select_best is None:
         args.select_best = bool(args.cv_fold)
+    for flag, path in (("--from-bundle", args.from_bundle), ("--teacher", args.teacher)):
+        if path:  # checked before the clips load (a minute), not after
+            _load_bundle_arg(flag, Path(path))
     t0 = time.time()
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)

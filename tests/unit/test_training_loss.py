@@ -134,3 +134,12 @@ def test_make_model_distils_from_an_ensemble_teacher_and_starts_from_its_first_n
     assert training["finetune"]["config"]["distill_weight"] == 1.0
     assert "member 0" in training["weights_from"]
     assert load_scorer(out, device="cpu").name == "syncnet-lite@0.0.1"
+
+
+def test_make_model_refuses_a_missing_teacher_or_source_bundle_in_one_line_before_loading_clips(tmp_path):
+    from model_store.training.make_model import main
+
+    for flag in ("--teacher", "--from-bundle"):
+        with pytest.raises(SystemExit, match=rf"^{flag} {tmp_path / 'nowhere'}: no manifest.json"):
+            main(["--no-real", "--synth-clips", "4", flag, str(tmp_path / "nowhere"), "--out", str(tmp_path / "b")])
+    assert not (tmp_path / "b").exists()

@@ -78,7 +78,7 @@ model-cv: venv
 	    $(PY) -m model_store.training.make_model --cv-fold $$f --seed $$s --out $(MEMBERS)/cv-fold-$$f-seed$$s \
 	    || exit 1; done; \
 	  $(PY) -m model_store.training.ensemble --version $(ENSEMBLE_VERSION) \
-	    --members $$(echo $(foreach s,$(MEMBER_SEEDS),$(MEMBERS)/cv-fold-$$f-seed$(s)) | tr ' ' ',') \
+	    --members $(call member_dirs,cv-fold-$$f) \
 	    --out $(MEMBERS)/cv-fold-$$f-ensemble || exit 1; \
 	  $(PY) -m model_store.training.make_model --cv-fold $$f --from-bundle $(MEMBERS)/cv-fold-$$f-ensemble \
 	    --teacher $(MEMBERS)/cv-fold-$$f-ensemble $(DISTIL) --version $(MODEL_VERSION) \

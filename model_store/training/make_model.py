@@ -34,7 +34,16 @@ import numpy as np
 import torch
 
 from model_store.architectures import build
-from model_store.bundle import AudioSpec, Calibration, Manifest, VideoSpec, save_bundle
+from model_store.bundle import (
+    AudioSpec,
+    BundleError,
+    Calibration,
+    Manifest,
+    VideoSpec,
+    load_bundle,
+    read_manifest,
+    save_bundle,
+)
 from model_store.training.data import Clip, WindowSampler, load_roi_dir, make_clip
 from model_store.training.train import TrainConfig, train
 from worker.evaluation.real import speaker_group  # dev clips of one speaker share a group
@@ -104,7 +113,7 @@ def calibration_clips(spec: AudioSpec, partial: bool = False) -> list[Clip]:
 def reuse_weights(model: torch.nn.Module, bundle_dir: Path) -> dict:
     """Load another bundle's weights into ``model`` (same architecture and parameters); returns its
     training record, so the new manifest says how those weights were made."""
-    src, state = _load_bundle_arg("--from-bundle", bundle_dir)
+    src, state = _load_bundle_arg("--from-bundle", bundle_dir, load_bundle)
     arch, params, training, member = src.architecture, src.arch_params, src.training, ""
     if arch == "ensemble_v1":  # its first network (the seed-1234 member of `make model`)
         first = src.arch_params["members"][0]
@@ -114,22 +123,27 @@ def reuse_weights(model: torch.nn.Module, bundle_dir: Path) -> dict:
     if arch != "syncnet_lite_v1" or params != ARCH_PARAMS:
         raise SystemExit(f"--from-bundle {bundle_dir}: {arch} {params} is not this recipe's "
                          f"syncnet_lite_v1 {ARCH_PARAMS}")
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if unexpected or [k for k in missing if k != "logit_scale"]:
-        raise SystemExit(f"--from-bundle {bundle_dir}: weights do not fit (missing {missing[:3]}, "
-                         f"unexpected {unexpected[:3]})")
+    _load_state("--from-bundle", bundle_dir, model, state)
     kept = {k: v for k, v in training.items() if k in ("config", "history", "best_step", "train_seconds")}
     return {**kept, "weights_from": f"{src.scorer_name}{member} (sha256 {src.weights_sha256})"}
 
 
-def _load_bundle_arg(flag: str, bundle_dir: Path) -> tuple[Manifest, dict]:
-    """load_bundle for a command-line argument: a missing or broken bundle is a one-line exit."""
-    from model_store.bundle import BundleError, load_bundle
-
+def _load_bundle_arg(flag: str, bundle_dir: Path, loader):
+    """``loader(bundle_dir)`` (bundle.load_bundle or read_manifest) for a command-line argument: a
+    missing or broken bundle is a one-line exit."""
     try:
-        return load_bundle(bundle_dir)
+        return loader(bundle_dir)
     except BundleError as exc:
         raise SystemExit(f"{flag} {bundle_dir}: {exc}") from None
+
+
+def _load_state(flag: str, bundle_dir: Path, model: torch.nn.Module, state: dict) -> None:
+    """Load ``state`` into ``model``; only the training-only logit scale may be absent (an
+    ensemble does not keep it), anything else that does not fit is a one-line exit."""
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or [k for k in missing if k != "logit_scale"]:
+        raise SystemExit(f"{flag} {bundle_dir}: weights do not fit (missing {missing[:3]}, "
+                         f"unexpected {unexpected[:3]})")
 
 
 def member_state(ensemble_state: dict[str, torch.Tensor], i: int) -> dict[str, torch.Tensor]:
@@ -147,12 +161,9 @@ def member_state(ensemble_state: dict[str, torch.Tensor], i: int) -> dict[str, t
 def load_teacher(bundle_dir: Path) -> tuple[torch.nn.Module, str]:
     """A bundle's model, frozen, for distillation (an ensemble, typically), and how to name it in
     the student's manifest."""
-    man, state = _load_bundle_arg("--teacher", bundle_dir)
+    man, state = _load_bundle_arg("--teacher", bundle_dir, load_bundle)
     teacher = build(man.architecture, man.arch_params)
-    missing, unexpected = teacher.load_state_dict(state, strict=False)
-    if unexpected or [k for k in missing if k != "logit_scale"]:
-        raise SystemExit(f"--teacher {bundle_dir}: weights do not fit (missing {missing[:3]}, "
-                         f"unexpected {unexpected[:3]})")
+    _load_state("--teacher", bundle_dir, teacher, state)
     for p in teacher.parameters():
         p.requires_grad_(False)
     return teacher.eval(), f"{man.scorer_name} (sha256 {man.weights_sha256})"
@@ -263,9 +274,10 @@ def main(argv: list[str] | None = None) -> int:
         args.dev_train_fraction, args.swap_dev_folds, args.hold_out_speakers = 0.5, args.cv_fold == 2, ""
     if args.select_best is None:
         args.select_best = bool(args.cv_fold)
-    for flag, path in (("--from-bundle", args.from_bundle), ("--teacher", args.teacher)):
-        if path:  # checked before the clips load (a minute), not after
-            _load_bundle_arg(flag, Path(path))
+    # the bundles named on the command line are checked before the clips load (a minute), not after
+    if args.from_bundle:
+        _load_bundle_arg("--from-bundle", Path(args.from_bundle), read_manifest)
+    teacher, teacher_name = load_teacher(Path(args.teacher)) if args.teacher else (None, "")
     t0 = time.time()
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
@@ -331,7 +343,6 @@ def main(argv: list[str] | None = None) -> int:
                       select_best=args.select_best, embedding_centering=args.train_centering,
                       shape_loss_weight=args.shape_loss, global_loss_weight=args.global_loss,
                       distill_weight=args.distill_weight if args.teacher else 0.0)
-    teacher, teacher_name = load_teacher(Path(args.teacher)) if args.teacher else (None, "")
     if args.from_bundle:
         report = reuse_weights(model, Path(args.from_bundle))
     else:

@@ -252,6 +252,9 @@ def main(argv: list[str] | None = None) -> int:
                          "averaged curves of several")
     ap.add_argument("--distill-weight", type=float, default=1.0,
                     help="weight of the distillation term when --teacher is given")
+    ap.add_argument("--distill-frame-weight", type=float, default=0.0,
+                    help="weight of the per-frame distillation term (each frame's offset distribution) when "
+                         "--teacher is given")
     ap.add_argument("--select-best", action=argparse.BooleanOptionalAction, default=None,
                     help="keep the best validation step (validation = the held-out dev speakers, so their numbers "
                          "are slightly optimistic) instead of the last. Default: on for --cv-fold runs (their "
@@ -342,7 +345,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, seed=args.seed, threads=args.threads,
                       select_best=args.select_best, embedding_centering=args.train_centering,
                       shape_loss_weight=args.shape_loss, global_loss_weight=args.global_loss,
-                      distill_weight=args.distill_weight if args.teacher else 0.0)
+                      distill_weight=args.distill_weight if args.teacher else 0.0,
+                      distill_frame_weight=args.distill_frame_weight if args.teacher else 0.0)
     if args.from_bundle:
         report = reuse_weights(model, Path(args.from_bundle))
     else:

@@ -10,6 +10,9 @@ Loss per batch of windows (B windows, T frames, offsets -K..K):
   distribution over (audio window, offset) should match a frozen teacher's (an ensemble's mean
   cosines) on the same augmented windows, at the student's temperature: one network learns the
   averaged curves of several.
+- frame distillation (optional, ``distill_frame_weight`` > 0 with a teacher): each frame's
+  softmax over the offsets of its own audio (the frame loss's rows) should match the teacher's,
+  at the student's temperature: the per-frame curves the window curves are means of.
 """
 
 from __future__ import annotations
@@ -62,6 +65,8 @@ class TrainConfig:
     global_loss_weight: float = 0.0
     # weight of the KL term towards a teacher's window-loss distribution (train(teacher=...))
     distill_weight: float = 0.0
+    # weight of the KL term towards the teacher's per-frame offset distribution (frame_distill_loss)
+    distill_frame_weight: float = 0.0
 
 
 def embed_batch(model, batch: Batch, audio_ctx: int, gen: torch.Generator | None, aug_prob: float,
@@ -118,6 +123,20 @@ def distill_loss(c_student: torch.Tensor, c_teacher: torch.Tensor, scale: torch.
     s = scale.detach()
     log_p = F.log_softmax(s * 2.0 * c_student.reshape(b, -1), dim=1)
     q = F.softmax(s * 2.0 * c_teacher.reshape(b, -1), dim=1)
+    return F.kl_div(log_p, q, reduction="batchmean")
+
+
+def frame_distill_loss(sim_student: torch.Tensor, sim_teacher: torch.Tensor, ok: torch.Tensor,
+                       scale: torch.Tensor) -> torch.Tensor:
+    """KL(teacher || student) of each frame's softmax over its own audio's offsets (B, T, span),
+    over the valid pairs ``ok`` only, averaged over frames with at least two valid offsets; both
+    at the student's current temperature."""
+    rows = ok.sum(2) >= 2
+    if not bool(rows.any()):
+        return sim_student.sum() * 0.0
+    s = scale.detach()
+    log_p = F.log_softmax((s * sim_student).masked_fill(~ok, -1e4)[rows], dim=1)
+    q = F.softmax((s * sim_teacher).masked_fill(~ok, -1e4)[rows], dim=1)
     return F.kl_div(log_p, q, reduction="batchmean")
 
 
@@ -182,7 +201,7 @@ def batch_loss(model, batch: Batch, k: int, v: torch.Tensor, a: torch.Tensor, fr
     true_ok = ok_own.gather(2, lab).squeeze(2)
     fl = scale * sim_own.masked_fill(~ok_own, -1e4)
     fl_loss = F.cross_entropy(fl[true_ok], batch.label.view(b, 1).expand(b, t)[true_ok]) if true_ok.any() else 0.0
-    return win_loss + frame_w * fl_loss, c
+    return win_loss + frame_w * fl_loss, c, sim_own
 
 
 @torch.no_grad()
@@ -237,10 +256,17 @@ def train(model, train_sampler: WindowSampler, val_samplers: dict[str, WindowSam
         batch = train_sampler.sample(cfg.batch_size, n_frames)
         x = input_frames(batch, gen, cfg.aug_prob)
         v, a, feats = embed_batch(model, batch, audio_ctx, None, 0.0, cfg.embedding_centering, True, frames=x)
-        loss, c = batch_loss(model, batch, train_sampler.k, v, a, cfg.frame_loss_weight)
-        if teacher is not None and cfg.distill_weight > 0:
-            c_t = cross_cosines(batch, train_sampler.k, *teacher_embed(teacher, batch, audio_ctx, x))
-            loss = loss + cfg.distill_weight * distill_loss(c, c_t, model.logit_scale.exp().clamp(max=100.0))
+        loss, c, sim_own = batch_loss(model, batch, train_sampler.k, v, a, cfg.frame_loss_weight)
+        if teacher is not None and (cfg.distill_weight > 0 or cfg.distill_frame_weight > 0):
+            scale = model.logit_scale.exp().clamp(max=100.0)
+            v_t, a_t = teacher_embed(teacher, batch, audio_ctx, x)
+            if cfg.distill_weight > 0:
+                loss = loss + cfg.distill_weight * distill_loss(c, cross_cosines(batch, train_sampler.k, v_t, a_t), scale)
+            if cfg.distill_frame_weight > 0:
+                grid = OffsetGrid(-train_sampler.k, train_sampler.k)
+                ok = valid_pairs(batch.frame_ok, batch.audio_ok, grid)
+                loss = loss + cfg.distill_frame_weight * frame_distill_loss(
+                    sim_own, similarity_by_offset(v_t, a_t, grid), ok, scale)
         if threshold is not None:
             loss = loss + cfg.global_loss_weight * threshold.loss(c, batch)
         if probe is not None:

@@ -90,6 +90,34 @@ def test_distillation_loss_is_zero_when_the_student_agrees_and_pulls_it_towards_
     assert float(distill_loss(stepped, teacher, scale)) < before
 
 
+def test_frame_distillation_matches_each_frames_offsets_and_ignores_invalid_pairs():
+    from model_store.training.train import frame_distill_loss
+
+    torch.manual_seed(0)
+    teacher = torch.rand(3, 6, 5) * 2 - 1
+    ok = torch.ones(3, 6, 5, dtype=torch.bool)
+    ok[0, 0, :4] = False  # one valid offset: the frame has no distribution to match
+    ok[1, :, 0] = False  # an offset past the audio's end
+    scale = torch.tensor(10.0)
+    student = teacher.clone()
+    # what an invalid pair holds does not matter
+    student[1, :, 0] = 5.0
+    student[0, 0, :4] = -3.0
+    assert float(frame_distill_loss(student, teacher, ok, scale)) == pytest.approx(0.0, abs=1e-6)
+    student = (torch.rand(3, 6, 5) * 2 - 1).requires_grad_(True)
+    before = frame_distill_loss(student, teacher, ok, scale)
+    assert float(before) > 0.01
+    before.backward()
+    assert float(student.grad[1, :, 0].abs().max()) == 0.0 and float(student.grad[0, 0].abs().max()) == 0.0
+    with torch.no_grad():
+        stepped = student - 0.01 * student.grad
+    assert float(frame_distill_loss(stepped, teacher, ok, scale)) < float(before)
+    # no frame with two valid offsets: zero, and still part of the graph
+    none_ok = torch.zeros(3, 6, 5, dtype=torch.bool)
+    empty = frame_distill_loss(student, teacher, none_ok, scale)
+    assert float(empty) == 0.0 and empty.requires_grad
+
+
 def test_member_state_takes_one_network_out_of_an_ensemble():
     from model_store.architectures import build
     from model_store.architectures.ensemble import ensemble_state
@@ -127,11 +155,12 @@ def test_make_model_distils_from_an_ensemble_teacher_and_starts_from_its_first_n
     out = tmp_path / "student"
     assert main([*common, "--from-bundle", str(tmp_path / "t"), "--teacher", str(tmp_path / "t"),
                  "--finetune-steps", "2", "--finetune-sources", "all", "--finetune-freeze", "none",
-                 "--out", str(out)]) == 0
+                 "--distill-frame-weight", "0.5", "--out", str(out)]) == 0
     training = json.loads((out / "manifest.json").read_text())["training"]
     teacher, _ = load_bundle(tmp_path / "t")
     assert training["teacher"] == f"{teacher.scorer_name} (sha256 {teacher.weights_sha256})"
     assert training["finetune"]["config"]["distill_weight"] == 1.0
+    assert training["finetune"]["config"]["distill_frame_weight"] == 0.5
     assert "member 0" in training["weights_from"]
     assert load_scorer(out, device="cpu").name == "syncnet-lite@0.0.1"
 

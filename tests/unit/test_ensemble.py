@@ -122,7 +122,7 @@ def test_an_ensemble_bundle_round_trips(tmp_path, request_):
 
 
 def test_the_shipped_bundle_is_one_network_distilled_from_the_shipped_ensemble():
-    """README / docs/training.md: model_store/bundles/default (1.6.0) is one network that started as
+    """README / docs/training.md: model_store/bundles/default (1.7.0) is one network that started as
     the ensemble's first network and was trained to match the ensemble (make_model --teacher)."""
     from model_store.bundle import DEFAULT_BUNDLE_DIR
 

@@ -137,3 +137,26 @@ def test_the_shipped_bundle_is_one_network_distilled_from_the_shipped_ensemble()
     # input format and scoring settings as the teacher's, so their numbers compare
     assert (man.audio, man.video, man.embedding_centering, man.peak_smooth_frames) == \
         (ens_man.audio, ens_man.video, ens_man.embedding_centering, ens_man.peak_smooth_frames)
+
+
+def test_the_shipped_bundles_were_made_with_the_makefiles_distillation_recipe():
+    """`make model` / `make model-cv` must reproduce what ships: the default bundle's and the folds'
+    version and distillation stage (steps, rate, weights) are the Makefile's MODEL_VERSION and DISTIL."""
+    import re
+    import shlex
+
+    from model_store.bundle import DEFAULT_BUNDLE_DIR
+
+    text = (DEFAULT_BUNDLE_DIR.parents[2] / "Makefile").read_text().replace("\\\n", " ")
+    version = re.search(r"^MODEL_VERSION := (\S+)$", text, re.M).group(1)
+    words = shlex.split(re.search(r"^DISTIL := (.+)$", text, re.M).group(1))
+    flags = dict(zip(words[::2], words[1::2]))
+    for name in ("default", "cv-fold-1", "cv-fold-2"):
+        man, _ = load_bundle(DEFAULT_BUNDLE_DIR.parent / name)
+        stage = man.training["finetune"]
+        assert man.version == version, name
+        assert stage["config"]["steps"] == int(flags["--finetune-steps"]), name
+        assert stage["config"]["distill_weight"] == float(flags["--distill-weight"]), name
+        # (the folds' runs predate the per-frame term: no key means 0)
+        assert stage["config"].get("distill_frame_weight", 0.0) == float(flags.get("--distill-frame-weight", 0.0)), name
+        assert stage["frozen"] == flags["--finetune-freeze"], name

@@ -201,7 +201,7 @@ def batch_loss(model, batch: Batch, k: int, v: torch.Tensor, a: torch.Tensor, fr
     true_ok = ok_own.gather(2, lab).squeeze(2)
     fl = scale * sim_own.masked_fill(~ok_own, -1e4)
     fl_loss = F.cross_entropy(fl[true_ok], batch.label.view(b, 1).expand(b, t)[true_ok]) if true_ok.any() else 0.0
-    return win_loss + frame_w * fl_loss, c, sim_own
+    return win_loss + frame_w * fl_loss, c, sim_own, ok_own
 
 
 @torch.no_grad()
@@ -256,17 +256,15 @@ def train(model, train_sampler: WindowSampler, val_samplers: dict[str, WindowSam
         batch = train_sampler.sample(cfg.batch_size, n_frames)
         x = input_frames(batch, gen, cfg.aug_prob)
         v, a, feats = embed_batch(model, batch, audio_ctx, None, 0.0, cfg.embedding_centering, True, frames=x)
-        loss, c, sim_own = batch_loss(model, batch, train_sampler.k, v, a, cfg.frame_loss_weight)
+        loss, c, sim_own, ok_own = batch_loss(model, batch, train_sampler.k, v, a, cfg.frame_loss_weight)
         if teacher is not None and (cfg.distill_weight > 0 or cfg.distill_frame_weight > 0):
             scale = model.logit_scale.exp().clamp(max=100.0)
             v_t, a_t = teacher_embed(teacher, batch, audio_ctx, x)
             if cfg.distill_weight > 0:
                 loss = loss + cfg.distill_weight * distill_loss(c, cross_cosines(batch, train_sampler.k, v_t, a_t), scale)
             if cfg.distill_frame_weight > 0:
-                grid = OffsetGrid(-train_sampler.k, train_sampler.k)
-                ok = valid_pairs(batch.frame_ok, batch.audio_ok, grid)
-                loss = loss + cfg.distill_frame_weight * frame_distill_loss(
-                    sim_own, similarity_by_offset(v_t, a_t, grid), ok, scale)
+                sim_t = similarity_by_offset(v_t, a_t, OffsetGrid(-train_sampler.k, train_sampler.k))
+                loss = loss + cfg.distill_frame_weight * frame_distill_loss(sim_own, sim_t, ok_own, scale)
         if threshold is not None:
             loss = loss + cfg.global_loss_weight * threshold.loss(c, batch)
         if probe is not None:

@@ -141,15 +141,16 @@ def test_the_shipped_bundle_is_one_network_distilled_from_the_shipped_ensemble()
 
 def test_the_shipped_bundles_were_made_with_the_makefiles_distillation_recipe():
     """`make model` / `make model-cv` must reproduce what ships: the default bundle's and the folds'
-    version and distillation stage (steps, rate, weights) are the Makefile's MODEL_VERSION and DISTIL."""
+    version and distillation stage (steps, weights, frozen side) are the Makefile's MODEL_VERSION and
+    DISTIL."""
     import re
     import shlex
 
     from model_store.bundle import DEFAULT_BUNDLE_DIR
 
     text = (DEFAULT_BUNDLE_DIR.parents[2] / "Makefile").read_text().replace("\\\n", " ")
-    version = re.search(r"^MODEL_VERSION := (\S+)$", text, re.M).group(1)
-    words = shlex.split(re.search(r"^DISTIL := (.+)$", text, re.M).group(1))
+    version = re.search(r"^MODEL_VERSION := (\S+)$", text, re.MULTILINE).group(1)
+    words = shlex.split(re.search(r"^DISTIL := (.+)$", text, re.MULTILINE).group(1))
     flags = dict(zip(words[::2], words[1::2]))
     for name in ("default", "cv-fold-1", "cv-fold-2"):
         man, _ = load_bundle(DEFAULT_BUNDLE_DIR.parent / name)

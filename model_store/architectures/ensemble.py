@@ -86,3 +86,15 @@ def ensemble_state(member_states: list[dict[str, torch.Tensor]]) -> dict[str, to
             if part in _PARTS:
                 out[f"{part}.parts.{i}.{rest}"] = value
     return out
+
+
+def member_state(ensemble_state: dict[str, torch.Tensor], i: int) -> dict[str, torch.Tensor]:
+    """Member ``i``'s weights out of an ensemble's state (the inverse of ensemble_state; the
+    training-only logit scale is not in it)."""
+    out = {}
+    for key, value in ensemble_state.items():
+        part, _, rest = key.partition(".parts.")
+        index, _, name = rest.partition(".")
+        if index == str(i):
+            out[f"{part}.{name}"] = value
+    return out

@@ -6,7 +6,9 @@ The members must share the input format (audio and video specs) and the scoring 
 weights are copied unchanged, side by side, and only the score/confidence calibration is fitted
 again (on the same held-out clips as ``make_model``'s), since the averaged cosines are distributed
 differently from any one member's. The manifest's ``dev_train_clips`` is the union of the members'
-(a clip any member trained on is not held out from the ensemble).
+(a clip any member trained on is not held out from the ensemble). A member that is itself an
+ensemble contributes its networks one by one, so an ensemble grows by a network without the others
+being trained again: ``--members ensemble_dir,new_network_dir``.
 """
 
 from __future__ import annotations
@@ -20,19 +22,41 @@ from pathlib import Path
 import torch
 
 from model_store.architectures import build
-from model_store.architectures.ensemble import ensemble_state
+from model_store.architectures.ensemble import ensemble_state, member_state
 from model_store.bundle import BundleError, Manifest, load_bundle, save_bundle
 
 
+def _networks(m: Manifest) -> tuple[list[dict], list[dict]]:
+    """A bundle's networks: ([{architecture, arch_params}], [training record]) one per network (an
+    ensemble's members, or the bundle itself)."""
+    if m.architecture == "ensemble_v1":
+        return list(m.arch_params["members"]), list(m.training.get("members") or [])
+    return ([{"architecture": m.architecture, "arch_params": m.arch_params}],
+            [{"bundle": m.scorer_name, "weights_sha256": m.weights_sha256, "training": m.training}])
+
+
+def network_states(m: Manifest, state: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+    """A bundle's weights, one state dict per network (see ``_networks``)."""
+    if m.architecture == "ensemble_v1":
+        return [member_state(state, i) for i in range(len(m.arch_params["members"]))]
+    return [state]
+
+
 def join_manifests(members: list[Manifest], name: str | None, version: str | None) -> Manifest:
-    """The ensemble's manifest (calibration still the first member's). Raises ValueError when the
-    members cannot be joined."""
+    """The ensemble's manifest (calibration still the first member's; an ensemble member's networks
+    are listed one by one). Raises ValueError when the members cannot be joined."""
     first = members[0]
     for m in members[1:]:
         for field in ("audio", "video", "embedding_centering", "peak_smooth_frames"):
             if getattr(m, field) != getattr(first, field):
                 raise ValueError(f"{m.scorer_name} and {first.scorer_name} differ in {field}; "
                                  "ensemble members must share the input format and scoring settings")
+    specs: list[dict] = []
+    records: list[dict] = []
+    for m in members:
+        spec, record = _networks(m)
+        specs += spec
+        records += record
     datas = [m.training.get("data") or {} for m in members]
     trained = sorted({str(n) for d in datas for n in d.get("dev_train_clips", [])})
     held = sorted(set.intersection(*[{str(n) for n in d.get("dev_heldout_clips", [])} for d in datas]))
@@ -40,12 +64,10 @@ def join_manifests(members: list[Manifest], name: str | None, version: str | Non
         first,
         name=name or first.name, version=version or first.version,
         architecture="ensemble_v1",
-        arch_params={"members": [{"architecture": m.architecture, "arch_params": m.arch_params} for m in members]},
+        arch_params={"members": specs},
         embedding_dim=sum(m.embedding_dim for m in members),
         weights_sha256="",
-        training={"data": {"dev_train_clips": trained, "dev_heldout_clips": held},
-                  "members": [{"bundle": m.scorer_name, "weights_sha256": m.weights_sha256, "training": m.training}
-                              for m in members]},
+        training={"data": {"dev_train_clips": trained, "dev_heldout_clips": held}, "members": records},
     )
 
 
@@ -71,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     except (BundleError, ValueError) as exc:
         raise SystemExit(f"--members: {exc}") from None
     model = build(manifest.architecture, manifest.arch_params)
-    model.load_state_dict(ensemble_state([s for _, s in loaded]))
+    model.load_state_dict(ensemble_state([n for m, s in loaded for n in network_states(m, s)]))
     model.eval()
 
     from model_store.training.calibrate import fit_calibration

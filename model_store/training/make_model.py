@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from model_store.architectures import build
+from model_store.architectures.ensemble import member_state
 from model_store.bundle import (
     AudioSpec,
     BundleError,
@@ -144,18 +145,6 @@ def _load_state(flag: str, bundle_dir: Path, model: torch.nn.Module, state: dict
     if unexpected or [k for k in missing if k != "logit_scale"]:
         raise SystemExit(f"{flag} {bundle_dir}: weights do not fit (missing {missing[:3]}, "
                          f"unexpected {unexpected[:3]})")
-
-
-def member_state(ensemble_state: dict[str, torch.Tensor], i: int) -> dict[str, torch.Tensor]:
-    """Member ``i``'s weights out of an ensemble's state (the inverse of
-    architectures.ensemble.ensemble_state; the training-only logit scale is not in it)."""
-    out = {}
-    for key, value in ensemble_state.items():
-        part, _, rest = key.partition(".parts.")
-        index, _, name = rest.partition(".")
-        if index == str(i):
-            out[f"{part}.{name}"] = value
-    return out
 
 
 def load_teacher(bundle_dir: Path) -> tuple[torch.nn.Module, str]:

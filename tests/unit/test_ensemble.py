@@ -10,7 +10,7 @@ import torch
 from model_store.architectures import build
 from model_store.architectures.ensemble import ensemble_state
 from model_store.bundle import AudioSpec, Calibration, Manifest, VideoSpec, load_bundle, save_bundle
-from model_store.training.ensemble import join_manifests
+from model_store.training.ensemble import join_manifests, network_states
 from model_store.training.ensemble import main as ensemble_main
 from worker.scoring.conv_matmul import Conv1dMatmul
 from worker.scoring.postprocess import ScorerConfig
@@ -119,6 +119,26 @@ def test_an_ensemble_bundle_round_trips(tmp_path, request_):
     before = ModelScorer(man, ensemble_state(states), ScorerConfig(cpu_jit=False), device="cpu").score(request_)
     after = ModelScorer(man2, state2, ScorerConfig(cpu_jit=False), device="cpu").score(request_)
     np.testing.assert_allclose(after.curve, before.curve, atol=1e-6)
+
+
+def test_an_ensemble_grows_by_a_network_without_the_others_being_trained_again(tmp_path, request_):
+    states = [_member(1), _member(2), _member(3)]
+    pair = join_manifests([_manifest("a"), _manifest("b", dev_train=["x"])], "pair", None)
+    model = build(pair.architecture, pair.arch_params)
+    model.load_state_dict(ensemble_state(states[:2]))
+    save_bundle(tmp_path / "pair", pair, model.state_dict())
+    pair, pair_state = load_bundle(tmp_path / "pair")
+    third = _manifest("c", dev_train=["y"])
+    grown = join_manifests([pair, third], "grown", None)
+    # the pair's networks are listed one by one, not as a nested ensemble
+    assert [m["bundle"] for m in grown.training["members"]] == ["a@0.0.1", "b@0.0.1", "c@0.0.1"]
+    assert [m["architecture"] for m in grown.arch_params["members"]] == ["syncnet_lite_v1"] * 3
+    assert grown.embedding_dim == 3 * 128 and grown.training["data"]["dev_train_clips"] == ["x", "y"]
+    nets = network_states(pair, pair_state) + network_states(third, states[2])
+    got = ModelScorer(grown, ensemble_state(nets), ScorerConfig(cpu_jit=False), device="cpu").score(request_)
+    want = _ensemble_scorer([_manifest("a"), _manifest("b"), third], states).score(request_)
+    np.testing.assert_allclose(got.curve, want.curve, atol=1e-6)
+    assert got.offset_ms == want.offset_ms
 
 
 def test_the_shipped_bundle_is_one_network_distilled_from_the_shipped_ensemble():

@@ -261,7 +261,7 @@ def test_make_model_reuses_a_bundles_weights_only_for_the_same_recipe(random_bun
     assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
     with pytest.raises(SystemExit, match="is not this recipe"):
         reuse_weights(build("syncnet_lite_v1", ARCH_PARAMS), random_bundle)  # default channels
-    from model_store.training.make_model import member_state
+    from model_store.architectures.ensemble import member_state
 
     first = build("syncnet_lite_v1", ARCH_PARAMS)
     ensemble = DEFAULT_BUNDLE_DIR.parent / "ensemble"  # 1.5.0, the shipped bundle's teacher

@@ -305,10 +305,10 @@ class Worker:
         return []
 
     def _lagging(self) -> set[tuple[Stream, int]]:
-        """Input partitions with unread records (positions vs cached high watermarks; local calls)."""
+        """Input partitions with unread records, or whose lag is not known yet (local calls)."""
         out = set()
         for (topic, partition), behind in self.consumer.lag().items():
-            if behind > 0:
+            if behind is None or behind > 0:
                 out.add((Stream.AUDIO if topic == self.audio_topic else Stream.VIDEO, partition))
         return out
 
@@ -470,7 +470,8 @@ class Worker:
         m.open_sessions.set(self.joiner.open_sessions())
         if lag:
             for (topic, partition), behind in self.consumer.lag().items():
-                m.consumer_lag.labels(topic, str(partition)).set(behind)
+                if behind is not None:
+                    m.consumer_lag.labels(topic, str(partition)).set(behind)
 
     def _backpressure(self) -> None:
         backlog = self.stage.backlog()

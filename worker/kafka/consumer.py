@@ -8,11 +8,18 @@ different partitions of the two topics refuses loudly (error log + ``AssignmentE
 
 Pause state: librdkafka forgets pauses across reassignment, so the wrapper keeps its own flag
 and pauses newly assigned partitions too while it is set.
+
+Lag: until a record of a partition has been consumed, librdkafka cannot say where this member
+stands on it, so on assignment the wrapper asks where reading starts (the group's committed offset,
+else where ``auto.offset.reset`` puts it) and the high watermark. A partition nothing was read from
+yet then counts as behind by what it holds, not as caught up: the join keeps a session open while
+its other stream's records wait there (after a restart, or when one partition is fetched last).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
@@ -21,6 +28,9 @@ from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException
 log = logging.getLogger(__name__)
 
 TP = tuple[str, int]
+
+_QUERY_TIMEOUT_S = 5.0  # committed offsets and watermarks of newly assigned partitions
+_RETRY_EVERY_S = 10.0  # a failed start query is asked again (lag() calls) at most this often
 
 
 class AssignmentError(RuntimeError):
@@ -92,7 +102,13 @@ class InputConsumer:
         self._on_revoke = on_revoke
         self._on_lost = on_lost
         self._paused = False
+        self._reset_earliest = str(conf.get("auto.offset.reset", "latest")) in ("earliest", "smallest", "beginning")
         self.assigned: set[TP] = set()
+        # where reading starts and the high watermark seen at assignment, per partition (see lag)
+        self._start: dict[TP, int] = {}
+        self._high_at_assign: dict[TP, int] = {}
+        self._starts_unknown: set[TP] = set()
+        self._starts_tried_s = 0.0
         self._failure: BaseException | None = None
         self._consumer = Consumer(conf)
         self._consumer.subscribe(list(topics), on_assign=self._assign_cb, on_revoke=self._revoke_cb,
@@ -113,6 +129,8 @@ class InputConsumer:
             # assignment exists would be lost
             consumer.assign(partitions)
             consumer.pause(partitions)
+        self._starts_unknown |= set(tps)
+        self._query_starts()
         if self._on_assign is not None:
             self._guard(self._on_assign, tps)
 
@@ -120,13 +138,42 @@ class InputConsumer:
         tps = [(p.topic, p.partition) for p in partitions]
         if self._on_revoke is not None:
             self._guard(self._on_revoke, tps)
-        self.assigned -= set(tps)
+        self._drop(tps)
 
     def _lost_cb(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         tps = [(p.topic, p.partition) for p in partitions]
         if self._on_lost is not None:
             self._guard(self._on_lost, tps)
+        self._drop(tps)
+
+    def _drop(self, tps: list[TP]) -> None:
         self.assigned -= set(tps)
+        for tp in tps:
+            self._start.pop(tp, None)
+            self._high_at_assign.pop(tp, None)
+        self._starts_unknown -= set(tps)
+
+    def _query_starts(self) -> None:
+        """Where reading starts on the partitions in ``_starts_unknown`` (broker calls). A failure
+        leaves them unknown (lag() reports them as None, i.e. perhaps behind) until a retry works."""
+        self._starts_tried_s = time.monotonic()
+        tps = [TopicPartition(t, p) for t, p in sorted(self._starts_unknown & self.assigned)]
+        if not tps:
+            return
+        try:
+            committed = self._consumer.committed(tps, timeout=_QUERY_TIMEOUT_S)
+            for tp in committed:
+                key = (tp.topic, tp.partition)
+                low, high = self._consumer.get_watermark_offsets(
+                    TopicPartition(tp.topic, tp.partition), timeout=_QUERY_TIMEOUT_S, cached=False)
+                self._high_at_assign[key] = high
+                if tp.offset >= 0:
+                    self._start[key] = tp.offset
+                else:  # no committed offset: auto.offset.reset decides
+                    self._start[key] = low if self._reset_earliest else high
+                self._starts_unknown.discard(key)
+        except KafkaException as exc:
+            log.warning("cannot tell where reading starts on %d partitions yet: %s", len(tps), exc)
 
     def _guard(self, fn: Callable[[list[TP]], None], tps: list[TP]) -> None:
         try:
@@ -191,22 +238,25 @@ class InputConsumer:
             raise
         return {(o.topic, o.partition): o.offset for o in offsets}
 
-    def lag(self) -> dict[TP, int]:
-        """Messages behind the high watermark per assigned partition (cached watermarks)."""
+    def lag(self) -> dict[TP, int | None]:
+        """Records behind the high watermark per assigned partition (local calls: the position, or
+        where reading starts while nothing was consumed there; cached watermarks, or the one seen
+        at assignment). None: not known yet (the start query failed), so perhaps behind."""
+        if self._starts_unknown and time.monotonic() - self._starts_tried_s >= _RETRY_EVERY_S:
+            self._query_starts()
         tps = [TopicPartition(t, p) for t, p in sorted(self.assigned)]
         if not tps:
             return {}
-        out = {}
+        out: dict[TP, int | None] = {}
         for tp in self._consumer.position(tps):
+            key = (tp.topic, tp.partition)
             try:
                 _, high = self._consumer.get_watermark_offsets(tp, cached=True)
             except KafkaException:
-                continue
-            if high is None or high < 0:
-                continue
-            if tp.offset == OFFSET_INVALID or tp.offset < 0:
-                continue  # nothing consumed there yet: position unknown
-            out[(tp.topic, tp.partition)] = max(0, high - tp.offset)
+                high = -1
+            high = max(high if high is not None else -1, self._high_at_assign.get(key, -1))
+            position = tp.offset if tp.offset != OFFSET_INVALID and tp.offset >= 0 else self._start.get(key)
+            out[key] = None if position is None or high < 0 else max(0, high - position)
         return out
 
     def close(self) -> None:

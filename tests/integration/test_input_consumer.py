@@ -1,0 +1,65 @@
+"""The input consumer's lag on a real broker: what the join's idle and stall checks rely on."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+
+from confluent_kafka import Producer
+
+from worker.kafka.admin import ensure_topics
+from worker.kafka.consumer import InputConsumer
+
+
+def _produce(bootstrap: str, topic: str, n: int) -> None:
+    producer = Producer({"bootstrap.servers": bootstrap})
+    for i in range(n):
+        producer.produce(topic, key=b"s", value=str(i).encode())
+    assert producer.flush(30) == 0
+
+
+def _assigned(consumer: InputConsumer, n: int, timeout_s: float = 30.0) -> list:
+    """Poll until ``n`` partitions are assigned; what was consumed meanwhile."""
+    got = []
+    deadline = time.monotonic() + timeout_s
+    while len(consumer.assigned) < n:
+        assert time.monotonic() < deadline, "no assignment"
+        got += consumer.consume(10, 0.2)
+    return got
+
+
+def test_a_partition_nothing_was_read_from_yet_counts_as_behind_by_what_it_holds(
+        kafka_bootstrap: str, unique_topic: Callable[[str], str]) -> None:
+    # the worker's failure this guards against: one stream's partition fetched last, its lag read as
+    # "unknown, skip", the session on it idle-closed and its records then dropped as after-close
+    audio, roi = unique_topic("audio"), unique_topic("roi")
+    ensure_topics(kafka_bootstrap, {audio: 1, roi: 1})
+    _produce(kafka_bootstrap, audio, 3)
+    _produce(kafka_bootstrap, roi, 5)
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    consumer = InputConsumer({"bootstrap.servers": kafka_bootstrap}, group, (audio, roi))
+    try:
+        consumer.pause_all()  # before the assignment: the new partitions are paused on arrival
+        assert _assigned(consumer, 2) == []
+        assert consumer.lag() == {(audio, 0): 3, (roi, 0): 5}
+        consumer.resume_all()
+        got = []
+        deadline = time.monotonic() + 30
+        while len(got) < 8 and time.monotonic() < deadline:
+            got += consumer.consume(10, 0.2)
+        assert len(got) == 8
+        assert consumer.lag() == {(audio, 0): 0, (roi, 0): 0}
+        consumer.commit({(audio, 0): 3, (roi, 0): 2}, asynchronous=False)
+    finally:
+        consumer.close()
+
+    # a restart of the group: reading starts at the committed offsets, so a partition read to its
+    # end shows no lag (not its whole history) and the other one the 3 records left
+    again = InputConsumer({"bootstrap.servers": kafka_bootstrap}, group, (audio, roi))
+    try:
+        again.pause_all()
+        assert _assigned(again, 2) == []
+        assert again.lag() == {(audio, 0): 0, (roi, 0): 3}
+    finally:
+        again.close()

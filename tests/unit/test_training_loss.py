@@ -120,8 +120,7 @@ def test_frame_distillation_matches_each_frames_offsets_and_ignores_invalid_pair
 
 def test_member_state_takes_one_network_out_of_an_ensemble():
     from model_store.architectures import build
-    from model_store.architectures.ensemble import ensemble_state
-    from model_store.architectures.ensemble import member_state
+    from model_store.architectures.ensemble import ensemble_state, member_state
 
     params = {"video_channels": [8, 8, 16, 16]}
     nets = []

@@ -164,6 +164,9 @@ class InputConsumer:
             committed = self._consumer.committed(tps, timeout=_QUERY_TIMEOUT_S)
             for tp in committed:
                 key = (tp.topic, tp.partition)
+                if tp.error is not None:
+                    log.warning("cannot tell where reading starts on %s [%d] yet: %s", tp.topic, tp.partition, tp.error)
+                    continue
                 low, high = self._consumer.get_watermark_offsets(
                     TopicPartition(tp.topic, tp.partition), timeout=_QUERY_TIMEOUT_S, cached=False)
                 self._high_at_assign[key] = high

@@ -57,6 +57,11 @@ SYNTH_VAL_SEED = 2_000_000
 # a lighter frame CNN than the architecture's default: half the FLOPs per frame, so a 16-frame
 # block fits the CPU budget and training runs twice as many steps in the same time
 ARCH_PARAMS: dict = {"video_channels": [24, 32, 48, 64]}
+# dev clips whose own audio is suspected off-sync, never trained on (training on them at 0 ms would
+# teach the model their offset): the two the dev-clips README flags, and the two whose own audio
+# both a model that never trained on them (1.2.0) and the classical baseline put >= 2 frames off in
+# the same direction (eval-real's cross-check; docs/training.md)
+SUSPECT_CLIPS = ("edtalk_obama", "dfdc_real_lynaeydofd", "mimictalk_theresa_may", "vox_pcavs_00104")
 # dev speakers the shipped bundle never trains on: the clips tests/unit/test_score_real.py scores,
 # so the test suite's real-footage checks measure speakers the shipped weights never saw
 TEST_SPEAKERS = ("cremad_1001", "grid_swiz3n", "vox_pcavs_620900105", "vox_pcavs_517600055")
@@ -212,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
                          "voice: vocal tract length perturbation) and a band of up to 4 mel bins blanked")
     ap.add_argument("--dev-weight", type=float, default=1.0,
                     help="sampling weight of the trained dev-clip speakers' frames relative to other real frames")
+    ap.add_argument("--suspect-clips", default=",".join(SUSPECT_CLIPS),
+                    help="dev clips (stems) whose own audio is suspected off-sync: never trained on")
     ap.add_argument("--hold-out-speakers", default=",".join(TEST_SPEAKERS),
                     help="comma list of dev speaker groups never trained on whatever the split (the clips the test "
                          "suite scores, so its real-footage checks measure speakers the bundle never saw)")
@@ -295,14 +302,11 @@ def main(argv: list[str] | None = None) -> int:
         dev_dir = ensure_roi_cache("dev", SHARED / "dev-clips", args.partial_caches)
         dev = [c for c in load_roi_dir(dev_dir, spec, group_of=speaker_group)
                if not c.name.startswith("gen_")]
-        # speaker split of the dev clips; clips whose own audio is suspected off-sync are never
-        # trained on: the two the dev-clips README flags, and the two whose own audio both a model
-        # that never trained on them (1.2.0) and the classical baseline put >= 2 frames off in the
-        # same direction (eval-real's cross-check; docs/training.md). Training on them at 0 ms would
-        # teach the model their offset.
+        # speaker split of the dev clips; clips whose own audio is suspected off-sync
+        # (SUSPECT_CLIPS) are never trained on
         from model_store.training.data import split_groups
 
-        suspect = {"edtalk_obama", "dfdc_real_lynaeydofd", "mimictalk_theresa_may", "vox_pcavs_00104"}
+        suspect = {n.strip() for n in args.suspect_clips.split(",") if n.strip()}
         dev_train, dev = split_groups(dev, 1.0 - args.dev_train_fraction, seed=args.split_seed)
         if args.swap_dev_folds:
             dev_train, dev = dev, dev_train
@@ -310,6 +314,9 @@ def main(argv: list[str] | None = None) -> int:
         unknown = held - {c.group for c in dev_train + dev}
         if unknown:
             raise SystemExit(f"--hold-out-speakers: no dev clips of {sorted(unknown)}")
+        unknown = suspect - {c.name for c in dev_train + dev}
+        if unknown:
+            raise SystemExit(f"--suspect-clips: no dev clips named {sorted(unknown)}")
         keep_out = {c.name for c in dev_train if c.name in suspect or c.group in held}
         dev += [c for c in dev_train if c.name in keep_out]
         dev_train = [c for c in dev_train if c.name not in keep_out]

@@ -305,7 +305,8 @@ class Worker:
         return []
 
     def _lagging(self) -> set[tuple[Stream, int]]:
-        """Input partitions with unread records, or whose lag is not known yet (local calls)."""
+        """Input partitions with unread records, or whose lag is not known yet (local calls, but a
+        failed start query is asked of the broker again at most every 10 s: InputConsumer.lag)."""
         out = set()
         for (topic, partition), behind in self.consumer.lag().items():
             if behind is None or behind > 0:

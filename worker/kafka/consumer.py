@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
-from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 log = logging.getLogger(__name__)
 
@@ -258,7 +258,7 @@ class InputConsumer:
             except KafkaException:
                 high = -1
             high = max(high if high is not None else -1, self._high_at_assign.get(key, -1))
-            position = tp.offset if tp.offset != OFFSET_INVALID and tp.offset >= 0 else self._start.get(key)
+            position = tp.offset if tp.offset >= 0 else self._start.get(key)  # OFFSET_INVALID < 0
             out[key] = None if position is None or high < 0 else max(0, high - position)
         return out
 

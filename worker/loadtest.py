@@ -5,7 +5,8 @@ minus the time it sent the newest input record the signal depends on (the last f
 job, the audio chunk that completes frames + search margin, or the end-of-session marker when the
 needed audio runs past the end). Both times are on this host's clock. Also: signals per second,
 expected signals missing, duplicates, and the worker's own view (its latency_ms field, batch
-sizes, scorer time per batch, CPU time) to locate the bottleneck.
+sizes, scorer time per batch, CPU time) to locate the bottleneck, and the p99 per 2 s of the run
+beside the machine's CPU pressure over it, to tell a stall from steady queueing.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from worker.loadgen import AUDIO, ROI, expected_jobs, merge_sessions, session_re
 from worker.publish import signal_id
 
 _OFFSETS_MS = (-160.0, 0.0, 120.0, -80.0, 200.0, 40.0)
+_SLICE_S = 2.0  # the report's p99_ms_by_slice
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,40 @@ def percentile(values: list[float], q: float) -> float | None:
     if not values:
         return None
     return float(np.percentile(np.asarray(values, dtype=np.float64), q))
+
+
+def p99_by_slice(points: list[tuple[float, float]], slice_s: float) -> list[float | None]:
+    """p99 latency per ``slice_s`` of the run, from (seconds into the run, latency ms) points.
+
+    A tail that one slice holds is a stall (the machine, the broker); one spread over every slice
+    is steady queueing in the worker. Slices without a signal are None."""
+    if not points:
+        return []
+    n = int(max(t for t, _ in points) // slice_s) + 1
+    by: list[list[float]] = [[] for _ in range(n)]
+    for t, lat in points:
+        by[int(max(t, 0.0) // slice_s)].append(lat)
+    return [_round(percentile(v, 99)) for v in by]
+
+
+def cpu_pressure_us(text: str) -> int | None:
+    """The "some" stall total (microseconds) of a /proc/pressure/cpu reading: time in which at
+    least one runnable task of this machine waited for a CPU."""
+    for line in text.splitlines():
+        if line.startswith("some "):
+            for field in line.split()[1:]:
+                key, _, value = field.partition("=")
+                if key == "total" and value.isdigit():
+                    return int(value)
+    return None
+
+
+def _read_cpu_pressure_us() -> int | None:
+    try:
+        with open("/proc/pressure/cpu") as f:
+            return cpu_pressure_us(f.read())
+    except OSError:  # not Linux, or PSI disabled
+        return None
 
 
 class SignalCollector(threading.Thread):
@@ -267,6 +303,7 @@ def _run(cfg: WorkerConfig, opts: LoadtestOptions, out: TextIO) -> tuple[int, di
     player = Player(RecordSender(bootstrap, client_extra), k.topics.audio.name, k.topics.roi.name, timeline,
                     realtime=True)
     cpu0 = _cpu_seconds(proc.pid) if proc else None
+    psi0 = _read_cpu_pressure_us()
     metrics0 = _metrics(port) if port else {}  # counters since start: the report uses differences
     t_play = time.monotonic()
     player.start()
@@ -281,6 +318,7 @@ def _run(cfg: WorkerConfig, opts: LoadtestOptions, out: TextIO) -> tuple[int, di
     time.sleep(0.5)  # let duplicates, if any, show up
     wall_s = time.monotonic() - t_play
     cpu1 = _cpu_seconds(proc.pid) if proc else None
+    psi1 = _read_cpu_pressure_us()
     metrics1 = _metrics(port) if port else {}
     worker_metrics = {key: v - metrics0.get(key, 0.0) if key.endswith(("_total", "_sum", "_count")) else v
                       for key, v in metrics1.items()}
@@ -301,6 +339,7 @@ def _run(cfg: WorkerConfig, opts: LoadtestOptions, out: TextIO) -> tuple[int, di
 
     # --- report --------------------------------------------------------------------------------
     latencies, worker_lat, sign_ok, sign_n = [], [], 0, 0
+    timed: list[tuple[int, float]] = []  # (send time of the signal's newest input, latency ms)
     slowest: list[tuple[int, str, str, int, int]] = []
     sr_by_sid = {}
     for sid_key, (recv_ms, rec) in collector.first.items():
@@ -312,6 +351,7 @@ def _run(cfg: WorkerConfig, opts: LoadtestOptions, out: TextIO) -> tuple[int, di
         dep = _dependency_sent_ms(player.sent_wall_ms, sid, fe, fps, sr, n_samples, margin, opts.chunk_ms)
         if dep is not None:
             latencies.append(recv_ms - dep)
+            timed.append((dep, recv_ms - dep))
             slowest.append((recv_ms - dep, rec["session_id"], rec["kind"], rec["frame_start"], rec["latency_ms"]))
         worker_lat.append(rec["latency_ms"])
         if rec["offset_ms"] is not None and rec["kind"] == "WINDOW" and rec["label"] == "OK":
@@ -323,6 +363,8 @@ def _run(cfg: WorkerConfig, opts: LoadtestOptions, out: TextIO) -> tuple[int, di
     missing = len(set(expected) - received)
     duplicates = sum(c - 1 for sid_key, c in collector.counts.items() if c > 1)
     cpu = None if cpu0 is None or cpu1 is None else cpu1 - cpu0
+    first_ms = min((t for t, _ in timed), default=0)
+    by_slice = p99_by_slice([((t - first_ms) / 1000.0, lat) for t, lat in timed], _SLICE_S)
     batches = worker_metrics.get("sync_scorer_batch_size_count", 0.0)
     report = {
         "sessions": opts.sessions,
@@ -354,6 +396,12 @@ def _run(cfg: WorkerConfig, opts: LoadtestOptions, out: TextIO) -> tuple[int, di
         # where the worker's CPU went (cores busy over the run): the scorer vs everything else
         "scoring_cpu_cores": _ratio(worker_metrics.get("sync_scorer_scoring_cpu_seconds_total"), wall_s),
         "poll_loop_cpu_cores": _ratio(worker_metrics.get("sync_scorer_poll_loop_cpu_seconds_total"), wall_s),
+        # the tail's shape over the run, and how much of the run this machine's tasks (broker,
+        # player, worker, and anyone else's) spent waiting for a CPU
+        "p99_ms_by_slice": by_slice,
+        "slice_s": _SLICE_S,
+        "cpu_pressure_some": (round((psi1 - psi0) / (wall_s * 1e6), 3)
+                              if psi0 is not None and psi1 is not None and wall_s > 0 else None),
         "gc_pause_s": {gen: round(worker_metrics.get(f'sync_scorer_gc_pause_seconds_sum{{generation="{gen}"}}', 0.0), 3)
                        for gen in ("0", "1", "2")},
     }
@@ -366,6 +414,8 @@ def _run(cfg: WorkerConfig, opts: LoadtestOptions, out: TextIO) -> tuple[int, di
         f"batches of {report['mean_batch_size']} jobs, {report['mean_scoring_ms_per_batch']} ms scoring each, "
         f"{report['mean_queue_wait_ms']} ms queue wait; player fell behind by at most "
         f"{report['player_behind_max_ms']} ms")
+    say(f"p99 per {_SLICE_S:g} s of the run: " + " ".join("-" if v is None else f"{v:g}" for v in by_slice)
+        + f" ms; CPU pressure (some) {report['cpu_pressure_some']} of the run")
     slowest.sort(reverse=True)
     say("slowest signals (latency ms, session, kind, first frame, worker's latency_ms): "
         + "; ".join(f"{lat} {sid[-4:]} {kind} {fs} {wl}" for lat, sid, kind, fs, wl in slowest[:6]))

@@ -25,6 +25,9 @@ def test_loadtest_cli_reports_json_with_nothing_missing(kafka_bootstrap):
     # 3 s at 30 fps: 5 blocks of 16 and 3 windows of 30 per session
     assert report["signals"] == report["expected"] == 3 * (5 + 3)
     assert 0 < report["p50_ms"] <= report["p99_ms"] <= report["max_ms"]
+    # 3 s of sessions started over 1 s: two or three 2-s slices, each holding signals
+    assert report["slice_s"] == 2.0 and 2 <= len(report["p99_ms_by_slice"]) <= 3
+    assert all(v is not None and 0 < v <= report["max_ms"] for v in report["p99_ms_by_slice"])
 
 
 def test_run_demo_prints_every_signal_and_the_summary(kafka_bootstrap, monkeypatch):

@@ -338,7 +338,7 @@ def _run(cfg: WorkerConfig, opts: LoadtestOptions, out: TextIO) -> tuple[int, di
             say(f"(could not delete the load-test topics: {exc})")
 
     # --- report --------------------------------------------------------------------------------
-    latencies, worker_lat, sign_ok, sign_n = [], [], 0, 0
+    worker_lat, sign_ok, sign_n = [], 0, 0
     timed: list[tuple[int, float]] = []  # (send time of the signal's newest input, latency ms)
     slowest: list[tuple[int, str, str, int, int]] = []
     sr_by_sid = {}
@@ -350,7 +350,6 @@ def _run(cfg: WorkerConfig, opts: LoadtestOptions, out: TextIO) -> tuple[int, di
         sr_by_sid[sid] = sr
         dep = _dependency_sent_ms(player.sent_wall_ms, sid, fe, fps, sr, n_samples, margin, opts.chunk_ms)
         if dep is not None:
-            latencies.append(recv_ms - dep)
             timed.append((dep, recv_ms - dep))
             slowest.append((recv_ms - dep, rec["session_id"], rec["kind"], rec["frame_start"], rec["latency_ms"]))
         worker_lat.append(rec["latency_ms"])
@@ -363,6 +362,7 @@ def _run(cfg: WorkerConfig, opts: LoadtestOptions, out: TextIO) -> tuple[int, di
     missing = len(set(expected) - received)
     duplicates = sum(c - 1 for sid_key, c in collector.counts.items() if c > 1)
     cpu = None if cpu0 is None or cpu1 is None else cpu1 - cpu0
+    latencies = [lat for _, lat in timed]
     first_ms = min((t for t, _ in timed), default=0)
     by_slice = p99_by_slice([((t - first_ms) / 1000.0, lat) for t, lat in timed], _SLICE_S)
     batches = worker_metrics.get("sync_scorer_batch_size_count", 0.0)

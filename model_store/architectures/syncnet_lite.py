@@ -94,6 +94,26 @@ class AudioEncoder(nn.Module):
         return self.net(mel)
 
 
+class ShapeEncoder(nn.Module):
+    """(N, S) lip-shape measures per frame (worker.tracking.geometry.mouth_shape) and (N,) a flag
+    that they exist -> (N, feat_dim), added to the frame CNN's features: the landmark-geometry view
+    of the mouth, free of the speaker's looks. Frames without landmarks (synthetic mouths, ROI
+    refs that carry none) get the flag 0 and zeros, so one network serves both kinds of input.
+    ``mean`` / ``std`` standardise the measures with the training clips' statistics (buffers, so
+    they travel in the bundle's weights)."""
+
+    def __init__(self, n_features: int, feat_dim: int, hidden: int = 64) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(n_features))
+        self.register_buffer("std", torch.ones(n_features))
+        self.net = nn.Sequential(nn.Linear(n_features + 1, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, feat_dim))
+
+    def forward(self, shape: torch.Tensor, ok: torch.Tensor) -> torch.Tensor:
+        okf = ok.to(shape.dtype).unsqueeze(-1)
+        z = torch.nan_to_num((shape - self.mean) / self.std) * okf
+        return self.net(torch.cat([z, okf], dim=-1))
+
+
 class SyncNetLite(nn.Module):
     def __init__(
         self,
@@ -105,9 +125,12 @@ class SyncNetLite(nn.Module):
         steps_per_frame: int = 4,
         context_frames: int = 6,
         roi_size: int = 96,
+        shape_features: int = 0,
     ) -> None:
         super().__init__()
         self.frame_encoder = FrameEncoder(tuple(video_channels), video_feat_dim, roi_size)
+        # the lip-landmark view as a second input (0: pixels only, the bundles up to 1.7.0)
+        self.shape_encoder = ShapeEncoder(shape_features, video_feat_dim) if shape_features > 0 else None
         self.video_head = CausalTemporalHead(video_feat_dim, emb_dim, context_frames)
         self.audio_encoder = AudioEncoder(n_mels, tuple(audio_channels), emb_dim, steps_per_frame)
         # learned inverse temperature for training logits (not used by inference similarity)
@@ -115,9 +138,26 @@ class SyncNetLite(nn.Module):
         self.context_frames = context_frames
         self.frame_feature_dim = video_feat_dim
 
+    @property
+    def shape_features(self) -> int:
+        """Lip-shape measures per frame the network takes beside the pixels (0: none)."""
+        return 0 if self.shape_encoder is None else int(self.shape_encoder.mean.numel())
+
     def frame_features(self, frames: torch.Tensor) -> torch.Tensor:
-        """(N, 1, H, W) normalised frames -> (N, feat_dim)."""
+        """(N, 1, H, W) normalised frames -> (N, feat_dim): the pixel CNN alone (see add_shape)."""
         return self.frame_encoder(frames)
+
+    def add_shape(self, feats: torch.Tensor, shape: torch.Tensor | None, ok: torch.Tensor | None) -> torch.Tensor:
+        """Frame features plus the lip-shape view: (N, F) + (N, S) measures where ``ok`` (N,) says
+        a frame has landmarks. Without a shape encoder the features pass unchanged; without
+        landmarks (``shape`` None) every frame counts as having none."""
+        if self.shape_encoder is None:
+            return feats
+        n = feats.shape[0]
+        if shape is None or ok is None:
+            shape = feats.new_zeros(n, self.shape_features)
+            ok = torch.zeros(n, dtype=torch.bool, device=feats.device)
+        return feats + self.shape_encoder(shape.to(feats.dtype), ok)
 
     def video_embed(self, feats: torch.Tensor) -> torch.Tensor:
         """(B, T + ctx, feat_dim) -> (B, T, D) unit-norm embeddings."""

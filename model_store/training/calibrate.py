@@ -36,8 +36,9 @@ def window_features(scorer, clips: list[Clip], rng: np.random.Generator, per_cli
             else:
                 other = clips[(ci + int(rng.integers(1, len(clips)))) % len(clips)]
                 audio = np.resize(other.audio, clip.audio.shape[0]).astype(np.float32)
+            marks = None if clip.landmarks is None else clip.landmarks[s: s + n]
             req = ScoreRequest(Kind.WINDOW, FrameSpan(clip.rois[s: s + n], clip.fps, s,
-                                                      present=clip.present[s: s + n]),
+                                                      present=clip.present[s: s + n], landmarks=marks),
                                AudioSpan(audio.astype(np.float32), 16000, 0))
             r = scorer.score(req)
             if r.score is None or not r.curve:

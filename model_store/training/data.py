@@ -29,6 +29,7 @@ class Clip:
     source: str  # "real" | "synth"
     audio: np.ndarray | None = None  # float32 16 kHz mono (kept for calibration/evaluation)
     shape: np.ndarray | None = None  # (T, N_SHAPE_FEATURES) mouth-shape measures from lip landmarks
+    landmarks: np.ndarray | None = None  # (T, 40, 2) lip landmarks in the ROI, normalised (tracker's)
 
     @property
     def n_frames(self) -> int:
@@ -54,7 +55,8 @@ def make_clip(name: str, group: str, rois: np.ndarray, audio: np.ndarray, fps: f
 
         shape = mouth_shape(landmarks)
     return Clip(name, group, rois, float(fps), mel, np.asarray(present, dtype=bool), source,
-                np.ascontiguousarray(audio, dtype=np.float32), shape)
+                np.ascontiguousarray(audio, dtype=np.float32), shape,
+                None if landmarks is None else np.asarray(landmarks, dtype=np.float32))
 
 
 def load_roi_dir(path: Path, spec: AudioSpec, group_of=None, min_face: float = 0.8) -> list[Clip]:

@@ -116,6 +116,25 @@ def calibration_clips(spec: AudioSpec, partial: bool = False) -> list[Clip]:
     return real + synth_clips(40, SYNTH_VAL_SEED, spec)
 
 
+def arch_params(shape_input: bool) -> dict:
+    """The recipe's architecture parameters, with the lip-landmark view as a second input or not."""
+    from worker.tracking.geometry import N_SHAPE_FEATURES
+
+    return {**ARCH_PARAMS, "shape_features": N_SHAPE_FEATURES} if shape_input else dict(ARCH_PARAMS)
+
+
+def set_shape_statistics(model: torch.nn.Module, clips: list[Clip]) -> None:
+    """Standardise a shape-input network's lip-shape measures with the training clips' statistics
+    (frames with a face only)."""
+    enc = getattr(model, "shape_encoder", None)
+    shapes = [c.shape[c.present] for c in clips if c.shape is not None and c.present.any()]
+    if enc is None or not shapes:
+        return
+    allv = np.concatenate(shapes).astype(np.float64)
+    enc.mean.copy_(torch.from_numpy(allv.mean(0)).float())
+    enc.std.copy_(torch.from_numpy(allv.std(0) + 1e-3).float())
+
+
 def reuse_weights(model: torch.nn.Module, bundle_dir: Path) -> dict:
     """Load another bundle's weights into ``model`` (same architecture and parameters); returns its
     training record, so the new manifest says how those weights were made."""
@@ -126,9 +145,9 @@ def reuse_weights(model: torch.nn.Module, bundle_dir: Path) -> dict:
         arch, params, member = first["architecture"], first.get("arch_params", {}), ", member 0"
         state = member_state(state, 0)
         training = (src.training.get("members") or [{}])[0].get("training") or {}
-    if arch != "syncnet_lite_v1" or params != ARCH_PARAMS:
+    if arch != "syncnet_lite_v1" or params not in (arch_params(False), arch_params(True)):
         raise SystemExit(f"--from-bundle {bundle_dir}: {arch} {params} is not this recipe's "
-                         f"syncnet_lite_v1 {ARCH_PARAMS}")
+                         f"syncnet_lite_v1 {ARCH_PARAMS} (with or without shape_features)")
     _load_state("--from-bundle", bundle_dir, model, state)
     kept = {k: v for k, v in training.items() if k in ("config", "history", "best_step", "train_seconds")}
     return {**kept, "weights_from": f"{src.scorer_name}{member} (sha256 {src.weights_sha256})"}
@@ -239,6 +258,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--shape-loss", type=float, default=0.0,
                     help="weight of the mouth-shape pretext loss (frame features predict lip-landmark shape "
                          "measures; real clips only); 0 for 1.1.0")
+    ap.add_argument("--shape-input", action="store_true",
+                    help="the lip-landmark view as a second input: per-frame mouth-shape measures added to the "
+                         "frame CNN's features (frames without landmarks still score); off for 1.7.0")
+    ap.add_argument("--shape-dropout", type=float, default=0.3,
+                    help="with --shape-input: share of training windows whose landmarks are hidden")
     ap.add_argument("--global-loss", type=float, default=0.0,
                     help="weight of the cross-window loss: every window's own audio at its true offset must beat other "
                          "clips' audio at their best offset with one threshold for all (the mismatched control's AUC)")
@@ -337,12 +361,20 @@ def main(argv: list[str] | None = None) -> int:
     vals = {"synth": WindowSampler(syn_val, spec, vspec.context_frames, k, 7, delay_frames=dl)}
     if dev:
         vals["dev"] = WindowSampler(dev, spec, vspec.context_frames, k, 7, delay_frames=dl)
-    model = build("syncnet_lite_v1", ARCH_PARAMS)
+    if args.from_bundle:
+        params = _load_bundle_arg("--from-bundle", Path(args.from_bundle), read_manifest).arch_params
+        if params.get("members"):  # an ensemble's first network
+            params = params["members"][0].get("arch_params", {})
+        args.shape_input = bool(params.get("shape_features"))
+    params = arch_params(args.shape_input)
+    model = build("syncnet_lite_v1", params)
+    set_shape_statistics(model, real_train)
     cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, seed=args.seed, threads=args.threads,
                       select_best=args.select_best, embedding_centering=args.train_centering,
                       shape_loss_weight=args.shape_loss, global_loss_weight=args.global_loss,
                       distill_weight=args.distill_weight if args.teacher else 0.0,
-                      distill_frame_weight=args.distill_frame_weight if args.teacher else 0.0)
+                      distill_frame_weight=args.distill_frame_weight if args.teacher else 0.0,
+                      shape_dropout=args.shape_dropout)
     if args.from_bundle:
         report = reuse_weights(model, Path(args.from_bundle))
     else:
@@ -359,7 +391,8 @@ def main(argv: list[str] | None = None) -> int:
                                    audio_noise_prob=args.audio_noise, edge_jitter_frames=args.edge_jitter,
                                    voice_warp=args.voice_warp)
         frozen = {"none": (), "audio": (model.audio_encoder,),
-                  "video": (model.frame_encoder, model.video_head)}[args.finetune_freeze]
+                  "video": (model.frame_encoder, model.video_head)
+                  + ((model.shape_encoder,) if model.shape_encoder is not None else ())}[args.finetune_freeze]
         for part in frozen:
             part.requires_grad_(False)
         # the last step is kept: choosing one on the held-out speakers would flatter them
@@ -374,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
 
     manifest = Manifest(
         name=args.name or (f"syncnet-lite-cv{args.cv_fold}" if args.cv_fold else "syncnet-lite"), version=args.version,
-        architecture="syncnet_lite_v1", arch_params=ARCH_PARAMS,
+        architecture="syncnet_lite_v1", arch_params=params,
         embedding_dim=128, audio=spec, video=vspec, calibration=Calibration(), embedding_centering=args.centering,
         peak_smooth_frames=args.peak_smooth_frames,
         weights_file="weights.safetensors", weights_sha256="",

@@ -67,20 +67,39 @@ class TrainConfig:
     distill_weight: float = 0.0
     # weight of the KL term towards the teacher's per-frame offset distribution (frame_distill_loss)
     distill_frame_weight: float = 0.0
+    # share of training windows whose lip landmarks are hidden from a network with the shape input
+    # (SyncNetLite.add_shape), so that it stays right where frames come without landmarks
+    shape_dropout: float = 0.3
 
 
 def embed_batch(model, batch: Batch, audio_ctx: int, gen: torch.Generator | None, aug_prob: float,
-                centering: float = 0.0, with_features: bool = False, frames: torch.Tensor | None = None):
-    """``frames``: the batch's frames already augmented and standardised (shared with a teacher)."""
+                centering: float = 0.0, with_features: bool = False, frames: torch.Tensor | None = None,
+                shape_ok: torch.Tensor | None = None):
+    """``frames``: the batch's frames already augmented and standardised (shared with a teacher).
+    ``shape_ok``: which frames' landmarks a shape-input network sees (default: the batch's)."""
     b, f, h, w = batch.frames.shape
     x = frames if frames is not None else input_frames(batch, gen, aug_prob)
-    feats = model.frame_features(x.reshape(b * f, 1, h, w)).reshape(b, f, -1)
+    feats = model.frame_features(x.reshape(b * f, 1, h, w))
+    if getattr(model, "shape_encoder", None) is not None:
+        ok = batch.shape_ok if shape_ok is None else shape_ok
+        shape = None if batch.shape is None else batch.shape.reshape(b * f, -1)
+        feats = model.add_shape(feats, shape, None if ok is None else ok.reshape(b * f))
+    feats = feats.reshape(b, f, -1)
     v = model.video_embed(feats)
     a = model.audio_embed(batch.mel)
     n_audio = batch.audio_ok.shape[1]
     a = a[:, audio_ctx: audio_ctx + n_audio]
     v, a = center_embeddings(v, batch.frame_ok, centering), center_embeddings(a, batch.audio_ok, centering)
     return (v, a, feats) if with_features else (v, a)
+
+
+def shape_visible(batch: Batch, gen: torch.Generator, dropout: float) -> torch.Tensor | None:
+    """The batch's landmark flags with a share ``dropout`` of its windows' landmarks hidden (all
+    frames of a window alike, as a ROI stream either carries landmarks or does not)."""
+    if batch.shape_ok is None:
+        return None
+    keep = torch.rand(batch.shape_ok.shape[0], generator=gen) >= dropout
+    return batch.shape_ok & keep[:, None]
 
 
 def input_frames(batch: Batch, gen: torch.Generator | None, aug_prob: float) -> torch.Tensor:
@@ -255,7 +274,9 @@ def train(model, train_sampler: WindowSampler, val_samplers: dict[str, WindowSam
         n_frames = int(rng.choice(cfg.frames_choices))
         batch = train_sampler.sample(cfg.batch_size, n_frames)
         x = input_frames(batch, gen, cfg.aug_prob)
-        v, a, feats = embed_batch(model, batch, audio_ctx, None, 0.0, cfg.embedding_centering, True, frames=x)
+        seen = shape_visible(batch, gen, cfg.shape_dropout) if getattr(model, "shape_encoder", None) is not None else None
+        v, a, feats = embed_batch(model, batch, audio_ctx, None, 0.0, cfg.embedding_centering, True, frames=x,
+                                  shape_ok=seen)
         loss, c, sim_own, ok_own = batch_loss(model, batch, train_sampler.k, v, a, cfg.frame_loss_weight)
         if teacher is not None and (cfg.distill_weight > 0 or cfg.distill_frame_weight > 0):
             scale = model.logit_scale.exp().clamp(max=100.0)

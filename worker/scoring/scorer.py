@@ -36,6 +36,9 @@ from worker.scoring.offsets import (
 from worker.scoring.postprocess import ScorerConfig, build_result, null_result, silence_verdict
 from worker.scoring.types import LipSyncScore, ScoreRequest
 from worker.scoring.validate import validate_request
+from worker.tracking.geometry import LIP_INDICES, mouth_shape
+
+N_LIP_LANDMARKS = len(LIP_INDICES)
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +140,8 @@ class ModelScorer:
                 v = manifest.video
                 self._encode_frames = GraphedModule(self.model.frame_features, (v.channels, v.roi_height, v.roi_width),
                                                     self.device, torch.float16)
+        # the lip-landmark view as a second input (SyncNetLite.add_shape), where the bundle has it
+        self._shape_input = getattr(self.model, "shape_encoder", None) is not None
         self.ctx = manifest.video.context_frames
         self.audio_ctx = manifest.audio.context_frames
         self.delay = manifest.video.delay_frames
@@ -237,6 +242,9 @@ class ModelScorer:
             for chunk in batch.split(self.config.max_frames_per_pass):
                 out.append(self._encode_frames(chunk))
             feats = torch.cat(out)
+            if self._shape_input:
+                shape, ok = self._lip_shapes(items, slots)
+                feats = self.model.add_shape(feats, shape.to(feats.device), ok.to(feats.device))
             for slot, f in zip(slots, feats):
                 computed[slot] = f
         result = []
@@ -263,6 +271,26 @@ class ModelScorer:
                 filled.append(last)
             result.append(torch.stack(filled + rows))
         return result
+
+    def _lip_shapes(self, items: list[tuple[_Prepared, FeatureCache | None]],
+                    slots: list[tuple[int, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Lip-shape measures of the frames in ``slots`` and whether each has them: frames whose
+        stream carries the tracker's 40 lip landmarks and shows a face (others count as none)."""
+        n_feat = self.model.shape_features
+        shape = np.zeros((len(slots), n_feat), dtype=np.float32)
+        ok = np.zeros(len(slots), dtype=bool)
+        by_item: dict[int, list[int]] = {}
+        for row, (j, _) in enumerate(slots):
+            by_item.setdefault(j, []).append(row)
+        for j, rows in by_item.items():
+            fs = items[j][0].req.frames
+            if fs.landmarks is None or np.shape(fs.landmarks)[1:] != (N_LIP_LANDMARKS, 2):
+                continue
+            t = np.array([slots[r][1] for r in rows])
+            shape[rows] = mouth_shape(np.asarray(fs.landmarks)[t])
+            seen = items[j][0].frame_ok.numpy()[t] & np.isfinite(shape[rows]).all(axis=1)
+            ok[rows] = seen
+        return torch.from_numpy(shape), torch.from_numpy(ok)
 
     def _audio_embed(self, preps: list[_Prepared]) -> list[torch.Tensor]:
         """Audio embeddings on each job's grid, batched across jobs of equal length."""

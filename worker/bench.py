@@ -15,6 +15,8 @@ import time
 
 import numpy as np
 
+from worker.observability.stats import percentile
+
 
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="scoring benchmark (16-frame 96x96 blocks, default search)",
@@ -31,8 +33,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
     return p
 
 
-def _pct(xs: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(xs), q)) if xs else float("nan")
+def _pct(xs: list[float], q: float) -> float | None:
+    """A percentile in ms, rounded for the report (None without samples)."""
+    p = percentile(xs, q)
+    return None if p is None else round(p, 3)
 
 
 def matmul_gflops(device, seconds: float = 1.0) -> float:
@@ -114,7 +118,7 @@ def run(args) -> int:
         eager.score(req(0, bf))
     flops = counter.get_total_flops()
     rate = matmul_gflops(device)
-    p50 = _pct(inc, 50)
+    p50 = percentile(inc, 50)
     result = {
         "device": str(device),
         "scorer": scorer.name,
@@ -122,15 +126,15 @@ def run(args) -> int:
         "search_ms": [getattr(scorer.config, "min_offset_ms", -200), getattr(scorer.config, "max_offset_ms", 200)],
         "threads": torch.get_num_threads(),
         "blocks": args.blocks,
-        "p50_ms": round(p50, 3),
-        "p99_ms": round(_pct(inc, 99), 3),
-        "blocks_per_s": round(1000.0 / p50, 1) if p50 > 0 else None,
-        "cold_p50_ms": round(_pct(cold, 50), 3),
-        "cold_p99_ms": round(_pct(cold, 99), 3),
-        "window_incremental_p50_ms": round(_pct(win, 50), 3),
+        "p50_ms": _pct(inc, 50),
+        "p99_ms": _pct(inc, 99),
+        "blocks_per_s": round(1000.0 / p50, 1) if p50 else None,
+        "cold_p50_ms": _pct(cold, 50),
+        "cold_p99_ms": _pct(cold, 99),
+        "window_incremental_p50_ms": _pct(win, 50),
         "flops_per_block": int(flops),
         "matmul_gflops": round(rate, 1),
-        "fraction_of_matmul_rate": round(flops / (p50 / 1000.0) / (rate * 1e9), 4) if p50 > 0 else None,
+        "fraction_of_matmul_rate": round(flops / (p50 / 1000.0) / (rate * 1e9), 4) if p50 else None,
     }
     print(f"device {result['device']}  scorer {result['scorer']}  threads {result['threads']}")
     print(f"incremental 16-frame block: p50 {result['p50_ms']} ms  p99 {result['p99_ms']} ms  "

@@ -28,11 +28,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TextIO
 
-import numpy as np
-
 from schemas import AvroCodec
 from worker.config import WorkerConfig
 from worker.loadgen import AUDIO, ROI, expected_jobs, merge_sessions, session_records
+from worker.observability.stats import percentile
 from worker.publish import signal_id
 
 _OFFSETS_MS = (-160.0, 0.0, 120.0, -80.0, 200.0, 40.0)
@@ -54,12 +53,6 @@ class LoadtestOptions:
     json_out: bool = False
     distinct_clips: int = 4
     stagger_ms: float = 1000.0
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    return float(np.percentile(np.asarray(values, dtype=np.float64), q))
 
 
 def p99_by_slice(points: list[tuple[float, float]], slice_s: float) -> list[float | None]:

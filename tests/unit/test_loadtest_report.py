@@ -25,3 +25,11 @@ def test_cpu_pressure_reads_the_some_total():
     assert cpu_pressure_us(PSI) == 6101519963
     assert cpu_pressure_us("full avg10=0.00 total=5\n") is None
     assert cpu_pressure_us("") is None
+
+
+def test_percentiles_of_the_benchmarks_interpolate_and_are_none_without_samples():
+    from worker.observability.stats import percentile
+
+    assert percentile([], 99) is None
+    assert percentile([10.0, 20.0], 50) == 15.0
+    assert percentile([1.0, 2.0, 3.0, 4.0, 100.0], 100) == 100.0

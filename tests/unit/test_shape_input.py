@@ -60,6 +60,15 @@ def test_a_pixel_network_ignores_landmarks_and_a_shape_network_uses_them(clip):
     assert np.max(np.abs(np.array(without) - np.array(with_))) > 1e-3
 
 
+def test_landmarks_of_occluded_frames_count_as_none(clip):
+    scorer = _scorer()
+    covered = np.ones(25, dtype=bool)
+    assert scorer.score(_request(clip)).curve == pytest.approx(
+        scorer.score(ScoreRequest(Kind.WINDOW, FrameSpan(clip.frames[:25], clip.fps, 0, landmarks=_lips(25),
+                                                         occluded=covered), AudioSpan(clip.audio, 16000, 0))).curve,
+        abs=1e-6)
+
+
 def test_landmarks_of_another_layout_or_on_frames_without_a_face_count_as_none(clip):
     scorer = _scorer()
     none = scorer.score(_request(clip)).curve

@@ -275,7 +275,8 @@ class ModelScorer:
     def _lip_shapes(self, items: list[tuple[_Prepared, FeatureCache | None]],
                     slots: list[tuple[int, int]]) -> tuple[torch.Tensor, torch.Tensor]:
         """Lip-shape measures of the frames in ``slots`` and whether each has them: frames whose
-        stream carries the tracker's 40 lip landmarks and shows a face (others count as none)."""
+        stream carries the tracker's 40 lip landmarks and shows an unoccluded face (others count
+        as none)."""
         n_feat = self.model.shape_features
         shape = np.zeros((len(slots), n_feat), dtype=np.float32)
         ok = np.zeros(len(slots), dtype=bool)
@@ -289,6 +290,10 @@ class ModelScorer:
             t = np.array([slots[r][1] for r in rows])
             shape[rows] = mouth_shape(np.asarray(fs.landmarks)[t])
             seen = items[j][0].frame_ok.numpy()[t] & np.isfinite(shape[rows]).all(axis=1)
+            if fs.occluded is not None:
+                # a landmarker draws lips under a hand or a bar as readily as on a mouth: where
+                # face-track says the mouth is covered, the pixels alone speak
+                seen &= ~np.asarray(fs.occluded, dtype=bool)[t]
             ok[rows] = seen
         return torch.from_numpy(shape), torch.from_numpy(ok)
 

@@ -75,9 +75,13 @@ class CausalTemporalHead(nn.Module):
 
 
 class AudioEncoder(nn.Module):
-    """(B, n_mels, steps_per_frame * N) -> (B, D, N) embeddings, one per frame-grid position."""
+    """(B, n_mels, steps_per_frame * N) -> (B, D, N) embeddings, one per frame-grid position.
 
-    def __init__(self, n_mels: int, channels: tuple[int, ...], emb_dim: int, steps_per_frame: int) -> None:
+    Receptive field 25 mel steps (250 ms); each of ``context_layers`` residual blocks (kernel 3,
+    dilation 2 at the frame rate) widens it by two frames on each side."""
+
+    def __init__(self, n_mels: int, channels: tuple[int, ...], emb_dim: int, steps_per_frame: int,
+                 context_layers: int = 0) -> None:
         super().__init__()
         if steps_per_frame != 4:
             raise ValueError("AudioEncoder strides by 4: steps_per_frame must be 4")
@@ -89,9 +93,22 @@ class AudioEncoder(nn.Module):
             _conv1_bn(c3, c3, 3),
             nn.Conv1d(c3, emb_dim, 1),
         )
+        self.context = nn.ModuleList(
+            nn.Sequential(nn.Conv1d(c3, c3, 3, padding=2, dilation=2, bias=False), nn.BatchNorm1d(c3),
+                          nn.ReLU(inplace=True))
+            for _ in range(context_layers))
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
-        return self.net(mel)
+        h = self.net[:-1](mel)
+        for block in self.context:  # residual: the local features stay, the wider view adds
+            h = h + block(h)
+        return self.net[-1](h)
+
+
+def audio_context_frames(context_layers: int) -> int:
+    """Frames of audio an AudioEncoder needs on each side of a grid position (its receptive field's
+    half, 3 frames + 2 per context layer, plus one frame to spare): ``AudioSpec.context_frames``."""
+    return 4 + 2 * context_layers
 
 
 class ShapeEncoder(nn.Module):
@@ -126,13 +143,15 @@ class SyncNetLite(nn.Module):
         context_frames: int = 6,
         roi_size: int = 96,
         shape_features: int = 0,
+        audio_context_layers: int = 0,
     ) -> None:
         super().__init__()
         self.frame_encoder = FrameEncoder(tuple(video_channels), video_feat_dim, roi_size)
         # the lip-landmark view as a second input (0: pixels only, the bundles up to 1.7.0)
         self.shape_encoder = ShapeEncoder(shape_features, video_feat_dim) if shape_features > 0 else None
         self.video_head = CausalTemporalHead(video_feat_dim, emb_dim, context_frames)
-        self.audio_encoder = AudioEncoder(n_mels, tuple(audio_channels), emb_dim, steps_per_frame)
+        self.audio_encoder = AudioEncoder(n_mels, tuple(audio_channels), emb_dim, steps_per_frame,
+                                          audio_context_layers)
         # learned inverse temperature for training logits (not used by inference similarity)
         self.logit_scale = nn.Parameter(torch.tensor(2.3))
         self.context_frames = context_frames

@@ -35,6 +35,7 @@ import torch
 
 from model_store.architectures import build
 from model_store.architectures.ensemble import member_state
+from model_store.architectures.syncnet_lite import audio_context_frames
 from model_store.bundle import (
     AudioSpec,
     BundleError,
@@ -116,11 +117,17 @@ def calibration_clips(spec: AudioSpec, partial: bool = False) -> list[Clip]:
     return real + synth_clips(40, SYNTH_VAL_SEED, spec)
 
 
-def arch_params(shape_input: bool) -> dict:
-    """The recipe's architecture parameters, with the lip-landmark view as a second input or not."""
+def arch_params(shape_input: bool = False, audio_context_layers: int = 0) -> dict:
+    """The recipe's architecture parameters, with the lip-landmark view as a second input or not,
+    and the audio encoder's wider context or not (either is absent from the manifest when off)."""
     from worker.tracking.geometry import N_SHAPE_FEATURES
 
-    return {**ARCH_PARAMS, "shape_features": N_SHAPE_FEATURES} if shape_input else dict(ARCH_PARAMS)
+    params = dict(ARCH_PARAMS)
+    if shape_input:
+        params["shape_features"] = N_SHAPE_FEATURES
+    if audio_context_layers:
+        params["audio_context_layers"] = audio_context_layers
+    return params
 
 
 def set_shape_statistics(model: torch.nn.Module, clips: list[Clip]) -> None:
@@ -145,9 +152,10 @@ def reuse_weights(model: torch.nn.Module, bundle_dir: Path) -> dict:
         arch, params, member = first["architecture"], first.get("arch_params", {}), ", member 0"
         state = member_state(state, 0)
         training = (src.training.get("members") or [{}])[0].get("training") or {}
-    if arch != "syncnet_lite_v1" or params not in (arch_params(False), arch_params(True)):
+    if arch != "syncnet_lite_v1" or params != arch_params(bool(params.get("shape_features")),
+                                                          int(params.get("audio_context_layers", 0))):
         raise SystemExit(f"--from-bundle {bundle_dir}: {arch} {params} is not this recipe's "
-                         f"syncnet_lite_v1 {ARCH_PARAMS} (with or without shape_features)")
+                         f"syncnet_lite_v1 {ARCH_PARAMS} (with or without shape_features, audio_context_layers)")
     _load_state("--from-bundle", bundle_dir, model, state)
     kept = {k: v for k, v in training.items() if k in ("config", "history", "best_step", "train_seconds")}
     return {**kept, "weights_from": f"{src.scorer_name}{member} (sha256 {src.weights_sha256})"}
@@ -263,6 +271,9 @@ def main(argv: list[str] | None = None) -> int:
                          "frame CNN's features (frames without landmarks still score); off for 1.7.0")
     ap.add_argument("--shape-dropout", type=float, default=0.3,
                     help="with --shape-input: share of training windows whose landmarks are hidden")
+    ap.add_argument("--audio-context-layers", type=int, default=0,
+                    help="residual dilated blocks on the audio encoder, each widening its view by two frames a "
+                         "side (0: 250 ms, as 1.7.0; 2: 570 ms)")
     ap.add_argument("--global-loss", type=float, default=0.0,
                     help="weight of the cross-window loss: every window's own audio at its true offset must beat other "
                          "clips' audio at their best offset with one threshold for all (the mismatched control's AUC)")
@@ -298,13 +309,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.select_best is None:
         args.select_best = bool(args.cv_fold)
     # the bundles named on the command line are checked before the clips load (a minute), not after
-    if args.from_bundle:
-        _load_bundle_arg("--from-bundle", Path(args.from_bundle), read_manifest)
+    if args.from_bundle:  # the architecture is the source bundle's
+        params = _load_bundle_arg("--from-bundle", Path(args.from_bundle), read_manifest).arch_params
+        if params.get("members"):  # an ensemble's first network
+            params = params["members"][0].get("arch_params", {})
+        args.shape_input = bool(params.get("shape_features"))
+        args.audio_context_layers = int(params.get("audio_context_layers", 0))
+    if args.audio_context_layers < 0:
+        raise SystemExit("--audio-context-layers must be >= 0")
     teacher, teacher_name = load_teacher(Path(args.teacher)) if args.teacher else (None, "")
     t0 = time.time()
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
-    spec, vspec = AudioSpec(), VideoSpec(delay_frames=args.delay_frames)
+    spec = AudioSpec(context_frames=audio_context_frames(args.audio_context_layers))
+    vspec = VideoSpec(delay_frames=args.delay_frames)
 
     real_train: list[Clip] = []
     dev_train: list[Clip] = []
@@ -361,12 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     vals = {"synth": WindowSampler(syn_val, spec, vspec.context_frames, k, 7, delay_frames=dl)}
     if dev:
         vals["dev"] = WindowSampler(dev, spec, vspec.context_frames, k, 7, delay_frames=dl)
-    if args.from_bundle:
-        params = _load_bundle_arg("--from-bundle", Path(args.from_bundle), read_manifest).arch_params
-        if params.get("members"):  # an ensemble's first network
-            params = params["members"][0].get("arch_params", {})
-        args.shape_input = bool(params.get("shape_features"))
-    params = arch_params(args.shape_input)
+    params = arch_params(args.shape_input, args.audio_context_layers)
     model = build("syncnet_lite_v1", params)
     set_shape_statistics(model, real_train)
     cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, seed=args.seed, threads=args.threads,

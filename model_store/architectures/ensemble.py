@@ -60,6 +60,9 @@ class SyncNetEnsemble(nn.Module):
         if not members:
             raise ValueError("an ensemble needs at least one member")
         nets = [build(m["architecture"], m.get("arch_params", {})) for m in members]
+        if any(getattr(n, "shape_encoder", None) is not None for n in nets):
+            # its frame features would silently lose the landmark view (SyncNetLite.add_shape)
+            raise ValueError("ensemble members with the lip-landmark input (shape_features) are not supported")
         ctx = {n.context_frames for n in nets}
         if len(ctx) != 1:
             raise ValueError(f"ensemble members disagree on context_frames: {sorted(ctx)}")

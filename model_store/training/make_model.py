@@ -317,6 +317,8 @@ def main(argv: list[str] | None = None) -> int:
         args.audio_context_layers = int(params.get("audio_context_layers", 0))
     if args.audio_context_layers < 0:
         raise SystemExit("--audio-context-layers must be >= 0")
+    if not 0.0 <= args.shape_dropout <= 1.0:
+        raise SystemExit("--shape-dropout must be in [0, 1]")
     teacher, teacher_name = load_teacher(Path(args.teacher)) if args.teacher else (None, "")
     t0 = time.time()
     torch.manual_seed(args.seed)

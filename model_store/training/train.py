@@ -114,7 +114,11 @@ def teacher_embed(teacher, batch: Batch, audio_ctx: int, frames: torch.Tensor) -
     """A frozen dual encoder's unit embeddings of the batch (as the scorer computes them: an
     ensemble has no video_embed / audio_embed), (B, T, D) and (B, N, D)."""
     b, f, h, w = batch.frames.shape
-    feats = teacher.frame_features(frames.reshape(b * f, 1, h, w)).reshape(b, f, -1)
+    feats = teacher.frame_features(frames.reshape(b * f, 1, h, w))
+    if getattr(teacher, "shape_encoder", None) is not None:  # a teacher sees every landmark there is
+        feats = teacher.add_shape(feats, None if batch.shape is None else batch.shape.reshape(b * f, -1),
+                                  None if batch.shape_ok is None else batch.shape_ok.reshape(b * f))
+    feats = feats.reshape(b, f, -1)
     v = F.normalize(teacher.video_head(feats.transpose(1, 2)).transpose(1, 2), dim=-1)
     a = F.normalize(teacher.audio_encoder(batch.mel).transpose(1, 2), dim=-1)
     n_audio = batch.audio_ok.shape[1]

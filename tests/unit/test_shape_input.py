@@ -142,3 +142,27 @@ def test_make_model_with_shape_input_records_it_and_keeps_it_when_reusing_the_we
     set_shape_statistics(model, [c])
     np.testing.assert_allclose(model.shape_encoder.mean.numpy(), 1.0)
     np.testing.assert_allclose(model.shape_encoder.std.numpy(), np.std([0.0, 1.0, 2.0]) + 1e-3, rtol=1e-5)
+
+
+def test_an_ensemble_refuses_a_member_with_the_landmark_input():
+    with pytest.raises(ValueError, match="lip-landmark"):
+        build("ensemble_v1", {"members": [{"architecture": "syncnet_lite_v1", "arch_params": PARAMS}]})
+
+
+def test_a_teacher_with_the_landmark_input_sees_the_landmarks():
+    from model_store.training.train import teacher_embed
+
+    torch.manual_seed(0)
+    teacher = build("syncnet_lite_v1", PARAMS).eval()
+    torch.nn.init.normal_(teacher.shape_encoder.net[2].weight, std=1.0)
+    b, f, n_audio = 2, 10, 16
+    shape = torch.rand(b, f, N_SHAPE_FEATURES)
+    seen = Batch(torch.rand(b, f, 96, 96), torch.ones(b, f - 6, dtype=torch.bool), torch.randn(b, 40, 4 * (n_audio + 8)),
+                 torch.ones(b, n_audio, dtype=torch.bool), torch.zeros(b, dtype=torch.long), [0, 1],
+                 shape, torch.ones(b, f, dtype=torch.bool))
+    hidden = Batch(*[getattr(seen, k) for k in ("frames", "frame_ok", "mel", "audio_ok", "label", "clip_ids")],
+                   shape, torch.zeros(b, f, dtype=torch.bool))
+    x = seen.frames
+    v_seen, _ = teacher_embed(teacher, seen, 4, x)
+    v_hidden, _ = teacher_embed(teacher, hidden, 4, x)
+    assert not torch.allclose(v_seen, v_hidden)

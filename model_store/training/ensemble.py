@@ -46,9 +46,15 @@ def join_manifests(members: list[Manifest], name: str | None, version: str | Non
     """The ensemble's manifest (calibration still the first member's; an ensemble member's networks
     are listed one by one). Raises ValueError when the members cannot be joined."""
     first = members[0]
+    # the audio encoders may differ in reach (make_model --audio-context-layers): every member is
+    # fed the widest context, and one that needs less ignores the rest
+    audio_ctx = max(m.audio.context_frames for m in members)
     for m in members[1:]:
         for field in ("audio", "video", "embedding_centering", "peak_smooth_frames"):
-            if getattr(m, field) != getattr(first, field):
+            mine, theirs = getattr(m, field), getattr(first, field)
+            if field == "audio":
+                mine, theirs = replace(mine, context_frames=audio_ctx), replace(theirs, context_frames=audio_ctx)
+            if mine != theirs:
                 raise ValueError(f"{m.scorer_name} and {first.scorer_name} differ in {field}; "
                                  "ensemble members must share the input format and scoring settings")
     specs: list[dict] = []
@@ -65,6 +71,7 @@ def join_manifests(members: list[Manifest], name: str | None, version: str | Non
         name=name or first.name, version=version or first.version,
         architecture="ensemble_v1",
         arch_params={"members": specs},
+        audio=replace(first.audio, context_frames=audio_ctx),
         embedding_dim=sum(m.embedding_dim for m in members),
         weights_sha256="",
         training={"data": {"dev_train_clips": trained, "dev_heldout_clips": held}, "members": records},

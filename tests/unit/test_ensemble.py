@@ -99,6 +99,28 @@ def test_members_with_different_input_formats_cannot_be_joined():
         join_manifests([a, b], None, None)
 
 
+def test_members_of_different_audio_reach_are_fed_the_widest_context(request_):
+    """A member with the wider audio view (make_model --audio-context-layers) joins a plain one:
+    the ensemble pads the audio for the wider, and the plain member's curve is unchanged by the
+    extra context it ignores (up to the mel normalisation over the longer span)."""
+    wide_params = {**PARAMS, "audio_context_layers": 2}
+    torch.manual_seed(2)
+    wide_state = build("syncnet_lite_v1", wide_params).state_dict()
+    plain = _manifest("a")
+    wide = dataclasses.replace(_manifest("b"), arch_params=wide_params,
+                               audio=dataclasses.replace(AudioSpec(), context_frames=8))
+    man = join_manifests([plain, wide], None, None)
+    assert man.audio.context_frames == 8
+    state = _member(1)
+    joined = ModelScorer(man, ensemble_state([state, wide_state]), ScorerConfig(cpu_jit=False), device="cpu")
+    alone = [ModelScorer(m, s, ScorerConfig(cpu_jit=False), device="cpu").score(request_).curve
+             for m, s in ((plain, state), (wide, wide_state))]
+    np.testing.assert_allclose(joined.score(request_).curve, np.mean(alone, axis=0), atol=2e-3)
+    with pytest.raises(ValueError, match="differ in audio"):
+        join_manifests([plain, dataclasses.replace(wide, audio=dataclasses.replace(AudioSpec(), n_mels=64))],
+                       None, None)
+
+
 def test_ensemble_cli_bad_members_give_one_line(tmp_path):
     d = tmp_path / "a"
     save_bundle(d, _manifest("a"), _member(1))

@@ -47,7 +47,7 @@ from model_store.bundle import (
     save_bundle,
 )
 from model_store.training.data import Clip, WindowSampler, load_roi_dir, make_clip
-from model_store.training.train import TrainConfig, train
+from model_store.training.train import TrainConfig, shape_statistics, train
 from worker.evaluation.real import speaker_group  # dev clips of one speaker share a group
 
 REPO = Path(__file__).resolve().parents[2]
@@ -134,12 +134,11 @@ def set_shape_statistics(model: torch.nn.Module, clips: list[Clip]) -> None:
     """Standardise a shape-input network's lip-shape measures with the training clips' statistics
     (frames with a face only)."""
     enc = getattr(model, "shape_encoder", None)
-    shapes = [c.shape[c.present] for c in clips if c.shape is not None and c.present.any()]
-    if enc is None or not shapes:
+    stats = shape_statistics(clips) if enc is not None else None
+    if stats is None:
         return
-    allv = np.concatenate(shapes).astype(np.float64)
-    enc.mean.copy_(torch.from_numpy(allv.mean(0)).float())
-    enc.std.copy_(torch.from_numpy(allv.std(0) + 1e-3).float())
+    enc.mean.copy_(torch.from_numpy(stats[0]).float())
+    enc.std.copy_(torch.from_numpy(stats[1]).float())
 
 
 def reuse_weights(model: torch.nn.Module, bundle_dir: Path) -> dict:

@@ -77,20 +77,38 @@ def embed_batch(model, batch: Batch, audio_ctx: int, gen: torch.Generator | None
                 shape_ok: torch.Tensor | None = None):
     """``frames``: the batch's frames already augmented and standardised (shared with a teacher).
     ``shape_ok``: which frames' landmarks a shape-input network sees (default: the batch's)."""
-    b, f, h, w = batch.frames.shape
     x = frames if frames is not None else input_frames(batch, gen, aug_prob)
-    feats = model.frame_features(x.reshape(b * f, 1, h, w))
-    if getattr(model, "shape_encoder", None) is not None:
-        ok = batch.shape_ok if shape_ok is None else shape_ok
-        shape = None if batch.shape is None else batch.shape.reshape(b * f, -1)
-        feats = model.add_shape(feats, shape, None if ok is None else ok.reshape(b * f))
-    feats = feats.reshape(b, f, -1)
+    feats = batch_frame_features(model, batch, x, shape_ok)
     v = model.video_embed(feats)
     a = model.audio_embed(batch.mel)
     n_audio = batch.audio_ok.shape[1]
     a = a[:, audio_ctx: audio_ctx + n_audio]
     v, a = center_embeddings(v, batch.frame_ok, centering), center_embeddings(a, batch.audio_ok, centering)
     return (v, a, feats) if with_features else (v, a)
+
+
+def batch_frame_features(net, batch: Batch, frames: torch.Tensor,
+                         shape_ok: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, F, feat) per-frame features of a batch's standardised ``frames`` (B, F, H, W): the frame
+    CNN's, plus the lip-shape view where ``net`` takes one (``shape_ok``: which frames' landmarks
+    it sees; default the batch's)."""
+    b, f, h, w = frames.shape
+    feats = net.frame_features(frames.reshape(b * f, 1, h, w))
+    if getattr(net, "shape_encoder", None) is not None:
+        ok = batch.shape_ok if shape_ok is None else shape_ok
+        feats = net.add_shape(feats, None if batch.shape is None else batch.shape.reshape(b * f, -1),
+                              None if ok is None else ok.reshape(b * f))
+    return feats.reshape(b, f, -1)
+
+
+def shape_statistics(clips) -> tuple[np.ndarray, np.ndarray] | None:
+    """Mean and standard deviation (+ 1e-3) of the clips' lip-shape measures over frames with a
+    face; None when no clip has landmarks."""
+    shapes = [c.shape[c.present] for c in clips if c.shape is not None and c.present.any()]
+    if not shapes:
+        return None
+    allv = np.concatenate(shapes).astype(np.float64)
+    return allv.mean(0), allv.std(0) + 1e-3
 
 
 def shape_visible(batch: Batch, gen: torch.Generator, dropout: float) -> torch.Tensor | None:
@@ -113,12 +131,7 @@ def input_frames(batch: Batch, gen: torch.Generator | None, aug_prob: float) -> 
 def teacher_embed(teacher, batch: Batch, audio_ctx: int, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """A frozen dual encoder's unit embeddings of the batch (as the scorer computes them: an
     ensemble has no video_embed / audio_embed), (B, T, D) and (B, N, D)."""
-    b, f, h, w = batch.frames.shape
-    feats = teacher.frame_features(frames.reshape(b * f, 1, h, w))
-    if getattr(teacher, "shape_encoder", None) is not None:  # a teacher sees every landmark there is
-        feats = teacher.add_shape(feats, None if batch.shape is None else batch.shape.reshape(b * f, -1),
-                                  None if batch.shape_ok is None else batch.shape_ok.reshape(b * f))
-    feats = feats.reshape(b, f, -1)
+    feats = batch_frame_features(teacher, batch, frames)  # a teacher sees every landmark there is
     v = F.normalize(teacher.video_head(feats.transpose(1, 2)).transpose(1, 2), dim=-1)
     a = F.normalize(teacher.audio_encoder(batch.mel).transpose(1, 2), dim=-1)
     n_audio = batch.audio_ok.shape[1]
@@ -169,10 +182,10 @@ class ShapeProbe(torch.nn.Module):
 
     def __init__(self, feat_dim: int, clips) -> None:
         super().__init__()
-        shapes = [c.shape[c.present] for c in clips if c.shape is not None and c.present.any()]
-        allv = np.concatenate(shapes) if shapes else np.zeros((1, N_SHAPE_FEATURES), np.float32)
-        self.register_buffer("mean", torch.from_numpy(allv.mean(0)).float())
-        self.register_buffer("std", torch.from_numpy(allv.std(0) + 1e-3).float())
+        stats = shape_statistics(clips)
+        mean, std = stats if stats is not None else (np.zeros(N_SHAPE_FEATURES), np.full(N_SHAPE_FEATURES, 1e-3))
+        self.register_buffer("mean", torch.from_numpy(mean).float())
+        self.register_buffer("std", torch.from_numpy(std).float())
         self.fc = torch.nn.Linear(feat_dim, N_SHAPE_FEATURES)
 
     def loss(self, feats: torch.Tensor, batch: Batch) -> torch.Tensor:

@@ -29,21 +29,41 @@ def _conv1_bn(cin: int, cout: int, k: int, s: int = 1) -> nn.Sequential:
     )
 
 
+class _Residual2d(nn.Module):
+    """relu(x + bn(conv(relu(bn(conv(x)))))) at constant width and size (a ResNet basic block).
+    The body is one Sequential of conv/bn pairs, so ``fuse_for_inference`` folds its norms."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels), nn.ReLU(inplace=True),
+            nn.Conv2d(channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(x + self.body(x))
+
+
 class FrameEncoder(nn.Module):
     """(N, 1, 96, 96) -> (N, feat_dim) per-frame features.
 
     The stem is a 4x4 stride-4 patch convolution: full-resolution activations dominate the cost of
     small CNNs on CPUs, and 16 pixels -> ``channels[0]`` channels loses nothing a mouth needs.
+    ``blocks_per_stage`` residual blocks follow each stride-2 stage but the last (whose 3x3 map
+    leaves little to mix); 0 is the plain stack of the bundles up to 1.7.0.
     """
 
-    def __init__(self, channels: tuple[int, ...], feat_dim: int, roi_size: int = 96) -> None:
+    def __init__(self, channels: tuple[int, ...], feat_dim: int, roi_size: int = 96,
+                 blocks_per_stage: int = 0) -> None:
         super().__init__()
         layers = [nn.Sequential(nn.Conv2d(1, channels[0], 4, stride=4, bias=False),
                                 nn.BatchNorm2d(channels[0]), nn.ReLU(inplace=True))]
         cin = channels[0]
         side = roi_size // 4
-        for c in channels[1:]:
+        for i, c in enumerate(channels[1:]):
             layers.append(_conv_bn(cin, c, 3, 2))
+            if i < len(channels) - 2:
+                layers.extend(_Residual2d(c) for _ in range(blocks_per_stage))
             cin = c
             side = (side + 1) // 2
         self.convs = nn.Sequential(*layers)
@@ -144,9 +164,10 @@ class SyncNetLite(nn.Module):
         roi_size: int = 96,
         shape_features: int = 0,
         audio_context_layers: int = 0,
+        video_blocks_per_stage: int = 0,
     ) -> None:
         super().__init__()
-        self.frame_encoder = FrameEncoder(tuple(video_channels), video_feat_dim, roi_size)
+        self.frame_encoder = FrameEncoder(tuple(video_channels), video_feat_dim, roi_size, video_blocks_per_stage)
         # the lip-landmark view as a second input (0: pixels only, the bundles up to 1.7.0)
         self.shape_encoder = ShapeEncoder(shape_features, video_feat_dim) if shape_features > 0 else None
         self.video_head = CausalTemporalHead(video_feat_dim, emb_dim, context_frames)

@@ -117,17 +117,31 @@ def calibration_clips(spec: AudioSpec, partial: bool = False) -> list[Clip]:
     return real + synth_clips(40, SYNTH_VAL_SEED, spec)
 
 
-def arch_params(shape_input: bool = False, audio_context_layers: int = 0) -> dict:
+def arch_params(shape_input: bool = False, audio_context_layers: int = 0,
+                video_channels: list[int] | None = None, video_blocks: int = 0) -> dict:
     """The recipe's architecture parameters, with the lip-landmark view as a second input or not,
-    and the audio encoder's wider context or not (either is absent from the manifest when off)."""
+    the audio encoder's wider context or not, and the frame CNN's widths and residual blocks (each
+    option is absent from the manifest when it is the recipe's default)."""
     from worker.tracking.geometry import N_SHAPE_FEATURES
 
     params = dict(ARCH_PARAMS)
+    if video_channels and list(video_channels) != ARCH_PARAMS["video_channels"]:
+        params["video_channels"] = list(video_channels)
+    if video_blocks:
+        params["video_blocks_per_stage"] = video_blocks
     if shape_input:
         params["shape_features"] = N_SHAPE_FEATURES
     if audio_context_layers:
         params["audio_context_layers"] = audio_context_layers
     return params
+
+
+def recipe_options(params: dict) -> dict:
+    """A manifest's syncnet_lite_v1 parameters as ``arch_params``' keyword arguments."""
+    return {"shape_input": bool(params.get("shape_features")),
+            "audio_context_layers": int(params.get("audio_context_layers", 0)),
+            "video_channels": list(params.get("video_channels", ARCH_PARAMS["video_channels"])),
+            "video_blocks": int(params.get("video_blocks_per_stage", 0))}
 
 
 def set_shape_statistics(model: torch.nn.Module, clips: list[Clip]) -> None:
@@ -151,13 +165,23 @@ def reuse_weights(model: torch.nn.Module, bundle_dir: Path) -> dict:
         arch, params, member = first["architecture"], first.get("arch_params", {}), ", member 0"
         state = member_state(state, 0)
         training = (src.training.get("members") or [{}])[0].get("training") or {}
-    if arch != "syncnet_lite_v1" or params != arch_params(bool(params.get("shape_features")),
-                                                          int(params.get("audio_context_layers", 0))):
+    if arch != "syncnet_lite_v1" or params != arch_params(**recipe_options(params)):
         raise SystemExit(f"--from-bundle {bundle_dir}: {arch} {params} is not this recipe's "
-                         f"syncnet_lite_v1 {ARCH_PARAMS} (with or without shape_features, audio_context_layers)")
+                         f"syncnet_lite_v1 {ARCH_PARAMS} (with or without its make_model options)")
     _load_state("--from-bundle", bundle_dir, model, state)
     kept = {k: v for k, v in training.items() if k in ("config", "history", "best_step", "train_seconds")}
     return {**kept, "weights_from": f"{src.scorer_name}{member} (sha256 {src.weights_sha256})"}
+
+
+def _channels(text: str) -> list[int]:
+    """``--video-channels`` "32,64,96,128" -> [32, 64, 96, 128] (at least two positive widths)."""
+    try:
+        widths = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of integers: {text!r}") from None
+    if len(widths) < 2 or min(widths) < 1:
+        raise argparse.ArgumentTypeError(f"need at least two positive widths: {text!r}")
+    return widths
 
 
 def _load_bundle_arg(flag: str, bundle_dir: Path, loader):
@@ -273,6 +297,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--audio-context-layers", type=int, default=0,
                     help="residual dilated blocks on the audio encoder, each widening its view by two frames a "
                          "side (0: 250 ms, as 1.7.0; 2: 570 ms)")
+    ap.add_argument("--video-channels", type=_channels, default=list(ARCH_PARAMS["video_channels"]),
+                    help="the frame CNN's widths, stem then each stride-2 stage (default %(default)s, as 1.7.0)")
+    ap.add_argument("--video-blocks", type=int, default=0,
+                    help="residual blocks after each stride-2 stage of the frame CNN but the last (0 as 1.7.0)")
     ap.add_argument("--global-loss", type=float, default=0.0,
                     help="weight of the cross-window loss: every window's own audio at its true offset must beat other "
                          "clips' audio at their best offset with one threshold for all (the mismatched control's AUC)")
@@ -312,10 +340,14 @@ def main(argv: list[str] | None = None) -> int:
         params = _load_bundle_arg("--from-bundle", Path(args.from_bundle), read_manifest).arch_params
         if params.get("members"):  # an ensemble's first network
             params = params["members"][0].get("arch_params", {})
-        args.shape_input = bool(params.get("shape_features"))
-        args.audio_context_layers = int(params.get("audio_context_layers", 0))
+        for key, value in recipe_options(params).items():
+            setattr(args, key, value)
+    if args.steps < 1 or args.finetune_steps < 0:
+        raise SystemExit("--steps must be >= 1 and --finetune-steps >= 0")
     if args.audio_context_layers < 0:
         raise SystemExit("--audio-context-layers must be >= 0")
+    if args.video_blocks < 0:
+        raise SystemExit("--video-blocks must be >= 0")
     if not 0.0 <= args.shape_dropout <= 1.0:
         raise SystemExit("--shape-dropout must be in [0, 1]")
     teacher, teacher_name = load_teacher(Path(args.teacher)) if args.teacher else (None, "")
@@ -380,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
     vals = {"synth": WindowSampler(syn_val, spec, vspec.context_frames, k, 7, delay_frames=dl)}
     if dev:
         vals["dev"] = WindowSampler(dev, spec, vspec.context_frames, k, 7, delay_frames=dl)
-    params = arch_params(args.shape_input, args.audio_context_layers)
+    params = arch_params(args.shape_input, args.audio_context_layers, args.video_channels, args.video_blocks)
     model = build("syncnet_lite_v1", params)
     set_shape_statistics(model, real_train)
     cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, seed=args.seed, threads=args.threads,

@@ -271,6 +271,14 @@ def evaluate(model, sampler: WindowSampler, n_frames: int, n_batches: int, batch
     return {"acc_pm1": hits / max(n, 1), "auc": auc(np.array(pos), np.array(neg)), "n": n}
 
 
+def one_cycle(opt: torch.optim.Optimizer, max_lr: float, steps: int) -> torch.optim.lr_scheduler.OneCycleLR:
+    """The learning-rate schedule: 5% warm-up, then cosine decay. OneCycleLR divides by (warm-up
+    steps - 1), which is 0 for a 20-step run; short runs warm up for 1.5 steps instead."""
+    warmup_steps = max(0.05 * steps, 1.5)
+    return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=max_lr, total_steps=steps,
+                                               pct_start=min(warmup_steps / steps, 0.9))
+
+
 def train(model, train_sampler: WindowSampler, val_samplers: dict[str, WindowSampler], cfg: TrainConfig,
           audio_ctx: int, log=print, teacher=None) -> dict:
     torch.manual_seed(cfg.seed)
@@ -281,7 +289,7 @@ def train(model, train_sampler: WindowSampler, val_samplers: dict[str, WindowSam
     threshold = GlobalThreshold() if cfg.global_loss_weight > 0 else None
     params = list(model.parameters()) + [p for m in (probe, threshold) if m is not None for p in m.parameters()]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.05)
+    sched = one_cycle(opt, cfg.lr, cfg.steps)
     model.train()
     t0 = time.time()
     history = []

@@ -71,9 +71,12 @@ def run_score(args) -> int:
         info = probe(args.media)
         if not info.has_video:
             raise CliError(f"no video stream in {args.media}")
-        audio_src = args.audio or args.media
         if args.audio is None and not info.has_audio:
             raise CliError(f"no audio stream in {args.media} (pass --audio FILE)")
+        # the --audio file is checked before tracking (seconds to minutes), not after
+        audio_info = probe(args.audio) if args.audio else None
+        if audio_info is not None and not audio_info.has_audio:
+            raise CliError(f"no audio stream in {args.audio}")
         t0 = time.perf_counter()
         face_present = landmarks = occluded = None
         if args.roi:
@@ -87,19 +90,16 @@ def run_score(args) -> int:
             face_present, landmarks, occluded = track.face_present, track.landmarks, track.occluded
             tracking_s = time.perf_counter() - t0
         decode_s = time.perf_counter() - t0 - tracking_s
-        if args.audio:
-            audio_info = probe(args.audio)
-            if not audio_info.has_audio:
-                raise CliError(f"no audio stream in {args.audio}")
+        if audio_info is not None:
             audio = read_audio(args.audio, 16000, info=audio_info)
         else:
-            audio = read_audio(audio_src, 16000, fps=fps, info=info)
+            audio = read_audio(args.media, 16000, fps=fps, info=info)
     except MediaError as exc:
         raise CliError(str(exc)) from None
     if frames.shape[0] < 8:
         raise CliError(f"{args.media} has {frames.shape[0]} frames; at least 8 are needed")
     if audio.shape[0] == 0:
-        raise CliError(f"the audio of {audio_src} is empty")
+        raise CliError(f"the audio of {args.audio or args.media} is empty")
     scorer = load_scorer(args.bundle, device=args.device, allow_fallback=args.bundle is None)
     summary = score_clip(scorer, frames, fps, audio, face_present=face_present, landmarks=landmarks,
                          occluded=occluded, block_frames=args.block_frames, window_ms=args.window_ms)

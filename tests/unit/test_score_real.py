@@ -157,6 +157,22 @@ def test_no_audio_stream(capsys, tmp_path):
     assert "no audio stream" in _one_line_error(capsys, ["score", str(mp4)])
 
 
+def test_a_bad_audio_file_is_refused_before_the_face_tracking(capsys, tmp_path, monkeypatch):
+    from worker.tracking import MouthTracker
+
+    def no_tracking(*_a, **_k):
+        raise AssertionError("tracked a clip whose --audio file cannot be used")
+
+    monkeypatch.setattr(MouthTracker, "track_file", no_tracking)
+    mp4 = tmp_path / "silent_video.mp4"
+    _ffmpeg("-f", "lavfi", "-i", "testsrc=size=320x240:rate=25:duration=2", "-c:v", "libx264",
+            "-pix_fmt", "yuv420p", str(mp4))
+    junk = tmp_path / "junk.wav"
+    junk.write_bytes(b"RIFF not really" * 10)
+    assert f"no audio stream in {mp4}" in _one_line_error(capsys, ["score", str(mp4), "--audio", str(mp4)])
+    assert "cannot read media file" in _one_line_error(capsys, ["score", str(mp4), "--audio", str(junk)])
+
+
 def test_unreadable_file(capsys, tmp_path):
     junk = tmp_path / "junk.mp4"
     junk.write_bytes(b"not a video at all" * 100)

@@ -284,8 +284,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="the scorer averages each curve over +/- this many frames before picking the peak "
                          "(manifest similarity.peak_smooth_frames; 0 for 1.1.0, 1 from 1.2.0)")
     ap.add_argument("--from-bundle", default=None,
-                    help="take the weights of this bundle (same architecture) instead of training: only the "
-                         "similarity settings and the calibration are redone (1.2.0 = 1.1.0's weights)")
+                    help="take the weights of this bundle (same architecture) instead of the first training stage; "
+                         "the fine-tuning stage still runs on them (--finetune-steps 0: only the similarity "
+                         "settings and the calibration are redone, as 1.2.0 from 1.1.0's weights)")
     ap.add_argument("--shape-loss", type=float, default=0.0,
                     help="weight of the mouth-shape pretext loss (frame features predict lip-landmark shape "
                          "measures; real clips only); 0 for 1.1.0")

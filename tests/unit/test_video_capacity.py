@@ -84,7 +84,7 @@ def test_make_model_records_the_frame_cnn_and_the_scorer_runs_it(tmp_path):
     assert scorer.score(req).curve == pytest.approx(eager.score(req).curve, abs=1e-4)
     # --from-bundle takes the architecture from the bundle, whatever the command line says
     again = tmp_path / "again"
-    assert main(["--no-real", "--synth-clips", "4", "--from-bundle", str(out), "--version", "0.0.2",
+    assert main(["--no-real", "--synth-clips", "4", "--finetune-steps", "0", "--from-bundle", str(out), "--version", "0.0.2",
                  "--out", str(again)]) == 0
     assert json.loads((again / "manifest.json").read_text())["arch_params"] == manifest["arch_params"]
 

@@ -61,7 +61,7 @@ def run(args) -> int:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from worker.cli import CliError
+    from worker.cli import CliError, load_scorer_for_command
     from worker.scoring.loader import load_scorer
     from worker.scoring.types import AudioSpan, FrameSpan, Kind, ScoreRequest
 
@@ -71,7 +71,7 @@ def run(args) -> int:
         raise CliError("--block-frames must be within 8..16")
     if args.threads:
         torch.set_num_threads(args.threads)
-    scorer = load_scorer(args.bundle, device=args.device)
+    scorer = load_scorer_for_command(args.bundle, args.device)
     device = getattr(scorer, "device", torch.device("cpu"))
     fps, bf, sr = args.fps, args.block_frames, 16000
     rng = np.random.default_rng(0)

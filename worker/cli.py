@@ -29,9 +29,12 @@ def load_scorer_for_command(bundle_dir: str | None, device: str = "auto", what: 
     """``load_scorer`` for a command line: the default bundle may fall back to the heuristic scorer
     (with its loud log line), a bundle the user named must load; a failure is one CliError line."""
     from worker.scoring.loader import load_scorer
+    from worker.scoring.scorer import DeviceError
 
     try:
         return load_scorer(bundle_dir, device=device, allow_fallback=bundle_dir is None)
+    except DeviceError as exc:
+        raise CliError(str(exc)) from None
     except Exception as exc:  # noqa: BLE001 - BundleError, OSError, ...: one line, no traceback
         raise CliError(f"cannot load {what} {bundle_dir}: {exc}") from None
 
@@ -60,7 +63,6 @@ def _add_score(sub) -> None:
 def run_score(args) -> int:
     from worker.clipscore import score_clip
     from worker.media.decode import MediaError, probe, read_audio, read_video
-    from worker.scoring.loader import load_scorer
 
     if not (8 <= args.block_frames <= 16):
         raise CliError("--block-frames must be within 8..16")
@@ -77,6 +79,8 @@ def run_score(args) -> int:
         audio_info = probe(args.audio) if args.audio else None
         if audio_info is not None and not audio_info.has_audio:
             raise CliError(f"no audio stream in {args.audio}")
+        # so is the bundle and the device: a typo fails in a second, not after the tracking
+        scorer = load_scorer_for_command(args.bundle, args.device)
         t0 = time.perf_counter()
         face_present = landmarks = occluded = None
         if args.roi:
@@ -100,7 +104,6 @@ def run_score(args) -> int:
         raise CliError(f"{args.media} has {frames.shape[0]} frames; at least 8 are needed")
     if audio.shape[0] == 0:
         raise CliError(f"the audio of {args.audio or args.media} is empty")
-    scorer = load_scorer(args.bundle, device=args.device, allow_fallback=args.bundle is None)
     summary = score_clip(scorer, frames, fps, audio, face_present=face_present, landmarks=landmarks,
                          occluded=occluded, block_frames=args.block_frames, window_ms=args.window_ms)
     if face_present is not None and not np_any(face_present):

@@ -17,10 +17,13 @@ def load_scorer(bundle_dir: str | Path | None = None, config: ScorerConfig | Non
     """The ModelScorer for ``bundle_dir`` (default: the bundled model).
 
     A missing bundle, checksum mismatch or load failure gives the HeuristicScorer (with a loud
-    log line) unless ``allow_fallback`` is False, in which case the BundleError propagates.
+    log line) unless ``allow_fallback`` is False, in which case the BundleError propagates. A
+    device that does not exist here (DeviceError) always propagates: the heuristic is a stand-in
+    for a broken bundle, not for a missing GPU.
     """
-    from worker.scoring.scorer import ModelScorer
+    from worker.scoring.scorer import ModelScorer, select_device
 
+    select_device(device)
     try:
         manifest, state = load_bundle(bundle_dir)
         return ModelScorer(manifest, state, config, device=device)

@@ -65,11 +65,27 @@ def _frozen_cpu_encoders(model, manifest: Manifest):
         return model.frame_features, model.audio_encoder, model.video_head
 
 
+class DeviceError(ValueError):
+    """A device this machine cannot score on (a bad name, or CUDA without a GPU)."""
+
+
 def select_device(device: str = "auto") -> torch.device:
-    """"auto" -> CUDA when present, else CPU."""
+    """"auto" -> CUDA when present, else CPU; "cpu", "cuda" or "cuda:N" as asked, if it exists.
+    A device asked for by name is never silently replaced: where it is missing, DeviceError."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise DeviceError(f"unknown device {device!r} (auto, cpu, cuda or cuda:N)") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError(f"device {device!r}: CUDA is not available here (use auto or cpu)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise DeviceError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type != "cpu":
+        raise DeviceError(f"device {device!r}: the scorer runs on cpu or cuda")
+    return dev
 
 
 class FeatureCache:

@@ -12,16 +12,18 @@ import uuid
 from worker.config import WorkerConfig
 
 
-def test_loadtest_cli_reports_json_with_nothing_missing(kafka_bootstrap):
+def test_loadtest_cli_reports_json_with_nothing_missing(kafka_bootstrap, tmp_path):
     env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap)
+    worker_log = tmp_path / "worker.log"  # not the default in the system's temp folder, kept after the run
     proc = subprocess.run([sys.executable, "-m", "worker.cli", "loadtest", "--sessions", "3", "--seconds", "3",
-                           "--json", "--grace-s", "20"], env=env, capture_output=True, text=True, timeout=300,
-                          check=False)
+                           "--json", "--grace-s", "20", "--worker-log", str(worker_log)], env=env,
+                          capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     for key in ("sessions", "p50_ms", "p99_ms", "max_ms", "missing", "duplicates", "signals", "signals_per_s"):
         assert key in report, key
     assert report["sessions"] == 3 and report["missing"] == 0 and report["duplicates"] == 0
+    assert worker_log.stat().st_size > 0  # the worker wrote its log where it was told
     # 3 s at 30 fps: 5 blocks of 16 and 3 windows of 30 per session
     assert report["signals"] == report["expected"] == 3 * (5 + 3)
     assert 0 < report["p50_ms"] <= report["p99_ms"] <= report["max_ms"]

@@ -90,6 +90,8 @@ class Batch:
     clip_ids: list[int]
     shape: torch.Tensor | None = None  # (B, ctx + T, N_SHAPE_FEATURES) mouth shape per frame
     shape_ok: torch.Tensor | None = None  # (B, ctx + T) bool: a tracked face with landmarks
+    # (B,) float: the true offset index minus ``label`` (the sub-frame jitter, in (-0.5, 0.5))
+    label_frac: torch.Tensor | None = None
 
 
 class WindowSampler:
@@ -118,6 +120,7 @@ class WindowSampler:
         k = self.k
         n_audio = n_frames + 2 * k
         frames, fok, mels, aok, labels, ids, shapes, shape_ok = [], [], [], [], [], [], [], []
+        fracs = []
         picks = self.rng.choice(len(self.clips), size=(batch_size + 1) // 2, p=self.p)
         order = np.repeat(picks, 2)[:batch_size]
         for ci in order:
@@ -154,8 +157,10 @@ class WindowSampler:
             aok.append(vgrid)
             # audio index 0 is grid position s + d - k - delay; offset index j pairs embedding t
             # with audio index t + j, i.e. grid s + d - k - delay + t + j, which is the time of the
-            # frame it describes (s + t - delay) when j = k - d.
+            # frame it describes (s + t - delay) when j = k - d. The jitter moves every audio
+            # sample later by ``jitter`` frames, so the exact match is at j = k - d - jitter.
             labels.append(k - d)
+            fracs.append(-jitter)
             ids.append(int(ci))
         return Batch(
             frames=torch.from_numpy(np.stack(frames)).float().div_(255.0),
@@ -165,6 +170,7 @@ class WindowSampler:
             label=torch.tensor(labels),
             clip_ids=ids,
             **self._shapes(shapes, shape_ok),
+            label_frac=torch.tensor(fracs, dtype=torch.float32),
         )
 
     @staticmethod

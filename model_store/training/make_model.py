@@ -302,6 +302,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="the frame CNN's widths, stem then each stride-2 stage (default %(default)s, as 1.7.0)")
     ap.add_argument("--video-blocks", type=int, default=0,
                     help="residual blocks after each stride-2 stage of the frame CNN but the last (0 as 1.7.0)")
+    ap.add_argument("--subframe-targets", action="store_true",
+                    help="the window and frame losses' targets split between the two grid offsets around the "
+                         "true offset (training shifts audio by up to 0.3 frame) instead of all on the nearest")
     ap.add_argument("--global-loss", type=float, default=0.0,
                     help="weight of the cross-window loss: every window's own audio at its true offset must beat other "
                          "clips' audio at their best offset with one threshold for all (the mismatched control's AUC)")
@@ -419,6 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, seed=args.seed, threads=args.threads,
                       select_best=args.select_best, embedding_centering=args.train_centering,
                       shape_loss_weight=args.shape_loss, global_loss_weight=args.global_loss,
+                      subframe_targets=args.subframe_targets,
                       distill_weight=args.distill_weight if args.teacher else 0.0,
                       distill_frame_weight=args.distill_frame_weight if args.teacher else 0.0,
                       shape_dropout=args.shape_dropout)

@@ -63,6 +63,8 @@ class TrainConfig:
     shape_loss_weight: float = 0.0
     # weight of the cross-window matched-vs-mismatched loss (GlobalThreshold); 0 for 1.2.0
     global_loss_weight: float = 0.0
+    # targets split between the two grid offsets around the true (sub-frame jittered) offset
+    subframe_targets: bool = False
     # weight of the KL term towards a teacher's window-loss distribution (train(teacher=...))
     distill_weight: float = 0.0
     # weight of the KL term towards the teacher's per-frame offset distribution (frame_distill_loss)
@@ -221,7 +223,23 @@ class GlobalThreshold(torch.nn.Module):
         return 0.5 * (F.softplus(-s * (pos - self.bias)).mean() + F.softplus(s * (neg - self.bias)).mean())
 
 
-def batch_loss(model, batch: Batch, k: int, v: torch.Tensor, a: torch.Tensor, frame_w: float):
+def subframe_targets(label: torch.Tensor, frac: torch.Tensor, span: int) -> torch.Tensor:
+    """(B,) offset indices and (B,) sub-frame parts of the true offset -> (B, span) target
+    distributions: 1 - |frac| on the label and |frac| on the neighbour towards the true offset (a
+    linear split between the two grid offsets that bracket it; all on the label at the grid's ends)."""
+    b = label.shape[0]
+    nb = label + torch.sign(frac).long()
+    w = frac.abs().clamp(max=0.5) * ((nb >= 0) & (nb < span)).float()
+    out = torch.zeros(b, span)
+    out[torch.arange(b), label] = 1.0 - w
+    out[torch.arange(b), nb.clamp(0, span - 1)] += w
+    return out
+
+
+def batch_loss(model, batch: Batch, k: int, v: torch.Tensor, a: torch.Tensor, frame_w: float,
+               subframe: bool = False):
+    """The window and frame losses. ``subframe``: the targets split between the two grid offsets
+    around the true (jittered) offset instead of all on the nearest one."""
     grid = OffsetGrid(-k, k)
     b, t, _ = v.shape
     span = 2 * k + 1
@@ -230,13 +248,22 @@ def batch_loss(model, batch: Batch, k: int, v: torch.Tensor, a: torch.Tensor, fr
     ok_own = valid_pairs(batch.frame_ok, batch.audio_ok, grid)
     c = cross_cosines(batch, k, v, a)
     logits = scale * 2.0 * c.reshape(b, b * span)
-    target = torch.arange(b) * span + batch.label
-    win_loss = F.cross_entropy(logits, target)
-    # frame loss over own offsets where the true pair is valid
     lab = batch.label.view(b, 1, 1).expand(b, t, 1)
     true_ok = ok_own.gather(2, lab).squeeze(2)
     fl = scale * sim_own.masked_fill(~ok_own, -1e4)
-    fl_loss = F.cross_entropy(fl[true_ok], batch.label.view(b, 1).expand(b, t)[true_ok]) if true_ok.any() else 0.0
+    if subframe and batch.label_frac is not None:
+        soft = subframe_targets(batch.label, batch.label_frac, span)  # (B, span)
+        win_target = torch.zeros(b, b, span)
+        win_target[torch.arange(b), torch.arange(b)] = soft
+        win_loss = F.cross_entropy(logits, win_target.reshape(b, b * span))
+        # per frame, weight only on offsets whose pair is valid (a masked logit is -1e4)
+        frame_target = soft.view(b, 1, span) * ok_own
+        frame_target = frame_target / frame_target.sum(2, keepdim=True).clamp_min(1e-9)
+        fl_loss = F.cross_entropy(fl[true_ok], frame_target[true_ok]) if true_ok.any() else 0.0
+    else:
+        win_loss = F.cross_entropy(logits, torch.arange(b) * span + batch.label)
+        fl_loss = (F.cross_entropy(fl[true_ok], batch.label.view(b, 1).expand(b, t)[true_ok])
+                   if true_ok.any() else 0.0)
     return win_loss + frame_w * fl_loss, c, sim_own, ok_own
 
 
@@ -302,7 +329,8 @@ def train(model, train_sampler: WindowSampler, val_samplers: dict[str, WindowSam
         seen = shape_visible(batch, gen, cfg.shape_dropout) if getattr(model, "shape_encoder", None) is not None else None
         v, a, feats = embed_batch(model, batch, audio_ctx, None, 0.0, cfg.embedding_centering, True, frames=x,
                                   shape_ok=seen)
-        loss, c, sim_own, ok_own = batch_loss(model, batch, train_sampler.k, v, a, cfg.frame_loss_weight)
+        loss, c, sim_own, ok_own = batch_loss(model, batch, train_sampler.k, v, a, cfg.frame_loss_weight,
+                                              cfg.subframe_targets)
         if teacher is not None and (cfg.distill_weight > 0 or cfg.distill_frame_weight > 0):
             scale = model.logit_scale.exp().clamp(max=100.0)
             v_t, a_t = teacher_embed(teacher, batch, audio_ctx, x)

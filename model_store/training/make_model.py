@@ -120,12 +120,12 @@ def calibration_clips(spec: AudioSpec, partial: bool = False) -> list[Clip]:
 def arch_params(shape_input: bool = False, audio_context_layers: int = 0,
                 video_channels: list[int] | None = None, video_blocks: int = 0) -> dict:
     """The recipe's architecture parameters, with the lip-landmark view as a second input or not,
-    the audio encoder's wider context or not, and the frame CNN's widths and residual blocks (each
-    option is absent from the manifest when it is the recipe's default)."""
+    the audio encoder's wider context or not, and the frame CNN's widths (default the recipe's) and
+    residual blocks (the options that are off are absent from the manifest)."""
     from worker.tracking.geometry import N_SHAPE_FEATURES
 
     params = dict(ARCH_PARAMS)
-    if video_channels and list(video_channels) != ARCH_PARAMS["video_channels"]:
+    if video_channels:
         params["video_channels"] = list(video_channels)
     if video_blocks:
         params["video_blocks_per_stage"] = video_blocks

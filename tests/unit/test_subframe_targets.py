@@ -59,17 +59,14 @@ def test_with_no_fraction_the_soft_losses_are_the_hard_ones():
 
     from model_store.architectures import build
     from model_store.training.make_model import synth_clips
-    from model_store.training.train import batch_loss
+    from model_store.training.train import batch_loss, embed_batch
 
     spec = AudioSpec()
     torch.manual_seed(0)
     model = build("syncnet_lite_v1", {"video_channels": [8, 8, 16, 16]}).eval()
     batch = WindowSampler(synth_clips(2, 77, spec), spec, 6, 6, seed=5).sample(4, 12)
     with torch.no_grad():
-        b, f, h, w = batch.frames.shape
-        v = model.video_embed(model.frame_features(batch.frames.reshape(b * f, 1, h, w)).reshape(b, f, -1))
-        a = model.audio_embed(batch.mel)
-        a = a[:, spec.context_frames: a.shape[1] - spec.context_frames]
+        v, a = embed_batch(model, batch, spec.context_frames, None, 0.0)
         hard = batch_loss(model, batch, 6, v, a, 0.5)[0]
         zero = replace(batch, label_frac=torch.zeros(4))
         assert batch_loss(model, zero, 6, v, a, 0.5, subframe=True)[0] == pytest.approx(float(hard), rel=1e-5)

@@ -45,6 +45,8 @@ _PLUGINS = ("worker.synth.cli", "worker.worker_cli", "worker.bench", "worker.eva
 
 
 def _add_score(sub) -> None:
+    from worker.tracking.faces import DEFAULT_SCORE_FACES, MAX_FACES
+
     p = sub.add_parser("score", help="score a media file (face tracked) or a mouth-ROI clip (--roi)",
                        description="Score lip sync of a video file. Without --roi the face and mouth are "
                                    "tracked; with --roi the frames are already mouth ROIs.")
@@ -55,19 +57,25 @@ def _add_score(sub) -> None:
     p.add_argument("--bundle", help="model bundle directory (default: the bundled model)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--fps", type=float, help="resample the video to this constant frame rate")
+    p.add_argument("--max-faces", type=int, default=DEFAULT_SCORE_FACES,
+                   help="follow up to this many faces and score the one whose lips match the audio "
+                        f"best (1..{MAX_FACES}; default {DEFAULT_SCORE_FACES})")
     p.add_argument("--block-frames", type=int, default=16)
     p.add_argument("--window-ms", type=int, default=1000)
     p.set_defaults(func=run_score)
 
 
 def run_score(args) -> int:
-    from worker.clipscore import score_clip
+    from worker.clipscore import score_clip, score_faces
     from worker.media.decode import MediaError, probe, read_audio, read_video
+    from worker.tracking.faces import MAX_FACES
 
     if not (8 <= args.block_frames <= 16):
         raise CliError("--block-frames must be within 8..16")
     if not (800 <= args.window_ms <= 1200):
         raise CliError("--window-ms must be within 800..1200")
+    if not (1 <= args.max_faces <= MAX_FACES):
+        raise CliError(f"--max-faces must be within 1..{MAX_FACES}")
     t_start = time.perf_counter()
     try:
         info = probe(args.media)
@@ -82,16 +90,16 @@ def run_score(args) -> int:
         # so is the bundle and the device: a typo fails in a second, not after the tracking
         scorer = load_scorer_for_command(args.bundle, args.device)
         t0 = time.perf_counter()
-        face_present = landmarks = occluded = None
+        tracks = None
         if args.roi:
             frames, fps = read_video(args.media, fps=args.fps)
             tracking_s = 0.0
         else:
             from worker.tracking import MouthTracker
 
-            track = MouthTracker(roi_size=96).track_file(args.media, fps=args.fps, info=info)
-            frames, fps = track.rois, float(track.fps) if hasattr(track, "fps") else float(info.fps or 25.0)
-            face_present, landmarks, occluded = track.face_present, track.landmarks, track.occluded
+            tracks = MouthTracker(roi_size=96, max_faces=args.max_faces).track_faces_file(
+                args.media, fps=args.fps, info=info)
+            frames, fps = tracks[0].rois, float(tracks[0].fps)
             tracking_s = time.perf_counter() - t0
         decode_s = time.perf_counter() - t0 - tracking_s
         if audio_info is not None:
@@ -104,9 +112,11 @@ def run_score(args) -> int:
         raise CliError(f"{args.media} has {frames.shape[0]} frames; at least 8 are needed")
     if audio.shape[0] == 0:
         raise CliError(f"the audio of {args.audio or args.media} is empty")
-    summary = score_clip(scorer, frames, fps, audio, face_present=face_present, landmarks=landmarks,
-                         occluded=occluded, block_frames=args.block_frames, window_ms=args.window_ms)
-    if face_present is not None and not np_any(face_present):
+    if tracks is None:
+        summary = score_clip(scorer, frames, fps, audio, block_frames=args.block_frames, window_ms=args.window_ms)
+    else:
+        summary = score_faces(scorer, tracks, audio, block_frames=args.block_frames, window_ms=args.window_ms)
+    if tracks is not None and not np_any(tracks[0].face_present):
         summary.label = "NO_FACE"
         summary.notes.append("no face found in any frame")
     summary.timings_s.update({"tracking": tracking_s, "decode": decode_s,

@@ -34,6 +34,8 @@ class ClipSummary:
     fps: float
     timings_s: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    # score MEDIA: every face track considered (FaceCandidate.to_json), the scored one first
+    faces: list[dict] = field(default_factory=list)
 
     def to_json(self) -> dict:
         return {
@@ -47,6 +49,7 @@ class ClipSummary:
             "fps": self.fps,
             "timings_s": {k: round(v, 3) for k, v in self.timings_s.items()},
             "notes": self.notes,
+            "faces": self.faces,
             "windows": [w.to_dict() for w in self.windows],
             "blocks": [b.to_dict() for b in self.blocks],
         }
@@ -139,6 +142,75 @@ def summarise(windows: list[LipSyncScore], fps: float, scorer, n_frames: int) ->
     direction = direction_for(offset_ms, frame_ms, conf, cfg) if cfg is not None else None
     return ClipSummary(offset_ms, score, conf, direction.value if direction else "UNKNOWN", label.value,
                        scorer.name, windows, [], n_frames, fps)
+
+
+# A face seen in fewer frames than this share of the clip is not scored as the speaker candidate
+# (a passer-by, a face on a poster that FaceMesh finds now and then).
+MIN_FACE_SHARE = 0.2
+
+
+@dataclass
+class FaceCandidate:
+    """One face track of a clip and what its lips said against the audio."""
+
+    index: int  # the tracker's order: most frames with a detection first
+    frames_present: int
+    centre: tuple[float, float] | None  # median mouth centre, fractions of the frame (x, y)
+    summary: ClipSummary | None = None  # None: seen in too few frames to be scored
+
+    def to_json(self, chosen: bool) -> dict:
+        s = self.summary
+        return {"face": self.index, "chosen": chosen, "frames_present": self.frames_present,
+                "centre": None if self.centre is None else [round(v, 3) for v in self.centre],
+                "score": None if s is None or s.score is None else round(s.score, 4),
+                "offset_ms": None if s is None else s.offset_ms,
+                "confidence": None if s is None else round(s.confidence, 4)}
+
+
+def choose_face(candidates: list[FaceCandidate]) -> int:
+    """Position in ``candidates`` of the speaker: among the scored faces, the one whose lips
+    match the audio best (highest clip score; a face without a score ranks below any score),
+    ties to the face seen in more frames. The first candidate is always scored."""
+    def key(i: int):
+        s = candidates[i].summary
+        score = -1.0 if s is None or s.score is None else s.score
+        return (s is not None, score, candidates[i].frames_present, -i)
+
+    return max(range(len(candidates)), key=key)
+
+
+def score_faces(scorer, tracks: list, audio: np.ndarray, sample_rate: int = 16000,
+                min_face_share: float = MIN_FACE_SHARE, **kw) -> ClipSummary:
+    """Score every face track (tracking.TrackResult, most frames first) seen in at least
+    ``min_face_share`` of the frames, and return the summary of the face whose lips match the
+    audio best, with every candidate in ``faces``. One track: exactly ``score_clip``'s summary."""
+    n = tracks[0].n_frames
+    candidates = []
+    for i, tr in enumerate(tracks):
+        present = int(np.asarray(tr.face_present).sum())
+        params = np.asarray(tr.roi_params, np.float64)[np.asarray(tr.face_present, bool)]
+        h, w = tr.frame_size
+        centre = None if not len(params) else (float(np.median(params[:, 0])) / w, float(np.median(params[:, 1])) / h)
+        cand = FaceCandidate(i, present, centre)
+        if i == 0 or present >= max(8, min_face_share * n):
+            cand.summary = score_clip(scorer, tr.rois, tr.fps, audio, sample_rate, face_present=tr.face_present,
+                                      landmarks=tr.landmarks, occluded=tr.occluded, **kw)
+        candidates.append(cand)
+    best = choose_face(candidates)
+    summary = candidates[best].summary
+    summary.timings_s["scoring"] = sum(c.summary.timings_s.get("scoring", 0.0) for c in candidates if c.summary)
+    summary.faces = [candidates[best].to_json(True)] + [c.to_json(False) for i, c in enumerate(candidates) if i != best]
+    scored = [c for c in candidates if c.summary is not None]
+    if len(scored) > 1:
+        others = ", ".join(f"face {c.index} {_fmt_score(c.summary.score)}" for c in scored if c is not candidates[best])
+        x, y = candidates[best].centre
+        summary.notes.append(f"{len(scored)} faces tracked; scored face {best} (mouth at x {x:.2f}, y {y:.2f} of the "
+                             f"frame), whose lips match the audio best: score {_fmt_score(summary.score)} ({others})")
+    return summary
+
+
+def _fmt_score(score: float | None) -> str:
+    return "n/a" if score is None else f"{score:.2f}"
 
 
 def _clip_score(scorer, best: float, margin: float, n_frames: int, usable: list[LipSyncScore]) -> tuple[float, float]:

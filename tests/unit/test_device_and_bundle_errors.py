@@ -52,7 +52,7 @@ def no_tracking(monkeypatch):
     def refuse(*_a, **_k):
         raise AssertionError("tracked before the bundle and the device were checked")
 
-    monkeypatch.setattr(MouthTracker, "track_file", refuse)
+    monkeypatch.setattr(MouthTracker, "track_faces_chunks", refuse)  # every tracking path
 
 
 def test_score_with_a_missing_bundle_is_one_line_before_tracking(capsys, tmp_path, clip, no_tracking):

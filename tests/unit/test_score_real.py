@@ -163,7 +163,7 @@ def test_a_bad_audio_file_is_refused_before_the_face_tracking(capsys, tmp_path, 
     def no_tracking(*_a, **_k):
         raise AssertionError("tracked a clip whose --audio file cannot be used")
 
-    monkeypatch.setattr(MouthTracker, "track_file", no_tracking)
+    monkeypatch.setattr(MouthTracker, "track_faces_chunks", no_tracking)  # every tracking path
     mp4 = tmp_path / "silent_video.mp4"
     _ffmpeg("-f", "lavfi", "-i", "testsrc=size=320x240:rate=25:duration=2", "-c:v", "libx264",
             "-pix_fmt", "yuv420p", str(mp4))

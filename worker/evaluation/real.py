@@ -598,9 +598,11 @@ def _degraded(judges: list, real, tracked, cfg, per_clip, clean_passes, log) -> 
 
 
 def _fresh_speed(scorer, clips, tracked, log) -> dict | None:
-    """Decode + track + score one 720p clip now (the machine's load is reported with it)."""
+    """Decode + track + score one 720p clip now (the machine's load is reported with it), with
+    `sync-scorer score`'s tracker settings (it follows up to DEFAULT_SCORE_FACES faces)."""
     from worker.media.decode import probe, read_audio
     from worker.tracking import MouthTracker
+    from worker.tracking.faces import DEFAULT_SCORE_FACES
 
     cands = [c for c in clips if min(tracked[c.name].frame_size) == 720] or \
             sorted(clips, key=lambda c: -min(tracked[c.name].frame_size))[:1]
@@ -610,7 +612,7 @@ def _fresh_speed(scorer, clips, tracked, log) -> dict | None:
     load_before = os.getloadavg()[0]
     t0 = time.perf_counter()
     info = probe(c.path)
-    res = MouthTracker(roi_size=96).track_file(c.path, info=info)
+    res = MouthTracker(roi_size=96, max_faces=DEFAULT_SCORE_FACES).track_file(c.path, info=info)
     t1 = time.perf_counter()
     audio = read_audio(c.path, SAMPLE_RATE, info=info)
     t = Tracked(res.rois, float(res.fps), res.face_present, res.landmarks, res.occluded, res.tracking_ms, audio)

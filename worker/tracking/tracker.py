@@ -27,6 +27,7 @@ warnings.filterwarnings("ignore", message=r"SymbolDatabase\.GetPrototype\(\) is 
 
 from worker.tracking import geometry as geo
 from worker.tracking import occlusion as occ
+from worker.tracking.faces import MAX_FACES, assign_faces, distinct_faces
 
 
 @dataclass
@@ -87,21 +88,62 @@ class _State:
     cheeks_px: list = field(default_factory=list)  # (2, 2) float64 or None
     raw_params: list = field(default_factory=list)  # (4,) or None
 
+    def append(self, face: tuple[np.ndarray, np.ndarray, np.ndarray] | None) -> None:
+        """One frame: a detection (lips, cheeks, ROI params) or None."""
+        self.detected.append(face is not None)
+        self.lips_px.append(None if face is None else face[0])
+        self.cheeks_px.append(None if face is None else face[1])
+        self.raw_params.append(None if face is None else face[2])
 
-def _new_face_mesh():
+
+@dataclass
+class _Track:
+    """One face followed through the clip: its detections and its finalised frames."""
+
+    st: _State = field(default_factory=_State)
+    out: dict = field(default_factory=lambda: collections.defaultdict(list))
+    last_params: np.ndarray | None = None
+
+
+def _mediapipe():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import mediapipe as mp
+    return mp
 
-    return mp.solutions.face_mesh.FaceMesh(
-        static_image_mode=False, max_num_faces=1, refine_landmarks=False,
+
+def _new_face_mesh(max_faces: int):
+    return _mediapipe().solutions.face_mesh.FaceMesh(
+        static_image_mode=False, max_num_faces=max_faces, refine_landmarks=False,
         min_detection_confidence=0.5, min_tracking_confidence=0.5,
     )
 
 
+# Small faces. FaceMesh looks for faces with MediaPipe's short-range detector, which sees the
+# whole frame at 128x128: a face 7% of a 1080p frame wide is 9 px there and is never found.
+# When the whole frame gives no face, the full-range detector (also in the wheel; faces to ~5 m)
+# finds face boxes, and FaceMesh runs on a face-centred crop of the full-resolution frame.
+ZOOM_SIZE = 256  # px, the face-centred crop's side
+ZOOM_FACE_SCALE = 2.2  # crop side / the detector's face box side: room for head motion
+ZOOM_REDETECT_FRAMES = 10  # the boxes are found again this often (the crop follows in between)
+
+
+def _face(lm, to_px) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """FaceMesh landmarks -> (lips (L, 2), cheeks (2, 2), ROI params (4,)) in full-res pixels;
+    ``to_px(x, y)`` maps the mesh's normalised coordinates to them."""
+    lips = np.array([to_px(lm[i].x, lm[i].y) for i in geo.LIP_INDICES], np.float64)
+    cheeks = np.array([to_px(lm[i].x, lm[i].y) for i in (geo.CHEEK_LEFT, geo.CHEEK_RIGHT)], np.float64)
+    return lips, cheeks, geo.roi_params(lips)
+
+
 class MouthTracker:
     """Mouth-ROI tracker. One instance per clip at a time (FaceMesh keeps tracking state);
-    ``track*`` resets it, so an instance can be reused for consecutive clips."""
+    ``track*`` resets it, so an instance can be reused for consecutive clips.
+
+    ``max_faces`` 1 (the training and evaluation caches) follows the one face FaceMesh finds;
+    more follows up to that many faces at once, each as its own track (``track_faces*``), for
+    clips where the speaker shares the frame with others (``sync-scorer score`` scores each and
+    keeps the one whose lips match the audio)."""
 
     def __init__(
         self,
@@ -111,9 +153,13 @@ class MouthTracker:
         max_gap: int = 2,  # bridge dropouts of at most this many frames
         keep_rgb: bool = False,
         clock: Callable[[], float] = time.perf_counter,
+        max_faces: int = 1,
     ) -> None:
         if roi_size < 8:
             raise ValueError("roi_size must be >= 8")
+        if not 1 <= max_faces <= MAX_FACES:
+            raise ValueError(f"max_faces must be within 1..{MAX_FACES}")
+        self.max_faces = max_faces
         self.roi_size = roi_size
         self.detect_max_side = detect_max_side
         self.smooth_radius = smooth_radius
@@ -121,6 +167,10 @@ class MouthTracker:
         self.keep_rgb = keep_rgb
         self._clock = clock
         self._mesh = None
+        self._detector = None  # full-range face detector, made on the first frame without a face
+        self._zoom: list[np.ndarray] = []  # face-centred crops (cx, cy, side), full-res pixels
+        self._zoom_meshes: list = []  # one FaceMesh per crop (it tracks within its crop)
+        self._zoom_age = 0  # frames since the crops were found
 
     # -- public API ---------------------------------------------------------------------------
     def track(self, frames_rgb: np.ndarray, fps: float) -> TrackResult:
@@ -147,16 +197,34 @@ class MouthTracker:
         chunks = iter_video(path, fps=fps, max_side=decode_max_side, chunk_frames=chunk_frames, info=info)
         return self.track_chunks(chunks, rate)
 
+    def track_faces_file(self, path, fps: float | None = None, chunk_frames: int = 32, info=None,
+                         decode_max_side: int | None = None) -> list[TrackResult]:
+        """``track_file`` for every face: one TrackResult per face track (see track_faces_chunks)."""
+        from worker.media.decode import _fps_fraction, iter_video, probe
+
+        info = info or probe(path)
+        rate = float(_fps_fraction(info, fps)) if info.has_video else 0.0
+        chunks = iter_video(path, fps=fps, max_side=decode_max_side, chunk_frames=chunk_frames, info=info)
+        return self.track_faces_chunks(chunks, rate)
+
     def track_chunks(self, chunks: Iterable[np.ndarray], fps: float) -> TrackResult:
-        """Track frames given as an iterable of (t, H, W, 3) uint8 chunks (same H, W)."""
+        """Track frames given as an iterable of (t, H, W, 3) uint8 chunks (same H, W): the face
+        seen in the most frames (the only one with ``max_faces`` 1)."""
+        return self.track_faces_chunks(chunks, fps)[0]
+
+    def track_faces_chunks(self, chunks: Iterable[np.ndarray], fps: float) -> list[TrackResult]:
+        """Every face track, most frames with a detection first (at least one result: a clip
+        without any face gives one track with no face present). Each result covers all frames;
+        a face's frames before it appears and after it leaves are absent. ``tracking_ms`` is the
+        whole pass's, the same on every track."""
         if not (fps > 0):
             raise ValueError(f"fps must be > 0, got {fps}")
         self._reset()
         elapsed_s = 0.0
-        st = _State()
+        tracks: list[_Track] = []
         pending: collections.deque[_Frame] = collections.deque()
-        out: dict[str, list] = collections.defaultdict(list)
         lookahead = max(self.smooth_radius, self.max_gap + 1)
+        n_final = 0  # frames finalised so far (every track has this many out entries)
         size: tuple[int, int] | None = None
         n = 0
         for chunk in chunks:
@@ -168,53 +236,124 @@ class MouthTracker:
             elif size != chunk.shape[1:3]:
                 raise ValueError("all frames must have the same size")
             for image in chunk:
-                self._detect(image, st)
+                self._add_frame(self._detect(image), tracks, n, n_final)
                 pending.append(_Frame(n, image))
                 n += 1
                 while pending and pending[0].index + lookahead < n:
-                    self._finalize(pending.popleft(), st, out)
+                    fr = pending.popleft()
+                    for tr in tracks:
+                        self._finalize(fr, tr.st, tr.out)
+                    n_final += 1
             elapsed_s += self._clock() - t_start
         t_start = self._clock()
         while pending:
-            self._finalize(pending.popleft(), st, out)
+            fr = pending.popleft()
+            for tr in tracks:
+                self._finalize(fr, tr.st, tr.out)
         self._close()
         elapsed_s += self._clock() - t_start
         if n == 0:
             raise ValueError("no frames to track")
-        return self._result(out, st, fps, size, 1000.0 * elapsed_s)
+        if not tracks:  # no face anywhere: one track, every frame absent
+            tracks.append(_Track())
+            for _ in range(n):
+                tracks[0].st.append(None)
+                self._append_absent(tracks[0].out)
+        tracks.sort(key=lambda tr: -sum(tr.st.detected))  # stable: first seen first on ties
+        return [self._result(tr.out, tr.st, fps, size, 1000.0 * elapsed_s) for tr in tracks]
 
     # -- internals ----------------------------------------------------------------------------
     def _reset(self) -> None:
         self._close()
-        self._mesh = _new_face_mesh()
+        self._mesh = _new_face_mesh(self.max_faces)
 
     def _close(self) -> None:
-        if self._mesh is not None:
-            self._mesh.close()
-            self._mesh = None
+        for m in [self._mesh, self._detector, *self._zoom_meshes]:
+            if m is not None:
+                m.close()
+        self._mesh = self._detector = None
+        self._zoom, self._zoom_meshes, self._zoom_age = [], [], 0
 
-    def _detect(self, image: np.ndarray, st: _State) -> None:
+    def _detect(self, image: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """This frame's faces as (lips (L, 2), cheeks (2, 2), ROI params (4,)) in pixels."""
         h, w = image.shape[:2]
         scale = min(1.0, self.detect_max_side / max(h, w))
         small = image if scale >= 1.0 else geo.downscale(
             image, (max(1, round(w * scale)), max(1, round(h * scale)))
         )
         res = self._mesh.process(np.ascontiguousarray(small))
-        if not res.multi_face_landmarks:
-            st.detected.append(False)
-            st.lips_px.append(None)
-            st.cheeks_px.append(None)
-            st.raw_params.append(None)
-            return
-        lm = res.multi_face_landmarks[0].landmark
-        # Normalised coords refer to the (downscaled) image, which keeps the aspect ratio, so
-        # multiplying by the full-resolution size gives full-resolution pixels.
-        lips = np.array([[lm[i].x * w, lm[i].y * h] for i in geo.LIP_INDICES], np.float64)
-        cheeks = np.array([[lm[i].x * w, lm[i].y * h] for i in (geo.CHEEK_LEFT, geo.CHEEK_RIGHT)])
-        st.detected.append(True)
-        st.lips_px.append(lips)
-        st.cheeks_px.append(cheeks)
-        st.raw_params.append(geo.roi_params(lips))
+        faces = []
+        for face in res.multi_face_landmarks or []:
+            # Normalised coords refer to the (downscaled) image, which keeps the aspect ratio, so
+            # multiplying by the full-resolution size gives full-resolution pixels.
+            faces.append(_face(face.landmark, lambda x, y: (x * w, y * h)))
+        if faces:
+            self._zoom_age = ZOOM_REDETECT_FRAMES  # stale: look again when faces get small
+            return faces
+        return self._zoomed_faces(image, small)
+
+    def _zoomed_faces(self, image: np.ndarray, small: np.ndarray) -> list:
+        """FaceMesh on face-centred crops of the full-resolution frame (see ZOOM_SIZE)."""
+        if not self._zoom or self._zoom_age >= ZOOM_REDETECT_FRAMES:
+            self._zoom = self._find_face_boxes(small, image.shape[1], image.shape[0])
+            self._zoom_age = 0
+        self._zoom_age += 1
+        while len(self._zoom_meshes) < len(self._zoom):
+            self._zoom_meshes.append(_new_face_mesh(1))
+        faces = []
+        for k, (cx, cy, side) in enumerate(self._zoom):
+            crop = geo.crop_roi(image, np.array([cx, cy, side, 0.0]), ZOOM_SIZE)
+            res = self._zoom_meshes[k].process(crop)
+            if not res.multi_face_landmarks:
+                continue
+            lm = res.multi_face_landmarks[0].landmark
+            faces.append(_face(lm, lambda x, y, cx=cx, cy=cy, side=side: (cx + (x - 0.5) * side,
+                                                                          cy + (y - 0.5) * side)))
+            # follow the face: the next frame's crop is centred where this one's face is
+            xs = np.array([p.x for p in lm]); ys = np.array([p.y for p in lm])
+            self._zoom[k] = np.array([cx + (0.5 * (xs.min() + xs.max()) - 0.5) * side,
+                                      cy + (0.5 * (ys.min() + ys.max()) - 0.5) * side, side])
+        return faces
+
+    def _find_face_boxes(self, small: np.ndarray, w: int, h: int) -> list[np.ndarray]:
+        """Up to max_faces crops (cx, cy, side) in full-resolution pixels around the faces the
+        full-range detector finds in the downscaled frame, left to right."""
+        if self._detector is None:
+            self._detector = _mediapipe().solutions.face_detection.FaceDetection(
+                model_selection=1, min_detection_confidence=0.5)
+        res = self._detector.process(np.ascontiguousarray(small))
+        dets = sorted(res.detections or [], key=lambda d: -d.score[0])[: self.max_faces]
+        crops = []
+        for d in dets:
+            b = d.location_data.relative_bounding_box
+            side = ZOOM_FACE_SCALE * max(b.width * w, b.height * h)
+            crops.append(np.array([(b.xmin + 0.5 * b.width) * w, (b.ymin + 0.5 * b.height) * h, side]))
+        return sorted(crops, key=lambda c: c[0])
+
+    def _add_frame(self, faces: list, tracks: list[_Track], n: int, n_final: int) -> None:
+        """Append frame n's detections to the tracks they continue (new tracks start absent for
+        frames 0..n-1, of which n_final are finalised already)."""
+        if self.max_faces == 1:  # one face, whatever it does (the caches' behaviour)
+            owners = [0] * len(faces)
+        else:
+            last = [tr.last_params for tr in tracks]
+            faces = [faces[d] for d in distinct_faces([f[2] for f in faces], last)]
+            owners = assign_faces(last, [f[2] for f in faces],
+                                  max_tracks=4 * self.max_faces)
+        for k in sorted({o for o in owners if o is not None}):
+            if k >= len(tracks):
+                tr = _Track()
+                for _ in range(n):
+                    tr.st.append(None)
+                for _ in range(n_final):
+                    self._append_absent(tr.out)
+                tracks.append(tr)
+        by_track = {o: faces[d] for d, o in enumerate(owners) if o is not None}
+        for k, tr in enumerate(tracks):
+            face = by_track.get(k)
+            tr.st.append(face)
+            if face is not None:
+                tr.last_params = face[2]
 
     def _window(self, st: _State, t: int) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
         """Params, validity, bridged flags around frame t (enough context for smoothing t)."""
@@ -244,17 +383,8 @@ class MouthTracker:
         t = fr.index
         lo, params, valid, bridged = self._window(st, t)
         S = self.roi_size
-        nan_l = np.full((len(geo.LIP_INDICES), 2), np.nan, np.float32)
         if not valid[t - lo]:
-            out["rois"].append(np.zeros((S, S), np.uint8))
-            if self.keep_rgb:
-                out["rois_rgb"].append(np.zeros((S, S, 3), np.uint8))
-            out["present"].append(False)
-            out["bridged"].append(False)
-            out["lm"].append(nan_l)
-            out["lm_img"].append(nan_l)
-            out["params"].append(np.full(4, np.nan))
-            out["occ"].append(np.nan)
+            self._append_absent(out)
             return
         smoothed = geo.smooth_params(params, valid, self.smooth_radius)[t - lo]
         roi_rgb = geo.crop_roi(fr.image, smoothed, S)
@@ -272,6 +402,19 @@ class MouthTracker:
         out["lm_img"].append((lips / np.array([w, h])).astype(np.float32))
         out["params"].append(smoothed)
         out["occ"].append(occ.occlusion_score(roi_rgb, lips_roi * S, skin))
+
+    def _append_absent(self, out: dict[str, list]) -> None:
+        S = self.roi_size
+        nan_l = np.full((len(geo.LIP_INDICES), 2), np.nan, np.float32)
+        out["rois"].append(np.zeros((S, S), np.uint8))
+        if self.keep_rgb:
+            out["rois_rgb"].append(np.zeros((S, S, 3), np.uint8))
+        out["present"].append(False)
+        out["bridged"].append(False)
+        out["lm"].append(nan_l)
+        out["lm_img"].append(nan_l)
+        out["params"].append(np.full(4, np.nan))
+        out["occ"].append(np.nan)
 
     def _result(self, out, st: _State, fps: float, size, tracking_ms: float) -> TrackResult:
         present = np.array(out["present"], bool)

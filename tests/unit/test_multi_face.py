@@ -1,0 +1,163 @@
+"""More than one face in the frame: the tracker follows each face as its own track (pure
+association in worker.tracking.faces), and `sync-scorer score` scores each and keeps the face
+whose lips match the audio, whichever face FaceMesh happens to list first.
+
+The two-face clip is two real dev clips side by side with one of their audio tracks. They are
+speakers the default bundle trained on: what is checked here is which face is chosen, not how
+well an unseen speaker is read (test_score_real.py does that)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from worker.clipscore import ClipSummary, FaceCandidate, choose_face
+from worker.tracking.faces import DUPLICATE_DIST, MAX_STEP, assign_faces, distinct_faces
+
+LEFT, RIGHT = "vox_pcavs_00098.mp4", "vox_pcavs_00015.mp4"  # both 224x224, 25 fps
+SECONDS = 4
+
+
+def _p(cx: float, cy: float, side: float = 40.0) -> np.ndarray:
+    return np.array([cx, cy, side, 0.0])
+
+
+# -- association (pure) ----------------------------------------------------------------------
+
+def test_faces_listed_in_another_order_continue_their_own_tracks():
+    last = [_p(100, 100), _p(300, 100)]
+    assert assign_faces(last, [_p(302, 101), _p(98, 99)], max_tracks=8) == [1, 0]
+
+
+def test_a_face_far_from_every_track_starts_a_new_one_and_the_cap_holds():
+    last = [_p(100, 100)]
+    far = _p(100 + 40 * (MAX_STEP + 0.1), 100)
+    assert assign_faces(last, [far, _p(101, 100)], max_tracks=8) == [1, 0]
+    assert assign_faces(last, [far, _p(101, 100)], max_tracks=1) == [None, 0]
+    assert assign_faces([], [_p(10, 10), _p(300, 10)], max_tracks=8) == [0, 1]
+
+
+def test_each_track_takes_one_face_per_frame_the_nearest():
+    # two detections near one track: the nearer continues it, the other starts a track
+    assert assign_faces([_p(100, 100)], [_p(110, 100), _p(104, 100)], max_tracks=8) == [1, 0]
+
+
+def test_one_face_listed_twice_is_kept_once_the_one_that_continues_its_track():
+    tracked, redetected = _p(100, 100, 40), _p(104, 102, 52)  # same place, another mouth width
+    other = _p(300, 100)
+    assert distinct_faces([redetected, tracked, other], [_p(100, 100, 40)]) == [1, 2]
+    assert distinct_faces([redetected, tracked], []) == [0]  # no track yet: the first listed
+    apart = _p(100 + 40 * (DUPLICATE_DIST + 0.05), 100)
+    assert distinct_faces([tracked, apart], []) == [0, 1]
+
+
+# -- which face is the speaker (pure) --------------------------------------------------------
+
+def _cand(i: int, present: int, score: float | None, scored: bool = True) -> FaceCandidate:
+    s = ClipSummary(0.0, score, 0.5, "IN_SYNC", "OK", "m@1", [], [], 100, 25.0) if scored else None
+    return FaceCandidate(i, present, (0.5, 0.5), s)
+
+
+def test_the_face_whose_lips_match_best_is_chosen_not_the_most_seen():
+    assert choose_face([_cand(0, 100, 0.12), _cand(1, 90, 0.85)]) == 1
+    # a face without a score (silence, no usable window) ranks below any score
+    assert choose_face([_cand(0, 100, None), _cand(1, 50, 0.05)]) == 1
+    # a face seen too rarely to be scored is never chosen
+    assert choose_face([_cand(0, 100, 0.3), _cand(1, 10, None, scored=False)]) == 0
+    # equal scores: the face seen in more frames
+    assert choose_face([_cand(0, 60, 0.5), _cand(1, 90, 0.5)]) == 1
+
+
+# -- real footage ----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def two_faces(dev_clips_dir, tmp_path_factory):
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("ffmpeg is not installed")
+    pytest.importorskip("mediapipe", reason="mediapipe (the media extra) is not installed")
+    from worker.media.decode import probe, read_audio
+    from worker.tracking.clip import write_wav
+
+    d = tmp_path_factory.mktemp("two_faces")
+    video = d / "two_faces.mp4"
+    side_by_side = (f"[0:v]trim=0:{SECONDS},setpts=PTS-STARTPTS[a];"
+                    f"[1:v]trim=0:{SECONDS},setpts=PTS-STARTPTS[b];[a][b]hstack=inputs=2[v]")
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(dev_clips_dir / LEFT), "-i", str(dev_clips_dir / RIGHT),
+                    "-filter_complex", side_by_side, "-map", "[v]", "-an", "-c:v", "libx264", "-crf", "18", "-pix_fmt", "yuv420p", str(video)],
+                   check=True)
+    wavs = {}
+    for name in (LEFT, RIGHT):  # each clip's own audio, sample 0 = its frame 0
+        path = dev_clips_dir / name
+        wavs[name] = d / f"{name}.wav"
+        write_wav(wavs[name], read_audio(path, 16000, info=probe(path))[: SECONDS * 16000])
+    return video, wavs
+
+
+def test_the_tracker_follows_both_faces_as_separate_tracks(two_faces):
+    from worker.tracking import MouthTracker
+
+    video, _ = two_faces
+    tracks = MouthTracker(max_faces=4).track_faces_file(video)
+    assert len(tracks) == 2
+    width = tracks[0].frame_size[1]
+    sides = []
+    for tr in tracks:
+        assert tr.face_present.mean() > 0.9
+        cx = tr.roi_params[tr.face_present, 0]
+        assert cx.max() - cx.min() < 0.25 * width  # never jumps to the other face
+        sides.append(float(np.median(cx)) > width / 2)
+    assert sorted(sides) == [False, True]
+    one = MouthTracker(max_faces=1).track_faces_file(video)
+    assert len(one) == 1 and one[0].face_present.mean() > 0.9
+
+
+@pytest.mark.parametrize("speaker, right_half", [(LEFT, False), (RIGHT, True)])
+def test_score_keeps_the_face_that_matches_the_audio(capsys, two_faces, speaker, right_half):
+    from worker.cli import main
+
+    video, wavs = two_faces
+    assert main(["score", str(video), "--audio", str(wavs[speaker]), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    chosen, other = out["faces"]
+    assert chosen["chosen"] and not other["chosen"]
+    assert (chosen["centre"][0] > 0.5) is right_half
+    assert out["score"] == chosen["score"] > 0.6 and other["score"] < 0.3
+    assert abs(out["offset_ms"]) <= 40.0
+    assert any("2 faces tracked" in n for n in out["notes"])
+
+
+@pytest.mark.parametrize("bad", ["0", "9", "x"])
+def test_a_bad_max_faces_is_one_line(capsys, two_faces, bad):
+    from worker.cli import main
+
+    video, _ = two_faces
+    assert main(["score", str(video), "--max-faces", bad]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "max-faces" in err[0]
+
+
+def test_a_small_face_in_a_1080p_frame_is_found_and_placed_right(dev_clips_dir, tmp_path):
+    """MediaPipe's short-range detector sees the whole frame at 128x128 and misses a face 7% of
+    a 1080p frame wide; the tracker then finds it with the full-range detector and runs FaceMesh
+    on a face-centred crop. The mouth must land where it is in the original clip, moved by the
+    padding."""
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("ffmpeg is not installed")
+    pytest.importorskip("mediapipe", reason="mediapipe (the media extra) is not installed")
+    from worker.tracking import MouthTracker
+
+    src = dev_clips_dir / "vox_pcavs_620900105.mp4"  # 224x224
+    padded = tmp_path / "small_face_1080p.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(src), "-vf", "pad=1920:1080:300:200:color=gray",
+                    "-c:v", "libx264", "-crf", "18", "-pix_fmt", "yuv420p", "-an", str(padded)], check=True)
+    small = MouthTracker().track_file(padded)
+    plain = MouthTracker().track_file(src)
+    both = small.face_present & plain.face_present
+    assert small.face_present.mean() > 0.9 and both.mean() > 0.9
+    d = small.roi_params[both, :3] - plain.roi_params[both, :3]
+    assert np.median(d[:, 0]) == pytest.approx(300, abs=3) and np.median(d[:, 1]) == pytest.approx(200, abs=3)
+    assert np.median(np.abs(d[:, 2]) / plain.roi_params[both, 2]) < 0.1

@@ -15,6 +15,8 @@ import numpy as np
 # face. Checked against the gap since the track was last seen: a face lost for a second and
 # found again where it was continues its track.
 MAX_STEP = 0.75
+# A second face detected in fewer frames than this is dropped, not returned as a track.
+MIN_TRACK_FRAMES = 8
 # Most faces a tracker follows at once: FaceMesh runs its landmark model once per face.
 MAX_FACES = 8
 # What `sync-scorer score` follows by default: a speaker with a few others in the frame.

@@ -27,7 +27,7 @@ warnings.filterwarnings("ignore", message=r"SymbolDatabase\.GetPrototype\(\) is 
 
 from worker.tracking import geometry as geo
 from worker.tracking import occlusion as occ
-from worker.tracking.faces import MAX_FACES, assign_faces, distinct_faces
+from worker.tracking.faces import MAX_FACES, MIN_TRACK_FRAMES, assign_faces, distinct_faces
 
 
 @dataclass
@@ -171,6 +171,7 @@ class MouthTracker:
         self._zoom: list[np.ndarray] = []  # face-centred crops (cx, cy, side), full-res pixels
         self._zoom_meshes: list = []  # one FaceMesh per crop (it tracks within its crop)
         self._zoom_age = 0  # frames since the crops were found
+        self._blank = None  # shared crops/landmarks of frames without the face (_append_absent)
 
     # -- public API ---------------------------------------------------------------------------
     def track(self, frames_rgb: np.ndarray, fps: float) -> TrackResult:
@@ -260,6 +261,8 @@ class MouthTracker:
                 tracks[0].st.append(None)
                 self._append_absent(tracks[0].out)
         tracks.sort(key=lambda tr: -sum(tr.st.detected))  # stable: first seen first on ties
+        # a face seen in a handful of frames (a false detection, a passer-by) is not a track
+        tracks = tracks[:1] + [tr for tr in tracks[1:] if sum(tr.st.detected) >= MIN_TRACK_FRAMES]
         return [self._result(tr.out, tr.st, fps, size, 1000.0 * elapsed_s) for tr in tracks]
 
     # -- internals ----------------------------------------------------------------------------
@@ -404,16 +407,20 @@ class MouthTracker:
         out["occ"].append(occ.occlusion_score(roi_rgb, lips_roi * S, skin))
 
     def _append_absent(self, out: dict[str, list]) -> None:
-        S = self.roi_size
-        nan_l = np.full((len(geo.LIP_INDICES), 2), np.nan, np.float32)
-        out["rois"].append(np.zeros((S, S), np.uint8))
+        # one shared read-only set of blanks: a face absent from most of a long clip costs list
+        # slots, not a fresh crop per frame (np.stack copies them into the result)
+        if self._blank is None or self._blank[0].shape[0] != self.roi_size:
+            S, nan_l = self.roi_size, np.full((len(geo.LIP_INDICES), 2), np.nan, np.float32)
+            self._blank = (np.zeros((S, S), np.uint8), np.zeros((S, S, 3), np.uint8), nan_l, np.full(4, np.nan))
+        roi, roi_rgb, nan_l, nan_p = self._blank
+        out["rois"].append(roi)
         if self.keep_rgb:
-            out["rois_rgb"].append(np.zeros((S, S, 3), np.uint8))
+            out["rois_rgb"].append(roi_rgb)
         out["present"].append(False)
         out["bridged"].append(False)
         out["lm"].append(nan_l)
         out["lm_img"].append(nan_l)
-        out["params"].append(np.full(4, np.nan))
+        out["params"].append(nan_p)
         out["occ"].append(np.nan)
 
     def _result(self, out, st: _State, fps: float, size, tracking_ms: float) -> TrackResult:

@@ -30,6 +30,7 @@ from worker.publish import dead_letter_record, signal_record
 from worker.refs import RoiResolver
 from worker.scoring.batcher import Scored, ScoringPool, ScoringStage
 from worker.scoring.interface import Scorer
+from worker.windowing.align import may_release, runs_ahead
 from worker.windowing.events import Arrival, Job, Source, Stream
 from worker.windowing.joiner import BadEvent, Joiner
 from worker.windowing.offsets import OffsetTracker
@@ -42,6 +43,11 @@ _MAX_DELIVERY_RETRIES = 5
 _DRAIN_TIMEOUT_S = 20.0
 _SLOW_LOOP_S = 0.25
 _FLUSH_TIMEOUT_S = 10.0
+
+
+def _kafka_ts(msg: Any) -> int | None:
+    ts_type, ts = msg.timestamp()
+    return ts if ts_type != 0 and ts and ts > 0 else None  # type 0: TIMESTAMP_NOT_AVAILABLE
 
 
 def wall_ms() -> int:
@@ -112,6 +118,13 @@ class Worker:
             max_poll_interval_ms=cfg.kafka.max_poll_interval_ms,
             on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
         self._committed: dict[TP, int] = {}
+        # how far (Kafka time) one input topic's partition may run ahead of its partner's while
+        # the partner lags: half the per-session buffer, so no session overflows while waiting
+        self._align_ms = cfg.windowing.max_buffered_ms // 2
+        self._deferred: dict[TP, list[Any]] = {}  # records of held partitions, in order
+        self._first_ts: dict[TP, int] = {}  # Kafka timestamps of the first / last record handled
+        self._last_ts: dict[TP, int] = {}
+        self._lag_now: dict[TP, int | None] | None = None  # consumer.lag() of this loop turn
         self._joiner_counts: dict[str, int] = {}
         self._turn: dict[str, float] = {}
         self._paused_total_ms = 0
@@ -171,8 +184,15 @@ class Worker:
                 t_consumed = time.monotonic()
                 now = self.clock_ms()
                 jobs: list[Job] = []
+                self._lag_now = None
                 for msg in msgs:
-                    jobs += self._handle(msg, now)
+                    if not self._hold_if_ahead(msg):
+                        jobs += self._handle(msg, now)
+                # after the batch: its records are consumed (no longer lag) and now handled too
+                self._lag_now = None
+                for msg in self._release_held():
+                    if not self._hold_if_ahead(msg):
+                        jobs += self._handle(msg, now)
                 if msgs:
                     self._count_inputs(msgs)
                 t_handled = time.monotonic()
@@ -303,6 +323,61 @@ class Worker:
             reason = exc.reason if isinstance(exc, BadRecord) else f"invalid: {exc}"
             self._dead_letter(msg, source, reason, kafka_ts)
         return []
+
+    # --- keeping the two input topics level in time (worker.windowing.align) ------------------
+    def _partner(self, tp: TP) -> TP:
+        topic, partition = tp
+        return (self.roi_topic if topic == self.audio_topic else self.audio_topic, partition)
+
+    def _partner_lagging(self, tp: TP) -> bool:
+        """Whether ``tp``'s partner partition has unread records (one lag query per loop turn,
+        and only when a record looks ahead: the timestamp test comes first)."""
+        if self._lag_now is None:
+            self._lag_now = self.consumer.lag()
+        partner = self._partner(tp)
+        if partner not in self._lag_now:
+            return False  # not assigned here: nothing to wait for
+        behind = self._lag_now[partner]
+        return behind is None or behind > 0
+
+    def _hold_if_ahead(self, msg: Any) -> bool:
+        """Keep ``msg`` back (and pause its partition) when its partition is held or the record
+        runs ahead of the partner topic's; otherwise note its timestamp and let it through."""
+        tp = (msg.topic(), msg.partition())
+        if tp in self._deferred:
+            self._deferred[tp].append(msg)
+            return True
+        ts = _kafka_ts(msg)
+        if ts is None:
+            return False
+        first = self._first_ts.setdefault(tp, ts)
+        partner = self._last_ts.get(self._partner(tp))
+        # the timestamp test first: the partner's lag is only asked when it could matter
+        if (runs_ahead(ts, partner, first, True, self._align_ms)
+                and runs_ahead(ts, partner, first, self._partner_lagging(tp), self._align_ms)):
+            self._deferred[tp] = [msg]
+            self.consumer.hold(self.consumer.held | {tp})
+            self.metrics.held_partitions.set(len(self.consumer.held))
+            log.info("input partition ahead of its partner topic: held", topic=tp[0], partition=tp[1],
+                     ahead_ms=ts - (first if partner is None else partner), align_ms=self._align_ms)
+            return True
+        self._last_ts[tp] = max(ts, self._last_ts.get(tp, ts))
+        return False
+
+    def _release_held(self) -> list[Any]:
+        """Held partitions whose partner caught up (or has nothing left to read) go on: their
+        records kept back, in order (the partition was paused, so nothing newer of it was read)."""
+        out: list[Any] = []
+        for tp in list(self._deferred):
+            first_ts = _kafka_ts(self._deferred[tp][0])
+            partner = self._last_ts.get(self._partner(tp))
+            if first_ts is None or may_release(first_ts, partner, self._first_ts.get(tp, first_ts),
+                                               self._partner_lagging(tp), self._align_ms):
+                out += self._deferred.pop(tp)
+                self.consumer.hold(self.consumer.held - {tp})
+                self.metrics.held_partitions.set(len(self.consumer.held))
+                log.info("input partition released", topic=tp[0], partition=tp[1], records=len(out))
+        return out
 
     def _lagging(self) -> set[tuple[Stream, int]]:
         """Input partitions with unread records, or whose lag is not known yet (local calls, but a
@@ -469,6 +544,7 @@ class Worker:
         m = self.metrics
         m.backlog.set(self.stage.backlog())
         m.open_sessions.set(self.joiner.open_sessions())
+        m.held_partitions.set(len(self.consumer.held))
         if lag:
             for (topic, partition), behind in self.consumer.lag().items():
                 if behind is not None:
@@ -511,6 +587,11 @@ class Worker:
         self.tracker.forget(set(tps))
         for tp in tps:
             self._committed.pop(tp, None)
+            # records kept back were never handled nor opened: the next owner reads them
+            self._deferred.pop(tp, None)
+            self._first_ts.pop(tp, None)
+            self._last_ts.pop(tp, None)
+        self.metrics.held_partitions.set(len(self.consumer.held - set(tps)))
         self.stage.close_sessions(self.joiner.drain_closed())
         if dropped:
             log.info("sessions handed over", sessions=dropped)

@@ -27,7 +27,7 @@ SR = 16000
 PARTITIONS = 3
 
 
-def make_config(bootstrap: str, run: str, **scoring) -> WorkerConfig:
+def make_config(bootstrap: str, run: str, windowing: dict | None = None, **scoring) -> WorkerConfig:
     topics = {
         "audio": {"name": f"av.audio-chunks.{run}", "partitions": PARTITIONS},
         "roi": {"name": f"av.roi-refs.{run}", "partitions": PARTITIONS},
@@ -38,7 +38,7 @@ def make_config(bootstrap: str, run: str, **scoring) -> WorkerConfig:
         kafka={"bootstrap_servers": bootstrap, "group_id": f"g-{run}", "topics": topics,
                "commit_interval_ms": 200},
         windowing={"block_frames": 16, "window_ms": 1000, "window_hop_ms": 1000,
-                   "allowed_lateness_ms": 500, "idle_timeout_ms": 3000},
+                   "allowed_lateness_ms": 500, "idle_timeout_ms": 3000, **(windowing or {})},
         scoring={"max_batch_size": 16, "max_wait_ms": 5, **scoring},
         http={"port": 0},
         log={"json_logs": False},
@@ -285,3 +285,34 @@ def test_inputs_with_different_partition_counts_are_refused(kafka_bootstrap, run
     worker = Worker(cfg, FakeScorer())
     with pytest.raises(AssignmentError, match="not co-partitioned"):
         worker.run(threading.Event())
+
+
+def test_a_backlog_read_one_topic_first_loses_nothing(kafka_bootstrap, run_id):
+    """Sessions already in Kafka when the worker starts (a restart after downtime): the consumer's
+    fetches return the small audio records far faster than the 96x96 ROI records, so the audio
+    partitions run seconds of media ahead. The sessions' buffers (4 s here) used to drop their
+    oldest audio before the frames for it were read, and the first seconds' signals were lost
+    with their offsets committed. The worker now holds the partition that runs ahead in time
+    (Kafka timestamps) until the other catches up: every signal arrives, nothing is evicted."""
+    cfg = make_config(kafka_bootstrap, run_id, windowing={"max_buffered_ms": 4000})
+    sessions, expected = [], set()
+    for i in range(3):
+        frames, audio = pulse_media(16.0, FPS, SR, 0.0, seed=40 + i, size=96)
+        sessions.append(session_records(f"b{i}", frames, audio, FPS, SR))
+        expected |= {signal_id(f"b{i}", k, fs) for k, fs, _ in expected_jobs(frames.shape[0], FPS, 16, 1000, 1000)}
+    # produced at once, stamped as if sent live 30 s ago
+    produce(kafka_bootstrap, cfg.kafka.topics.audio.name, cfg.kafka.topics.roi.name,
+            (rec for _, _, rec in merge_sessions(sessions)), ts_base_ms=int(time.time() * 1000) - 30_000)
+    running = RunningWorker(cfg, FakeScorer())
+    try:
+        running.wait_ready()
+        signals = read_topic(kafka_bootstrap, cfg.kafka.topics.signals.name, "LipSyncSignal",
+                             _signals_complete(expected), timeout_s=90)
+        counters = dict(running.worker.joiner.counters)
+        holds = running.worker.consumer.holds_total
+    finally:
+        running.close()
+    got = {r["signal_id"] for r in signals}
+    assert expected <= got, f"{len(expected - got)} of {len(expected)} signals missing; joiner {counters}"
+    assert counters.get("evictions_max_buffered", 0) == 0 and counters.get("dropped_late", 0) == 0, counters
+    assert holds > 0  # the audio partitions did run ahead and were held: the case was exercised

@@ -15,8 +15,10 @@ _CODECS = {name: AvroCodec(name) for name in ("AudioChunk", "RoiRef", "LipSyncSi
 
 
 def produce(bootstrap: str, audio_topic: str, roi_topic: str, records: Iterable[TimedRecord],
-            realtime: bool = False) -> int:
-    """Send records (key = session_id); with ``realtime`` each waits for its due time."""
+            realtime: bool = False, ts_base_ms: int | None = None) -> int:
+    """Send records (key = session_id); with ``realtime`` each waits for its due time. With
+    ``ts_base_ms`` each record's Kafka timestamp is that plus its due time, as if a live source
+    had sent it then (a backlog produced at once that looks like one produced in real time)."""
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "enable.idempotence": True})
     t0 = time.monotonic()
     n = 0
@@ -27,7 +29,8 @@ def produce(bootstrap: str, audio_topic: str, roi_topic: str, records: Iterable[
                 time.sleep(delay)
         body = dict(rec.record, produced_at_ms=int(time.time() * 1000))
         name, topic = ("AudioChunk", audio_topic) if rec.stream == AUDIO else ("RoiRef", roi_topic)
-        producer.produce(topic, key=body["session_id"].encode(), value=_CODECS[name].encode(body))
+        extra = {} if ts_base_ms is None else {"timestamp": ts_base_ms + round(rec.due_ms)}
+        producer.produce(topic, key=body["session_id"].encode(), value=_CODECS[name].encode(body), **extra)
         producer.poll(0)
         n += 1
     assert producer.flush(30) == 0

@@ -7,7 +7,9 @@ different partitions of the two topics refuses loudly (error log + ``AssignmentE
 ``consume``), since it would silently score sessions with half their data.
 
 Pause state: librdkafka forgets pauses across reassignment, so the wrapper keeps its own flag
-and pauses newly assigned partitions too while it is set.
+and pauses newly assigned partitions too while it is set. Besides that pause of everything
+(backpressure) single partitions can be held (``hold``: the two topics kept level in time while
+a backlog is read, worker.windowing.align); resuming everything leaves them held.
 
 Lag: until a record of a partition has been consumed, librdkafka cannot say where this member
 stands on it, so on assignment the wrapper asks where reading starts (the group's committed offset,
@@ -102,6 +104,8 @@ class InputConsumer:
         self._on_revoke = on_revoke
         self._on_lost = on_lost
         self._paused = False
+        self._held: set[TP] = set()
+        self.holds_total = 0  # partitions newly held, ever
         self._reset_earliest = str(conf.get("auto.offset.reset", "latest")) in ("earliest", "smallest", "beginning")
         self.assigned: set[TP] = set()
         # where reading starts and the high watermark seen at assignment, per partition (see lag)
@@ -148,6 +152,7 @@ class InputConsumer:
 
     def _drop(self, tps: list[TP]) -> None:
         self.assigned -= set(tps)
+        self._held -= set(tps)
         for tp in tps:
             self._start.pop(tp, None)
             self._high_at_assign.pop(tp, None)
@@ -222,10 +227,29 @@ class InputConsumer:
         return len(tps)
 
     def resume_all(self) -> None:
+        """Resume every assigned partition except those held."""
         self._paused = False
-        tps = [TopicPartition(t, p) for t, p in sorted(self.assigned)]
+        tps = [TopicPartition(t, p) for t, p in sorted(self.assigned - self._held)]
         if tps:
             self._consumer.resume(tps)
+
+    @property
+    def held(self) -> set[TP]:
+        return set(self._held)
+
+    def hold(self, tps: set[TP]) -> tuple[set[TP], set[TP]]:
+        """Hold exactly ``tps`` (of the assigned ones) back: pause those newly held, resume
+        those no longer held (unless everything is paused). Returns (newly held, released)."""
+        want = set(tps) & self.assigned
+        new, released = want - self._held, self._held - want
+        self._held = want
+        self.holds_total += len(new)
+        if not self._paused:
+            if new:
+                self._consumer.pause([TopicPartition(t, p) for t, p in sorted(new)])
+            if released:
+                self._consumer.resume([TopicPartition(t, p) for t, p in sorted(released)])
+        return new, released
 
     def commit(self, positions: Mapping[TP, int], asynchronous: bool = False) -> dict[TP, int]:
         """Commit ``positions`` (next offset to read) of the partitions still assigned."""

@@ -56,6 +56,9 @@ class WorkerMetrics:
         self.gaps = Counter(p + "gap_frames", "Frames scored as missing", registry=r)
         self.paused_partitions = Gauge(p + "paused_partitions", "Input partitions paused (backpressure)",
                                        registry=r)
+        self.held_partitions = Gauge(p + "held_partitions",
+                                     "Input partitions held back: ahead in time of the other topic's, which lags",
+                                     registry=r)
         self.backlog = Gauge(p + "scoring_backlog", "Jobs queued or being scored", registry=r)
         self.open_sessions = Gauge(p + "open_sessions", "Sessions with state in this worker", registry=r)
         self.commits = Counter(p + "offset_commits", "Offset commits", registry=r)

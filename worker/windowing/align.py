@@ -1,0 +1,42 @@
+"""Keep the two input topics' partitions level in time while the worker reads a backlog.
+
+A session's audio and frames arrive on two topics. In real time both are read as they come.
+After a restart (or when the worker starts on topics that already hold minutes of input), the
+consumer reads whatever its fetches return first: audio records are small and ROI records large,
+so one topic's partition can run tens of seconds ahead of the other's. A session then holds that
+much of one stream while it waits for the other, and the per-session buffer bound
+(``max_buffered_ms``) used to drop the oldest media before the other stream's records for it
+were read: signals lost for good, their offsets committed (an audit's restart after 13 s of
+downtime lost 7 of 30 signals per session).
+
+So the worker holds back a partition whose next record is more than ``align_ms`` younger, by
+Kafka timestamp, than the last record handled from the same partition number of the other
+topic, while that other partition still has unread records: the record waits (the partition is
+paused) until the other catches up to within ``align_ms / 2`` or has nothing left to read.
+Producers write a session's audio and frames as they are made, so record timestamps follow
+media time across sessions; in real time both partitions are read within milliseconds of each
+other and nothing is held. Only one partition of a pair can be ahead, so a pair never waits on
+itself. Pure: no Kafka here.
+"""
+
+from __future__ import annotations
+
+
+def runs_ahead(ts_ms: int, partner_last_ms: int | None, first_ms: int, partner_lagging: bool,
+               align_ms: float) -> bool:
+    """Whether a record stamped ``ts_ms`` runs more than ``align_ms`` ahead of its partner
+    partition, whose last handled record was stamped ``partner_last_ms`` (None: nothing handled
+    from it yet; it then counts as standing at ``first_ms``, the first record handled from this
+    partition). A partner with nothing left to read is never waited for."""
+    if not partner_lagging:
+        return False
+    partner_ms = first_ms if partner_last_ms is None else partner_last_ms
+    return ts_ms - partner_ms > align_ms
+
+
+def may_release(next_ts_ms: int, partner_last_ms: int | None, first_ms: int, partner_lagging: bool,
+                align_ms: float) -> bool:
+    """Whether a held partition whose next record is stamped ``next_ts_ms`` may go on: its partner
+    caught up to within half the allowance (hysteresis: a pause and resume costs a fetch) or has
+    nothing left to read."""
+    return not runs_ahead(next_ts_ms, partner_last_ms, first_ms, partner_lagging, align_ms / 2)

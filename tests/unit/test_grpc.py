@@ -91,6 +91,32 @@ def test_grpc_bad_input_is_invalid_argument_and_the_server_goes_on(stub):
     assert requests.labels("grpc", "ScoreClip", "bad_request")._value.get() >= 1
 
 
+def test_grpc_audio_that_misses_the_frames_is_invalid_argument(stub):
+    from worker.synth.clip import generate_clip
+
+    client, _ = stub
+    clip = generate_clip(seed=5154, seconds=2.0, audio_offset_ms=0.0)
+    req = _request(clip, 0, 16, 240.0)
+    req.audio.start_sample = 10**12
+    with pytest.raises(grpc.RpcError) as err:
+        client.ScoreBlock(req)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "overlap" in err.value.details()
+
+
+def test_a_second_server_on_a_grpc_port_in_use_is_refused():
+    from worker.scoring.loader import load_scorer
+    from worker.serving.grpc_server import make_grpc_server
+    from worker.serving.service import ScoreService
+
+    first, port = make_grpc_server(ScoreService(load_scorer(None)), "127.0.0.1", 0)
+    first.start()
+    try:
+        with pytest.raises(OSError):
+            make_grpc_server(ScoreService(load_scorer(None)), "127.0.0.1", port)
+    finally:
+        first.stop(0)
+
+
 def test_generated_code_matches_the_proto(tmp_path):
     pytest.importorskip("grpc_tools")
     (tmp_path / "schemas").mkdir()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 import threading
 import urllib.error
 import urllib.request
@@ -111,6 +112,40 @@ def test_server_answers_bad_requests_with_json_errors_and_goes_on(server):
     conn.close()
     with urllib.request.urlopen(server + "/healthz", timeout=10) as resp:  # still serving
         assert resp.status == 200
+
+
+def test_a_length_that_is_not_a_number_is_400_and_a_vanished_client_no_traceback(server, capfd):
+    import http.client
+    import socket
+    from urllib.parse import urlsplit
+
+    u = urlsplit(server)
+    for bad in ("-5", "abc"):
+        conn = http.client.HTTPConnection(u.hostname, u.port, timeout=10)
+        conn.putrequest("POST", "/v1/score")
+        conn.putheader("Content-Length", bad)
+        conn.endheaders()
+        resp = conn.getresponse()
+        assert resp.status == 400 and "Content-Length" in json.loads(resp.read())["error"]
+        conn.close()
+    # half a body, then gone: the handler's read fails; the server logs a line and goes on
+    with socket.create_connection((u.hostname, u.port), timeout=10) as s:
+        s.sendall(b"POST /v1/score HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n{\"fps\": 25")
+        s.shutdown(socket.SHUT_RDWR)
+    time.sleep(0.5)
+    with urllib.request.urlopen(server + "/healthz", timeout=10) as resp:
+        assert resp.status == 200
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_audio_that_misses_the_frames_is_a_400_not_a_500(server):
+    from worker.synth.clip import generate_clip
+
+    clip = generate_clip(seed=5153, seconds=2.0, audio_offset_ms=0.0)
+    body = _span_body(clip, (0, 16), 240.0)
+    body["audio"]["start_sample"] = 10**12  # the audio lies far beyond the block's frames
+    status, res = _post(server, json.dumps(body).encode(), path="/v1/score-block")
+    assert status == 400 and "overlap" in res["error"], res
 
 
 def test_serve_cli_bad_arguments_are_one_line_errors(capsys):

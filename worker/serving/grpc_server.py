@@ -101,7 +101,10 @@ def make_grpc_server(service: ScoreService, host: str = "127.0.0.1", port: int =
     OSError when the address cannot be bound."""
     server = grpc.server(ThreadPoolExecutor(max_workers=threads, thread_name_prefix="grpc"),
                          options=[("grpc.max_receive_message_length", max_message_bytes),
-                                  ("grpc.max_send_message_length", max_message_bytes)])
+                                  ("grpc.max_send_message_length", max_message_bytes),
+                                  # grpcio sets SO_REUSEPORT by default: a second server on a port
+                                  # in use would start and silently share its calls
+                                  ("grpc.so_reuseport", 0)])
     pb_grpc.add_SyncScorerServicer_to_server(SyncScorerServicer(service), server)
     try:
         bound = server.add_insecure_port(f"{host}:{port}")

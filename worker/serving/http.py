@@ -8,8 +8,8 @@ framework).
     POST /v1/score-block   -> one BLOCK's verdict (8..16 frames; request.decode_span)
     POST /v1/score-window  -> one WINDOW's verdict (0.8..1.2 s of frames)
 
-Errors are JSON {"error": "<one line>"}: 400 bad request body, 404 unknown path, 411 no length,
-413 body too large, 500 a scoring failure (logged with its traceback, never sent). Requests are
+Errors are JSON {"error": "<one line>"}: 400 bad request body (or a Content-Length that is not
+a number), 404 unknown path, 411 no length, 413 body too large, 500 a scoring failure (logged with its traceback, never sent). Requests are
 served on threads, scored one at a time by worker.serving.service.ScoreService.
 """
 
@@ -64,9 +64,14 @@ def make_server(service: ScoreService, host: str = "127.0.0.1", port: int = 8080
                 self._send(404, {"error": f"no such path {self.path}"})
                 return
             length = self.headers.get("Content-Length")
-            if length is None or not length.isdigit():
+            if length is None:
                 self._send(411, {"error": "Content-Length required"})
                 return
+            if not length.strip().isdigit():
+                self._send(400, {"error": f"Content-Length {length!r} is not a byte count"})
+                self.close_connection = True
+                return
+            length = length.strip()
             if int(length) > max_body_bytes:
                 self._send(413, {"error": f"body of {length} bytes is over the limit of {max_body_bytes}"})
                 self.close_connection = True
@@ -92,4 +97,17 @@ def make_server(service: ScoreService, host: str = "127.0.0.1", port: int = 8080
         def log_message(self, fmt: str, *args) -> None:
             log.info("%s %s", self.address_string(), fmt % args)
 
-    return ThreadingHTTPServer((host, port), Handler)
+    return _Server((host, port), Handler)
+
+
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request, client_address) -> None:
+        """A client that goes away mid-request (reset, broken pipe) is one log line, not the
+        standard library's traceback on stderr; anything else keeps its traceback in the log."""
+        import sys
+
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError)):
+            log.info("client %s went away: %s", client_address[0], exc)
+        else:
+            log.exception("request from %s failed", client_address[0])

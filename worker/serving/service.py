@@ -12,8 +12,18 @@ from contextlib import contextmanager
 from typing import Any
 
 from worker.observability.metrics import ServeMetrics
-from worker.scoring.types import Kind
+from worker.scoring.types import Kind, ScoringInputError
 from worker.serving.request import RequestError, decode, decode_span
+
+
+@contextmanager
+def _as_request_error() -> Iterator[None]:
+    """The scorer's own input checks (audio that does not overlap the frames, say) judge the
+    request, not the server: a 400 / INVALID_ARGUMENT, not a 500 with a traceback in the log."""
+    try:
+        yield
+    except ScoringInputError as exc:
+        raise RequestError(str(exc)) from None
 
 
 class ScoreService:
@@ -33,7 +43,7 @@ class ScoreService:
         from worker.clipscore import score_clip
 
         clip = decode(body, self.sample_rate, self.max_seconds)
-        with self._lock:
+        with self._lock, _as_request_error():
             summary = score_clip(self.scorer, clip.frames, clip.fps, clip.audio, clip.sample_rate,
                                  block_frames=clip.block_frames, window_ms=clip.window_ms)
         return summary.to_json()
@@ -42,7 +52,7 @@ class ScoreService:
         """One BLOCK or WINDOW (the seed's ScoreBlock / ScoreWindow): the LipSyncSignal's verdict
         fields for it, scored exactly as the worker scores that job."""
         request = decode_span(body, self.sample_rate, kind)
-        with self._lock:
+        with self._lock, _as_request_error():
             result = self.scorer.score(request)
         return result.to_dict()
 

@@ -169,7 +169,8 @@ def test_missing_references_are_labelled(kafka_bootstrap, run_id, tmp_path):
         running.close()
     by = {(r["kind"], r["frame_start"]): r for r in signals}
     assert by[("BLOCK", 0)]["frames_missing"] == 1 and by[("BLOCK", 0)]["label"] == "OK"
-    assert by[("BLOCK", 16)]["frames_missing"] == 16 and by[("BLOCK", 16)]["label"] == "NO_FACE"
+    # unreadable references are lost data, not an empty screen (README: LOW_QUALITY)
+    assert by[("BLOCK", 16)]["frames_missing"] == 16 and by[("BLOCK", 16)]["label"] == "LOW_QUALITY"
     assert by[("BLOCK", 16)]["score"] is None and by[("BLOCK", 16)]["confidence"] == 0.0
     assert by[("WINDOW", 0)]["frames_missing"] == 1 + 14
     assert by[("BLOCK", 32)]["frames_missing"] == 0

@@ -81,9 +81,11 @@ class FakeScorer:
         base = {"kind": req.kind, "frame_start": fs.frame_start, "frame_end": fs.frame_end,
                     "start_ms": start_ms, "end_ms": end_ms, "scorer": self.name,
                     "occluded": bool(fs.occluded is not None and fs.occluded.mean() > 0.5)}
-        if ok.mean() < 0.5:
+        if ok.mean() < 0.5:  # the real scorer's rule (postprocess.silence_verdict)
+            missing = fs.present is not None and fs.present.mean() < 0.5
             return LipSyncScore(score=None, offset_ms=None, margin=None, confidence=0.0,
-                                direction=Direction.UNKNOWN, label=Label.NO_FACE, **base)
+                                direction=Direction.UNKNOWN,
+                                label=Label.LOW_QUALITY if missing else Label.NO_FACE, **base)
         bright = fs.frames.reshape(fs.n_frames, -1).mean(axis=1).astype(np.float64)
         k_max = round(self.search_ms / frame_ms)
         rms = self._rms_by_frame(au.samples, au.sample_rate, au.start_sample, fs.frame_start - k_max,

@@ -178,6 +178,14 @@ def test_no_face_frames(scorer):
     assert r.label is Label.NO_FACE and r.score is None and r.confidence == 0.0
 
 
+def test_frames_whose_rois_are_missing_are_low_quality_not_no_face(scorer):
+    frames = np.zeros((16, 96, 96), dtype=np.uint8)
+    lost = np.zeros(16, bool)
+    lost[:4] = True  # 12 of 16 ROIs never arrived or could not be read: no face flag either
+    r = scorer.score(_req(frames, _speechy(SR * 2), present=lost, face_present=lost))
+    assert r.label is Label.LOW_QUALITY and r.score is None and r.confidence == 0.0
+
+
 @pytest.mark.parametrize("mutate,match", [
     (lambda f, a: (f, a[:0]), "empty audio"),
     (lambda f, a: (f.astype(np.float32), a), "dtype"),

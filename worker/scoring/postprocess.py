@@ -49,10 +49,12 @@ def silence_verdict(req: ScoreRequest, cfg: ScorerConfig, rms: np.ndarray | None
     """SILENCE or NO_FACE when a job carries no usable evidence, else None. ``rms``: the job's
     per-frame audio RMS if the caller has it already."""
     fs = req.frames
-    if _fraction(fs.face_present, 1.0) < cfg.min_face_fraction:
-        return Label.NO_FACE
+    # missing first: a frame whose ROI never arrived or could not be read has no face flag
+    # either, and the controller must hear "lost references", not "nobody on screen"
     if _fraction(fs.present, 1.0) < cfg.min_face_fraction:
         return Label.LOW_QUALITY  # most ROIs missing (lost references)
+    if _fraction(fs.face_present, 1.0) < cfg.min_face_fraction:
+        return Label.NO_FACE
     au = req.audio
     if rms is None:
         rms = frame_rms(au.samples, au.sample_rate, au.start_ms(), fs.frame_start, fs.n_frames, fs.fps)

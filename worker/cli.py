@@ -67,7 +67,7 @@ def _add_score(sub) -> None:
 
 def run_score(args) -> int:
     from worker.clipscore import score_clip, score_faces
-    from worker.media.decode import MediaError, probe, read_audio, read_video
+    from worker.media.decode import MediaError, probe, read_audio, read_audio_for_video, read_video
     from worker.tracking.faces import MAX_FACES
 
     if not (8 <= args.block_frames <= 16):
@@ -103,7 +103,7 @@ def run_score(args) -> int:
             tracking_s = time.perf_counter() - t0
         decode_s = time.perf_counter() - t0 - tracking_s
         if audio_info is not None:
-            audio = read_audio(args.audio, 16000, info=audio_info)
+            audio = read_audio_for_video(args.audio, info, fps=fps, audio_info=audio_info)
         else:
             audio = read_audio(args.media, 16000, fps=fps, info=info)
     except MediaError as exc:

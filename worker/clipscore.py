@@ -82,8 +82,12 @@ def score_clip(scorer, frames: np.ndarray, fps: float, audio: np.ndarray, sample
     n = int(frames.shape[0])
     jobs = plan_jobs(n, fps, block_frames, window_ms)
     stream = scorer.new_stream()
-    audio_span = AudioSpan(np.ascontiguousarray(audio, dtype=np.float32), sample_rate, 0)
     margin_samples = math.ceil(scorer.search_margin_ms * sample_rate / 1000.0)
+    # Audio that ends before the video: the rest is silence, as the worker zero-fills audio
+    # that never came (those windows come out SILENCE), instead of failing the whole clip.
+    audio, short_note = _pad_to_video(np.ascontiguousarray(audio, dtype=np.float32), n / fps, sample_rate,
+                                      margin_samples)
+    audio_span = AudioSpan(audio, sample_rate, 0)
 
     def request(kind: Kind, a: int, b: int) -> ScoreRequest:
         s0 = max(0, int(a / fps * sample_rate) - margin_samples)
@@ -104,8 +108,25 @@ def score_clip(scorer, frames: np.ndarray, fps: float, audio: np.ndarray, sample
     blocks = [r for r in results if r.kind is Kind.BLOCK]
     summary = summarise(windows, fps, scorer, n)
     summary.blocks = blocks
+    if short_note:
+        summary.notes.append(short_note)
     summary.timings_s["scoring"] = time.perf_counter() - t0
     return summary
+
+
+def _pad_to_video(audio: np.ndarray, video_s: float, sample_rate: int, margin_samples: int) -> tuple[np.ndarray, str | None]:
+    """``audio`` zero-padded to the video's end plus the search margin, and a note when the
+    sound itself stopped before the video did (by more than 0.1 s: tracks commonly differ by a
+    frame or two)."""
+    need = math.ceil(video_s * sample_rate) + margin_samples
+    if audio.shape[0] >= need:
+        return audio, None
+    audio_s = audio.shape[0] / sample_rate
+    note = None
+    if audio_s < video_s - 0.1:
+        note = (f"the audio ends at {audio_s:.2f} s, {video_s - audio_s:.2f} s before the video: "
+                "the rest is scored as silence")
+    return np.concatenate([audio, np.zeros(need - audio.shape[0], np.float32)]), note
 
 
 def summarise(windows: list[LipSyncScore], fps: float, scorer, n_frames: int) -> ClipSummary:

@@ -43,9 +43,11 @@ def _score(capsys, media: Path, *extra: str) -> dict:
 
 
 def _own_audio(path: Path) -> np.ndarray:
-    from worker.media.decode import probe, read_audio
-
-    return read_audio(path, SR, info=probe(path))  # sample 0 = video frame 0
+    """The clip's audio track as a user gets it (`ffmpeg -i clip -vn -ac 1 -ar 16000 -f f32le`):
+    sample 0 where the track starts, which `score --audio` lines up with the clip."""
+    proc = subprocess.run(["ffmpeg", "-v", "error", "-nostdin", "-i", str(path), "-vn", "-ac", "1",
+                           "-ar", str(SR), "-f", "f32le", "pipe:1"], capture_output=True, check=True)
+    return np.frombuffer(proc.stdout, np.float32).copy()
 
 
 def _write_wav(path: Path, audio: np.ndarray) -> Path:
@@ -188,3 +190,16 @@ def test_clip_without_a_face_is_no_face(capsys, tmp_path):
     assert res["label"] == "NO_FACE"
     assert res["offset_ms"] is None and res["score"] is None
     assert res["windows"] and all(w["label"] == "NO_FACE" for w in res["windows"])
+
+
+def test_audio_shorter_than_the_video_scores_what_it_covers(capsys, tmp_path, dev_clips_dir):
+    """A track that stops early (or another clip's shorter audio in the mismatched control) used
+    to fail the whole clip ("audio ... does not overlap frames"); the rest is silence now, as
+    the worker zero-fills audio that never came."""
+    media = dev_clips_dir / "vox_pcavs_620900105.mp4"  # 4.3 s
+    wav = _write_wav(tmp_path / "short.wav", _own_audio(media)[: 2 * SR])
+    res = _score(capsys, media, "--audio", str(wav))
+    assert any("the audio ends at 2.00 s" in n for n in res["notes"]), res["notes"]
+    labels = [w["label"] for w in res["windows"]]
+    assert labels[0] == "OK" and labels[-1] == "SILENCE", labels
+    assert res["offset_ms"] is not None

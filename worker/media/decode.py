@@ -54,6 +54,7 @@ class MediaInfo:
     is_vfr: bool = False
     video_start_s: float = 0.0
     audio_start_s: float = 0.0
+    start_s: float = 0.0  # the container's start time (ffmpeg subtracts it when extracting a stream)
     sample_rate: int | None = None
     channels: int | None = None
     rotation_deg: int = 0
@@ -161,7 +162,7 @@ def probe(path: str | os.PathLike) -> MediaInfo:
         duration = max(_float(s.get("duration")) for s in streams) if streams else 0.0
     return MediaInfo(
         path=spath, duration_s=duration, container=str(fmt.get("format_name", "")),
-        has_video=video is not None, has_audio=audio is not None, **kw,
+        has_video=video is not None, has_audio=audio is not None, start_s=_float(fmt.get("start_time")), **kw,
     )
 
 
@@ -269,15 +270,18 @@ def read_audio(
     """Mono float32 (N,) at ``sample_rate``, sample 0 at video frame 0's time (see module doc).
 
     ``fps`` must be the rate the video is read at (it fixes frame 0's time on the fps grid);
-    default the stream's snapped average rate. For an audio-only file sample 0 is the
-    container's time 0. Gaps in the audio timestamps are filled with silence (aresample async).
+    default the stream's snapped average rate. For an audio-only file sample 0 is its first
+    sound sample (``read_audio_file``). Gaps in the audio timestamps are filled with silence
+    (aresample async).
     """
     info = info or probe(path)
     if not info.has_audio:
         raise MediaError(f"no audio stream in {info.path}")
     if sample_rate <= 0:
         raise MediaError(f"bad sample_rate {sample_rate}")
-    t0 = first_frame_time_s(info, _fps_fraction(info, fps)) if info.has_video else 0.0
+    if not info.has_video:
+        return read_audio_file(path, sample_rate, info)
+    t0 = first_frame_time_s(info, _fps_fraction(info, fps))
     # -copyts keeps container time; first_pts pads (audio starts late) or trims (starts early)
     # so that output sample 0 sits at t0. Negative t0 (rare) is clamped and fixed below.
     # first_pts counts samples at the *input* rate (measured: at the output rate it is off by
@@ -301,4 +305,53 @@ def read_audio(
         audio = np.concatenate([np.zeros(round(-t0 * sample_rate), np.float32), audio])
     if audio.size == 0:
         raise MediaError(f"audio stream of {info.path} decoded to no samples")
+    return audio
+
+
+def read_audio_file(path: str | os.PathLike, sample_rate: int = 16000, info: MediaInfo | None = None) -> np.ndarray:
+    """An audio-only file as mono float32 at ``sample_rate``, sample 0 = its first sound sample.
+
+    Without the container clock on purpose: an MP3's encoder delay shows as a start time of
+    ~50-70 ms that ffmpeg's decoder already removes (its skip samples), and padding it again
+    put an MP3 copy of a clip's audio two frames late, with high confidence."""
+    info = info or probe(path)
+    if not info.has_audio:
+        raise MediaError(f"no audio stream in {info.path}")
+    if sample_rate <= 0:
+        raise MediaError(f"bad sample_rate {sample_rate}")
+    af = f"aresample=async=1,aresample={sample_rate},aformat=sample_fmts=flt:channel_layouts=mono"
+    cmd = ["ffmpeg", "-v", "error", "-nostdin", "-i", info.path, "-map", "0:a:0", "-af", af, "-f", "f32le", "pipe:1"]
+    proc = subprocess.run(cmd, capture_output=True, check=False)
+    if proc.returncode != 0:
+        last = (proc.stderr.decode("utf-8", "replace").strip().splitlines() or ["?"])[-1]
+        raise MediaError(f"cannot decode audio of {info.path}: {last}")
+    audio = np.frombuffer(proc.stdout, np.float32).copy()
+    if audio.size == 0:
+        raise MediaError(f"audio stream of {info.path} decoded to no samples")
+    return audio
+
+
+def read_audio_for_video(audio_path: str | os.PathLike, video: MediaInfo, fps: float | None = None,
+                         sample_rate: int = 16000, audio_info: MediaInfo | None = None) -> np.ndarray:
+    """Another file's audio to score against ``video`` (``score --audio``), sample 0 at the
+    video's frame 0 like ``read_audio``'s.
+
+    An audio-only file takes the place of the video's own audio track: its first sample plays
+    where that track starts (the container's start if there is none, never before time 0),
+    which is where ffmpeg starts a WAV it extracts from the clip, so an extracted and edited
+    copy lines up with the clip (a clip whose first frame lands at 33 ms read its own extracted
+    WAV a frame late). A file with its own video keeps its own alignment: sample 0 at its own
+    frame 0."""
+    audio_info = audio_info or probe(audio_path)
+    if audio_info.has_video:
+        return read_audio(audio_path, sample_rate, info=audio_info)
+    audio = read_audio_file(audio_path, sample_rate, audio_info)
+    track_start_s = max(0.0, video.audio_start_s if video.has_audio else video.start_s)
+    lead = round((first_frame_time_s(video, _fps_fraction(video, fps)) - track_start_s) * sample_rate)
+    if lead > 0:
+        audio = audio[lead:]
+    elif lead < 0:
+        audio = np.concatenate([np.zeros(-lead, np.float32), audio])
+    if audio.size == 0:
+        raise MediaError(f"the audio of {audio_info.path} ends before the video's first frame")
     return audio

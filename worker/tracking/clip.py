@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from worker.media.decode import MediaError, MediaInfo, _fps_fraction, probe, read_audio
+from worker.media.decode import MediaError, MediaInfo, _fps_fraction, probe, read_audio, read_audio_for_video
 from worker.tracking.tracker import MouthTracker, TrackResult
 
 
@@ -59,8 +59,8 @@ def track_media(
     with ThreadPoolExecutor(max_workers=1) as ex:
         if audio_path is None:
             fut = ex.submit(read_audio, path, sample_rate, rate, info)
-        else:  # an audio file: its time 0 is frame 0's time (video-less files start at 0)
-            fut = ex.submit(read_audio, audio_path, sample_rate, None, audio_info)
+        else:  # another file's audio in place of the clip's own track (read_audio_for_video)
+            fut = ex.submit(read_audio_for_video, audio_path, info, rate, sample_rate, audio_info)
         track = tracker.track_file(path, fps=rate, info=info)
         audio = fut.result()
     return TrackedClip(track=track, audio=audio, sample_rate=sample_rate, fps=rate, info=info)

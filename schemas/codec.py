@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import struct
 import threading
 from collections.abc import Mapping
@@ -251,9 +252,9 @@ class AvroCodec:
             else:
                 record = fastavro.schemaless_reader(fo, writer, self._schema)
         except EOFError as e:
-            raise DecodeError(f"{self.name}: truncated Avro body ({len(view)} bytes) {e}".rstrip()) from e
+            raise DecodeError(f"{self.name}: truncated Avro body ({len(view)} bytes) {_stable(e)}".rstrip()) from e
         except Exception as e:  # bad union/enum index (IndexError), bad UTF-8, negative lengths, ...
-            raise DecodeError(f"{self.name}: malformed Avro body: {type(e).__name__}: {e}") from e
+            raise DecodeError(f"{self.name}: malformed Avro body: {type(e).__name__}: {_stable(e)}") from e
         if fo.tell() != len(view):
             raise DecodeError(
                 f"{self.name}: {len(view) - fo.tell()} trailing bytes after the record (wrong schema or corrupt)"
@@ -300,3 +301,12 @@ def codec_for(
         subject=topic_subject(topic) if topic else None,
         auto_register=auto_register,
     )
+
+
+_OBJECT_REPR = re.compile(r"\s*(?:from|in|of)?\s*<[^<>]* object at 0x[0-9a-fA-F]+>")
+
+
+def _stable(exc: BaseException) -> str:
+    """An exception's message without object reprs ("<_io.BytesIO object at 0x7f..>"): the same
+    bad record gives the same dead-letter reason every time (they are grouped and counted)."""
+    return _OBJECT_REPR.sub("", str(exc)).strip()

@@ -76,6 +76,8 @@ def run_score(args) -> int:
         raise CliError("--window-ms must be within 800..1200")
     if not (1 <= args.max_faces <= MAX_FACES):
         raise CliError(f"--max-faces must be within 1..{MAX_FACES}")
+    if args.fps is not None and not (1.0 <= args.fps <= 240.0):  # before decoding, not after
+        raise CliError(f"--fps must be within 1..240, got {args.fps}")
     t_start = time.perf_counter()
     try:
         info = probe(args.media)

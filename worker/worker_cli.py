@@ -149,9 +149,13 @@ def run_worker(args: argparse.Namespace) -> int:
     except Exception as exc:  # noqa: BLE001 - anything that stops the loop ends the process
         # logged in full (structured) for operators; one line for the terminal; non-zero exit so
         # the orchestrator restarts it (uncommitted input is then re-read: nothing is lost)
+        from worker.kafka.consumer import AssignmentError
         from worker.observability.logs import get_logger
 
-        get_logger("worker").exception("worker failed")
+        if isinstance(exc, AssignmentError):  # a deployment error, said in full: no traceback
+            get_logger("worker").error("worker failed", error=f"{type(exc).__name__}: {exc}")
+        else:
+            get_logger("worker").exception("worker failed")
         raise _cli_error(f"worker failed: {type(exc).__name__}: {exc}", 1) from None
 
 

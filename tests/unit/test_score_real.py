@@ -175,6 +175,17 @@ def test_a_bad_audio_file_is_refused_before_the_face_tracking(capsys, tmp_path, 
     assert "cannot read media file" in _one_line_error(capsys, ["score", str(mp4), "--audio", str(junk)])
 
 
+def test_an_fps_out_of_range_is_refused_before_decoding(capsys, dev_clips_dir, monkeypatch):
+    from worker.media import decode
+
+    def no_decoding(*_a, **_k):
+        raise AssertionError("decoded before the --fps check")
+
+    monkeypatch.setattr(decode, "iter_video", no_decoding)
+    assert "--fps must be within 1..240" in _one_line_error(capsys, ["score", str(dev_clips_dir / "grid_swiz3n.mpg"),
+                                                                      "--fps", "1000"])
+
+
 def test_unreadable_file(capsys, tmp_path):
     junk = tmp_path / "junk.mp4"
     junk.write_bytes(b"not a video at all" * 100)

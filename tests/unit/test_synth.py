@@ -210,6 +210,7 @@ def test_write_clip_gives_one_video_and_one_audio_stream(tmp_path):
     ["out.txt", "--seconds", "1", "--seed", "1"],
     ["/no/such/dir/out.mp4", "--seconds", "1", "--seed", "1"],
     ["out.mp4", "--seconds", "1", "--seed", "1", "--fps", "0"],
+    ["out.mp4", "--seconds", "1", "--seed", "1", "--roi-size", "97"],  # odd: the encoder needs even sides
 ])
 def test_cli_bad_arguments_one_line_error(args, tmp_path, monkeypatch, capsys):
     from worker.synth import cli

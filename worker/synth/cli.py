@@ -62,6 +62,9 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"output directory does not exist: {out_dir}")
         if args.audio_noise_db is not None and not math.isfinite(args.audio_noise_db):
             raise ValueError("--audio-noise-db must be finite")
+        if args.roi_size % 2:
+            raise ValueError(f"--roi-size must be even, got {args.roi_size} (the video encoder's 4:2:0 chroma "
+                             "needs even sides)")
         options = SynthOptions(fps=args.fps, sample_rate=args.sample_rate, roi_size=args.roi_size,
                                low_light=args.low_light, motion_blur=args.motion_blur,
                                occlusion=args.occlusion, noise=args.noise, head_motion=args.head_motion,

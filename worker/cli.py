@@ -7,6 +7,7 @@ import importlib
 import json
 import sys
 import time
+from pathlib import Path
 
 EXIT_USAGE = 2
 EXIT_INPUT = 3
@@ -114,10 +115,11 @@ def run_score(args) -> int:
         raise CliError(f"{args.media} has {frames.shape[0]} frames; at least 8 are needed")
     if audio.shape[0] == 0:
         raise CliError(f"the audio of {args.audio or args.media} is empty")
+    jobs = {"block_frames": args.block_frames, "window_ms": args.window_ms, "session_id": Path(args.media).name}
     if tracks is None:
-        summary = score_clip(scorer, frames, fps, audio, block_frames=args.block_frames, window_ms=args.window_ms)
+        summary = score_clip(scorer, frames, fps, audio, **jobs)
     else:
-        summary = score_faces(scorer, tracks, audio, block_frames=args.block_frames, window_ms=args.window_ms)
+        summary = score_faces(scorer, tracks, audio, **jobs)
     if tracks is not None and not np_any(tracks[0].face_present):
         summary.label = "NO_FACE"
         summary.notes.append("no face found in any frame")

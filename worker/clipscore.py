@@ -36,6 +36,10 @@ class ClipSummary:
     notes: list[str] = field(default_factory=list)
     # score MEDIA: every face track considered (FaceCandidate.to_json), the scored one first
     faces: list[dict] = field(default_factory=list)
+    # the windows and blocks are printed as LipSyncSignals of this session (the media's name)
+    session_id: str = "clip"
+    # (kind, frame_start) -> (ms from the start of scoring to its result, wall time then in ms)
+    emitted: dict[tuple[str, int], tuple[int, int]] = field(default_factory=dict)
 
     def to_json(self) -> dict:
         return {
@@ -50,9 +54,18 @@ class ClipSummary:
             "timings_s": {k: round(v, 3) for k, v in self.timings_s.items()},
             "notes": self.notes,
             "faces": self.faces,
-            "windows": [w.to_dict() for w in self.windows],
-            "blocks": [b.to_dict() for b in self.blocks],
+            "windows": [self._signal(w) for w in self.windows],
+            "blocks": [self._signal(b) for b in self.blocks],
         }
+
+    def _signal(self, r: LipSyncScore) -> dict:
+        """A window's or block's verdict with the rest of a LipSyncSignal's fields (CONTRACT): the
+        session is the clip, the latency is how long after scoring began its result was ready."""
+        from worker.publish import signal_id
+
+        latency_ms, emitted_at_ms = self.emitted.get((r.kind.value, r.frame_start), (0, 0))
+        return {"session_id": self.session_id, "signal_id": signal_id(self.session_id, r.kind, r.frame_start),
+                **r.to_dict(), "latency_ms": latency_ms, "emitted_at_ms": emitted_at_ms}
 
 
 def plan_jobs(n_frames: int, fps: float, block_frames: int = 16, window_ms: int = 1000,
@@ -75,9 +88,9 @@ def plan_jobs(n_frames: int, fps: float, block_frames: int = 16, window_ms: int 
 def score_clip(scorer, frames: np.ndarray, fps: float, audio: np.ndarray, sample_rate: int = 16000,
                face_present: np.ndarray | None = None, landmarks: np.ndarray | None = None,
                occluded: np.ndarray | None = None, block_frames: int = 16, window_ms: int = 1000,
-               batch_size: int = 16) -> ClipSummary:
+               batch_size: int = 16, session_id: str = "clip") -> ClipSummary:
     """frames: (T, H, W[, 3]) uint8 mouth ROIs at ``fps``; audio: float32 mono at ``sample_rate``,
-    sample 0 at frame 0's time."""
+    sample 0 at frame 0's time. ``session_id`` names the clip in its signals (signal_id)."""
     t0 = time.perf_counter()
     n = int(frames.shape[0])
     jobs = plan_jobs(n, fps, block_frames, window_ms)
@@ -100,14 +113,20 @@ def score_clip(scorer, frames: np.ndarray, fps: float, audio: np.ndarray, sample
     # jobs in timeline order so the stream's cache serves windows from blocks already scored
     jobs.sort(key=lambda j: (j[2], j[0] is Kind.WINDOW))
     results: list[LipSyncScore] = []
+    emitted: dict[tuple[str, int], tuple[int, int]] = {}
     for i in range(0, len(jobs), batch_size):
         chunk = jobs[i: i + batch_size]
         reqs = [request(*j) for j in chunk]
-        results += scorer.score_batch(reqs, [stream] * len(reqs))
+        batch = scorer.score_batch(reqs, [stream] * len(reqs))
+        done = (round(1000 * (time.perf_counter() - t0)), int(time.time() * 1000))
+        emitted.update({(r.kind.value, r.frame_start): done for r in batch})
+        results += batch
     windows = [r for r in results if r.kind is Kind.WINDOW]
     blocks = [r for r in results if r.kind is Kind.BLOCK]
     summary = summarise(windows, fps, scorer, n)
     summary.blocks = blocks
+    summary.emitted = emitted
+    summary.session_id = session_id
     if short_note:
         summary.notes.append(short_note)
     summary.timings_s["scoring"] = time.perf_counter() - t0

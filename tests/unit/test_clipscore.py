@@ -39,3 +39,26 @@ def test_summary_of_silence_and_no_face():
     assert s.label == "SILENCE" and s.offset_ms is None and s.score is None and s.confidence == 0
     nf = [_win(0, [0] * 11, Label.NO_FACE, None)]
     assert summarise(nf, 25.0, HeuristicScorer(), 25).label == "NO_FACE"
+
+
+def test_a_clips_windows_and_blocks_are_whole_lipsync_signals():
+    """CONTRACT: `score --json` lists per-window signals "as above", so each carries every
+    LipSyncSignal field, its signal_id derived like the worker's from the clip's name."""
+    import numpy as np
+
+    from worker.clipscore import score_clip
+    from worker.publish import signal_id
+
+    rng = np.random.default_rng(1)
+    frames = rng.integers(0, 255, (60, 32, 32), dtype=np.uint8)
+    audio = (0.1 * rng.standard_normal(16000 * 3)).astype(np.float32)
+    out = score_clip(HeuristicScorer(), frames, 25.0, audio, session_id="talk.mp4").to_json()
+    fields = {"session_id", "signal_id", "kind", "frame_start", "frame_end", "start_ms", "end_ms", "score",
+              "offset_ms", "margin", "confidence", "direction", "label", "occluded", "scorer", "latency_ms",
+              "emitted_at_ms"}
+    assert out["windows"] and out["blocks"]
+    for sig in out["windows"] + out["blocks"]:
+        assert fields <= set(sig), fields - set(sig)
+        assert sig["session_id"] == "talk.mp4"
+        assert sig["signal_id"] == signal_id("talk.mp4", Kind(sig["kind"]), sig["frame_start"])
+        assert sig["latency_ms"] >= 0 and sig["emitted_at_ms"] > 1_600_000_000_000

@@ -45,6 +45,10 @@ _SLOW_LOOP_S = 0.25
 _FLUSH_TIMEOUT_S = 10.0
 
 
+class KafkaUnreachable(RuntimeError):
+    """No broker answered within kafka.startup_timeout_ms of the worker's start."""
+
+
 def _kafka_ts(msg: Any) -> int | None:
     ts_type, ts = msg.timestamp()
     return ts if ts_type != 0 and ts and ts > 0 else None  # type 0: TIMESTAMP_NOT_AVAILABLE
@@ -164,7 +168,7 @@ class Worker:
         k = self.cfg.kafka
         last_tick = last_commit = last_lag = self.clock_ms()
         try:
-            self._check_input_partitions()
+            self._check_input_partitions(stop)
             self._warm_up()
             cpu_mark = time.thread_time()
             while not stop.is_set():
@@ -253,19 +257,29 @@ class Worker:
             gc.freeze()
         log.info("scorer warmed up", seconds=round(time.monotonic() - t0, 2))
 
-    def _check_input_partitions(self) -> None:
+    def _check_input_partitions(self, stop: threading.Event) -> None:
         """Refuse to start on input topics with different partition counts (the join would see
-        half of some sessions); the assignment check repeats this on every rebalance."""
+        half of some sessions); the assignment check repeats this on every rebalance. No broker
+        answering within ``kafka.startup_timeout_ms`` is KafkaUnreachable (the CLI says so in one
+        line and exits non-zero), rather than a worker that waits forever and logs nothing useful."""
         from worker.kafka.admin import TopicError, topic_partitions
         from worker.kafka.consumer import AssignmentError
 
         k = self.cfg.kafka
         extra = {key: v for key, v in k.client_config("admin").items() if key != "bootstrap.servers"}
-        try:
-            counts = topic_partitions(k.bootstrap_servers, [self.audio_topic, self.roi_topic], client_config=extra)
-        except TopicError as exc:
-            log.warning("cannot check input partition counts yet", error=str(exc))
-            return
+        deadline = time.monotonic() + k.startup_timeout_ms / 1000.0
+        while True:
+            try:
+                counts = topic_partitions(k.bootstrap_servers, [self.audio_topic, self.roi_topic],
+                                          timeout_s=max(1.0, min(10.0, deadline - time.monotonic())),
+                                          client_config=extra)
+                break
+            except TopicError as exc:
+                if time.monotonic() >= deadline or stop.is_set():
+                    raise KafkaUnreachable(f"no Kafka broker at {k.bootstrap_servers} answered within "
+                                           f"{k.startup_timeout_ms / 1000:g} s ({exc})") from None
+                log.warning("Kafka not reachable yet: retrying", bootstrap=k.bootstrap_servers, error=str(exc))
+                stop.wait(1.0)
         if len(counts) == 2 and counts[self.audio_topic] != counts[self.roi_topic]:
             msg = (f"input topics are not co-partitioned: {self.audio_topic} has {counts[self.audio_topic]} "
                    f"partitions, {self.roi_topic} has {counts[self.roi_topic]}")

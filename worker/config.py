@@ -87,6 +87,10 @@ class KafkaConfig(_Section):
     poll_timeout_ms: int = Field(default=5, ge=0, description="consume() waits this long for a full batch.")
     commit_interval_ms: int = Field(default=1000, ge=0)
     max_poll_interval_ms: int = Field(default=300_000, ge=10_000)
+    startup_timeout_ms: int = Field(
+        default=60_000, ge=1000, description="The worker exits (non-zero, one line) when no broker "
+        "answers within this long of starting; an orchestrator restarts it. Later outages are waited out."
+    )
 
     @model_validator(mode="after")
     def _registry_for_wire_format(self) -> KafkaConfig:

@@ -152,6 +152,11 @@ def run_worker(args: argparse.Namespace) -> int:
         from worker.kafka.consumer import AssignmentError
         from worker.observability.logs import get_logger
 
+        from worker.app import KafkaUnreachable
+
+        if isinstance(exc, KafkaUnreachable):
+            get_logger("worker").error("worker cannot start", error=str(exc))
+            raise _cli_error(f"worker cannot start: {exc}") from None
         if isinstance(exc, AssignmentError):  # a deployment error, said in full: no traceback
             get_logger("worker").error("worker failed", error=f"{type(exc).__name__}: {exc}")
         else:

@@ -13,6 +13,8 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from worker.kafka.logs import with_logger
+
 
 class TopicError(RuntimeError):
     """A topic could not be created, or exists with the wrong partition count."""
@@ -22,7 +24,7 @@ def admin_client(bootstrap: str, client_config: Mapping[str, Any] | None = None)
     """An AdminClient for ``bootstrap``; ``client_config`` adds any librdkafka setting (SASL/SSL)."""
     conf: dict[str, Any] = {"bootstrap.servers": bootstrap}
     conf.update(client_config or {})
-    return AdminClient(conf)
+    return AdminClient(with_logger(conf))
 
 
 def wait_until_reachable(

@@ -10,6 +10,8 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, Producer
 
+from worker.kafka.logs import with_logger
+
 
 def kafka_errors() -> tuple[type[BaseException], ...]:
     """Errors of the Kafka environment (client, topics, the local broker) for callers outside
@@ -25,7 +27,7 @@ class RecordSender:
         conf: dict[str, Any] = {"bootstrap.servers": bootstrap, "linger.ms": 1, "enable.idempotence": True,
                                 "socket.nagle.disable": True}
         conf.update(client_config or {})
-        self._producer = Producer(conf)
+        self._producer = Producer(with_logger(conf))
 
     def send(self, topic: str, key: bytes | None, value: bytes) -> None:
         while True:
@@ -54,7 +56,7 @@ class TopicReader:
                                 "auto.offset.reset": "earliest", "enable.auto.commit": False,
                                 "fetch.wait.max.ms": 10, "socket.nagle.disable": True}
         conf.update(client_config or {})
-        self._consumer = Consumer(conf)
+        self._consumer = Consumer(with_logger(conf))
         self._consumer.subscribe([topic])
 
     def read(self, timeout_s: float, max_records: int = 1000) -> list[tuple[bytes | None, bytes]]:

@@ -27,6 +27,8 @@ from typing import Any, Protocol
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
+from worker.kafka.logs import with_logger
+
 log = logging.getLogger(__name__)
 
 TP = tuple[str, int]
@@ -114,7 +116,7 @@ class InputConsumer:
         self._starts_unknown: set[TP] = set()
         self._starts_tried_s = 0.0
         self._failure: BaseException | None = None
-        self._consumer = Consumer(conf)
+        self._consumer = Consumer(with_logger(conf))
         self._consumer.subscribe(list(topics), on_assign=self._assign_cb, on_revoke=self._revoke_cb,
                                  on_lost=self._lost_cb)
 

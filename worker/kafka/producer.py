@@ -12,6 +12,8 @@ from typing import Any
 
 from confluent_kafka import KafkaException, Producer
 
+from worker.kafka.logs import with_logger
+
 log = logging.getLogger(__name__)
 
 DeliveryCallback = Callable[[str | None], None]  # error text, or None when delivered
@@ -27,7 +29,7 @@ class OutputProducer:
             "socket.nagle.disable": True,  # Nagle + delayed ACKs add ~40 ms to small requests
         }
         conf.update(client_config)
-        self._producer = Producer(conf)
+        self._producer = Producer(with_logger(conf))
 
     def produce(self, topic: str, key: bytes | None, value: bytes, on_delivery: DeliveryCallback,
                 timestamp_ms: int | None = None) -> None:

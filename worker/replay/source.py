@@ -13,6 +13,7 @@ from typing import Any
 
 from confluent_kafka import OFFSET_END, Consumer, KafkaException, TopicPartition
 
+from worker.kafka.logs import with_logger
 from worker.replay.order import Recorded
 from worker.windowing.events import Source
 
@@ -97,7 +98,7 @@ def _consumer(client_config: Mapping[str, Any]) -> Consumer:
     conf = {k: v for k, v in client_config.items() if k not in ("group.id", "group.instance.id")}
     conf.update({"group.id": f"sync-scorer-replay-{uuid.uuid4().hex[:12]}", "enable.auto.commit": False,
                  "enable.auto.offset.store": False, "auto.offset.reset": "earliest"})
-    return Consumer(conf)
+    return Consumer(with_logger(conf))
 
 
 def _assign(consumer: Consumer, topics: list[str], since_ms: int | None, timeout_s: float

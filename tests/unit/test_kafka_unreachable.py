@@ -1,0 +1,42 @@
+"""No broker: the worker says so in one line and exits, and librdkafka's retry errors do not
+flood the output (worker.kafka.logs)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from worker.kafka.logs import RepeatFilter
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _record(msg: str) -> logging.LogRecord:
+    return logging.LogRecord("librdkafka", logging.ERROR, __file__, 1, msg, None, None)
+
+
+def test_the_same_message_passes_once_a_minute_digits_aside():
+    now = [0.0]
+    f = RepeatFilter(every_s=60.0, clock=lambda: now[0])
+    fail = "FAIL [rdkafka#consumer-2] 127.0.0.1:1/bootstrap: Connect failed (after {}ms in state CONNECT)"
+    assert f.filter(_record(fail.format(0)))
+    now[0] = 5.0
+    assert not f.filter(_record(fail.format(3)))  # the same error again, another count
+    assert f.filter(_record("another message"))
+    now[0] = 61.0
+    assert f.filter(_record(fail.format(7)))
+
+
+def test_a_worker_without_a_broker_exits_with_one_line(tmp_path):
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1", "SYNC_SCORER_KAFKA__STARTUP_TIMEOUT_MS": "2000",
+           "SYNC_SCORER_HTTP__PORT": "0", "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-m", "worker.cli", "worker"], capture_output=True, text=True,
+                          env=env, cwd=tmp_path, timeout=120, check=False)
+    err = proc.stderr.strip().splitlines()
+    assert proc.returncode == 3, proc.stderr[-2000:]
+    assert err[-1].startswith("error: worker cannot start: no Kafka broker at 127.0.0.1:1 answered within 2 s")
+    assert "Traceback" not in proc.stderr
+    assert len(err) < 20, len(err)  # librdkafka's retries used to print ~23 lines a second

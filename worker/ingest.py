@@ -113,6 +113,10 @@ def roi_events(record: Mapping[str, Any], source: Source, arrival: Arrival,
                                   occluded=occluded, landmarks=landmarks))
         else:
             pixels, err = resolve(roi)
+            if err is not None and getattr(err, "scheme", "") == "inline":
+                # inline pixels travel in the record itself: a size that does not match is a
+                # malformed event (dead-lettered with its reason), not a store that failed
+                raise BadRecord(f"invalid: {err}")
             reason = None if err is None else str(getattr(err, "reason", err) or "unreadable")
             out.append(FrameEvent(sid, frame_index, fps, pixels, source, arrival, face_present=True,
                                   occluded=occluded, landmarks=landmarks, ref_error=reason))

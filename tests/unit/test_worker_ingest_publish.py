@@ -77,6 +77,22 @@ def test_bad_audio_records(kw, needle):
         audio_events(_chunk(**kw), SRC, ARR, 16000)
 
 
+def test_inline_pixels_of_the_wrong_size_are_a_bad_record_not_a_missing_frame():
+    from worker.refs import RoiResolver
+
+    resolver = RoiResolver()
+    base = {"session_id": "s", "frame_index": 3, "pts_ms": 100, "fps": 30.0, "end_of_session": False,
+            "mouth_landmarks": None, "occluded": False}
+    for roi in ({"width": 96, "height": 96, "format": "GRAY8", "data": b"\x00" * 100},
+                {"width": 96, "height": 96, "format": "RGB24", "data": b"\x00" * 96 * 96},
+                {"width": 100000, "height": 100000, "format": "GRAY8", "data": b"\x00" * 16}):
+        with pytest.raises(BadRecord, match="inline"):
+            roi_events(dict(base, roi=roi), SRC, ARR, resolver.try_resolve)
+    good = {"width": 8, "height": 8, "format": "GRAY8", "data": b"\x00" * 64}
+    (ev,) = roi_events(dict(base, roi=good), SRC, ARR, resolver.try_resolve)
+    assert ev.pixels.shape == (8, 8) and ev.ref_error is None
+
+
 def test_bad_roi_records_and_keys():
     with pytest.raises(BadRecord, match="fps"):
         roi_events({"session_id": "s", "frame_index": 0, "fps": 0.0}, SRC, ARR, lambda r: (None, None))

@@ -153,3 +153,16 @@ def test_replay_reads_the_clusters_wire_format():
         rp.close()
     assert not out.bad and len(out.signals) == len(expected_jobs(100, FPS, 16, 1000, 1000))
     assert all(s["offset_ms"] == pytest.approx(80.0) for s in out.signals if s["kind"] == "WINDOW")
+
+
+def test_the_table_lists_each_bad_record_with_its_reason(capsys):
+    import argparse
+
+    from worker.replay.cli import _write
+
+    summary = {"sessions": {"s": {"records": 3, "bad_records": 1, "signals": 0, "kinds": {}, "labels": {},
+                                  "median_window_offset_ms": None}},
+               "bad_records": [{"topic": "av.roi-refs", "partition": 2, "offset": 41, "reason": "decode: truncated"}]}
+    _write(argparse.Namespace(out=None, json=False), [], summary)
+    out = capsys.readouterr().out
+    assert "1 bad" in out and "bad record av.roi-refs [2] @41: decode: truncated" in out

@@ -199,6 +199,9 @@ def _write(args, signals: list[dict], summary: dict) -> None:
         print(f"session {sid}: {s['records']} records, {s['bad_records']} bad, {s['signals']} signals "
               f"{s['kinds']}, labels {s['labels']}, median window offset "
               f"{'n/a' if off is None else f'{off:+.0f} ms'}", file=sys.stderr if args.json else sys.stdout)
+    for bad in summary["bad_records"]:  # what the worker dead-letters, and why (at most 50)
+        print(f"  bad record {bad['topic']} [{bad['partition']}] @{bad['offset']}: {bad['reason']}",
+              file=sys.stderr if args.json else sys.stdout)
     if "compare" in summary:
         c = summary["compare"]
         print(f"compared with {c['topic']}: {c['matched']} matched ({c['identical']} identical), "

@@ -149,10 +149,9 @@ def run_worker(args: argparse.Namespace) -> int:
     except Exception as exc:  # noqa: BLE001 - anything that stops the loop ends the process
         # logged in full (structured) for operators; one line for the terminal; non-zero exit so
         # the orchestrator restarts it (uncommitted input is then re-read: nothing is lost)
+        from worker.app import KafkaUnreachable
         from worker.kafka.consumer import AssignmentError
         from worker.observability.logs import get_logger
-
-        from worker.app import KafkaUnreachable
 
         if isinstance(exc, KafkaUnreachable):
             get_logger("worker").error("worker cannot start", error=str(exc))

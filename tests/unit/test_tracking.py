@@ -250,3 +250,21 @@ def test_track_media_own_audio_and_external_audio(tmp_path):
         silent = tmp_path / "silent.mp4"
         subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(path), "-an", "-t", "0.5", str(silent)], check=True)
         track_media(silent)
+
+
+def test_mediapipes_native_start_up_lines_are_dropped_and_nothing_else(capfd):
+    import os
+
+    from worker.tracking.native_log import is_noise, quiet_native_stderr
+
+    noise = ["INFO: Created TensorFlow Lite XNNPACK delegate for CPU.",
+             "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
+             ("W0000 00:00:1796596790.605132   17353 inference_feedback_manager.cc:114] Feedback manager "
+              "requires a model with a single signature inference. Disabling support for feedback tensors.")]
+    assert all(is_noise(line) for line in noise)
+    assert not is_noise("error: something real") and not is_noise("Traceback (most recent call last):")
+    with quiet_native_stderr():
+        for line in [noise[0], "a line of our own", noise[2]]:
+            os.write(2, (line + "\n").encode())
+    err = capfd.readouterr().err
+    assert err.strip() == "a line of our own"

@@ -28,6 +28,7 @@ warnings.filterwarnings("ignore", message=r"SymbolDatabase\.GetPrototype\(\) is 
 from worker.tracking import geometry as geo
 from worker.tracking import occlusion as occ
 from worker.tracking.faces import MAX_FACES, MIN_TRACK_FRAMES, assign_faces, distinct_faces
+from worker.tracking.native_log import quiet_native_stderr
 
 
 @dataclass
@@ -218,6 +219,10 @@ class MouthTracker:
         without any face gives one track with no face present). Each result covers all frames;
         a face's frames before it appears and after it leaves are absent. ``tracking_ms`` is the
         whole pass's, the same on every track."""
+        with quiet_native_stderr():  # MediaPipe's native start-up lines (tracking.native_log)
+            return self._track_faces_chunks(chunks, fps)
+
+    def _track_faces_chunks(self, chunks: Iterable[np.ndarray], fps: float) -> list[TrackResult]:
         if not (fps > 0):
             raise ValueError(f"fps must be > 0, got {fps}")
         self._reset()

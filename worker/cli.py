@@ -98,10 +98,9 @@ def run_score(args) -> int:
             frames, fps = read_video(args.media, fps=args.fps)
             tracking_s = 0.0
         else:
-            from worker.tracking import MouthTracker
+            from worker.tracking.clip import track_speakers
 
-            tracks = MouthTracker(roi_size=96, max_faces=args.max_faces).track_faces_file(
-                args.media, fps=args.fps, info=info)
+            tracks = track_speakers(args.media, fps=args.fps, info=info, max_faces=args.max_faces)
             frames, fps = tracks[0].rois, float(tracks[0].fps)
             tracking_s = time.perf_counter() - t0
         decode_s = time.perf_counter() - t0 - tracking_s

@@ -111,8 +111,22 @@ def test_the_tracker_follows_both_faces_as_separate_tracks(two_faces):
         assert cx.max() - cx.min() < 0.25 * width  # never jumps to the other face
         sides.append(float(np.median(cx)) > width / 2)
     assert sorted(sides) == [False, True]
-    one = MouthTracker(max_faces=1).track_faces_file(video)
+    one = MouthTracker(max_faces=1, count_faces_every=25).track_faces_file(video)
     assert len(one) == 1 and one[0].face_present.mean() > 0.9
+    assert one[0].faces_seen == 2  # what tells `score` to track the clip again for more faces
+
+
+def test_a_one_face_clip_is_counted_as_one_and_tracked_once(dev_clips_dir, monkeypatch):
+    pytest.importorskip("mediapipe", reason="mediapipe (the media extra) is not installed")
+    from worker.tracking import MouthTracker
+    from worker.tracking.clip import track_speakers
+
+    passes = []
+    real = MouthTracker.track_faces_chunks
+    monkeypatch.setattr(MouthTracker, "track_faces_chunks",
+                        lambda self, *a, **k: passes.append(self.max_faces) or real(self, *a, **k))
+    tracks = track_speakers(dev_clips_dir / "vox_pcavs_620900105.mp4", max_faces=4)
+    assert passes == [1] and len(tracks) == 1 and tracks[0].faces_seen == 1
 
 
 @pytest.mark.parametrize("speaker, right_half", [(LEFT, False), (RIGHT, True)])

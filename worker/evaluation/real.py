@@ -598,11 +598,10 @@ def _degraded(judges: list, real, tracked, cfg, per_clip, clean_passes, log) -> 
 
 
 def _fresh_speed(scorer, clips, tracked, log) -> dict | None:
-    """Decode + track + score one 720p clip now (the machine's load is reported with it), with
-    `sync-scorer score`'s tracker settings (it follows up to DEFAULT_SCORE_FACES faces)."""
+    """Decode + track + score one 720p clip now (the machine's load is reported with it), tracked
+    the way `sync-scorer score` tracks (tracking.clip.track_speakers)."""
     from worker.media.decode import probe, read_audio
-    from worker.tracking import MouthTracker
-    from worker.tracking.faces import DEFAULT_SCORE_FACES
+    from worker.tracking.clip import track_speakers
 
     cands = [c for c in clips if min(tracked[c.name].frame_size) == 720] or \
             sorted(clips, key=lambda c: -min(tracked[c.name].frame_size))[:1]
@@ -612,7 +611,7 @@ def _fresh_speed(scorer, clips, tracked, log) -> dict | None:
     load_before = os.getloadavg()[0]
     t0 = time.perf_counter()
     info = probe(c.path)
-    res = MouthTracker(roi_size=96, max_faces=DEFAULT_SCORE_FACES).track_file(c.path, info=info)
+    res = track_speakers(c.path, info=info)[0]
     t1 = time.perf_counter()
     audio = read_audio(c.path, SAMPLE_RATE, info=info)
     t = Tracked(res.rois, float(res.fps), res.face_present, res.landmarks, res.occluded, res.tracking_ms, audio)

@@ -1,12 +1,15 @@
 """One call from a media file to what the scorer needs: tracked mouth ROIs plus aligned audio.
 
     clip = track_media("talk.mp4")                      # its own audio track
-    clip = track_media("talk.mp4", audio_path="x.wav")  # another audio file (sample 0 = frame 0)
+    clip = track_media("talk.mp4", audio_path="x.wav")  # another audio file in place of its own
 
 ``clip.frames`` is (T, 96, 96) GRAY8 ROIs at ``clip.fps``; ``clip.audio`` float32 mono at
 ``clip.sample_rate`` whose sample 0 is at video frame 0's time (worker.media.decode). With
-``audio_path`` the file's own time 0 is taken as frame 0's time: write shifted copies from
-``clip.audio`` (e.g. ``write_wav``) and they keep that alignment.
+``audio_path`` the file takes the place of the clip's own track (read_audio_for_video: its
+first sample where that track starts).
+
+``track_speakers`` is what `sync-scorer score` tracks: one face, and the clip again with more
+only when more than one face shows up.
 """
 
 from __future__ import annotations
@@ -20,6 +23,31 @@ import numpy as np
 
 from worker.media.decode import MediaError, MediaInfo, _fps_fraction, probe, read_audio, read_audio_for_video
 from worker.tracking.tracker import MouthTracker, TrackResult
+
+# the full-range detector counts the faces in view once a second at 25 fps (5 ms a call)
+COUNT_FACES_EVERY = 25
+
+
+def track_speakers(path: str | os.PathLike, fps: float | None = None, info: MediaInfo | None = None,
+                   max_faces: int | None = None) -> list[TrackResult]:
+    """Face tracks of a clip, the speaker among them for `score` to find (score_faces).
+
+    One face first, as the training and evaluation caches do (FaceMesh's detector then runs
+    only when the face is lost); the full-range detector counts faces once a second on the
+    side. Only when it (or FaceMesh) saw more than one face in a frame is the clip tracked again
+    with up to ``max_faces`` faces (FaceMesh then looks for more faces on every frame, 1.5x the
+    tracking time): a one-face clip pays ~0.2% for the check, not 50%."""
+    from worker.tracking.faces import DEFAULT_SCORE_FACES
+
+    max_faces = DEFAULT_SCORE_FACES if max_faces is None else max_faces
+    info = info or probe(path)
+    tracks = MouthTracker(roi_size=96, count_faces_every=COUNT_FACES_EVERY).track_faces_file(path, fps=fps, info=info)
+    if max_faces > 1 and tracks[0].faces_seen > 1:
+        first_ms = tracks[0].tracking_ms
+        tracks = MouthTracker(roi_size=96, max_faces=max_faces).track_faces_file(path, fps=fps, info=info)
+        for tr in tracks:
+            tr.tracking_ms += first_ms
+    return tracks
 
 
 @dataclass

@@ -14,7 +14,7 @@ HELM_VERSION := v3.19.5
 HELM := .tools/bin/helm
 
 $(STAMP): pyproject.toml scripts/install_system_deps.sh
-	bash scripts/install_system_deps.sh
+	PYTHON=$(PYTHON) bash scripts/install_system_deps.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -e '.[stream,media,dev]'
@@ -33,8 +33,10 @@ kafka-up: kafka-jars
 kafka-down:
 	@bash scripts/kafka/kafka_local.sh down
 
+# Go: from PATH when new enough, else fetched once from the Go module proxy (scripts/install_go.sh)
 $(HELM):
-	GOBIN=$(CURDIR)/.tools/bin go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+	@bash scripts/install_system_deps.sh
+	GO="$$(bash scripts/install_go.sh)" && GOTOOLCHAIN=local GOBIN=$(CURDIR)/.tools/bin "$$GO" install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
 
 helm: $(HELM)
 

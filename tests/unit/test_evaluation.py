@@ -254,3 +254,15 @@ def test_a_cached_track_stays_fresh_when_only_its_sources_modification_time_move
     assert _fresh(npz, src)
     os.utime(src, (npz.stat().st_mtime + 100,) * 2)
     assert not _fresh(npz, src)
+
+
+def test_the_report_command_says_what_is_wrong_in_one_line(tmp_path, capsys):
+    from worker.evaluation.report import main
+
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"x": 1}')
+    for argv, code in (([], 2), ([str(tmp_path / "nope.json")], 3), ([str(bad)], 3)):
+        assert main(argv) == code
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error:") and "Traceback" not in err[0]
+    assert main(["--help"]) == 0 and "REPORT.json" in capsys.readouterr().out

@@ -30,6 +30,22 @@ def test_the_same_message_passes_once_a_minute_digits_aside():
     assert f.filter(_record(fail.format(7)))
 
 
+def test_retries_librdkafka_does_by_itself_are_info_not_warnings():
+    from worker.kafka.logs import TransientAsInfo
+
+    logger = logging.getLogger("test-librdkafka-transient")
+    f = TransientAsInfo(logger)
+    retry = logging.LogRecord("x", logging.WARNING, __file__, 1, "GETPID ... Coordinator load in progress: retrying",
+                              None, None)
+    logger.setLevel(logging.WARNING)
+    assert not f.filter(retry)  # a WARNING console does not show it
+    logger.setLevel(logging.INFO)
+    assert f.filter(retry) and retry.levelno == logging.INFO
+    real = logging.LogRecord("x", logging.WARNING, __file__, 1, "FAIL Connect to ipv4#127.0.0.1:1 failed", None, None)
+    logger.setLevel(logging.WARNING)
+    assert f.filter(real) and real.levelno == logging.WARNING
+
+
 def test_a_worker_without_a_broker_exits_with_one_line(tmp_path):
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1", "SYNC_SCORER_KAFKA__STARTUP_TIMEOUT_MS": "2000",
            "SYNC_SCORER_HTTP__PORT": "0", "PYTHONPATH": str(REPO)}

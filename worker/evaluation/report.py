@@ -192,17 +192,31 @@ def real_markdown(r: dict) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m worker.evaluation.report REPORT.json [...]``: README-ready markdown."""
+    import argparse
     import json
     import sys
 
-    args = sys.argv[1:] if argv is None else argv
-    if not args:
-        print("usage: python -m worker.evaluation.report REPORT.json [REPORT.json ...]", file=sys.stderr)
-        return 2
-    for path in args:
-        with open(path, encoding="utf-8") as fh:
-            r = json.load(fh)
-        lines = synth_markdown(r) if r.get("command") == "sync-scorer eval-synth" else real_markdown(r)
+    class Parser(argparse.ArgumentParser):
+        def error(self, message: str) -> None:  # one line, not the usage block
+            print(f"error: {message}", file=sys.stderr)
+            raise SystemExit(2)
+
+    ap = Parser(prog="python -m worker.evaluation.report",
+                description="README-ready markdown tables from eval-synth / eval-real reports")
+    ap.add_argument("reports", nargs="+", metavar="REPORT.json", help="a --json --out file of eval-synth or eval-real")
+    try:
+        args = ap.parse_args(sys.argv[1:] if argv is None else argv)
+    except SystemExit as exc:  # argparse: --help (0) or its own one-line usage error (2)
+        return int(exc.code or 0)
+    for path in args.reports:
+        try:
+            with open(path, encoding="utf-8") as fh:
+                r = json.load(fh)
+            lines = synth_markdown(r) if r.get("command") == "sync-scorer eval-synth" else real_markdown(r)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            print(f"error: {path}: not a readable eval-synth/eval-real report ({type(exc).__name__}: {exc})",
+                  file=sys.stderr)
+            return 3
         print("\n".join(lines) + "\n")
     return 0
 

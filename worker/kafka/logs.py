@@ -42,9 +42,27 @@ class RepeatFilter(logging.Filter):
         return True
 
 
+class TransientAsInfo(logging.Filter):
+    """librdkafka warns about conditions it retries by itself ("Coordinator load in progress:
+    retrying" while a fresh broker starts): INFO, not a problem, so a WARNING-level console (the
+    `make run` table) does not show them."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        super().__init__()
+        self._logger = logger
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.WARNING and "retrying" in record.getMessage():
+            if not self._logger.isEnabledFor(logging.INFO):
+                return False
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
 def librdkafka_logger() -> logging.Logger:
     logger = logging.getLogger("librdkafka")
     if not any(isinstance(f, RepeatFilter) for f in logger.filters):
+        logger.addFilter(TransientAsInfo(logger))
         logger.addFilter(RepeatFilter())
     return logger
 

@@ -337,7 +337,8 @@ class MouthTracker:
             faces.append(_face(lm, lambda x, y, cx=cx, cy=cy, side=side: (cx + (x - 0.5) * side,
                                                                           cy + (y - 0.5) * side)))
             # follow the face: the next frame's crop is centred where this one's face is
-            xs = np.array([p.x for p in lm]); ys = np.array([p.y for p in lm])
+            xs = np.array([p.x for p in lm])
+            ys = np.array([p.y for p in lm])
             self._zoom[k] = np.array([cx + (0.5 * (xs.min() + xs.max()) - 0.5) * side,
                                       cy + (0.5 * (ys.min() + ys.max()) - 0.5) * side, side])
         return faces

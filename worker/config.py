@@ -51,6 +51,21 @@ class TopicsConfig(_Section):
     signals: TopicConfig = TopicConfig(name="av.lipsync-signals")
     dlq: TopicConfig = TopicConfig(name="av.lipsync-dlq", partitions=1)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _keep_defaults(cls, data: Any) -> Any:
+        """A topic given in part (``audio: {partitions: 12}``, or SYNC_SCORER_KAFKA__TOPICS__AUDIO__
+        PARTITIONS) keeps the defaults of the fields it leaves out, its name above all: it was
+        refused ("name: Field required"), and a worker deployed with it crash-looped."""
+        if not isinstance(data, dict):
+            return data
+        out = dict(data)
+        for key, field in cls.model_fields.items():
+            given = out.get(key)
+            if isinstance(given, dict):
+                out[key] = {**field.default.model_dump(), **given}
+        return out
+
     @model_validator(mode="after")
     def _co_partitioned(self) -> TopicsConfig:
         # The join needs both inputs of one session on the same worker: same partition counts.
@@ -234,6 +249,11 @@ class WorkerConfig(BaseSettings):
     http: HttpConfig = HttpConfig()
     log: LogConfig = LogConfig()
     instance_id: str = Field(default_factory=lambda: f"{os.uname().nodename}/{os.getpid()}")
+    shutdown_timeout_ms: int = Field(
+        default=45_000, ge=1000, description="After SIGTERM the worker drains, publishes, flushes and "
+        "commits; past this it exits anyway (uncommitted input is read again by the next owner: nothing "
+        "is lost). Keep it under the pod's terminationGracePeriodSeconds."
+    )
 
     @classmethod
     def settings_customise_sources(

@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from worker.kafka.broker import BOOTSTRAP_ENV
@@ -114,12 +115,30 @@ def ensure_config_topics(cfg) -> None:
         raise _cli_error(str(exc)) from None
 
 
-def _stop_on_signals(stop: threading.Event) -> None:
+def _stop_on_signals(stop: threading.Event, deadline_s: float | None = None,
+                     exit_now: Callable[[int], Any] = os._exit) -> Callable[[int, Any], None]:
+    """SIGTERM/SIGINT set ``stop`` (the loop ends and the worker drains). With ``deadline_s``,
+    a watchdog then ends the process if the drain has not finished by then: a broker that
+    stops answering made the final flush and commit wait for as long as it was gone (10 min in an
+    audit), past any pod's grace period. Exiting then loses nothing: offsets are committed only
+    for published signals, so the next owner reads the rest again."""
+    def overdue() -> None:
+        from worker.observability.logs import get_logger
+
+        get_logger("worker").error("shutdown took too long: exiting without finishing it",
+                                   deadline_s=deadline_s)
+        exit_now(4)
+
     def handler(signum: int, _frame: Any) -> None:
+        if not stop.is_set() and deadline_s is not None:
+            timer = threading.Timer(deadline_s, overdue)
+            timer.daemon = True
+            timer.start()
         stop.set()
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
+    return handler
 
 
 def run_worker(args: argparse.Namespace) -> int:
@@ -135,7 +154,7 @@ def run_worker(args: argparse.Namespace) -> int:
     scorer = load_worker_scorer(cfg)
     set_torch_threads(cfg.scoring.cpu_threads())
     stop = threading.Event()
-    _stop_on_signals(stop)
+    _stop_on_signals(stop, cfg.shutdown_timeout_ms / 1000.0)
     try:
         from worker.observability.metrics import watch_gc
 

@@ -96,3 +96,47 @@ def test_the_charts_worker_config_loads_with_the_worker_loader(tmp_path):
     path.write_text(cm["data"]["config.yaml"])
     cfg = load_config(path)
     assert cfg.kafka.group_id == "lipsync-prod" and cfg.http.port == 9108
+
+
+def _render_as(release: str, *sets: str) -> subprocess.CompletedProcess:
+    args = [_helm(), "template", release, str(CHART)]
+    for s in sets:
+        args += ["--set-json" if s.startswith("json:") else "--set", s.removeprefix("json:")]
+    return subprocess.run(args, capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_object_names_stay_within_63_characters_for_long_release_names():
+    out = _render_as("prod-lipsync-scorer-eu-west-1-blue-deployment")  # a valid 45-character release
+    assert out.returncode == 0, out.stderr
+    docs = [d for d in yaml.safe_load_all(out.stdout) if d]
+    names = [(d["kind"], d["metadata"]["name"]) for d in docs]
+    assert all(len(n) <= 63 for _, n in names), names
+    assert len(set(names)) == len(names)
+    svc = {n for k, n in names if k == "Service"}
+    assert any(n.endswith("-worker-metrics") for n in svc) and any(n.endswith("-serve") for n in svc)
+
+
+def test_kafka_credentials_come_from_a_secret_not_the_configmap():
+    env = '[{"name": "SYNC_SCORER_KAFKA__SECRETS", "valueFrom": {"secretKeyRef": {"name": "kafka-cred", "key": "j"}}}]'
+    out = _render_as("rel", f"json:worker.extraEnv={env}", 'json:worker.envFrom=[{"secretRef": {"name": "more"}}]',
+                     'json:worker.extraVolumes=[{"name": "ca", "secret": {"secretName": "kafka-ca"}}]',
+                     'json:worker.extraVolumeMounts=[{"name": "ca", "mountPath": "/etc/kafka-ca", "readOnly": true}]')
+    assert out.returncode == 0, out.stderr
+    docs = _by_kind([d for d in yaml.safe_load_all(out.stdout) if d])
+    c = docs[("Deployment", "rel-sync-scorer-worker")]["spec"]["template"]["spec"]
+    env_names = {e["name"]: e for e in c["containers"][0]["env"]}
+    assert env_names["SYNC_SCORER_KAFKA__SECRETS"]["valueFrom"]["secretKeyRef"]["name"] == "kafka-cred"
+    assert c["containers"][0]["envFrom"] == [{"secretRef": {"name": "more"}}]
+    assert {"name": "ca", "mountPath": "/etc/kafka-ca", "readOnly": True} in c["containers"][0]["volumeMounts"]
+    assert {"name": "ca", "secret": {"secretName": "kafka-ca"}} in c["volumes"]
+    assert "secret" not in yaml.safe_load(docs[("ConfigMap", "rel-sync-scorer-worker")]["data"]["config.yaml"])["kafka"]
+
+
+@pytest.mark.parametrize("sets, needle", [
+    (("worker.config.http.port=0",), "worker.config.http.port must be 1..65535"),
+    (("serve.grpcPort=-1",), "serve.grpcPort must be 1..65535"),
+    (("worker.autoscaling.enabled=true", "worker.autoscaling.minReplicas=8"), "minReplicas must not exceed"),
+])
+def test_values_the_api_server_would_refuse_fail_at_render_time(sets, needle):
+    out = _render_as("rel", *sets)
+    assert out.returncode != 0 and needle in out.stderr, out.stderr

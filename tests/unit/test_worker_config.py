@@ -133,3 +133,29 @@ def test_scoring_defaults_follow_the_device_and_cores(monkeypatch):
     cfg = load_config()
     assert cfg.scoring.cpu_threads() == 3 and cfg.scoring.batch_size_for("cuda") == 5
     assert cfg.scoring.resume_below == cfg.scoring.max_queued_jobs // 2
+
+
+def test_a_shutdown_that_overruns_its_deadline_ends_the_process(monkeypatch):
+    """The watchdog the worker command arms on SIGTERM: if draining (publish, flush, commit) is
+    still going on after shutdown_timeout_ms, the process exits (code 4) instead of hanging past
+    the pod's grace period on a broker that stopped answering."""
+    import signal
+    import threading
+
+    from worker.worker_cli import _stop_on_signals
+
+    old = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    exited = threading.Event()
+    codes = []
+    try:
+        stop = threading.Event()
+        handler = _stop_on_signals(stop, 0.2, exit_now=lambda code: (codes.append(code), exited.set()))
+        handler(signal.SIGTERM, None)
+        assert stop.is_set()
+        assert exited.wait(5) and codes == [4]
+        handler(signal.SIGTERM, None)  # a second signal arms nothing more
+        assert codes == [4]
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    assert load_config().shutdown_timeout_ms == 45_000

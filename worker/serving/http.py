@@ -95,6 +95,8 @@ def make_server(service: ScoreService, host: str = "127.0.0.1", port: int = 8080
             self._send(200, result)
 
         def log_message(self, fmt: str, *args) -> None:
+            if self.path in ("/healthz", "/metrics"):  # probes and scrapes: every few seconds, per pod
+                return
             log.info("%s %s", self.address_string(), fmt % args)
 
     return _Server((host, port), Handler)

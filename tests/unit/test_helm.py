@@ -140,3 +140,26 @@ def test_kafka_credentials_come_from_a_secret_not_the_configmap():
 def test_values_the_api_server_would_refuse_fail_at_render_time(sets, needle):
     out = _render_as("rel", *sets)
     assert out.returncode != 0 and needle in out.stderr, out.stderr
+
+
+def test_lag_based_autoscaling_renders_a_keda_scaledobject_on_both_input_topics():
+    import kubernetes_validate
+
+    out = _render_as("rel", "worker.keda.enabled=true", "worker.keda.maxReplicas=6",
+                     "worker.config.kafka.topics.audio.name=a.in", "worker.config.kafka.topics.roi.name=r.in")
+    assert out.returncode == 0, out.stderr
+    docs = [d for d in yaml.safe_load_all(out.stdout) if d]
+    scaled = [d for d in docs if d["kind"] == "ScaledObject"]
+    assert len(scaled) == 1 and scaled[0]["apiVersion"] == "keda.sh/v1alpha1"
+    spec = scaled[0]["spec"]
+    assert spec["scaleTargetRef"]["name"] == "rel-sync-scorer-worker" and spec["maxReplicaCount"] == 6
+    assert sorted(t["metadata"]["topic"] for t in spec["triggers"]) == ["a.in", "r.in"]
+    assert all(t["type"] == "kafka" and t["metadata"]["consumerGroup"] == "sync-scorer" for t in spec["triggers"])
+    worker = _by_kind(docs)[("Deployment", "rel-sync-scorer-worker")]
+    assert "replicas" not in worker["spec"]  # KEDA's HPA owns the count
+    assert not any(d["kind"] == "HorizontalPodAutoscaler" for d in docs)
+    for d in docs:  # the CRD is KEDA's; everything else is plain Kubernetes
+        if d["kind"] != "ScaledObject":
+            kubernetes_validate.validate(d, K8S_VERSION, strict=True)
+    both = _render_as("rel", "worker.keda.enabled=true", "worker.autoscaling.enabled=true")
+    assert both.returncode != 0 and "enable one" in both.stderr

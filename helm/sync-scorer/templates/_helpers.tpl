@@ -29,6 +29,12 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- if and .Values.worker.autoscaling.enabled (gt (int .Values.worker.autoscaling.minReplicas) (int .Values.worker.autoscaling.maxReplicas)) }}
 {{- fail "worker.autoscaling.minReplicas must not exceed maxReplicas" }}
 {{- end }}
+{{- if and .Values.worker.autoscaling.enabled .Values.worker.keda.enabled }}
+{{- fail "worker.autoscaling (CPU) and worker.keda (lag) both make an HPA: enable one" }}
+{{- end }}
+{{- if and .Values.worker.keda.enabled (gt (int .Values.worker.keda.minReplicas) (int .Values.worker.keda.maxReplicas)) }}
+{{- fail "worker.keda.minReplicas must not exceed maxReplicas" }}
+{{- end }}
 {{- end }}
 {{- if .Values.serve.enabled }}
 {{- range $key := list "port" "grpcPort" }}

@@ -387,10 +387,11 @@ class Worker:
             partner = self._last_ts.get(self._partner(tp))
             if first_ts is None or may_release(first_ts, partner, self._first_ts.get(tp, first_ts),
                                                self._partner_lagging(tp), self._align_ms):
-                out += self._deferred.pop(tp)
+                kept = self._deferred.pop(tp)
+                out += kept
                 self.consumer.hold(self.consumer.held - {tp})
                 self.metrics.held_partitions.set(len(self.consumer.held))
-                log.info("input partition released", topic=tp[0], partition=tp[1], records=len(out))
+                log.info("input partition released", topic=tp[0], partition=tp[1], records=len(kept))
         return out
 
     def _lagging(self) -> set[tuple[Stream, int]]:

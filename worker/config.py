@@ -204,7 +204,7 @@ class ScoringConfig(_Section):
     def cpu_threads(self) -> int:
         if self.torch_threads is not None:
             return self.torch_threads
-        return max(1, min(4, (os.cpu_count() or 2) - 1))
+        return max(1, min(4, available_cores() - 1))
 
     def batch_size_for(self, device: str) -> int:
         if self.max_batch_size is not None:
@@ -232,6 +232,23 @@ class HttpConfig(_Section):
 class LogConfig(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     json_logs: bool = True
+
+
+def available_cores(cgroup_cpu_max: str = "/sys/fs/cgroup/cpu.max") -> int:
+    """Cores this process may use: the machine's, cut by its CPU affinity and by a cgroup v2 CPU
+    quota (a container's CPU limit). os.cpu_count() alone counts the node's cores, so a 2-CPU pod
+    on a 32-core node started 4 scoring threads that then fought over its quota."""
+    cores = os.cpu_count() or 2
+    if hasattr(os, "sched_getaffinity"):
+        cores = min(cores, len(os.sched_getaffinity(0)) or cores)
+    try:
+        with open(cgroup_cpu_max, encoding="ascii") as fh:
+            quota, period = fh.read().split()[:2]
+        if quota != "max" and int(period) > 0:
+            cores = min(cores, max(1, -(-int(quota) // int(period))))  # ceil
+    except (OSError, ValueError):
+        pass  # no cgroup v2 limit visible: not in a limited container
+    return max(1, cores)
 
 
 class WorkerConfig(BaseSettings):

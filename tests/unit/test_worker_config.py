@@ -124,9 +124,9 @@ def test_scoring_defaults_follow_the_device_and_cores(monkeypatch):
     cfg = load_config()
     assert cfg.scoring.batch_size_for("cpu") == 8
     assert cfg.scoring.batch_size_for("cuda:0") == 32
-    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    monkeypatch.setattr("worker.config.available_cores", lambda: 2)
     assert cfg.scoring.cpu_threads() == 1  # one core stays for the poll loop
-    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    monkeypatch.setattr("worker.config.available_cores", lambda: 16)
     assert cfg.scoring.cpu_threads() == 4
     monkeypatch.setenv("SYNC_SCORER_SCORING__TORCH_THREADS", "3")
     monkeypatch.setenv("SYNC_SCORER_SCORING__MAX_BATCH_SIZE", "5")
@@ -159,3 +159,18 @@ def test_a_shutdown_that_overruns_its_deadline_ends_the_process(monkeypatch):
         for s, h in old.items():
             signal.signal(s, h)
     assert load_config().shutdown_timeout_ms == 45_000
+
+
+def test_available_cores_honours_a_containers_cpu_quota(tmp_path, monkeypatch):
+    from worker.config import available_cores
+
+    monkeypatch.setattr("os.cpu_count", lambda: 32)
+    monkeypatch.setattr("os.sched_getaffinity", lambda _pid: set(range(32)))
+    limited = tmp_path / "cpu.max"
+    limited.write_text("150000 100000\n")  # a 1.5-CPU limit: 2 cores' worth of threads at most
+    assert available_cores(str(limited)) == 2
+    limited.write_text("max 100000\n")  # no limit
+    assert available_cores(str(limited)) == 32
+    assert available_cores(str(tmp_path / "absent")) == 32
+    monkeypatch.setattr("os.sched_getaffinity", lambda _pid: {0, 1, 2})
+    assert available_cores(str(tmp_path / "absent")) == 3

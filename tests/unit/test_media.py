@@ -173,6 +173,20 @@ def test_hevc_portrait_and_mov(tmp_path):
     assert abs(len(read_audio(mov)) - 16000) < 400
 
 
+def test_h264_with_b_frames_copied_into_avi_is_read_at_its_frame_rate(tmp_path):
+    """Such an AVI counts every frame twice (avg_frame_rate 50 for a 25 fps clip): it was read at
+    50 fps, every frame doubled, tracked twice."""
+    src = tmp_path / "b.mp4"
+    ffmpeg("-i", str(dev_clip("grid_swiz3n.mpg")), "-t", "2", "-c:v", "libx264", "-bf", "2", "-pix_fmt", "yuv420p",
+           "-an", str(src))
+    avi = tmp_path / "b.avi"
+    ffmpeg("-i", str(src), "-c:v", "copy", str(avi))
+    info = probe(avi)
+    assert info.fps == 25 and not info.is_vfr, (info.avg_frame_rate, info.r_frame_rate)
+    frames, fps = read_video(avi)
+    assert fps == 25 and abs(frames.shape[0] - 50) <= 1
+
+
 def _lag_samples(a: np.ndarray, b: np.ndarray, max_lag: int = 800) -> int:
     """The shift of b against a (samples) that matches them best."""
     n = min(len(a), len(b)) - 2 * max_lag

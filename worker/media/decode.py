@@ -138,10 +138,17 @@ def probe(path: str | os.PathLike) -> MediaInfo:
         avg = _parse_rate(video.get("avg_frame_rate"))
         real = _parse_rate(video.get("r_frame_rate"))
         base = avg or real
+        packets_not_frames = bool(avg and real and avg > real * Fraction(3, 2))
+        if packets_not_frames:
+            # more frames per second on average than the stream's base rate can time: packets
+            # that are not frames (H.264 with B-frames copied into AVI counts each frame twice,
+            # 50 "fps" for a 25 fps clip), so the base rate is the frame rate
+            base = real
         if base is None:
             raise MediaError(f"video stream of {spath} has no frame rate")
         fps = snap_fps(base)
-        is_vfr = bool(avg and real and abs(float(real - avg)) / float(avg) > _VFR_TOLERANCE)
+        is_vfr = bool(avg and real and not packets_not_frames
+                      and abs(float(real - avg)) / float(avg) > _VFR_TOLERANCE)
         rotation = _rotation(video)
         w, h = int(video.get("width") or 0), int(video.get("height") or 0)
         if rotation % 180 == 90:

@@ -154,11 +154,13 @@ def test_a_bad_max_faces_is_one_line(capsys, two_faces, bad):
     assert len(err) == 1 and "max-faces" in err[0]
 
 
-def test_a_small_face_in_a_1080p_frame_is_found_and_placed_right(dev_clips_dir, tmp_path):
+@pytest.mark.parametrize("canvas, color", [("1920:1080", "gray"), ("1920:1080", "black"), ("3840:2160", "gray")])
+def test_a_small_face_in_a_large_frame_is_found_and_placed_right(dev_clips_dir, tmp_path, canvas, color):
     """MediaPipe's short-range detector sees the whole frame at 128x128 and misses a face 7% of
-    a 1080p frame wide; the tracker then finds it with the full-range detector and runs FaceMesh
-    on a face-centred crop. The mouth must land where it is in the original clip, moved by the
-    padding."""
+    a 1080p frame wide; the tracker then finds it with the full-range detector (on the whole
+    frame and on overlapping tiles: on black padding or in 4K the whole frame alone missed it)
+    and runs FaceMesh on a face-centred crop. The mouth must land where it is in the original
+    clip, moved by the padding."""
     if shutil.which("ffmpeg") is None:
         pytest.skip("ffmpeg is not installed")
     pytest.importorskip("mediapipe", reason="mediapipe (the media extra) is not installed")
@@ -166,7 +168,7 @@ def test_a_small_face_in_a_1080p_frame_is_found_and_placed_right(dev_clips_dir, 
 
     src = dev_clips_dir / "vox_pcavs_620900105.mp4"  # 224x224
     padded = tmp_path / "small_face_1080p.mp4"
-    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(src), "-vf", "pad=1920:1080:300:200:color=gray",
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(src), "-vf", f"pad={canvas}:300:200:color={color}",
                     "-c:v", "libx264", "-crf", "18", "-pix_fmt", "yuv420p", "-an", str(padded)], check=True)
     small = MouthTracker().track_file(padded)
     plain = MouthTracker().track_file(src)
@@ -175,3 +177,28 @@ def test_a_small_face_in_a_1080p_frame_is_found_and_placed_right(dev_clips_dir, 
     d = small.roi_params[both, :3] - plain.roi_params[both, :3]
     assert np.median(d[:, 0]) == pytest.approx(300, abs=3) and np.median(d[:, 1]) == pytest.approx(200, abs=3)
     assert np.median(np.abs(d[:, 2]) / plain.roi_params[both, 2]) < 0.1
+
+
+def test_a_small_speaker_beside_a_large_listener_is_the_face_scored(dev_clips_dir, tmp_path, capsys):
+    """FaceMesh on the whole frame finds the large face only; the small one (too small for its
+    detector) used to be missed, and the listener was scored: -120 ms at score 0.08 for an
+    in-sync speaker. Faces the full-range detector sees besides FaceMesh's are tracked on crops."""
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("ffmpeg is not installed")
+    pytest.importorskip("mediapipe", reason="mediapipe (the media extra) is not installed")
+    from worker.cli import main
+
+    video = tmp_path / "small_speaker.mp4"
+    graph = ("color=c=gray:s=1280x720:r=25:d=4[bg];[1:v]trim=0:4,setpts=PTS-STARTPTS,scale=600:600[big];"
+             "[0:v]trim=0:4,setpts=PTS-STARTPTS[small];[bg][big]overlay=40:60[a];[a][small]overlay=900:300[v]")
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(dev_clips_dir / LEFT), "-i", str(dev_clips_dir / RIGHT),
+                    "-f", "lavfi", "-i", "color=c=gray:s=1280x720:r=25:d=4", "-filter_complex",
+                    graph.replace("color=c=gray:s=1280x720:r=25:d=4[bg]", "[2:v]null[bg]"),
+                    "-map", "[v]", "-map", "0:a", "-t", "4", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac",
+                    str(video)], check=True)
+    assert main(["score", str(video), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    chosen = out["faces"][0]
+    assert len(out["faces"]) >= 2 and chosen["centre"][0] > 0.6  # the small face on the right
+    assert chosen["frames_present"] >= 80  # of 100
+    assert out["score"] > 0.6 and abs(out["offset_ms"]) <= 40.0, (out["score"], out["offset_ms"])

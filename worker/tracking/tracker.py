@@ -131,6 +131,16 @@ def _new_face_mesh(max_faces: int):
 ZOOM_SIZE = 256  # px, the face-centred crop's side
 ZOOM_FACE_SCALE = 2.2  # crop side / the detector's face box side: room for head motion
 ZOOM_REDETECT_FRAMES = 10  # the boxes are found again this often (the crop follows in between)
+TILE_FROM_PX = 1280  # frames this large are also searched in overlapping tiles (2x2; 3x3 past 2200 px)
+TILE_OVERLAP = 0.25
+
+
+def _box(det, x0: float, y0: float, w: float, h: float) -> tuple[float, float, float, float]:
+    """A detection in a (tile of the) frame at (x0, y0), w x h -> (cx, cy, side, score) in
+    full-resolution pixels."""
+    b = det.location_data.relative_bounding_box
+    return (x0 + (b.xmin + 0.5 * b.width) * w, y0 + (b.ymin + 0.5 * b.height) * h,
+            max(b.width * w, b.height * h), float(det.score[0]))
 
 
 def _face(lm, to_px) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -181,7 +191,7 @@ class MouthTracker:
         self._detector = None  # full-range face detector, made on the first frame without a face
         self._zoom: list[np.ndarray] = []  # face-centred crops (cx, cy, side), full-res pixels
         self._zoom_meshes: list = []  # one FaceMesh per crop (it tracks within its crop)
-        self._zoom_age = 0  # frames since the crops were found
+        self._zoom_age = ZOOM_REDETECT_FRAMES  # frames since the crops were found (look at once)
         self._blank = None  # shared crops/landmarks of frames without the face (_append_absent)
 
     # -- public API ---------------------------------------------------------------------------
@@ -294,7 +304,7 @@ class MouthTracker:
             if m is not None:
                 m.close()
         self._mesh = self._detector = None
-        self._zoom, self._zoom_meshes, self._zoom_age = [], [], 0
+        self._zoom, self._zoom_meshes, self._zoom_age = [], [], ZOOM_REDETECT_FRAMES
 
     def _detect(self, image: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """This frame's faces as (lips (L, 2), cheeks (2, 2), ROI params (4,)) in pixels."""
@@ -314,15 +324,23 @@ class MouthTracker:
             counted = max(counted, len(self._full_range(small)))
         self._faces_seen = max(self._faces_seen, counted)
         self._frame_no += 1
-        if faces:
+        if faces and (self.max_faces == 1 or len(faces) >= self.max_faces):
             self._zoom_age = ZOOM_REDETECT_FRAMES  # stale: look again when faces get small
             return faces
-        return self._zoomed_faces(image, small)
+        # No face, or (following several) fewer than allowed: faces too small for FaceMesh's own
+        # detector, a small speaker beside a large listener included, are looked for again
+        return faces + self._zoomed_faces(image, small, exclude=faces)
 
-    def _zoomed_faces(self, image: np.ndarray, small: np.ndarray) -> list:
-        """FaceMesh on face-centred crops of the full-resolution frame (see ZOOM_SIZE)."""
-        if not self._zoom or self._zoom_age >= ZOOM_REDETECT_FRAMES:
-            self._zoom = self._find_face_boxes(small, image.shape[1], image.shape[0])
+    def _zoomed_faces(self, image: np.ndarray, small: np.ndarray, exclude: list) -> list:
+        """FaceMesh on face-centred crops of the full-resolution frame (see ZOOM_SIZE), for the
+        faces the full-range detector finds (every ZOOM_REDETECT_FRAMES frames) that are not
+        among ``exclude`` (faces FaceMesh found on the whole frame)."""
+        if self._zoom_age >= ZOOM_REDETECT_FRAMES:
+            boxes = self._face_boxes(image, small)
+            known = [f[2] for f in exclude]  # ROI params (cx, cy, side = 2 mouth widths)
+            self._zoom = [np.array([cx, cy, ZOOM_FACE_SCALE * side]) for cx, cy, side in boxes
+                          if all(np.hypot(cx - k[0], cy - k[1]) > 0.75 * max(side, k[2]) for k in known)
+                          ][: self.max_faces - len(exclude)]
             self._zoom_age = 0
         self._zoom_age += 1
         while len(self._zoom_meshes) < len(self._zoom):
@@ -343,16 +361,30 @@ class MouthTracker:
                                       cy + (0.5 * (ys.min() + ys.max()) - 0.5) * side, side])
         return faces
 
-    def _find_face_boxes(self, small: np.ndarray, w: int, h: int) -> list[np.ndarray]:
-        """Up to max_faces crops (cx, cy, side) in full-resolution pixels around the faces the
-        full-range detector finds in the downscaled frame, left to right."""
-        dets = sorted(self._full_range(small), key=lambda d: -d.score[0])[: self.max_faces]
-        crops = []
-        for d in dets:
-            b = d.location_data.relative_bounding_box
-            side = ZOOM_FACE_SCALE * max(b.width * w, b.height * h)
-            crops.append(np.array([(b.xmin + 0.5 * b.width) * w, (b.ymin + 0.5 * b.height) * h, side]))
-        return sorted(crops, key=lambda c: c[0])
+    def _face_boxes(self, image: np.ndarray, small: np.ndarray) -> list[tuple[float, float, float]]:
+        """Faces (cx, cy, side) in full-resolution pixels, left to right: the full-range detector
+        on the downscaled frame and, on frames of 1280 px and more, on overlapping tiles of the
+        full-resolution frame too (the detector sees its input at 192x192: a face 5% of a 1080p
+        or 4K frame wide is a few pixels there, and was never found)."""
+        h, w = image.shape[:2]
+        boxes = [_box(d, 0, 0, w, h) for d in self._full_range(small)]
+        if max(h, w) >= TILE_FROM_PX:
+            n = 2 if max(h, w) <= 2200 else 3
+            tw, th = w / (n - (n - 1) * TILE_OVERLAP), h / (n - (n - 1) * TILE_OVERLAP)
+            for i in range(n):
+                for j in range(n):
+                    x0, y0 = round(i * tw * (1 - TILE_OVERLAP)), round(j * th * (1 - TILE_OVERLAP))
+                    x1, y1 = min(w, round(x0 + tw)), min(h, round(y0 + th))
+                    tile = image[y0:y1, x0:x1]
+                    f = min(1.0, self.detect_max_side / max(tile.shape[:2]))
+                    if f < 1.0:
+                        tile = geo.downscale(tile, (max(1, round(tile.shape[1] * f)), max(1, round(tile.shape[0] * f))))
+                    boxes += [_box(d, x0, y0, x1 - x0, y1 - y0) for d in self._full_range(tile)]
+        merged: list[tuple[float, float, float, float]] = []  # best score first, duplicates dropped
+        for box in sorted(boxes, key=lambda b: -b[3]):
+            if all(np.hypot(box[0] - m[0], box[1] - m[1]) > 0.5 * max(box[2], m[2]) for m in merged):
+                merged.append(box)
+        return sorted(((cx, cy, side) for cx, cy, side, _ in merged[: self.max_faces]), key=lambda b: b[0])
 
     def _full_range(self, small: np.ndarray) -> list:
         """The full-range detector's faces in the downscaled frame (made on first use)."""

@@ -354,6 +354,19 @@ class Worker:
         behind = self._lag_now[partner]
         return behind is None or behind > 0
 
+    def _partner_position(self, tp: TP) -> int | None:
+        """How far (Kafka time) ``tp``'s partner partition has got: the timestamp of its next
+        record when it is held itself (it goes no further until this one moves), else of its
+        last record handled. Measured against the last handled alone, two partitions that both
+        jumped a quiet gap each looked ahead of the other and held each other for good."""
+        partner = self._partner(tp)
+        kept = self._deferred.get(partner)
+        if kept:
+            nxt = _kafka_ts(kept[0])
+            if nxt is not None:
+                return max(nxt, self._last_ts.get(partner, nxt))
+        return self._last_ts.get(partner)
+
     def _hold_if_ahead(self, msg: Any) -> bool:
         """Keep ``msg`` back (and pause its partition) when its partition is held or the record
         runs ahead of the partner topic's; otherwise note its timestamp and let it through."""
@@ -365,7 +378,7 @@ class Worker:
         if ts is None:
             return False
         first = self._first_ts.setdefault(tp, ts)
-        partner = self._last_ts.get(self._partner(tp))
+        partner = self._partner_position(tp)
         # the timestamp test first: the partner's lag is only asked when it could matter
         if (runs_ahead(ts, partner, first, True, self._align_ms)
                 and runs_ahead(ts, partner, first, self._partner_lagging(tp), self._align_ms)):
@@ -384,7 +397,7 @@ class Worker:
         out: list[Any] = []
         for tp in list(self._deferred):
             first_ts = _kafka_ts(self._deferred[tp][0])
-            partner = self._last_ts.get(self._partner(tp))
+            partner = self._partner_position(tp)
             if first_ts is None or may_release(first_ts, partner, self._first_ts.get(tp, first_ts),
                                                self._partner_lagging(tp), self._align_ms):
                 kept = self._deferred.pop(tp)

@@ -27,16 +27,17 @@ SR = 16000
 PARTITIONS = 3
 
 
-def make_config(bootstrap: str, run: str, windowing: dict | None = None, **scoring) -> WorkerConfig:
+def make_config(bootstrap: str, run: str, windowing: dict | None = None, partitions: int = PARTITIONS,
+                kafka: dict | None = None, **scoring) -> WorkerConfig:
     topics = {
-        "audio": {"name": f"av.audio-chunks.{run}", "partitions": PARTITIONS},
-        "roi": {"name": f"av.roi-refs.{run}", "partitions": PARTITIONS},
+        "audio": {"name": f"av.audio-chunks.{run}", "partitions": partitions},
+        "roi": {"name": f"av.roi-refs.{run}", "partitions": partitions},
         "signals": {"name": f"av.lipsync-signals.{run}", "partitions": PARTITIONS},
         "dlq": {"name": f"av.lipsync-dlq.{run}", "partitions": 1},
     }
     cfg = WorkerConfig(
         kafka={"bootstrap_servers": bootstrap, "group_id": f"g-{run}", "topics": topics,
-               "commit_interval_ms": 200},
+               "commit_interval_ms": 200, **(kafka or {})},
         windowing={"block_frames": 16, "window_ms": 1000, "window_hop_ms": 1000,
                    "allowed_lateness_ms": 500, "idle_timeout_ms": 3000, **(windowing or {})},
         scoring={"max_batch_size": 16, "max_wait_ms": 5, **scoring},
@@ -317,3 +318,35 @@ def test_a_backlog_read_one_topic_first_loses_nothing(kafka_bootstrap, run_id):
     assert expected <= got, f"{len(expected - got)} of {len(expected)} signals missing; joiner {counters}"
     assert counters.get("evictions_max_buffered", 0) == 0 and counters.get("dropped_late", 0) == 0, counters
     assert holds > 0  # the audio partitions did run ahead and were held: the case was exercised
+
+
+def test_a_backlog_with_a_quiet_gap_is_read_through_not_held_for_good(kafka_bootstrap, run_id):
+    """Two batches of sessions, the second stamped 30 s after the first (a quiet gap in the
+    input), already in Kafka when the worker starts. Both topics' partitions jump the gap: each
+    used to look ahead of the other's last record, both were held, and the second batch never
+    came (0 of its signals). Every signal must arrive."""
+    # one partition: both batches share it, so both topics' partitions have the gap; small
+    # consume batches: records past the gap are still unread on both when each reaches it
+    cfg = make_config(kafka_bootstrap, run_id, windowing={"max_buffered_ms": 4000}, partitions=1,
+                      kafka={"consume_batch": 20})
+    now_ms = int(time.time() * 1000)
+    expected = set()
+    for batch, ts_base in (("g1-", now_ms - 70_000), ("g2-", now_ms - 40_000)):
+        sessions = []
+        for i in range(2):
+            frames, audio = pulse_media(6.0, FPS, SR, 0.0, seed=60 + i + (10 if batch == "g2-" else 0), size=96)
+            sessions.append(session_records(f"{batch}{i}", frames, audio, FPS, SR))
+            expected |= {signal_id(f"{batch}{i}", k, fs) for k, fs, _ in
+                         expected_jobs(frames.shape[0], FPS, 16, 1000, 1000)}
+        produce(kafka_bootstrap, cfg.kafka.topics.audio.name, cfg.kafka.topics.roi.name,
+                (rec for _, _, rec in merge_sessions(sessions)), ts_base_ms=ts_base)
+    running = RunningWorker(cfg, FakeScorer())
+    try:
+        running.wait_ready()
+        signals = read_topic(kafka_bootstrap, cfg.kafka.topics.signals.name, "LipSyncSignal",
+                             _signals_complete(expected), timeout_s=60)
+        held = set(running.worker.consumer.held)
+    finally:
+        running.close()
+    got = {r["signal_id"] for r in signals}
+    assert expected <= got, f"{len(expected - got)} of {len(expected)} missing; still held: {sorted(held)}"

@@ -15,8 +15,10 @@ topic, while that other partition still has unread records: the record waits (th
 paused) until the other catches up to within ``align_ms / 2`` or has nothing left to read.
 Producers write a session's audio and frames as they are made, so record timestamps follow
 media time across sessions; in real time both partitions are read within milliseconds of each
-other and nothing is held. Only one partition of a pair can be ahead, so a pair never waits on
-itself. Pure: no Kafka here.
+other and nothing is held. A held partition stands at its next record's timestamp: measured so,
+only one partition of a pair can be ahead of the other, so a pair never waits on itself (measured
+from the last record handled, two partitions that both jumped a quiet gap in the input each
+looked ahead and held each other for good). Pure: no Kafka here.
 """
 
 from __future__ import annotations

@@ -58,11 +58,12 @@ def run_id() -> str:
 
 
 
-def _pulse_sessions(prefix: str, n: int, seconds: float, seed0: int) -> tuple[list, set]:
-    """n in-sync pulse sessions named prefix0..: their records and every expected signal id."""
+def _pulse_sessions(prefix: str, n: int, seconds: float, seed0: int, size: int = 16) -> tuple[list, set]:
+    """n in-sync pulse sessions named prefix0..: their records and every expected signal id
+    (``size``: the ROI side; 96 is a real ROI's weight on the wire)."""
     sessions, expected = [], set()
     for i in range(n):
-        frames, audio = pulse_media(seconds, FPS, SR, 0.0, seed=seed0 + i)
+        frames, audio = pulse_media(seconds, FPS, SR, 0.0, seed=seed0 + i, size=size)
         sessions.append(session_records(f"{prefix}{i}", frames, audio, FPS, SR))
         expected |= {signal_id(f"{prefix}{i}", k, fs) for k, fs, _ in
                      expected_jobs(frames.shape[0], FPS, 16, 1000, 1000)}
@@ -289,6 +290,19 @@ def test_inputs_with_different_partition_counts_are_refused(kafka_bootstrap, run
         worker.run(threading.Event())
 
 
+def _worker_on_backlog(bootstrap: str, cfg: WorkerConfig, expected: set, timeout_s: float) -> tuple[list, Worker]:
+    """A worker started on input already in Kafka: the signals it publishes until ``expected``
+    are all there (or the timeout), and the worker (stopped) to inspect."""
+    running = RunningWorker(cfg, FakeScorer())
+    try:
+        running.wait_ready()
+        signals = read_topic(bootstrap, cfg.kafka.topics.signals.name, "LipSyncSignal",
+                             _signals_complete(expected), timeout_s=timeout_s)
+    finally:
+        running.close()
+    return signals, running.worker
+
+
 def test_a_backlog_read_one_topic_first_loses_nothing(kafka_bootstrap, run_id):
     """Sessions already in Kafka when the worker starts (a restart after downtime): the consumer's
     fetches return the small audio records far faster than the 96x96 ROI records, so the audio
@@ -297,23 +311,12 @@ def test_a_backlog_read_one_topic_first_loses_nothing(kafka_bootstrap, run_id):
     with their offsets committed. The worker now holds the partition that runs ahead in time
     (Kafka timestamps) until the other catches up: every signal arrives, nothing is evicted."""
     cfg = make_config(kafka_bootstrap, run_id, windowing={"max_buffered_ms": 4000})
-    sessions, expected = [], set()
-    for i in range(3):
-        frames, audio = pulse_media(16.0, FPS, SR, 0.0, seed=40 + i, size=96)
-        sessions.append(session_records(f"b{i}", frames, audio, FPS, SR))
-        expected |= {signal_id(f"b{i}", k, fs) for k, fs, _ in expected_jobs(frames.shape[0], FPS, 16, 1000, 1000)}
+    sessions, expected = _pulse_sessions("b", 3, 16.0, seed0=40, size=96)
     # produced at once, stamped as if sent live 30 s ago
     produce(kafka_bootstrap, cfg.kafka.topics.audio.name, cfg.kafka.topics.roi.name,
             (rec for _, _, rec in merge_sessions(sessions)), ts_base_ms=int(time.time() * 1000) - 30_000)
-    running = RunningWorker(cfg, FakeScorer())
-    try:
-        running.wait_ready()
-        signals = read_topic(kafka_bootstrap, cfg.kafka.topics.signals.name, "LipSyncSignal",
-                             _signals_complete(expected), timeout_s=90)
-        counters = dict(running.worker.joiner.counters)
-        holds = running.worker.consumer.holds_total
-    finally:
-        running.close()
+    signals, worker = _worker_on_backlog(kafka_bootstrap, cfg, expected, timeout_s=90)
+    counters, holds = dict(worker.joiner.counters), worker.consumer.holds_total
     got = {r["signal_id"] for r in signals}
     assert expected <= got, f"{len(expected - got)} of {len(expected)} signals missing; joiner {counters}"
     assert counters.get("evictions_max_buffered", 0) == 0 and counters.get("dropped_late", 0) == 0, counters
@@ -331,22 +334,12 @@ def test_a_backlog_with_a_quiet_gap_is_read_through_not_held_for_good(kafka_boot
                       kafka={"consume_batch": 20})
     now_ms = int(time.time() * 1000)
     expected = set()
-    for batch, ts_base in (("g1-", now_ms - 70_000), ("g2-", now_ms - 40_000)):
-        sessions = []
-        for i in range(2):
-            frames, audio = pulse_media(6.0, FPS, SR, 0.0, seed=60 + i + (10 if batch == "g2-" else 0), size=96)
-            sessions.append(session_records(f"{batch}{i}", frames, audio, FPS, SR))
-            expected |= {signal_id(f"{batch}{i}", k, fs) for k, fs, _ in
-                         expected_jobs(frames.shape[0], FPS, 16, 1000, 1000)}
+    for batch, seed0, ts_base in (("g1-", 60, now_ms - 70_000), ("g2-", 70, now_ms - 40_000)):
+        sessions, more = _pulse_sessions(batch, 2, 6.0, seed0, size=96)
+        expected |= more
         produce(kafka_bootstrap, cfg.kafka.topics.audio.name, cfg.kafka.topics.roi.name,
                 (rec for _, _, rec in merge_sessions(sessions)), ts_base_ms=ts_base)
-    running = RunningWorker(cfg, FakeScorer())
-    try:
-        running.wait_ready()
-        signals = read_topic(kafka_bootstrap, cfg.kafka.topics.signals.name, "LipSyncSignal",
-                             _signals_complete(expected), timeout_s=60)
-        held = set(running.worker.consumer.held)
-    finally:
-        running.close()
+    signals, worker = _worker_on_backlog(kafka_bootstrap, cfg, expected, timeout_s=60)
+    held = worker.consumer.held
     got = {r["signal_id"] for r in signals}
     assert expected <= got, f"{len(expected - got)} of {len(expected)} missing; still held: {sorted(held)}"

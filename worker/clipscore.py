@@ -144,7 +144,7 @@ def _pad_to_video(audio: np.ndarray, video_s: float, sample_rate: int, margin_sa
     note = None
     if audio_s < video_s - 0.1:
         note = (f"the audio ends at {audio_s:.2f} s, {video_s - audio_s:.2f} s before the video: "
-                "the rest is scored as silence")
+                "the rest counts as silence (SILENCE in the windows and blocks it fills)")
     return np.concatenate([audio, np.zeros(need - audio.shape[0], np.float32)]), note
 
 

@@ -282,12 +282,9 @@ def read_audio(
     (aresample async).
     """
     info = info or probe(path)
-    if not info.has_audio:
-        raise MediaError(f"no audio stream in {info.path}")
-    if sample_rate <= 0:
-        raise MediaError(f"bad sample_rate {sample_rate}")
     if not info.has_video:
         return read_audio_file(path, sample_rate, info)
+    _check_audio(info, sample_rate)
     t0 = first_frame_time_s(info, _fps_fraction(info, fps))
     # -copyts keeps container time; first_pts pads (audio starts late) or trims (starts early)
     # so that output sample 0 sits at t0. Negative t0 (rare) is clamped and fixed below.
@@ -295,19 +292,7 @@ def read_audio(
     # the rate ratio), so align at the native rate first and resample afterwards.
     native_rate = info.sample_rate or sample_rate
     first_pts = max(0, round(t0 * native_rate))
-    af = (
-        f"aresample=async=1:first_pts={first_pts},aresample={sample_rate},"
-        "aformat=sample_fmts=flt:channel_layouts=mono"
-    )
-    cmd = [
-        "ffmpeg", "-v", "error", "-nostdin", "-copyts", "-i", info.path, "-map", "0:a:0",
-        "-af", af, "-f", "f32le", "pipe:1",
-    ]
-    proc = subprocess.run(cmd, capture_output=True, check=False)
-    if proc.returncode != 0:
-        last = (proc.stderr.decode("utf-8", "replace").strip().splitlines() or ["?"])[-1]
-        raise MediaError(f"cannot decode audio of {info.path}: {last}")
-    audio = np.frombuffer(proc.stdout, np.float32).copy()
+    audio = _decode_audio(info, sample_rate, f"aresample=async=1:first_pts={first_pts}", copyts=True)
     if t0 < 0:  # pad so sample 0 is at t0 < 0 (first_pts was clamped to 0)
         audio = np.concatenate([np.zeros(round(-t0 * sample_rate), np.float32), audio])
     if audio.size == 0:
@@ -322,20 +307,31 @@ def read_audio_file(path: str | os.PathLike, sample_rate: int = 16000, info: Med
     ~50-70 ms that ffmpeg's decoder already removes (its skip samples), and padding it again
     put an MP3 copy of a clip's audio two frames late, with high confidence."""
     info = info or probe(path)
+    _check_audio(info, sample_rate)
+    audio = _decode_audio(info, sample_rate, "aresample=async=1", copyts=False)
+    if audio.size == 0:
+        raise MediaError(f"audio stream of {info.path} decoded to no samples")
+    return audio
+
+
+def _check_audio(info: MediaInfo, sample_rate: int) -> None:
     if not info.has_audio:
         raise MediaError(f"no audio stream in {info.path}")
     if sample_rate <= 0:
         raise MediaError(f"bad sample_rate {sample_rate}")
-    af = f"aresample=async=1,aresample={sample_rate},aformat=sample_fmts=flt:channel_layouts=mono"
-    cmd = ["ffmpeg", "-v", "error", "-nostdin", "-i", info.path, "-map", "0:a:0", "-af", af, "-f", "f32le", "pipe:1"]
+
+
+def _decode_audio(info: MediaInfo, sample_rate: int, align: str, copyts: bool) -> np.ndarray:
+    """The first audio stream as mono float32 at ``sample_rate``: ``align`` (an aresample at the
+    native rate) first, then the resampling; ``copyts`` keeps the container's clock."""
+    af = f"{align},aresample={sample_rate},aformat=sample_fmts=flt:channel_layouts=mono"
+    cmd = ["ffmpeg", "-v", "error", "-nostdin", *(["-copyts"] if copyts else []), "-i", info.path,
+           "-map", "0:a:0", "-af", af, "-f", "f32le", "pipe:1"]
     proc = subprocess.run(cmd, capture_output=True, check=False)
     if proc.returncode != 0:
         last = (proc.stderr.decode("utf-8", "replace").strip().splitlines() or ["?"])[-1]
         raise MediaError(f"cannot decode audio of {info.path}: {last}")
-    audio = np.frombuffer(proc.stdout, np.float32).copy()
-    if audio.size == 0:
-        raise MediaError(f"audio stream of {info.path} decoded to no samples")
-    return audio
+    return np.frombuffer(proc.stdout, np.float32).copy()
 
 
 def read_audio_for_video(audio_path: str | os.PathLike, video: MediaInfo, fps: float | None = None,

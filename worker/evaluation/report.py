@@ -192,21 +192,20 @@ def real_markdown(r: dict) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m worker.evaluation.report REPORT.json [...]``: README-ready markdown."""
-    import argparse
     import json
     import sys
 
-    class Parser(argparse.ArgumentParser):
-        def error(self, message: str) -> None:  # one line, not the usage block
-            print(f"error: {message}", file=sys.stderr)
-            raise SystemExit(2)
+    from worker.cli import CliError, _Parser  # the command line's one-line argument errors
 
-    ap = Parser(prog="python -m worker.evaluation.report",
-                description="README-ready markdown tables from eval-synth / eval-real reports")
+    ap = _Parser(prog="python -m worker.evaluation.report",
+                 description="README-ready markdown tables from eval-synth / eval-real reports")
     ap.add_argument("reports", nargs="+", metavar="REPORT.json", help="a --json --out file of eval-synth or eval-real")
     try:
         args = ap.parse_args(sys.argv[1:] if argv is None else argv)
-    except SystemExit as exc:  # argparse: --help (0) or its own one-line usage error (2)
+    except CliError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.code
+    except SystemExit as exc:  # --help
         return int(exc.code or 0)
     for path in args.reports:
         try:

@@ -179,6 +179,33 @@ def test_missing_references_are_labelled(kafka_bootstrap, run_id, tmp_path):
     assert errors == 17
 
 
+def test_a_session_whose_roi_stream_dies_keeps_getting_signals(kafka_bootstrap, run_id):
+    """Face-track stops sending after frame 23 (no end marker either) while the audio goes on to
+    the session's end: every block and window is still published, those without a frame
+    LOW_QUALITY (they used to be skipped, and the controller heard nothing more)."""
+    cfg = make_config(kafka_bootstrap, run_id, windowing={"stream_stall_ms": 1000})
+    frames, audio = pulse_media(3.2, FPS, SR, 0.0, seed=21)
+    records = [r for r in session_records("s-dies", frames, audio, FPS, SR)
+               if r.stream != ROI or r.record["frame_index"] < 24]
+    expected = {signal_id("s-dies", k, fs) for k, fs, _ in expected_jobs(frames.shape[0], FPS, 16, 1000, 1000)}
+    running = RunningWorker(cfg, FakeScorer())
+    try:
+        running.wait_ready()
+        produce(kafka_bootstrap, cfg.kafka.topics.audio.name, cfg.kafka.topics.roi.name, records)
+        signals = read_topic(kafka_bootstrap, cfg.kafka.topics.signals.name, "LipSyncSignal",
+                             _signals_complete(expected), timeout_s=30)
+    finally:
+        running.close()
+    by = {(r["kind"], r["frame_start"]): r for r in signals}
+    assert {r["signal_id"] for r in signals} == expected
+    assert by[("BLOCK", 0)]["label"] == "OK" and by[("BLOCK", 16)]["frames_missing"] == 8
+    dead = [r for r in signals if r["frame_start"] >= 24]
+    assert len(dead) >= 5  # blocks 32, 48, 64, 80; windows 30, 60
+    for r in dead:
+        assert r["frames_missing"] == r["frame_end"] - r["frame_start"]
+        assert r["label"] == "LOW_QUALITY" and r["score"] is None and r["confidence"] == 0.0
+
+
 def test_slow_scoring_pauses_and_resumes_input(kafka_bootstrap, run_id):
     # a scorer slower than real time for 6 sessions, a tiny queue: the worker must pause, resume
     # and still deliver everything, never buffering more than the bound plus one poll's jobs

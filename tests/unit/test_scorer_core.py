@@ -186,6 +186,15 @@ def test_frames_whose_rois_are_missing_are_low_quality_not_no_face(scorer):
     assert r.label is Label.LOW_QUALITY and r.score is None and r.confidence == 0.0
 
 
+def test_a_job_with_no_frame_at_all_is_low_quality(scorer):
+    """What the join sends when a session's ROI stream died under live audio: 8x8 zeros, nothing
+    present (buffers.stack_rois)."""
+    for s in (scorer, HeuristicScorer()):
+        r = s.score(_req(np.zeros((16, 8, 8), np.uint8), _speechy(SR * 2), present=np.zeros(16, bool),
+                         face_present=np.zeros(16, bool)))
+        assert r.label is Label.LOW_QUALITY and r.score is None and r.confidence == 0.0
+
+
 @pytest.mark.parametrize("mutate,match", [
     (lambda f, a: (f, a[:0]), "empty audio"),
     (lambda f, a: (f.astype(np.float32), a), "dtype"),

@@ -262,6 +262,35 @@ def test_a_jump_ahead_makes_no_flood_of_empty_jobs():
     assert feed.joiner.counters["jobs_skipped_empty"] <= 2
 
 
+def test_a_dead_roi_stream_under_live_audio_still_gets_its_jobs():
+    """Face-track dies after 1.6 s; the speech goes on in real time for 3.2 s more. The controller
+    must keep hearing about that session (every job from then on has no frame at all: the scorer
+    labels it LOW_QUALITY), not see its signals stop."""
+    feed = Feed(stream_stall_ms=2000)
+    for f in range(40):  # frames 0..39 (0..1.6 s), then nothing
+        feed.push(feed.frame("s", f), now=f * 40)
+    for start in range(0, 4800, 40):  # audio to 4.8 s, in real time
+        feed.push(feed.chunk("s", start), now=start)
+    feed.joiner.tick(6000)
+    full = [(k, s, e) for k, s, e in spans(feed.jobs)]
+    blocks = [s for k, s, _ in full if k == "B"]
+    windows = [s for k, s, _ in full if k == "W"]
+    # every block and window the audio covers, up to where the need for audio margin is met:
+    # blocks of 8 frames to 4.8 s - 100 ms margin -> through frames 104..111; windows 0..100
+    assert blocks == list(range(0, 112, 8))
+    assert windows == [0, 20, 40, 60, 80]
+    empty = [j for j in feed.jobs if j.frame_start >= 40]
+    assert empty and all(j.frames_missing == j.frame_end - j.frame_start for j in empty)
+    assert all(not j.request.frames.present.any() for j in empty)
+    assert feed.joiner.counters["jobs_skipped_empty"] == 0
+    # the audio's end marker: the tail jobs the audio reaches come out as well, not just those
+    # whose margin it covers, and nothing past the audio's end
+    feed.push(feed.end("s", Stream.AUDIO), now=6000)
+    feed.joiner.tick(6100)
+    assert [s for k, s, _ in spans(feed.jobs) if k == "B"] == list(range(0, 120, 8))
+    assert [s for k, s, _ in spans(feed.jobs) if k == "W"] == [0, 20, 40, 60, 80, 100]
+
+
 def test_one_topic_read_far_ahead_of_the_other_is_not_late():
     """After a restart the consumer may read seconds of ROI events before any audio:
 

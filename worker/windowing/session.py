@@ -15,9 +15,15 @@ other; one shared watermark would then declare the other stream's data late. A j
   watermark passed that point. Gaps are then labelled (missing frames present=False, missing
   audio zero-filled and counted); or
 - ENDED: the session is being flushed (idle timeout, eviction) and its frames end by the last
-  frame seen.
+  frame seen or by the audio's watermark.
 
-A job whose frames all failed to arrive is skipped, not scored. The first job of each kind starts
+Frames are also final once the video has stalled and the audio's end marker came, for every job
+the audio reaches.
+
+A job none of whose frames arrived is skipped when no audio arrived for its span either (a
+session that jumped ahead: nothing happened there). With audio it is published, labelled
+LOW_QUALITY by the scorer: a session whose ROI stream died while its speech goes on must say so
+block by block, not fall silent. The first job of each kind starts
 at the first grid start at or after the earliest frame seen (decided when that job is due), so a
 worker that restarts mid-session never emits a job for frames it did not see.
 
@@ -222,7 +228,7 @@ class SessionState:
         if not decided:
             self.next_start[kind] = start
         present = [f for f in range(start, end) if f in self.frames]
-        if not present:
+        if not present and not self._audio_within(start, end):
             self.skipped_empty += 1
             later = [f for f in self.frames if f >= end]
             nxt = start + grid.step(kind)
@@ -232,6 +238,13 @@ class SessionState:
             return _SKIPPED
         self.next_start[kind] = start + grid.step(kind)
         return self._build(kind, start, end, reason)
+
+    def _audio_within(self, start: int, end: int) -> bool:
+        """Whether any audio arrived for frames [start, end) themselves (margins aside)."""
+        fps, sr = self.fps, self.p.sample_rate
+        assert fps is not None
+        a = max(0, ms_to_sample_floor(frame_ms(start, fps), sr))
+        return self.audio.coverage.covered(a, ms_to_sample_ceil(frame_ms(end, fps), sr)) > 0
 
     def _readiness(self, start: int, end: int, now_wall_ms: int, force: bool) -> DueReason | None:
         fps = self.fps
@@ -245,13 +258,18 @@ class SessionState:
         audio_ok = self.audio_ended or self.audio.coverage.contains(a, b)
         if frames_ok and audio_ok:
             return DueReason.COMPLETE
+        video_stalled = self._stalled(Stream.VIDEO, self.video_last_wall_ms, now_wall_ms)
+        # the audio's end marker came and the frames stopped: no more frames are on their way for
+        # any job the audio covers (without this, the tail of a session whose ROI stream died
+        # waited for an audio watermark past the audio's end)
         frames_final = frames_ok or self.video_wm_ms >= end_ms + late or (
-            self._stalled(Stream.VIDEO, self.video_last_wall_ms, now_wall_ms) and self.audio_wm_ms >= end_ms + late)
+            video_stalled and (self.audio_wm_ms >= end_ms + late or (self.audio_ended and self.audio_wm_ms >= end_ms)))
         audio_final = audio_ok or self.audio_wm_ms >= hi_ms + late or (
             self._stalled(Stream.AUDIO, self.audio_last_wall_ms, now_wall_ms) and self.video_wm_ms >= hi_ms + late)
         if frames_final and audio_final:
             return DueReason.LATENESS
-        if force and self.max_frame_seen is not None and end <= self.max_frame_seen + 1:
+        # flushed: every job within the media that came (frames seen, or audio past them)
+        if force and self.max_frame_seen is not None and (end <= self.max_frame_seen + 1 or end_ms <= self.audio_wm_ms):
             return DueReason.ENDED
         return None
 

@@ -179,7 +179,7 @@ def summarise(windows: list[LipSyncScore], fps: float, scorer, n_frames: int) ->
     score, conf = _clip_score(scorer, peak.best, peak.margin, n_used, usable)
     occluded_share = float(np.mean([w.occluded for w in windows])) if windows else 0.0
     label = Label.OCCLUDED if occluded_share >= 0.5 else Label.OK
-    direction = direction_for(offset_ms, frame_ms, conf, cfg) if cfg is not None else None
+    direction = direction_for(offset_ms, frame_ms, conf, cfg, score) if cfg is not None else None
     return ClipSummary(offset_ms, score, conf, direction.value if direction else "UNKNOWN", label.value,
                        scorer.name, windows, [], n_frames, fps)
 

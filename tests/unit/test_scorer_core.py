@@ -316,3 +316,6 @@ def test_one_frame_offset_is_in_sync_at_any_frame_rate_after_rounding(fps):
         offset_ms = round(frames * frame_ms, 1)
         assert direction_for(offset_ms, frame_ms, 0.9, cfg) is want, (fps, offset_ms)
     assert direction_for(round(frame_ms, 1), frame_ms, 0.0, cfg) is Direction.UNKNOWN
+    # lips that most likely do not go with the audio have no direction, however high the peak
+    assert direction_for(0.0, frame_ms, 0.9, cfg, score=0.2) is Direction.UNKNOWN
+    assert direction_for(0.0, frame_ms, 0.9, cfg, score=0.3) is Direction.IN_SYNC

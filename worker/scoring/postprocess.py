@@ -32,6 +32,9 @@ class ScorerConfig:
     in_sync_tolerance_frames: float = 1.0
     peak_neighbourhood_frames: int = 2
     min_direction_confidence: float = 0.05
+    # below this score the lips most likely do not go with this audio at all (score: P(they
+    # belong together)); the best offset of two unrelated signals has no direction to act on
+    min_direction_score: float = 0.25
     cache_frames: int = 300  # per-session past kept: 10 s at 30 fps
     max_frames_per_pass: int = 256
     cuda_graphs: bool = True  # only on a CUDA device
@@ -88,10 +91,14 @@ def null_result(req: ScoreRequest, scorer: str, label: Label, cfg: ScorerConfig)
 ROUNDING_SLACK_MS = 0.05
 
 
-def direction_for(offset_ms: float, frame_ms: float, confidence: float, cfg: ScorerConfig) -> Direction:
+def direction_for(offset_ms: float, frame_ms: float, confidence: float, cfg: ScorerConfig,
+                  score: float | None = None) -> Direction:
     """IN_SYNC within ``in_sync_tolerance_frames`` frames (``offset_ms`` raw or rounded to 0.1 ms),
-    else the sign's direction; UNKNOWN below ``min_direction_confidence``."""
+    else the sign's direction; UNKNOWN below ``min_direction_confidence`` or, when a score is
+    given, below ``min_direction_score``."""
     if confidence < cfg.min_direction_confidence:
+        return Direction.UNKNOWN
+    if score is not None and score < cfg.min_direction_score:
         return Direction.UNKNOWN
     if abs(offset_ms) <= cfg.in_sync_tolerance_frames * frame_ms + ROUNDING_SLACK_MS:
         return Direction.IN_SYNC
@@ -116,7 +123,7 @@ def build_result(req: ScoreRequest, scorer: str, peak: Peak | None, grid: Offset
         kind=req.kind, frame_start=req.frames.frame_start, frame_end=req.frames.frame_end,
         start_ms=start_ms, end_ms=end_ms, score=float(score), offset_ms=offset_ms,
         margin=float(peak.margin), confidence=conf,
-        direction=direction_for(offset_ms, frame_ms, conf, cfg),
+        direction=direction_for(offset_ms, frame_ms, conf, cfg, float(score)),
         label=Label.OCCLUDED if occluded else Label.OK, scorer=scorer, occluded=occluded,
         curve_offsets_ms=offsets_ms,
         curve=tuple(float(x) if math.isfinite(float(x)) else float("nan") for x in curve.tolist()),

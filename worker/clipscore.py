@@ -197,6 +197,8 @@ class FaceCandidate:
     frames_present: int
     centre: tuple[float, float] | None  # median mouth centre, fractions of the frame (x, y)
     summary: ClipSummary | None = None  # None: seen in too few frames to be scored
+    fill_only: bool = False  # scored only to read jobs where the chosen face is out of view
+    jobs_lent: int = 0  # windows and blocks of the summary read on this face (fill_out_of_view)
 
     def to_json(self, chosen: bool) -> dict:
         s = self.summary
@@ -204,7 +206,8 @@ class FaceCandidate:
                 "centre": None if self.centre is None else [round(v, 3) for v in self.centre],
                 "score": None if s is None or s.score is None else round(s.score, 4),
                 "offset_ms": None if s is None else s.offset_ms,
-                "confidence": None if s is None else round(s.confidence, 4)}
+                "confidence": None if s is None else round(s.confidence, 4),
+                "jobs_where_chosen_out_of_view": self.jobs_lent}
 
 
 def choose_face(candidates: list[FaceCandidate]) -> int:
@@ -212,7 +215,7 @@ def choose_face(candidates: list[FaceCandidate]) -> int:
     match the audio best (highest clip score; a face without a score ranks below any score),
     ties to the face seen in more frames. The first candidate is always scored."""
     def key(i: int):
-        s = candidates[i].summary
+        s = None if candidates[i].fill_only else candidates[i].summary
         score = -1.0 if s is None or s.score is None else s.score
         return (s is not None, score, candidates[i].frames_present, -i)
 
@@ -238,15 +241,70 @@ def score_faces(scorer, tracks: list, audio: np.ndarray, sample_rate: int = 1600
         candidates.append(cand)
     best = choose_face(candidates)
     summary = candidates[best].summary
-    summary.timings_s["scoring"] = sum(c.summary.timings_s.get("scoring", 0.0) for c in candidates if c.summary)
-    summary.faces = [candidates[best].to_json(True)] + [c.to_json(False) for i, c in enumerate(candidates) if i != best]
+    notes = []
     scored = [c for c in candidates if c.summary is not None]
     if len(scored) > 1:
         others = ", ".join(f"face {c.index} {_fmt_score(c.summary.score)}" for c in scored if c is not candidates[best])
         x, y = candidates[best].centre
-        summary.notes.append(f"{len(scored)} faces tracked; scored face {best} (mouth at x {x:.2f}, y {y:.2f} of the "
-                             f"frame), whose lips match the audio best: score {_fmt_score(summary.score)} ({others})")
+        notes.append(f"{len(scored)} faces tracked; scored face {best} (mouth at x {x:.2f}, y {y:.2f} of the "
+                     f"frame), whose lips match the audio best: score {_fmt_score(summary.score)} ({others})")
+    scoring_s = sum(c.summary.timings_s.get("scoring", 0.0) for c in scored)
+    if len(tracks) > 1 and any(r.label is Label.NO_FACE for r in summary.windows + summary.blocks):
+        # the chosen face is out of view somewhere (a cut to another shot, a turn away): read
+        # those jobs on the faces in view there, every track this time
+        for c, tr in zip(candidates, tracks):
+            if c.summary is None:
+                c.summary = score_clip(scorer, tr.rois, tr.fps, audio, sample_rate, face_present=tr.face_present,
+                                       landmarks=tr.landmarks, occluded=tr.occluded, **kw)
+                c.fill_only = True
+                scoring_s += c.summary.timings_s.get("scoring", 0.0)
+        summary, lent = fill_out_of_view(summary, [(c.index, c.summary) for c in candidates if c.index != best],
+                                         scorer)
+        for c in candidates:
+            c.jobs_lent = lent.get(c.index, 0)
+        if lent:
+            notes.append(f"face {best} is out of view in {sum(lent.values())} windows and blocks; they are read on "
+                         "the face in view there whose lips match best ("
+                         + ", ".join(f"face {i}: {k}" for i, k in sorted(lent.items())) + ")")
+    summary.notes += notes
+    summary.timings_s["scoring"] = scoring_s
+    summary.faces = [candidates[best].to_json(True)] + [c.to_json(False) for i, c in enumerate(candidates) if i != best]
     return summary
+
+
+def fill_out_of_view(chosen: ClipSummary, others: list[tuple[int, ClipSummary]],
+                     scorer) -> tuple[ClipSummary, dict[int, int]]:
+    """``chosen`` with each NO_FACE window and block replaced by the same job of another face
+    that is in view there (the highest score among them; a scored job before a SILENCE one), and
+    its summary taken again over the windows. Returns it and, per face index, how many jobs it
+    lent. Faces are tracks, and a track can change people at a cut; so who speaks is decided per
+    job only where the chosen face cannot be seen."""
+    lent: dict[int, int] = {}
+    emitted = dict(chosen.emitted)
+
+    def fill(results: list[LipSyncScore]) -> list[LipSyncScore]:
+        out = []
+        for r in results:
+            if r.label is Label.NO_FACE:
+                key = (r.kind, r.frame_start)
+                alts = [(i, o) for i, s in others for o in (s.windows + s.blocks)
+                        if (o.kind, o.frame_start) == key and o.label is not Label.NO_FACE]
+                if alts:
+                    i, r = max(alts, key=lambda a: (a[1].score is not None, a[1].score or 0.0))
+                    lent[i] = lent.get(i, 0) + 1
+                    src = dict(others)[i].emitted.get((r.kind.value, r.frame_start))
+                    if src is not None:
+                        emitted[(r.kind.value, r.frame_start)] = src
+            out.append(r)
+        return out
+
+    windows, blocks = fill(chosen.windows), fill(chosen.blocks)
+    if not lent:
+        return chosen, lent
+    out = summarise(windows, chosen.fps, scorer, chosen.n_frames)
+    out.blocks, out.emitted, out.session_id = blocks, emitted, chosen.session_id
+    out.notes, out.timings_s = list(chosen.notes), dict(chosen.timings_s)
+    return out, lent
 
 
 def _fmt_score(score: float | None) -> str:

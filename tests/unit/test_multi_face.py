@@ -202,3 +202,32 @@ def test_a_small_speaker_beside_a_large_listener_is_the_face_scored(dev_clips_di
     assert len(out["faces"]) >= 2 and chosen["centre"][0] > 0.6  # the small face on the right
     assert chosen["frames_present"] >= 80  # of 100
     assert out["score"] > 0.6 and abs(out["offset_ms"]) <= 40.0, (out["score"], out["offset_ms"])
+
+
+def test_a_cut_from_two_faces_to_one_keeps_reading_the_speech(dev_clips_dir, tmp_path, capsys):
+    """Four seconds of two faces side by side, then a cut to the speaker alone, centred. The
+    tracks follow positions, so after the cut the speaker's face continues the other track; the
+    chosen face is out of view there. Those windows used to be NO_FACE; they are now read on the
+    face in view (the note says so) and the clip summary covers the whole speech."""
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("ffmpeg is not installed")
+    pytest.importorskip("mediapipe", reason="mediapipe (the media extra) is not installed")
+    from worker.cli import main
+
+    video = tmp_path / "cut.mp4"
+    graph = ("[0:v]trim=0:4,setpts=PTS-STARTPTS[a];[1:v]trim=0:4,setpts=PTS-STARTPTS[b];[a][b]hstack=inputs=2[s1];"
+             "[1:v]trim=4:7,setpts=PTS-STARTPTS,pad=448:224:112:0[s2];[s1][s2]concat=n=2:v=1:a=0[v];"
+             "[1:a]atrim=0:7,asetpts=PTS-STARTPTS[au]")
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(dev_clips_dir / LEFT), "-i", str(dev_clips_dir / RIGHT),
+                    "-filter_complex", graph, "-map", "[v]", "-map", "[au]", "-c:v", "libx264", "-crf", "18",
+                    "-pix_fmt", "yuv420p", "-c:a", "aac", str(video)], check=True)
+    assert main(["score", str(video), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert [w["label"] for w in out["windows"]] == ["OK"] * 6
+    assert all(b["label"] != "NO_FACE" for b in out["blocks"])
+    after = [w for w in out["windows"] if w["frame_start"] >= 100]
+    assert all(w["score"] > 0.4 for w in after), [w["score"] for w in after]
+    chosen, other = out["faces"]
+    assert chosen["centre"][0] > 0.5 and other["jobs_where_chosen_out_of_view"] == 2 + 4  # windows 100, 125; blocks 96..144
+    assert any("out of view" in n for n in out["notes"])
+    assert out["score"] > 0.6 and abs(out["offset_ms"]) <= 40.0

@@ -112,6 +112,18 @@ def test_bridge_only_short_gaps_and_smoothing_stays_inside_runs():
     assert sm[6, 0] == pytest.approx(60.0)  # run edge: window shrinks symmetrically
 
 
+def test_smoothing_never_blends_two_faces_across_a_jump():
+    """A cut to another shot (or a track taken over by another face): the frames either side keep
+    their own face's ROI instead of a blend that crops neither mouth."""
+    params = np.zeros((10, 4))
+    params[:, 2] = 60.0
+    params[:5, 0] = 100.0 + np.arange(5) * 4.0  # a face moving right by 4 px a frame
+    params[5:, 0] = 300.0  # after the cut: another face 200 px away
+    sm = geo.smooth_params(params, np.ones(10, bool), radius=2)
+    assert sm[2, 0] == pytest.approx(108.0)  # ordinary motion is still averaged
+    assert sm[4, 0] == pytest.approx(116.0) and sm[5, 0] == pytest.approx(300.0)
+
+
 def test_occlusion_score_on_synthetic_lips():
     skin_rgb = np.array([[[200, 150, 120]]], np.uint8)
     lip_rgb = (170, 90, 90)

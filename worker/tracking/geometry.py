@@ -70,17 +70,28 @@ def bridge_gaps(params: np.ndarray, valid: np.ndarray, max_gap: int) -> np.ndarr
     return bridged
 
 
+# A mouth ROI's centre moving by more than half its side between two frames (at 25 fps) is not
+# one face moving: a head turning fast moves its mouth by well under a quarter of the ROI a frame.
+JUMP_SIDES = 0.5
+
+
 def smooth_params(params: np.ndarray, valid: np.ndarray, radius: int) -> np.ndarray:
     """Centred moving average of ROI params over +/-radius frames, using only valid frames of the
-    same contiguous valid run (never averaging across a face dropout). (T, 4) -> (T, 4);
-    invalid rows become NaN. Angles are averaged as unit vectors."""
+    same contiguous valid run (never averaging across a face dropout, nor across a jump of more
+    than ``JUMP_SIDES`` of the ROI's side in one frame: a cut to another shot, or a track taken
+    over by another face, whose blend would crop neither mouth). (T, 4) -> (T, 4); invalid rows
+    become NaN. Angles are averaged as unit vectors."""
     t_len = len(valid)
     out = np.full_like(params, np.nan)
     if radius <= 0:
         out[valid] = params[valid]
         return out
-    # run id per frame so windows stop at dropouts
-    run = np.cumsum(np.concatenate([[1], (valid[1:] != valid[:-1]).astype(int)]))
+    # run id per frame so windows stop at dropouts and jumps
+    step = np.hypot(*(params[1:, :2] - params[:-1, :2]).T)
+    side = np.fmax(params[1:, 2], params[:-1, 2])
+    with np.errstate(invalid="ignore"):
+        jump = valid[1:] & valid[:-1] & (step > JUMP_SIDES * side)
+    run = np.cumsum(np.concatenate([[1], ((valid[1:] != valid[:-1]) | jump).astype(int)]))
     for t in np.flatnonzero(valid):
         lo, hi = max(0, t - radius), min(t_len, t + radius + 1)
         sel = np.arange(lo, hi)

@@ -98,6 +98,7 @@ def score_clip(scorer, frames: np.ndarray, fps: float, audio: np.ndarray, sample
     margin_samples = math.ceil(scorer.search_margin_ms * sample_rate / 1000.0)
     # Audio that ends before the video: the rest is silence, as the worker zero-fills audio
     # that never came (those windows come out SILENCE), instead of failing the whole clip.
+    sound_samples = int(np.shape(audio)[0])
     audio, short_note = _pad_to_video(np.ascontiguousarray(audio, dtype=np.float32), n / fps, sample_rate,
                                       margin_samples)
     audio_span = AudioSpan(audio, sample_rate, 0)
@@ -105,6 +106,11 @@ def score_clip(scorer, frames: np.ndarray, fps: float, audio: np.ndarray, sample
     def request(kind: Kind, a: int, b: int) -> ScoreRequest:
         s0 = max(0, int(a / fps * sample_rate) - margin_samples)
         s1 = min(audio.shape[0], math.ceil(b / fps * sample_rate) + margin_samples)
+        if short_note and a / fps * sample_rate < sound_samples:
+            # a job the sound's end cuts through is read where there is sound: the padding is
+            # not silence heard with a talking mouth (it scored such windows low and OK), and
+            # with sound under less than half its frames the job is LOW_QUALITY
+            s1 = min(s1, sound_samples)
         sl = lambda x: None if x is None else np.asarray(x)[a:b]
         return ScoreRequest(kind, FrameSpan(frames[a:b], fps, a, face_present=sl(face_present),
                                             landmarks=sl(landmarks), occluded=sl(occluded)),
@@ -144,7 +150,8 @@ def _pad_to_video(audio: np.ndarray, video_s: float, sample_rate: int, margin_sa
     note = None
     if audio_s < video_s - 0.1:
         note = (f"the audio ends at {audio_s:.2f} s, {video_s - audio_s:.2f} s before the video: "
-                "the rest counts as silence (SILENCE in the windows and blocks it fills)")
+                "windows and blocks after it are SILENCE, one it ends in is read where there is sound "
+                "(LOW_QUALITY with sound under less than half its frames)")
     return np.concatenate([audio, np.zeros(need - audio.shape[0], np.float32)]), note
 
 

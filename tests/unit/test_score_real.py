@@ -214,3 +214,9 @@ def test_audio_shorter_than_the_video_scores_what_it_covers(capsys, tmp_path, de
     labels = [w["label"] for w in res["windows"]]
     assert labels[0] == "OK" and labels[-1] == "SILENCE", labels
     assert res["offset_ms"] is not None
+    # a window the sound ends in is read where there is sound: 0.6 s of it -> scored; 0.3 s ->
+    # LOW_QUALITY (it used to be scored over the padding as silence: low scores labelled OK)
+    for cut_s, label in ((2.6, "OK"), (2.3, "LOW_QUALITY")):
+        wav = _write_wav(tmp_path / f"short{cut_s}.wav", _own_audio(media)[: int(cut_s * SR)])
+        res = _score(capsys, media, "--audio", str(wav))
+        assert [w["label"] for w in res["windows"]] == ["OK", "OK", label, "SILENCE"], (cut_s, res["windows"])

@@ -211,6 +211,20 @@ def test_bad_inputs_raise_clear_errors(scorer, mutate, match):
         scorer.score(_req(frames, audio))
 
 
+def test_sound_under_less_than_half_the_frames_is_low_quality(scorer):
+    """The audio ends 5 frames into a 16-frame block (its margin included): only offsets reaching
+    back into the sound have pairs enough; the block must not be read at the search's edge."""
+    frames = np.random.default_rng(0).integers(0, 255, (16, 96, 96), dtype=np.uint8)
+    speech = _speechy(SR * 2)
+    for s in (scorer, HeuristicScorer()):
+        # frames 10..25, sound from 0 to frame 15's time: at offset -5 frames 10 pairs (of the
+        # 8 needed), at offset 0 only 5
+        r = s.score(_req(frames, speech[: int(SR * 15 / 25)], frame_start=10))
+        assert r.label is Label.LOW_QUALITY and r.offset_ms is None, s.name
+        r = s.score(_req(frames, speech[: int(SR * 22 / 25)], frame_start=10))  # 12 of 16 frames: scored
+        assert r.offset_ms is not None, s.name
+
+
 def test_mismatched_lengths_and_disjoint_audio(scorer):
     frames = np.zeros((16, 96, 96), dtype=np.uint8)
     with pytest.raises(ScoringInputError, match="present"):

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from model_store.features import frame_rms, frames_to_gray
-from worker.scoring.offsets import OffsetGrid, pick_peak
+from worker.scoring.offsets import OffsetGrid, own_time_pairs, pick_peak
 from worker.scoring.postprocess import ScorerConfig, build_result, null_result, silence_verdict
 from worker.scoring.types import LipSyncScore, ScoreRequest
 from worker.scoring.validate import validate_request
@@ -96,10 +96,12 @@ class HeuristicScorer:
         audio_ok = np.isfinite(rms)
         env = np.log(np.nan_to_num(rms, nan=0.0) + 1e-4)
         curve = []
+        min_pairs = max(3, int(cfg.min_valid_fraction * fs.n_frames))
+        own_time_ok = own_time_pairs(frame_ok, audio_ok, grid) >= min_pairs
         for k in grid.offsets.tolist():
             a = env[grid.pad_before + k: grid.pad_before + k + fs.n_frames]
             m = frame_ok & audio_ok[grid.pad_before + k: grid.pad_before + k + fs.n_frames]
-            if m.sum() < max(3, int(cfg.min_valid_fraction * fs.n_frames)):
+            if not own_time_ok or m.sum() < min_pairs:
                 curve.append(float("nan"))
                 continue
             o, e = _znorm(openness, m), _znorm(a, m)

@@ -94,6 +94,15 @@ def valid_pairs(frame_ok: torch.Tensor, audio_ok: torch.Tensor, grid: OffsetGrid
     return win & frame_ok.unsqueeze(-1)
 
 
+def own_time_pairs(frame_ok, audio_ok, grid: OffsetGrid) -> int:
+    """Frames with their ROI and the audio of their own time (offset 0): (T,) and (n_audio,)
+    bool, numpy or torch, audio position 0 at grid position -pad_before. A job short of them
+    (sound ending inside it) still has enough pairs at offsets reaching back into the sound, and
+    its peak would be chosen among those alone: at the search's edge, not at its timing."""
+    t = len(frame_ok)
+    return int((frame_ok & audio_ok[grid.pad_before: grid.pad_before + t]).sum())
+
+
 def offset_curve(sim: torch.Tensor, valid: torch.Tensor, min_pairs: int = 1) -> torch.Tensor:
     """Mean similarity per offset over valid frames: (B, T, K) -> (B, K); NaN where < min_pairs."""
     w = valid.to(sim.dtype)

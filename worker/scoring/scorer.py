@@ -27,6 +27,7 @@ from worker.scoring.offsets import (
     center_embeddings,
     crop,
     offset_curve,
+    own_time_pairs,
     pick_peak,
     similarity_by_offset,
     smooth_curve,
@@ -342,7 +343,9 @@ class ModelScorer:
         wide_curve = offset_curve(sim, ok, min_pairs=min_pairs)[0].cpu()
         radius = self._smooth_radius(grid)
         curve = crop(wide_curve, radius)  # published: the raw cosines at the reported offsets
-        peak = pick_peak(crop(smooth_curve(wide_curve, radius), radius), grid, self.config.peak_neighbourhood_frames)
+        peak = None
+        if own_time_pairs(prep.frame_ok, prep.audio_ok, prep.search) >= min_pairs:
+            peak = pick_peak(crop(smooth_curve(wide_curve, radius), radius), grid, self.config.peak_neighbourhood_frames)
         n_ok = int(prep.frame_ok.sum())
         cal = self.manifest.calibration
         score = confidence = None

@@ -47,6 +47,7 @@ from worker.evaluation import degrade as deg
 from worker.evaluation.metrics import auc, describe, tally, within_frames
 from worker.evaluation.shifts import fit_length, mismatched_partners, shift_audio
 from worker.evaluation.signals import DEFAULT_CONFIDENT, JobTally
+from worker.scoring.types import Direction
 
 SAMPLE_RATE = 16000
 SHIFTS_MS = (0, 40, -40, 80, -80, 120, -120, 200, -200)
@@ -373,7 +374,7 @@ def run_real_eval(scorer, cfg: RealEvalConfig, log: Callable[[str], None] = lamb
                "occluded_share": round(float(t.occluded.mean()), 4),
                "tracking_s_per_video_s_cached": round(t.tracking_ms / 1000.0 / t.seconds, 4), "shifts": []}
         residuals = []
-        m = matched.setdefault(c.name, {"w0": [], "w_all": [], "clip0": None})
+        m = matched.setdefault(c.name, {"w0": [], "w_all": [], "clip0": None, "w_dir": 0})
         for shift in cfg.shifts_ms:
             cpu0 = time.process_time()
             s = score_tracked(judges[c.judge], t, shift_audio(t.audio, shift, SAMPLE_RATE))
@@ -390,6 +391,7 @@ def run_real_eval(scorer, cfg: RealEvalConfig, log: Callable[[str], None] = lamb
                         aggs[name].add(s, shift, frame_ms)
                 scores = [w.score for w in s.windows if w.score is not None]
                 m["w_all"] += scores
+                m["w_dir"] += sum(w.direction is not Direction.UNKNOWN for w in s.windows if w.score is not None)
                 if shift == 0:
                     m["w0"], m["clip0"] = scores, s.score
             if s.offset_ms is not None:
@@ -524,6 +526,7 @@ def _mismatched(judges: list, pool: list[ClipInfo], tracked, cfg, per_clip, matc
         partners.update(mismatched_partners([c.name for c in pool if c.judge == j],
                                             lambda n: speaker_group(Path(n).stem)))
     mm_scores: list[float] = []
+    mm_dir = 0  # mismatched windows that still name a direction (score >= min_direction_score)
     rows = []
     windows = JobTally(cfg.confident)
     for c in pool:
@@ -532,6 +535,7 @@ def _mismatched(judges: list, pool: list[ClipInfo], tracked, cfg, per_clip, matc
         t, other = tracked[c.name], tracked[partners[c.name]]
         s = score_tracked(judges[c.judge], t, fit_length(other.audio, t.audio.shape[0]))
         mm_scores += [w.score for w in s.windows if w.score is not None]
+        mm_dir += sum(w.direction is not Direction.UNKNOWN for w in s.windows if w.score is not None)
         # no true offset exists: "hits" mean nothing here, only the confidence does
         windows.add_all(s.windows, math.nan, 1000.0 / t.fps)
         row = {"clip": c.name, "audio_of": partners[c.name], "offset_ms": s.offset_ms, "score": _r(s.score),
@@ -555,6 +559,10 @@ def _mismatched(judges: list, pool: list[ClipInfo], tracked, cfg, per_clip, matc
         "clips_confident": sum((r["confidence"] or 0.0) >= cfg.confident for r in rows),
         "clips_with_direction": sum(r["direction"] != "UNKNOWN" for r in rows),
         "windows_confident_share": None if n_w == 0 else round(windows.confident / n_w, 4),
+        # scored windows naming a direction (not UNKNOWN): mismatched, and matched at every shift
+        "windows_with_direction_share": None if not mm_scores else round(mm_dir / len(mm_scores), 4),
+        "matched_windows_with_direction_share": _r(sum(matched[c.name]["w_dir"] for c in pool)
+                                                   / max(1, sum(len(matched[c.name]["w_all"]) for c in pool))),
         "n_pairs": len(rows),
         "pairs": rows,
     }

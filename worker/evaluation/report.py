@@ -64,7 +64,9 @@ def real_lines(r: dict) -> list[str]:
                      f"(all shifts as matched {_f(m['auc_window_score_all_shifts'])}); mismatched clips: score "
                      f"median {_f(m['clip_score'].get('median'))} (matched {_f(m['matched_clip_score'].get('median'))}), "
                      f"confidence median {_f(m['clip_confidence'].get('median'))}, confident "
-                     f"{m['clips_confident']}/{m['n_pairs']}")
+                     f"{m['clips_confident']}/{m['n_pairs']}, naming a direction {m['clips_with_direction']}/"
+                     f"{m['n_pairs']} (windows {_f(m.get('windows_with_direction_share'))}; matched windows "
+                     f"{_f(m.get('matched_windows_with_direction_share'))})")
     key = "heldout_real_without_flagged"
     for kind, d in r.get("degraded", {}).items():
         a, c = d[key], d["clean_same_pairs"][key]

@@ -148,6 +148,22 @@ def test_poison_record_goes_to_the_dlq_and_the_rest_goes_on(kafka_bootstrap, run
     assert all(r["frames_missing"] == 0 for r in signals)
 
 
+def _one_session_through_a_worker(bootstrap: str, cfg: WorkerConfig, session_id: str, n_frames: int,
+                                  records: list) -> tuple[list, set, RunningWorker]:
+    """Produce one session's records to a fresh worker (stand-in scorer) and read until every
+    signal of its job grid came: (signals, expected ids, the stopped worker)."""
+    expected = {signal_id(session_id, k, fs) for k, fs, _ in expected_jobs(n_frames, FPS, 16, 1000, 1000)}
+    running = RunningWorker(cfg, FakeScorer())
+    try:
+        running.wait_ready()
+        produce(bootstrap, cfg.kafka.topics.audio.name, cfg.kafka.topics.roi.name, records)
+        signals = read_topic(bootstrap, cfg.kafka.topics.signals.name, "LipSyncSignal",
+                             _signals_complete(expected), timeout_s=30)
+    finally:
+        running.close()
+    return signals, expected, running
+
+
 def test_missing_references_are_labelled(kafka_bootstrap, run_id, tmp_path):
     cfg = make_config(kafka_bootstrap, run_id)
     frames, audio = pulse_media(2.2, FPS, SR, 0.0, seed=9)
@@ -159,16 +175,8 @@ def test_missing_references_are_labelled(kafka_bootstrap, run_id, tmp_path):
             roi = {"uri": f"file://{tmp_path}/missing-{f}.raw", "shape": [16, 16], "format": "GRAY8"}
             rec = TimedRecord(rec.due_ms, rec.stream, dict(rec.record, roi=roi))
         records.append(rec)
-    expected = {signal_id("s-refs", k, fs) for k, fs, _ in expected_jobs(frames.shape[0], FPS, 16, 1000, 1000)}
-    running = RunningWorker(cfg, FakeScorer())
-    try:
-        running.wait_ready()
-        produce(kafka_bootstrap, cfg.kafka.topics.audio.name, cfg.kafka.topics.roi.name, records)
-        signals = read_topic(kafka_bootstrap, cfg.kafka.topics.signals.name, "LipSyncSignal",
-                             _signals_complete(expected), timeout_s=30)
-        errors = running.worker.metrics.ref_errors.labels("outside_roots")._value.get()
-    finally:
-        running.close()
+    signals, _, running = _one_session_through_a_worker(kafka_bootstrap, cfg, "s-refs", frames.shape[0], records)
+    errors = running.worker.metrics.ref_errors.labels("outside_roots")._value.get()
     by = {(r["kind"], r["frame_start"]): r for r in signals}
     assert by[("BLOCK", 0)]["frames_missing"] == 1 and by[("BLOCK", 0)]["label"] == "OK"
     # unreadable references are lost data, not an empty screen (README: LOW_QUALITY)
@@ -187,15 +195,7 @@ def test_a_session_whose_roi_stream_dies_keeps_getting_signals(kafka_bootstrap, 
     frames, audio = pulse_media(3.2, FPS, SR, 0.0, seed=21)
     records = [r for r in session_records("s-dies", frames, audio, FPS, SR)
                if r.stream != ROI or r.record["frame_index"] < 24]
-    expected = {signal_id("s-dies", k, fs) for k, fs, _ in expected_jobs(frames.shape[0], FPS, 16, 1000, 1000)}
-    running = RunningWorker(cfg, FakeScorer())
-    try:
-        running.wait_ready()
-        produce(kafka_bootstrap, cfg.kafka.topics.audio.name, cfg.kafka.topics.roi.name, records)
-        signals = read_topic(kafka_bootstrap, cfg.kafka.topics.signals.name, "LipSyncSignal",
-                             _signals_complete(expected), timeout_s=30)
-    finally:
-        running.close()
+    signals, expected, _ = _one_session_through_a_worker(kafka_bootstrap, cfg, "s-dies", frames.shape[0], records)
     by = {(r["kind"], r["frame_start"]): r for r in signals}
     assert {r["signal_id"] for r in signals} == expected
     assert by[("BLOCK", 0)]["label"] == "OK" and by[("BLOCK", 16)]["frames_missing"] == 8

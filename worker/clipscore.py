@@ -265,8 +265,10 @@ def score_faces(scorer, tracks: list, audio: np.ndarray, sample_rate: int = 1600
                                        landmarks=tr.landmarks, occluded=tr.occluded, **kw)
                 c.fill_only = True
                 scoring_s += c.summary.timings_s.get("scoring", 0.0)
-        summary, lent = fill_out_of_view(summary, [(c.index, c.summary) for c in candidates if c.index != best],
-                                         scorer)
+        chosen_in_view = np.asarray(tracks[best].face_present, bool)
+        lenders = [(c.index, c.summary, lendable_frames(tr, chosen_in_view))
+                   for c, tr in zip(candidates, tracks) if c.index != best]
+        summary, lent = fill_out_of_view(summary, lenders, scorer)
         for c in candidates:
             c.jobs_lent = lent.get(c.index, 0)
         if lent:
@@ -279,13 +281,36 @@ def score_faces(scorer, tracks: list, audio: np.ndarray, sample_rate: int = 1600
     return summary
 
 
-def fill_out_of_view(chosen: ClipSummary, others: list[tuple[int, ClipSummary]],
+# A job read on another face must match the audio more likely than not (score: P(these lips
+# belong with this audio)); a listener's lips reach 0.4-0.5 on a job now and then, by chance.
+LEND_MIN_SCORE = 0.5
+
+
+def lendable_frames(track, chosen_in_view: np.ndarray) -> np.ndarray:
+    """(T,) bool: frames of ``track`` that may stand in for the chosen face. A stretch of the track
+    (tracking.geometry.track_runs: it ends at dropouts and jumps, so a cut that hands the track to
+    another face starts a new stretch) qualifies only if the chosen face is out of view in every
+    frame of it: a face seen beside the speaker is a listener, wherever the speaker goes."""
+    from worker.tracking.geometry import track_runs
+
+    present = np.asarray(track.face_present, bool)
+    runs = track_runs(track.roi_params, present)
+    out = np.zeros(present.shape[0], bool)
+    for run in np.unique(runs[present]):
+        frames = present & (runs == run)
+        if not (frames & chosen_in_view).any():
+            out |= frames
+    return out
+
+
+def fill_out_of_view(chosen: ClipSummary, lenders: list[tuple[int, ClipSummary, np.ndarray]],
                      scorer) -> tuple[ClipSummary, dict[int, int]]:
     """``chosen`` with each NO_FACE window and block replaced by the same job of another face
-    that is in view there (the highest score among them; a scored job before a SILENCE one), and
-    its summary taken again over the windows. Returns it and, per face index, how many jobs it
-    lent. Faces are tracks, and a track can change people at a cut; so who speaks is decided per
-    job only where the chosen face cannot be seen."""
+    (``lenders``: index, summary, lendable_frames) that is in view there in a stretch never seen
+    beside the chosen face, for at least half the job's frames, and whose lips match the audio
+    (score >= LEND_MIN_SCORE; the best such); its summary taken again over the windows. Returns
+    it and, per face index, how many jobs it lent. Otherwise the job stays NO_FACE: the speaker
+    is not in view, and a face that is proves nothing about the timing."""
     lent: dict[int, int] = {}
     emitted = dict(chosen.emitted)
 
@@ -294,14 +319,15 @@ def fill_out_of_view(chosen: ClipSummary, others: list[tuple[int, ClipSummary]],
         for r in results:
             if r.label is Label.NO_FACE:
                 key = (r.kind, r.frame_start)
-                alts = [(i, o) for i, s in others for o in (s.windows + s.blocks)
-                        if (o.kind, o.frame_start) == key and o.label is not Label.NO_FACE]
+                alts = [(i, o, s) for i, s, ok in lenders if ok[r.frame_start: r.frame_end].mean() >= 0.5
+                        for o in (s.windows + s.blocks)
+                        if (o.kind, o.frame_start) == key and o.score is not None and o.score >= LEND_MIN_SCORE]
                 if alts:
-                    i, r = max(alts, key=lambda a: (a[1].score is not None, a[1].score or 0.0))
+                    i, r, src = max(alts, key=lambda a: a[1].score)
                     lent[i] = lent.get(i, 0) + 1
-                    src = dict(others)[i].emitted.get((r.kind.value, r.frame_start))
-                    if src is not None:
-                        emitted[(r.kind.value, r.frame_start)] = src
+                    done = src.emitted.get((r.kind.value, r.frame_start))
+                    if done is not None:
+                        emitted[(r.kind.value, r.frame_start)] = done
             out.append(r)
         return out
 

@@ -224,10 +224,37 @@ def test_a_cut_from_two_faces_to_one_keeps_reading_the_speech(dev_clips_dir, tmp
     assert main(["score", str(video), "--json"]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert [w["label"] for w in out["windows"]] == ["OK"] * 6
-    assert all(b["label"] != "NO_FACE" for b in out["blocks"])
+    # block 96 holds 4 frames of the speaker on the right and 12 after the cut: neither face
+    # covers it well, it stays NO_FACE
+    assert [b["frame_start"] for b in out["blocks"] if b["label"] != "OK"] in ([], [96])
     after = [w for w in out["windows"] if w["frame_start"] >= 100]
-    assert all(w["score"] > 0.4 for w in after), [w["score"] for w in after]
+    assert all(w["score"] >= 0.5 for w in after), [w["score"] for w in after]
     chosen, other = out["faces"]
-    assert chosen["centre"][0] > 0.5 and other["jobs_where_chosen_out_of_view"] == 2 + 4  # windows 100, 125; blocks 96..144
+    assert chosen["centre"][0] > 0.5 and other["jobs_where_chosen_out_of_view"] >= 2 + 3  # windows 100, 125; blocks 112..144
     assert any("out of view" in n for n in out["notes"])
     assert out["score"] > 0.6 and abs(out["offset_ms"]) <= 40.0
+
+
+def test_a_hidden_speaker_is_not_read_on_the_listener_beside_them(dev_clips_dir, tmp_path, capsys):
+    """Two faces side by side with the right one's speech; the speaker is blacked out from 2 s to
+    4 s. The listener, in view beside the speaker all along, is not the speaker: those windows
+    stay NO_FACE instead of reading the listener's lips as a timing."""
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("ffmpeg is not installed")
+    pytest.importorskip("mediapipe", reason="mediapipe (the media extra) is not installed")
+    from worker.cli import main
+
+    video = tmp_path / "hidden.mp4"
+    graph = ("[0:v]trim=0:6,setpts=PTS-STARTPTS[a];[1:v]trim=0:6,setpts=PTS-STARTPTS[b];[a][b]hstack=inputs=2,"
+             "drawbox=x=224:y=0:w=224:h=224:color=black:t=fill:enable='between(t,2,4)'[v];"
+             "[1:a]atrim=0:6,asetpts=PTS-STARTPTS[au]")
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(dev_clips_dir / LEFT), "-i", str(dev_clips_dir / RIGHT),
+                    "-filter_complex", graph, "-map", "[v]", "-map", "[au]", "-c:v", "libx264", "-crf", "18",
+                    "-pix_fmt", "yuv420p", "-c:a", "aac", str(video)], check=True)
+    assert main(["score", str(video), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    labels = {w["frame_start"]: w["label"] for w in out["windows"]}
+    assert labels[50] == labels[75] == "NO_FACE", labels
+    assert labels[0] == labels[25] == labels[100] == "OK", labels
+    assert all(f["jobs_where_chosen_out_of_view"] == 0 for f in out["faces"])
+    assert out["faces"][0]["centre"][0] > 0.5 and abs(out["offset_ms"]) <= 40.0

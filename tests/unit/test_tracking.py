@@ -122,6 +122,10 @@ def test_smoothing_never_blends_two_faces_across_a_jump():
     sm = geo.smooth_params(params, np.ones(10, bool), radius=2)
     assert sm[2, 0] == pytest.approx(108.0)  # ordinary motion is still averaged
     assert sm[4, 0] == pytest.approx(116.0) and sm[5, 0] == pytest.approx(300.0)
+    # a zoom cut: the mouth stays in place, the ROI triples
+    params[:, 0], params[5:, 2] = 100.0, 180.0
+    sm = geo.smooth_params(params, np.ones(10, bool), radius=2)
+    assert sm[4, 2] == pytest.approx(60.0) and sm[5, 2] == pytest.approx(180.0)
 
 
 def test_occlusion_score_on_synthetic_lips():

@@ -70,28 +70,37 @@ def bridge_gaps(params: np.ndarray, valid: np.ndarray, max_gap: int) -> np.ndarr
     return bridged
 
 
-# A mouth ROI's centre moving by more than half its side between two frames (at 25 fps) is not
-# one face moving: a head turning fast moves its mouth by well under a quarter of the ROI a frame.
+# A mouth ROI's centre moving by more than half its side between two frames (at 25 fps), or its
+# side changing by half, is not one face moving: a head turning fast moves its mouth by well under
+# a quarter of the ROI a frame. It is a cut to another shot, or a track taken over by another face.
 JUMP_SIDES = 0.5
+JUMP_SIZE_RATIO = 1.5
+
+
+def track_runs(params: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """(T,) run id per frame: a run is a stretch of valid frames with no jump (JUMP_SIDES,
+    JUMP_SIZE_RATIO) inside; dropouts and jumps start a new one. Invalid frames get ids too
+    (their own stretches), so compare ids of valid frames only."""
+    valid = np.asarray(valid, bool)
+    p = np.asarray(params, np.float64)
+    step = np.hypot(*(p[1:, :2] - p[:-1, :2]).T)
+    big, small = np.fmax(p[1:, 2], p[:-1, 2]), np.fmin(p[1:, 2], p[:-1, 2])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        jump = valid[1:] & valid[:-1] & ((step > JUMP_SIDES * big) | (big > JUMP_SIZE_RATIO * small))
+    return np.cumsum(np.concatenate([[1], ((valid[1:] != valid[:-1]) | jump).astype(int)]))
 
 
 def smooth_params(params: np.ndarray, valid: np.ndarray, radius: int) -> np.ndarray:
     """Centred moving average of ROI params over +/-radius frames, using only valid frames of the
-    same contiguous valid run (never averaging across a face dropout, nor across a jump of more
-    than ``JUMP_SIDES`` of the ROI's side in one frame: a cut to another shot, or a track taken
-    over by another face, whose blend would crop neither mouth). (T, 4) -> (T, 4); invalid rows
-    become NaN. Angles are averaged as unit vectors."""
+    same run (track_runs: never averaging across a face dropout, nor across a jump, whose blend
+    would crop neither mouth). (T, 4) -> (T, 4); invalid rows become NaN. Angles are averaged as
+    unit vectors."""
     t_len = len(valid)
     out = np.full_like(params, np.nan)
     if radius <= 0:
         out[valid] = params[valid]
         return out
-    # run id per frame so windows stop at dropouts and jumps
-    step = np.hypot(*(params[1:, :2] - params[:-1, :2]).T)
-    side = np.fmax(params[1:, 2], params[:-1, 2])
-    with np.errstate(invalid="ignore"):
-        jump = valid[1:] & valid[:-1] & (step > JUMP_SIDES * side)
-    run = np.cumsum(np.concatenate([[1], ((valid[1:] != valid[:-1]) | jump).astype(int)]))
+    run = track_runs(params, valid)
     for t in np.flatnonzero(valid):
         lo, hi = max(0, t - radius), min(t_len, t + radius + 1)
         sel = np.arange(lo, hi)

@@ -291,6 +291,22 @@ def test_a_dead_roi_stream_under_live_audio_still_gets_its_jobs():
     assert [s for k, s, _ in spans(feed.jobs) if k == "W"] == [0, 20, 40, 60, 80, 100]
 
 
+def test_a_job_the_audio_ends_in_gets_the_sound_only():
+    """The audio's end marker at 1000 ms: block 24..32 (960-1280 ms) gets audio to 1000 ms, not
+    zeros to its end heard as silence; block 32..40, wholly after it, keeps its frames' span."""
+    feed = Feed()
+    for f in range(40):
+        feed.push(feed.frame("s", f))
+    for start in range(0, 1000, 40):
+        feed.push(feed.chunk("s", start))
+    feed.push(feed.end("s", Stream.AUDIO))
+    feed.push(feed.end("s", Stream.VIDEO))
+    by = {(j.kind.value[0], j.frame_start): j for j in feed.jobs}
+    assert by[("B", 24)].request.audio.end_sample == 1000
+    assert by[("B", 32)].request.audio.end_sample == 1600
+    assert by[("B", 16)].request.audio.end_sample == 1000  # 640-960 ms plus its margin, cut at the end
+
+
 def test_one_topic_read_far_ahead_of_the_other_is_not_late():
     """After a restart the consumer may read seconds of ROI events before any audio:
 

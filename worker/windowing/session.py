@@ -282,9 +282,15 @@ class SessionState:
         a = max(0, ms_to_sample_floor(lo_ms, sr))
         b = ms_to_sample_ceil(hi_ms, sr)
         if self.audio_ended:
-            # nothing exists past the session's last sample: not missing, just not there (the
-            # frames' own span is kept so the scorer sees the audio the frames needed)
-            b = min(b, max(self.audio_end_sample, ms_to_sample_ceil(frame_ms(end, fps), sr)))
+            # nothing exists past the session's last sample: not missing, just not there. A job
+            # the sound ends in gets the sound only, so the scorer reads it where there is sound
+            # (or calls it LOW_QUALITY, with sound under less than half its frames) rather than
+            # hearing zeros as silence under a talking mouth; a job wholly after it keeps its
+            # frames' span of zeros, and is SILENCE
+            if self.audio_end_sample > ms_to_sample_floor(frame_ms(start, fps), sr):
+                b = min(b, self.audio_end_sample)
+            else:
+                b = min(b, ms_to_sample_ceil(frame_ms(end, fps), sr))
         samples, missing_samples = self.audio.extract(a, b)
         sources: list[Source] = []
         newest_rx, newest_tx = 0, None

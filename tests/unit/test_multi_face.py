@@ -204,25 +204,31 @@ def test_a_small_speaker_beside_a_large_listener_is_the_face_scored(dev_clips_di
     assert out["score"] > 0.6 and abs(out["offset_ms"]) <= 40.0, (out["score"], out["offset_ms"])
 
 
-def test_a_cut_from_two_faces_to_one_keeps_reading_the_speech(dev_clips_dir, tmp_path, capsys):
-    """Four seconds of two faces side by side, then a cut to the speaker alone, centred. The
-    tracks follow positions, so after the cut the speaker's face continues the other track; the
-    chosen face is out of view there. Those windows used to be NO_FACE; they are now read on the
-    face in view (the note says so) and the clip summary covers the whole speech."""
+def _score_edit(dev_clips_dir, tmp_path, capsys, graph: str) -> dict:
+    """`score --json` of an edit of LEFT (input 0) and RIGHT (input 1) made by ffmpeg filter
+    ``graph`` (outputs [v] and [au])."""
     if shutil.which("ffmpeg") is None:
         pytest.skip("ffmpeg is not installed")
     pytest.importorskip("mediapipe", reason="mediapipe (the media extra) is not installed")
     from worker.cli import main
 
-    video = tmp_path / "cut.mp4"
-    graph = ("[0:v]trim=0:4,setpts=PTS-STARTPTS[a];[1:v]trim=0:4,setpts=PTS-STARTPTS[b];[a][b]hstack=inputs=2[s1];"
-             "[1:v]trim=4:7,setpts=PTS-STARTPTS,pad=448:224:112:0[s2];[s1][s2]concat=n=2:v=1:a=0[v];"
-             "[1:a]atrim=0:7,asetpts=PTS-STARTPTS[au]")
+    video = tmp_path / "edit.mp4"
     subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(dev_clips_dir / LEFT), "-i", str(dev_clips_dir / RIGHT),
                     "-filter_complex", graph, "-map", "[v]", "-map", "[au]", "-c:v", "libx264", "-crf", "18",
                     "-pix_fmt", "yuv420p", "-c:a", "aac", str(video)], check=True)
     assert main(["score", str(video), "--json"]) == 0
-    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def test_a_cut_from_two_faces_to_one_keeps_reading_the_speech(dev_clips_dir, tmp_path, capsys):
+    """Four seconds of two faces side by side, then a cut to the speaker alone, centred. The
+    tracks follow positions, so after the cut the speaker's face continues the other track; the
+    chosen face is out of view there. Those windows used to be NO_FACE; they are now read on the
+    face in view (the note says so) and the clip summary covers the whole speech."""
+    graph = ("[0:v]trim=0:4,setpts=PTS-STARTPTS[a];[1:v]trim=0:4,setpts=PTS-STARTPTS[b];[a][b]hstack=inputs=2[s1];"
+             "[1:v]trim=4:7,setpts=PTS-STARTPTS,pad=448:224:112:0[s2];[s1][s2]concat=n=2:v=1:a=0[v];"
+             "[1:a]atrim=0:7,asetpts=PTS-STARTPTS[au]")
+    out = _score_edit(dev_clips_dir, tmp_path, capsys, graph)
     assert [w["label"] for w in out["windows"]] == ["OK"] * 6
     # block 96 holds 4 frames of the speaker on the right and 12 after the cut: neither face
     # covers it well, it stays NO_FACE
@@ -239,20 +245,10 @@ def test_a_hidden_speaker_is_not_read_on_the_listener_beside_them(dev_clips_dir,
     """Two faces side by side with the right one's speech; the speaker is blacked out from 2 s to
     4 s. The listener, in view beside the speaker all along, is not the speaker: those windows
     stay NO_FACE instead of reading the listener's lips as a timing."""
-    if shutil.which("ffmpeg") is None:
-        pytest.skip("ffmpeg is not installed")
-    pytest.importorskip("mediapipe", reason="mediapipe (the media extra) is not installed")
-    from worker.cli import main
-
-    video = tmp_path / "hidden.mp4"
     graph = ("[0:v]trim=0:6,setpts=PTS-STARTPTS[a];[1:v]trim=0:6,setpts=PTS-STARTPTS[b];[a][b]hstack=inputs=2,"
              "drawbox=x=224:y=0:w=224:h=224:color=black:t=fill:enable='between(t,2,4)'[v];"
              "[1:a]atrim=0:6,asetpts=PTS-STARTPTS[au]")
-    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(dev_clips_dir / LEFT), "-i", str(dev_clips_dir / RIGHT),
-                    "-filter_complex", graph, "-map", "[v]", "-map", "[au]", "-c:v", "libx264", "-crf", "18",
-                    "-pix_fmt", "yuv420p", "-c:a", "aac", str(video)], check=True)
-    assert main(["score", str(video), "--json"]) == 0
-    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    out = _score_edit(dev_clips_dir, tmp_path, capsys, graph)
     labels = {w["frame_start"]: w["label"] for w in out["windows"]}
     assert labels[50] == labels[75] == "NO_FACE", labels
     assert labels[0] == labels[25] == labels[100] == "OK", labels

@@ -313,15 +313,18 @@ def fill_out_of_view(chosen: ClipSummary, lenders: list[tuple[int, ClipSummary, 
     is not in view, and a face that is proves nothing about the timing."""
     lent: dict[int, int] = {}
     emitted = dict(chosen.emitted)
+    # each lender's jobs by (kind, frame_start), the ones whose lips match the audio only
+    matching = [(i, s, ok, {(o.kind, o.frame_start): o for o in s.windows + s.blocks
+                            if o.score is not None and o.score >= LEND_MIN_SCORE})
+                for i, s, ok in lenders]
 
     def fill(results: list[LipSyncScore]) -> list[LipSyncScore]:
         out = []
         for r in results:
             if r.label is Label.NO_FACE:
                 key = (r.kind, r.frame_start)
-                alts = [(i, o, s) for i, s, ok in lenders if ok[r.frame_start: r.frame_end].mean() >= 0.5
-                        for o in (s.windows + s.blocks)
-                        if (o.kind, o.frame_start) == key and o.score is not None and o.score >= LEND_MIN_SCORE]
+                alts = [(i, jobs[key], s) for i, s, ok, jobs in matching
+                        if key in jobs and ok[r.frame_start: r.frame_end].mean() >= 0.5]
                 if alts:
                     i, r, src = max(alts, key=lambda a: a[1].score)
                     lent[i] = lent.get(i, 0) + 1

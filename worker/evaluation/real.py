@@ -391,7 +391,7 @@ def run_real_eval(scorer, cfg: RealEvalConfig, log: Callable[[str], None] = lamb
                         aggs[name].add(s, shift, frame_ms)
                 scores = [w.score for w in s.windows if w.score is not None]
                 m["w_all"] += scores
-                m["w_dir"] += sum(w.direction is not Direction.UNKNOWN for w in s.windows if w.score is not None)
+                m["w_dir"] += _naming_a_direction(s.windows)
                 if shift == 0:
                     m["w0"], m["clip0"] = scores, s.score
             if s.offset_ms is not None:
@@ -535,7 +535,7 @@ def _mismatched(judges: list, pool: list[ClipInfo], tracked, cfg, per_clip, matc
         t, other = tracked[c.name], tracked[partners[c.name]]
         s = score_tracked(judges[c.judge], t, fit_length(other.audio, t.audio.shape[0]))
         mm_scores += [w.score for w in s.windows if w.score is not None]
-        mm_dir += sum(w.direction is not Direction.UNKNOWN for w in s.windows if w.score is not None)
+        mm_dir += _naming_a_direction(s.windows)
         # no true offset exists: "hits" mean nothing here, only the confidence does
         windows.add_all(s.windows, math.nan, 1000.0 / t.fps)
         row = {"clip": c.name, "audio_of": partners[c.name], "offset_ms": s.offset_ms, "score": _r(s.score),
@@ -558,11 +558,11 @@ def _mismatched(judges: list, pool: list[ClipInfo], tracked, cfg, per_clip, matc
         "matched_clip_score": describe(m_clip),
         "clips_confident": sum((r["confidence"] or 0.0) >= cfg.confident for r in rows),
         "clips_with_direction": sum(r["direction"] != "UNKNOWN" for r in rows),
-        "windows_confident_share": None if n_w == 0 else round(windows.confident / n_w, 4),
+        "windows_confident_share": _share(windows.confident, n_w),
         # scored windows naming a direction (not UNKNOWN): mismatched, and matched at every shift
-        "windows_with_direction_share": None if not mm_scores else round(mm_dir / len(mm_scores), 4),
-        "matched_windows_with_direction_share": _r(sum(matched[c.name]["w_dir"] for c in pool)
-                                                   / max(1, sum(len(matched[c.name]["w_all"]) for c in pool))),
+        "windows_with_direction_share": _share(mm_dir, len(mm_scores)),
+        "matched_windows_with_direction_share": _share(sum(matched[c.name]["w_dir"] for c in pool),
+                                                       sum(len(matched[c.name]["w_all"]) for c in pool)),
         "n_pairs": len(rows),
         "pairs": rows,
     }
@@ -661,6 +661,16 @@ def _targets(r: dict) -> dict:
 
 def _fmt(x) -> str:
     return "none" if x is None else f"{x:+.0f}"
+
+
+def _share(k: int, n: int) -> float | None:
+    """k / n to 4 places; None with nothing to count (not 0)."""
+    return None if n == 0 else round(k / n, 4)
+
+
+def _naming_a_direction(windows) -> int:
+    """Scored windows whose direction is not UNKNOWN."""
+    return sum(w.direction is not Direction.UNKNOWN for w in windows if w.score is not None)
 
 
 def _r(x, nd: int = 4):

@@ -195,6 +195,28 @@ def test_a_job_with_no_frame_at_all_is_low_quality(scorer):
         assert r.label is Label.LOW_QUALITY and r.score is None and r.confidence == 0.0
 
 
+def test_jobs_not_scored_run_the_cnn_on_their_seen_frames_only(random_bundle):
+    """A job with no frame (its ROI stream died) costs no CNN work; a silent job's frames are
+    still encoded into the stream, so the next job's causal context is the frames before it."""
+    s = load_scorer(random_bundle, device="cpu", allow_fallback=False)
+    encoded: list[int] = []
+    encode = s._encode_frames
+    s._encode_frames = lambda x: (encoded.append(x.shape[0]), encode(x))[1]
+    frames = np.random.default_rng(5).integers(0, 255, (32, 96, 96), dtype=np.uint8)
+    speech, quiet = _speechy(SR * 4), np.zeros(SR * 4, np.float32)
+    stream = s.new_stream()
+    dead = s.score(_req(np.zeros((16, 8, 8), np.uint8), speech, frame_start=60, present=np.zeros(16, bool),
+                        face_present=np.zeros(16, bool)), stream)
+    assert dead.label is Label.LOW_QUALITY and sum(encoded) == 0
+    assert s.score(_req(frames[:16], quiet)).label is Label.SILENCE and sum(encoded) == 0  # no stream
+    assert s.score(_req(frames[:16], quiet), stream).label is Label.SILENCE and sum(encoded) == 16
+    after_silence = s.score(_req(frames[16:], speech, frame_start=16), stream)
+    fresh = s.new_stream()
+    s.score(_req(frames[:16], speech), fresh)
+    after_speech = s.score(_req(frames[16:], speech, frame_start=16), fresh)
+    assert np.allclose(after_silence.curve, after_speech.curve, atol=1e-5)
+
+
 @pytest.mark.parametrize("mutate,match", [
     (lambda f, a: (f, a[:0]), "empty audio"),
     (lambda f, a: (f.astype(np.float32), a), "dtype"),

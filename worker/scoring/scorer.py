@@ -196,11 +196,12 @@ class ModelScorer:
             verdict = silence_verdict(req, self.config, prep.rms)
             if verdict is not None:
                 results[i] = null_result(req, self.name, verdict, self.config)
-                warm.append((prep, stream))  # keeps the cache's causal context exact
+                if stream is not None:
+                    warm.append((prep, stream))  # the next job's causal context, from its seen frames
                 continue
             prepared.append((i, prep, stream))
         if warm:
-            self._frame_features(warm)
+            self._warm_cache(warm)
         if prepared:
             feats = self._frame_features([(p, s) for _, p, s in prepared])
             # (T, D) unit vectors per job, as SyncNetLite.video_embed
@@ -239,14 +240,26 @@ class ModelScorer:
                          float(voiced.mean()) if voiced.size else 0.0, rms)
 
     # --- core ------------------------------------------------------------------------------
-    def _frame_features(self, items: list[tuple[_Prepared, FeatureCache | None]]) -> list[torch.Tensor]:
-        """Per-frame CNN features for every job, (T + ctx, F) each; only uncached frames are
-        normalised and run through the CNN."""
+    def _warm_cache(self, items: list[tuple[_Prepared, FeatureCache]]) -> None:
+        """Caches the CNN features of the seen frames (ROI there, face in view) of jobs that are
+        not scored, so that the next job's causal context is the frames before it. Frames without
+        a face are not run at all: a job whose ROI stream died costs no CNN work, and the next
+        job's context repeats the last seen frame instead of reading a blank."""
+        seen = [[t for t in range(p.n_frames) if bool(p.frame_ok[t])] for p, _ in items]
+        computed = self._encode_slots(items, seen)
+        for (j, t), f in computed.items():
+            prep, cache = items[j]
+            cache.put(prep.req.frames.frame_start + t, f)
+
+    def _encode_slots(self, items: list[tuple[_Prepared, FeatureCache | None]],
+                      frames: list[list[int]]) -> dict[tuple[int, int], torch.Tensor]:
+        """CNN features of ``frames[j]`` (positions within job j's frames) that job j's cache does
+        not hold yet, keyed by (job, position)."""
         todo: list[torch.Tensor] = []
         slots: list[tuple[int, int]] = []  # (item, position within the job's frames)
-        for j, (prep, cache) in enumerate(items):
+        for j, ((prep, cache), wanted) in enumerate(zip(items, frames)):
             start = prep.req.frames.frame_start
-            new = [t for t in range(prep.n_frames) if cache is None or cache.get(start + t) is None]
+            new = [t for t in wanted if cache is None or cache.get(start + t) is None]
             if new:
                 todo.append(video_input(prep.req.frames.frames[new], self.manifest.video))
                 slots += [(j, t) for t in new]
@@ -264,6 +277,12 @@ class ModelScorer:
                 feats = self.model.add_shape(feats, shape.to(feats.device), ok.to(feats.device))
             for slot, f in zip(slots, feats):
                 computed[slot] = f
+        return computed
+
+    def _frame_features(self, items: list[tuple[_Prepared, FeatureCache | None]]) -> list[torch.Tensor]:
+        """Per-frame CNN features for every job, (T + ctx, F) each; only uncached frames are
+        normalised and run through the CNN."""
+        computed = self._encode_slots(items, [list(range(p.n_frames)) for p, _ in items])
         result = []
         for j, (prep, cache) in enumerate(items):
             start = prep.req.frames.frame_start

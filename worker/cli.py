@@ -26,14 +26,26 @@ class _Parser(argparse.ArgumentParser):
         raise CliError(f"{self.prog}: {message}", EXIT_USAGE)
 
 
-def load_scorer_for_command(bundle_dir: str | None, device: str = "auto", what: str = "bundle"):
+# --max-offset-ms bounds (the worker's scoring.max_offset_ms has the same)
+MIN_SEARCH_MS, MAX_SEARCH_MS = 40.0, 1000.0
+
+
+def load_scorer_for_command(bundle_dir: str | None, device: str = "auto", what: str = "bundle",
+                            max_offset_ms: float | None = None):
     """``load_scorer`` for a command line: the default bundle may fall back to the heuristic scorer
-    (with its loud log line), a bundle the user named must load; a failure is one CliError line."""
+    (with its loud log line), a bundle the user named must load; a failure is one CliError line.
+    ``max_offset_ms``: search -max..+max instead of the default +/-200 ms."""
     from worker.scoring.loader import load_scorer
+    from worker.scoring.postprocess import ScorerConfig
     from worker.scoring.scorer import DeviceError
 
+    config = None
+    if max_offset_ms is not None:
+        if not (MIN_SEARCH_MS <= max_offset_ms <= MAX_SEARCH_MS):
+            raise CliError(f"--max-offset-ms must be within {MIN_SEARCH_MS:g}..{MAX_SEARCH_MS:g}, got {max_offset_ms:g}")
+        config = ScorerConfig(min_offset_ms=-max_offset_ms, max_offset_ms=max_offset_ms)
     try:
-        return load_scorer(bundle_dir, device=device, allow_fallback=bundle_dir is None)
+        return load_scorer(bundle_dir, config, device=device, allow_fallback=bundle_dir is None)
     except DeviceError as exc:
         raise CliError(str(exc)) from None
     except Exception as exc:  # noqa: BLE001 - BundleError, OSError, ...: one line, no traceback
@@ -63,6 +75,8 @@ def _add_score(sub) -> None:
                         f"best (1..{MAX_FACES}; default {DEFAULT_SCORE_FACES})")
     p.add_argument("--block-frames", type=int, default=16)
     p.add_argument("--window-ms", type=int, default=1000)
+    p.add_argument("--max-offset-ms", type=float, default=200.0,
+                   help="search offsets within +/- this many ms (40..1000; default 200)")
     p.set_defaults(func=run_score)
 
 
@@ -91,7 +105,7 @@ def run_score(args) -> int:
         if audio_info is not None and not audio_info.has_audio:
             raise CliError(f"no audio stream in {args.audio}")
         # so is the bundle and the device: a typo fails in a second, not after the tracking
-        scorer = load_scorer_for_command(args.bundle, args.device)
+        scorer = load_scorer_for_command(args.bundle, args.device, max_offset_ms=args.max_offset_ms)
         t0 = time.perf_counter()
         tracks = None
         if args.roi:
@@ -142,7 +156,7 @@ def _print_summary(s, media: str) -> None:
     score = "n/a" if s.score is None else f"{s.score:.3f}"
     print(f"{media}: offset {off} ({s.direction}), score {score}, confidence {s.confidence:.2f}, "
           f"label {s.label}, scorer {s.scorer}")
-    for note in s.notes:
+    for note in s.all_notes():
         print(f"  note: {note}")
     t = s.timings_s
     if t.get("video"):

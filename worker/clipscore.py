@@ -40,6 +40,19 @@ class ClipSummary:
     session_id: str = "clip"
     # (kind, frame_start) -> (ms from the start of scoring to its result, wall time then in ms)
     emitted: dict[tuple[str, int], tuple[int, int]] = field(default_factory=dict)
+    # the summed curve peaks at an end of the offset search
+    at_search_edge: bool = False
+
+    def all_notes(self) -> list[str]:
+        """``notes`` and what the summary itself says about its reading."""
+        if not self.at_search_edge or self.offset_ms is None:
+            return list(self.notes)
+        # the sum still rises at the search's end: the true offset may lie beyond it (or, with a
+        # low score, the lips do not go with this audio at all)
+        edge = (f"the best offset is at the edge of the search ({self.offset_ms:+.0f} ms): the audio may be "
+                "off by more than that, or not go with these lips at all if the score is low "
+                "(--max-offset-ms widens the search)")
+        return [*self.notes, edge]
 
     def to_json(self) -> dict:
         return {
@@ -52,7 +65,7 @@ class ClipSummary:
             "n_frames": self.n_frames,
             "fps": self.fps,
             "timings_s": {k: round(v, 3) for k, v in self.timings_s.items()},
-            "notes": self.notes,
+            "notes": self.all_notes(),
             "faces": self.faces,
             "windows": [self._signal(w) for w in self.windows],
             "blocks": [self._signal(b) for b in self.blocks],
@@ -187,8 +200,9 @@ def summarise(windows: list[LipSyncScore], fps: float, scorer, n_frames: int) ->
     occluded_share = float(np.mean([w.occluded for w in windows])) if windows else 0.0
     label = Label.OCCLUDED if occluded_share >= 0.5 else Label.OK
     direction = direction_for(offset_ms, frame_ms, conf, cfg, score) if cfg is not None else None
+    at_edge = peak.offset_frames in (grid.lo_frames, grid.hi_frames)
     return ClipSummary(offset_ms, score, conf, direction.value if direction else "UNKNOWN", label.value,
-                       scorer.name, windows, [], n_frames, fps)
+                       scorer.name, windows, [], n_frames, fps, at_search_edge=at_edge)
 
 
 # A face seen in fewer frames than this share of the clip is not scored as the speaker candidate

@@ -185,6 +185,11 @@ class ScoringConfig(_Section):
                                            "this (default: half of max_queued_jobs).")
     bundle_dir: Path | None = None
     silence_rms_threshold: float | None = Field(default=None, ge=0)
+    max_offset_ms: float = Field(
+        default=200.0, ge=40, le=1000, description="Offsets searched: -max_offset_ms..+max_offset_ms "
+        "in steps of one frame. Wider finds larger offsets, at the price of more audio held per job "
+        "(the search margin) and a little more chance that unrelated lips and audio find a peak."
+    )
     torch_threads: int | None = Field(
         default=None, ge=1, le=256, description="CPU threads for the scorer (default: cores - 1, at "
         "most 4, at least 1: the poll loop needs a core, and oversubscribed OpenMP threads are "

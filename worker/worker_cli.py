@@ -93,13 +93,13 @@ def _load(args: argparse.Namespace):
 def load_worker_scorer(cfg):
     """The real scorer (the bundled model, or the heuristic fallback when it cannot load)."""
     from worker.scoring.loader import load_scorer
+    from worker.scoring.postprocess import ScorerConfig
 
-    kwargs: dict[str, Any] = {"device": cfg.scoring.device}
+    settings: dict[str, Any] = {"min_offset_ms": -cfg.scoring.max_offset_ms,
+                                "max_offset_ms": cfg.scoring.max_offset_ms}
     if cfg.scoring.silence_rms_threshold is not None:
-        from worker.scoring.postprocess import ScorerConfig
-
-        kwargs["config"] = ScorerConfig(silence_rms=cfg.scoring.silence_rms_threshold)
-    return load_scorer(cfg.scoring.bundle_dir, **kwargs)
+        settings["silence_rms"] = cfg.scoring.silence_rms_threshold
+    return load_scorer(cfg.scoring.bundle_dir, ScorerConfig(**settings), device=cfg.scoring.device)
 
 
 def ensure_config_topics(cfg) -> None:

@@ -33,6 +33,19 @@ def test_summary_sums_curves_so_one_bad_window_does_not_win():
     assert s.label == "OK"
 
 
+def test_a_summary_that_peaks_at_the_search_edge_says_the_offset_may_lie_beyond():
+    rising = [0, 0, 0, 0, 0, 0, 0, 0.1, 0.2, 0.4, 0.6]  # still climbing at +200 ms
+    edge = summarise([_win(0, rising), _win(25, rising)], 25.0, HeuristicScorer(), 50)
+    assert edge.offset_ms == 200.0 and edge.at_search_edge
+    notes = edge.all_notes()
+    assert any("edge of the search (+200 ms)" in n and "--max-offset-ms" in n for n in notes), notes
+    assert edge.to_json()["notes"] == notes
+    inside = summarise([_win(0, [0, 0, 0, 0, 0, 0, 0, 0.2, 0.6, 0.2, 0])], 25.0, HeuristicScorer(), 25)
+    assert not inside.at_search_edge and inside.all_notes() == []
+    low_edge = summarise([_win(0, rising[::-1])], 25.0, HeuristicScorer(), 25)
+    assert any("(-200 ms)" in n for n in low_edge.all_notes())
+
+
 def test_summary_of_silence_and_no_face():
     sil = [_win(0, [0] * 11, Label.SILENCE, None), _win(25, [0] * 11, Label.SILENCE, None)]
     s = summarise(sil, 25.0, HeuristicScorer(), 50)

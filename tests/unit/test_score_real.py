@@ -122,6 +122,19 @@ def test_mismatched_pair_scores_lower_than_matched(capsys, tmp_path, dev_clips_d
     assert mismatched["confidence"] < 0.5, mismatched
 
 
+def test_an_offset_beyond_the_default_search_is_read_with_a_wider_one(capsys, tmp_path, dev_clips_dir):
+    """400 ms is outside the default +/-200 ms search (CONTRACT: configurable): --max-offset-ms
+    600 finds it, absolute and signed, and so do most of its 1-s windows."""
+    media = dev_clips_dir / "grid_swiz3n.mpg"
+    wav = _write_wav(tmp_path / "late.wav", _delayed(_own_audio(media), 400))
+    res = _score(capsys, media, "--audio", str(wav), "--max-offset-ms", "600")
+    frame_ms = 1000.0 / res["fps"]
+    assert abs(res["offset_ms"] - 400) <= frame_ms + 0.5, res["offset_ms"]
+    assert res["direction"] == "AUDIO_LAGS"
+    assert sum((w["offset_ms"] or 0) > 200 for w in res["windows"]) >= len(res["windows"]) // 2
+    assert "must be within 40..1000" in _one_line_error(capsys, ["score", str(media), "--max-offset-ms", "5000"])
+
+
 def _one_line_error(capsys, argv: list[str]) -> str:
     rc = main(argv)
     cap = capsys.readouterr()

@@ -152,7 +152,8 @@ def test_serve_cli_bad_arguments_are_one_line_errors(capsys):
     from worker.cli import main
 
     for argv, needle in ((["serve", "--port", "70000"], "--port"), (["serve", "--max-body-mb", "0"], "positive"),
-                         (["serve", "--bundle", "/no/such/bundle"], "cannot load bundle")):
+                         (["serve", "--bundle", "/no/such/bundle"], "cannot load bundle"),
+                         (["serve", "--max-offset-ms", "nan"], "--max-offset-ms")):
         assert main(argv) != 0
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and needle in err[0] and "Traceback" not in err[0]

@@ -96,6 +96,7 @@ def test_librdkafka_passthrough_from_env_json(monkeypatch):
         ("windowing: {window_ms: 500}", "windowing.window_ms"),
         ("kafka: {topics: {audio: {name: a, partitions: 3}}}", "co-partitioned"),
         ("scoring: {device: tpu}", "scoring.device"),
+        ("scoring: {max_offset_ms: 5000}", "scoring.max_offset_ms"),
         ("nonsense: 1", "nonsense"),
         ("- a list", "mapping"),
         ("a: [", "not valid YAML"),
@@ -133,6 +134,19 @@ def test_scoring_defaults_follow_the_device_and_cores(monkeypatch):
     cfg = load_config()
     assert cfg.scoring.cpu_threads() == 3 and cfg.scoring.batch_size_for("cuda") == 5
     assert cfg.scoring.resume_below == cfg.scoring.max_queued_jobs // 2
+
+
+def test_the_offset_search_is_configurable_and_reaches_the_scorer(monkeypatch):
+    """CONTRACT: -200..+200 ms by default, configurable; the scorer searches what is set and
+    asks the join for that much more audio around each job."""
+    from worker.worker_cli import load_worker_scorer
+
+    default = load_worker_scorer(load_config())
+    assert (default.config.min_offset_ms, default.config.max_offset_ms) == (-200.0, 200.0)
+    monkeypatch.setenv("SYNC_SCORER_SCORING__MAX_OFFSET_MS", "500")
+    wide = load_worker_scorer(load_config())
+    assert (wide.config.min_offset_ms, wide.config.max_offset_ms) == (-500.0, 500.0)
+    assert wide.search_margin_ms == pytest.approx(default.search_margin_ms + 300.0)
 
 
 def test_a_shutdown_that_overruns_its_deadline_ends_the_process(monkeypatch):

@@ -20,6 +20,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bundle", help="model bundle directory (default: the bundled model; without one "
                                     "the heuristic scorer is evaluated and the report says so)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--max-offset-ms", type=float, default=200.0,
+                   help="search offsets within +/- this many ms (40..1000; default 200)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     p.add_argument("--json", action="store_true", help="last line of stdout: the report as one JSON object")
     p.add_argument("--out", help="also write the JSON report to this file")
@@ -80,7 +82,7 @@ def _setup(args):
     if args.threads < 1:
         raise CliError("--threads must be >= 1")
     torch.set_num_threads(args.threads)
-    scorer = load_scorer_for_command(args.bundle, args.device)
+    scorer = load_scorer_for_command(args.bundle, args.device, max_offset_ms=args.max_offset_ms)
     log = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
     return scorer, log
 
@@ -89,6 +91,7 @@ def _bundle_info(scorer, args) -> dict:
     m = getattr(scorer, "manifest", None)
     return {"scorer": scorer.name, "bundle_dir": args.bundle or "default",
             "weights_sha256": getattr(m, "weights_sha256", None),
+            "search_ms": [getattr(scorer.config, "min_offset_ms", None), getattr(scorer.config, "max_offset_ms", None)],
             "heuristic_reason": getattr(scorer, "reason", None)}
 
 
@@ -155,7 +158,7 @@ def run_real(args) -> int:
                              degraded_shifts_ms=deg_shifts, degradations=degradations,
                              degrade_on=args.degrade_on, limit=args.limit, speed=not args.no_speed)
         scorer, log = _setup(args)
-        folds = tuple(load_scorer_for_command(d.strip(), args.device, "--cv-folds bundle")
+        folds = tuple(load_scorer_for_command(d.strip(), args.device, "--cv-folds bundle", args.max_offset_ms)
                       for d in args.cv_folds.split(",") if d.strip())
         report = run_real_eval(scorer, cfg, log, folds=folds)
     except ValueError as exc:

@@ -28,6 +28,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--max-body-mb", type=float, default=64.0, help="largest request body (default 64 MB)")
     p.add_argument("--max-seconds", type=float, default=120.0, help="longest clip per request (default 120 s)")
+    p.add_argument("--max-offset-ms", type=float, default=200.0,
+                   help="search offsets within +/- this many ms (40..1000; default 200)")
     return p
 
 
@@ -46,7 +48,7 @@ def run(args) -> int:
         raise CliError("--grpc-port must be within 0..65535, or -1 for no gRPC")
     if args.max_body_mb <= 0 or args.max_seconds <= 0:
         raise CliError("--max-body-mb and --max-seconds must be positive")
-    scorer = load_scorer_for_command(args.bundle, args.device)
+    scorer = load_scorer_for_command(args.bundle, args.device, max_offset_ms=args.max_offset_ms)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     service = ScoreService(scorer, args.max_seconds)
     max_bytes = int(args.max_body_mb * (1 << 20))

@@ -77,6 +77,9 @@ def _add_score(sub) -> None:
     p.add_argument("--window-ms", type=int, default=1000)
     p.add_argument("--max-offset-ms", type=float, default=200.0,
                    help="search offsets within +/- this many ms (40..1000; default 200)")
+    p.add_argument("--audio-stream", type=int, default=None, metavar="N",
+                   help="score the N-th audio stream (0-based) of the audio's file (default: the one "
+                        "flagged default, else the first)")
     p.set_defaults(func=run_score)
 
 
@@ -91,17 +94,18 @@ def run_score(args) -> int:
         raise CliError("--window-ms must be within 800..1200")
     if not (1 <= args.max_faces <= MAX_FACES):
         raise CliError(f"--max-faces must be within 1..{MAX_FACES}")
-    if args.fps is not None and not (1.0 <= args.fps <= 240.0):  # before decoding, not after
-        raise CliError(f"--fps must be within 1..240, got {args.fps}")
+    # below 10 fps one frame is 100 ms and more: the +/-200 ms search holds a handful of offsets
+    if args.fps is not None and not (MIN_SCORE_FPS <= args.fps <= 240.0):  # before decoding, not after
+        raise CliError(f"--fps must be within {MIN_SCORE_FPS:g}..240, got {args.fps}")
     t_start = time.perf_counter()
     try:
-        info = probe(args.media)
+        info = probe(args.media, None if args.audio else args.audio_stream)
         if not info.has_video:
             raise CliError(f"no video stream in {args.media}")
         if args.audio is None and not info.has_audio:
             raise CliError(f"no audio stream in {args.media} (pass --audio FILE)")
         # the --audio file is checked before tracking (seconds to minutes), not after
-        audio_info = probe(args.audio) if args.audio else None
+        audio_info = probe(args.audio, args.audio_stream) if args.audio else None
         if audio_info is not None and not audio_info.has_audio:
             raise CliError(f"no audio stream in {args.audio}")
         # so is the bundle and the device: a typo fails in a second, not after the tracking
@@ -136,6 +140,7 @@ def run_score(args) -> int:
     if tracks is not None and not np_any(tracks[0].face_present):
         summary.label = "NO_FACE"
         summary.notes.append("no face found in any frame")
+    summary.notes += input_notes(info, audio_info, frames.shape[0] / fps, audio.shape[0] / 16000, fps)
     summary.timings_s.update({"tracking": tracking_s, "decode": decode_s,
                               "total": time.perf_counter() - t_start,
                               "video": frames.shape[0] / fps})
@@ -143,6 +148,30 @@ def run_score(args) -> int:
     if args.json:
         print(json.dumps(summary.to_json()))
     return 0
+
+
+MIN_SCORE_FPS = 10.0
+
+
+def input_notes(video, audio_info, video_s: float, audio_s: float, fps: float) -> list[str]:
+    """What a user should know about the input that scoring itself does not show: a file that
+    decoded to less than it says it holds, audio far longer than the video, which of several
+    audio streams was scored, a frame rate too low for the offsets to mean much."""
+    notes = []
+    if video.duration_s > video_s + 1.0:
+        notes.append(f"the file says {video.duration_s:.1f} s but {video_s:.1f} s of video could be decoded "
+                     "(truncated or damaged?): only that was scored")
+    if audio_s > video_s + 1.0:
+        notes.append(f"the audio runs {audio_s - video_s:.1f} s past the video's end: only the part under the "
+                     "video was scored")
+    source = audio_info or video
+    if source.audio_streams > 1:
+        notes.append(f"{source.path} has {source.audio_streams} audio streams: scored stream {source.audio_stream} "
+                     "(0-based; --audio-stream N picks another)")
+    if fps < MIN_SCORE_FPS:
+        notes.append(f"at {fps:g} fps a frame lasts {1000 / fps:.0f} ms: offsets are read in those steps, and "
+                     "the model knows lips at 25-30 fps")
+    return notes
 
 
 def np_any(x) -> bool:

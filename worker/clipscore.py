@@ -16,6 +16,7 @@ import torch
 
 from worker.scoring.offsets import OffsetGrid, pick_peak
 from worker.scoring.postprocess import direction_for
+from worker.scoring.rate import decimation
 from worker.scoring.types import AudioSpan, FrameSpan, Kind, Label, LipSyncScore, ScoreRequest
 from worker.windowing.timeline import JobGrid
 
@@ -66,6 +67,7 @@ class ClipSummary:
             "fps": self.fps,
             "timings_s": {k: round(v, 3) for k, v in self.timings_s.items()},
             "notes": self.all_notes(),
+            "offset_at_search_edge": self.at_search_edge,
             "faces": self.faces,
             "windows": [self._signal(w) for w in self.windows],
             "blocks": [self._signal(b) for b in self.blocks],
@@ -169,7 +171,8 @@ def _pad_to_video(audio: np.ndarray, video_s: float, sample_rate: int, margin_sa
 
 
 def summarise(windows: list[LipSyncScore], fps: float, scorer, n_frames: int) -> ClipSummary:
-    frame_ms = 1000.0 / fps
+    # the windows' curves are on the rate they were scored at (50/60 fps: every other frame)
+    frame_ms = 1000.0 * decimation(fps) / fps
     usable = [w for w in windows if w.score is not None and w.curve]
     labels = [w.label for w in windows]
     if not usable:
@@ -200,7 +203,7 @@ def summarise(windows: list[LipSyncScore], fps: float, scorer, n_frames: int) ->
     occluded_share = float(np.mean([w.occluded for w in windows])) if windows else 0.0
     label = Label.OCCLUDED if occluded_share >= 0.5 else Label.OK
     direction = direction_for(offset_ms, frame_ms, conf, cfg, score) if cfg is not None else None
-    at_edge = peak.offset_frames in (grid.lo_frames, grid.hi_frames)
+    at_edge = grid.lo_frames < grid.hi_frames and peak.offset_frames in (grid.lo_frames, grid.hi_frames)
     return ClipSummary(offset_ms, score, conf, direction.value if direction else "UNKNOWN", label.value,
                        scorer.name, windows, [], n_frames, fps, at_search_edge=at_edge)
 

@@ -135,6 +135,43 @@ def test_an_offset_beyond_the_default_search_is_read_with_a_wider_one(capsys, tm
     assert "must be within 40..1000" in _one_line_error(capsys, ["score", str(media), "--max-offset-ms", "5000"])
 
 
+def test_a_50_fps_copy_reads_as_the_25_fps_clip(capsys, tmp_path, dev_clips_dir):
+    """The networks know 25-30 fps lips: 50 fps frames (each one twice) used to read a clip's
+    offset 20-43 ms later (an audit); scored on every other frame they read as the clip."""
+    media = dev_clips_dir / "grid_swiz3n.mpg"
+    fast = tmp_path / "fifty.mp4"
+    _ffmpeg("-i", str(media), "-vf", "fps=50", "-c:v", "libx264", "-crf", "18", "-c:a", "aac", str(fast))
+    base, res = _score(capsys, media), _score(capsys, fast)
+    assert res["fps"] == 50 and all(w["frame_end"] - w["frame_start"] == 50 for w in res["windows"])
+    assert res["offset_ms"] == base["offset_ms"] and res["direction"] == base["direction"], (base["offset_ms"], res["offset_ms"])
+    assert res["score"] == pytest.approx(base["score"], abs=0.05)
+
+
+def test_of_two_audio_streams_the_default_one_is_scored_and_the_note_says_so(capsys, tmp_path, dev_clips_dir):
+    """A file with another speaker's track first and the clip's own, flagged default, second (a
+    dubbed film's layout): players play the flagged one, and so must the scorer."""
+    media, other = dev_clips_dir / "grid_swiz3n.mpg", dev_clips_dir / "vox_pcavs_517600055.mp4"
+    two = tmp_path / "two tracks.mp4"
+    _ffmpeg("-i", str(media), "-i", str(other), "-map", "0:v", "-map", "1:a", "-map", "0:a", "-c:v", "libx264",
+            "-c:a", "aac", "-disposition:a:0", "0", "-disposition:a:1", "default", "-shortest", str(two))
+    base, own = _score(capsys, media), _score(capsys, two)
+    assert abs(own["offset_ms"] - base["offset_ms"]) <= 40 and own["score"] > 0.5, own
+    assert any("2 audio streams: scored stream 1" in n for n in own["notes"]), own["notes"]
+    dub = _score(capsys, two, "--audio-stream", "0")
+    assert dub["score"] < own["score"] and any("scored stream 0" in n for n in dub["notes"])
+    assert "audio stream must be within 0..1" in _one_line_error(capsys, ["score", str(two), "--audio-stream", "2"])
+
+
+def test_a_truncated_file_says_how_much_of_it_was_scored(capsys, tmp_path, dev_clips_dir):
+    whole = tmp_path / "whole.mp4"
+    _ffmpeg("-i", str(dev_clips_dir / "vox_pcavs_00015.mp4"), "-c", "copy", "-movflags", "+faststart", str(whole))
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    res = _score(capsys, cut)
+    assert any("could be decoded (truncated or damaged?)" in n for n in res["notes"]), res["notes"]
+    assert "--fps must be within 10..240" in _one_line_error(capsys, ["score", str(cut), "--fps", "2"])
+
+
 def _one_line_error(capsys, argv: list[str]) -> str:
     rc = main(argv)
     cap = capsys.readouterr()
@@ -195,7 +232,7 @@ def test_an_fps_out_of_range_is_refused_before_decoding(capsys, dev_clips_dir, m
         raise AssertionError("decoded before the --fps check")
 
     monkeypatch.setattr(decode, "iter_video", no_decoding)
-    assert "--fps must be within 1..240" in _one_line_error(capsys, ["score", str(dev_clips_dir / "grid_swiz3n.mpg"),
+    assert "--fps must be within 10..240" in _one_line_error(capsys, ["score", str(dev_clips_dir / "grid_swiz3n.mpg"),
                                                                       "--fps", "1000"])
 
 

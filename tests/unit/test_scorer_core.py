@@ -217,6 +217,32 @@ def test_jobs_not_scored_run_the_cnn_on_their_seen_frames_only(random_bundle):
     assert np.allclose(after_silence.curve, after_speech.curve, atol=1e-5)
 
 
+def test_a_60_fps_job_is_read_on_every_other_frame_like_the_30_fps_one(scorer):
+    """The networks know 25-30 fps lips (rate.py): a job at 60 fps is scored on its even session
+    frames, so 60 fps frames that repeat a 30 fps clip read exactly as that clip, and the result
+    keeps the job's own span."""
+    from worker.scoring.rate import decimation
+
+    assert [decimation(f) for f in (12.5, 25, 29.97, 30, 40, 50, 59.94, 60, 120)] == [1, 1, 1, 1, 1, 2, 2, 2, 4]
+    frames30 = np.random.default_rng(6).integers(0, 255, (30, 96, 96), dtype=np.uint8)
+    audio = _speechy(SR * 4)
+    for s in (scorer, HeuristicScorer()):
+        r30 = s.score(_req(frames30, audio, fps=30.0, frame_start=30, kind=Kind.WINDOW))
+        r60 = s.score(_req(np.repeat(frames30, 2, axis=0), audio, fps=60.0, frame_start=60, kind=Kind.WINDOW))
+        assert (r60.frame_start, r60.frame_end, r60.start_ms, r60.end_ms) == (60, 120, 1000, 2000)
+        assert r60.offset_ms == r30.offset_ms and r60.curve_offsets_ms == r30.curve_offsets_ms, s.name
+        assert np.allclose(r60.curve, r30.curve, atol=1e-5) and r60.score == pytest.approx(r30.score, abs=1e-6)
+    # a job starting on an odd frame keeps the even ones (the same frames any other job keeps)
+    odd = scorer.score(_req(np.repeat(frames30, 2, axis=0)[1:], audio, fps=60.0, frame_start=61, kind=Kind.WINDOW))
+    assert (odd.frame_start, odd.frame_end) == (61, 120) and odd.offset_ms is not None
+    # a stream's cache is keyed by session frame, as the worker's forget_before(session frame) expects
+    stream = scorer.new_stream()
+    scorer.score(_req(np.repeat(frames30[:16], 2, axis=0), audio, fps=60.0), stream)
+    assert stream.cached_frames() == 16
+    stream.forget_before(16)
+    assert stream.cached_frames() == 8  # session frames 16, 18, ..., 30
+
+
 @pytest.mark.parametrize("mutate,match", [
     (lambda f, a: (f, a[:0]), "empty audio"),
     (lambda f, a: (f.astype(np.float32), a), "dtype"),

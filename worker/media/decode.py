@@ -58,6 +58,8 @@ class MediaInfo:
     sample_rate: int | None = None
     channels: int | None = None
     rotation_deg: int = 0
+    audio_streams: int = 0  # how many audio streams the file has
+    audio_stream: int = 0  # which of them (ffmpeg's 0:a:N) is read: the one asked for, else the default-flagged one
 
     @property
     def av_start_offset_ms(self) -> float:
@@ -108,8 +110,10 @@ def _check_path(path: str | os.PathLike) -> str:
     return str(p)
 
 
-def probe(path: str | os.PathLike) -> MediaInfo:
-    """Describe the first video and first audio stream of ``path`` (raises MediaError)."""
+def probe(path: str | os.PathLike, audio_stream: int | None = None) -> MediaInfo:
+    """Describe the first video stream of ``path`` and one audio stream (raises MediaError): the
+    ``audio_stream``-th (0-based, as ffmpeg's 0:a:N), else the one flagged default when there
+    are several (what players play; a dubbed film's original language, say), else the first."""
     _require_tools()
     spath = _check_path(path)
     cmd = ["ffprobe", "-v", "error", "-print_format", "json", "-show_format", "-show_streams", spath]
@@ -129,7 +133,14 @@ def probe(path: str | os.PathLike) -> MediaInfo:
          and not s.get("disposition", {}).get("attached_pic")),
         None,
     )
-    audio = next((s for s in streams if s.get("codec_type") == "audio"), None)
+    audios = [s for s in streams if s.get("codec_type") == "audio"]
+    if audio_stream is not None and not 0 <= audio_stream < max(1, len(audios)):
+        raise MediaError(f"{spath} has {len(audios)} audio stream(s): the audio stream must be within "
+                         f"0..{max(0, len(audios) - 1)}, got {audio_stream}")
+    if audio_stream is None:
+        flagged = [i for i, a in enumerate(audios) if a.get("disposition", {}).get("default")]
+        audio_stream = flagged[0] if len(audios) > 1 and flagged else 0
+    audio = audios[audio_stream] if audios else None
     if video is None and audio is None:
         raise MediaError(f"cannot read media file {spath}: no audio or video stream")
 
@@ -163,6 +174,7 @@ def probe(path: str | os.PathLike) -> MediaInfo:
         kw.update(
             audio_codec=audio.get("codec_name"), sample_rate=int(_float(audio.get("sample_rate"))),
             channels=int(audio.get("channels") or 0), audio_start_s=_float(audio.get("start_time")),
+            audio_streams=len(audios), audio_stream=audio_stream,
         )
     duration = _float(fmt.get("duration"))
     if duration <= 0:
@@ -322,11 +334,11 @@ def _check_audio(info: MediaInfo, sample_rate: int) -> None:
 
 
 def _decode_audio(info: MediaInfo, sample_rate: int, align: str, copyts: bool) -> np.ndarray:
-    """The first audio stream as mono float32 at ``sample_rate``: ``align`` (an aresample at the
+    """The audio stream ``info`` names as mono float32 at ``sample_rate``: ``align`` (an aresample at the
     native rate) first, then the resampling; ``copyts`` keeps the container's clock."""
     af = f"{align},aresample={sample_rate},aformat=sample_fmts=flt:channel_layouts=mono"
     cmd = ["ffmpeg", "-v", "error", "-nostdin", *(["-copyts"] if copyts else []), "-i", info.path,
-           "-map", "0:a:0", "-af", af, "-f", "f32le", "pipe:1"]
+           "-map", f"0:a:{info.audio_stream}", "-af", af, "-f", "f32le", "pipe:1"]
     proc = subprocess.run(cmd, capture_output=True, check=False)
     if proc.returncode != 0:
         last = (proc.stderr.decode("utf-8", "replace").strip().splitlines() or ["?"])[-1]

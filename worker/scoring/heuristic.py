@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from model_store.features import frame_rms, frames_to_gray
 from worker.scoring.offsets import OffsetGrid, own_time_pairs, pick_peak
 from worker.scoring.postprocess import ScorerConfig, build_result, null_result, silence_verdict
+from worker.scoring.rate import at_model_rate, on_request_frames
 from worker.scoring.types import LipSyncScore, ScoreRequest
 from worker.scoring.validate import validate_request
 
@@ -76,6 +77,10 @@ class HeuristicScorer:
 
     def score(self, request: ScoreRequest, stream: object | None = None) -> LipSyncScore:
         validate_request(request, self.sample_rate)
+        # on the models' frame grid too (rate.py), so a clip's windows read alike whichever scores them
+        return on_request_frames(self._score(at_model_rate(request)), request)
+
+    def _score(self, request: ScoreRequest) -> LipSyncScore:
         cfg = self.config
         verdict = silence_verdict(request, cfg)
         if verdict is not None:

@@ -35,6 +35,7 @@ from worker.scoring.offsets import (
     widen,
 )
 from worker.scoring.postprocess import ScorerConfig, build_result, null_result, silence_verdict
+from worker.scoring.rate import at_model_rate, on_request_frames
 from worker.scoring.types import LipSyncScore, ScoreRequest
 from worker.scoring.validate import validate_request
 from worker.tracking.geometry import LIP_INDICES, mouth_shape
@@ -124,6 +125,12 @@ class _Prepared:
     audio_ok: torch.Tensor  # (n_audio,) bool, core positions only
     voiced_fraction: float
     rms: np.ndarray  # (T,) audio RMS under each frame
+    frame_step: int = 1  # session frames per scored frame (rate.py: 2 at 50/60 fps)
+
+    def session_index(self, t: int) -> int:
+        """The session frame index of scored frame ``t`` (negative: before the job): what a
+        stream's cache is keyed by, so that the worker's forget_before(session index) holds."""
+        return (self.req.frames.frame_start + t) * self.frame_step
 
 
 class ModelScorer:
@@ -190,9 +197,11 @@ class ModelScorer:
         results: list[LipSyncScore | None] = [None] * len(requests)
         prepared: list[tuple[int, _Prepared, FeatureCache | None]] = []
         warm: list[tuple[_Prepared, FeatureCache | None]] = []
-        for i, (req, stream) in enumerate(zip(requests, streams)):
-            validate_request(req, self.manifest.audio.sample_rate)
+        for i, (job, stream) in enumerate(zip(requests, streams)):
+            validate_request(job, self.manifest.audio.sample_rate)
+            req = at_model_rate(job)  # 50/60 fps: every other frame (rate.py)
             prep = self._prepare(req)
+            prep.frame_step = round(job.frames.fps / req.frames.fps)
             verdict = silence_verdict(req, self.config, prep.rms)
             if verdict is not None:
                 results[i] = null_result(req, self.name, verdict, self.config)
@@ -209,7 +218,7 @@ class ModelScorer:
             a = self._audio_embed([p for _, p, _ in prepared])
             for (i, prep, _), vi, ai in zip(prepared, v, a):
                 results[i] = self._post(prep, vi, ai)
-        return [r for r in results if r is not None]
+        return [on_request_frames(r, job) for r, job in zip(results, requests) if r is not None]
 
     def _smooth_radius(self, grid: OffsetGrid) -> int:
         """Grid positions the curve is averaged over on each side before the peak is picked."""
@@ -249,7 +258,7 @@ class ModelScorer:
         computed = self._encode_slots(items, seen)
         for (j, t), f in computed.items():
             prep, cache = items[j]
-            cache.put(prep.req.frames.frame_start + t, f)
+            cache.put(prep.session_index(t), f)
 
     def _encode_slots(self, items: list[tuple[_Prepared, FeatureCache | None]],
                       frames: list[list[int]]) -> dict[tuple[int, int], torch.Tensor]:
@@ -258,8 +267,7 @@ class ModelScorer:
         todo: list[torch.Tensor] = []
         slots: list[tuple[int, int]] = []  # (item, position within the job's frames)
         for j, ((prep, cache), wanted) in enumerate(zip(items, frames)):
-            start = prep.req.frames.frame_start
-            new = [t for t in wanted if cache is None or cache.get(start + t) is None]
+            new = [t for t in wanted if cache is None or cache.get(prep.session_index(t)) is None]
             if new:
                 todo.append(video_input(prep.req.frames.frames[new], self.manifest.video))
                 slots += [(j, t) for t in new]
@@ -285,19 +293,18 @@ class ModelScorer:
         computed = self._encode_slots(items, [list(range(p.n_frames)) for p, _ in items])
         result = []
         for j, (prep, cache) in enumerate(items):
-            start = prep.req.frames.frame_start
             rows = []
             for t in range(prep.n_frames):
                 f = computed.get((j, t))
                 if f is None:
-                    f = cache.get(start + t)  # type: ignore[union-attr]
+                    f = cache.get(prep.session_index(t))  # type: ignore[union-attr]
                 elif cache is not None:
-                    cache.put(start + t, f)
+                    cache.put(prep.session_index(t), f)
                 rows.append(f)
             # causal context: the cache's past frames where present, else the first frame repeated
             ctx_rows = []
             for c in range(self.ctx, 0, -1):
-                past = cache.get(start - c) if cache is not None else None
+                past = cache.get(prep.session_index(-c)) if cache is not None else None
                 ctx_rows.append(past)
             first_known = next((r for r in ctx_rows if r is not None), rows[0])
             filled = []

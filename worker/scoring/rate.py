@@ -1,0 +1,55 @@
+"""Jobs faster than the networks' frame rate are scored on every k-th frame. Pure numpy.
+
+The networks learned lips at 25-30 fps: their video context (7 frames) and the audio each frame
+embedding is matched with span 230-280 ms there. Fed 50 or 60 fps frames, the same context covers
+half the time, and an audit read a clip's offset 20-43 ms later at 50/60 fps than at 25 (scored
+with ``--fps 25``, the same again). So a job above the trained rates is scored on every k-th frame
+(k = round(fps / MODEL_FPS): 50 and 60 fps -> 2, 120 -> 4), offsets on that rate's grid, and the
+result is put back on the job's own frames. The kept frames are those whose session index is a
+multiple of k, so that every job of a session keeps the same frames and a stream's feature
+cache (keyed by frame index) stays valid across jobs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from worker.scoring.types import FrameSpan, LipSyncScore, ScoreRequest
+
+MODEL_FPS = 30.0  # the highest rate the networks were trained on (25, 29.97, 30)
+
+
+def decimation(fps: float) -> int:
+    """Every how many frames one is scored: 1 up to 45 fps, then the k that brings the rate
+    nearest 30 (50, 59.94, 60 -> 2; 100, 120 -> 4)."""
+    return max(1, int(fps / MODEL_FPS + 0.5))
+
+
+def at_model_rate(req: ScoreRequest) -> ScoreRequest:
+    """``req`` on every k-th frame of the session (k = decimation(fps)), at fps / k; the request
+    itself when k is 1 or it holds no kept frame."""
+    fs = req.frames
+    k = decimation(fs.fps)
+    first = -fs.frame_start % k  # the first frame whose session index is a multiple of k
+    if k == 1 or first >= fs.n_frames:
+        return req
+
+    def keep(a):
+        return None if a is None else np.asarray(a)[first::k]
+
+    frames = FrameSpan(fs.frames[first::k], fs.fps / k, (fs.frame_start + first) // k, present=keep(fs.present),
+                       landmarks=keep(fs.landmarks), occluded=keep(fs.occluded), face_present=keep(fs.face_present))
+    return dataclasses.replace(req, frames=frames)
+
+
+def on_request_frames(result: LipSyncScore, req: ScoreRequest) -> LipSyncScore:
+    """A result scored at_model_rate(req) with the job's own frame span back. Offsets and the
+    curve stay in ms on the rate it was read at (one frame there is the offset's resolution)."""
+    fs = req.frames
+    if result.frame_start == fs.frame_start and result.frame_end == fs.frame_end:
+        return result
+    return dataclasses.replace(result, frame_start=fs.frame_start, frame_end=fs.frame_end,
+                               start_ms=round(1000.0 * fs.frame_start / fs.fps),
+                               end_ms=round(1000.0 * fs.frame_end / fs.fps))

@@ -243,6 +243,22 @@ def test_a_60_fps_job_is_read_on_every_other_frame_like_the_30_fps_one(scorer):
     assert stream.cached_frames() == 8  # session frames 16, 18, ..., 30
 
 
+def test_audio_that_never_arrived_is_low_quality_not_silence(scorer):
+    """The join zero-fills audio that never came and says where (AudioSpan.present): under most
+    of a job's frames that is lost input, as missing ROIs are, not the speaker falling silent."""
+    frames = np.random.default_rng(0).integers(0, 255, (16, 96, 96), dtype=np.uint8)
+    zeros = np.zeros(SR * 2, np.float32)
+    lost = np.zeros(SR * 2, bool)
+    lost[: SR // 2] = True  # the first 0.5 s came (silent); frames 10..25 are 400-1040 ms
+    for s in (scorer, HeuristicScorer()):
+        r = s.score(ScoreRequest(Kind.BLOCK, FrameSpan(frames, 25.0, 10), AudioSpan(zeros, SR, 0, present=lost)))
+        assert r.label is Label.LOW_QUALITY and r.score is None, s.name
+        heard = s.score(ScoreRequest(Kind.BLOCK, FrameSpan(frames, 25.0, 10), AudioSpan(zeros, SR, 0, present=np.ones(SR * 2, bool))))
+        assert heard.label is Label.SILENCE, s.name
+    with pytest.raises(ScoringInputError, match="present"):
+        scorer.score(ScoreRequest(Kind.BLOCK, FrameSpan(frames, 25.0, 10), AudioSpan(zeros, SR, 0, present=lost[:5])))
+
+
 @pytest.mark.parametrize("mutate,match", [
     (lambda f, a: (f, a[:0]), "empty audio"),
     (lambda f, a: (f.astype(np.float32), a), "dtype"),

@@ -177,6 +177,8 @@ def test_missing_audio_is_zero_filled_and_counted():
     assert job.audio_missing_ms == 40
     assert not job.request.audio.samples[200:240].any()
     assert job.request.audio.samples[160:200].any()
+    # the scorer is told which samples are zero-fill (lost input), not silence
+    assert not job.request.audio.present[200:240].any() and job.request.audio.present[160:200].all()
 
 
 def test_unresolved_reference_and_no_face_frames():
@@ -305,6 +307,8 @@ def test_a_job_the_audio_ends_in_gets_the_sound_only():
     assert by[("B", 24)].request.audio.end_sample == 1000
     assert by[("B", 32)].request.audio.end_sample == 1600
     assert by[("B", 16)].request.audio.end_sample == 1000  # 640-960 ms plus its margin, cut at the end
+    # past the end there is no sound, and nothing is lost: that block is SILENCE, not LOW_QUALITY
+    assert by[("B", 32)].request.audio.present.all()
 
 
 def test_one_topic_read_far_ahead_of_the_other_is_not_late():

@@ -59,6 +59,14 @@ def silence_verdict(req: ScoreRequest, cfg: ScorerConfig, rms: np.ndarray | None
     if _fraction(fs.face_present, 1.0) < cfg.min_face_fraction:
         return Label.NO_FACE
     au = req.audio
+    if au.present is not None:
+        # so is audio that never arrived (zero-filled): under most of the job's frames it is
+        # lost input, not the speaker falling silent. Share of each frame's samples that came:
+        # the mean square of the 0/1 mask is its RMS squared
+        came = frame_rms(np.asarray(au.present, np.float32), au.sample_rate, au.start_ms(), fs.frame_start,
+                         fs.n_frames, fs.fps) ** 2
+        if (np.nan_to_num(came, nan=0.0) >= 0.5).mean() < cfg.min_face_fraction:
+            return Label.LOW_QUALITY
     if rms is None:
         rms = frame_rms(au.samples, au.sample_rate, au.start_ms(), fs.frame_start, fs.n_frames, fs.fps)
     voiced = np.nan_to_num(rms, nan=0.0) >= cfg.silence_rms

@@ -41,12 +41,15 @@ class AudioSpan:
     """Mono audio on the session timeline.
 
     samples: float32 in [-1, 1], shape (n_samples,). ``start_sample`` is the session sample index
-    of ``samples[0]`` at ``sample_rate``.
+    of ``samples[0]`` at ``sample_rate``. ``present``: see below.
     """
 
     samples: np.ndarray
     sample_rate: int
     start_sample: int = 0
+    # optional (n_samples,) bool: False where nothing arrived (zero-filled by the join); such
+    # audio is lost input, not silence
+    present: np.ndarray | None = None
 
     @property
     def end_sample(self) -> int:

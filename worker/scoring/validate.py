@@ -41,6 +41,8 @@ def validate_request(req: ScoreRequest, sample_rate: int) -> None:
         raise ScoringInputError("empty audio")
     if not np.isfinite(s).all():
         raise ScoringInputError("audio contains NaN or infinite samples")
+    if au.present is not None and np.shape(au.present) != s.shape:
+        raise ScoringInputError(f"audio present must have shape {s.shape}, got {np.shape(au.present)}")
     if au.sample_rate != sample_rate:
         raise ScoringInputError(f"audio must be {sample_rate} Hz, got {au.sample_rate}")
     # the audio must at least overlap the frames' time span

@@ -104,8 +104,9 @@ class AudioBuffer:
                 out.append(info)
         return out
 
-    def extract(self, a: int, b: int) -> tuple[np.ndarray, int]:
-        """Samples [a, b) as float32 (b - a,), zeros where nothing arrived; and that zero count."""
+    def extract(self, a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
+        """Samples [a, b) as float32 (b - a,), zeros where nothing arrived; and (b - a,) bool, True
+        where something did."""
         out = np.zeros(max(0, b - a), dtype=np.float32)
         filled = np.zeros(out.shape[0], dtype=bool)
         i = self._first_overlapping(a)
@@ -121,7 +122,7 @@ class AudioBuffer:
                 out[dst][take] = samples[lo - start: hi - start][take]
                 filled[dst] = True
             i += 1
-        return out, int(out.shape[0] - filled.sum())
+        return out, filled
 
     def drop_before(self, sample: int) -> list[object]:
         """Forget the leading chunks that end at or before ``sample``; returns their infos.

@@ -291,7 +291,10 @@ class SessionState:
                 b = min(b, self.audio_end_sample)
             else:
                 b = min(b, ms_to_sample_ceil(frame_ms(end, fps), sr))
-        samples, missing_samples = self.audio.extract(a, b)
+        samples, came = self.audio.extract(a, b)
+        missing_samples = int(came.shape[0] - came.sum())
+        if self.audio_ended:
+            came[max(0, self.audio_end_sample - a):] = True  # past the end: no sound, not lost sound
         sources: list[Source] = []
         newest_rx, newest_tx = 0, None
         metas = [self.frame_meta[f] for f in range(start, end) if f in self.frame_meta]
@@ -305,7 +308,7 @@ class SessionState:
             kind=kind,
             frames=FrameSpan(frames=frames, fps=fps, frame_start=start, present=present,
                              landmarks=landmarks, occluded=occluded, face_present=face),
-            audio=AudioSpan(samples=samples, sample_rate=sr, start_sample=a),
+            audio=AudioSpan(samples=samples, sample_rate=sr, start_sample=a, present=came),
             session_id=self.session_id,
         )
         keep = self.frontier_frame(default=start)

@@ -6,7 +6,7 @@ from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Map
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Frames(_message.Message):
-    __slots__ = ("width", "height", "format", "data", "fps", "frame_start", "present")
+    __slots__ = ("width", "height", "format", "data", "fps", "frame_start", "present", "context_frames")
     WIDTH_FIELD_NUMBER: _ClassVar[int]
     HEIGHT_FIELD_NUMBER: _ClassVar[int]
     FORMAT_FIELD_NUMBER: _ClassVar[int]
@@ -14,6 +14,7 @@ class Frames(_message.Message):
     FPS_FIELD_NUMBER: _ClassVar[int]
     FRAME_START_FIELD_NUMBER: _ClassVar[int]
     PRESENT_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_FRAMES_FIELD_NUMBER: _ClassVar[int]
     width: int
     height: int
     format: str
@@ -21,7 +22,8 @@ class Frames(_message.Message):
     fps: float
     frame_start: int
     present: _containers.RepeatedScalarFieldContainer[bool]
-    def __init__(self, width: _Optional[int] = ..., height: _Optional[int] = ..., format: _Optional[str] = ..., data: _Optional[bytes] = ..., fps: _Optional[float] = ..., frame_start: _Optional[int] = ..., present: _Optional[_Iterable[bool]] = ...) -> None: ...
+    context_frames: int
+    def __init__(self, width: _Optional[int] = ..., height: _Optional[int] = ..., format: _Optional[str] = ..., data: _Optional[bytes] = ..., fps: _Optional[float] = ..., frame_start: _Optional[int] = ..., present: _Optional[_Iterable[bool]] = ..., context_frames: _Optional[int] = ...) -> None: ...
 
 class Audio(_message.Message):
     __slots__ = ("sample_rate", "channels", "encoding", "data", "start_sample")
@@ -108,13 +110,15 @@ class InfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ScorerInfo(_message.Message):
-    __slots__ = ("scorer", "sample_rate", "search_margin_ms", "max_offset_ms")
+    __slots__ = ("scorer", "sample_rate", "search_margin_ms", "max_offset_ms", "context_frames")
     SCORER_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_RATE_FIELD_NUMBER: _ClassVar[int]
     SEARCH_MARGIN_MS_FIELD_NUMBER: _ClassVar[int]
     MAX_OFFSET_MS_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_FRAMES_FIELD_NUMBER: _ClassVar[int]
     scorer: str
     sample_rate: int
     search_margin_ms: float
     max_offset_ms: float
-    def __init__(self, scorer: _Optional[str] = ..., sample_rate: _Optional[int] = ..., search_margin_ms: _Optional[float] = ..., max_offset_ms: _Optional[float] = ...) -> None: ...
+    context_frames: int
+    def __init__(self, scorer: _Optional[str] = ..., sample_rate: _Optional[int] = ..., search_margin_ms: _Optional[float] = ..., max_offset_ms: _Optional[float] = ..., context_frames: _Optional[int] = ...) -> None: ...

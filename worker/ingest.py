@@ -59,9 +59,9 @@ def audio_events(record: Mapping[str, Any], source: Source, arrival: Arrival,
         rate = int(record.get("sample_rate") or 0)
         start = int(record.get("start_sample", -1))
         if channels < 1 or channels > 16:
-            raise BadRecord(f"invalid: channels {channels}")
+            raise BadRecord(f"invalid: channels {channels} (must be 1..16)")
         if rate < 1000 or rate > 384_000:
-            raise BadRecord(f"invalid: sample_rate {rate}")
+            raise BadRecord(f"invalid: sample_rate {rate} (must be 1000..384000 Hz)")
         if start < 0:
             raise BadRecord(f"invalid: start_sample {start}")
         width = _BYTES_PER_SAMPLE[encoding] * channels

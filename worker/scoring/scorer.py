@@ -176,6 +176,12 @@ class ModelScorer:
         return self.manifest.scorer_name
 
     @property
+    def context_frames(self) -> int:
+        """Frames before a job its video head reads (from a stream's cache), at 25-30 fps: a job
+        scored without them repeats its first frame instead (serve's context_frames)."""
+        return int(self.ctx)
+
+    @property
     def search_margin_ms(self) -> float:
         # offsets plus the audio encoder's context, at the slowest frame rate we expect (25 fps)
         reach = max(abs(self.config.min_offset_ms), abs(self.config.max_offset_ms))

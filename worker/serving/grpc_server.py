@@ -35,6 +35,8 @@ def request_body(req: pb.ScoreRequest) -> dict[str, Any]:
         body["audio"]["start_sample"] = int(au.start_sample)
     if len(fr.present):
         body["present"] = [bool(p) for p in fr.present]
+    if fr.context_frames:
+        body["context_frames"] = int(fr.context_frames)
     if req.block_frames:
         body["block_frames"] = int(req.block_frames)
     if req.window_ms:

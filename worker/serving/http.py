@@ -2,14 +2,16 @@
 framework).
 
     GET  /healthz          -> {"status": "ok", "scorer": "<name>@<version>"}
-    GET  /v1/info          -> scorer, sample_rate, search_margin_ms, max_offset_ms
+    GET  /v1/info          -> scorer, sample_rate, search_margin_ms, max_offset_ms, context_frames
     GET  /metrics          -> Prometheus: requests by transport, method, outcome; latency
     POST /v1/score         -> the `sync-scorer score --json` object for the posted clip (request.py)
     POST /v1/score-block   -> one BLOCK's verdict (8..16 frames; request.decode_span)
     POST /v1/score-window  -> one WINDOW's verdict (0.8..1.2 s of frames)
 
 Errors are JSON {"error": "<one line>"}: 400 bad request body (or a Content-Length that is not
-a number), 404 unknown path, 411 no length, 413 body too large, 500 a scoring failure (logged with its traceback, never sent). Requests are
+a number), 404 unknown path, 405 the wrong method for a path, 411 no Content-Length (chunked
+uploads are not taken), 413 body too large, 500 a scoring failure (logged with its traceback,
+never sent). A connection idle for IDLE_TIMEOUT_S is closed. Requests are
 served on threads, scored one at a time by worker.serving.service.ScoreService.
 """
 
@@ -24,15 +26,20 @@ from worker.serving.request import RequestError
 from worker.serving.service import ScoreService
 
 _POSTS = {"/v1/score": None, "/v1/score-block": Kind.BLOCK, "/v1/score-window": Kind.WINDOW}
+_GETS = ("/healthz", "/v1/info", "/metrics")
+IDLE_TIMEOUT_S = 60.0
 _METHOD = {"/v1/score": "ScoreClip", "/v1/score-block": "ScoreBlock", "/v1/score-window": "ScoreWindow"}
 
 log = logging.getLogger("sync_scorer.serve")
 
 
 def make_server(service: ScoreService, host: str = "127.0.0.1", port: int = 8080,
-                max_body_bytes: int = 64 << 20) -> ThreadingHTTPServer:
+                max_body_bytes: int = 64 << 20, idle_timeout_s: float = IDLE_TIMEOUT_S) -> ThreadingHTTPServer:
     class Handler(BaseHTTPRequestHandler):
         server_version = "sync-scorer"
+        # a connection that sends nothing, or less body than it announced, is closed after this
+        # (it held a thread for good before)
+        timeout = idle_timeout_s
 
         def _send(self, status: int, payload: dict) -> None:
             body = json.dumps(payload).encode()
@@ -56,12 +63,32 @@ def make_server(service: ScoreService, host: str = "127.0.0.1", port: int = 8080
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
+            elif self.path in _POSTS:
+                self._send(405, {"error": f"{self.path} takes POST"})
             else:
                 self._send(404, {"error": f"no such path {self.path}"})
 
+        def do_HEAD(self) -> None:
+            if self.path in _GETS:
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+            else:
+                self._wrong_method()
+
+        def _wrong_method(self) -> None:
+            if self.path in _POSTS:
+                self._send(405, {"error": f"{self.path} takes POST"})
+            elif self.path in _GETS:
+                self._send(405, {"error": f"{self.path} takes GET"})
+            else:
+                self._send(404, {"error": f"no such path {self.path}"})
+
+        do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _wrong_method
+
         def do_POST(self) -> None:
             if self.path not in _POSTS:
-                self._send(404, {"error": f"no such path {self.path}"})
+                self._wrong_method()
                 return
             length = self.headers.get("Content-Length")
             if length is None:
@@ -84,6 +111,8 @@ def make_server(service: ScoreService, host: str = "127.0.0.1", port: int = 8080
                         body = json.loads(raw)
                     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
                         raise RequestError(f"the body is not JSON: {exc}") from None
+                    except RecursionError:
+                        raise RequestError("the body's JSON is nested too deeply") from None
                     result = service.score(body) if kind is None else service.score_span(kind, body)
             except RequestError as exc:
                 self._send(400, {"error": str(exc)})

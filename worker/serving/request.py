@@ -13,10 +13,12 @@ Audio sample 0 is at frame 0's time. Any rate and channel count: mixed down and 
 scorer's rate (worker.ingest.audio_events, the worker's own decoding).
 
 A single BLOCK or WINDOW (``decode_span``) takes the same body plus where it sits on the session
-timeline: ``"frame_start"`` (session frame index of the first frame, default 0), optional
+timeline: ``"frame_start"`` (session frame index of the job's first frame, default 0), optional
 ``"present"`` (one bool per frame) and ``"audio": {"start_sample": ...}`` (session sample index of
 the first sample at the audio's rate; default: the first frame's time). Send the scorer's search
-margin of audio on each side of the frames, as the worker does. gRPC sends the same fields with
+margin of audio on each side of the frames, as the worker does, and, for the worker's verdict
+exactly, ``"context_frames": N`` with the N frames before the job first in ``frames`` (the
+scorer's video context, Info.context_frames; the worker has them from the blocks before). gRPC sends the same fields with
 raw bytes instead of base64 (worker.serving.grpc_server).
 """
 
@@ -66,10 +68,21 @@ def _b64(field: str, text: Any) -> bytes:
         raise RequestError(f"{field} is not valid base64") from None
 
 
-def _int(d: dict, key: str, where: str, lo: int, hi: int) -> int:
-    v = d.get(key)
+# session positions far beyond any real session (2^40 frames is 1400 years at 25 fps) are refused,
+# not turned into overflowing times
+MAX_INDEX = 1 << 40
+
+
+def _short(v: Any) -> str:
+    text = repr(v)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _int(d: dict, key: str, where: str, lo: int, hi: int, default: Any = None) -> int:
+    v = d.get(key, default)
     if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-        raise RequestError(f"{where}.{key} must be an integer in {lo}..{hi}, got {v!r}")
+        name = f"{where}.{key}" if where else key
+        raise RequestError(f"{name} must be an integer in {lo}..{hi}, got {_short(v)}")
     return v
 
 
@@ -77,8 +90,9 @@ def _frames(body: Any, max_seconds: float) -> tuple[np.ndarray, float]:
     if not isinstance(body, dict):
         raise RequestError("the body must be a JSON object")
     fps = body.get("fps")
-    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 10.0 <= float(fps) <= 60.0:
-        raise RequestError(f"fps must be a number in 10..60, got {fps!r}")
+    # compared as given: float() of a 400-digit integer overflows (a 500 before)
+    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 10 <= fps <= 60:
+        raise RequestError(f"fps must be a number in 10..60, got {_short(fps)}")
     fps = float(fps)
     fr = body.get("frames")
     if not isinstance(fr, dict):
@@ -98,16 +112,26 @@ def _frames(body: Any, max_seconds: float) -> tuple[np.ndarray, float]:
     return np.frombuffer(raw, dtype=np.uint8).reshape(shape), fps
 
 
-def _audio(body: dict, sample_rate: int, start_sample: int | None = None) -> tuple[np.ndarray, int]:
-    """(mono float32 at ``sample_rate``, its start sample at that rate)."""
+_SAMPLE_BYTES = {"PCM_S16LE": 2, "F32LE": 4}
+
+
+def _audio(body: dict, sample_rate: int, start_sample: int | None = None,
+           max_seconds: float = 130.0) -> tuple[np.ndarray, int]:
+    """(mono float32 at ``sample_rate``, its start sample at that rate). Audio longer than
+    ``max_seconds`` is refused before it is decoded (a small body at a low rate is hours)."""
     au = body.get("audio")
     if not isinstance(au, dict):
         raise RequestError("audio must be an object with sample_rate, channels, encoding and data")
+    rate = _int(au, "sample_rate", "audio", 1000, 384_000)
+    channels = _int(au, "channels", "audio", 1, 16, default=1)
     data = _b64("audio.data", au.get("data"))
     if not data:
         raise RequestError("audio.data is empty")
-    record = {"session_id": "http", "start_sample": start_sample or 0, "sample_rate": au.get("sample_rate"),
-              "channels": au.get("channels", 1), "encoding": au.get("encoding"),
+    seconds = len(data) / (_SAMPLE_BYTES.get(au.get("encoding"), 2) * channels * rate)
+    if seconds > max_seconds:
+        raise RequestError(f"audio of {seconds:.1f} s is longer than the {max_seconds:.1f} s this request can use")
+    record = {"session_id": "http", "start_sample": start_sample or 0, "sample_rate": rate,
+              "channels": channels, "encoding": au.get("encoding"),
               "data": data, "end_of_session": False}
     try:
         events = audio_events(record, _SOURCE, Arrival(0), sample_rate)
@@ -119,7 +143,8 @@ def _audio(body: dict, sample_rate: int, start_sample: int | None = None) -> tup
 def decode(body: Any, sample_rate: int, max_seconds: float = 120.0) -> ClipInput:
     """``body``: the parsed JSON. ``sample_rate``: the scorer's audio rate."""
     frames, fps = _frames(body, max_seconds)
-    audio, _ = _audio(body, sample_rate)
+    # the clip's audio may run on past its frames a little, not for hours
+    audio, _ = _audio(body, sample_rate, max_seconds=frames.shape[0] / fps + 10.0)
     block = body.get("block_frames", 16)
     window = body.get("window_ms", 1000)
     if isinstance(block, bool) or not isinstance(block, int) or not 8 <= block <= 16:
@@ -129,36 +154,55 @@ def decode(body: Any, sample_rate: int, max_seconds: float = 120.0) -> ClipInput
     return ClipInput(frames, fps, audio, sample_rate, block, window)
 
 
-def decode_span(body: Any, sample_rate: int, kind: Kind) -> ScoreRequest:
+# frames a BLOCK or WINDOW request may carry before its job: the worker's scorer sees the frames
+# before a job (its video context) from the blocks it scored earlier; sent along, the served
+# verdict is the worker's exactly (Info.context_frames says how many matter)
+MAX_CONTEXT_FRAMES = 32
+
+
+@dataclass(frozen=True)
+class SpanInput:
+    request: ScoreRequest  # the job
+    context: FrameSpan | None  # the frames sent before it (context_frames), if any
+
+
+def decode_span(body: Any, sample_rate: int, kind: Kind) -> SpanInput:
     """One BLOCK (8..16 frames) or WINDOW (0.8..1.2 s of frames) with its place on the session
-    timeline -> the scorer's ScoreRequest."""
+    timeline, and the frames sent before it (``context_frames``), for the scorer."""
     frames, fps = _frames(body, max_seconds=10.0)
-    n = frames.shape[0]
+    n_ctx = _int(body, "context_frames", "", 0, MAX_CONTEXT_FRAMES, default=0)
+    n = frames.shape[0] - n_ctx
     if kind is Kind.BLOCK and not 8 <= n <= 16:
-        raise RequestError(f"a BLOCK is 8..16 frames, got {n}")
+        raise RequestError(f"a BLOCK is 8..16 frames (after {n_ctx} context frames), got {n}")
     if kind is Kind.WINDOW and not 800 <= round(1000.0 * n / fps) <= 1200:
-        raise RequestError(f"a WINDOW is 0.8..1.2 s of frames, got {n} at {fps:g} fps")
-    frame_start = body.get("frame_start", 0)
-    if isinstance(frame_start, bool) or not isinstance(frame_start, int) or frame_start < 0:
-        raise RequestError(f"frame_start must be a non-negative integer, got {frame_start!r}")
+        raise RequestError(f"a WINDOW is 0.8..1.2 s of frames (after {n_ctx} context frames), got {n} at {fps:g} fps")
+    frame_start = _int(body, "frame_start", "", n_ctx, MAX_INDEX, default=0) if n_ctx else \
+        _int(body, "frame_start", "", 0, MAX_INDEX, default=0)
     present = body.get("present")
     if isinstance(present, (list, tuple)) and len(present) == 0:
         present = None  # proto3: an empty repeated field is "not sent"
     if present is not None:
-        if not isinstance(present, (list, tuple)) or len(present) != n or \
+        if not isinstance(present, (list, tuple)) or len(present) != n + n_ctx or \
                 not all(isinstance(p, bool) for p in present):
-            raise RequestError(f"present must be a list of {n} booleans, one per frame")
+            raise RequestError(f"present must be a list of {n + n_ctx} booleans, one per frame")
         present = np.array(present, dtype=bool)
     au = body.get("audio")
     start = au.get("start_sample") if isinstance(au, dict) else None
     if start is None:
         rate = au.get("sample_rate") if isinstance(au, dict) else None
-        start = round(frame_start / fps * rate) if isinstance(rate, int) and not isinstance(rate, bool) else 0
-    elif isinstance(start, bool) or not isinstance(start, int) or start < 0:
-        raise RequestError(f"audio.start_sample must be a non-negative integer, got {start!r}")
-    samples, start_at_rate = _audio(body, sample_rate, start)
-    return ScoreRequest(kind, FrameSpan(frames, fps, frame_start, present=present),
-                        AudioSpan(samples, sample_rate, start_at_rate), session_id=str(body.get("session_id") or ""))
+        ok_rate = isinstance(rate, int) and not isinstance(rate, bool) and 1000 <= rate <= 384_000
+        start = round(frame_start / fps * rate) if ok_rate else 0
+    else:
+        start = _int(au, "start_sample", "audio", 0, MAX_INDEX * 16_000)
+    # the frames and the search margin on each side (up to 1.3 s with a 1000 ms search)
+    samples, start_at_rate = _audio(body, sample_rate, start, max_seconds=(n + n_ctx) / fps + 4.0)
+    audio = AudioSpan(samples, sample_rate, start_at_rate)
+
+    def span(a: int, b: int, first: int) -> FrameSpan:
+        return FrameSpan(frames[a:b], fps, first, present=None if present is None else present[a:b])
+
+    job = ScoreRequest(kind, span(n_ctx, n_ctx + n, frame_start), audio, session_id=str(body.get("session_id") or ""))
+    return SpanInput(job, span(0, n_ctx, frame_start - n_ctx) if n_ctx else None)
 
 
 def encode(frames: np.ndarray, fps: float, audio: np.ndarray, sample_rate: int) -> dict:

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from worker.observability.metrics import ServeMetrics
-from worker.scoring.types import Kind, ScoringInputError
+from worker.scoring.types import Kind, ScoreRequest, ScoringInputError
 from worker.serving.request import RequestError, decode, decode_span
 
 
@@ -51,16 +51,23 @@ class ScoreService:
     def score_span(self, kind: Kind, body: Any) -> dict:
         """One BLOCK or WINDOW (the seed's ScoreBlock / ScoreWindow): the LipSyncSignal's verdict
         fields for it, scored exactly as the worker scores that job."""
-        request = decode_span(body, self.sample_rate, kind)
+        span = decode_span(body, self.sample_rate, kind)
         with self._lock, _as_request_error():
-            result = self.scorer.score(request)
+            stream = None
+            if span.context is not None:
+                # the frames before the job go into a stream's cache, as the worker's blocks
+                # before it put them there: the job's video context is then the worker's
+                stream = self.scorer.new_stream()
+                self.scorer.score(ScoreRequest(Kind.BLOCK, span.context, span.request.audio), stream)
+            result = self.scorer.score(span.request, stream)
         return result.to_dict()
 
     def info(self) -> dict:
         config = getattr(self.scorer, "config", None)
         reach = max(abs(getattr(config, "min_offset_ms", 200.0)), abs(getattr(config, "max_offset_ms", 200.0)))
         return {"scorer": self.scorer.name, "sample_rate": self.sample_rate,
-                "search_margin_ms": float(self.scorer.search_margin_ms), "max_offset_ms": float(reach)}
+                "search_margin_ms": float(self.scorer.search_margin_ms), "max_offset_ms": float(reach),
+                "context_frames": int(getattr(self.scorer, "context_frames", 0))}
 
     @contextmanager
     def observed(self, transport: str, method: str) -> Iterator[None]:

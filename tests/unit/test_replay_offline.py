@@ -131,6 +131,10 @@ def test_cli_errors_are_one_line():
     assert p.returncode == 3 and p.stderr.strip().count("\n") == 0 and "--session" in p.stderr
     p = _cli("--session", "x", "--all-sessions")
     assert p.returncode == 3 and "exclude" in p.stderr
+    p = _cli("--session", "x", "--since-ms", "-5")  # was librdkafka's "API version not supported"
+    assert p.returncode == 3 and "--since-ms must be >= 0" in p.stderr
+    p = _cli("--session", "x", "--out", "/no/such/dir/x.jsonl")
+    assert p.returncode == 3 and "--out /no/such/dir/x.jsonl: no such directory" in p.stderr
     p = _cli("--session", "x", "--timeout-s", "1", env_extra={"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9"})
     assert p.returncode == 3 and p.stderr.strip().count("\n") == 0 and "did not answer" in p.stderr, p.stderr
     assert "Traceback" not in p.stderr

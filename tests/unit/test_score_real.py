@@ -270,3 +270,14 @@ def test_audio_shorter_than_the_video_scores_what_it_covers(capsys, tmp_path, de
         wav = _write_wav(tmp_path / f"short{cut_s}.wav", _own_audio(media)[: int(cut_s * SR)])
         res = _score(capsys, media, "--audio", str(wav))
         assert [w["label"] for w in res["windows"]] == ["OK", "OK", label, "SILENCE"], (cut_s, res["windows"])
+
+
+def test_an_interrupt_is_one_line_and_exit_130(capsys, monkeypatch):
+    import worker.cli as cli
+
+    def interrupted(_args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "run_score", interrupted)
+    assert cli.main(["score", "clip.mp4"]) == 130
+    assert capsys.readouterr().err.strip() == "interrupted"

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 DESCRIPTION = """\
@@ -53,6 +54,10 @@ def run(args) -> int:
         raise CliError("--session and --all-sessions exclude each other")
     if args.timeout_s <= 0:
         raise CliError("--timeout-s must be positive")
+    if args.since_ms is not None and args.since_ms < 0:
+        raise CliError(f"--since-ms must be >= 0 (ms since the epoch), got {args.since_ms}")
+    if args.out and not Path(args.out).resolve().parent.is_dir():
+        raise CliError(f"--out {args.out}: no such directory {Path(args.out).resolve().parent}")
     if args.compare_topic and not args.compare:
         args.compare = True
     cfg = _config(args)
@@ -189,8 +194,13 @@ def _write(args, signals: list[dict], summary: dict) -> None:
     from worker.demo import format_row
 
     if args.out:
-        with open(args.out, "w", encoding="utf-8") as fh:
-            fh.writelines(json.dumps(s) + "\n" for s in signals)
+        try:
+            with open(args.out, "w", encoding="utf-8") as fh:
+                fh.writelines(json.dumps(s) + "\n" for s in signals)
+        except OSError as exc:
+            from worker.cli import CliError
+
+            raise CliError(f"--out {args.out}: {exc.strerror or exc}") from None
     elif not args.json:
         for s in signals:
             print(format_row(s))

@@ -273,7 +273,7 @@ def test_audio_shorter_than_the_video_scores_what_it_covers(capsys, tmp_path, de
 
 
 def test_an_interrupt_is_one_line_and_exit_130(capsys, monkeypatch):
-    import worker.cli as cli
+    from worker import cli
 
     def interrupted(_args):
         raise KeyboardInterrupt

@@ -46,7 +46,7 @@ from worker.evaluation import classical as cl
 from worker.evaluation import degrade as deg
 from worker.evaluation.metrics import auc, describe, tally, within_frames
 from worker.evaluation.shifts import fit_length, mismatched_partners, shift_audio
-from worker.evaluation.signals import DEFAULT_CONFIDENT, JobTally
+from worker.evaluation.signals import DEFAULT_CONFIDENT, JobTally, share
 from worker.scoring.types import Direction
 
 SAMPLE_RATE = 16000
@@ -558,10 +558,10 @@ def _mismatched(judges: list, pool: list[ClipInfo], tracked, cfg, per_clip, matc
         "matched_clip_score": describe(m_clip),
         "clips_confident": sum((r["confidence"] or 0.0) >= cfg.confident for r in rows),
         "clips_with_direction": sum(r["direction"] != "UNKNOWN" for r in rows),
-        "windows_confident_share": _share(windows.confident, n_w),
+        "windows_confident_share": share(windows.confident, n_w),
         # scored windows naming a direction (not UNKNOWN): mismatched, and matched at every shift
-        "windows_with_direction_share": _share(mm_dir, len(mm_scores)),
-        "matched_windows_with_direction_share": _share(sum(matched[c.name]["w_dir"] for c in pool),
+        "windows_with_direction_share": share(mm_dir, len(mm_scores)),
+        "matched_windows_with_direction_share": share(sum(matched[c.name]["w_dir"] for c in pool),
                                                        sum(len(matched[c.name]["w_all"]) for c in pool)),
         "n_pairs": len(rows),
         "pairs": rows,
@@ -661,11 +661,6 @@ def _targets(r: dict) -> dict:
 
 def _fmt(x) -> str:
     return "none" if x is None else f"{x:+.0f}"
-
-
-def _share(k: int, n: int) -> float | None:
-    """k / n to 4 places; None with nothing to count (not 0)."""
-    return None if n == 0 else round(k / n, 4)
 
 
 def _naming_a_direction(windows) -> int:

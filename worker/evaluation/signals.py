@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from worker.evaluation.metrics import rate, within_frames
+from worker.evaluation.metrics import within_frames
 from worker.scoring.types import Label, LipSyncScore
 
 DEFAULT_CONFIDENT = 0.5  # "confident": confidence >= this (confident-and-wrong share)
@@ -76,11 +76,15 @@ class JobTally:
 
     def as_dict(self) -> dict:
         n = self.n_judged
-        r = rate(self.hits, n)
         return {
-            "n": n, "hits": self.hits, "rate": None if r is None else round(r, 4),
+            "n": n, "hits": self.hits, "rate": share(self.hits, n),
             "silence_excluded": self.n_silence, "no_offset_counted_wrong": self.n_null_other,
-            "mean_confidence": None if n == 0 else round(self.confidence_sum / n, 4),
-            f"confident_share(conf>={self.confident_threshold})": None if n == 0 else round(self.confident / n, 4),
-            "confident_and_wrong_share": None if n == 0 else round(self.confident_wrong / n, 4),
+            "mean_confidence": share(self.confidence_sum, n),
+            f"confident_share(conf>={self.confident_threshold})": share(self.confident, n),
+            "confident_and_wrong_share": share(self.confident_wrong, n),
         }
+
+
+def share(k: float, n: int) -> float | None:
+    """k / n to 4 places; None with nothing to count (not 0)."""
+    return None if n == 0 else round(k / n, 4)

@@ -232,6 +232,10 @@ def test_a_60_fps_job_is_read_on_every_other_frame_like_the_30_fps_one(scorer):
         assert (r60.frame_start, r60.frame_end, r60.start_ms, r60.end_ms) == (60, 120, 1000, 2000)
         assert r60.offset_ms == r30.offset_ms and r60.curve_offsets_ms == r30.curve_offsets_ms, s.name
         assert np.allclose(r60.curve, r30.curve, atol=1e-5) and r60.score == pytest.approx(r30.score, abs=1e-6)
+        # a feed that delivers only the odd frames (the even ones lost) is read on those
+        odd_only = s.score(_req(np.repeat(frames30, 2, axis=0), audio, fps=60.0, frame_start=60, kind=Kind.WINDOW,
+                                present=np.arange(60) % 2 == 1))
+        assert odd_only.offset_ms == r30.offset_ms and np.allclose(odd_only.curve, r30.curve, atol=1e-5), s.name
     # a job starting on an odd frame keeps the even ones (the same frames any other job keeps)
     odd = scorer.score(_req(np.repeat(frames30, 2, axis=0)[1:], audio, fps=60.0, frame_start=61, kind=Kind.WINDOW))
     assert (odd.frame_start, odd.frame_end) == (61, 120) and odd.offset_ms is not None

@@ -307,8 +307,9 @@ def test_a_job_the_audio_ends_in_gets_the_sound_only():
     assert by[("B", 24)].request.audio.end_sample == 1000
     assert by[("B", 32)].request.audio.end_sample == 1600
     assert by[("B", 16)].request.audio.end_sample == 1000  # 640-960 ms plus its margin, cut at the end
-    # past the end there is no sound, and nothing is lost: that block is SILENCE, not LOW_QUALITY
-    assert by[("B", 32)].request.audio.present.all()
+    # past the end there is no sound, and nothing is lost: that block is SILENCE, not LOW_QUALITY,
+    # and counts no audio missing
+    assert by[("B", 32)].request.audio.present.all() and by[("B", 32)].audio_missing_ms == 0
 
 
 def test_one_topic_read_far_ahead_of_the_other_is_not_late():

@@ -5,9 +5,9 @@ embedding is matched with span 230-280 ms there. Fed 50 or 60 fps frames, the sa
 half the time, and an audit read a clip's offset 20-43 ms later at 50/60 fps than at 25 (scored
 with ``--fps 25``, the same again). So a job above the trained rates is scored on every k-th frame
 (k = round(fps / MODEL_FPS): 50 and 60 fps -> 2, 120 -> 4), offsets on that rate's grid, and the
-result is put back on the job's own frames. The kept frames are those whose session index is a
-multiple of k, so that every job of a session keeps the same frames and a stream's feature
-cache (keyed by frame index) stays valid across jobs.
+result is put back on the job's own frames. Frames are taken per group of k session frames
+starting at a multiple of k, so that every job of a session reads the same frames and a stream's
+feature cache (keyed by the group's first session index) stays valid across jobs.
 """
 
 from __future__ import annotations
@@ -28,18 +28,29 @@ def decimation(fps: float) -> int:
 
 
 def at_model_rate(req: ScoreRequest) -> ScoreRequest:
-    """``req`` on every k-th frame of the session (k = decimation(fps)), at fps / k; the request
-    itself when k is 1 or it holds no kept frame."""
+    """``req`` at fps / k (k = decimation(fps)): one frame per group of k session frames (the
+    group of session frames k*g .. k*g + k - 1 stands at k*g), the first of the group that came
+    (``present``), so that a feed delivering only every other frame is still read (an audit: the
+    even frames lost, the odd ones unused, the job LOW_QUALITY). The request itself when k is 1
+    or it holds no whole group's start."""
     fs = req.frames
     k = decimation(fs.fps)
-    first = -fs.frame_start % k  # the first frame whose session index is a multiple of k
+    first = -fs.frame_start % k  # the job's first frame whose session index is a multiple of k
     if k == 1 or first >= fs.n_frames:
         return req
+    starts = np.arange(first, fs.n_frames, k)
+    pick = starts.copy()
+    if fs.present is not None:
+        came = np.asarray(fs.present, bool)
+        for i, p in enumerate(starts):
+            group = np.flatnonzero(came[p: min(p + k, fs.n_frames)])
+            if group.size:
+                pick[i] = p + group[0]
 
     def keep(a):
-        return None if a is None else np.asarray(a)[first::k]
+        return None if a is None else np.asarray(a)[pick]
 
-    frames = FrameSpan(fs.frames[first::k], fs.fps / k, (fs.frame_start + first) // k, present=keep(fs.present),
+    frames = FrameSpan(fs.frames[pick], fs.fps / k, (fs.frame_start + first) // k, present=keep(fs.present),
                        landmarks=keep(fs.landmarks), occluded=keep(fs.occluded), face_present=keep(fs.face_present))
     return dataclasses.replace(req, frames=frames)
 

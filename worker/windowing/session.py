@@ -292,9 +292,9 @@ class SessionState:
             else:
                 b = min(b, ms_to_sample_ceil(frame_ms(end, fps), sr))
         samples, came = self.audio.extract(a, b)
-        missing_samples = int(came.shape[0] - came.sum())
         if self.audio_ended:
             came[max(0, self.audio_end_sample - a):] = True  # past the end: no sound, not lost sound
+        missing_samples = int(came.shape[0] - came.sum())
         sources: list[Source] = []
         newest_rx, newest_tx = 0, None
         metas = [self.frame_meta[f] for f in range(start, end) if f in self.frame_meta]

@@ -97,7 +97,8 @@ class Worker:
         self.clock_ms = clock_ms
         self.sample_rate = scorer_sample_rate(scorer)
         self.tracker = OffsetTracker()
-        self.joiner = Joiner(cfg.windowing, scorer.search_margin_ms, self.tracker, sample_rate=self.sample_rate)
+        self.joiner = Joiner(cfg.windowing, scorer.search_margin_ms, self.tracker, sample_rate=self.sample_rate,
+                             context_frames=getattr(scorer, "context_frames", 0))
         self.resolver = resolver or RoiResolver.from_config(
             cfg.refs, on_failure=lambda e: self.metrics.ref_errors.labels(e.reason).inc())
         topics = cfg.kafka.topics

@@ -195,6 +195,26 @@ def test_a_job_with_no_frame_at_all_is_low_quality(scorer):
         assert r.label is Label.LOW_QUALITY and r.score is None and r.confidence == 0.0
 
 
+def test_a_jobs_context_frames_give_any_stream_the_verdict_of_the_one_that_scored_them(scorer):
+    """A worker that takes a session over (or a lone request) has not scored the frames before a
+    job; sent along as its context, they make its verdict the one the first worker gives."""
+    frames = np.random.default_rng(7).integers(0, 255, (32, 96, 96), dtype=np.uint8)
+    audio = _speechy(SR * 3)
+    first = scorer.new_stream()
+    scorer.score(_req(frames[:16], audio), first)
+    before = scorer.score(_req(frames[16:], audio, frame_start=16), first)
+    context = FrameSpan(frames[10:16], 25.0, 10)
+    for stream in (None, scorer.new_stream()):
+        job = ScoreRequest(Kind.BLOCK, FrameSpan(frames[16:], 25.0, 16), AudioSpan(audio, SR, 0), context=context)
+        taken_over = scorer.score(job, stream)
+        assert taken_over.offset_ms == before.offset_ms and np.allclose(taken_over.curve, before.curve, atol=1e-5)
+    bare = scorer.score(_req(frames[16:], audio, frame_start=16), scorer.new_stream())
+    assert not np.allclose(bare.curve, before.curve, atol=1e-5)  # what the context changes
+    with pytest.raises(ScoringInputError, match="context"):
+        scorer.score(ScoreRequest(Kind.BLOCK, FrameSpan(frames[16:], 25.0, 16), AudioSpan(audio, SR, 0),
+                                  context=FrameSpan(frames[10:15], 25.0, 10)))
+
+
 def test_jobs_not_scored_run_the_cnn_on_their_seen_frames_only(random_bundle):
     """A job with no frame (its ROI stream died) costs no CNN work; a silent job's frames are
     still encoded into the stream, so the next job's causal context is the frames before it."""

@@ -269,7 +269,7 @@ def test_decode_span_rejects_bad_fields_with_one_line(change, message):
     from worker.serving.request import decode_span
 
     body = encode(np.zeros((16, 32, 32), np.uint8), 25.0, np.zeros(16000, np.float32), 16000)
-    request = decode_span(dict(body), 16000, Kind.BLOCK).request
+    request = decode_span(dict(body), 16000, Kind.BLOCK)
     assert request.frames.frame_start == 0 and request.audio.start_sample == 0
     with pytest.raises(RequestError, match=message):
         decode_span({**body, **change}, 16000, Kind.BLOCK)
@@ -284,10 +284,10 @@ def test_decode_span_puts_the_audio_on_the_session_timeline():
 
     body = encode(np.zeros((25, 32, 32), np.uint8), 25.0, np.zeros(48000, np.float32), 48000)
     body["frame_start"] = 50  # 2 s into the session
-    request = decode_span(body, 16000, Kind.WINDOW).request
+    request = decode_span(body, 16000, Kind.WINDOW)
     assert request.audio.start_sample == 32000 and request.audio.sample_rate == 16000  # the first frame's time
     body["audio"]["start_sample"] = 48000 * 2 - 4800  # 100 ms before it, at the sender's 48 kHz
-    request = decode_span(body, 16000, Kind.WINDOW).request
+    request = decode_span(body, 16000, Kind.WINDOW)
     assert request.audio.start_sample == 32000 - 1600 and request.audio.samples.shape[0] == 16000
     # hours of audio in a small body (a low rate) are refused before they are decoded
     body["audio"] = {"sample_rate": 1000, "channels": 1, "encoding": "PCM_S16LE",

@@ -38,9 +38,10 @@ def cfg(**kw) -> WindowingConfig:
 class Feed:
     """Builds events with increasing offsets per (topic, partition) and feeds a joiner."""
 
-    def __init__(self, joiner: Joiner | None = None, **kw) -> None:
+    def __init__(self, joiner: Joiner | None = None, context_frames: int = 0, **kw) -> None:
         self.tracker = OffsetTracker()
-        self.joiner = joiner or Joiner(cfg(**kw), MARGIN_MS, self.tracker, sample_rate=SR)
+        self.joiner = joiner or Joiner(cfg(**kw), MARGIN_MS, self.tracker, sample_rate=SR,
+                                       context_frames=context_frames)
         self.next_offset: dict[tuple[str, int], int] = {}
         self.jobs = []
 
@@ -420,7 +421,7 @@ def test_dropped_events_release_at_once():
     assert feed.tracker.open_count() == 1
 
 
-def _run_with_crash(seed: int):
+def _run_with_crash(seed: int, context_frames: int = 0, return_jobs: bool = False):
     """A stream of 3 sessions on 2 partitions, a crash after a random prefix with a random
     subset of jobs published, a fresh worker from the committed positions: no job missing."""
     rng = random.Random(seed)
@@ -435,12 +436,12 @@ def _run_with_crash(seed: int):
         s = rng.choice([s for s in streams if s])
         merged.append(s.pop(0))
     expected = set()
-    full = Feed()
+    full = Feed(context_frames=context_frames)
     for ev in merged:
         full.push(ev)
     expected = {j.key for j in full.jobs}
     crash_at = rng.randrange(len(merged) // 4, 3 * len(merged) // 4)
-    first = Feed()
+    first = Feed(context_frames=context_frames)
     published = set()
     for ev in merged[:crash_at]:
         for job in first.push(ev):
@@ -448,13 +449,32 @@ def _run_with_crash(seed: int):
                 first.joiner.on_published(job)
                 published.add(job.key)
     positions = first.tracker.positions()
-    second = Feed()
+    second = Feed(context_frames=context_frames)
     for ev in merged:
         tp = (ev.source.topic, ev.source.partition)
         if ev.source.offset >= positions.get(tp, 0):
             second.push(ev)
     replayed = {j.key for j in second.jobs}
+    if return_jobs:
+        return full.jobs, second.jobs
     return expected, published, replayed
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_a_worker_taking_a_session_over_gives_its_jobs_the_same_context(seed):
+    """The frames before a job (the scorer's video context, ScoreRequest.context) stay uncommitted
+    until the frontier passes them by the context span, so the worker that re-reads from the
+    committed positions sends every job it scores the context the first worker's run had (before,
+    its first job of a session had none and could read another offset: an audit)."""
+    full_jobs, replayed_jobs = _run_with_crash(seed, context_frames=3, return_jobs=True)
+    full = {j.key: j for j in full_jobs}
+    assert sum(j.request.context is not None for j in full_jobs) >= len(full_jobs) - 6  # all but the first
+    for job in replayed_jobs:
+        want, got = full[job.key].request.context, job.request.context
+        assert (want is None) == (got is None), job.key
+        if want is not None:
+            assert (got.frame_start, got.n_frames) == (want.frame_start, want.n_frames) == (job.frame_start - 3, 3)
+            assert np.array_equal(got.frames, want.frames) and np.array_equal(got.present, want.present), job.key
 
 
 @pytest.mark.parametrize("seed", range(20))

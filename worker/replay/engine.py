@@ -55,7 +55,8 @@ class Replayer:
         self.resolver = resolver
         self.sample_rate = sample_rate
         self.clock_ms = clock_ms
-        self.joiner = Joiner(windowing, scorer.search_margin_ms, OffsetTracker(), sample_rate=sample_rate)
+        self.joiner = Joiner(windowing, scorer.search_margin_ms, OffsetTracker(), sample_rate=sample_rate,
+                             context_frames=getattr(scorer, "context_frames", 0))
         # max_wait 0: nothing arrives later that a fuller batch could wait for
         self.stage: ScoringStage[Job] = ScoringStage(scorer, max_batch_size, 0.0)
         self.codecs = dict(codecs or {AUDIO: AvroCodec("AudioChunk"), ROI: AvroCodec("RoiRef")})

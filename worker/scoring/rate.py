@@ -28,16 +28,29 @@ def decimation(fps: float) -> int:
 
 
 def at_model_rate(req: ScoreRequest) -> ScoreRequest:
-    """``req`` at fps / k (k = decimation(fps)): one frame per group of k session frames (the
+    """``req`` (its frames and its context) at the networks' rate (``frames_at_model_rate``)."""
+    k = decimation(req.frames.fps)
+    if k == 1:
+        return req
+    frames = frames_at_model_rate(req.frames)
+    if frames is None:
+        return req
+    context = None if req.context is None else frames_at_model_rate(req.context)
+    return dataclasses.replace(req, frames=frames, context=context)
+
+
+def frames_at_model_rate(fs: FrameSpan) -> FrameSpan | None:
+    """``fs`` at fps / k (k = decimation(fps)): one frame per group of k session frames (the
     group of session frames k*g .. k*g + k - 1 stands at k*g), the first of the group that came
     (``present``), so that a feed delivering only every other frame is still read (an audit: the
-    even frames lost, the odd ones unused, the job LOW_QUALITY). The request itself when k is 1
-    or it holds no whole group's start."""
-    fs = req.frames
+    even frames lost, the odd ones unused, the job LOW_QUALITY). ``fs`` itself when k is 1,
+    None when it holds no group's start."""
     k = decimation(fs.fps)
-    first = -fs.frame_start % k  # the job's first frame whose session index is a multiple of k
-    if k == 1 or first >= fs.n_frames:
-        return req
+    first = -fs.frame_start % k  # the span's first frame whose session index is a multiple of k
+    if k == 1:
+        return fs
+    if first >= fs.n_frames:
+        return None
     starts = np.arange(first, fs.n_frames, k)
     pick = starts.copy()
     if fs.present is not None:
@@ -50,9 +63,8 @@ def at_model_rate(req: ScoreRequest) -> ScoreRequest:
     def keep(a):
         return None if a is None else np.asarray(a)[pick]
 
-    frames = FrameSpan(fs.frames[pick], fs.fps / k, (fs.frame_start + first) // k, present=keep(fs.present),
-                       landmarks=keep(fs.landmarks), occluded=keep(fs.occluded), face_present=keep(fs.face_present))
-    return dataclasses.replace(req, frames=frames)
+    return FrameSpan(fs.frames[pick], fs.fps / k, (fs.frame_start + first) // k, present=keep(fs.present),
+                     landmarks=keep(fs.landmarks), occluded=keep(fs.occluded), face_present=keep(fs.face_present))
 
 
 def on_request_frames(result: LipSyncScore, req: ScoreRequest) -> LipSyncScore:

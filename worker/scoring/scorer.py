@@ -36,7 +36,7 @@ from worker.scoring.offsets import (
 )
 from worker.scoring.postprocess import ScorerConfig, build_result, null_result, silence_verdict
 from worker.scoring.rate import at_model_rate, on_request_frames
-from worker.scoring.types import LipSyncScore, ScoreRequest
+from worker.scoring.types import FrameSpan, LipSyncScore, ScoreRequest
 from worker.scoring.validate import validate_request
 from worker.tracking.geometry import LIP_INDICES, mouth_shape
 
@@ -127,10 +127,40 @@ class _Prepared:
     rms: np.ndarray  # (T,) audio RMS under each frame
     frame_step: int = 1  # session frames per scored frame (rate.py: 2 at 50/60 fps)
 
+    @property
+    def frames(self) -> FrameSpan:
+        return self.req.frames
+
     def session_index(self, t: int) -> int:
         """The session frame index of scored frame ``t`` (negative: before the job): what a
         stream's cache is keyed by, so that the worker's forget_before(session index) holds."""
         return (self.req.frames.frame_start + t) * self.frame_step
+
+
+@dataclass
+class _Frames:
+    """Frames to encode into a stream's cache without scoring them (a job's context)."""
+
+    frames: FrameSpan
+    frame_ok: torch.Tensor  # (T,) bool
+    frame_step: int = 1
+
+    @property
+    def n_frames(self) -> int:
+        return self.frames.n_frames
+
+    def session_index(self, t: int) -> int:
+        return (self.frames.frame_start + t) * self.frame_step
+
+
+def _frame_ok(fs: FrameSpan) -> torch.Tensor:
+    """(T,) bool: frames whose ROI came and shows a face."""
+    ok = torch.ones(fs.n_frames, dtype=torch.bool)
+    if fs.present is not None:
+        ok &= torch.from_numpy(np.asarray(fs.present, dtype=bool))
+    if fs.face_present is not None:
+        ok &= torch.from_numpy(np.asarray(fs.face_present, dtype=bool))
+    return ok
 
 
 class ModelScorer:
@@ -202,12 +232,18 @@ class ModelScorer:
             raise ValueError("streams and requests differ in length")
         results: list[LipSyncScore | None] = [None] * len(requests)
         prepared: list[tuple[int, _Prepared, FeatureCache | None]] = []
-        warm: list[tuple[_Prepared, FeatureCache | None]] = []
+        warm: list[tuple[_Prepared | _Frames, FeatureCache]] = []
         for i, (job, stream) in enumerate(zip(requests, streams)):
             validate_request(job, self.manifest.audio.sample_rate)
             req = at_model_rate(job)  # 50/60 fps: every other frame (rate.py)
             prep = self._prepare(req)
             prep.frame_step = round(job.frames.fps / req.frames.fps)
+            if req.context is not None:
+                # frames before the job that this stream did not score (a worker that took the
+                # session over, a lone request): they go into its cache first, so that the
+                # job's video context is what any worker would have given it
+                stream = stream if stream is not None else self.new_stream()
+                warm.append((_Frames(req.context, _frame_ok(req.context), prep.frame_step), stream))
             verdict = silence_verdict(req, self.config, prep.rms)
             if verdict is not None:
                 results[i] = null_result(req, self.name, verdict, self.config)
@@ -216,7 +252,7 @@ class ModelScorer:
                 continue
             prepared.append((i, prep, stream))
         if warm:
-            self._warm_cache(warm)
+            self._warm_cache(warm)  # before the scored jobs read their context from the caches
         if prepared:
             feats = self._frame_features([(p, s) for _, p, s in prepared])
             # (T, D) unit vectors per job, as SyncNetLite.video_embed
@@ -239,11 +275,7 @@ class ModelScorer:
         # the curve reaches the smoothing radius beyond the reported offsets (offsets.smooth_curve)
         wide = widen(grid, self._smooth_radius(grid))
         search = OffsetGrid(wide.lo_frames - self.delay, wide.hi_frames - self.delay, grid.step_frames)
-        frame_ok = torch.ones(fs.n_frames, dtype=torch.bool)
-        if fs.present is not None:
-            frame_ok &= torch.from_numpy(np.asarray(fs.present, dtype=bool))
-        if fs.face_present is not None:
-            frame_ok &= torch.from_numpy(np.asarray(fs.face_present, dtype=bool))
+        frame_ok = _frame_ok(fs)
         n_audio = search.n_audio(fs.n_frames)
         first = fs.frame_start - search.pad_before - self.audio_ctx
         mel, ok = audio_grid_features(au.samples, au.sample_rate, au.start_ms(), first,
@@ -255,7 +287,7 @@ class ModelScorer:
                          float(voiced.mean()) if voiced.size else 0.0, rms)
 
     # --- core ------------------------------------------------------------------------------
-    def _warm_cache(self, items: list[tuple[_Prepared, FeatureCache]]) -> None:
+    def _warm_cache(self, items: list[tuple[_Prepared | _Frames, FeatureCache]]) -> None:
         """Caches the CNN features of the seen frames (ROI there, face in view) of jobs that are
         not scored, so that the next job's causal context is the frames before it. Frames without
         a face are not run at all: a job whose ROI stream died costs no CNN work, and the next
@@ -266,7 +298,7 @@ class ModelScorer:
             prep, cache = items[j]
             cache.put(prep.session_index(t), f)
 
-    def _encode_slots(self, items: list[tuple[_Prepared, FeatureCache | None]],
+    def _encode_slots(self, items: list[tuple[_Prepared | _Frames, FeatureCache | None]],
                       frames: list[list[int]]) -> dict[tuple[int, int], torch.Tensor]:
         """CNN features of ``frames[j]`` (positions within job j's frames) that job j's cache does
         not hold yet, keyed by (job, position)."""
@@ -275,7 +307,7 @@ class ModelScorer:
         for j, ((prep, cache), wanted) in enumerate(zip(items, frames)):
             new = [t for t in wanted if cache is None or cache.get(prep.session_index(t)) is None]
             if new:
-                todo.append(video_input(prep.req.frames.frames[new], self.manifest.video))
+                todo.append(video_input(prep.frames.frames[new], self.manifest.video))
                 slots += [(j, t) for t in new]
         computed: dict[tuple[int, int], torch.Tensor] = {}
         if todo:
@@ -321,7 +353,7 @@ class ModelScorer:
             result.append(torch.stack(filled + rows))
         return result
 
-    def _lip_shapes(self, items: list[tuple[_Prepared, FeatureCache | None]],
+    def _lip_shapes(self, items: list[tuple[_Prepared | _Frames, FeatureCache | None]],
                     slots: list[tuple[int, int]]) -> tuple[torch.Tensor, torch.Tensor]:
         """Lip-shape measures of the frames in ``slots`` and whether each has them: frames whose
         stream carries the tracker's 40 lip landmarks and shows an unoccluded face (others count
@@ -333,7 +365,7 @@ class ModelScorer:
         for row, (j, _) in enumerate(slots):
             by_item.setdefault(j, []).append(row)
         for j, rows in by_item.items():
-            fs = items[j][0].req.frames
+            fs = items[j][0].frames
             if fs.landmarks is None or np.shape(fs.landmarks)[1:] != (N_LIP_LANDMARKS, 2):
                 continue
             t = np.array([slots[r][1] for r in rows])

@@ -89,12 +89,18 @@ class FrameSpan:
 
 @dataclass(frozen=True)
 class ScoreRequest:
-    """One job: frames plus audio that covers them and the offset-search margin."""
+    """One job: frames plus audio that covers them and the offset-search margin.
+
+    ``context``: optional frames right before the job (ending at its first frame), for the
+    scorer's causal video context. A stream that scored them already has them; one that did not
+    (a worker that took the session over, a lone request) reads them from here, so the job's
+    verdict does not depend on which worker scored it."""
 
     kind: Kind
     frames: FrameSpan
     audio: AudioSpan
     session_id: str = ""
+    context: FrameSpan | None = None
 
 
 @dataclass(frozen=True)

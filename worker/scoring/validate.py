@@ -41,6 +41,12 @@ def validate_request(req: ScoreRequest, sample_rate: int) -> None:
         raise ScoringInputError("empty audio")
     if not np.isfinite(s).all():
         raise ScoringInputError("audio contains NaN or infinite samples")
+    ctx = req.context
+    if ctx is not None and (ctx.frame_end != fs.frame_start or abs(ctx.fps - fs.fps) > 1e-6
+                            or not isinstance(ctx.frames, np.ndarray) or ctx.frames.dtype != np.uint8
+                            or ctx.frames.ndim not in (3, 4) or min(np.shape(ctx.frames)[1:3], default=0) < 8):
+        raise ScoringInputError("context frames must be uint8 ROIs of at least 8x8 that end where the job "
+                                "starts, at its fps")
     if au.present is not None and np.shape(au.present) != s.shape:
         raise ScoringInputError(f"audio present must have shape {s.shape}, got {np.shape(au.present)}")
     if au.sample_rate != sample_rate:

@@ -160,15 +160,10 @@ def decode(body: Any, sample_rate: int, max_seconds: float = 120.0) -> ClipInput
 MAX_CONTEXT_FRAMES = 32
 
 
-@dataclass(frozen=True)
-class SpanInput:
-    request: ScoreRequest  # the job
-    context: FrameSpan | None  # the frames sent before it (context_frames), if any
-
-
-def decode_span(body: Any, sample_rate: int, kind: Kind) -> SpanInput:
+def decode_span(body: Any, sample_rate: int, kind: Kind) -> ScoreRequest:
     """One BLOCK (8..16 frames) or WINDOW (0.8..1.2 s of frames) with its place on the session
-    timeline, and the frames sent before it (``context_frames``), for the scorer."""
+    timeline, and the frames sent before it (``context_frames``) as its context -> the scorer's
+    ScoreRequest."""
     frames, fps = _frames(body, max_seconds=10.0)
     n_ctx = _int(body, "context_frames", "", 0, MAX_CONTEXT_FRAMES, default=0)
     n = frames.shape[0] - n_ctx
@@ -201,8 +196,8 @@ def decode_span(body: Any, sample_rate: int, kind: Kind) -> SpanInput:
     def span(a: int, b: int, first: int) -> FrameSpan:
         return FrameSpan(frames[a:b], fps, first, present=None if present is None else present[a:b])
 
-    job = ScoreRequest(kind, span(n_ctx, n_ctx + n, frame_start), audio, session_id=str(body.get("session_id") or ""))
-    return SpanInput(job, span(0, n_ctx, frame_start - n_ctx) if n_ctx else None)
+    return ScoreRequest(kind, span(n_ctx, n_ctx + n, frame_start), audio, session_id=str(body.get("session_id") or ""),
+                        context=span(0, n_ctx, frame_start - n_ctx) if n_ctx else None)
 
 
 def encode(frames: np.ndarray, fps: float, audio: np.ndarray, sample_rate: int) -> dict:

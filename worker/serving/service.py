@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from worker.observability.metrics import ServeMetrics
-from worker.scoring.types import Kind, ScoreRequest, ScoringInputError
+from worker.scoring.types import Kind, ScoringInputError
 from worker.serving.request import RequestError, decode, decode_span
 
 
@@ -51,15 +51,11 @@ class ScoreService:
     def score_span(self, kind: Kind, body: Any) -> dict:
         """One BLOCK or WINDOW (the seed's ScoreBlock / ScoreWindow): the LipSyncSignal's verdict
         fields for it, scored exactly as the worker scores that job."""
-        span = decode_span(body, self.sample_rate, kind)
+        request = decode_span(body, self.sample_rate, kind)
         with self._lock, _as_request_error():
-            stream = None
-            if span.context is not None:
-                # the frames before the job go into a stream's cache, as the worker's blocks
-                # before it put them there: the job's video context is then the worker's
-                stream = self.scorer.new_stream()
-                self.scorer.score(ScoreRequest(Kind.BLOCK, span.context, span.request.audio), stream)
-            result = self.scorer.score(span.request, stream)
+            # the frames sent before the job (context_frames) are its video context, as the
+            # worker's stream holds them from the blocks before: the verdict is the worker's
+            result = self.scorer.score(request)
         return result.to_dict()
 
     def info(self) -> dict:

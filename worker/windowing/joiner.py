@@ -3,7 +3,8 @@
 Offsets (issue 4 item 8): each stored event is held in its session's ledger until no job that
 could contain it is still unpublished. A ledger's *frontier* is the earliest frame start of any
 job not yet published (emitted and in flight, or not yet emitted); a frame is released once the
-frontier passes it, an audio chunk once the frontier's audio need (frontier - margin) passes its
+frontier passes it by the scorer's context span (a job's context frames are read again after a
+restart), an audio chunk once the frontier's audio need (frontier - margin) passes its
 end, an end marker once the session closed and all its jobs are published. Released events are
 marked done in the OffsetTracker, whose positions are what may be committed.
 
@@ -72,12 +73,13 @@ class Joiner:
     """Feed decoded events in; get due jobs out. Pure: time is passed in."""
 
     def __init__(self, cfg: WindowingConfig, margin_ms: float, tracker: OffsetTracker,
-                 sample_rate: int = 16_000) -> None:
+                 sample_rate: int = 16_000, context_frames: int = 0) -> None:
         self.cfg = cfg
         self.params = WindowParams(
             block_frames=cfg.block_frames, window_ms=cfg.window_ms, window_hop_ms=cfg.window_hop_ms,
             allowed_lateness_ms=cfg.allowed_lateness_ms, max_buffered_ms=cfg.max_buffered_ms,
             margin_ms=float(margin_ms), sample_rate=sample_rate, stream_stall_ms=cfg.stream_stall_ms,
+            context_frames=int(context_frames),
         )
         self.tracker = tracker
         self.sessions: OrderedDict[str, SessionState] = OrderedDict()  # least recently active first
@@ -117,7 +119,9 @@ class Joiner:
             self.counters["ref_errors"] += 1
         ledger = self.ledgers[ev.session_id]
         ledger.fps = state.fps
-        ledger.hold(frame_ms(ev.frame_index, ev.fps), ev.source)
+        # held until the frontier passes the frame plus the context span: a job's context frames
+        # are read again by a worker that takes the session over (its verdict stays the same)
+        ledger.hold(frame_ms(ev.frame_index + state.context_span, ev.fps), ev.source)
         return self._advance(state, now_wall_ms)
 
     def on_audio(self, ev: AudioEvent, now_wall_ms: int) -> list[Job]:

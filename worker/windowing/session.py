@@ -35,6 +35,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from worker.scoring.rate import decimation
 from worker.scoring.types import AudioSpan, FrameSpan, Kind, ScoreRequest
 from worker.windowing.buffers import AudioBuffer, FrameSlot, stack_rois
 from worker.windowing.events import Arrival, AudioEvent, DueReason, FrameEvent, Job, Source, Stream
@@ -66,6 +67,9 @@ class WindowParams:
     margin_ms: float
     sample_rate: int = 16_000
     stream_stall_ms: int = 2000
+    # the scorer's video context (frames before a job its head reads, at 25-30 fps): kept and sent
+    # with each job, so that a worker taking the session over gives the job the same context
+    context_frames: int = 0
 
 
 class SessionState:
@@ -170,6 +174,11 @@ class SessionState:
         return now_wall_ms - since >= self.p.stream_stall_ms
 
     # --- jobs -------------------------------------------------------------------------------
+    @property
+    def context_span(self) -> int:
+        """Session frames before a job sent as its context (the scorer's, at this session's rate)."""
+        return 0 if self.fps is None else self.p.context_frames * decimation(self.fps)
+
     def frontier_frame(self, default: int | None = None) -> int | None:
         """No job not yet emitted starts before this frame (``default`` while undecided)."""
         starts = [s for s in self.next_start.values() if s is not None]
@@ -310,6 +319,7 @@ class SessionState:
                              landmarks=landmarks, occluded=occluded, face_present=face),
             audio=AudioSpan(samples=samples, sample_rate=sr, start_sample=a, present=came),
             session_id=self.session_id,
+            context=self._context(start),
         )
         keep = self.frontier_frame(default=start)
         return Job(
@@ -323,6 +333,17 @@ class SessionState:
             sources=tuple(dict.fromkeys(sources)),
         )
 
+    def _context(self, start: int) -> FrameSpan | None:
+        """The buffered frames right before ``start`` (context_span of them), None if none are."""
+        assert self.fps is not None
+        first = max(0, start - self.context_span)
+        slots = [self.frames.get(f) for f in range(first, start)]
+        if not any(slot is not None for slot in slots):
+            return None
+        frames, present, face, occluded, landmarks = stack_rois(slots)
+        return FrameSpan(frames=frames, fps=self.fps, frame_start=first, present=present, landmarks=landmarks,
+                         occluded=occluded, face_present=face)
+
     # --- bounds -----------------------------------------------------------------------------
     def _prune(self) -> None:
         """Forget what no future job needs; then enforce max_buffered_ms by dropping the oldest."""
@@ -330,7 +351,7 @@ class SessionState:
         if front is not None and self.fps is not None:
             if front > self._pruned_to:  # frames only need a sweep when the frontier moved
                 self._pruned_to = front
-                for f in [f for f in self.frames if f < front]:
+                for f in [f for f in self.frames if f < front - self.context_span]:
                     del self.frames[f]
                     self.frame_meta.pop(f, None)
             need_from = frame_ms(front, self.fps) - self.p.margin_ms

@@ -168,8 +168,9 @@ def input_notes(video, audio_info, video_s: float, audio_s: float, fps: float) -
     if source.audio_streams > 1:
         notes.append(f"{source.path} has {source.audio_streams} audio streams: scored stream {source.audio_stream} "
                      "(0-based; --audio-stream N picks another)")
-    if fps < MIN_SCORE_FPS:
-        notes.append(f"at {fps:g} fps a frame lasts {1000 / fps:.0f} ms: offsets are read in those steps, and "
+    native = min(fps, video.fps or fps)  # --fps 25 on a 5 fps file repeats its frames: no finer
+    if native < MIN_SCORE_FPS:
+        notes.append(f"at {native:g} fps a frame lasts {1000 / native:.0f} ms: the lips are seen in those steps, and "
                      "the model knows lips at 25-30 fps")
     return notes
 

@@ -50,7 +50,7 @@ class ClipSummary:
             return list(self.notes)
         # the sum still rises at the search's end: the true offset may lie beyond it (or, with a
         # low score, the lips do not go with this audio at all)
-        edge = (f"the best offset is at the edge of the search ({self.offset_ms:+.0f} ms): the audio may be "
+        edge = (f"the best offset is at the edge of the search ({self.offset_ms:+g} ms): the audio may be "
                 "off by more than that, or not go with these lips at all if the score is low "
                 "(--max-offset-ms widens the search)")
         return [*self.notes, edge]

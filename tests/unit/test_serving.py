@@ -103,6 +103,10 @@ def test_server_answers_bad_requests_with_json_errors_and_goes_on(server):
     assert _post(server, b"{}", path="/v2/nothing")[0] == 404
     status, res = _post(server, b"[" * 100_000 + b"]" * 100_000)  # was a 500 (RecursionError)
     assert status == 400 and "nested too deeply" in res["error"]
+    status, res = _post(server, b'{"fps": ' + b"9" * 5000 + b"}")  # was a 500 (int digit limit)
+    assert status == 400 and "not JSON" in res["error"]
+    with urllib.request.urlopen(server + "/healthz?probe=1", timeout=10) as resp:
+        assert resp.status == 200
     for method, path, code in (("GET", "/v1/score", 405), ("PUT", "/v1/score", 405), ("POST", "/healthz", 405),
                                ("DELETE", "/v2/nothing", 404)):
         req = urllib.request.Request(server + path, data=b"{}" if method != "GET" else None, method=method)
@@ -143,6 +147,10 @@ def test_a_length_that_is_not_a_number_is_400_and_a_vanished_client_no_traceback
         resp = conn.getresponse()
         assert resp.status == 400 and "Content-Length" in json.loads(resp.read())["error"]
         conn.close()
+    # a request line that is not HTTP: a 400, and no traceback from the access log
+    with socket.create_connection((u.hostname, u.port), timeout=10) as s:
+        s.sendall(b"GARBAGE\r\n\r\n")
+        assert b"400" in s.recv(1000)  # (a one-word line is HTTP/0.9: the error page, no status line)
     # half a body, then gone: the handler's read fails; the server logs a line and goes on
     with socket.create_connection((u.hostname, u.port), timeout=10) as s:
         s.sendall(b"POST /v1/score HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n{\"fps\": 25")
@@ -241,6 +249,19 @@ def test_score_block_and_window_match_the_clip_path_and_say_the_offset(server):
             {k: blk[k] for k in ("offset_ms", "direction", "label")}
         assert res["score"] == pytest.approx(blk["score"], abs=1e-3), (span, res["score"], blk["score"])
         assert res["confidence"] == pytest.approx(blk["confidence"], abs=5e-3)
+    # the context frames need no audio of their own: audio from the job's first frame will do
+    body = _span_body(clip, (32, 48), info["search_margin_ms"], ctx)
+    cut = round((32 / clip.fps) * clip.sample_rate) - body["audio"]["start_sample"]
+    pcm = base64.b64decode(body["audio"]["data"])[2 * cut:]
+    body["audio"].update(start_sample=round(32 / clip.fps * clip.sample_rate), data=base64.b64encode(pcm).decode())
+    status, res = _post(server, json.dumps(body).encode(), "/v1/score-block")
+    assert status == 200, res
+    # 120 fps is scored on every 4th frame, as by the worker
+    fast = _span_body(clip, (32, 48), info["search_margin_ms"])
+    fast["fps"], fast["frame_start"] = 120, 160
+    fast["audio"]["start_sample"] = round(160 / 120 * clip.sample_rate) - round(info["search_margin_ms"] * 16)
+    status, res = _post(server, json.dumps(fast).encode(), "/v1/score-block")
+    assert status == 200 and res["frame_end"] == 176, res
     # a block is 8..16 frames, a window 0.8..1.2 s: anything else is a 400 that says so
     status, res = _post(server, json.dumps(_span_body(clip, (0, 30), 240.0)).encode(), "/v1/score-block")
     assert status == 400 and "8..16 frames" in res["error"]
@@ -260,9 +281,10 @@ def test_score_block_and_window_match_the_clip_path_and_say_the_offset(server):
     ({"frame_start": -1}, "frame_start must be an integer in 0.."),
     ({"frame_start": "7"}, "frame_start must be an integer in 0.."),
     ({"frame_start": 10**400}, "frame_start must be an integer in 0.."),  # was a 500 (overflow)
-    ({"fps": 10**400}, "fps must be a number in 10..60"),
+    ({"fps": 10**400}, "fps must be a number in 10..240"),
     ({"context_frames": 40}, "context_frames must be an integer in 0..32"),
     ({"context_frames": 10}, r"a BLOCK is 8..16 frames \(after 10 context frames\), got 6"),
+    ({"context_frames": 4}, r"context_frames \(4\) exceeds frame_start \(0\)"),
 ])
 def test_decode_span_rejects_bad_fields_with_one_line(change, message):
     from worker.scoring.types import Kind

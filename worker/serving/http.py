@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
 
 from worker.scoring.types import Kind
 from worker.serving.request import RequestError
@@ -49,6 +50,12 @@ def make_server(service: ScoreService, host: str = "127.0.0.1", port: int = 8080
             self.end_headers()
             self.wfile.write(body)
 
+        def parse_request(self) -> bool:
+            ok = super().parse_request()
+            if ok:
+                self.path = urlsplit(self.path).path  # /healthz?probe=1 is /healthz
+            return ok
+
         def do_GET(self) -> None:
             if self.path == "/healthz":
                 self._send(200, {"status": "ok", "scorer": service.scorer.name})
@@ -71,7 +78,7 @@ def make_server(service: ScoreService, host: str = "127.0.0.1", port: int = 8080
         def do_HEAD(self) -> None:
             if self.path in _GETS:
                 self.send_response(200)
-                self.send_header("Content-Length", "0")
+                self.send_header("Content-Type", "text/plain" if self.path == "/metrics" else "application/json")
                 self.end_headers()
             else:
                 self._wrong_method()
@@ -109,7 +116,7 @@ def make_server(service: ScoreService, host: str = "127.0.0.1", port: int = 8080
                 with service.observed("http", _METHOD[self.path]):
                     try:
                         body = json.loads(raw)
-                    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                    except ValueError as exc:  # not JSON, not UTF-8, an integer of 4300+ digits
                         raise RequestError(f"the body is not JSON: {exc}") from None
                     except RecursionError:
                         raise RequestError("the body's JSON is nested too deeply") from None
@@ -124,7 +131,8 @@ def make_server(service: ScoreService, host: str = "127.0.0.1", port: int = 8080
             self._send(200, result)
 
         def log_message(self, fmt: str, *args) -> None:
-            if self.path in ("/healthz", "/metrics"):  # probes and scrapes: every few seconds, per pod
+            # no path yet: a request line that could not be parsed (the 400 / 414 being sent)
+            if getattr(self, "path", "") in ("/healthz", "/metrics"):  # probes and scrapes, per pod
                 return
             log.info("%s %s", self.address_string(), fmt % args)
 

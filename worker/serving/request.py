@@ -91,8 +91,8 @@ def _frames(body: Any, max_seconds: float) -> tuple[np.ndarray, float]:
         raise RequestError("the body must be a JSON object")
     fps = body.get("fps")
     # compared as given: float() of a 400-digit integer overflows (a 500 before)
-    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 10 <= fps <= 60:
-        raise RequestError(f"fps must be a number in 10..60, got {_short(fps)}")
+    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 10 <= fps <= 240:
+        raise RequestError(f"fps must be a number in 10..240, got {_short(fps)}")
     fps = float(fps)
     fr = body.get("frames")
     if not isinstance(fr, dict):
@@ -171,8 +171,10 @@ def decode_span(body: Any, sample_rate: int, kind: Kind) -> ScoreRequest:
         raise RequestError(f"a BLOCK is 8..16 frames (after {n_ctx} context frames), got {n}")
     if kind is Kind.WINDOW and not 800 <= round(1000.0 * n / fps) <= 1200:
         raise RequestError(f"a WINDOW is 0.8..1.2 s of frames (after {n_ctx} context frames), got {n} at {fps:g} fps")
-    frame_start = _int(body, "frame_start", "", n_ctx, MAX_INDEX, default=0) if n_ctx else \
-        _int(body, "frame_start", "", 0, MAX_INDEX, default=0)
+    frame_start = _int(body, "frame_start", "", 0, MAX_INDEX, default=0)
+    if n_ctx > frame_start:
+        raise RequestError(f"context_frames ({n_ctx}) exceeds frame_start ({frame_start}): the context frames "
+                           "come before the job's first frame")
     present = body.get("present")
     if isinstance(present, (list, tuple)) and len(present) == 0:
         present = None  # proto3: an empty repeated field is "not sent"

@@ -132,9 +132,7 @@ class _Prepared:
         return self.req.frames
 
     def session_index(self, t: int) -> int:
-        """The session frame index of scored frame ``t`` (negative: before the job): what a
-        stream's cache is keyed by, so that the worker's forget_before(session index) holds."""
-        return (self.req.frames.frame_start + t) * self.frame_step
+        return _session_index(self.req.frames, self.frame_step, t)
 
 
 @dataclass
@@ -150,7 +148,14 @@ class _Frames:
         return self.frames.n_frames
 
     def session_index(self, t: int) -> int:
-        return (self.frames.frame_start + t) * self.frame_step
+        return _session_index(self.frames, self.frame_step, t)
+
+
+def _session_index(span: FrameSpan, frame_step: int, t: int) -> int:
+    """The session frame index of scored frame ``t`` of ``span`` (negative: before it), at
+    ``frame_step`` session frames per scored frame: what a stream's cache is keyed by, so that
+    the worker's forget_before(session index) holds."""
+    return (span.frame_start + t) * frame_step
 
 
 def _frame_ok(fs: FrameSpan) -> torch.Tensor:
@@ -238,18 +243,18 @@ class ModelScorer:
             req = at_model_rate(job)  # 50/60 fps: every other frame (rate.py)
             prep = self._prepare(req)
             prep.frame_step = round(job.frames.fps / req.frames.fps)
-            if req.context is not None:
-                # frames before the job that this stream did not score (a worker that took the
-                # session over, a lone request): they go into its cache first, so that the
-                # job's video context is what any worker would have given it
-                stream = stream if stream is not None else self.new_stream()
-                warm.append((_Frames(req.context, _frame_ok(req.context), prep.frame_step), stream))
             verdict = silence_verdict(req, self.config, prep.rms)
             if verdict is not None:
                 results[i] = null_result(req, self.name, verdict, self.config)
                 if stream is not None:
                     warm.append((prep, stream))  # the next job's causal context, from its seen frames
                 continue
+            if req.context is not None:
+                # frames before the job that this stream did not score (a worker that took the
+                # session over, a lone request): they go into its cache first, so that the
+                # job's video context is what any worker would have given it
+                stream = stream if stream is not None else self.new_stream()
+                warm.append((_Frames(req.context, _frame_ok(req.context), prep.frame_step), stream))
             prepared.append((i, prep, stream))
         if warm:
             self._warm_cache(warm)  # before the scored jobs read their context from the caches

@@ -18,8 +18,8 @@ timeline: ``"frame_start"`` (session frame index of the job's first frame, defau
 the first sample at the audio's rate; default: the first frame's time). Send the scorer's search
 margin of audio on each side of the frames, as the worker does, and, for the worker's verdict
 exactly, ``"context_frames": N`` with the N frames before the job first in ``frames`` (the
-scorer's video context, Info.context_frames; the worker has them from the blocks before). gRPC sends the same fields with
-raw bytes instead of base64 (worker.serving.grpc_server).
+scorer's video context, Info.context_frames; the worker has them from the blocks before). gRPC
+sends the same fields with raw bytes instead of base64 (worker.serving.grpc_server).
 """
 
 from __future__ import annotations

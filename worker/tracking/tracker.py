@@ -152,11 +152,12 @@ def tile_levels(width_px: int, height_px: int) -> list[list[tuple[int, int, int,
     frame, per level: tiles of at most TILE_MIN_PX, twice that, ... below the frame's size.
 
     Why levels: the full-range detector sees its input at 192x192 and finds a face of about an
-    eighth of it, while a face larger than the tiles' overlap can be cut by every tile of a level.
-    Measured with a dev clip scaled into black frames at 8 random places (6 frames each): with
-    the one level of 3x3 1536 px tiles of before, a 150 px clip in 4K was found in 6 of 48 and a
-    120 px clip in 1080p (2x2) in 13; with 768 px tiles in 48 and 42; with 640 px in 48 and 46,
-    but a 450 px clip in 4K in 46 (cut by the tiles, too small for the whole frame)."""
+    eighth of it, while a face larger than the tiles' overlap can be cut by every tile of a level
+    (one level of 640 px tiles missed a 450 px clip in 4K now and then). Measured with a dev clip
+    scaled into black frames at 8 random places, 6 frames each (_face_boxes): a 150 px clip in 4K
+    was found in 8 of 48 with the one 3x3 grid of 1536 px tiles of before and in 48 with these
+    levels, a 120 px clip in 1080p in 23 and 48; 300-700 px clips in 4K and 224-400 px ones in
+    1080p in 48."""
     levels = []
     tile_px = TILE_MIN_PX
     while tile_px < max(width_px, height_px):

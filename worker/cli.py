@@ -30,6 +30,13 @@ class _Parser(argparse.ArgumentParser):
 MIN_SEARCH_MS, MAX_SEARCH_MS = 40.0, 1000.0
 
 
+def add_max_offset_arg(p: argparse.ArgumentParser) -> None:
+    """``--max-offset-ms`` for a command that scores (score, serve, eval-*)."""
+    p.add_argument("--max-offset-ms", type=float, default=200.0,
+                   help=f"search offsets within +/- this many ms, to the nearest frame "
+                        f"({MIN_SEARCH_MS:g}..{MAX_SEARCH_MS:g}; default 200)")
+
+
 def load_scorer_for_command(bundle_dir: str | None, device: str = "auto", what: str = "bundle",
                             max_offset_ms: float | None = None):
     """``load_scorer`` for a command line: the default bundle may fall back to the heuristic scorer
@@ -75,8 +82,7 @@ def _add_score(sub) -> None:
                         f"best (1..{MAX_FACES}; default {DEFAULT_SCORE_FACES})")
     p.add_argument("--block-frames", type=int, default=16)
     p.add_argument("--window-ms", type=int, default=1000)
-    p.add_argument("--max-offset-ms", type=float, default=200.0,
-                   help="search offsets within +/- this many ms (40..1000; default 200)")
+    add_max_offset_arg(p)
     p.add_argument("--audio-stream", type=int, default=None, metavar="N",
                    help="score the N-th audio stream (0-based) of the audio's file (default: the one "
                         "flagged default, else the first)")

@@ -20,8 +20,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bundle", help="model bundle directory (default: the bundled model; without one "
                                     "the heuristic scorer is evaluated and the report says so)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    p.add_argument("--max-offset-ms", type=float, default=200.0,
-                   help="search offsets within +/- this many ms (40..1000; default 200)")
+    from worker.cli import add_max_offset_arg
+
+    add_max_offset_arg(p)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     p.add_argument("--json", action="store_true", help="last line of stdout: the report as one JSON object")
     p.add_argument("--out", help="also write the JSON report to this file")

@@ -28,8 +28,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--max-body-mb", type=float, default=64.0, help="largest request body (default 64 MB)")
     p.add_argument("--max-seconds", type=float, default=120.0, help="longest clip per request (default 120 s)")
-    p.add_argument("--max-offset-ms", type=float, default=200.0,
-                   help="search offsets within +/- this many ms (40..1000; default 200)")
+    from worker.cli import add_max_offset_arg
+
+    add_max_offset_arg(p)
     return p
 
 

@@ -70,10 +70,8 @@ def make_server(service: ScoreService, host: str = "127.0.0.1", port: int = 8080
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
-            elif self.path in _POSTS:
-                self._send(405, {"error": f"{self.path} takes POST"})
             else:
-                self._send(404, {"error": f"no such path {self.path}"})
+                self._wrong_method()
 
         def do_HEAD(self) -> None:
             if self.path in _GETS:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,7 +18,15 @@ import torch
 from worker.scoring.offsets import OffsetGrid, pick_peak
 from worker.scoring.postprocess import direction_for
 from worker.scoring.rate import decimation
-from worker.scoring.types import AudioSpan, FrameSpan, Kind, Label, LipSyncScore, ScoreRequest
+from worker.scoring.types import (
+    AudioSpan,
+    FrameSpan,
+    Kind,
+    Label,
+    LipSyncScore,
+    ScoreRequest,
+    ScoringCancelled,
+)
 from worker.windowing.timeline import JobGrid
 
 
@@ -103,9 +112,12 @@ def plan_jobs(n_frames: int, fps: float, block_frames: int = 16, window_ms: int 
 def score_clip(scorer, frames: np.ndarray, fps: float, audio: np.ndarray, sample_rate: int = 16000,
                face_present: np.ndarray | None = None, landmarks: np.ndarray | None = None,
                occluded: np.ndarray | None = None, block_frames: int = 16, window_ms: int = 1000,
-               batch_size: int = 16, session_id: str = "clip") -> ClipSummary:
+               batch_size: int = 16, session_id: str = "clip",
+               wanted: Callable[[], bool] | None = None) -> ClipSummary:
     """frames: (T, H, W[, 3]) uint8 mouth ROIs at ``fps``; audio: float32 mono at ``sample_rate``,
-    sample 0 at frame 0's time. ``session_id`` names the clip in its signals (signal_id)."""
+    sample 0 at frame 0's time. ``session_id`` names the clip in its signals (signal_id).
+    ``wanted``: asked before each batch of jobs; False stops the scoring (ScoringCancelled): a
+    caller gone, or past its deadline, should not hold the scorer for the rest of a long clip."""
     t0 = time.perf_counter()
     n = int(frames.shape[0])
     jobs = plan_jobs(n, fps, block_frames, window_ms)
@@ -136,6 +148,8 @@ def score_clip(scorer, frames: np.ndarray, fps: float, audio: np.ndarray, sample
     results: list[LipSyncScore] = []
     emitted: dict[tuple[str, int], tuple[int, int]] = {}
     for i in range(0, len(jobs), batch_size):
+        if wanted is not None and not wanted():
+            raise ScoringCancelled(f"stopped after {i} of {len(jobs)} jobs: the caller is gone")
         chunk = jobs[i: i + batch_size]
         reqs = [request(*j) for j in chunk]
         batch = scorer.score_batch(reqs, [stream] * len(reqs))

@@ -91,6 +91,40 @@ def test_grpc_bad_input_is_invalid_argument_and_the_server_goes_on(stub):
     assert requests.labels("grpc", "ScoreClip", "bad_request")._value.get() >= 1
 
 
+def test_a_call_whose_caller_is_gone_stops_scoring(stub):
+    """A ScoreClip past its deadline (or cancelled) stops at its next batch of jobs instead of
+    scoring the clip to its end while every call behind it waits (an audit: a 120 s clip with a
+    0.5 s deadline went on; the next ScoreBlock waited 2.85 s)."""
+    from worker.scoring.types import ScoringCancelled
+    from worker.serving.grpc_server import SyncScorerServicer, request_body
+    from worker.synth.clip import generate_clip
+
+    _client, service = stub
+    clip = generate_clip(seed=5154, seconds=8.0, audio_offset_ms=0.0)
+    request = _request(clip, 0, clip.frames.shape[0], 0.0)
+    asked: list[int] = []
+
+    def wanted() -> bool:  # the caller is there when the scorer is free, gone at the first batch
+        asked.append(1)
+        return len(asked) < 2
+
+    with pytest.raises(ScoringCancelled, match="stopped after 0 of"):
+        service.score(request_body(request), wanted=wanted)
+
+    class Gone:  # a ServicerContext whose call ended
+        def is_active(self) -> bool:
+            return False
+
+        def abort(self, code, details):
+            raise RuntimeError(code, details)
+
+    cancelled = service.metrics.requests.labels("grpc", "ScoreClip", "cancelled")
+    before = cancelled._value.get()
+    with pytest.raises(RuntimeError) as err:
+        SyncScorerServicer(service).ScoreClip(request, Gone())
+    assert err.value.args[0] == grpc.StatusCode.CANCELLED and cancelled._value.get() == before + 1
+
+
 def test_grpc_audio_that_misses_the_frames_is_invalid_argument(stub):
     from worker.synth.clip import generate_clip
 

@@ -36,6 +36,10 @@ class ScoringInputError(ValueError):
     """Input that cannot be scored (empty, wrong dtype, NaN, mismatched lengths)."""
 
 
+class ScoringCancelled(Exception):
+    """Scoring stopped because its caller no longer wants the answer (gone, past its deadline)."""
+
+
 @dataclass(frozen=True)
 class AudioSpan:
     """Mono audio on the session timeline.

@@ -15,7 +15,7 @@ import grpc
 
 from schemas import sync_scorer_pb2 as pb
 from schemas import sync_scorer_pb2_grpc as pb_grpc
-from worker.scoring.types import Kind
+from worker.scoring.types import Kind, ScoringCancelled
 from worker.serving.request import RequestError
 from worker.serving.service import ScoreService
 
@@ -75,9 +75,13 @@ class SyncScorerServicer(pb_grpc.SyncScorerServicer):
     def _call(self, context: grpc.ServicerContext, method: str, fn, *args):
         try:
             with self.service.observed("grpc", method):
-                return fn(*args)
+                # past its deadline or cancelled, a call stops at the next batch of jobs
+                return fn(*args, wanted=context.is_active)
         except RequestError as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except ScoringCancelled as exc:
+            log.info("%s stopped: %s", method, exc)
+            context.abort(grpc.StatusCode.CANCELLED, str(exc))
         except Exception:
             log.exception("scoring failed")
             context.abort(grpc.StatusCode.INTERNAL, "scoring failed (see the server log)")

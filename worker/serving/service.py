@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from worker.observability.metrics import ServeMetrics
-from worker.scoring.types import Kind, ScoringInputError
+from worker.scoring.types import Kind, ScoringCancelled, ScoringInputError
 from worker.serving.request import RequestError, decode, decode_span
 
 
@@ -38,21 +38,27 @@ class ScoreService:
         self.sample_rate = scorer_sample_rate(scorer)
         self._lock = threading.Lock()
 
-    def score(self, body: Any) -> dict:
-        """A whole clip: what `sync-scorer score --roi --json` prints for it."""
+    def score(self, body: Any, wanted: Callable[[], bool] | None = None) -> dict:
+        """A whole clip: what `sync-scorer score --roi --json` prints for it. ``wanted``: asked
+        once the scorer is free and between batches of the clip's jobs; False stops the work
+        (ScoringCancelled), so a caller past its deadline does not hold the next one up."""
         from worker.clipscore import score_clip
 
         clip = decode(body, self.sample_rate, self.max_seconds)
         with self._lock, _as_request_error():
+            if wanted is not None and not wanted():
+                raise ScoringCancelled("the caller left while waiting for the scorer")
             summary = score_clip(self.scorer, clip.frames, clip.fps, clip.audio, clip.sample_rate,
-                                 block_frames=clip.block_frames, window_ms=clip.window_ms)
+                                 block_frames=clip.block_frames, window_ms=clip.window_ms, wanted=wanted)
         return summary.to_json()
 
-    def score_span(self, kind: Kind, body: Any) -> dict:
+    def score_span(self, kind: Kind, body: Any, wanted: Callable[[], bool] | None = None) -> dict:
         """One BLOCK or WINDOW (the seed's ScoreBlock / ScoreWindow): the LipSyncSignal's verdict
         fields for it, scored exactly as the worker scores that job."""
         request = decode_span(body, self.sample_rate, kind)
         with self._lock, _as_request_error():
+            if wanted is not None and not wanted():
+                raise ScoringCancelled("the caller left while waiting for the scorer")
             # the frames sent before the job (context_frames) are its video context, as the
             # worker's stream holds them from the blocks before: the verdict is the worker's
             result = self.scorer.score(request)
@@ -67,8 +73,8 @@ class ScoreService:
 
     @contextmanager
     def observed(self, transport: str, method: str) -> Iterator[None]:
-        """Count one request of ``method`` over ``transport`` by outcome (ok, bad_request, error)
-        and time it."""
+        """Count one request of ``method`` over ``transport`` by outcome (ok, bad_request,
+        cancelled, error) and time it."""
         t0 = time.perf_counter()
         outcome = "error"
         try:
@@ -76,6 +82,9 @@ class ScoreService:
             outcome = "ok"
         except RequestError:
             outcome = "bad_request"
+            raise
+        except ScoringCancelled:
+            outcome = "cancelled"
             raise
         finally:
             self.metrics.requests.labels(transport, method, outcome).inc()

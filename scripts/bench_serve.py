@@ -46,6 +46,10 @@ def timed_ms(fn, req, n: int) -> list[float]:
 
 
 def main() -> int:
+    import argparse
+
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                            formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     torch.set_num_threads(1)
     service = ScoreService(load_scorer(None, device="cpu"))
     server, port = make_grpc_server(service, "127.0.0.1", 0)

@@ -333,6 +333,14 @@ def load_config(path: str | Path | None = None) -> WorkerConfig:
 
 
 def _one_line(exc: Exception) -> str:
+    text = " ".join(str(exc).split())
+    if "EnvSettingsSource" in text:
+        # a SYNC_SCORER_<SECTION>__<KEY> value that is not valid JSON (dicts and lists are): name it
+        field = text.split('field "', 1)[1].split('"', 1)[0] if 'field "' in text else ""
+        prefix = f"{ENV_PREFIX}{field}__".upper()
+        names = sorted(k for k in os.environ if k.upper().startswith(prefix))
+        if names:
+            return f"invalid config: {', '.join(names)}: not valid JSON for a mapping or list value ({text})"
     errors = getattr(exc, "errors", None)
     if callable(errors):
         parts = []

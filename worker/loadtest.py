@@ -402,11 +402,15 @@ def _run(cfg: WorkerConfig, opts: LoadtestOptions, out: TextIO) -> tuple[int, di
         f"duplicates {duplicates}, {report['signals_per_s']} signals/s")
     say(f"event->signal latency: p50 {report['p50_ms']} ms, p99 {report['p99_ms']} ms, max {report['max_ms']} ms "
         f"(worker's own view p50 {report['worker_latency_p50_ms']} / p99 {report['worker_latency_p99_ms']} ms)")
-    say(f"worker: scorer {report['scorer']}, {report['worker_cpu_cores']} CPU cores busy (scorer "
-        f"{report['scoring_cpu_cores']}, poll loop {report['poll_loop_cpu_cores']}), {report['batches']} "
-        f"batches of {report['mean_batch_size']} jobs, {report['mean_scoring_ms_per_batch']} ms scoring each, "
-        f"{report['mean_queue_wait_ms']} ms queue wait; player fell behind by at most "
-        f"{report['player_behind_max_ms']} ms")
+    if report["scorer"] is None:  # --no-worker: its metrics are not this process's to read
+        say(f"worker: not started here (--no-worker); player fell behind by at most "
+            f"{report['player_behind_max_ms']} ms")
+    else:
+        say(f"worker: scorer {report['scorer']}, {report['worker_cpu_cores']} CPU cores busy (scorer "
+            f"{report['scoring_cpu_cores']}, poll loop {report['poll_loop_cpu_cores']}), {report['batches']} "
+            f"batches of {report['mean_batch_size']} jobs, {report['mean_scoring_ms_per_batch']} ms scoring each, "
+            f"{report['mean_queue_wait_ms']} ms queue wait; player fell behind by at most "
+            f"{report['player_behind_max_ms']} ms")
     say(f"p99 per {_SLICE_S:g} s of the run: " + " ".join("-" if v is None else f"{v:g}" for v in by_slice)
         + f" ms; CPU pressure (some) {report['cpu_pressure_some']} of the run")
     slowest.sort(reverse=True)

@@ -81,6 +81,12 @@ def test_secrets_are_masked_everywhere_but_the_client_config(tmp_path):
     assert conf["bootstrap.servers"] == "broker-a:9092"
 
 
+def test_a_variable_that_is_not_json_is_named(monkeypatch):
+    monkeypatch.setenv("SYNC_SCORER_KAFKA__LIBRDKAFKA", "not json")
+    with pytest.raises(ConfigError, match="SYNC_SCORER_KAFKA__LIBRDKAFKA: not valid JSON"):
+        load_config()
+
+
 def test_librdkafka_passthrough_from_env_json(monkeypatch):
     monkeypatch.setenv("SYNC_SCORER_KAFKA__LIBRDKAFKA", '{"ssl.ca.location": "/ca.pem", "ssl.key.password": "k"}')
     cfg = load_config()

@@ -2,8 +2,8 @@
 
 The networks learned lips at 25-30 fps: their video context (7 frames) and the audio each frame
 embedding is matched with span 230-280 ms there. Fed 50 or 60 fps frames, the same context covers
-half the time, and an audit read a clip's offset 20-43 ms later at 50/60 fps than at 25 (scored
-with ``--fps 25``, the same again). So a job above the trained rates is scored on every k-th frame
+half the time, and an audit read a clip's offset 20-43 ms later at 50/60 fps than at 25 (brought
+to 25 fps with ``--fps 25``, the same file read as the original). So a job above the trained rates is scored on every k-th frame
 (k = round(fps / MODEL_FPS): 50 and 60 fps -> 2, 120 -> 4), offsets on that rate's grid, and the
 result is put back on the job's own frames. Frames are taken per group of k session frames
 starting at a multiple of k, so that every job of a session reads the same frames and a stream's
@@ -22,8 +22,8 @@ MODEL_FPS = 30.0  # the highest rate the networks were trained on (25, 29.97, 30
 
 
 def decimation(fps: float) -> int:
-    """Every how many frames one is scored: 1 up to 45 fps, then the k that brings the rate
-    nearest 30 (50, 59.94, 60 -> 2; 100, 120 -> 4)."""
+    """Every how many frames one is scored: 1 below 45 fps, then the k that brings the rate
+    nearest 30 (45, 50, 59.94, 60 -> 2; 100, 120 -> 4)."""
     return max(1, int(fps / MODEL_FPS + 0.5))
 
 

@@ -161,6 +161,37 @@ def test_a_length_that_is_not_a_number_is_400_and_a_vanished_client_no_traceback
     assert "Traceback" not in capfd.readouterr().err
 
 
+def test_a_client_that_leaves_does_not_keep_the_scorer_busy():
+    """A clip posted and the connection closed at once: the server stops before scoring it (it
+    scored the clip to its end before, holding every request behind it)."""
+    import socket
+
+    from worker.scoring.heuristic import HeuristicScorer
+    from worker.serving.http import ScoreService, make_server
+    from worker.synth.clip import generate_clip
+
+    service = ScoreService(HeuristicScorer())
+    srv = make_server(service, "127.0.0.1", 0)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    cancelled = service.metrics.requests.labels("http", "ScoreClip", "cancelled")
+    try:
+        clip = generate_clip(seed=5155, seconds=4.0, audio_offset_ms=0.0)
+        frames, audio = np.tile(clip.frames, (5,) + (1,) * (clip.frames.ndim - 1)), np.tile(clip.audio, 5)
+        body = json.dumps(encode(frames, clip.fps, audio, clip.sample_rate)).encode()
+        with socket.create_connection(srv.server_address, timeout=10) as s:
+            s.sendall(b"POST /v1/score HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        for _ in range(300):
+            if cancelled._value.get() == 1:
+                break
+            time.sleep(0.1)
+        assert cancelled._value.get() == 1
+        assert service.metrics.requests.labels("http", "ScoreClip", "ok")._value.get() == 0
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
 def test_an_idle_connection_is_closed():
     import socket
 

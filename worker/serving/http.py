@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import json
 import logging
+import select
+import socket
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
-from worker.scoring.types import Kind
+from worker.scoring.types import Kind, ScoringCancelled
 from worker.serving.request import RequestError
 from worker.serving.service import ScoreService
 
@@ -118,9 +120,17 @@ def make_server(service: ScoreService, host: str = "127.0.0.1", port: int = 8080
                         raise RequestError(f"the body is not JSON: {exc}") from None
                     except RecursionError:
                         raise RequestError("the body's JSON is nested too deeply") from None
-                    result = service.score(body) if kind is None else service.score_span(kind, body)
+                    def wanted() -> bool:  # asked between batches of a clip's jobs
+                        return not peer_closed(self.connection)
+
+                    result = (service.score(body, wanted=wanted) if kind is None
+                              else service.score_span(kind, body, wanted=wanted))
             except RequestError as exc:
                 self._send(400, {"error": str(exc)})
+                return
+            except ScoringCancelled as exc:  # the client went away: nobody to answer
+                log.info("%s stopped: %s", self.path, exc)
+                self.close_connection = True
                 return
             except Exception:
                 log.exception("scoring failed")
@@ -135,6 +145,16 @@ def make_server(service: ScoreService, host: str = "127.0.0.1", port: int = 8080
             log.info("%s %s", self.address_string(), fmt % args)
 
     return _Server((host, port), Handler)
+
+
+def peer_closed(sock: socket.socket) -> bool:
+    """The client closed its side: the socket reads as ready and a peek finds no byte. (A client
+    that sends more is not gone; one that reset the connection is.)"""
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+        return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
+    except (OSError, ValueError):
+        return True
 
 
 class _Server(ThreadingHTTPServer):

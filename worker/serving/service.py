@@ -26,6 +26,12 @@ def _as_request_error() -> Iterator[None]:
         raise RequestError(str(exc)) from None
 
 
+def _check_wanted(wanted: Callable[[], bool] | None) -> None:
+    """Raises ScoringCancelled when the caller left while its request waited for the scorer."""
+    if wanted is not None and not wanted():
+        raise ScoringCancelled("the caller left while waiting for the scorer")
+
+
 class ScoreService:
     """Scores decoded requests with one scorer, one request at a time."""
 
@@ -46,8 +52,7 @@ class ScoreService:
 
         clip = decode(body, self.sample_rate, self.max_seconds)
         with self._lock, _as_request_error():
-            if wanted is not None and not wanted():
-                raise ScoringCancelled("the caller left while waiting for the scorer")
+            _check_wanted(wanted)
             summary = score_clip(self.scorer, clip.frames, clip.fps, clip.audio, clip.sample_rate,
                                  block_frames=clip.block_frames, window_ms=clip.window_ms, wanted=wanted)
         return summary.to_json()
@@ -57,8 +62,7 @@ class ScoreService:
         fields for it, scored exactly as the worker scores that job."""
         request = decode_span(body, self.sample_rate, kind)
         with self._lock, _as_request_error():
-            if wanted is not None and not wanted():
-                raise ScoringCancelled("the caller left while waiting for the scorer")
+            _check_wanted(wanted)
             # the frames sent before the job (context_frames) are its video context, as the
             # worker's stream holds them from the blocks before: the verdict is the worker's
             result = self.scorer.score(request)

@@ -29,11 +29,8 @@ def decimation(fps: float) -> int:
 
 def at_model_rate(req: ScoreRequest) -> ScoreRequest:
     """``req`` (its frames and its context) at the networks' rate (``frames_at_model_rate``)."""
-    k = decimation(req.frames.fps)
-    if k == 1:
-        return req
     frames = frames_at_model_rate(req.frames)
-    if frames is None:
+    if frames is None or frames is req.frames:
         return req
     context = None if req.context is None else frames_at_model_rate(req.context)
     return dataclasses.replace(req, frames=frames, context=context)

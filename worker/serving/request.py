@@ -115,6 +115,11 @@ def _frames(body: Any, max_seconds: float) -> tuple[np.ndarray, float]:
 _SAMPLE_BYTES = {"PCM_S16LE": 2, "F32LE": 4}
 
 
+def _audio_rate(au: dict) -> int:
+    """``audio.sample_rate``, in the range the worker's ingest takes."""
+    return _int(au, "sample_rate", "audio", 1000, 384_000)
+
+
 def _audio(body: dict, sample_rate: int, start_sample: int | None = None,
            max_seconds: float = 130.0) -> tuple[np.ndarray, int]:
     """(mono float32 at ``sample_rate``, its start sample at that rate). Audio longer than
@@ -122,7 +127,7 @@ def _audio(body: dict, sample_rate: int, start_sample: int | None = None,
     au = body.get("audio")
     if not isinstance(au, dict):
         raise RequestError("audio must be an object with sample_rate, channels, encoding and data")
-    rate = _int(au, "sample_rate", "audio", 1000, 384_000)
+    rate = _audio_rate(au)
     channels = _int(au, "channels", "audio", 1, 16, default=1)
     data = _b64("audio.data", au.get("data"))
     if not data:
@@ -185,10 +190,8 @@ def decode_span(body: Any, sample_rate: int, kind: Kind) -> ScoreRequest:
         present = np.array(present, dtype=bool)
     au = body.get("audio")
     start = au.get("start_sample") if isinstance(au, dict) else None
-    if start is None:
-        rate = au.get("sample_rate") if isinstance(au, dict) else None
-        ok_rate = isinstance(rate, int) and not isinstance(rate, bool) and 1000 <= rate <= 384_000
-        start = round(frame_start / fps * rate) if ok_rate else 0
+    if start is None:  # the first frame's time at the audio's own rate (checked as _audio checks it)
+        start = round(frame_start / fps * _audio_rate(au)) if isinstance(au, dict) else 0
     else:
         start = _int(au, "start_sample", "audio", 0, MAX_INDEX * 16_000)
     # the frames and the search margin on each side (up to 1.3 s with a 1000 ms search)

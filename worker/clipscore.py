@@ -266,6 +266,11 @@ def score_faces(scorer, tracks: list, audio: np.ndarray, sample_rate: int = 1600
     ``min_face_share`` of the frames, and return the summary of the face whose lips match the
     audio best, with every candidate in ``faces``. One track: exactly ``score_clip``'s summary."""
     n = tracks[0].n_frames
+
+    def score_track(tr) -> ClipSummary:
+        return score_clip(scorer, tr.rois, tr.fps, audio, sample_rate, face_present=tr.face_present,
+                          landmarks=tr.landmarks, occluded=tr.occluded, **kw)
+
     candidates = []
     for i, tr in enumerate(tracks):
         present = int(np.asarray(tr.face_present).sum())
@@ -274,8 +279,7 @@ def score_faces(scorer, tracks: list, audio: np.ndarray, sample_rate: int = 1600
         centre = None if not len(params) else (float(np.median(params[:, 0])) / w, float(np.median(params[:, 1])) / h)
         cand = FaceCandidate(i, present, centre)
         if i == 0 or present >= max(8, min_face_share * n):
-            cand.summary = score_clip(scorer, tr.rois, tr.fps, audio, sample_rate, face_present=tr.face_present,
-                                      landmarks=tr.landmarks, occluded=tr.occluded, **kw)
+            cand.summary = score_track(tr)
         candidates.append(cand)
     best = choose_face(candidates)
     summary = candidates[best].summary
@@ -292,8 +296,7 @@ def score_faces(scorer, tracks: list, audio: np.ndarray, sample_rate: int = 1600
         # those jobs on the faces in view there, every track this time
         for c, tr in zip(candidates, tracks):
             if c.summary is None:
-                c.summary = score_clip(scorer, tr.rois, tr.fps, audio, sample_rate, face_present=tr.face_present,
-                                       landmarks=tr.landmarks, occluded=tr.occluded, **kw)
+                c.summary = score_track(tr)
                 c.fill_only = True
                 scoring_s += c.summary.timings_s.get("scoring", 0.0)
         chosen_in_view = np.asarray(tracks[best].face_present, bool)

@@ -211,3 +211,51 @@ def test_a_clips_own_audio_extracted_by_ffmpeg_lines_up_as_audio(tmp_path, ext):
     own = read_audio(path, 16000, info=info)
     other = read_audio_for_video(out, info)
     assert _lag_samples(own, other) == pytest.approx(0, abs=2)
+
+
+def test_read_ahead_yields_every_byte_in_blocks_and_stops_its_thread():
+    import io
+    import threading
+
+    from worker.media.decode import _ReadAhead
+
+    data = bytes(range(256)) * 40  # 10240 bytes
+    ahead = _ReadAhead(io.BytesIO(data), 3000)
+    blocks = list(ahead)
+    ahead.close()
+    assert [len(b) for b in blocks] == [3000, 3000, 3000, 1240] and b"".join(blocks) == data
+    assert not any(t.name == "video-read-ahead" and t.is_alive() for t in threading.enumerate())
+
+
+def test_read_ahead_reports_a_failing_pipe():
+    from worker.media.decode import _ReadAhead
+
+    class Broken:
+        def __init__(self):
+            self.calls = 0
+
+        def read(self, n):
+            self.calls += 1
+            if self.calls > 1:
+                raise OSError("pipe went away")
+            return b"x" * n
+
+    ahead = _ReadAhead(Broken(), 10)
+    it = iter(ahead)
+    assert next(it) == b"x" * 10
+    with pytest.raises(MediaError, match="pipe went away"):
+        next(it)
+    ahead.close()
+
+
+def test_early_stop_ends_ffmpeg_and_the_reader_and_big_frames_come_in_smaller_chunks(monkeypatch):
+    import threading
+
+    from worker.media import decode
+
+    path = dev_clip("dfdc_real_lynaeydofd.mp4")  # 1920x1080: 6.2 MB a frame
+    monkeypatch.setattr(decode, "MAX_CHUNK_BYTES", 3 * 1920 * 1080 * 3)
+    gen = iter_video(path, chunk_frames=32)
+    assert next(gen).shape == (3, 1080, 1920, 3)  # the byte bound, not chunk_frames
+    gen.close()
+    assert not any(t.name == "video-read-ahead" and t.is_alive() for t in threading.enumerate())

@@ -14,8 +14,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import queue
 import shutil
 import subprocess
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -246,29 +248,86 @@ def iter_video(
         "-pix_fmt", "rgb24", "-f", "rawvideo", "pipe:1",
     ]
     frame_bytes = w * h * 3
+    # Bounded in bytes too: 32 frames of 4K are 800 MB.
+    per_chunk = max(1, min(chunk_frames, MAX_CHUNK_BYTES // frame_bytes))
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdout is not None and proc.stderr is not None
     n_out = 0
+    ahead = _ReadAhead(proc.stdout, frame_bytes * per_chunk)
     try:
-        while True:
-            buf = proc.stdout.read(frame_bytes * chunk_frames)
+        for buf in ahead:
             n = len(buf) // frame_bytes
             if n:
                 n_out += n
                 yield np.frombuffer(buf[: n * frame_bytes], np.uint8).reshape(n, h, w, 3)
-            if len(buf) < frame_bytes * chunk_frames:
-                break
         err = proc.stderr.read().decode("utf-8", "replace").strip()
         rc = proc.wait()
     finally:
         if proc.poll() is None:  # consumer stopped early
             proc.kill()
             proc.wait()
+        ahead.close()
         proc.stdout.close()
         proc.stderr.close()
     if rc != 0 or n_out == 0:
         last = (err.splitlines() or ["no frames decoded"])[-1]
         raise MediaError(f"cannot decode video of {info.path}: {last}")
+
+
+# iter_video: one chunk's bytes at most, and how many chunks the reader thread keeps ready
+MAX_CHUNK_BYTES = 96 * 1024 * 1024
+READ_AHEAD_CHUNKS = 2
+
+
+class _ReadAhead:
+    """Iterate a pipe in blocks of ``block_bytes`` (the last may be short), read by a thread that
+    keeps up to READ_AHEAD_CHUNKS blocks ready. Without it ffmpeg stalls on a full pipe while the
+    consumer works on a block, so decoding and tracking took turns on a 2-core machine instead of
+    running side by side (a 720p clip: 1.1 s of 2.4 s waiting for frames)."""
+
+    _END = object()
+
+    def __init__(self, pipe, block_bytes: int) -> None:
+        self._queue: queue.Queue = queue.Queue(maxsize=READ_AHEAD_CHUNKS)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(pipe, block_bytes), daemon=True,
+                                        name="video-read-ahead")
+        self._thread.start()
+
+    def _run(self, pipe, block_bytes: int) -> None:
+        try:
+            while not self._stop.is_set():
+                buf = pipe.read(block_bytes)
+                if buf:
+                    self._put(buf)
+                if len(buf) < block_bytes:
+                    break
+        except (OSError, ValueError) as exc:  # the pipe closed under us: the consumer stopped
+            if not self._stop.is_set():
+                self._put(exc)
+        self._put(self._END)
+
+    def _put(self, item) -> None:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def __iter__(self):
+        while True:
+            item = self._queue.get()
+            if item is self._END:
+                return
+            if isinstance(item, BaseException):
+                raise MediaError(f"reading decoded frames failed: {item}")
+            yield item
+
+    def close(self) -> None:
+        """Stop the thread (after the process was killed or ended, so its read returns)."""
+        self._stop.set()
+        self._thread.join(timeout=5)
 
 
 def read_video(

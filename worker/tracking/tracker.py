@@ -9,8 +9,11 @@ streamed in chunks (``track_chunks``) with memory bounded by one chunk plus the 
 from __future__ import annotations
 
 import collections
+import importlib
+import importlib.util
 import math
 import os
+import sys
 import time
 import warnings
 from collections.abc import Callable, Iterable
@@ -111,15 +114,44 @@ class _Track:
     last_params: np.ndarray | None = None
 
 
-def _mediapipe():
+def _solution(name: str):
+    """mediapipe.python.solutions.<name> (face_mesh, face_detection).
+
+    Without mediapipe's package __init__ where it has not run yet: that imports every solution
+    and their drawing utilities, and so matplotlib, which was 1.5 s of every tracking process's
+    start (a `sync-scorer score` of a 9 s clip took 15 s wall, 2 of them this). Placeholder
+    packages with the real __path__ stand in for `mediapipe` and `mediapipe.python.solutions`,
+    so the solution modules and the framework bindings they import load from the wheel as usual.
+    They stay (a later `import mediapipe` gets the placeholder, whose `solutions` holds the
+    solutions loaded here; nothing else in sync-scorer imports mediapipe). Anything that fails
+    falls back to the plain import."""
+    full = f"mediapipe.python.solutions.{name}"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        import mediapipe as mp
-    return mp
+        if "mediapipe" in sys.modules:  # the package or the placeholder: submodules load alike
+            return importlib.import_module(full)
+        placed = []
+        try:
+            for pkg in ("mediapipe", "mediapipe.python.solutions"):
+                spec = importlib.util.find_spec(pkg)
+                if spec is None or not spec.submodule_search_locations:
+                    raise ImportError(f"no package {pkg}")
+                sys.modules[pkg] = importlib.util.module_from_spec(spec)  # not executed
+                placed.append(pkg)
+                if pkg == "mediapipe":
+                    importlib.import_module("mediapipe.python")  # the framework bindings
+            sys.modules["mediapipe"].solutions = sys.modules["mediapipe.python.solutions"]
+            return importlib.import_module(full)
+        except Exception:  # noqa: BLE001 - any surprise in the wheel's layout: the plain way
+            for pkg in (*placed, full):
+                sys.modules.pop(pkg, None)
+            import mediapipe as mp
+
+            return getattr(mp.solutions, name)
 
 
 def _new_face_mesh(max_faces: int):
-    return _mediapipe().solutions.face_mesh.FaceMesh(
+    return _solution("face_mesh").FaceMesh(
         static_image_mode=False, max_num_faces=max_faces, refine_landmarks=False,
         min_detection_confidence=0.5, min_tracking_confidence=0.5,
     )
@@ -413,7 +445,7 @@ class MouthTracker:
     def _full_range(self, small: np.ndarray) -> list:
         """The full-range detector's faces in the downscaled frame (made on first use)."""
         if self._detector is None:
-            self._detector = _mediapipe().solutions.face_detection.FaceDetection(
+            self._detector = _solution("face_detection").FaceDetection(
                 model_selection=1, min_detection_confidence=0.5)
         return list(self._detector.process(np.ascontiguousarray(small)).detections or [])
 

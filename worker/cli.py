@@ -90,7 +90,6 @@ def _add_score(sub) -> None:
 
 
 def run_score(args) -> int:
-    from worker.clipscore import score_clip, score_faces
     from worker.media.decode import MediaError, probe, read_audio, read_audio_for_video, read_video
     from worker.tracking.faces import MAX_FACES
 
@@ -138,6 +137,8 @@ def run_score(args) -> int:
         raise CliError(f"{args.media} has {frames.shape[0]} frames; at least 8 are needed")
     if audio.shape[0] == 0:
         raise CliError(f"the audio of {args.audio or args.media} is empty")
+    from worker.clipscore import score_clip, score_faces
+
     jobs = {"block_frames": args.block_frames, "window_ms": args.window_ms, "session_id": Path(args.media).name}
     if tracks is None:
         summary = score_clip(scorer, frames, fps, audio, **jobs)

@@ -28,10 +28,12 @@ def test_building_the_parser_imports_no_heavy_library():
     assert _imported_after("import worker.cli as c; c.build_parser()") == []
 
 
-def test_a_bad_argument_is_one_line():
+def test_a_bad_argument_is_one_line_without_loading_torch():
     out = subprocess.run([sys.executable, "-m", "worker.cli", "score", "x.mp4", "--block-frames", "99"],
                          check=False, cwd=REPO, capture_output=True, text=True)
     assert out.returncode != 0 and out.stderr.strip().count("\n") == 0 and "--block-frames" in out.stderr
+    code = "from worker.cli import main\nassert main(['score', 'x.mp4', '--block-frames', '99']) != 0"
+    assert _imported_after(code) == []
 
 
 def test_synth_names_still_resolve_from_the_package():

@@ -76,16 +76,19 @@ def _add_score(sub) -> None:
     p.add_argument("--json", action="store_true", help="last line of stdout: one JSON object")
     p.add_argument("--bundle", help="model bundle directory (default: the bundled model)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    p.add_argument("--fps", type=float, help="resample the video to this constant frame rate")
+    p.add_argument("--fps", type=float, help="resample the video to this constant frame rate (10..240; default: "
+                                             "the file's own rate)")
     p.add_argument("--max-faces", type=int, default=DEFAULT_SCORE_FACES,
                    help="follow up to this many faces and score the one whose lips match the audio "
                         f"best (1..{MAX_FACES}; default {DEFAULT_SCORE_FACES})")
-    p.add_argument("--block-frames", type=int, default=16)
-    p.add_argument("--window-ms", type=int, default=1000)
+    p.add_argument("--block-frames", type=int, default=16,
+                   help="frames per block signal (8..16; default 16, the worker's BLOCK)")
+    p.add_argument("--window-ms", type=int, default=1000,
+                   help="length of a window signal in ms (800..1200; default 1000, the worker's WINDOW)")
     add_max_offset_arg(p)
     p.add_argument("--audio-stream", type=int, default=None, metavar="N",
-                   help="score the N-th audio stream (0-based) of the audio's file (default: the one "
-                        "flagged default, else the first)")
+                   help="score the N-th audio stream (0-based) of MEDIA, or of --audio's file when given "
+                        "(default: the stream flagged default, else the first)")
     p.set_defaults(func=run_score)
 
 
@@ -117,20 +120,27 @@ def run_score(args) -> int:
         scorer = load_scorer_for_command(args.bundle, args.device, max_offset_ms=args.max_offset_ms)
         t0 = time.perf_counter()
         tracks = None
+        video_errors: list[str] = []
+        audio_errors: list[str] = []
         if args.roi:
-            frames, fps = read_video(args.media, fps=args.fps)
+            # the scorer reads ROIs at 96 px: a bigger frame is decoded smaller (a 720p video given
+            # as --roi held 100 MB per second of it)
+            frames, fps = read_video(args.media, fps=args.fps, max_side=ROI_READ_MAX_SIDE, errors=video_errors)
             tracking_s = 0.0
         else:
             from worker.tracking.clip import track_speakers
 
-            tracks = track_speakers(args.media, fps=args.fps, info=info, max_faces=args.max_faces)
+            tracks = track_speakers(args.media, fps=args.fps, info=info, max_faces=args.max_faces,
+                                    errors=video_errors)
             frames, fps = tracks[0].rois, float(tracks[0].fps)
             tracking_s = time.perf_counter() - t0
-        decode_s = time.perf_counter() - t0 - tracking_s
+        decode_s = time.perf_counter() - t0 - tracking_s  # --roi only: tracking decodes as it goes
+        t_audio = time.perf_counter()
         if audio_info is not None:
-            audio = read_audio_for_video(args.audio, info, fps=fps, audio_info=audio_info)
+            audio = read_audio_for_video(args.audio, info, fps=fps, audio_info=audio_info, errors=audio_errors)
         else:
-            audio = read_audio(args.media, 16000, fps=fps, info=info)
+            audio = read_audio(args.media, 16000, fps=fps, info=info, errors=audio_errors)
+        audio_s = time.perf_counter() - t_audio
     except MediaError as exc:
         raise CliError(str(exc)) from None
     if frames.shape[0] < 8:
@@ -148,7 +158,13 @@ def run_score(args) -> int:
         summary.label = "NO_FACE"
         summary.notes.append("no face found in any frame")
     summary.notes += input_notes(info, audio_info, frames.shape[0] / fps, audio.shape[0] / 16000, fps)
-    summary.timings_s.update({"tracking": tracking_s, "decode": decode_s,
+    if args.roi and not looks_like_roi(info.width, info.height):
+        summary.notes.append(f"--roi: the frames are {info.width}x{info.height}, not mouth crops (synth and "
+                             "face-track send square crops of about 96 px); without --roi the face is tracked")
+    summary.notes += damage_notes(("video", args.media, video_errors), ("audio", args.audio or args.media, audio_errors))
+    # tracking includes decoding the video (side by side); --roi decodes it alone ("decode")
+    summary.timings_s.update({"tracking": tracking_s, "audio_decode": audio_s,
+                              **({"decode": decode_s} if tracks is None else {}),
                               "total": time.perf_counter() - t_start,
                               "video": frames.shape[0] / fps})
     _print_summary(summary, args.media)
@@ -158,6 +174,28 @@ def run_score(args) -> int:
 
 
 MIN_SCORE_FPS = 10.0
+ROI_READ_MAX_SIDE = 256  # score --roi decodes bigger frames down to this (the scorer reads 96 px)
+
+
+def looks_like_roi(width: int | None, height: int | None) -> bool:
+    """A mouth crop is near square and small; a whole video frame given as --roi is neither."""
+    if not width or not height:
+        return True
+    return max(width, height) <= ROI_READ_MAX_SIDE and max(width, height) <= 1.25 * min(width, height)
+
+
+def damage_notes(*streams: tuple[str, str, list[str]]) -> list[str]:
+    """A note per stream that decoded with errors: ffmpeg skipped damaged data, so the scores
+    around it may be off (what, path, ffmpeg's error lines)."""
+    from worker.media.decode import MAX_ERROR_LINES
+
+    notes = []
+    for what, path, lines in streams:
+        if lines:
+            n = f"{len(lines)}+" if len(lines) >= MAX_ERROR_LINES else str(len(lines))
+            notes.append(f"the {what} of {path} decoded with {n} ffmpeg errors (damaged data skipped; scores "
+                         f"near it may suffer), last: {lines[-1][:160]}")
+    return notes
 
 
 def input_notes(video, audio_info, video_s: float, audio_s: float, fps: float) -> list[str]:
@@ -197,8 +235,9 @@ def _print_summary(s, media: str) -> None:
         print(f"  note: {note}")
     t = s.timings_s
     if t.get("video"):
-        print(f"  {s.n_frames} frames at {s.fps:.2f} fps ({t['video']:.1f} s): tracking "
-              f"{t.get('tracking', 0):.2f} s, scoring {t.get('scoring', 0):.2f} s")
+        video = f"decoding {t['decode']:.2f} s" if "decode" in t else f"tracking {t.get('tracking', 0):.2f} s"
+        print(f"  {s.n_frames} frames at {s.fps:.2f} fps ({t['video']:.1f} s): {video}, "
+              f"scoring {t.get('scoring', 0):.2f} s")
 
 
 def build_parser() -> argparse.ArgumentParser:

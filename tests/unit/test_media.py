@@ -259,3 +259,110 @@ def test_early_stop_ends_ffmpeg_and_the_reader_and_big_frames_come_in_smaller_ch
     assert next(gen).shape == (3, 1080, 1920, 3)  # the byte bound, not chunk_frames
     gen.close()
     assert not any(t.name == "video-read-ahead" and t.is_alive() for t in threading.enumerate())
+
+
+def test_read_ahead_turns_a_memory_error_or_a_dead_reader_into_a_media_error():
+    from worker.media.decode import _ReadAhead
+
+    class OutOfMemory:
+        n = 0
+
+        def read(self, k):
+            self.n += 1
+            if self.n > 1:
+                raise MemoryError
+            return b"x" * k
+
+    it = iter(_ReadAhead(OutOfMemory(), 10))
+    assert next(it) == b"x" * 10
+    with pytest.raises(MediaError, match="out of memory"):
+        next(it)  # it waited for good before: the thread died without its end marker
+
+    class Empty:
+        def read(self, k):
+            return b""
+
+    ahead = _ReadAhead(Empty(), 10)
+    ahead._thread.join(timeout=10)
+    assert ahead._queue.get(timeout=1) is ahead._END  # taken away: a reader that died silently
+    with pytest.raises(MediaError, match="reader stopped"):
+        list(ahead)
+
+
+def test_names_ffmpeg_would_take_for_options_or_protocols_decode(tmp_path):
+    from worker.media.decode import read_audio
+
+    src = dev_clip("grid_bbaf2n.mpg")
+    for name in ("-dash.mpg", "a:b.mpg"):
+        path = tmp_path / name
+        shutil.copy(src, path)
+        info = probe(path)
+        assert info.has_video and info.has_audio
+        assert next(iter_video(path, chunk_frames=4, info=info)).shape[0] == 4
+        assert read_audio(path, info=info).size > 16000
+
+
+def _corrupt(src: Path, dst: Path, every: int, size: int, seed: int = 0) -> None:
+    data = bytearray(src.read_bytes())
+    rng = np.random.default_rng(seed)
+    for pos in range(len(data) // 4, len(data), every):  # the container's header stays whole
+        data[pos:pos + size] = rng.integers(0, 256, size, dtype=np.uint8).tobytes()
+    dst.write_bytes(bytes(data))
+
+
+def test_a_damaged_file_decodes_with_its_error_lines_and_never_stalls_on_them(tmp_path):
+    import threading
+
+    # MPEG-TS keeps decoding through damage; 8 loops of the 720p clip, 100 bytes in every 1000
+    # overwritten, make ffmpeg write well over a pipe's 64 KB of errors (it stalled on them: a hang)
+    ts = tmp_path / "loop.ts"
+    ffmpeg("-stream_loop", "7", "-i", str(dev_clip("visualvoice_noisy_restaurant.mp4")), "-c", "copy", str(ts))
+    bad = tmp_path / "bad.ts"
+    _corrupt(ts, bad, every=1000, size=100)
+    errors: list[str] = []
+    frames: list[int] = []
+
+    def decode():
+        frames.extend(c.shape[0] for c in iter_video(bad, chunk_frames=32, errors=errors))
+
+    t = threading.Thread(target=decode, daemon=True)
+    t.start()
+    t.join(timeout=240)
+    assert not t.is_alive(), "decoding a damaged file hung"
+    assert sum(frames) > 500 and sum(len(e) + 1 for e in errors) > 64 * 1024
+
+
+def test_score_notes_a_damaged_file(tmp_path, capsys):
+    import json
+
+    from worker.cli import damage_notes, main
+
+    assert damage_notes(("video", "a.mp4", []), ("audio", "a.mp4", [])) == []
+    notes = damage_notes(("video", "a.mp4", ["x", "error while decoding MB 65 2"]), ("audio", "b.wav", []))
+    assert len(notes) == 1 and "video of a.mp4 decoded with 2 ffmpeg errors" in notes[0] and "MB 65 2" in notes[0]
+    # the 720p dev clip with 100 KB overwritten in its middle: it was scored without a word
+    src = dev_clip("visualvoice_noisy_restaurant.mp4")
+    data = bytearray(src.read_bytes())
+    mid = len(data) // 2
+    data[mid:mid + 100_000] = np.random.default_rng(1).integers(0, 256, 100_000, dtype=np.uint8).tobytes()
+    bad = tmp_path / "damaged.mp4"
+    bad.write_bytes(bytes(data))
+    assert main(["score", str(bad), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert any("video of" in n and "ffmpeg errors" in n for n in out["notes"])
+    assert any("audio of" in n and "ffmpeg errors" in n for n in out["notes"])
+
+
+def test_score_roi_on_a_whole_video_frame_says_so_and_decodes_it_small(tmp_path, capsys):
+    import json
+
+    from worker.cli import looks_like_roi, main
+
+    assert looks_like_roi(96, 96) and looks_like_roi(112, 96) and looks_like_roi(None, None)
+    assert not looks_like_roi(1280, 720) and not looks_like_roi(512, 512) and not looks_like_roi(96, 48)
+    clip = tmp_path / "frame.mp4"  # 2 s of the 720p dev clip, given as if it were mouth ROIs
+    ffmpeg("-i", str(dev_clip("visualvoice_noisy_restaurant.mp4")), "-t", "2", str(clip))
+    assert main(["score", str(clip), "--roi", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert any(n.startswith("--roi: the frames are 1280x720") for n in out["notes"])
+    assert "decode" in out["timings_s"] and "audio_decode" in out["timings_s"]

@@ -304,10 +304,15 @@ def test_track_media_own_audio_and_external_audio(tmp_path):
         track_media(silent)
 
 
-def test_mediapipes_native_start_up_lines_are_dropped_and_nothing_else(capfd):
+@pytest.mark.parametrize("with_grep", [True, False])
+def test_mediapipes_native_start_up_lines_are_dropped_and_nothing_else(capfd, monkeypatch, with_grep):
     import os
 
+    from worker.tracking import native_log
     from worker.tracking.native_log import is_noise, quiet_native_stderr
+
+    if not with_grep:  # no grep to start: the lines are kept and replayed afterwards
+        monkeypatch.setattr(native_log.shutil, "which", lambda name: None)
 
     noise = ["INFO: Created TensorFlow Lite XNNPACK delegate for CPU.",
              "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
@@ -320,3 +325,19 @@ def test_mediapipes_native_start_up_lines_are_dropped_and_nothing_else(capfd):
             os.write(2, (line + "\n").encode())
     err = capfd.readouterr().err
     assert err.strip() == "a line of our own"
+
+
+def test_native_last_words_before_an_abort_reach_stderr():
+    # native code that ends the process (an absl CHECK, OpenBLAS's exit(1) out of memory) inside
+    # the tracker's quiet scope: its message used to die with the buffered lines
+    import sys
+
+    code = ("import os\nfrom worker.tracking.native_log import quiet_native_stderr\n"
+            "with quiet_native_stderr():\n"
+            "    os.write(2, b'INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\\n')\n"
+            "    os.write(2, b'Memory allocation still failed after 10 retries, giving up.\\n')\n"
+            "    os._exit(1)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False,
+                         cwd=Path(__file__).resolve().parents[2], timeout=60)
+    assert out.returncode == 1
+    assert out.stderr.strip() == "Memory allocation still failed after 10 retries, giving up."

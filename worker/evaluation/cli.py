@@ -75,7 +75,7 @@ def _first_para(module: str) -> str:
     try:
         spec = importlib.util.find_spec(module)
         source = Path(spec.origin).read_text(encoding="utf-8") if spec and spec.origin else ""
-        return ast.get_docstring(ast.parse(source)) or ""
+        return (ast.get_docstring(ast.parse(source)) or "").replace("``", "")  # reST markup: plain text
     except (ImportError, OSError, SyntaxError, ValueError):  # pragma: no cover - help text only
         return ""
 

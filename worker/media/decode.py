@@ -11,6 +11,7 @@ are simultaneous when ``n / sample_rate == i / fps``.
 
 from __future__ import annotations
 
+import collections
 import json
 import math
 import os
@@ -112,13 +113,19 @@ def _check_path(path: str | os.PathLike) -> str:
     return str(p)
 
 
+def ff_input(path: str | os.PathLike) -> str:
+    """``path`` as ffmpeg/ffprobe must be given it: a file: URL of the absolute path, so that a
+    name starting with "-" is not read as an option, nor "a:b.mp4" as protocol "a"."""
+    return "file:" + os.path.abspath(path)
+
+
 def probe(path: str | os.PathLike, audio_stream: int | None = None) -> MediaInfo:
     """Describe the first video stream of ``path`` and one audio stream (raises MediaError): the
     ``audio_stream``-th (0-based, as ffmpeg's 0:a:N), else the one flagged default when there
     are several (what players play; a dubbed film's original language, say), else the first."""
     _require_tools()
     spath = _check_path(path)
-    cmd = ["ffprobe", "-v", "error", "-print_format", "json", "-show_format", "-show_streams", spath]
+    cmd = ["ffprobe", "-v", "error", "-print_format", "json", "-show_format", "-show_streams", ff_input(spath)]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         msg = (proc.stderr.strip().splitlines() or ["unknown ffprobe error"])[-1]
@@ -225,12 +232,16 @@ def iter_video(
     max_side: int | None = None,
     chunk_frames: int = 64,
     info: MediaInfo | None = None,
+    errors: list[str] | None = None,
 ) -> Iterator[np.ndarray]:
     """Yield constant-rate RGB frames in chunks of (<= chunk_frames, H, W, 3) uint8.
 
     fps: output rate (default: the stream's snapped average rate); VFR input is resampled.
     max_side: downscale (area filter) so that max(H, W) <= max_side; never upscales.
-    Memory stays at one chunk, so hour-long or 1080p files are fine.
+    errors: if given, ffmpeg's error lines for a file that decoded (a damaged stretch it skipped)
+    are appended to it once the stream ends.
+    Memory stays at a few chunks (the one in use and READ_AHEAD_CHUNKS read ahead, each at most
+    MAX_CHUNK_BYTES), so hour-long or 4K files are fine.
     """
     info = info or probe(path)
     if not info.has_video:
@@ -243,7 +254,7 @@ def iter_video(
     if (w, h) != (info.width, info.height):
         filters.append(f"scale={w}:{h}:flags=area")
     cmd = [
-        "ffmpeg", "-v", "error", "-nostdin", "-copyts", "-i", info.path, "-map", "0:v:0",
+        "ffmpeg", "-v", "error", "-nostdin", "-copyts", "-i", ff_input(info.path), "-map", "0:v:0",
         "-vf", ",".join(filters), "-fps_mode", "passthrough",  # the fps filter is the only resampler
         "-pix_fmt", "rgb24", "-f", "rawvideo", "pipe:1",
     ]
@@ -253,6 +264,9 @@ def iter_video(
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdout is not None and proc.stderr is not None
     n_out = 0
+    # stderr is drained as it comes: a damaged file makes ffmpeg write more errors than a pipe
+    # holds (64 KB), and it then stalled on them while we waited for frames (a hang)
+    err_tail = _TailReader(proc.stderr)
     ahead = _ReadAhead(proc.stdout, frame_bytes * per_chunk)
     try:
         for buf in ahead:
@@ -260,23 +274,26 @@ def iter_video(
             if n:
                 n_out += n
                 yield np.frombuffer(buf[: n * frame_bytes], np.uint8).reshape(n, h, w, 3)
-        err = proc.stderr.read().decode("utf-8", "replace").strip()
         rc = proc.wait()
     finally:
         if proc.poll() is None:  # consumer stopped early
             proc.kill()
             proc.wait()
         ahead.close()
+        err_lines = err_tail.close()
         proc.stdout.close()
         proc.stderr.close()
     if rc != 0 or n_out == 0:
-        last = (err.splitlines() or ["no frames decoded"])[-1]
+        last = (err_lines or ["no frames decoded"])[-1]
         raise MediaError(f"cannot decode video of {info.path}: {last}")
+    if errors is not None:
+        errors.extend(err_lines)
 
 
 # iter_video: one chunk's bytes at most, and how many chunks the reader thread keeps ready
 MAX_CHUNK_BYTES = 96 * 1024 * 1024
 READ_AHEAD_CHUNKS = 2
+MAX_ERROR_LINES = 10_000  # ffmpeg's error lines kept per stream (the last ones)
 
 
 class _ReadAhead:
@@ -302,7 +319,7 @@ class _ReadAhead:
                     self._put(buf)
                 if len(buf) < block_bytes:
                     break
-        except (OSError, ValueError) as exc:  # the pipe closed under us: the consumer stopped
+        except BaseException as exc:  # noqa: BLE001 - a closed pipe, MemoryError, ...: the consumer says so
             if not self._stop.is_set():
                 self._put(exc)
         self._put(self._END)
@@ -317,11 +334,19 @@ class _ReadAhead:
 
     def __iter__(self):
         while True:
-            item = self._queue.get()
+            try:
+                item = self._queue.get(timeout=1.0)
+            except queue.Empty:
+                if self._thread.is_alive():
+                    continue
+                # the thread died without a word (it always puts _END): never wait for good
+                raise MediaError("reading decoded frames failed: the reader stopped") from None
             if item is self._END:
                 return
+            if isinstance(item, MemoryError):
+                raise MediaError("reading decoded frames failed: out of memory") from None
             if isinstance(item, BaseException):
-                raise MediaError(f"reading decoded frames failed: {item}")
+                raise MediaError(f"reading decoded frames failed: {item}") from None
             yield item
 
     def close(self) -> None:
@@ -330,12 +355,37 @@ class _ReadAhead:
         self._thread.join(timeout=5)
 
 
+class _TailReader:
+    """Read a pipe to its end on a thread, keeping its last MAX_ERROR_LINES lines."""
+
+    def __init__(self, pipe) -> None:
+        self._lines: collections.deque[str] = collections.deque(maxlen=MAX_ERROR_LINES)
+        self._thread = threading.Thread(target=self._run, args=(pipe,), daemon=True, name="ffmpeg-stderr")
+        self._thread.start()
+
+    def _run(self, pipe) -> None:
+        try:
+            for raw in pipe:
+                line = raw.decode("utf-8", "replace").strip()
+                if line:
+                    self._lines.append(line)
+        except (OSError, ValueError):  # closed under us
+            pass
+
+    def close(self) -> list[str]:
+        """The lines kept (call after the process ended or was killed)."""
+        self._thread.join(timeout=5)
+        return list(self._lines)
+
+
 def read_video(
-    path: str | os.PathLike, fps: float | None = None, max_side: int | None = None
+    path: str | os.PathLike, fps: float | None = None, max_side: int | None = None,
+    errors: list[str] | None = None,
 ) -> tuple[np.ndarray, float]:
-    """All frames as (T, H, W, 3) uint8 RGB at a constant ``fps``; returns (frames, fps)."""
+    """All frames as (T, H, W, 3) uint8 RGB at a constant ``fps``; returns (frames, fps).
+    ``errors``: see iter_video."""
     info = probe(path)
-    chunks = list(iter_video(path, fps=fps, max_side=max_side, info=info))
+    chunks = list(iter_video(path, fps=fps, max_side=max_side, info=info, errors=errors))
     return np.concatenate(chunks, axis=0), float(_fps_fraction(info, fps))
 
 
@@ -344,17 +394,18 @@ def read_audio(
     sample_rate: int = 16000,
     fps: float | None = None,
     info: MediaInfo | None = None,
+    errors: list[str] | None = None,
 ) -> np.ndarray:
     """Mono float32 (N,) at ``sample_rate``, sample 0 at video frame 0's time (see module doc).
 
     ``fps`` must be the rate the video is read at (it fixes frame 0's time on the fps grid);
     default the stream's snapped average rate. For an audio-only file sample 0 is its first
     sound sample (``read_audio_file``). Gaps in the audio timestamps are filled with silence
-    (aresample async).
+    (aresample async). ``errors`` gets ffmpeg's error lines of a damaged stream that decoded.
     """
     info = info or probe(path)
     if not info.has_video:
-        return read_audio_file(path, sample_rate, info)
+        return read_audio_file(path, sample_rate, info, errors)
     _check_audio(info, sample_rate)
     t0 = first_frame_time_s(info, _fps_fraction(info, fps))
     # -copyts keeps container time; first_pts pads (audio starts late) or trims (starts early)
@@ -363,7 +414,8 @@ def read_audio(
     # the rate ratio), so align at the native rate first and resample afterwards.
     native_rate = info.sample_rate or sample_rate
     first_pts = max(0, round(t0 * native_rate))
-    audio = _decode_audio(info, sample_rate, f"aresample=async=1:first_pts={first_pts}", copyts=True)
+    audio = _decode_audio(info, sample_rate, f"aresample=async=1:first_pts={first_pts}", copyts=True,
+                          errors=errors)
     if t0 < 0:  # pad so sample 0 is at t0 < 0 (first_pts was clamped to 0)
         audio = np.concatenate([np.zeros(round(-t0 * sample_rate), np.float32), audio])
     if audio.size == 0:
@@ -371,7 +423,8 @@ def read_audio(
     return audio
 
 
-def read_audio_file(path: str | os.PathLike, sample_rate: int = 16000, info: MediaInfo | None = None) -> np.ndarray:
+def read_audio_file(path: str | os.PathLike, sample_rate: int = 16000, info: MediaInfo | None = None,
+                    errors: list[str] | None = None) -> np.ndarray:
     """An audio-only file as mono float32 at ``sample_rate``, sample 0 = its first sound sample.
 
     Without the container clock on purpose: an MP3's encoder delay shows as a start time of
@@ -379,7 +432,7 @@ def read_audio_file(path: str | os.PathLike, sample_rate: int = 16000, info: Med
     put an MP3 copy of a clip's audio two frames late, with high confidence."""
     info = info or probe(path)
     _check_audio(info, sample_rate)
-    audio = _decode_audio(info, sample_rate, "aresample=async=1", copyts=False)
+    audio = _decode_audio(info, sample_rate, "aresample=async=1", copyts=False, errors=errors)
     if audio.size == 0:
         raise MediaError(f"audio stream of {info.path} decoded to no samples")
     return audio
@@ -392,21 +445,26 @@ def _check_audio(info: MediaInfo, sample_rate: int) -> None:
         raise MediaError(f"bad sample_rate {sample_rate}")
 
 
-def _decode_audio(info: MediaInfo, sample_rate: int, align: str, copyts: bool) -> np.ndarray:
+def _decode_audio(info: MediaInfo, sample_rate: int, align: str, copyts: bool,
+                  errors: list[str] | None = None) -> np.ndarray:
     """The audio stream ``info`` names as mono float32 at ``sample_rate``: ``align`` (an aresample at the
-    native rate) first, then the resampling; ``copyts`` keeps the container's clock."""
+    native rate) first, then the resampling; ``copyts`` keeps the container's clock. ``errors``
+    gets ffmpeg's error lines when the stream decoded all the same (damage skipped)."""
     af = f"{align},aresample={sample_rate},aformat=sample_fmts=flt:channel_layouts=mono"
-    cmd = ["ffmpeg", "-v", "error", "-nostdin", *(["-copyts"] if copyts else []), "-i", info.path,
+    cmd = ["ffmpeg", "-v", "error", "-nostdin", *(["-copyts"] if copyts else []), "-i", ff_input(info.path),
            "-map", f"0:a:{info.audio_stream}", "-af", af, "-f", "f32le", "pipe:1"]
     proc = subprocess.run(cmd, capture_output=True, check=False)
     if proc.returncode != 0:
         last = (proc.stderr.decode("utf-8", "replace").strip().splitlines() or ["?"])[-1]
         raise MediaError(f"cannot decode audio of {info.path}: {last}")
+    if errors is not None:
+        errors.extend(ln.strip() for ln in proc.stderr.decode("utf-8", "replace").splitlines() if ln.strip())
     return np.frombuffer(proc.stdout, np.float32).copy()
 
 
 def read_audio_for_video(audio_path: str | os.PathLike, video: MediaInfo, fps: float | None = None,
-                         sample_rate: int = 16000, audio_info: MediaInfo | None = None) -> np.ndarray:
+                         sample_rate: int = 16000, audio_info: MediaInfo | None = None,
+                         errors: list[str] | None = None) -> np.ndarray:
     """Another file's audio to score against ``video`` (``score --audio``), sample 0 at the
     video's frame 0 like ``read_audio``'s.
 
@@ -418,8 +476,8 @@ def read_audio_for_video(audio_path: str | os.PathLike, video: MediaInfo, fps: f
     frame 0."""
     audio_info = audio_info or probe(audio_path)
     if audio_info.has_video:
-        return read_audio(audio_path, sample_rate, info=audio_info)
-    audio = read_audio_file(audio_path, sample_rate, audio_info)
+        return read_audio(audio_path, sample_rate, info=audio_info, errors=errors)
+    audio = read_audio_file(audio_path, sample_rate, audio_info, errors)
     track_start_s = max(0.0, video.audio_start_s if video.has_audio else video.start_s)
     lead = round((first_frame_time_s(video, _fps_fraction(video, fps)) - track_start_s) * sample_rate)
     if lead > 0:

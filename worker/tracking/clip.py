@@ -29,19 +29,21 @@ COUNT_FACES_EVERY = 25
 
 
 def track_speakers(path: str | os.PathLike, fps: float | None = None, info: MediaInfo | None = None,
-                   max_faces: int | None = None) -> list[TrackResult]:
+                   max_faces: int | None = None, errors: list[str] | None = None) -> list[TrackResult]:
     """Face tracks of a clip, the speaker among them for `score` to find (score_faces).
 
     One face first, as the training and evaluation caches do (FaceMesh's detector then runs
     only when the face is lost); the full-range detector counts faces once a second on the
     side. Only when it (or FaceMesh) saw more than one face in a frame is the clip tracked again
     with up to ``max_faces`` faces (FaceMesh then looks for more faces on every frame, 1.5x the
-    tracking time): a one-face clip pays ~0.2% for the check, not 50%."""
+    tracking time): a one-face clip pays ~0.2% for the check, not 50%. ``errors`` gets ffmpeg's
+    error lines of a file that decoded with damage (media.decode.iter_video)."""
     from worker.tracking.faces import DEFAULT_SCORE_FACES
 
     max_faces = DEFAULT_SCORE_FACES if max_faces is None else max_faces
     info = info or probe(path)
-    tracks = MouthTracker(roi_size=96, count_faces_every=COUNT_FACES_EVERY).track_faces_file(path, fps=fps, info=info)
+    tracks = MouthTracker(roi_size=96, count_faces_every=COUNT_FACES_EVERY).track_faces_file(path, fps=fps, info=info,
+                                                                                       errors=errors)
     if max_faces > 1 and tracks[0].faces_seen > 1:
         first_ms = tracks[0].tracking_ms
         tracks = MouthTracker(roi_size=96, max_faces=max_faces).track_faces_file(path, fps=fps, info=info)

@@ -275,19 +275,21 @@ class MouthTracker:
         return self.track_faces_file(path, fps, chunk_frames, info, decode_max_side)[0]
 
     def track_faces_file(self, path, fps: float | None = None, chunk_frames: int = 32, info=None,
-                         decode_max_side: int | None = None) -> list[TrackResult]:
+                         decode_max_side: int | None = None, errors: list[str] | None = None) -> list[TrackResult]:
         """Decode ``path`` in chunks (constant ``fps``) and track every face: one TrackResult per
         face track (see track_faces_chunks).
 
         ``info``: a MediaInfo from ``probe(path)`` if the caller has one (saves an ffprobe).
         ``decode_max_side``: let ffmpeg downscale first (None = full resolution, what the ROI
         datasets used). 1080p decoding to RGB costs ~13 ms/frame here; 1280 halves it, at the
-        price of detail for small faces. ``roi_params`` then refer to the decoded size."""
+        price of detail for small faces. ``roi_params`` then refer to the decoded size.
+        ``errors``: see iter_video."""
         from worker.media.decode import _fps_fraction, iter_video, probe
 
         info = info or probe(path)
         rate = float(_fps_fraction(info, fps)) if info.has_video else 0.0
-        chunks = iter_video(path, fps=fps, max_side=decode_max_side, chunk_frames=chunk_frames, info=info)
+        chunks = iter_video(path, fps=fps, max_side=decode_max_side, chunk_frames=chunk_frames, info=info,
+                            errors=errors)
         return self.track_faces_chunks(chunks, rate)
 
     def track_chunks(self, chunks: Iterable[np.ndarray], fps: float) -> TrackResult:

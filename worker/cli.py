@@ -126,15 +126,14 @@ def run_score(args) -> int:
             # the scorer reads ROIs at 96 px: a bigger frame is decoded smaller (a 720p video given
             # as --roi held 100 MB per second of it)
             frames, fps = read_video(args.media, fps=args.fps, max_side=ROI_READ_MAX_SIDE, errors=video_errors)
-            tracking_s = 0.0
+            video_timing = {"tracking": 0.0, "decode": time.perf_counter() - t0}
         else:
             from worker.tracking.clip import track_speakers
 
             tracks = track_speakers(args.media, fps=args.fps, info=info, max_faces=args.max_faces,
                                     errors=video_errors)
             frames, fps = tracks[0].rois, float(tracks[0].fps)
-            tracking_s = time.perf_counter() - t0
-        decode_s = time.perf_counter() - t0 - tracking_s  # --roi only: tracking decodes as it goes
+            video_timing = {"tracking": time.perf_counter() - t0}  # decoding included: side by side
         t_audio = time.perf_counter()
         if audio_info is not None:
             audio = read_audio_for_video(args.audio, info, fps=fps, audio_info=audio_info, errors=audio_errors)
@@ -162,9 +161,7 @@ def run_score(args) -> int:
         summary.notes.append(f"--roi: the frames are {info.width}x{info.height}, not mouth crops (synth and "
                              "face-track send square crops of about 96 px); without --roi the face is tracked")
     summary.notes += damage_notes(("video", args.media, video_errors), ("audio", args.audio or args.media, audio_errors))
-    # tracking includes decoding the video (side by side); --roi decodes it alone ("decode")
-    summary.timings_s.update({"tracking": tracking_s, "audio_decode": audio_s,
-                              **({"decode": decode_s} if tracks is None else {}),
+    summary.timings_s.update({**video_timing, "audio_decode": audio_s,
                               "total": time.perf_counter() - t_start,
                               "video": frames.shape[0] / fps})
     _print_summary(summary, args.media)

@@ -454,11 +454,11 @@ def _decode_audio(info: MediaInfo, sample_rate: int, align: str, copyts: bool,
     cmd = ["ffmpeg", "-v", "error", "-nostdin", *(["-copyts"] if copyts else []), "-i", ff_input(info.path),
            "-map", f"0:a:{info.audio_stream}", "-af", af, "-f", "f32le", "pipe:1"]
     proc = subprocess.run(cmd, capture_output=True, check=False)
+    lines = [ln.strip() for ln in proc.stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
     if proc.returncode != 0:
-        last = (proc.stderr.decode("utf-8", "replace").strip().splitlines() or ["?"])[-1]
-        raise MediaError(f"cannot decode audio of {info.path}: {last}")
+        raise MediaError(f"cannot decode audio of {info.path}: {(lines or ['?'])[-1]}")
     if errors is not None:
-        errors.extend(ln.strip() for ln in proc.stderr.decode("utf-8", "replace").splitlines() if ln.strip())
+        errors.extend(lines)
     return np.frombuffer(proc.stdout, np.float32).copy()
 
 

@@ -294,6 +294,25 @@ def test_a_dead_roi_stream_under_live_audio_still_gets_its_jobs():
     assert [s for k, s, _ in spans(feed.jobs) if k == "W"] == [0, 20, 40, 60, 80, 100]
 
 
+def test_an_empty_job_is_skipped_to_the_next_job_with_audio_not_the_next_frame():
+    """The ROI stream misses frames 24..47 (under its stall time), the audio misses block 24..32's
+    span only: that block has nothing and is skipped, but blocks 32..40 and 40..48 have the
+    speech under them and are published (no frames: LOW_QUALITY at the scorer), not jumped over
+    to frame 48 (a review: the skip went to the next frame that came)."""
+    feed = Feed(stream_stall_ms=2000)
+    for step in range(100):  # real time, 40 ms a step
+        now = step * 40
+        if not 24 <= step < 48:
+            feed.push(feed.frame("s", step), now=now)
+        if not 24 <= step < 32:
+            feed.push(feed.chunk("s", step * 40), now=now)
+    blocks = [s for k, s, _ in spans(feed.jobs) if k == "B"]
+    assert blocks[:8] == [0, 8, 16, 32, 40, 48, 56, 64]
+    by_start = {j.frame_start: j for j in feed.jobs if j.kind is Kind.BLOCK}
+    assert by_start[32].frames_missing == 8 and by_start[40].frames_missing == 8
+    assert feed.joiner.counters["jobs_skipped_empty"] == 1
+
+
 def test_a_job_the_audio_ends_in_gets_the_sound_only():
     """The audio's end marker at 1000 ms: block 24..32 (960-1280 ms) gets audio to 1000 ms, not
     zeros to its end heard as silence; block 32..40, wholly after it, keeps its frames' span."""

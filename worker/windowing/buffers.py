@@ -47,6 +47,11 @@ class IntervalSet:
     def contains(self, a: int, b: int) -> bool:
         return self.covered(a, b) == max(0, b - a)
 
+    def first_at_or_after(self, x: int) -> int | None:
+        """The smallest point of the set >= x, or None."""
+        i = bisect.bisect_right(self._ends, x)  # first interval that ends after x
+        return max(x, self._starts[i]) if i < len(self._starts) else None
+
     def remove_before(self, x: int) -> None:
         while self._starts and self._ends[0] <= x:
             self._starts.pop(0)

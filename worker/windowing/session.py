@@ -239,7 +239,13 @@ class SessionState:
         present = [f for f in range(start, end) if f in self.frames]
         if not present and not self._audio_within(start, end):
             self.skipped_empty += 1
+            # jump to the next job with anything in it: a frame, or audio under its frames (a
+            # job with audio and no frames is published, LOW_QUALITY; jumping to the next frame
+            # alone lost those under an ROI stream's gap)
             later = [f for f in self.frames if f >= end]
+            heard = self._first_heard_frame(end)
+            if heard is not None:
+                later.append(heard)
             nxt = start + grid.step(kind)
             if later:
                 nxt = max(nxt, grid.first_start_covering_or_after(kind, min(later)))
@@ -247,6 +253,16 @@ class SessionState:
             return _SKIPPED
         self.next_start[kind] = start + grid.step(kind)
         return self._build(kind, start, end, reason)
+
+    def _first_heard_frame(self, frame_index: int) -> int | None:
+        """The first frame at or after ``frame_index`` under which some audio arrived, or None."""
+        fps, sr = self.fps, self.p.sample_rate
+        assert fps is not None
+        s = self.audio.coverage.first_at_or_after(max(0, ms_to_sample_floor(frame_ms(frame_index, fps), sr)))
+        if s is None:
+            return None
+        # the frame whose span [f/fps, (f+1)/fps) holds sample s
+        return max(frame_index, math.floor(sample_ms(s, sr) * fps / 1000.0))
 
     def _audio_within(self, start: int, end: int) -> bool:
         """Whether any audio arrived for frames [start, end) themselves (margins aside)."""

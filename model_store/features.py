@@ -94,12 +94,16 @@ def audio_grid_features(
     n_grid: int,
     fps: float,
     spec: AudioSpec,
+    present: np.ndarray | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Audio samples -> encoder input for frame-grid positions [first_grid, first_grid + n_grid).
 
     ``first_grid`` is a session frame index (may be negative); ``audio_start_ms`` is the session
-    time of samples[0]. Returns (n_mels, n_grid * steps_per_frame) features and a (n_grid,) bool
-    mask of grid positions whose audio was really there (not padding).
+    time of samples[0]. ``present``: optional (n_samples,) bool, False where nothing arrived (the
+    worker's join fills lost audio with zeros). Returns (n_mels, n_grid * steps_per_frame)
+    features and a (n_grid,) bool mask of grid positions whose audio was really there (not
+    padding, not fill): fill is treated as padding is, left out of the normalisation's statistics
+    and of the pairs, instead of being heard as silence that the lips do not match.
     """
     if sample_rate != spec.sample_rate:
         raise ValueError(f"audio must be {spec.sample_rate} Hz (got {sample_rate}); resample first")
@@ -108,9 +112,25 @@ def audio_grid_features(
     hop_ms = 1000.0 * spec.hop_length / spec.sample_rate
     times = grid_times_ms(first_grid, n_grid, fps, spec.steps_per_frame)
     feat, valid_steps = sample_mel_on_grid(mel, audio_start_ms, times, hop_ms)
+    if present is not None and not np.all(present):
+        came = _whole_mel_frames(np.asarray(present, dtype=bool), mel.shape[-1], spec)
+        # a step between two mel frames is real only if both are (the interpolation reads both)
+        came_steps, _ = sample_mel_on_grid(came.unsqueeze(0), audio_start_ms, times, hop_ms)
+        valid_steps &= came_steps[0] > 0.999
     feat = normalize_mel(feat, valid_steps)
     valid_grid = valid_steps.view(n_grid, spec.steps_per_frame).all(dim=1)
     return feat.float(), valid_grid
+
+
+def _whole_mel_frames(present: np.ndarray, n_mel: int, spec: AudioSpec) -> torch.Tensor:
+    """(n_samples,) bool -> (n_mel,) float 0/1: 1 where mel frame m's analysis window (win_length
+    samples centred on sample m * hop_length, log_mel) holds only samples that arrived."""
+    missing = np.concatenate([[0], np.cumsum(~present)])
+    centres = np.arange(n_mel) * spec.hop_length
+    n = present.shape[0]
+    a = np.clip(centres - spec.win_length // 2, 0, n)
+    b = np.clip(centres + spec.win_length // 2, 0, n)
+    return torch.from_numpy((missing[b] - missing[a] == 0).astype(np.float32))
 
 
 def frames_to_gray(frames: np.ndarray) -> np.ndarray:

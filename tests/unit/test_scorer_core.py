@@ -215,6 +215,27 @@ def test_a_jobs_context_frames_give_any_stream_the_verdict_of_the_one_that_score
                                   context=FrameSpan(frames[10:15], 25.0, 10)))
 
 
+def test_missing_rois_before_a_job_give_every_worker_the_same_verdict(scorer):
+    """Frames 11, 13 and 15 of the first block have no ROI. The worker that scored that block and
+    one that takes the session over with the frames before the next job as its context must read
+    the next job alike: frames without a ROI are neither encoded nor cached by either (a review:
+    the first worker cached them as blank images, the second repeated the last seen frame)."""
+    frames = np.random.default_rng(8).integers(0, 255, (32, 96, 96), dtype=np.uint8)
+    audio = _speechy(SR * 3, seed=2)
+    came = np.ones(32, bool)
+    came[[11, 13, 15]] = False
+    frames[~came] = 0  # stack_rois' zeros where nothing came
+    first = scorer.new_stream()
+    scorer.score(_req(frames[:16], audio, present=came[:16], face_present=came[:16]), first)
+    before = scorer.score(_req(frames[16:], audio, frame_start=16), first)
+    assert first.get(13) is None and first.get(12) is not None
+    context = FrameSpan(frames[10:16], 25.0, 10, present=came[10:16], face_present=came[10:16])
+    for stream in (None, scorer.new_stream()):
+        job = ScoreRequest(Kind.BLOCK, FrameSpan(frames[16:], 25.0, 16), AudioSpan(audio, SR, 0), context=context)
+        taken_over = scorer.score(job, stream)
+        assert taken_over.offset_ms == before.offset_ms and np.allclose(taken_over.curve, before.curve, atol=1e-5)
+
+
 def test_jobs_not_scored_run_the_cnn_on_their_seen_frames_only(random_bundle):
     """A job with no frame (its ROI stream died) costs no CNN work; a silent job's frames are
     still encoded into the stream, so the next job's causal context is the frames before it."""
@@ -281,6 +302,37 @@ def test_audio_that_never_arrived_is_low_quality_not_silence(scorer):
         assert heard.label is Label.SILENCE, s.name
     with pytest.raises(ScoringInputError, match="present"):
         scorer.score(ScoreRequest(Kind.BLOCK, FrameSpan(frames, 25.0, 10), AudioSpan(zeros, SR, 0, present=lost[:5])))
+
+
+def test_audio_fill_in_a_jobs_search_margin_is_not_heard(scorer):
+    """Audio lost in a job's search margin (the join's zero fill, AudioSpan.present False) is left
+    out as the audio's own edge is, not heard as silence the lips do not match: whatever the
+    fill holds, the job reads alike (a review: the fill halved a block's score, label OK)."""
+    from model_store.features import audio_grid_features
+
+    frames = np.random.default_rng(3).integers(0, 255, (16, 96, 96), dtype=np.uint8)
+    speech = _speechy(SR * 2, seed=4)
+    came = np.ones(SR * 2, bool)
+    came[int(1.06 * SR):int(1.4 * SR)] = False  # after the block's frames (400-1040 ms), in its margin
+    results = []
+    for fill in (np.zeros(SR * 2, np.float32), _speechy(SR * 2, seed=9)):
+        audio = np.where(came, speech, fill).astype(np.float32)
+        results.append(scorer.score(ScoreRequest(Kind.BLOCK, FrameSpan(frames, 25.0, 10),
+                                                 AudioSpan(audio, SR, 0, present=came))))
+        spec = scorer.manifest.audio
+        feat, ok = audio_grid_features(audio, SR, 0.0, 0, 50, 25.0, spec, came)
+        results.append((feat, ok))
+    (zero_fill, (f0, ok0)), (noise_fill, (f1, ok1)) = results[:2], results[2:]
+    assert zero_fill.label is Label.OK and zero_fill.offset_ms == noise_fill.offset_ms
+    assert np.allclose(zero_fill.curve, noise_fill.curve, atol=1e-5, equal_nan=True)
+    assert zero_fill.score == pytest.approx(noise_fill.score, abs=1e-6)
+    assert torch.equal(ok0, ok1) and torch.allclose(f0, f1)
+    # grid positions 27..34 (1080-1400 ms) touch the fill; the frames' own time (10..25) does not
+    assert not ok0[27:35].any() and ok0[10:26].all()
+    # the fill read as sound instead (no mask) changes the job's curve
+    heard = scorer.score(ScoreRequest(Kind.BLOCK, FrameSpan(frames, 25.0, 10),
+                                      AudioSpan(np.where(came, speech, 0).astype(np.float32), SR, 0)))
+    assert not np.allclose(heard.curve, zero_fill.curve, atol=1e-3, equal_nan=True)
 
 
 @pytest.mark.parametrize("mutate,match", [

@@ -78,10 +78,14 @@ def test_landmarks_of_another_layout_or_on_frames_without_a_face_count_as_none(c
     assert scorer.score(_request(clip, _lips(25)[:, :20])).curve == pytest.approx(none, abs=1e-6)
     no_face = np.zeros(25, dtype=bool)
     no_face[:3] = True  # too few frames with a face to score: compare the features instead
+    marked = scorer._prepare(_request(clip, _lips(25), no_face))
+    _, read = scorer._lip_shapes([(marked, None)], [(0, t) for t in range(25)])
+    assert read[:3].all() and not read[3:].any()  # landmarks on frames without a face are not read
+    # nor are those frames encoded: they repeat the last frame seen (ModelScorer._frame_features)
     feats_none = scorer._frame_features([(scorer._prepare(_request(clip, face_present=no_face)), None)])[0]
-    feats_hidden = scorer._frame_features([(scorer._prepare(_request(clip, _lips(25), no_face)), None)])[0]
+    feats_hidden = scorer._frame_features([(marked, None)])[0]
     ctx = scorer.ctx
-    torch.testing.assert_close(feats_hidden[ctx + 3:], feats_none[ctx + 3:])
+    assert all(torch.equal(feats_hidden[ctx + t], feats_hidden[ctx + 2]) for t in range(3, 25))
     assert not torch.allclose(feats_hidden[ctx:ctx + 3], feats_none[ctx:ctx + 3])
 
 

@@ -284,7 +284,7 @@ class ModelScorer:
         n_audio = search.n_audio(fs.n_frames)
         first = fs.frame_start - search.pad_before - self.audio_ctx
         mel, ok = audio_grid_features(au.samples, au.sample_rate, au.start_ms(), first,
-                                      n_audio + 2 * self.audio_ctx, fs.fps, self.manifest.audio)
+                                      n_audio + 2 * self.audio_ctx, fs.fps, self.manifest.audio, au.present)
         audio_ok = ok[self.audio_ctx: self.audio_ctx + n_audio]
         rms = frame_rms(au.samples, au.sample_rate, au.start_ms(), fs.frame_start, fs.n_frames, fs.fps)
         voiced = np.nan_to_num(rms, nan=0.0) >= self.config.silence_rms
@@ -331,31 +331,38 @@ class ModelScorer:
         return computed
 
     def _frame_features(self, items: list[tuple[_Prepared, FeatureCache | None]]) -> list[torch.Tensor]:
-        """Per-frame CNN features for every job, (T + ctx, F) each; only uncached frames are
-        normalised and run through the CNN."""
-        computed = self._encode_slots(items, [list(range(p.n_frames)) for p, _ in items])
+        """Per-frame CNN features for every job, (T + ctx, F) each; only uncached seen frames are
+        normalised and run through the CNN.
+
+        A frame without its ROI or without a face is never encoded nor cached: it and the
+        context frames the cache lacks repeat the last seen frame before them (the first seen
+        one at the start). That is what ``_warm_cache`` leaves in a stream, so the video context
+        a job reads does not depend on whether this worker scored the job before it, a silent
+        one, or nothing (a review: a blank ROI cached by a scored job moved the next job's curve
+        by up to 0.14 against a worker that took the session over)."""
+        seen = [[t for t in range(p.n_frames) if bool(p.frame_ok[t])] for p, _ in items]
+        computed = self._encode_slots(items, seen)
         result = []
         for j, (prep, cache) in enumerate(items):
-            rows = []
+            rows: list[torch.Tensor | None] = []
             for t in range(prep.n_frames):
                 f = computed.get((j, t))
-                if f is None:
-                    f = cache.get(prep.session_index(t))  # type: ignore[union-attr]
-                elif cache is not None:
+                if f is not None and cache is not None:
                     cache.put(prep.session_index(t), f)
+                elif f is None and bool(prep.frame_ok[t]):
+                    f = cache.get(prep.session_index(t))  # type: ignore[union-attr]
                 rows.append(f)
-            # causal context: the cache's past frames where present, else the first frame repeated
-            ctx_rows = []
-            for c in range(self.ctx, 0, -1):
-                past = cache.get(prep.session_index(-c)) if cache is not None else None
-                ctx_rows.append(past)
-            first_known = next((r for r in ctx_rows if r is not None), rows[0])
+            # causal context: the cache's past frames where present
+            ctx_rows = [cache.get(prep.session_index(-c)) if cache is not None else None
+                        for c in range(self.ctx, 0, -1)]
+            last = next((r for r in ctx_rows + rows if r is not None), None)
+            if last is None:  # no seen frame at all: the CNN reads the job's first ROI as it is
+                last = self._encode_slots([(prep, None)], [[0]])[(0, 0)]
             filled = []
-            last = first_known
-            for r in ctx_rows:
+            for r in ctx_rows + rows:
                 last = r if r is not None else last
                 filled.append(last)
-            result.append(torch.stack(filled + rows))
+            result.append(torch.stack(filled))
         return result
 
     def _lip_shapes(self, items: list[tuple[_Prepared | _Frames, FeatureCache | None]],

@@ -3,7 +3,8 @@
 Partly silent windows: a window is SILENCE (score null, confidence 0) when fewer than
 ``min_voiced_fraction`` of its frames have audio above ``silence_rms``; otherwise it is scored over
 all its frames, since a closed mouth during a pause is evidence of alignment too, and its
-confidence is scaled by the voiced fraction (less speech, less evidence).
+confidence is scaled by the voiced fraction over one half, up to 1 (less speech, less evidence;
+a window half voiced or more has speech enough to read its timing).
 """
 
 from __future__ import annotations

@@ -122,7 +122,11 @@ def score_clip(scorer, frames: np.ndarray, fps: float, audio: np.ndarray, sample
     n = int(frames.shape[0])
     jobs = plan_jobs(n, fps, block_frames, window_ms)
     stream = scorer.new_stream()
-    margin_samples = math.ceil(scorer.search_margin_ms * sample_rate / 1000.0)
+    # the scorer's margin holds its offsets and audio context at 25 fps and up; a slower clip's
+    # frames (15 fps, or 45 fps read at 22.5) reach further in ms. A file has all its audio at
+    # hand, so the margin grows with the frame instead of the edge offsets reading padding.
+    model_frame_ms = 1000.0 * decimation(fps) / fps
+    margin_samples = math.ceil(scorer.search_margin_ms * max(1.0, model_frame_ms / 40.0) * sample_rate / 1000.0)
     # Audio that ends before the video: the rest is silence, as the worker zero-fills audio
     # that never came (those windows come out SILENCE), instead of failing the whole clip.
     sound_samples = int(np.shape(audio)[0])

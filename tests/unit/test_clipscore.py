@@ -75,3 +75,47 @@ def test_a_clips_windows_and_blocks_are_whole_lipsync_signals():
         assert sig["session_id"] == "talk.mp4"
         assert sig["signal_id"] == signal_id("talk.mp4", Kind(sig["kind"]), sig["frame_start"])
         assert sig["latency_ms"] >= 0 and sig["emitted_at_ms"] > 1_600_000_000_000
+
+
+def test_a_slow_clips_jobs_get_the_audio_their_offsets_reach(monkeypatch):
+    """The scorer's search margin is for 25 fps frames and up: at 12.5 fps (and 45 fps, read at
+    22.5) its offsets and audio context reach further in ms, and a clip's jobs get that much
+    audio, so no offset of the search is read on padding (a review)."""
+    import numpy as np
+    import torch
+
+    from model_store.architectures import build
+    from model_store.bundle import AudioSpec, Calibration, Manifest, VideoSpec
+    from model_store.features import audio_grid_features
+    from worker.clipscore import score_clip
+    from worker.scoring.postprocess import ScorerConfig
+    from worker.scoring.rate import at_model_rate
+    from worker.scoring.scorer import ModelScorer
+
+    torch.manual_seed(0)
+    man = Manifest("t", "0.0.1", "syncnet_lite_v1", {}, 128, AudioSpec(), VideoSpec(), Calibration(),
+                   "weights.safetensors", "")
+    scorer = ModelScorer(man, build("syncnet_lite_v1", {}).state_dict(), ScorerConfig(cpu_jit=False), device="cpu")
+    seen = []
+    real = scorer.score_batch
+    monkeypatch.setattr(scorer, "score_batch", lambda reqs, streams: (seen.extend(reqs), real(reqs, streams))[1])
+    for fps in (12.5, 45.0, 25.0):
+        n = int(6 * fps)
+        seen.clear()
+        rng = np.random.default_rng(1)
+        score_clip(scorer, rng.integers(0, 255, (n, 96, 96), dtype=np.uint8), fps,
+                   (0.1 * rng.standard_normal(6 * 16000)).astype(np.float32))
+        inner = 0
+        for req in seen:
+            job = at_model_rate(req)
+            prep = scorer._prepare(job)
+            first = job.frames.frame_start - prep.search.pad_before - scorer.audio_ctx
+            n_pos = prep.search.n_audio(job.frames.n_frames) + 2 * scorer.audio_ctx
+            _, ok = audio_grid_features(req.audio.samples, 16000, req.audio.start_ms(), first, n_pos,
+                                        job.frames.fps, scorer.manifest.audio)
+            frame_ms = 1000.0 / job.frames.fps
+            pos_ms = (first + np.arange(n_pos)) * frame_ms
+            inside = (pos_ms >= 0.0) & (pos_ms + frame_ms <= 6000.0)  # the position's steps lie in the audio
+            assert ok.numpy()[inside].all(), (fps, req.frames.frame_start)
+            inner += int(inside.all())
+        assert inner > 0, fps  # some jobs lie wholly inside the clip's audio

@@ -294,6 +294,21 @@ def test_a_dead_roi_stream_under_live_audio_still_gets_its_jobs():
     assert [s for k, s, _ in spans(feed.jobs) if k == "W"] == [0, 20, 40, 60, 80, 100]
 
 
+def test_a_slow_sessions_jobs_wait_for_the_audio_their_offsets_reach():
+    """The scorer's margin (100 ms here) is for 40 ms frames; at 12.5 fps its offsets and audio
+    context span twice as many ms, so block 0 (0-640 ms) needs audio to 640 + 200 ms."""
+    feed = Feed()
+    for f in range(8):
+        ev = feed.frame("s", f)
+        assert feed.push(FrameEvent(ev.session_id, f, 12.5, ev.pixels, ev.source, ev.arrival)) == []
+    for start in range(0, 800, 40):
+        assert feed.push(feed.chunk("s", start)) == []
+    out = feed.push(feed.chunk("s", 800))
+    assert spans(out) == [("B", 0, 8)]
+    assert out[0].request.audio.samples.shape == (840,) and out[0].audio_missing_ms == 0
+    assert feed.joiner.sessions["s"].margin_ms == 2 * MARGIN_MS
+
+
 def test_an_empty_job_is_skipped_to_the_next_job_with_audio_not_the_next_frame():
     """The ROI stream misses frames 24..47 (under its stall time), the audio misses block 24..32's
     span only: that block has nothing and is skipped, but blocks 32..40 and 40..48 have the

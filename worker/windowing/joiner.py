@@ -132,11 +132,11 @@ class Joiner:
         if status != "ok":
             return self._drop(ev.source, status)
         end_ms = sample_ms(ev.start_sample + int(ev.samples.shape[0]), ev.sample_rate)
-        # and by the video context's span (context_frames at 25 fps, the longest): a worker that
+        # and by the video context's span (context_frames of 40 ms, longer below 25 fps): a worker that
         # takes the session over re-reads the frames of that span, and may emit again a job that
         # starts there; it gets its audio whole
-        context_ms = self.params.context_frames * 40.0
-        self.ledgers[ev.session_id].hold(end_ms + self.params.margin_ms + context_ms, ev.source)
+        context_ms = self.params.context_frames * 40.0 * state.frame_stretch
+        self.ledgers[ev.session_id].hold(end_ms + state.margin_ms + context_ms, ev.source)
         return self._advance(state, now_wall_ms)
 
     def on_end(self, ev: EndEvent, now_wall_ms: int) -> list[Job]:

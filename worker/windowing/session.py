@@ -144,7 +144,7 @@ class SessionState:
         end_ms = sample_ms(end, ev.sample_rate)
         front = self.frontier_frame(default=None)
         if (front is not None and self.fps is not None
-                and end_ms <= frame_ms(front, self.fps) - self.p.margin_ms):
+                and end_ms <= frame_ms(front, self.fps) - self.margin_ms):
             return "late"
         if not self.audio.add(ev.start_sample, ev.samples, (ev.source, ev.arrival)):
             return "duplicate"
@@ -174,6 +174,22 @@ class SessionState:
         return now_wall_ms - since >= self.p.stream_stall_ms
 
     # --- jobs -------------------------------------------------------------------------------
+    @property
+    def frame_stretch(self) -> float:
+        """How much longer than 40 ms a frame is as the networks read this session (1 at 25 fps
+        and up; 2 at 12.5 fps; 45 fps is read at 22.5): spans the scorer gives in 25 fps frames
+        reach this much further here."""
+        if self.fps is None:
+            return 1.0
+        return max(1.0, 1000.0 * decimation(self.fps) / self.fps / 40.0)
+
+    @property
+    def margin_ms(self) -> float:
+        """Audio a job needs on each side of its frames: the scorer's search margin (its offsets
+        and audio context at 25 fps and up), stretched for slower sessions, so that the
+        search's edge offsets are not read on padding."""
+        return self.p.margin_ms * self.frame_stretch
+
     @property
     def context_span(self) -> int:
         """Session frames before a job sent as its context (the scorer's, at this session's rate)."""
@@ -274,7 +290,7 @@ class SessionState:
     def _readiness(self, start: int, end: int, now_wall_ms: int, force: bool) -> DueReason | None:
         fps = self.fps
         assert fps is not None
-        lo_ms, hi_ms = audio_need_ms(start, end, fps, self.p.margin_ms)
+        lo_ms, hi_ms = audio_need_ms(start, end, fps, self.margin_ms)
         end_ms = frame_ms(end, fps)
         late = self.p.allowed_lateness_ms
         frames_ok = self.video_end is not None or all(f in self.frames for f in range(start, end))
@@ -303,7 +319,7 @@ class SessionState:
         assert fps is not None and self.grid is not None
         slots = [self.frames.get(f) for f in range(start, end)]
         frames, present, face, occluded, landmarks = stack_rois(slots)
-        lo_ms, hi_ms = audio_need_ms(start, end, fps, self.p.margin_ms)
+        lo_ms, hi_ms = audio_need_ms(start, end, fps, self.margin_ms)
         a = max(0, ms_to_sample_floor(lo_ms, sr))
         b = ms_to_sample_ceil(hi_ms, sr)
         if self.audio_ended:
@@ -370,7 +386,7 @@ class SessionState:
                 for f in [f for f in self.frames if f < front - self.context_span]:
                     del self.frames[f]
                     self.frame_meta.pop(f, None)
-            need_from = frame_ms(front, self.fps) - self.p.margin_ms
+            need_from = frame_ms(front, self.fps) - self.margin_ms
             self.audio.drop_before(max(0, ms_to_sample_floor(need_from, self.p.sample_rate)))
         self._enforce_buffer_bound()
 

@@ -16,7 +16,8 @@ A single BLOCK or WINDOW (``decode_span``) takes the same body plus where it sit
 timeline: ``"frame_start"`` (session frame index of the job's first frame, default 0), optional
 ``"present"`` (one bool per frame) and ``"audio": {"start_sample": ...}`` (session sample index of
 the first sample at the audio's rate; default: the first frame's time). Send the scorer's search
-margin of audio on each side of the frames, as the worker does, and, for the worker's verdict
+margin of audio on each side of the frames, as the worker does (stretched below 25 fps by the
+frame's length over 40 ms: SessionState.margin_ms), and, for the worker's verdict
 exactly, ``"context_frames": N`` with the N frames before the job first in ``frames`` (the
 scorer's video context, Info.context_frames; the worker has them from the blocks before). gRPC
 sends the same fields with raw bytes instead of base64 (worker.serving.grpc_server).

@@ -117,7 +117,10 @@ class Worker:
                                            self.metrics.scoring_latency.observe(ms / 1000.0),
                                            self.metrics.scoring_cpu.inc(cpu_s)),
             thread_init=lambda: set_torch_threads(threads)))
-        self.producer = OutputProducer(cfg.kafka.client_config("producer"))
+        producer_conf = cfg.kafka.client_config("producer")
+        self.producer = OutputProducer(producer_conf)
+        # a dead letter carries its bad record: it must fit in one record too (publish.dead_letter_record)
+        self._dlq_max_bytes = int(producer_conf.get("message.max.bytes", 1_000_000))
         self.consumer = InputConsumer(
             cfg.kafka.client_config("consumer"), cfg.kafka.group_id, (self.audio_topic, self.roi_topic),
             max_poll_interval_ms=cfg.kafka.max_poll_interval_ms,
@@ -337,6 +340,14 @@ class Worker:
         except (BadRecord, BadEvent) as exc:
             reason = exc.reason if isinstance(exc, BadRecord) else f"invalid: {exc}"
             self._dead_letter(msg, source, reason, kafka_ts)
+        except Exception as exc:
+            # one record must not stop the worker for good: a record that fails in a way the
+            # checks above did not foresee would fail again at every restart and hold its
+            # partition (a review's odd sample rate did, before the rate check). It goes to the
+            # dead-letter topic with the error; the log has the traceback.
+            log.exception("record failed unexpectedly; dead-lettered", topic=topic, partition=partition,
+                          offset=offset, error=f"{type(exc).__name__}: {exc}")
+            self._dead_letter(msg, source, f"internal: {type(exc).__name__}: {exc}", kafka_ts)
         return []
 
     # --- keeping the two input topics level in time (worker.windowing.align) ------------------
@@ -464,8 +475,9 @@ class Worker:
 
     def _dead_letter(self, msg: Any, source: Source, reason: str, kafka_ts: int | None) -> None:
         record = dead_letter_record(source, msg.key(), msg.value(), kafka_ts, reason,
-                                    self.cfg.instance_id, self.clock_ms())
+                                    self.cfg.instance_id, self.clock_ms(), self._dlq_max_bytes)
         value = self.codecs["DeadLetter"].encode(record)
+        key = record["key"]  # the original key, or its first bytes where it is too long
         log.warning("dead letter", topic=source.topic, partition=source.partition, offset=source.offset,
                     reason=record["reason"])
         self.metrics.dlq.labels(source.topic).inc()
@@ -476,12 +488,12 @@ class Worker:
                 self.tracker.done(source)
             elif attempt < _MAX_DELIVERY_RETRIES:
                 log.warning("dead letter not delivered, retrying", error=err, attempt=attempt + 1)
-                self.producer.produce(self.cfg.kafka.topics.dlq.name, msg.key(), value,
+                self.producer.produce(self.cfg.kafka.topics.dlq.name, key, value,
                                       lambda e: delivered(e, attempt + 1))
             else:
                 raise RuntimeError(f"cannot deliver a dead letter for {source}: {err}")
 
-        self.producer.produce(self.cfg.kafka.topics.dlq.name, msg.key(), value, delivered)
+        self.producer.produce(self.cfg.kafka.topics.dlq.name, key, value, delivered)
 
     # --- scoring and output -----------------------------------------------------------------
     def _submit(self, jobs: list[Job]) -> None:

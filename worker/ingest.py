@@ -7,7 +7,9 @@ record: the frame is kept as missing (``ref_error``) and counted.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -19,6 +21,10 @@ Event = FrameEvent | AudioEvent | EndEvent
 ResolveFn = Callable[[Any], tuple[np.ndarray | None, Any]]
 
 _BYTES_PER_SAMPLE = {"PCM_S16LE": 2, "F32LE": 4}
+# Band-limited resampling by the ratio of the two rates in lowest terms, p/q, uses a p x q-sized
+# polyphase filter: 160 x 441 for 44.1 kHz -> 16 kHz, but 16000 x 44101 (11 GB) for 44101 Hz.
+# Past this product a rate is refused (dead-lettered) rather than allowed to exhaust memory.
+MAX_RESAMPLE_TERMS = 1_000_000
 
 
 class BadRecord(ValueError):
@@ -62,6 +68,10 @@ def audio_events(record: Mapping[str, Any], source: Source, arrival: Arrival,
             raise BadRecord(f"invalid: channels {channels} (must be 1..16)")
         if rate < 1000 or rate > 384_000:
             raise BadRecord(f"invalid: sample_rate {rate} (must be 1000..384000 Hz)")
+        g = math.gcd(rate, target_rate)
+        if (rate // g) * (target_rate // g) > MAX_RESAMPLE_TERMS:
+            raise BadRecord(f"invalid: sample_rate {rate} Hz cannot be resampled to {target_rate} Hz "
+                            f"(ratio {rate // g}/{target_rate // g}); use a standard rate such as 16000, 44100 or 48000")
         if start < 0:
             raise BadRecord(f"invalid: start_sample {start}")
         width = _BYTES_PER_SAMPLE[encoding] * channels
@@ -143,14 +153,23 @@ def _landmarks(flat: Any) -> np.ndarray | None:
     return arr.reshape(-1, 2)
 
 
+@lru_cache(maxsize=16)
+def _resampler(rate: int, target: int):
+    """torchaudio's band-limited resampler with its filter built once per pair of rates (built
+    per call, it cost 0.74 ms per 20 ms chunk of 44.1 kHz audio on one thread; kept: 0.11 ms)."""
+    import torchaudio
+
+    return torchaudio.transforms.Resample(rate, target)
+
+
 def _resample(samples: np.ndarray, rate: int, target: int, start: int) -> tuple[np.ndarray, int]:
     """Per-chunk resampling (band-limited, torchaudio); the chunk keeps its place on the timeline."""
     import torch
-    import torchaudio.functional as AF
 
     new_start = round(start * target / rate)
     new_end = round((start + samples.shape[0]) * target / rate)
-    out = AF.resample(torch.from_numpy(np.ascontiguousarray(samples)), rate, target).numpy()
+    with torch.inference_mode():
+        out = _resampler(rate, target)(torch.from_numpy(np.ascontiguousarray(samples))).numpy()
     n = new_end - new_start
     if out.shape[0] < n:
         out = np.pad(out, (0, n - out.shape[0]))

@@ -41,6 +41,19 @@ def test_other_sample_rates_are_resampled_in_place_on_the_timeline():
     assert 0.3 < np.abs(ev.samples[100:-100]).max() < 0.6
 
 
+def test_the_usual_rates_resample_with_a_filter_built_once():
+    from worker.ingest import _resampler
+
+    _resampler.cache_clear()
+    for rate in (8000, 11025, 22050, 32000, 44100, 48000, 96000, 44100, 48000):
+        n = rate // 50  # 20 ms
+        (ev,) = audio_events(_chunk(sample_rate=rate, start_sample=n, data=np.zeros(n, "<i2").tobytes()),
+                             SRC, ARR, 16000)
+        start = round(n * 16000 / rate)
+        assert ev.start_sample == start and ev.samples.shape == (round(2 * n * 16000 / rate) - start,)
+    assert _resampler.cache_info().misses == 7 and _resampler.cache_info().hits == 2
+
+
 def test_end_markers():
     evs = audio_events(_chunk(data=b"", end_of_session=True), SRC, ARR, 16000)
     assert [type(e) for e in evs] == [EndEvent] and evs[0].stream is Stream.AUDIO
@@ -67,6 +80,9 @@ def test_roi_no_face_and_unresolvable_reference():
     ({"encoding": "MP3"}, "encoding"),
     ({"channels": 0}, "channels"),
     ({"sample_rate": 10}, "sample_rate"),
+    # 44101/16000 in lowest terms: a 16000 x 44101 polyphase filter (11 GB) - refused, not built
+    ({"sample_rate": 44101}, "cannot be resampled"),
+    ({"sample_rate": 8001}, "cannot be resampled"),
     ({"data": b"\x00\x01\x02"}, "whole number"),
     ({"session_id": ""}, "session_id"),
     ({"data": b""}, "no data"),
@@ -142,6 +158,18 @@ def test_dead_letter_keeps_the_original_bytes():
     back = AvroCodec("DeadLetter").decode(AvroCodec("DeadLetter").encode(rec))
     assert back["value"] == b"\x00raw" and back["key"] == b"k" and back["offset"] == 7
     assert back["reason"] == "decode: bad thing"
+    assert not back["truncated"] and back["key_bytes"] == 1 and back["value_bytes"] == 4
+
+
+def test_a_dead_letter_fits_in_one_record_whatever_it_carries():
+    """A bad record near the record size limit: the dead letter keeps the first bytes of its value
+    (and of a long key) and says so, so that the producer does not refuse it."""
+    value, key = b"v" * 999_900, b"k" * 10_000
+    rec = dead_letter_record(SRC, key, value, None, "invalid: too big", "host/1", 456, max_record_bytes=1_000_000)
+    encoded = AvroCodec("DeadLetter").encode(rec)
+    assert len(encoded) + len(rec["key"]) < 1_000_000
+    assert rec["truncated"] and rec["value_bytes"] == len(value) and rec["key_bytes"] == len(key)
+    assert value.startswith(rec["value"]) and key.startswith(rec["key"]) and len(rec["value"]) > 900_000
 
 
 def test_co_assignment_check():

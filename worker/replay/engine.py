@@ -125,4 +125,6 @@ class Replayer:
             out.bad.append((rec, exc.reason))
         except BadEvent as exc:  # contradicts its session
             out.bad.append((rec, f"invalid: {exc}"))
+        except Exception as exc:  # noqa: BLE001 - as the worker dead-letters a failure no check foresaw
+            out.bad.append((rec, f"internal: {type(exc).__name__}: {exc}"))
         return []

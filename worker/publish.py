@@ -48,18 +48,36 @@ def signal_record(job: Job, score: LipSyncScore, emitted_at_ms: int) -> dict[str
     }
 
 
+# A dead letter's key is cut to this many bytes (it also keys the dead letter's own record), and
+# its value to what leaves this much room for the other fields under the record size limit.
+DLQ_MAX_KEY_BYTES = 4096
+DLQ_HEADROOM_BYTES = 16 * 1024
+
+
 def dead_letter_record(source: Source, key: bytes | None, value: bytes | None, timestamp_ms: int | None,
-                       reason: str, worker: str, dead_at_ms: int) -> dict[str, Any]:
+                       reason: str, worker: str, dead_at_ms: int,
+                       max_record_bytes: int = 1_000_000) -> dict[str, Any]:
+    """The DeadLetter for a rejected input record. The original key and value go in unchanged
+    unless the dead letter would not fit in one record of ``max_record_bytes`` (the producer's
+    message.max.bytes): then only their first bytes, with ``truncated`` set and the original
+    lengths beside them. (A bad record near 1 MB could not be dead-lettered at all: the
+    producer refused it, and the worker stopped on it at every restart.)"""
+    key_out = key if key is None or len(key) <= DLQ_MAX_KEY_BYTES else key[:DLQ_MAX_KEY_BYTES]
+    room = max(0, max_record_bytes - DLQ_HEADROOM_BYTES - 2 * len(key_out or b""))
+    value_out = value if value is None or len(value) <= room else value[:room]
     return {
         "topic": source.topic,
         "partition": source.partition,
         "offset": source.offset,
-        "key": key,
-        "value": value,
+        "key": key_out,
+        "value": value_out,
         "timestamp_ms": timestamp_ms,
         "reason": " ".join(reason.split())[:1000],
         "worker": worker,
         "dead_at_ms": int(dead_at_ms),
+        "truncated": key_out is not key or value_out is not value,
+        "key_bytes": None if key is None else len(key),
+        "value_bytes": None if value is None else len(value),
     }
 
 

@@ -13,6 +13,7 @@ from collections import Counter
 
 import pytest
 
+from schemas import AvroCodec
 from tests.support.fake_scorer import FakeScorer, pulse_media
 from tests.support.kafka_io import produce, produce_raw, read_topic
 from tests.support.running_worker import RunningWorker
@@ -120,30 +121,60 @@ def _committed_lag(bootstrap: str, cfg: WorkerConfig) -> int:
         c.close()
 
 
-def test_poison_record_goes_to_the_dlq_and_the_rest_goes_on(kafka_bootstrap, run_id):
+def test_poison_records_go_to_the_dlq_and_the_rest_goes_on(kafka_bootstrap, run_id, monkeypatch):
+    """Bad records of every kind between a good session's records: each goes to the DLQ with its
+    reason and the session's signals all come. Among them (a review): a chunk near 1 MB, whose
+    dead letter cannot carry it whole; a sample rate whose resampling filter would take GBs; a
+    record the worker fails on in a way no check foresaw (here a resolver that raises)."""
+    import worker.app
+
     cfg = make_config(kafka_bootstrap, run_id)
     frames, audio = pulse_media(2.2, FPS, SR, 66.0, seed=5)
     records = session_records("s-ok", frames, audio, FPS, SR)
     expected = {signal_id("s-ok", k, fs) for k, fs, _ in expected_jobs(frames.shape[0], FPS, 16, 1000, 1000)}
-    running = RunningWorker(cfg, FakeScorer())
     poison = b"\x02not avro at all\xff\xfe"
+    chunk = {"session_id": "s-ok", "seq": 10_000, "start_sample": 0, "sample_rate": SR, "channels": 1,
+             "encoding": "PCM_S16LE", "data": b"", "end_of_session": False, "produced_at_ms": None}
+    codec = AvroCodec("AudioChunk")
+    big = codec.encode(dict(chunk, data=b"\x01" * 999_871))  # odd: not whole 16-bit samples
+    odd_rate = codec.encode(dict(chunk, sample_rate=44_101, data=b"\x00\x00" * 882))
+    roi_events = worker.app.roi_events
+
+    def failing(record, *args):
+        if record["session_id"] == "s-boom":
+            raise RuntimeError("a failure no check foresaw")
+        return roi_events(record, *args)
+
+    monkeypatch.setattr(worker.app, "roi_events", failing)
+    boom = session_records("s-boom", frames[:1], audio[:640], FPS, SR, end_markers=False)
+    running = RunningWorker(cfg, FakeScorer())
     try:
         running.wait_ready()
         half = len(records) // 2
         produce(kafka_bootstrap, cfg.kafka.topics.audio.name, cfg.kafka.topics.roi.name, records[:half])
         produce_raw(kafka_bootstrap, cfg.kafka.topics.roi.name, b"s-ok", poison)
+        produce_raw(kafka_bootstrap, cfg.kafka.topics.audio.name, b"s-ok", big)
+        produce_raw(kafka_bootstrap, cfg.kafka.topics.audio.name, b"s-ok", odd_rate)
+        produce(kafka_bootstrap, cfg.kafka.topics.audio.name, cfg.kafka.topics.roi.name,
+                [r for r in boom if r.stream == ROI])
         produce(kafka_bootstrap, cfg.kafka.topics.audio.name, cfg.kafka.topics.roi.name, records[half:])
-        dlq = read_topic(kafka_bootstrap, cfg.kafka.topics.dlq.name, "DeadLetter", lambda r: len(r) >= 1,
+        dlq = read_topic(kafka_bootstrap, cfg.kafka.topics.dlq.name, "DeadLetter", lambda r: len(r) >= 4,
                          timeout_s=30)
         signals = read_topic(kafka_bootstrap, cfg.kafka.topics.signals.name, "LipSyncSignal",
                              _signals_complete(expected), timeout_s=30)
     finally:
         running.close()
-    assert len(dlq) == 1
-    dead = dlq[0]
-    assert dead["value"] == poison and dead["key"] == b"s-ok"
+    assert len(dlq) == 4
+    by_reason = {d["reason"].split(":")[0] + (":rate" if "resampled" in d["reason"] else ""): d for d in dlq}
+    dead = by_reason["decode"]
+    assert dead["value"] == poison and dead["key"] == b"s-ok" and not dead["truncated"]
     assert dead["topic"] == cfg.kafka.topics.roi.name and dead["offset"] >= 0
-    assert dead["reason"].startswith("decode:")
+    whole = [d for d in dlq if "whole number" in d["reason"]]
+    assert len(whole) == 1 and whole[0]["truncated"] and whole[0]["value_bytes"] == len(big)
+    assert whole[0]["value"] == big[: len(whole[0]["value"])] and len(whole[0]["value"]) > 900_000
+    assert "cannot be resampled" in by_reason["invalid:rate"]["reason"]
+    assert by_reason["internal"]["reason"] == "internal: RuntimeError: a failure no check foresaw"
+    assert by_reason["internal"]["key"] == b"s-boom"
     assert {r["signal_id"] for r in signals} == expected
     assert all(r["frames_missing"] == 0 for r in signals)
 

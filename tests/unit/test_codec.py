@@ -75,6 +75,9 @@ DEAD = {
     "reason": "decode: truncated Avro body",
     "worker": "host-a/123",
     "dead_at_ms": 1_700_000_000_500,
+    "truncated": False,
+    "key_bytes": 6,
+    "value_bytes": 11,
 }
 
 
@@ -82,7 +85,8 @@ def _records() -> list[tuple[str, dict]]:
     out = [("AudioChunk", AUDIO), ("AudioChunk", dict(AUDIO, encoding="F32LE", data=b"", end_of_session=True))]
     out += [("RoiRef", dict(ROI_BASE, roi=roi)) for roi in ROIS]
     out += [("LipSyncSignal", SIGNAL), ("LipSyncSignal", SILENT_SIGNAL), ("DeadLetter", DEAD)]
-    out += [("DeadLetter", dict(DEAD, key=None, value=None, timestamp_ms=None, worker=None))]
+    out += [("DeadLetter", dict(DEAD, key=None, value=None, timestamp_ms=None, worker=None, key_bytes=None,
+                                value_bytes=None, truncated=True))]
     return out
 
 

@@ -294,6 +294,41 @@ def test_a_dead_roi_stream_under_live_audio_still_gets_its_jobs():
     assert [s for k, s, _ in spans(feed.jobs) if k == "W"] == [0, 20, 40, 60, 80, 100]
 
 
+def test_a_session_that_only_ever_gets_audio_holds_a_bounded_ledger():
+    """No frame, so no frame rate and no job: the buffer bound drops the oldest audio, and its
+    records are released from the ledger too, not kept one per chunk for the session's life (a
+    review: 1 MB per minute per session), and become committable."""
+    feed = Feed()
+    for start in range(0, 60_000, 40):
+        feed.push(feed.chunk("s", start), now=start)
+    assert len(feed.joiner.ledgers["s"].pending) <= 4000 // 40 + 2  # max_buffered_ms of 40 ms chunks
+    assert feed.tracker.positions()[(AUD, 0)] >= (60_000 - 4000) // 40 - 2
+
+
+def test_an_audio_chunk_that_is_also_the_end_marker_is_held_until_the_session_closes():
+    """A record may carry the last samples and the end marker (CONTRACT: data or none): it is
+    needed as the marker until the session closes, whatever its samples' jobs do (a review: the
+    first release made it committable, and a worker taking the session over never saw the end)."""
+    feed = Feed()
+    for start in range(0, 1560, 40):
+        feed.push(feed.chunk("s", start), now=start)
+    last = feed.chunk("s", 1560)
+    feed.tracker.open(last.source)
+    feed.jobs += feed.joiner.on_events([last, EndEvent("s", Stream.AUDIO, last.source, last.arrival)], 1600)
+    for f in range(80):  # the video goes on past the audio's end: its jobs pass the chunk's need
+        feed.push(feed.frame("s", f), now=1600 + f * 40)
+    for job in feed.jobs:
+        feed.joiner.on_published(job)
+    assert max(j.frame_end for j in feed.jobs) * 40 > 1600 + MARGIN_MS
+    assert "s" in feed.joiner.sessions  # the video has not ended
+    assert feed.tracker.positions()[(AUD, 0)] <= last.source.offset
+    feed.jobs += feed.push(feed.end("s", Stream.VIDEO), now=1700)
+    for job in feed.jobs:
+        feed.joiner.on_published(job)
+    assert "s" not in feed.joiner.sessions
+    assert feed.tracker.positions()[(AUD, 0)] == last.source.offset + 1
+
+
 def test_a_slow_sessions_jobs_wait_for_the_audio_their_offsets_reach():
     """The scorer's margin (100 ms here) is for 40 ms frames; at 12.5 fps its offsets and audio
     context span twice as many ms, so block 0 (0-640 ms) needs audio to 640 + 200 ms."""

@@ -37,6 +37,9 @@ class SessionLedger:
 
     def __init__(self) -> None:
         self.pending: list[tuple[float, int, Source]] = []  # (release key ms, tiebreak, source)
+        # holds per record: an audio chunk that is also its session's end marker is held twice
+        # (its samples, and the marker until the session closes), and is done after both
+        self.holds: Counter[Source] = Counter()
         self.in_flight: Counter[int] = Counter()  # frame_start -> jobs emitted, not yet published
         self.fps: float | None = None
         self.open_frontier: int | None = None  # session's next job start; None: undecided
@@ -44,6 +47,7 @@ class SessionLedger:
 
     def hold(self, key_ms: float, source: Source) -> None:
         heapq.heappush(self.pending, (key_ms, next(_tiebreak), source))
+        self.holds[source] += 1
 
     def frontier_ms(self) -> float:
         starts = [s for s, n in self.in_flight.items() if n > 0]
@@ -58,12 +62,41 @@ class SessionLedger:
         return frame_ms(min(starts), self.fps)
 
     def release(self) -> list[Source]:
-        """Pop every held event whose key is below the frontier."""
+        """Pop every hold whose key is below the frontier; returns the records no longer held."""
         front = self.frontier_ms()
         out = []
         while self.pending and (self.pending[0][0] < front or front == math.inf):
-            out.append(heapq.heappop(self.pending)[2])
+            out += self._unhold(heapq.heappop(self.pending)[2])
         return out
+
+    def forget(self, sources: list[Source]) -> list[Source]:
+        """Drop the media hold of each of ``sources`` (media the session's buffer bound dropped:
+        no job will read it), so that a session whose holds cannot be released yet (no frame,
+        so no frame rate: an ROI stream that never started) does not keep one per chunk for
+        good. Returns the records no longer held at all."""
+        if not sources:
+            return []
+        drop = Counter(sources)
+        kept = []
+        for entry in self.pending:
+            if drop[entry[2]] > 0 and math.isfinite(entry[0]):
+                drop[entry[2]] -= 1
+                continue
+            kept.append(entry)
+        heapq.heapify(kept)
+        self.pending = kept
+        out = []
+        for source, n in Counter(sources).items():
+            out += self._unhold(source, n - drop[source])
+        return out
+
+    def _unhold(self, source: Source, n: int = 1) -> list[Source]:
+        left = self.holds[source] - n
+        if left > 0:
+            self.holds[source] = left
+            return []
+        self.holds.pop(source, None)
+        return [source]
 
     def done(self) -> bool:
         return self.closed and not self.pending and not +self.in_flight
@@ -244,8 +277,8 @@ class Joiner:
         if state.dropped_buffered > dropped_before:
             self.counters["evictions_max_buffered"] += state.dropped_buffered - dropped_before
             self._notices.append(("dropped_oldest_max_buffered", state.session_id))
-        for source in state.dropped_sources:
-            self.tracker.done(source)  # the ledger's copy is released later, harmlessly
+        for source in self.ledgers[state.session_id].forget(state.dropped_sources):
+            self.tracker.done(source)
         state.dropped_sources.clear()
         self.counters["jobs_skipped_empty"] += state.skipped_empty - skipped_before
         self._emitted(state.session_id, jobs)

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 import uuid
 from multiprocessing import shared_memory
 from pathlib import Path
@@ -170,10 +171,17 @@ def test_file_failures(roots: tuple[Path, Path]) -> None:
     assert _reason(r, _file(root / "float.npy", [6, 5])) == "wrong_size"
     assert _reason(r, _file(root / "big.raw", [6, 5])) == "wrong_size"
     assert _reason(r, _file(root / "sub", [6, 5])) == "unreadable"
+    # a FIFO with no writer: refused at once, not waited on by the poll loop (a review: it hung)
+    os.mkfifo(root / "pipe.raw")
+    answer: list[str] = []
+    asked = threading.Thread(target=lambda: answer.append(_reason(r, _file(root / "pipe.raw", [6, 5]))), daemon=True)
+    asked.start()
+    asked.join(10.0)
+    assert answer == ["unreadable"]
     assert _reason(r, {"uri": "file://otherhost/etc/x", "shape": [6, 5], "format": "GRAY8"}) == "bad_ref"
     assert _reason(r, {"uri": "file:relative.raw", "shape": [6, 5], "format": "GRAY8"}) == "bad_ref"
     assert _reason(RoiResolver(), _file(root / "gray.raw", [6, 5])) == "outside_roots"  # no roots set
-    assert r.failures_by_reason() == {"outside_roots": 4, "not_found": 1, "wrong_size": 4, "unreadable": 1,
+    assert r.failures_by_reason() == {"outside_roots": 4, "not_found": 1, "wrong_size": 4, "unreadable": 2,
                                       "bad_ref": 2}
 
 

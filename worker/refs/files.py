@@ -61,7 +61,10 @@ class FileResolver:
         limit = max_object_bytes(shape)
         try:
             # O_NOFOLLOW: the checked path's last component must not have become a symlink since.
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+            # O_NONBLOCK: opening a FIFO (or a device) waits for a writer, on the poll loop's
+            # thread; so the open returns at once and the regular-file check below refuses it
+            # (regular files read as before).
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
         except FileNotFoundError as e:
             raise RefError(NOT_FOUND, f"no such file {path}", scheme=SCHEME) from e
         except OSError as e:

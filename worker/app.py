@@ -43,6 +43,8 @@ _MAX_DELIVERY_RETRIES = 5
 _DRAIN_TIMEOUT_S = 20.0
 _SLOW_LOOP_S = 0.25
 _FLUSH_TIMEOUT_S = 10.0
+# one batch (at most max_batch_size jobs of tens of ms each) scoring this long means a hung scorer
+SCORING_STUCK_S = 120.0
 
 
 class KafkaUnreachable(RuntimeError):
@@ -161,7 +163,11 @@ class Worker:
         return self._http.port
 
     def healthy(self) -> bool:
-        return time.monotonic() - self._last_loop_s < 30.0
+        """Liveness: the poll loop went round in the last 30 s, and no batch has been scoring for
+        SCORING_STUCK_S (a hung scorer left the loop turning with every partition paused under
+        backpressure, and /healthz said 200: a review)."""
+        now = time.monotonic()
+        return now - self._last_loop_s < 30.0 and self.stage.busy_s(now) < SCORING_STUCK_S
 
     def ready(self) -> bool:
         return self._assigned_once and self._warm and not self._stopping and self.healthy()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 
 from tests.support.fake_scorer import FakeScorer, pulse_media
-from worker.scoring.batcher import MicroBatcher, ScoringStage
+from worker.scoring.batcher import MicroBatcher, ScoringPool, ScoringStage
 from worker.scoring.types import AudioSpan, FrameSpan, Kind, Label, ScoreRequest
 
 
@@ -115,6 +116,33 @@ def test_submit_never_blocks_while_scoring_is_slow():
         assert stage.drain(timeout_s=5.0)
         assert stage.backlog() == 0 and len(stage.results()) == 5
     finally:
+        stage.stop()
+
+
+def test_a_hung_scorer_shows_as_a_batch_busy_for_long():
+    """busy_s is what /healthz reads (Worker.healthy): the poll loop turns while a hung scorer
+    holds every partition paused; the time the batch in flight has taken tells."""
+    release = threading.Event()
+
+    class Hung(FakeScorer):
+        def score_batch(self, requests, streams):
+            release.wait(10.0)
+            return super().score_batch(requests, streams)
+
+    stage = ScoringStage(Hung(), max_batch_size=1, max_wait_ms=0)
+    pool = ScoringPool(1, lambda _i: stage)
+    try:
+        assert stage.busy_s(time.monotonic()) == 0.0
+        stage.submit([J("s", _request(0, 1))])
+        deadline = time.monotonic() + 5.0
+        while stage.backlog() and stage.busy_s(time.monotonic()) == 0.0 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        started = time.monotonic()
+        assert stage.busy_s(started + 300.0) >= 299.0 and pool.busy_s(started + 300.0) >= 299.0
+        release.set()
+        assert len(_wait_results(stage, 1)) == 1 and stage.busy_s(time.monotonic() + 300.0) == 0.0
+    finally:
+        release.set()
         stage.stop()
 
 

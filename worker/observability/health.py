@@ -1,6 +1,7 @@
 """/metrics, /healthz and /readyz on one small threaded HTTP server.
 
-/healthz: the poll loop went round recently (a stuck loop is restarted by Kubernetes).
+/healthz: the poll loop went round recently and no scoring batch hangs (a stuck worker is
+restarted by Kubernetes; Worker.healthy).
 /readyz: the scorer is loaded, the consumer has joined and the worker is not shutting down.
 """
 

@@ -129,6 +129,7 @@ class ScoringStage(Generic[J]):
         self._flush = False
         self._stopping = False
         self._error: BaseException | None = None
+        self._batch_started_s: float | None = None  # time.monotonic() when the batch in flight began
         self.batches = 0
         self._thread = threading.Thread(target=self._run, name="scoring", daemon=True)
         self._thread.start()
@@ -172,6 +173,12 @@ class ScoringStage(Generic[J]):
         with self._cv:
             return len(self._streams)
 
+    def busy_s(self, now_s: float) -> float:
+        """How long the batch being scored has taken so far (0 when none is): a scorer that hangs
+        (a deadlocked native library) shows here while the poll loop still turns."""
+        with self._cv:
+            return 0.0 if self._batch_started_s is None else max(0.0, now_s - self._batch_started_s)
+
     def drain(self, timeout_s: float) -> bool:
         """Score everything queued now, without waiting for fuller batches; True when done."""
         deadline = time.monotonic() + timeout_s
@@ -212,6 +219,7 @@ class ScoringStage(Generic[J]):
                     if batch is None:
                         return
                     self._in_flight = len(batch)
+                    self._batch_started_s = time.monotonic()
                     streams = [self._stream(job) for _, job in batch]
                 self._score(batch, streams)
         except BaseException as exc:
@@ -280,6 +288,7 @@ class ScoringStage(Generic[J]):
                 else:
                     self._queued_per_session[sid] = left
             self._in_flight = 0
+            self._batch_started_s = None
             self.batches += 1
             self._cv.notify_all()
         if self._on_batch is not None:
@@ -326,6 +335,9 @@ class ScoringPool(Generic[J]):
 
     def open_streams(self) -> int:
         return sum(stage.open_streams() for stage in self.stages)
+
+    def busy_s(self, now_s: float) -> float:
+        return max(stage.busy_s(now_s) for stage in self.stages)
 
     def drain(self, timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s

@@ -63,3 +63,27 @@ def test_a_partition_nothing_was_read_from_yet_counts_as_behind_by_what_it_holds
         assert again.lag() == {(audio, 0): 0, (roi, 0): 3}
     finally:
         again.close()
+
+
+def test_a_paused_consumer_takes_its_partitions_under_the_cooperative_protocol_too(
+        kafka_bootstrap: str, unique_topic: Callable[[str], str]) -> None:
+    """cooperative-sticky is allowed (with a warning): a consumer paused before its assignment
+    keeps the new partitions paused. It assigned them with assign(), which the cooperative
+    protocol refuses: the consume call failed (_STATE) and the worker stopped (a review)."""
+    audio, roi = unique_topic("audio"), unique_topic("roi")
+    ensure_topics(kafka_bootstrap, {audio: 2, roi: 2})
+    _produce(kafka_bootstrap, audio, 4)
+    consumer = InputConsumer({"bootstrap.servers": kafka_bootstrap,
+                              "partition.assignment.strategy": "cooperative-sticky"},
+                             f"g-{uuid.uuid4().hex[:8]}", (audio, roi))
+    try:
+        consumer.pause_all()
+        assert _assigned(consumer, 4) == []  # paused on arrival: nothing read
+        consumer.resume_all()
+        got = []
+        deadline = time.monotonic() + 30
+        while len(got) < 4 and time.monotonic() < deadline:
+            got += consumer.consume(10, 0.2)
+        assert len(got) == 4
+    finally:
+        consumer.close()

@@ -102,6 +102,8 @@ class InputConsumer:
             log.warning("partition.assignment.strategy=%s: co-partitioning is only checked, not ensured",
                         conf.get("partition.assignment.strategy"))
         self.topics = topics
+        # librdkafka takes one protocol for all the strategies listed (cooperative-sticky: incremental)
+        self._cooperative = "cooperative" in str(conf.get("partition.assignment.strategy"))
         self._on_assign = on_assign
         self._on_revoke = on_revoke
         self._on_lost = on_lost
@@ -132,8 +134,12 @@ class InputConsumer:
             raise
         if self._paused and partitions:
             # assign first (the client would do it after this callback): a pause before the
-            # assignment exists would be lost
-            consumer.assign(partitions)
+            # assignment exists would be lost. Under the cooperative protocol the assignment
+            # grows incrementally (assign() there fails the consume call: _STATE)
+            if self._cooperative:
+                consumer.incremental_assign(partitions)
+            else:
+                consumer.assign(partitions)
             consumer.pause(partitions)
         self._starts_unknown |= set(tps)
         self._query_starts()

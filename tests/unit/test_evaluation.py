@@ -237,10 +237,12 @@ def test_a_cached_track_stays_fresh_when_only_its_sources_modification_time_move
 
     from model_store.bundle import sha256_file
     from worker.evaluation.real import _fresh
+    from worker.media.decode import TIMELINE_VERSION
 
     src, npz = tmp_path / "clip.mp4", tmp_path / "clip.npz"
     src.write_bytes(b"video bytes")
-    np.savez(npz, source_sha256=np.str_(sha256_file(src)))
+    now = np.int32(TIMELINE_VERSION)
+    np.savez(npz, source_sha256=np.str_(sha256_file(src)), timeline=now)
     assert _fresh(npz, src)
     later = npz.stat().st_mtime + 100
     os.utime(src, (later, later))  # copied again: newer than the cache, same content
@@ -249,11 +251,16 @@ def test_a_cached_track_stays_fresh_when_only_its_sources_modification_time_move
     src.write_bytes(b"other video bytes")
     os.utime(src, (later + 100, later + 100))
     assert not _fresh(npz, src)
-    np.savez(npz, rois=np.zeros(1))  # an older cache without the digest: modification times decide
+    np.savez(npz, rois=np.zeros(1), timeline=now)  # a cache without the digest: modification times decide
     os.utime(src, (npz.stat().st_mtime - 100,) * 2)
     assert _fresh(npz, src)
     os.utime(src, (npz.stat().st_mtime + 100,) * 2)
     assert not _fresh(npz, src)
+    # decoded on another timeline convention (media.decode): stale, however new
+    for old in ({}, {"timeline": np.int32(TIMELINE_VERSION - 1)}):
+        np.savez(npz, source_sha256=np.str_(sha256_file(src)), **old)
+        os.utime(src, (npz.stat().st_mtime - 100,) * 2)
+        assert not _fresh(npz, src)
 
 
 def test_the_report_command_says_what_is_wrong_in_one_line(tmp_path, capsys):

@@ -62,13 +62,13 @@ def test_29_97_stays_ntsc_and_downscale_keeps_aspect():
 
 
 def test_audio_start_offset_in_a_dev_clip_is_compensated():
-    # dfrf_french_macron.mp4: video starts at 0.080 s, audio at 0 -> frame 0 is at 2/30 s on the
-    # fps grid, so the first 2/30 s of audio must be dropped.
+    # dfrf_french_macron.mp4: video starts at 0.080 s, audio at 0 -> frame 0 is at 0.080 s, so
+    # the first 80 ms of audio must be dropped.
     path = dev_clip("dfrf_french_macron.mp4")
     info = probe(path)
     assert info.av_start_offset_ms == pytest.approx(-80.0)
     t0 = first_frame_time_s(info, 30)
-    assert t0 == pytest.approx(2 / 30)
+    assert t0 == pytest.approx(0.080)
     raw = subprocess.run(
         ["ffmpeg", "-v", "error", "-i", str(path), "-t", "3", "-map", "0:a:0", "-ac", "1", "-ar", "16000",
          "-f", "f32le", "-"], capture_output=True, check=True).stdout
@@ -101,6 +101,67 @@ def test_audio_starting_late_is_padded_and_early_is_trimmed(tmp_path):
         audio = read_audio(path)
         first_loud = int(np.argmax(np.abs(audio) > 0.1))
         assert abs(first_loud - (ref_onset + shift_samples)) <= 2, (path.name, first_loud, ref_onset)
+
+
+def _flash_and_click(tmp_path: Path, video_delay_s: float, container: str) -> Path:
+    """25 fps frames black but frame 25 (1.0 s) white, a click at 1.0 s in the audio; the video
+    stream then delayed by ``video_delay_s`` in the container (the two are that far apart)."""
+    frames = np.zeros((50, 48, 64, 3), np.uint8)
+    frames[25] = 255
+    video = tmp_path / "flash.mkv"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", "64x48", "-r", "25",
+                    "-i", "-", "-c:v", "ffv1", str(video)], input=frames.tobytes(), check=True)
+    click = np.zeros(32000, np.float32)
+    click[16000:16016] = 0.9
+    wav = tmp_path / "click.wav"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "f32le", "-ar", "16000", "-ac", "1", "-i", "-",
+                    str(wav)], input=click.tobytes(), check=True)
+    out = tmp_path / f"flash_{video_delay_s}.{container}"
+    # MPEG-PS as ffmpeg writes it starts near 0.54 s (13.5 frames at 25 fps); Matroska keeps
+    # the delay to the millisecond
+    codecs = (["-c:v", "mpeg1video", "-q:v", "2", "-c:a", "mp2"] if container == "mpg"
+              else ["-c:v", "copy", "-c:a", "pcm_s16le"])
+    ffmpeg("-itsoffset", str(video_delay_s), "-i", str(video), "-i", str(wav), "-map", "0:v", "-map", "1:a",
+           *codecs, str(out))
+    return out
+
+
+@pytest.mark.parametrize("delay_s,container", [(0.019, "mkv"), (0.021, "mkv"), (0.0, "mpg")])
+def test_a_video_starting_between_two_frame_times_is_read_where_it_was_shown(tmp_path, delay_s, container):
+    """Frame i is the one shown at the video's start + i / fps, and audio sample 0 is there too:
+    the flash shown ``delay_s`` after the click reads that far after it, to the millisecond, not
+    snapped to the container clock's 40 ms grid (an audit: video starting 19 and 21 ms after the
+    audio read a frame apart; MPEG-PS, which starts near 0.5 s, read one frame early)."""
+    path = _flash_and_click(tmp_path, delay_s, container)
+    frames, fps = read_video(path)
+    audio = read_audio(path)
+    flash_s = int(np.argmax(frames.reshape(len(frames), -1).mean(axis=1))) / fps
+    click_s = int(np.argmax(np.abs(audio))) / 16000
+    assert (flash_s - click_s) * 1000 == pytest.approx(delay_s * 1000, abs=3), probe(path).video_start_s
+
+
+def test_a_constant_rate_stream_that_dropped_frames_is_read_at_its_base_rate(tmp_path):
+    """25 fps with a fifth of its frames gone (irregularly): the average is 20 fps, the base
+    rate 25; read at 25, every frame that is there lands on its own time (an audit: read at the
+    average, offsets stepped by 51 ms and read 30-80 ms off)."""
+    n, h, w = 75, 48, 64
+    kept = [i for i in range(n) if i % 5 != 3]
+    frames = np.repeat(np.array(kept, np.uint8)[:, None, None, None] * 3, h * w * 3).reshape(len(kept), h, w, 3)
+    out = tmp_path / "dropped.mp4"
+    assert all(i == j + (j + 1) // 4 for j, i in enumerate(kept))  # the kept frame j's index, below
+    proc = subprocess.run(
+        ["ffmpeg", "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", "25",
+         "-i", "-", "-vf", "setpts=(N+floor((N+1)/4))/(25*TB)", "-fps_mode", "vfr", "-c:v", "libx264", "-qp", "0",
+         "-pix_fmt", "yuv444p", "-video_track_timescale", "25", str(out)],
+        input=frames.tobytes(), capture_output=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    info = probe(out)
+    assert info.is_vfr and info.avg_frame_rate < 21 and info.fps == 25
+    got, fps = read_video(out)
+    assert fps == 25
+    index = np.round(got[:, 0, 0, 0] / 3.0).astype(int)  # the source frame each output frame shows
+    for i in kept:
+        assert index[i] == i
 
 
 def test_vfr_input_is_resampled_to_constant_rate(tmp_path):

@@ -161,13 +161,18 @@ def speaker_group(stem: str) -> str:
 def _fresh(npz: Path, src: Path) -> bool:
     """A cached track is fresh when it is newer than its source, or when it records the source's
     content digest and the source still has it (a copied or re-provisioned clip folder gets new
-    modification times, not new clips; re-tracking the dev clips costs minutes)."""
+    modification times, not new clips; re-tracking the dev clips costs minutes). A track decoded
+    on another timeline convention (media.decode.TIMELINE_VERSION) is stale whatever its age."""
+    from worker.media.decode import TIMELINE_VERSION
+
     if not npz.exists():
         return False
+    with np.load(npz) as z:
+        if "timeline" not in z.files or int(z["timeline"]) != TIMELINE_VERSION:
+            return False
+        recorded = str(z["source_sha256"]) if "source_sha256" in z.files else ""
     if npz.stat().st_mtime >= src.stat().st_mtime:
         return True
-    with np.load(npz) as z:
-        recorded = str(z["source_sha256"]) if "source_sha256" in z.files else ""
     if recorded and recorded == sha256_file(src):
         t = max(time.time(), src.stat().st_mtime)
         os.utime(npz, (t, t))  # newer than the source again: the next check is a stat
@@ -222,6 +227,8 @@ def degraded_track(clip: ClipInfo, base: Tracked, kind: str, cfg: RealEvalConfig
                 rois[i] = deg.draw_bar(rois[i], deg.bar_box(lm))
         return Tracked(rois, base.fps, base.face_present, base.landmarks, base.occluded, 0.0, base.audio)
 
+    from worker.media.decode import TIMELINE_VERSION
+
     out_dir = cfg.cache_dir.parent / f"{cfg.cache_dir.name}-{kind}"
     npz = out_dir / f"{clip.stem}.npz"
     if not _fresh(npz, clip.path):
@@ -231,7 +238,8 @@ def degraded_track(clip: ClipInfo, base: Tracked, kind: str, cfg: RealEvalConfig
         tmp = npz.with_name(f"{npz.stem}.{os.getpid()}.tmp.npz")  # concurrent runs share the cache
         np.savez_compressed(tmp, rois=res.rois, face_present=res.face_present, landmarks=res.landmarks,
                             occluded=res.occluded, tracking_ms=np.float64(res.tracking_ms),
-                            fps=np.float64(res.fps), source_sha256=np.str_(sha256_file(clip.path)))
+                            fps=np.float64(res.fps), source_sha256=np.str_(sha256_file(clip.path)),
+                            timeline=np.int32(TIMELINE_VERSION))
         os.replace(tmp, npz)
     with np.load(npz) as z:
         n = min(int(z["rois"].shape[0]), base.rois.shape[0])

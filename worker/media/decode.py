@@ -1,12 +1,16 @@
 """Decode media files with ffmpeg/ffprobe subprocesses into numpy arrays.
 
 Timeline convention (what every caller relies on): video is resampled to a constant frame rate
-``fps`` by ffmpeg's ``fps`` filter on the container's own clock; frame ``i`` shows the container
-time ``t0 + i / fps`` where ``t0`` is the first output frame's time (the video stream's
-start_time snapped to the fps grid, as the filter does). ``read_audio`` returns mono audio whose
-sample 0 is at that same ``t0``: a stream that starts later is padded with silence, one that
-starts earlier (encoder delay, negative start_time) is trimmed. So sample ``n`` and frame ``i``
-are simultaneous when ``n / sample_rate == i / fps``.
+``fps`` by ffmpeg's ``fps`` filter on a clock whose zero is the video stream's start_time
+``t0`` (container time); frame ``i`` shows the container time ``t0 + i / fps``. ``read_audio``
+returns mono audio whose sample 0 is at that same ``t0``: a stream that starts later is padded
+with silence, one that starts earlier (encoder delay, negative start_time) is trimmed. So sample
+``n`` and frame ``i`` are simultaneous when ``n / sample_rate == i / fps``.
+
+(On the container's own clock the fps filter puts frames on multiples of 1 / fps, so a stream
+starting between two of them, as FLV, Matroska or MPEG-PS streams do, had its frames read up to
+half a frame from where they were shown: an audit's same clip read 40 ms apart with its video
+starting 19 and 21 ms after the audio.)
 """
 
 from __future__ import annotations
@@ -33,6 +37,11 @@ _STANDARD_RATES = [
     Fraction(50), Fraction(60000, 1001), Fraction(60), Fraction(15), Fraction(12), Fraction(10),
 ]
 _VFR_TOLERANCE = 0.01  # r_frame_rate vs avg_frame_rate relative difference that means VFR
+
+
+# The timeline convention above, as caches of decoded clips record it: 2 = frame i at the video's
+# start + i / fps (1 = on the container clock's 1 / fps grid, up to half a frame off).
+TIMELINE_VERSION = 2
 
 
 class MediaError(Exception):
@@ -169,6 +178,12 @@ def probe(path: str | os.PathLike, audio_stream: int | None = None) -> MediaInfo
         fps = snap_fps(base)
         is_vfr = bool(avg and real and not packets_not_frames
                       and abs(float(real - avg)) / float(avg) > _VFR_TOLERANCE)
+        if is_vfr and real > avg and snap_fps(real) in _STANDARD_RATES:
+            # a standard base rate above the average: frames dropped from a constant-rate stream
+            # (a 25 fps recording that lost a fifth of its frames averages 19.6 fps). Read at
+            # the base rate, each frame lands on its own time; at the average, an audit's
+            # offsets moved to a 51 ms grid and read 30-80 ms off.
+            fps = snap_fps(real)
         rotation = _rotation(video)
         w, h = int(video.get("width") or 0), int(video.get("height") or 0)
         if rotation % 180 == 90:
@@ -202,12 +217,18 @@ def _rotation(stream: dict) -> int:
     return int(_float(rot)) % 360 if rot is not None else 0
 
 
-def first_frame_time_s(info: MediaInfo, fps: Fraction) -> float:
-    """Container time of output frame 0: the fps filter puts the first frame on the grid
-    k / fps with k = round(start_time * fps) (rounding half away from zero)."""
-    x = info.video_start_s * float(fps)
-    k = math.floor(x + 0.5) if x >= 0 else -math.floor(-x + 0.5)
-    return k / float(fps)
+def first_frame_time_s(info: MediaInfo, fps: Fraction | float | None = None) -> float:
+    """Container time of output frame 0: the video stream's start_time (``iter_video`` moves
+    the fps filter's clock there, so frame i is at start_time + i / fps at any rate)."""
+    return info.video_start_s
+
+
+def _frame_clock_filters(info: MediaInfo, rate: Fraction) -> list[str]:
+    """The fps filter on a clock whose zero is the video's start_time: frame i is the one shown
+    at start_time + i / fps, duplicates of the first frame where the first decoded frame comes
+    later (frames dropped at the start), frames before it trimmed."""
+    return [f"setpts=PTS-({info.video_start_s:.6f}/TB)",
+            f"fps=fps={rate.numerator}/{rate.denominator}:start_time=0"]
 
 
 def _target_size(width: int, height: int, max_side: int | None) -> tuple[int, int]:
@@ -250,7 +271,7 @@ def iter_video(
     w, h = _target_size(info.width or 0, info.height or 0, max_side)
     if w <= 0 or h <= 0:
         raise MediaError(f"video stream of {info.path} has no size")
-    filters = [f"fps=fps={rate.numerator}/{rate.denominator}"]
+    filters = _frame_clock_filters(info, rate)
     if (w, h) != (info.width, info.height):
         filters.append(f"scale={w}:{h}:flags=area")
     cmd = [

@@ -55,14 +55,20 @@ class ClipSummary:
 
     def all_notes(self) -> list[str]:
         """``notes`` and what the summary itself says about its reading."""
-        if not self.at_search_edge or self.offset_ms is None:
-            return list(self.notes)
-        # the sum still rises at the search's end: the true offset may lie beyond it (or, with a
-        # low score, the lips do not go with this audio at all)
-        edge = (f"the best offset is at the edge of the search ({self.offset_ms:+g} ms): the audio may be "
-                "off by more than that, or not go with these lips at all if the score is low "
-                "(--max-offset-ms widens the search)")
-        return [*self.notes, edge]
+        notes = list(self.notes)
+        if self.offset_ms is None:
+            return notes
+        faceless = sum(w.label is Label.NO_FACE for w in self.windows)
+        if faceless * 2 > len(self.windows):
+            notes.append(f"no face in view in {faceless} of {len(self.windows)} windows (label NO_FACE): the "
+                         f"offset and score rest on the other {len(self.windows) - faceless}")
+        if self.at_search_edge:
+            # the sum still rises at the search's end: the true offset may lie beyond it (or,
+            # with a low score, the lips do not go with this audio at all)
+            notes.append(f"the best offset is at the edge of the search ({self.offset_ms:+g} ms): the audio may "
+                         "be off by more than that, or not go with these lips at all if the score is low "
+                         "(--max-offset-ms widens the search)")
+        return notes
 
     def to_json(self) -> dict:
         return {
@@ -220,6 +226,10 @@ def summarise(windows: list[LipSyncScore], fps: float, scorer, n_frames: int) ->
     score, conf = _clip_score(scorer, peak.best, peak.margin, n_used, usable)
     occluded_share = float(np.mean([w.occluded for w in windows])) if windows else 0.0
     label = Label.OCCLUDED if occluded_share >= 0.5 else Label.OK
+    if sum(lab is Label.NO_FACE for lab in labels) * 2 > len(labels):
+        # no face in most of the clip (the labels' meaning), though the rest could be read (a
+        # review: a face in view for 2.5 s of 8 gave label OK and no word about the rest)
+        label = Label.NO_FACE
     direction = direction_for(offset_ms, frame_ms, conf, cfg, score) if cfg is not None else None
     at_edge = grid.lo_frames < grid.hi_frames and peak.offset_frames in (grid.lo_frames, grid.hi_frames)
     return ClipSummary(offset_ms, score, conf, direction.value if direction else "UNKNOWN", label.value,
@@ -346,14 +356,23 @@ def fill_out_of_view(chosen: ClipSummary, lenders: list[tuple[int, ClipSummary, 
     """``chosen`` with each NO_FACE window and block replaced by the same job of another face
     (``lenders``: index, summary, lendable_frames) that is in view there in a stretch never seen
     beside the chosen face, for at least half the job's frames, and whose lips match the audio
-    (score >= LEND_MIN_SCORE; the best such); its summary taken again over the windows. Returns
-    it and, per face index, how many jobs it lent. Otherwise the job stays NO_FACE: the speaker
-    is not in view, and a face that is proves nothing about the timing."""
+    (score >= LEND_MIN_SCORE; the best such) at the chosen face's offset, within a frame: one
+    recording's audio is as late for every face in it, while a face that is not speaking
+    matches the audio now and then at a chance offset (a review: b-roll of a listener under a
+    voice-over lent a window reading +120 ms, confidence 0.55, to a speaker at +40, and turned
+    a clip read -80 into -40, IN_SYNC). Its summary is taken again over the windows. Returns it
+    and, per face index, how many jobs it lent. Otherwise the job stays NO_FACE: the speaker is
+    not in view, and a face that is proves nothing about the timing."""
     lent: dict[int, int] = {}
     emitted = dict(chosen.emitted)
-    # each lender's jobs by (kind, frame_start), the ones whose lips match the audio only
+    if chosen.offset_ms is None:
+        return chosen, lent
+    frame_ms = 1000.0 * decimation(chosen.fps) / chosen.fps
+    # each lender's jobs by (kind, frame_start), the ones whose lips match the audio at the
+    # chosen face's timing only
     matching = [(i, s, ok, {(o.kind, o.frame_start): o for o in s.windows + s.blocks
-                            if o.score is not None and o.score >= LEND_MIN_SCORE})
+                            if o.score is not None and o.score >= LEND_MIN_SCORE and o.offset_ms is not None
+                            and abs(o.offset_ms - chosen.offset_ms) <= frame_ms + 1e-6})
                 for i, s, ok in lenders]
 
     def fill(results: list[LipSyncScore]) -> list[LipSyncScore]:

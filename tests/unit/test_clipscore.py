@@ -54,6 +54,18 @@ def test_summary_of_silence_and_no_face():
     assert summarise(nf, 25.0, HeuristicScorer(), 25).label == "NO_FACE"
 
 
+def test_a_clip_with_no_face_in_most_windows_says_so_and_reads_the_rest():
+    """NO_FACE means no face in most frames: a clip whose face is in view in 2 windows of 5 is
+    labelled so, with its offset read on those 2 and a note (a review: label OK, no note)."""
+    good = [0, 0, 0, 0, 0, 0, 0, 0.2, 0.6, 0.2, 0]  # +120 ms
+    nf = lambda start: _win(start, [0] * 11, Label.NO_FACE, None)  # noqa: E731
+    s = summarise([_win(0, good), _win(25, good), nf(50), nf(75), nf(100)], 25.0, HeuristicScorer(), 125)
+    assert s.label == "NO_FACE" and s.offset_ms == 120.0
+    assert any("no face in view in 3 of 5 windows" in n for n in s.all_notes())
+    half = summarise([_win(0, good), _win(25, good), nf(50), nf(75)], 25.0, HeuristicScorer(), 100)
+    assert half.label == "OK" and not any("no face" in n for n in half.all_notes())
+
+
 def test_a_clips_windows_and_blocks_are_whole_lipsync_signals():
     """CONTRACT: `score --json` lists per-window signals "as above", so each carries every
     LipSyncSignal field, its signal_id derived like the worker's from the clip's name."""
@@ -119,3 +131,26 @@ def test_a_slow_clips_jobs_get_the_audio_their_offsets_reach(monkeypatch):
             assert ok.numpy()[inside].all(), (fps, req.frames.frame_start)
             inner += int(inside.all())
         assert inner > 0, fps  # some jobs lie wholly inside the clip's audio
+
+
+def test_a_face_in_view_where_the_speaker_is_not_lends_only_jobs_at_the_speakers_timing():
+    """Where the chosen face is out of view, a job is read on a face in view there only if its lips
+    match the audio (score >= 0.5) at the chosen face's offset, within a frame: a listener under a
+    voice-over matches now and then at a chance offset (a review: +120 ms lent to a speaker at
+    +40, confidence 0.55)."""
+    import numpy as np
+
+    from worker.clipscore import fill_out_of_view
+
+    at_40 = [0, 0, 0, 0, 0, 0.2, 0.6, 0.2, 0, 0, 0]  # peaks at +40 ms (offsets -200..+200 in 40 ms steps)
+    at_120 = [0, 0, 0, 0, 0, 0, 0, 0.2, 0.6, 0.2, 0]  # +120 ms
+    chosen = summarise([_win(0, at_40, score=0.8), _win(25, at_40, score=0.8), _win(50, [0] * 11, Label.NO_FACE, None),
+                        _win(75, [0] * 11, Label.NO_FACE, None)], 25.0, HeuristicScorer(), 100)
+    assert chosen.offset_ms == 40.0
+    in_view = np.zeros(100, bool)
+    in_view[50:] = True
+    lender = summarise([_win(50, at_120, score=0.7), _win(75, at_40, score=0.7)], 25.0, HeuristicScorer(), 100)
+    out, lent = fill_out_of_view(chosen, [(1, lender, in_view)], HeuristicScorer())
+    assert lent == {1: 1}
+    by_start = {w.frame_start: w for w in out.windows}
+    assert by_start[50].label is Label.NO_FACE and by_start[75].offset_ms == 40.0

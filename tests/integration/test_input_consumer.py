@@ -29,6 +29,15 @@ def _assigned(consumer: InputConsumer, n: int, timeout_s: float = 30.0) -> list:
     return got
 
 
+def _read(consumer: InputConsumer, n: int, timeout_s: float = 30.0) -> list:
+    """Consume until ``n`` records came or the timeout; what came."""
+    got: list = []
+    deadline = time.monotonic() + timeout_s
+    while len(got) < n and time.monotonic() < deadline:
+        got += consumer.consume(10, 0.2)
+    return got
+
+
 def test_a_partition_nothing_was_read_from_yet_counts_as_behind_by_what_it_holds(
         kafka_bootstrap: str, unique_topic: Callable[[str], str]) -> None:
     # the worker's failure this guards against: one stream's partition fetched last, its lag read as
@@ -44,11 +53,7 @@ def test_a_partition_nothing_was_read_from_yet_counts_as_behind_by_what_it_holds
         assert _assigned(consumer, 2) == []
         assert consumer.lag() == {(audio, 0): 3, (roi, 0): 5}
         consumer.resume_all()
-        got = []
-        deadline = time.monotonic() + 30
-        while len(got) < 8 and time.monotonic() < deadline:
-            got += consumer.consume(10, 0.2)
-        assert len(got) == 8
+        assert len(_read(consumer, 8)) == 8
         assert consumer.lag() == {(audio, 0): 0, (roi, 0): 0}
         consumer.commit({(audio, 0): 3, (roi, 0): 2}, asynchronous=False)
     finally:
@@ -80,10 +85,6 @@ def test_a_paused_consumer_takes_its_partitions_under_the_cooperative_protocol_t
         consumer.pause_all()
         assert _assigned(consumer, 4) == []  # paused on arrival: nothing read
         consumer.resume_all()
-        got = []
-        deadline = time.monotonic() + 30
-        while len(got) < 4 and time.monotonic() < deadline:
-            got += consumer.consume(10, 0.2)
-        assert len(got) == 4
+        assert len(_read(consumer, 4)) == 4
     finally:
         consumer.close()

@@ -58,7 +58,7 @@ def test_a_clip_with_no_face_in_most_windows_says_so_and_reads_the_rest():
     """NO_FACE means no face in most frames: a clip whose face is in view in 2 windows of 5 is
     labelled so, with its offset read on those 2 and a note (a review: label OK, no note)."""
     good = [0, 0, 0, 0, 0, 0, 0, 0.2, 0.6, 0.2, 0]  # +120 ms
-    nf = lambda start: _win(start, [0] * 11, Label.NO_FACE, None)  # noqa: E731
+    nf = lambda start: _win(start, [0] * 11, Label.NO_FACE, None)
     s = summarise([_win(0, good), _win(25, good), nf(50), nf(75), nf(100)], 25.0, HeuristicScorer(), 125)
     assert s.label == "NO_FACE" and s.offset_ms == 120.0
     assert any("no face in view in 3 of 5 windows" in n for n in s.all_notes())

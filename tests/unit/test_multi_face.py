@@ -209,19 +209,10 @@ def test_a_speaker_too_small_for_the_face_count_is_found_by_a_second_look(dev_cl
     full-range detector on a 640 px frame) sees the listener only, whose lips do not match the
     audio. That low score sends `score` to look again for every face, small ones in tiles, and
     the speaker is found and scored (a review: the listener was reported, score 0.17)."""
-    if shutil.which("ffmpeg") is None:
-        pytest.skip("ffmpeg is not installed")
-    pytest.importorskip("mediapipe", reason="mediapipe (the media extra) is not installed")
-    from worker.cli import main
-
-    video = tmp_path / "small_speaker_1080p.mp4"
-    graph = ("color=c=gray:s=1920x1080:r=25:d=4[bg];[0:v]scale=160:160[a];[1:v]scale=900:900[b];"
-             "[bg][b]overlay=980:100[t];[t][a]overlay=200:400:shortest=1[v]")
-    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(dev_clips_dir / LEFT), "-i", str(dev_clips_dir / RIGHT),
-                    "-filter_complex", graph, "-map", "[v]", "-map", "0:a", "-t", "4", "-c:v", "libx264", "-crf", "18",
-                    "-pix_fmt", "yuv420p", "-c:a", "aac", str(video)], check=True)
-    assert main(["score", str(video), "--json"]) == 0
-    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    graph = ("color=c=gray:s=1920x1080:r=25:d=4[bg];[0:v]trim=0:4,setpts=PTS-STARTPTS,scale=160:160[a];"
+             "[1:v]trim=0:4,setpts=PTS-STARTPTS,scale=900:900[b];[bg][b]overlay=980:100[t];"
+             "[t][a]overlay=200:400:shortest=1[v];[0:a]atrim=0:4,asetpts=PTS-STARTPTS[au]")
+    out = _score_edit(dev_clips_dir, tmp_path, capsys, graph)
     assert len(out["faces"]) >= 2 and out["faces"][0]["centre"][0] < 0.3  # the small face on the left
     assert out["score"] > 0.6 and abs(out["offset_ms"]) <= 40.0, (out["score"], out["offset_ms"])
     assert any("second look" in n for n in out["notes"])

@@ -136,9 +136,9 @@ def run_score(args) -> int:
             video_timing = {"tracking": time.perf_counter() - t0}  # decoding included: side by side
         t_audio = time.perf_counter()
         if audio_info is not None:
-            audio = read_audio_for_video(args.audio, info, fps=fps, audio_info=audio_info, errors=audio_errors)
+            audio = read_audio_for_video(args.audio, info, audio_info=audio_info, errors=audio_errors)
         else:
-            audio = read_audio(args.media, 16000, fps=fps, info=info, errors=audio_errors)
+            audio = read_audio(args.media, 16000, info=info, errors=audio_errors)
         audio_s = time.perf_counter() - t_audio
     except MediaError as exc:
         raise CliError(str(exc)) from None

@@ -217,7 +217,7 @@ def _rotation(stream: dict) -> int:
     return int(_float(rot)) % 360 if rot is not None else 0
 
 
-def first_frame_time_s(info: MediaInfo, fps: Fraction | float | None = None) -> float:
+def first_frame_time_s(info: MediaInfo) -> float:
     """Container time of output frame 0: the video stream's start_time (``iter_video`` moves
     the fps filter's clock there, so frame i is at start_time + i / fps at any rate)."""
     return info.video_start_s
@@ -413,22 +413,19 @@ def read_video(
 def read_audio(
     path: str | os.PathLike,
     sample_rate: int = 16000,
-    fps: float | None = None,
     info: MediaInfo | None = None,
     errors: list[str] | None = None,
 ) -> np.ndarray:
-    """Mono float32 (N,) at ``sample_rate``, sample 0 at video frame 0's time (see module doc).
-
-    ``fps`` must be the rate the video is read at (it fixes frame 0's time on the fps grid);
-    default the stream's snapped average rate. For an audio-only file sample 0 is its first
-    sound sample (``read_audio_file``). Gaps in the audio timestamps are filled with silence
-    (aresample async). ``errors`` gets ffmpeg's error lines of a damaged stream that decoded.
+    """Mono float32 (N,) at ``sample_rate``, sample 0 at video frame 0's time (see module doc; at
+    any rate the video is read at). For an audio-only file sample 0 is its first sound sample
+    (``read_audio_file``). Gaps in the audio timestamps are filled with silence (aresample
+    async). ``errors`` gets ffmpeg's error lines of a damaged stream that decoded.
     """
     info = info or probe(path)
     if not info.has_video:
         return read_audio_file(path, sample_rate, info, errors)
     _check_audio(info, sample_rate)
-    t0 = first_frame_time_s(info, _fps_fraction(info, fps))
+    t0 = first_frame_time_s(info)
     # -copyts keeps container time; first_pts pads (audio starts late) or trims (starts early)
     # so that output sample 0 sits at t0. Negative t0 (rare) is clamped and fixed below.
     # first_pts counts samples at the *input* rate (measured: at the output rate it is off by
@@ -483,7 +480,7 @@ def _decode_audio(info: MediaInfo, sample_rate: int, align: str, copyts: bool,
     return np.frombuffer(proc.stdout, np.float32).copy()
 
 
-def read_audio_for_video(audio_path: str | os.PathLike, video: MediaInfo, fps: float | None = None,
+def read_audio_for_video(audio_path: str | os.PathLike, video: MediaInfo,
                          sample_rate: int = 16000, audio_info: MediaInfo | None = None,
                          errors: list[str] | None = None) -> np.ndarray:
     """Another file's audio to score against ``video`` (``score --audio``), sample 0 at the
@@ -500,7 +497,7 @@ def read_audio_for_video(audio_path: str | os.PathLike, video: MediaInfo, fps: f
         return read_audio(audio_path, sample_rate, info=audio_info, errors=errors)
     audio = read_audio_file(audio_path, sample_rate, audio_info, errors)
     track_start_s = max(0.0, video.audio_start_s if video.has_audio else video.start_s)
-    lead = round((first_frame_time_s(video, _fps_fraction(video, fps)) - track_start_s) * sample_rate)
+    lead = round((first_frame_time_s(video) - track_start_s) * sample_rate)
     if lead > 0:
         audio = audio[lead:]
     elif lead < 0:

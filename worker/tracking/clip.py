@@ -96,9 +96,9 @@ def track_media(
     tracker = tracker or MouthTracker(roi_size=96)
     with ThreadPoolExecutor(max_workers=1) as ex:
         if audio_path is None:
-            fut = ex.submit(read_audio, path, sample_rate, rate, info)
+            fut = ex.submit(read_audio, path, sample_rate, info)
         else:  # another file's audio in place of the clip's own track (read_audio_for_video)
-            fut = ex.submit(read_audio_for_video, audio_path, info, rate, sample_rate, audio_info)
+            fut = ex.submit(read_audio_for_video, audio_path, info, sample_rate, audio_info)
         track = tracker.track_file(path, fps=rate, info=info)
         audio = fut.result()
     return TrackedClip(track=track, audio=audio, sample_rate=sample_rate, fps=rate, info=info)

@@ -78,7 +78,7 @@ def process_clip(path: Path, out_file: Path, source: str) -> dict:
         raise ValueError("no audio stream")
     # Audio decodes in its own ffmpeg process while the video is tracked (overlaps start-up).
     with ThreadPoolExecutor(max_workers=1) as ex:
-        audio_future = ex.submit(read_audio, path, SAMPLE_RATE, None, info)
+        audio_future = ex.submit(read_audio, path, SAMPLE_RATE, info)
         res = _tracker().track_file(path, info=info)
         audio = audio_future.result()
     fps = float(_fps_fraction(info, None))

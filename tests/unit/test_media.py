@@ -140,6 +140,23 @@ def test_a_video_starting_between_two_frame_times_is_read_where_it_was_shown(tmp
     assert (flash_s - click_s) * 1000 == pytest.approx(delay_s * 1000, abs=3), probe(path).video_start_s
 
 
+def test_a_stream_starting_before_time_zero_keeps_its_first_seconds_of_audio(tmp_path):
+    """MPEG-TS whose timestamps wrap (33 bits) 2.3 s into the clip: its streams start at -2.3 s.
+    The audio from there to 0 is the clip's too (a review: it was dropped and replaced by
+    silence, here the whole of the clicks)."""
+    src = _flash_and_click(tmp_path, 0.0, "mkv")
+    wrapped = tmp_path / "wrapped.ts"
+    ffmpeg("-i", str(src), "-c:v", "mpeg1video", "-q:v", "2", "-c:a", "mp2", "-output_ts_offset", "95440",
+           "-f", "mpegts", str(wrapped))
+    info = probe(wrapped)
+    assert info.video_start_s < -2.0
+    frames, fps = read_video(wrapped)
+    audio = read_audio(wrapped, info=info)
+    flash_s = int(np.argmax(frames.reshape(len(frames), -1).mean(axis=1))) / fps
+    click_s = int(np.argmax(np.abs(audio))) / 16000
+    assert np.abs(audio).max() > 0.5 and abs(flash_s - click_s) < 0.005, (flash_s, click_s)
+
+
 def test_a_constant_rate_stream_that_dropped_frames_is_read_at_its_base_rate(tmp_path):
     """25 fps with a fifth of its frames gone (irregularly): the average is 20 fps, the base
     rate 25; read at 25, every frame that is there lands on its own time (an audit: read at the

@@ -426,16 +426,13 @@ def read_audio(
         return read_audio_file(path, sample_rate, info, errors)
     _check_audio(info, sample_rate)
     t0 = first_frame_time_s(info)
-    # -copyts keeps container time; first_pts pads (audio starts late) or trims (starts early)
-    # so that output sample 0 sits at t0. Negative t0 (rare) is clamped and fixed below.
-    # first_pts counts samples at the *input* rate (measured: at the output rate it is off by
-    # the rate ratio), so align at the native rate first and resample afterwards.
-    native_rate = info.sample_rate or sample_rate
-    first_pts = max(0, round(t0 * native_rate))
-    audio = _decode_audio(info, sample_rate, f"aresample=async=1:first_pts={first_pts}", copyts=True,
-                          errors=errors)
-    if t0 < 0:  # pad so sample 0 is at t0 < 0 (first_pts was clamped to 0)
-        audio = np.concatenate([np.zeros(round(-t0 * sample_rate), np.float32), audio])
+    # -copyts keeps container time; the audio's clock is moved to t0 (as iter_video moves the
+    # frames'), and first_pts 0 pads (audio starts late) or trims (starts early) so that output
+    # sample 0 sits at t0, negative t0 included (a first_pts below 0 was clamped to 0, and the
+    # audio between t0 and 0 was lost: an audit's stream past a 33-bit timestamp wrap lost its
+    # first 2.3 s). Aligned at the native rate, resampled afterwards.
+    audio = _decode_audio(info, sample_rate, f"asetpts=PTS-({t0:.6f}/TB),aresample=async=1:first_pts=0",
+                          copyts=True, errors=errors)
     if audio.size == 0:
         raise MediaError(f"audio stream of {info.path} decoded to no samples")
     return audio

@@ -47,6 +47,7 @@ from worker.evaluation import degrade as deg
 from worker.evaluation.metrics import auc, describe, tally, within_frames
 from worker.evaluation.shifts import fit_length, mismatched_partners, shift_audio
 from worker.evaluation.signals import DEFAULT_CONFIDENT, JobTally, share
+from worker.media.decode import TIMELINE_VERSION
 from worker.scoring.types import Direction
 
 SAMPLE_RATE = 16000
@@ -163,8 +164,6 @@ def _fresh(npz: Path, src: Path) -> bool:
     content digest and the source still has it (a copied or re-provisioned clip folder gets new
     modification times, not new clips; re-tracking the dev clips costs minutes). A track decoded
     on another timeline convention (media.decode.TIMELINE_VERSION) is stale whatever its age."""
-    from worker.media.decode import TIMELINE_VERSION
-
     if not npz.exists():
         return False
     with np.load(npz) as z:
@@ -226,8 +225,6 @@ def degraded_track(clip: ClipInfo, base: Tracked, kind: str, cfg: RealEvalConfig
                 lm = base.landmarks[i] * np.array([rois.shape[2], rois.shape[1]])
                 rois[i] = deg.draw_bar(rois[i], deg.bar_box(lm))
         return Tracked(rois, base.fps, base.face_present, base.landmarks, base.occluded, 0.0, base.audio)
-
-    from worker.media.decode import TIMELINE_VERSION
 
     out_dir = cfg.cache_dir.parent / f"{cfg.cache_dir.name}-{kind}"
     npz = out_dir / f"{clip.stem}.npz"

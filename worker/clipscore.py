@@ -251,6 +251,7 @@ class FaceCandidate:
     summary: ClipSummary | None = None  # None: seen in too few frames to be scored
     fill_only: bool = False  # scored only to read jobs where the chosen face is out of view
     jobs_lent: int = 0  # windows and blocks of the summary read on this face (fill_out_of_view)
+    jobs_spoken: int = 0  # ... where the kept face is in view but this one speaks (read_turns)
 
     def to_json(self, chosen: bool) -> dict:
         s = self.summary
@@ -259,7 +260,7 @@ class FaceCandidate:
                 "score": None if s is None or s.score is None else round(s.score, 4),
                 "offset_ms": None if s is None else s.offset_ms,
                 "confidence": None if s is None else round(s.confidence, 4),
-                "jobs_where_chosen_out_of_view": self.jobs_lent}
+                "jobs_where_chosen_out_of_view": self.jobs_lent, "jobs_where_this_face_speaks": self.jobs_spoken}
 
 
 def choose_face(candidates: list[FaceCandidate]) -> int:
@@ -305,6 +306,18 @@ def score_faces(scorer, tracks: list, audio: np.ndarray, sample_rate: int = 1600
         notes.append(f"{len(scored)} faces tracked; scored face {best} (mouth at x {x:.2f}, y {y:.2f} of the "
                      f"frame), whose lips match the audio best: score {_fmt_score(summary.score)} ({others})")
     scoring_s = sum(c.summary.timings_s.get("scoring", 0.0) for c in scored)
+    if len(scored) > 1:
+        # two people in view taking turns (an interview): where another face's lips match the
+        # audio clearly better at the kept face's timing, the job is read on it
+        speakers = [(c.index, c.summary, np.asarray(tracks[c.index].face_present, bool))
+                    for c in scored if c is not candidates[best]]
+        summary, spoken = read_turns(summary, speakers, scorer)
+        for c in candidates:
+            c.jobs_spoken = spoken.get(c.index, 0)
+        if spoken:
+            notes.append(f"in {sum(spoken.values())} windows and blocks another face's lips match the audio "
+                         f"clearly better than face {best}'s, at its timing (people taking turns): they are read "
+                         "on it (" + ", ".join(f"face {i}: {k}" for i, k in sorted(spoken.items())) + ")")
     if len(tracks) > 1 and any(r.label is Label.NO_FACE for r in summary.windows + summary.blocks):
         # the chosen face is out of view somewhere (a cut to another shot, a turn away): read
         # those jobs on the faces in view there, every track this time
@@ -317,6 +330,17 @@ def score_faces(scorer, tracks: list, audio: np.ndarray, sample_rate: int = 1600
         lenders = [(c.index, c.summary, lendable_frames(tr, chosen_in_view))
                    for c, tr in zip(candidates, tracks) if c.index != best]
         summary, lent = fill_out_of_view(summary, lenders, scorer)
+        # a face seen beside the chosen one (a listener, or the other person of a two-shot) that
+        # stays in view where the chosen one leaves: read there only where its lips match the
+        # audio as clearly as a turn needs (read_turns), at the chosen face's timing (a review: B
+        # took over the speech when A left the shot, and 5 of 8 windows came out NO_FACE)
+        beside = [(c.index, c.summary, np.asarray(tr.face_present, bool) & ~chosen_in_view, LEND_MIN_SCORE)
+                  for c, tr in zip(candidates, tracks) if c.index != best]
+        beside = [b for b in beside if _speaks_where_alone(b[1], b[2], summary, scorer)]
+        summary, more = _read_on_other_faces(summary, beside, scorer, lambda r: r.label is Label.NO_FACE,
+                                             lambda alt, r: True)
+        for i, k in more.items():
+            lent[i] = lent.get(i, 0) + k
         for c in candidates:
             c.jobs_lent = lent.get(c.index, 0)
         if lent:
@@ -363,41 +387,89 @@ def fill_out_of_view(chosen: ClipSummary, lenders: list[tuple[int, ClipSummary, 
     a clip read -80 into -40, IN_SYNC). Its summary is taken again over the windows. Returns it
     and, per face index, how many jobs it lent. Otherwise the job stays NO_FACE: the speaker is
     not in view, and a face that is proves nothing about the timing."""
-    lent: dict[int, int] = {}
+    return _read_on_other_faces(chosen, [(i, s, ok, LEND_MIN_SCORE) for i, s, ok in lenders], scorer,
+                                lambda r: r.label is Label.NO_FACE, lambda alt, r: True)
+
+
+# A job of a face in view beside the kept one is read on it only if its lips match the audio
+# clearly (score >= SWITCH_MIN_SCORE) and clearly better than the kept face's (by SWITCH_MIN_GAIN):
+# a listener's lips reach 0.4-0.5 by chance now and then, the speaker's 0.7-0.9.
+SWITCH_MIN_SCORE = 0.6
+SWITCH_MIN_GAIN = 0.25
+
+
+def read_turns(chosen: ClipSummary, speakers: list[tuple[int, ClipSummary, np.ndarray]],
+               scorer) -> tuple[ClipSummary, dict[int, int]]:
+    """``chosen`` with each scored window and block replaced by the same job of another face in
+    view there (``speakers``: index, summary, face_present) whose lips match the audio clearly
+    better (SWITCH_MIN_SCORE, SWITCH_MIN_GAIN) at the chosen face's offset, within a frame: two
+    people taking turns in one shot. One face kept for the whole clip read the other's turns on
+    the listener, published OK at chance offsets, and the clip's confidence fell to 0.4 (a
+    review). Returns the summary taken again over the windows and, per face, how many jobs."""
+    return _read_on_other_faces(
+        chosen, [(i, s, ok, SWITCH_MIN_SCORE) for i, s, ok in speakers], scorer, lambda r: r.score is not None,
+        lambda alt, r: alt.score >= r.score + SWITCH_MIN_GAIN)
+
+
+def _speaks_where_alone(other: ClipSummary, alone: np.ndarray, chosen: ClipSummary, scorer) -> bool:
+    """Whether ``other``'s windows where it is in view without the chosen face (``alone``, at
+    least half their frames), taken together, match the audio as clearly as a turn needs
+    (SWITCH_MIN_SCORE) at the chosen face's timing, within a frame. Together, not job by job: a
+    listener's lips match a job now and then by chance, a speaker's match them all."""
+    if chosen.offset_ms is None:
+        return False
+    windows = [w for w in other.windows if alone[w.frame_start: w.frame_end].mean() >= 0.5]
+    if not windows:
+        return False
+    together = summarise(windows, other.fps, scorer, other.n_frames)
+    frame_ms = 1000.0 * decimation(chosen.fps) / chosen.fps
+    return (together.score is not None and together.score >= SWITCH_MIN_SCORE and together.offset_ms is not None
+            and abs(together.offset_ms - chosen.offset_ms) <= frame_ms + 1e-6)
+
+
+def _read_on_other_faces(chosen: ClipSummary, others: list[tuple[int, ClipSummary, np.ndarray, float]], scorer,
+                         replace: Callable[[LipSyncScore], bool],
+                         better: Callable[[LipSyncScore, LipSyncScore], bool]) -> tuple[ClipSummary, dict[int, int]]:
+    """``chosen`` with each job that ``replace`` picks read on another face instead: the same job
+    of ``others`` (index, summary, frames it may stand in, least score) where that face is in
+    view for at least half the job's frames, its score is at least the least, its offset is the
+    chosen face's within a frame, and ``better(alt, job)``; the best-scoring such. Its summary
+    is taken again over the windows. Returns it and, per face index, how many jobs were read on
+    it."""
+    taken: dict[int, int] = {}
     emitted = dict(chosen.emitted)
     if chosen.offset_ms is None:
-        return chosen, lent
+        return chosen, taken
     frame_ms = 1000.0 * decimation(chosen.fps) / chosen.fps
-    # each lender's jobs by (kind, frame_start), the ones whose lips match the audio at the
-    # chosen face's timing only
-    matching = [(i, s, ok, {(o.kind, o.frame_start): o for o in s.windows + s.blocks
-                            if o.score is not None and o.score >= LEND_MIN_SCORE and o.offset_ms is not None
-                            and abs(o.offset_ms - chosen.offset_ms) <= frame_ms + 1e-6})
-                for i, s, ok in lenders]
+    # each other face's jobs by (kind, frame_start), those at the chosen face's timing only
+    at_timing = [(i, s, ok, {(o.kind, o.frame_start): o for o in s.windows + s.blocks
+                             if o.score is not None and o.score >= least and o.offset_ms is not None
+                             and abs(o.offset_ms - chosen.offset_ms) <= frame_ms + 1e-6})
+                 for i, s, ok, least in others]
 
-    def fill(results: list[LipSyncScore]) -> list[LipSyncScore]:
+    def read(results: list[LipSyncScore]) -> list[LipSyncScore]:
         out = []
         for r in results:
-            if r.label is Label.NO_FACE:
+            if replace(r):
                 key = (r.kind, r.frame_start)
-                alts = [(i, jobs[key], s) for i, s, ok, jobs in matching
-                        if key in jobs and ok[r.frame_start: r.frame_end].mean() >= 0.5]
+                alts = [(i, jobs[key], s) for i, s, ok, jobs in at_timing
+                        if key in jobs and ok[r.frame_start: r.frame_end].mean() >= 0.5 and better(jobs[key], r)]
                 if alts:
                     i, r, src = max(alts, key=lambda a: a[1].score)
-                    lent[i] = lent.get(i, 0) + 1
+                    taken[i] = taken.get(i, 0) + 1
                     done = src.emitted.get((r.kind.value, r.frame_start))
                     if done is not None:
                         emitted[(r.kind.value, r.frame_start)] = done
             out.append(r)
         return out
 
-    windows, blocks = fill(chosen.windows), fill(chosen.blocks)
-    if not lent:
-        return chosen, lent
+    windows, blocks = read(chosen.windows), read(chosen.blocks)
+    if not taken:
+        return chosen, taken
     out = summarise(windows, chosen.fps, scorer, chosen.n_frames)
     out.blocks, out.emitted, out.session_id = blocks, emitted, chosen.session_id
     out.notes, out.timings_s = list(chosen.notes), dict(chosen.timings_s)
-    return out, lent
+    return out, taken
 
 
 def _fmt_score(score: float | None) -> str:

@@ -154,3 +154,49 @@ def test_a_face_in_view_where_the_speaker_is_not_lends_only_jobs_at_the_speakers
     assert lent == {1: 1}
     by_start = {w.frame_start: w for w in out.windows}
     assert by_start[50].label is Label.NO_FACE and by_start[75].offset_ms == 40.0
+
+
+def test_two_people_taking_turns_are_each_read_on_their_own_turn():
+    """Both faces in view; the kept face's lips match the first half, the other's the second, at
+    the same timing: the second half's jobs are read on the other face (a review: the listener's
+    lips were published OK at chance offsets and the clip's confidence fell to 0.4). A face whose
+    lips match only a little better, or at another timing, does not take a job."""
+    import numpy as np
+
+    from worker.clipscore import read_turns
+
+    at_40 = [0, 0, 0, 0, 0, 0.2, 0.6, 0.2, 0, 0, 0]  # +40 ms
+    at_0 = [0, 0, 0, 0, 0.2, 0.6, 0.2, 0, 0, 0, 0]  # 0 ms: within a frame of +40
+    at_160 = [0, 0, 0, 0, 0, 0, 0, 0, 0.2, 0.6, 0.2]
+    kept = summarise([_win(0, at_40, score=0.85), _win(25, at_40, score=0.8), _win(50, at_40, score=0.2),
+                      _win(75, at_40, score=0.2), _win(100, at_40, score=0.5)], 25.0, HeuristicScorer(), 125)
+    other = summarise([_win(0, at_0, score=0.3), _win(25, at_0, score=0.3), _win(50, at_0, score=0.9),
+                       _win(75, at_160, score=0.9), _win(100, at_0, score=0.6)], 25.0, HeuristicScorer(), 125)
+    out, spoken = read_turns(kept, [(1, other, np.ones(125, bool))], HeuristicScorer())
+    by_start = {w.frame_start: w for w in out.windows}
+    assert spoken == {1: 1}  # window 50 only: 75 is at another timing, 100 only 0.1 better
+    assert by_start[50].score == 0.9 and by_start[75].score == 0.2 and by_start[100].score == 0.5
+    assert by_start[0].score == 0.85
+
+
+def test_a_face_seen_beside_the_kept_one_stands_in_where_it_is_alone_only_if_it_speaks_there():
+    """The kept face leaves the shot; the other person, seen beside it before, stays. Where its
+    lips match the audio there taken together, at the kept face's timing, they are read; a
+    listener's chance match in one job is not (fill_out_of_view's stretch rule keeps listeners
+    out; _speaks_where_alone lets a face that takes over the speech in)."""
+    import numpy as np
+
+    from worker.clipscore import _speaks_where_alone
+
+    at_40 = [0, 0, 0, 0, 0, 0.2, 0.6, 0.2, 0, 0, 0]
+    nf = [0] * 11
+    kept = summarise([_win(0, at_40, score=0.85), _win(25, at_40, score=0.8), _win(50, nf, Label.NO_FACE, None),
+                      _win(75, nf, Label.NO_FACE, None)], 25.0, HeuristicScorer(), 100)
+    alone = np.zeros(100, bool)
+    alone[50:] = True
+    speaks = summarise([_win(0, at_40, score=0.3), _win(25, at_40, score=0.3), _win(50, at_40, score=0.8),
+                        _win(75, at_40, score=0.75)], 25.0, HeuristicScorer(), 100)
+    listens = summarise([_win(0, at_40, score=0.3), _win(25, at_40, score=0.3), _win(50, at_40, score=0.65),
+                         _win(75, nf, score=0.1)], 25.0, HeuristicScorer(), 100)
+    assert _speaks_where_alone(speaks, alone, kept, HeuristicScorer())
+    assert not _speaks_where_alone(listens, alone, kept, HeuristicScorer())

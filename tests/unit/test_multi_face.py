@@ -218,8 +218,8 @@ def test_a_speaker_too_small_for_the_face_count_is_found_by_a_second_look(dev_cl
     assert any("second look" in n for n in out["notes"])
 
 
-def _score_edit(dev_clips_dir, tmp_path, capsys, graph: str) -> dict:
-    """`score --json` of an edit of LEFT (input 0) and RIGHT (input 1) made by ffmpeg filter
+def _score_edit(dev_clips_dir, tmp_path, capsys, graph: str, right: str = RIGHT) -> dict:
+    """`score --json` of an edit of LEFT (input 0) and ``right`` (input 1) made by ffmpeg filter
     ``graph`` (outputs [v] and [au])."""
     if shutil.which("ffmpeg") is None:
         pytest.skip("ffmpeg is not installed")
@@ -227,7 +227,7 @@ def _score_edit(dev_clips_dir, tmp_path, capsys, graph: str) -> dict:
     from worker.cli import main
 
     video = tmp_path / "edit.mp4"
-    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(dev_clips_dir / LEFT), "-i", str(dev_clips_dir / RIGHT),
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(dev_clips_dir / LEFT), "-i", str(dev_clips_dir / right),
                     "-filter_complex", graph, "-map", "[v]", "-map", "[au]", "-c:v", "libx264", "-crf", "18",
                     "-pix_fmt", "yuv420p", "-c:a", "aac", str(video)], check=True)
     assert main(["score", str(video), "--json"]) == 0
@@ -268,3 +268,20 @@ def test_a_hidden_speaker_is_not_read_on_the_listener_beside_them(dev_clips_dir,
     assert labels[0] == labels[25] == labels[100] == "OK", labels
     assert all(f["jobs_where_chosen_out_of_view"] == 0 for f in out["faces"])
     assert out["faces"][0]["centre"][0] > 0.5 and abs(out["offset_ms"]) <= 40.0
+
+
+def test_two_people_taking_turns_are_each_read_on_their_own_turn(dev_clips_dir, tmp_path, capsys):
+    """Two faces side by side for 7 s, the left one's speech for 3.5 s, then the right one's: one
+    face is kept for the clip, and the other's turn is read on the other face (a note says so)
+    instead of on the kept face's listening lips (a review: published OK at chance offsets, the
+    clip's confidence under 0.5). Two clips that each read 0 ms on their own: one recording's
+    people share its timing, which is what lets a turn be read on the other face."""
+    graph = ("[0:v]trim=0:7,setpts=PTS-STARTPTS[a];[1:v]trim=0:7,setpts=PTS-STARTPTS[b];[a][b]hstack=inputs=2[v];"
+             "[0:a]atrim=0:3.5,asetpts=PTS-STARTPTS[x1];[1:a]atrim=3.5:7,asetpts=PTS-STARTPTS[x2];"
+             "[x1][x2]concat=n=2:v=0:a=1[au]")
+    out = _score_edit(dev_clips_dir, tmp_path, capsys, graph, right="avse_lrs3_E4.mp4")
+    assert any("taking turns" in n for n in out["notes"]), out["notes"]
+    assert sum(f["jobs_where_this_face_speaks"] for f in out["faces"]) >= 3
+    assert abs(out["offset_ms"]) <= 40.0 and out["confidence"] >= 0.5, (out["offset_ms"], out["confidence"])
+    scored = [w for w in out["windows"] if w["score"] is not None]
+    assert sum(abs(w["offset_ms"]) <= 40.0 for w in scored) >= len(scored) - 1

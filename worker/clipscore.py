@@ -17,7 +17,7 @@ import torch
 
 from worker.scoring.offsets import OffsetGrid, pick_peak
 from worker.scoring.postprocess import direction_for
-from worker.scoring.rate import decimation
+from worker.scoring.rate import margin_stretch, read_frame_ms
 from worker.scoring.types import (
     AudioSpan,
     FrameSpan,
@@ -52,6 +52,12 @@ class ClipSummary:
     emitted: dict[tuple[str, int], tuple[int, int]] = field(default_factory=dict)
     # the summed curve peaks at an end of the offset search
     at_search_edge: bool = False
+
+    def at_its_timing(self, offset_ms: float | None) -> bool:
+        """Whether ``offset_ms`` is this summary's offset within a frame (of the rate it was read
+        at): another face's reading at this recording's timing."""
+        return (self.offset_ms is not None and offset_ms is not None
+                and abs(offset_ms - self.offset_ms) <= read_frame_ms(self.fps) + 1e-6)
 
     def all_notes(self) -> list[str]:
         """``notes`` and what the summary itself says about its reading."""
@@ -131,8 +137,7 @@ def score_clip(scorer, frames: np.ndarray, fps: float, audio: np.ndarray, sample
     # the scorer's margin holds its offsets and audio context at 25 fps and up; a slower clip's
     # frames (15 fps, or 45 fps read at 22.5) reach further in ms. A file has all its audio at
     # hand, so the margin grows with the frame instead of the edge offsets reading padding.
-    model_frame_ms = 1000.0 * decimation(fps) / fps
-    margin_samples = math.ceil(scorer.search_margin_ms * max(1.0, model_frame_ms / 40.0) * sample_rate / 1000.0)
+    margin_samples = math.ceil(scorer.search_margin_ms * margin_stretch(fps) * sample_rate / 1000.0)
     # Audio that ends before the video: the rest is silence, as the worker zero-fills audio
     # that never came (those windows come out SILENCE), instead of failing the whole clip.
     sound_samples = int(np.shape(audio)[0])
@@ -196,7 +201,7 @@ def _pad_to_video(audio: np.ndarray, video_s: float, sample_rate: int, margin_sa
 
 def summarise(windows: list[LipSyncScore], fps: float, scorer, n_frames: int) -> ClipSummary:
     # the windows' curves are on the rate they were scored at (50/60 fps: every other frame)
-    frame_ms = 1000.0 * decimation(fps) / fps
+    frame_ms = read_frame_ms(fps)
     usable = [w for w in windows if w.score is not None and w.curve]
     labels = [w.label for w in windows]
     if not usable:
@@ -416,15 +421,11 @@ def _speaks_where_alone(other: ClipSummary, alone: np.ndarray, chosen: ClipSumma
     least half their frames), taken together, match the audio as clearly as a turn needs
     (SWITCH_MIN_SCORE) at the chosen face's timing, within a frame. Together, not job by job: a
     listener's lips match a job now and then by chance, a speaker's match them all."""
-    if chosen.offset_ms is None:
-        return False
     windows = [w for w in other.windows if alone[w.frame_start: w.frame_end].mean() >= 0.5]
     if not windows:
         return False
     together = summarise(windows, other.fps, scorer, other.n_frames)
-    frame_ms = 1000.0 * decimation(chosen.fps) / chosen.fps
-    return (together.score is not None and together.score >= SWITCH_MIN_SCORE and together.offset_ms is not None
-            and abs(together.offset_ms - chosen.offset_ms) <= frame_ms + 1e-6)
+    return together.score is not None and together.score >= SWITCH_MIN_SCORE and chosen.at_its_timing(together.offset_ms)
 
 
 def _read_on_other_faces(chosen: ClipSummary, others: list[tuple[int, ClipSummary, np.ndarray, float]], scorer,
@@ -440,11 +441,9 @@ def _read_on_other_faces(chosen: ClipSummary, others: list[tuple[int, ClipSummar
     emitted = dict(chosen.emitted)
     if chosen.offset_ms is None:
         return chosen, taken
-    frame_ms = 1000.0 * decimation(chosen.fps) / chosen.fps
     # each other face's jobs by (kind, frame_start), those at the chosen face's timing only
     at_timing = [(i, s, ok, {(o.kind, o.frame_start): o for o in s.windows + s.blocks
-                             if o.score is not None and o.score >= least and o.offset_ms is not None
-                             and abs(o.offset_ms - chosen.offset_ms) <= frame_ms + 1e-6})
+                             if o.score is not None and o.score >= least and chosen.at_its_timing(o.offset_ms)})
                  for i, s, ok, least in others]
 
     def read(results: list[LipSyncScore]) -> list[LipSyncScore]:

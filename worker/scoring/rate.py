@@ -27,6 +27,18 @@ def decimation(fps: float) -> int:
     return max(1, int(fps / MODEL_FPS + 0.5))
 
 
+def read_frame_ms(fps: float) -> float:
+    """How long one frame lasts as the networks read a stream at ``fps`` (every k-th frame above
+    45 fps): the step of its offsets."""
+    return 1000.0 * decimation(fps) / fps
+
+
+def margin_stretch(fps: float) -> float:
+    """How much further than at 25 fps the scorer's search margin reaches at ``fps`` (given in
+    40 ms frames: 1 at 25 fps and up, 2 at 12.5 fps; 45 fps is read at 22.5)."""
+    return max(1.0, read_frame_ms(fps) / 40.0)
+
+
 def at_model_rate(req: ScoreRequest) -> ScoreRequest:
     """``req`` (its frames and its context) at the networks' rate (``frames_at_model_rate``)."""
     frames = frames_at_model_rate(req.frames)

@@ -35,7 +35,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from worker.scoring.rate import decimation
+from worker.scoring.rate import decimation, margin_stretch
 from worker.scoring.types import AudioSpan, FrameSpan, Kind, ScoreRequest
 from worker.windowing.buffers import AudioBuffer, FrameSlot, stack_rois
 from worker.windowing.events import Arrival, AudioEvent, DueReason, FrameEvent, Job, Source, Stream
@@ -179,9 +179,7 @@ class SessionState:
         """How much longer than 40 ms a frame is as the networks read this session (1 at 25 fps
         and up; 2 at 12.5 fps; 45 fps is read at 22.5): spans the scorer gives in 25 fps frames
         reach this much further here."""
-        if self.fps is None:
-            return 1.0
-        return max(1.0, 1000.0 * decimation(self.fps) / self.fps / 40.0)
+        return 1.0 if self.fps is None else margin_stretch(self.fps)
 
     @property
     def margin_ms(self) -> float:

@@ -234,6 +234,24 @@ def test_streamed_chunks_equal_whole_array(tracker, vox_frames):
     np.testing.assert_array_equal(whole.face_present, chunked.face_present)
 
 
+def test_crops_spilled_to_disk_equal_the_ones_kept_in_ram(tracker, vox_frames, monkeypatch, tmp_path):
+    """A long clip's crops go to a temporary file past the spool's budget (tracking.spool); the
+    result is the same array, gray and RGB, and no file is left behind."""
+    from worker.tracking import spool
+
+    frames, fps = vox_frames
+    in_ram = tracker.track(frames[:40], fps)
+    monkeypatch.setattr(spool, "CHUNK_FRAMES", 8)
+    monkeypatch.setattr(spool, "SPOOL_RAM_BYTES", 96 * 96 * 10)  # past 10 crops
+    monkeypatch.setattr(spool.tempfile, "tempdir", str(tmp_path))
+    on_disk = tracker.track(frames[:40], fps)
+    assert isinstance(on_disk.rois, np.memmap) and isinstance(on_disk.rois_rgb, np.memmap)
+    np.testing.assert_array_equal(in_ram.rois, on_disk.rois)
+    np.testing.assert_array_equal(in_ram.rois_rgb, on_disk.rois_rgb)
+    np.testing.assert_array_equal(in_ram.face_present, on_disk.face_present)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_short_dropout_bridged_long_one_labelled(tracker, vox_frames):
     frames, fps = vox_frames
     f = frames[:40].copy()

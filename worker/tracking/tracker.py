@@ -33,6 +33,7 @@ from worker.tracking import geometry as geo
 from worker.tracking import occlusion as occ
 from worker.tracking.faces import MAX_FACES, MIN_TRACK_FRAMES, assign_faces, distinct_faces
 from worker.tracking.native_log import quiet_native_stderr
+from worker.tracking.spool import FrameSpool
 
 
 @dataclass
@@ -213,6 +214,15 @@ def _face(lm, to_px) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     lips = np.array([to_px(lm[i].x, lm[i].y) for i in geo.LIP_INDICES], np.float64)
     cheeks = np.array([to_px(lm[i].x, lm[i].y) for i in (geo.CHEEK_LEFT, geo.CHEEK_RIGHT)], np.float64)
     return lips, cheeks, geo.roi_params(lips)
+
+
+def _keep_crop(out: dict, key: str, crop: np.ndarray) -> None:
+    """A frame's crop into its track's spool (the first crop sets the shape): chunks, on disk past
+    a budget (tracking.spool), where a list stacked at the end held a long clip's crops twice."""
+    spool = out.get(key)
+    if spool is None:
+        spool = out[key] = FrameSpool(crop.shape)
+    spool.append(crop)
 
 
 class MouthTracker:
@@ -514,9 +524,9 @@ class MouthTracker:
         lips_roi = geo.to_roi_coords(lips, smoothed, S)
         h, w = fr.image.shape[:2]
         skin = occ.skin_reference_lab(fr.image, cheeks, radius_px=0.06 * smoothed[2])
-        out["rois"].append(cv2.cvtColor(roi_rgb, cv2.COLOR_RGB2GRAY))
+        _keep_crop(out, "rois", cv2.cvtColor(roi_rgb, cv2.COLOR_RGB2GRAY))
         if self.keep_rgb:
-            out["rois_rgb"].append(roi_rgb)
+            _keep_crop(out, "rois_rgb", roi_rgb)
         out["present"].append(True)
         out["bridged"].append(bool(bridged[t - lo]))
         out["lm"].append(lips_roi)
@@ -526,14 +536,14 @@ class MouthTracker:
 
     def _append_absent(self, out: dict[str, list]) -> None:
         # one shared read-only set of blanks: a face absent from most of a long clip costs list
-        # slots, not a fresh crop per frame (np.stack copies them into the result)
+        # slots, not fresh landmarks per frame
         if self._blank is None or self._blank[0].shape[0] != self.roi_size:
             S, nan_l = self.roi_size, np.full((len(geo.LIP_INDICES), 2), np.nan, np.float32)
             self._blank = (np.zeros((S, S), np.uint8), np.zeros((S, S, 3), np.uint8), nan_l, np.full(4, np.nan))
         roi, roi_rgb, nan_l, nan_p = self._blank
-        out["rois"].append(roi)
+        _keep_crop(out, "rois", roi)
         if self.keep_rgb:
-            out["rois_rgb"].append(roi_rgb)
+            _keep_crop(out, "rois_rgb", roi_rgb)
         out["present"].append(False)
         out["bridged"].append(False)
         out["lm"].append(nan_l)
@@ -545,8 +555,8 @@ class MouthTracker:
         present = np.array(out["present"], bool)
         scores = np.array(out["occ"], np.float32)
         return TrackResult(
-            rois=np.stack(out["rois"]),
-            rois_rgb=np.stack(out["rois_rgb"]) if self.keep_rgb else None,
+            rois=out["rois"].finish(),
+            rois_rgb=out["rois_rgb"].finish() if self.keep_rgb else None,
             face_present=present,
             face_detected=np.array(st.detected, bool),
             bridged=np.array(out["bridged"], bool),

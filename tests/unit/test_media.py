@@ -181,6 +181,82 @@ def test_a_constant_rate_stream_that_dropped_frames_is_read_at_its_base_rate(tmp
         assert index[i] == i
 
 
+def _indexed_clip(path, kept, fps=25, h=32, w=48):
+    """An mp4 whose frame k shows its index k as two gray levels (k // 16, k % 16: robust to the
+    colour conversion) at time k / fps, for the k in ``kept`` (the others dropped)."""
+    frames = np.zeros((len(kept), h, w, 3), np.uint8)
+    for j, k in enumerate(kept):
+        frames[j, :, : w // 2] = 16 * (k // 16) + 8
+        frames[j, :, w // 2:] = 16 * (k % 16) + 8
+    proc = subprocess.run(
+        ["ffmpeg", "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", str(fps),
+         "-i", "-", "-vf", f"setpts='({_pick_expr(kept)})/({fps}*TB)'", "-fps_mode", "vfr", "-c:v", "libx264", "-qp", "0",
+         "-pix_fmt", "yuv444p", "-video_track_timescale", str(fps * 40), str(path)],
+        input=frames.tobytes(), capture_output=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+
+
+def _pick_expr(kept):
+    """An ffmpeg expression of N giving kept[N] (a chain of ifs)."""
+    expr = str(kept[-1])
+    for j in range(len(kept) - 2, -1, -1):
+        expr = f"if(eq(N,{j}),{kept[j]},{expr})"
+    return expr
+
+
+def _shown(frames, w=48):
+    """The source index each decoded frame shows (_indexed_clip's two levels)."""
+    hi = np.round((frames[:, 0, 0].mean(axis=-1) - 8) / 16).astype(int)
+    lo = np.round((frames[:, 0, w - 1].mean(axis=-1) - 8) / 16).astype(int)
+    return 16 * hi + lo
+
+
+def test_a_recording_with_random_drops_shows_each_slot_its_nearest_frame(tmp_path):
+    """A third of a 25 fps recording's frames dropped at random: each output frame shows the
+    source frame nearest its time, not the last one before it (the fps filter's repeats read
+    such a file 30-47 ms early in an audit: the video late by the repeats' staleness)."""
+    rng = np.random.default_rng(11)
+    kept = [0] + [k for k in range(1, 120) if rng.random() > 0.35]
+    out = tmp_path / "drops.mp4"
+    _indexed_clip(out, kept)
+    info = probe(out)
+    assert info.is_vfr and info.fps == 25
+    got, fps = read_video(out)
+    assert fps == 25
+    index = _shown(got)
+    slots = np.arange(len(index))
+    assert len(index) == kept[-1] + 1
+    nearest = np.abs(np.array(kept)[None, :] - slots[:, None]).min(axis=1)
+    np.testing.assert_array_equal(np.abs(index - slots), nearest)
+    assert abs(np.mean(index - slots)) < 0.1  # the fps filter: about -0.45 frames
+
+
+def test_the_nearest_frame_path_reads_a_constant_rate_file_as_the_fps_filter_does(tmp_path):
+    """The variable-rate path (media.frame_grid) on a constant-rate file, started off the grid
+    (-itsoffset) and read at its own rate and at another: frame for frame the fps filter's."""
+    from dataclasses import replace
+
+    from worker.media.decode import iter_video
+
+    src = tmp_path / "cfr.mp4"
+    _indexed_clip(src, list(range(60)))
+    late = tmp_path / "late.mkv"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-itsoffset", "0.013", "-i", str(src), "-c", "copy", str(late)],
+                   check=True, capture_output=True)
+    for path in (src, late):
+        info = probe(path)
+        assert not info.is_vfr
+        for fps in (None, 30, 12.5):
+            plain = np.concatenate(list(iter_video(path, fps=fps, info=info, chunk_frames=7)))
+            nearest = np.concatenate(list(iter_video(path, fps=fps, info=replace(info, is_vfr=True), chunk_frames=7)))
+            assert len(nearest) == len(plain) or (fps is not None and abs(len(nearest) - len(plain)) <= 1)
+            n = min(len(plain), len(nearest))
+            if fps is None:
+                np.testing.assert_array_equal(_shown(plain[:n]), _shown(nearest[:n]))
+            else:  # at another rate slots midway between two frames may go either way
+                assert np.abs(_shown(plain[:n]) - _shown(nearest[:n])).max() <= 1
+
+
 def test_vfr_input_is_resampled_to_constant_rate(tmp_path):
     # 60 frames whose brightness encodes their index: 30 fps for 1 s, then 15 fps for 2 s.
     n, h, w = 60, 48, 64

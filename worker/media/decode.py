@@ -2,7 +2,9 @@
 
 Timeline convention (what every caller relies on): video is resampled to a constant frame rate
 ``fps`` by ffmpeg's ``fps`` filter on a clock whose zero is the video stream's start_time
-``t0`` (container time); frame ``i`` shows the container time ``t0 + i / fps``. ``read_audio``
+``t0`` (container time); frame ``i`` shows the container time ``t0 + i / fps``. A variable-rate
+stream is read on the same clock, each slot taking the decoded frame nearest to it
+(``media.frame_grid``) instead of the fps filter's last frame before it. ``read_audio``
 returns mono audio whose sample 0 is at that same ``t0``: a stream that starts later is padded
 with silence, one that starts earlier (encoder delay, negative start_time) is trimmed. So sample
 ``n`` and frame ``i`` are simultaneous when ``n / sample_rate == i / fps``.
@@ -20,6 +22,7 @@ import json
 import math
 import os
 import queue
+import re
 import shutil
 import subprocess
 import threading
@@ -29,6 +32,8 @@ from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
+
+from worker.media.frame_grid import NearestFrameGrid
 
 # Standard broadcast/camera rates; an average rate within 0.1 % of one of these snaps to it
 # (29.97 probes as 2997/100 or 30000/1001 depending on the muxer: both mean 30000/1001).
@@ -271,17 +276,19 @@ def iter_video(
     w, h = _target_size(info.width or 0, info.height or 0, max_side)
     if w <= 0 or h <= 0:
         raise MediaError(f"video stream of {info.path} has no size")
-    filters = _frame_clock_filters(info, rate)
-    if (w, h) != (info.width, info.height):
-        filters.append(f"scale={w}:{h}:flags=area")
+    scale = [f"scale={w}:{h}:flags=area"] if (w, h) != (info.width, info.height) else []
+    frame_bytes = w * h * 3
+    # Bounded in bytes too: 32 frames of 4K are 800 MB.
+    per_chunk = max(1, min(chunk_frames, MAX_CHUNK_BYTES // frame_bytes))
+    if info.is_vfr:
+        yield from _iter_nearest_frames(info, rate, scale, (h, w), per_chunk, errors)
+        return
+    filters = _frame_clock_filters(info, rate) + scale
     cmd = [
         "ffmpeg", "-v", "error", "-nostdin", "-copyts", "-i", ff_input(info.path), "-map", "0:v:0",
         "-vf", ",".join(filters), "-fps_mode", "passthrough",  # the fps filter is the only resampler
         "-pix_fmt", "rgb24", "-f", "rawvideo", "pipe:1",
     ]
-    frame_bytes = w * h * 3
-    # Bounded in bytes too: 32 frames of 4K are 800 MB.
-    per_chunk = max(1, min(chunk_frames, MAX_CHUNK_BYTES // frame_bytes))
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdout is not None and proc.stderr is not None
     n_out = 0
@@ -302,6 +309,75 @@ def iter_video(
             proc.wait()
         ahead.close()
         err_lines = err_tail.close()
+        proc.stdout.close()
+        proc.stderr.close()
+    if rc != 0 or n_out == 0:
+        last = (err_lines or ["no frames decoded"])[-1]
+        raise MediaError(f"cannot decode video of {info.path}: {last}")
+    if errors is not None:
+        errors.extend(err_lines)
+
+
+def _iter_nearest_frames(info: MediaInfo, rate: Fraction, scale: list[str], size_hw: tuple[int, int],
+                         per_chunk: int, errors: list[str] | None) -> Iterator[np.ndarray]:
+    """iter_video for a variable-rate stream: every decoded frame with its own time (showinfo on
+    ffmpeg's log), each slot of the constant-rate grid filled with the frame nearest to it
+    (media.frame_grid; the fps filter fills a dropped frame's slot with the frame before, which
+    read a recording with dropped frames 30-47 ms early). The same clock as the fps path: time
+    0 is the video stream's start_time."""
+    h, w = size_hw
+    frame_bytes = w * h * 3
+    filters = [f"setpts=PTS-({info.video_start_s:.6f}/TB)", "showinfo=checksum=0", *scale]
+    cmd = [
+        "ffmpeg", "-hide_banner", "-nostats", "-loglevel", "+level+info", "-nostdin", "-copyts",
+        "-i", ff_input(info.path), "-map", "0:v:0", "-vf", ",".join(filters), "-fps_mode", "passthrough",
+        "-pix_fmt", "rgb24", "-f", "rawvideo", "pipe:1",
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    times = _FrameTimes(proc.stderr)
+    ahead = _ReadAhead(proc.stdout, frame_bytes * per_chunk)
+    grid = NearestFrameGrid(rate)
+    pending: list[np.ndarray] = []  # slots filled, not yet yielded (at most per_chunk)
+    n_out = 0
+    prev: np.ndarray | None = None
+    prev_s = None
+
+    def fill(img: np.ndarray, count: int) -> Iterator[np.ndarray]:
+        nonlocal n_out
+        for _ in range(count):
+            pending.append(img)
+            if len(pending) == per_chunk:
+                n_out += len(pending)
+                yield np.stack(pending)
+                pending.clear()
+
+    try:
+        for buf in ahead:
+            n = len(buf) // frame_bytes
+            for img in np.frombuffer(buf[: n * frame_bytes], np.uint8).reshape(n, h, w, 3):
+                pts_s = times.next()
+                if not math.isfinite(pts_s):  # a frame without a time: one slot after the last
+                    pts_s = (prev_s if prev_s is not None else 0.0) + float(1 / rate)
+                count = grid.push(pts_s)
+                if count is None:  # not after the frame before it (a broken timestamp)
+                    continue
+                if prev is not None:
+                    yield from fill(prev, count)
+                prev, prev_s = img, pts_s
+        rc = proc.wait()
+        if prev is not None and rc == 0:
+            yield from fill(prev, grid.finish())
+        if pending:
+            n_out += len(pending)
+            yield np.stack(pending)
+            pending.clear()
+    finally:
+        if proc.poll() is None:  # consumer stopped early
+            proc.kill()
+            proc.wait()
+        ahead.close()
+        err_lines = times.close()
         proc.stdout.close()
         proc.stderr.close()
     if rc != 0 or n_out == 0:
@@ -395,6 +471,48 @@ class _TailReader:
 
     def close(self) -> list[str]:
         """The lines kept (call after the process ended or was killed)."""
+        self._thread.join(timeout=5)
+        return list(self._lines)
+
+
+class _FrameTimes:
+    """ffmpeg's log read on a thread (``-loglevel +level+info``): showinfo's frame times, in
+    decoding order, for ``next``; its error lines (level error or fatal, the tag dropped, as
+    ``-v error`` prints them) kept as _TailReader keeps them."""
+
+    _SHOWINFO = re.compile(r"\bn:\s*\d+\s+pts:\s*\S+\s+pts_time:(\S+)")
+    _LEVEL = re.compile(r"\s?\[(error|fatal|panic)\] ")
+
+    def __init__(self, pipe) -> None:
+        self._times: queue.Queue = queue.Queue()
+        self._lines: collections.deque[str] = collections.deque(maxlen=MAX_ERROR_LINES)
+        self._thread = threading.Thread(target=self._run, args=(pipe,), daemon=True, name="ffmpeg-frame-times")
+        self._thread.start()
+
+    def _run(self, pipe) -> None:
+        try:
+            for raw in pipe:
+                line = raw.decode("utf-8", "replace").strip()
+                m = self._SHOWINFO.search(line) if "showinfo" in line else None
+                if m:
+                    self._times.put(_float(m.group(1), math.nan))
+                elif self._LEVEL.search(line):
+                    self._lines.append(self._LEVEL.sub(" ", line, count=1).strip())
+        except (OSError, ValueError):  # closed under us
+            pass
+        finally:
+            self._times.put(None)
+
+    def next(self) -> float:
+        """The next frame's time in seconds (NaN: the frame has none). Its log line is written
+        before the frame reaches the pipe, so it is there or on its way."""
+        item = self._times.get()
+        if item is None:
+            self._times.put(None)  # stays at the end for any later call
+            raise MediaError("reading decoded frames failed: a frame came without its time")
+        return item
+
+    def close(self) -> list[str]:
         self._thread.join(timeout=5)
         return list(self._lines)
 

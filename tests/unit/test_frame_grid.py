@@ -1,0 +1,80 @@
+"""NearestFrameGrid: each constant-rate slot gets the decoded frame nearest to it in time."""
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from worker.media.frame_grid import NearestFrameGrid
+
+
+def _slots(times_s, rate=25):
+    """Expand the grid's counts into the index of the frame each slot shows (skipped frames: -)."""
+    grid = NearestFrameGrid(Fraction(rate))
+    shown, prev = [], None
+    for j, t in enumerate(times_s):
+        count = grid.push(t)
+        if count is None:
+            continue
+        if prev is not None:
+            shown += [prev] * count
+        prev = j
+    shown += [prev] * grid.finish()
+    return shown
+
+
+def test_a_constant_rate_stream_maps_one_to_one():
+    assert _slots([i / 25 for i in range(50)]) == list(range(50))
+    # timestamps rounded to the millisecond (Matroska, FLV) at 29.97 fps: still one to one
+    rate = Fraction(30000, 1001)
+    assert _slots([round(i / rate, 3) for i in range(300)], rate) == list(range(300))
+
+
+def test_a_gap_is_filled_by_the_nearer_frame_on_each_side():
+    # frames at slots 0, 1, 5, 6: slots 2 and 3 are nearer frame 1 (slot 1) or a tie... 2 -> 1,
+    # 3 is midway (tie), 4 -> frame 2 (slot 5)
+    shown = _slots([0.0, 0.04, 0.20, 0.24])
+    assert shown[:3] == [0, 1, 1] and shown[4:] == [2, 2, 3]
+    assert shown[3] in (1, 2)
+
+
+def test_ties_alternate_so_single_drops_are_not_read_early_or_late():
+    rng = np.random.default_rng(7)
+    kept = [i for i in range(2000) if i % 3 != 1 or rng.random() < 0.2]  # many single drops
+    shown = np.array(_slots([k / 25 for k in kept]))
+    index = np.array(kept)[shown]
+    lag = index - np.arange(len(shown))
+    assert np.all(np.abs(lag) <= 1)
+    assert abs(lag.mean()) < 0.01  # the fps filter's repeats: about -0.27 frames here
+
+
+def test_random_drops_every_slot_shows_a_nearest_frame():
+    rng = np.random.default_rng(3)
+    kept = np.array([0] + [i for i in range(1, 500) if rng.random() > 0.4])
+    shown = np.array(_slots(list(kept / 25)))
+    assert len(shown) == kept[-1] + 1
+    dist = np.abs(kept[shown] - np.arange(len(shown)))
+    nearest = np.abs(kept[None, :] - np.arange(len(shown))[:, None]).min(axis=1)
+    np.testing.assert_array_equal(dist, nearest)
+
+
+def test_first_frame_late_and_frames_before_zero():
+    # the first frame 3 slots late: slots 0..3 show it (the fps filter repeats it too)
+    assert _slots([0.12, 0.16]) == [0, 0, 0, 0, 1]
+    # a frame before time 0 nearer slot 0 than the next frame is shown there; a frame further
+    # back is not shown at all
+    assert _slots([-0.01, 0.04]) == [0, 1]
+    assert _slots([-0.2, 0.0, 0.04]) == [1, 2]
+
+
+def test_a_frame_not_after_the_one_before_it_is_skipped():
+    assert _slots([0.0, 0.04, 0.04, 0.02, 0.08]) == [0, 1, 4]
+
+
+def test_a_single_frame_gives_one_slot_and_bad_input_is_refused():
+    assert _slots([0.0]) == [0]
+    assert _slots([0.5]) == [0] * 14  # slots 0..13 show it (12.5 frames: the last slot half up)
+    with pytest.raises(ValueError):
+        NearestFrameGrid(0)
+    with pytest.raises(ValueError):
+        NearestFrameGrid(25).push(float("nan"))

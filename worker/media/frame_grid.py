@@ -1,0 +1,84 @@
+"""Which decoded frame fills each slot of a constant-rate grid, for variable-rate video.
+
+ffmpeg's fps filter fills a slot with the last frame shown at or before it (what a player
+shows). On a recording that lost frames, a slot whose own frame was dropped then holds an older
+mouth: an audit's 25 fps file with a third of its frames dropped at random read the audio 30-47
+ms early, the video being late by the staleness of those repeats. Here a slot takes the decoded
+frame nearest to it in time, so a gap is filled half by the frame before it and half by the
+frame after; a slot exactly midway (one frame dropped) goes to each side in turn, so runs of
+single drops are not read early or late on average.
+
+Pure logic: timestamps in, counts out. ``worker.media.decode`` feeds it the frames' own times
+(ffmpeg's showinfo) in decoding order.
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+# timestamps print to the microsecond: closer than this to the midpoint is a tie
+TIE_S = 1e-6
+
+
+class NearestFrameGrid:
+    """Slots at ``i / rate`` seconds (i = 0, 1, ...), each given the frame nearest in time.
+
+    ``push(pts_s)`` for each decoded frame in order returns how many more slots the frame before
+    it fills (None: this frame is not later than the one before it, and is skipped);
+    ``finish()`` returns how many slots the last frame fills. Slots before the first frame get
+    the first frame (as the fps filter repeats it); the grid ends with the last frame's own
+    slot."""
+
+    def __init__(self, rate: Fraction | float) -> None:
+        self.rate = Fraction(rate)
+        if self.rate <= 0:
+            raise ValueError(f"rate must be > 0, got {rate}")
+        self._next_slot = 0
+        self._prev_s: float | None = None
+        self._ties = 0
+
+    @property
+    def slots_filled(self) -> int:
+        return self._next_slot
+
+    def _slot_s(self, i: int) -> float:
+        return float(i / self.rate)
+
+    def push(self, pts_s: float) -> int | None:
+        if not math.isfinite(pts_s):
+            raise ValueError(f"frame time must be finite, got {pts_s}")
+        prev = self._prev_s
+        if prev is None:
+            self._prev_s = pts_s
+            return 0
+        if pts_s <= prev + TIE_S:
+            return None
+        mid = 0.5 * (prev + pts_s)
+        start = self._next_slot
+        i = start
+        while True:
+            t = self._slot_s(i)
+            if t < mid - TIE_S:
+                i += 1
+                continue
+            if abs(t - mid) <= TIE_S:
+                self._ties += 1
+                if self._ties % 2:  # odd ties to the earlier frame, even ones to the later
+                    i += 1
+            break
+        self._next_slot = i
+        self._prev_s = pts_s
+        return i - start
+
+    def finish(self) -> int:
+        """Slots the last frame fills: up to and including the slot nearest to it (at least one
+        slot in all, so a one-frame stream gives one frame)."""
+        if self._prev_s is None:
+            return 0
+        last_slot = max(0, math.floor(self._prev_s * self.rate + Fraction(1, 2)))
+        n = max(0, last_slot + 1 - self._next_slot)
+        if self._next_slot + n == 0:
+            n = 1
+        self._next_slot += n
+        return n

@@ -191,3 +191,20 @@ def test_serve_command_answers_on_both_ports_and_stops_cleanly_on_sigterm():
         proc.send_signal(signal.SIGTERM)  # how Kubernetes stops the pod
         proc.wait(30)
     assert proc.returncode == 0
+
+
+def test_score_clip_honours_start_sample_and_present(stub):
+    """ScoreClip ignored Audio.start_sample and Frames.present (ScoreBlock read both)."""
+    from worker.synth.clip import generate_clip
+
+    client, _ = stub
+    clip = generate_clip(seed=3, seconds=4.0, audio_offset_ms=0.0)
+    req = _request(clip, 0, clip.frames.shape[0], 0.0)
+    pcm = (np.clip(clip.audio[1920:], -1, 1) * 32767).astype("<i2").tobytes()
+    req.audio.data, req.audio.start_sample = pcm, 1920  # in sync, the audio from 120 ms on
+    res = client.ScoreClip(req)
+    assert res.direction == "IN_SYNC" and abs(res.offset_ms) < 1000.0 / clip.fps, res
+    req = _request(clip, 0, clip.frames.shape[0], 0.0)
+    req.frames.present.extend([False] * clip.frames.shape[0])
+    res = client.ScoreClip(req)
+    assert res.label == "NO_FACE" and {w.label for w in res.windows} == {"NO_FACE"}

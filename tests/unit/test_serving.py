@@ -373,3 +373,43 @@ def test_concurrent_requests_are_all_answered_alike(server):
 
     assert all(strip(r) == strip(clips[0][1]) for _, r in clips)
     assert all(r == windows[0][1] for _, r in windows)
+
+
+def test_decode_places_a_clips_audio_by_its_start_sample_and_reads_present():
+    """A clip's ``audio.start_sample`` and ``present`` were ignored (the audio read as if it began
+    at frame 0: a review measured an in-sync clip whose audio starts 120 ms late as -120 ms
+    AUDIO_LEADS; frames marked absent were scored)."""
+    audio = np.linspace(-0.5, 0.5, 32000, dtype=np.float32)
+    body = encode(np.zeros((50, 32, 32), np.uint8), 25.0, audio, 16000)
+    assert decode(body, 16000).face_present is None
+    body["audio"]["start_sample"] = 1920  # the audio starts 120 ms after frame 0: silence before it
+    clip = decode(body, 16000)
+    assert clip.audio.shape == (32000 + 1920,) and not clip.audio[:1920].any()
+    np.testing.assert_allclose(clip.audio[1920:], audio, atol=1e-4)
+    body["frame_start"] = 5  # frame 0 is session frame 5 (3200 samples): the audio began 1280 earlier
+    clip = decode(body, 16000)
+    np.testing.assert_allclose(clip.audio, audio[1280:], atol=1e-4)
+    body["present"] = [True] * 25 + [False] * 25
+    assert decode(body, 16000).face_present.tolist() == body["present"]
+    for change, message in (({"present": [True] * 49}, "present must be a list of 50 booleans"),
+                            ({"frame_start": 1000}, "ends before the clip's first frame")):
+        with pytest.raises(RequestError, match=message):
+            decode({**body, **change}, 16000)
+    body["frame_start"] = 0
+    body["audio"]["start_sample"] = 10**12
+    with pytest.raises(RequestError, match="starts after the clip's last frame"):
+        decode(body, 16000)
+
+
+def test_served_clip_honours_start_sample_and_present(server):
+    from worker.synth.clip import generate_clip
+
+    clip = generate_clip(seed=3, seconds=4.0, audio_offset_ms=0.0)
+    body = encode(clip.frames, clip.fps, clip.audio[1920:], clip.sample_rate)  # in sync, audio from 120 ms on
+    body["audio"]["start_sample"] = 1920
+    status, res = _post(server, json.dumps(body).encode())
+    assert status == 200 and res["direction"] == "IN_SYNC" and abs(res["offset_ms"]) < 1000.0 / clip.fps, res
+    body = encode(clip.frames, clip.fps, clip.audio, clip.sample_rate)
+    body["present"] = [True] * 50 + [False] * 50
+    status, res = _post(server, json.dumps(body).encode())
+    assert status == 200 and [w["label"] for w in res["windows"]] == ["OK", "OK", "NO_FACE", "NO_FACE"], res

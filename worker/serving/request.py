@@ -9,8 +9,12 @@ to the worker sends the same things:
      "audio":  {"sample_rate": 16000, "channels": 1, "encoding": "PCM_S16LE" | "F32LE", "data": base64},
      "block_frames": 16, "window_ms": 1000}          # optional, as `sync-scorer score`
 
-Audio sample 0 is at frame 0's time. Any rate and channel count: mixed down and resampled to the
-scorer's rate (worker.ingest.audio_events, the worker's own decoding).
+Audio sample 0 is at frame 0's time unless ``"audio": {"start_sample": ...}`` places it (at the
+audio's rate, on the timeline where frame 0 is ``"frame_start"``, default 0: later audio is
+preceded by silence, earlier audio loses what comes before frame 0), and ``"present"`` (one bool
+per frame) marks the frames without a ROI, as for a BLOCK or WINDOW below. Any rate and channel
+count: mixed down and resampled to the scorer's rate (worker.ingest.audio_events, the worker's
+own decoding).
 
 A single BLOCK or WINDOW (``decode_span``) takes the same body plus where it sits on the session
 timeline: ``"frame_start"`` (session frame index of the job's first frame, default 0), optional
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,10 +53,11 @@ class RequestError(ValueError):
 class ClipInput:
     frames: np.ndarray  # (T, H, W) or (T, H, W, 3) uint8 mouth ROIs
     fps: float
-    audio: np.ndarray  # float32 mono in [-1, 1] at sample_rate
+    audio: np.ndarray  # float32 mono in [-1, 1] at sample_rate, sample 0 at frame 0's time
     sample_rate: int
     block_frames: int = 16
     window_ms: int = 1000
+    face_present: np.ndarray | None = None  # (T,) bool: False = no ROI in that frame; None = all
 
     @property
     def seconds(self) -> float:
@@ -146,18 +152,58 @@ def _audio(body: dict, sample_rate: int, start_sample: int | None = None,
     return events[0].samples, int(events[0].start_sample)
 
 
+def _present(body: dict, n: int) -> np.ndarray | None:
+    """``present``: one bool per frame sent (False: no ROI in that frame), or None (all)."""
+    present = body.get("present")
+    if isinstance(present, (list, tuple)) and len(present) == 0:
+        return None  # proto3: an empty repeated field is "not sent"
+    if present is None:
+        return None
+    if not isinstance(present, (list, tuple)) or len(present) != n or not all(isinstance(p, bool) for p in present):
+        raise RequestError(f"present must be a list of {n} booleans, one per frame")
+    return np.array(present, dtype=bool)
+
+
+def _align_to_first_frame(body: dict, audio: np.ndarray, sample_rate: int, fps: float, n_frames: int) -> np.ndarray:
+    """A clip's audio with sample 0 at frame 0's time. ``audio.start_sample`` (at the audio's
+    own rate) places the audio on the timeline whose frame ``frame_start`` (default 0) is the
+    clip's first, as ScoreBlock / ScoreWindow read both: audio that starts later is preceded by
+    silence (the worker zero-fills audio that never came), audio that starts earlier loses the
+    samples before frame 0. Unset: the audio starts at frame 0."""
+    au = body["audio"]
+    if au.get("start_sample") is None:
+        return audio
+    rate = _audio_rate(au)
+    start = _int(au, "start_sample", "audio", 0, MAX_INDEX * 16_000)
+    frame_start = _int(body, "frame_start", "", 0, MAX_INDEX, default=0)
+    # the first frame's sample as ScoreBlock's default start computes it, then to the scorer's rate
+    shift = round((start - round(frame_start / fps * rate)) * sample_rate / rate)
+    clip_samples = math.ceil(n_frames / fps * sample_rate)
+    if shift >= clip_samples:
+        raise RequestError(f"audio.start_sample {start} starts after the clip's last frame")
+    if shift >= 0:
+        return np.concatenate([np.zeros(shift, np.float32), audio])
+    if -shift >= audio.shape[0]:
+        raise RequestError(f"audio.start_sample {start}: the audio ends before the clip's first frame")
+    return audio[-shift:]
+
+
 def decode(body: Any, sample_rate: int, max_seconds: float = 120.0) -> ClipInput:
-    """``body``: the parsed JSON. ``sample_rate``: the scorer's audio rate."""
+    """``body``: the parsed JSON. ``sample_rate``: the scorer's audio rate. ``audio.start_sample``
+    and ``frame_start`` as for a span (the audio placed so that sample 0 is frame 0's time);
+    ``present``: one bool per frame."""
     frames, fps = _frames(body, max_seconds)
+    present = _present(body, frames.shape[0])
     # the clip's audio may run on past its frames a little, not for hours
     audio, _ = _audio(body, sample_rate, max_seconds=frames.shape[0] / fps + 10.0)
+    audio = _align_to_first_frame(body, audio, sample_rate, fps, frames.shape[0])
     block = body.get("block_frames", 16)
     window = body.get("window_ms", 1000)
     if isinstance(block, bool) or not isinstance(block, int) or not 8 <= block <= 16:
         raise RequestError(f"block_frames must be an integer in 8..16, got {block!r}")
     if isinstance(window, bool) or not isinstance(window, int) or not 800 <= window <= 1200:
         raise RequestError(f"window_ms must be an integer in 800..1200, got {window!r}")
-    return ClipInput(frames, fps, audio, sample_rate, block, window)
+    return ClipInput(frames, fps, audio, sample_rate, block, window, present)
 
 
 # frames a BLOCK or WINDOW request may carry before its job: the worker's scorer sees the frames
@@ -181,14 +227,7 @@ def decode_span(body: Any, sample_rate: int, kind: Kind) -> ScoreRequest:
     if n_ctx > frame_start:
         raise RequestError(f"context_frames ({n_ctx}) exceeds frame_start ({frame_start}): the context frames "
                            "come before the job's first frame")
-    present = body.get("present")
-    if isinstance(present, (list, tuple)) and len(present) == 0:
-        present = None  # proto3: an empty repeated field is "not sent"
-    if present is not None:
-        if not isinstance(present, (list, tuple)) or len(present) != n + n_ctx or \
-                not all(isinstance(p, bool) for p in present):
-            raise RequestError(f"present must be a list of {n + n_ctx} booleans, one per frame")
-        present = np.array(present, dtype=bool)
+    present = _present(body, n + n_ctx)
     au = body.get("audio")
     start = au.get("start_sample") if isinstance(au, dict) else None
     if start is None:  # the first frame's time at the audio's own rate (checked as _audio checks it)

@@ -54,7 +54,8 @@ class ScoreService:
         with self._lock, _as_request_error():
             _check_wanted(wanted)
             summary = score_clip(self.scorer, clip.frames, clip.fps, clip.audio, clip.sample_rate,
-                                 block_frames=clip.block_frames, window_ms=clip.window_ms, wanted=wanted)
+                                 face_present=clip.face_present, block_frames=clip.block_frames,
+                                 window_ms=clip.window_ms, wanted=wanted)
         return summary.to_json()
 
     def score_span(self, kind: Kind, body: Any, wanted: Callable[[], bool] | None = None) -> dict:

@@ -25,6 +25,10 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 ENV_PREFIX = "SYNC_SCORER_"
 BOOTSTRAP_ENV = "KAFKA_BOOTSTRAP_SERVERS"
 
+# SYNC_SCORER_* variables that are not config settings: read by other parts of the project
+# (worker.kafka.broker.DOCKER_ENV), so not refused as misspelled settings
+OTHER_ENV_NAMES = frozenset({"SYNC_SCORER_KAFKA_DOCKER"})
+
 # librdkafka keys whose values are credentials; given in `librdkafka` they are moved to `secrets`.
 _SECRET_KEY_MARKERS = ("password", "secret", "sasl.jaas.config", "ssl.key.pem", "ssl_key")
 
@@ -119,6 +123,12 @@ class KafkaConfig(_Section):
         if not isinstance(data, Mapping):
             return data
         data = dict(data)
+        # a section that is not a mapping (SYNC_SCORER_KAFKA__SECRETS=12345, `librdkafka: [1, 2]`)
+        # is left as it is for the field's own check to refuse in one line ("must be a mapping");
+        # dict() of it here raised TypeError, a traceback past the config error handling
+        sections = ("secrets", "librdkafka", "consumer", "producer")
+        if any(data.get(s) is not None and not isinstance(data.get(s), Mapping) for s in sections):
+            return data
         secrets = dict(data.get("secrets") or {})
         for section in ("librdkafka", "consumer", "producer"):
             settings = dict(data.get(section) or {})
@@ -183,7 +193,7 @@ class ScoringConfig(_Section):
     max_queued_jobs: int = Field(default=256, ge=1, description="Pause consuming above this.")
     resume_queued_jobs: int | None = Field(default=None, ge=0, description="Resume at or below "
                                            "this (default: half of max_queued_jobs).")
-    bundle_dir: Path | None = None
+    bundle_dir: Path | None = Field(default=None, description="Model bundle directory (unset: the bundled model).")
     silence_rms_threshold: float | None = Field(default=None, ge=0)
     max_offset_ms: float = Field(
         default=200.0, ge=40, le=1000, description="Offsets searched: -max_offset_ms..+max_offset_ms "
@@ -197,9 +207,19 @@ class ScoringConfig(_Section):
     )
 
     scoring_threads: int | None = Field(
-        default=None, ge=1, le=64, description="Scorers running side by side, sessions split between "
-        "them (default: 1 on CUDA; on CPU one per core left after the poll loop, i.e. cpu_threads())."
+        default=None, ge=1, le=64, description="Scorers running side by side (lanes), sessions split "
+        "between them, each with torch_threads // scoring_threads CPU threads (default: 1 on every "
+        "device; more lanes pay off only with cores to spare beyond the poll loop)."
     )
+
+    @field_validator("bundle_dir", mode="before")
+    @classmethod
+    def _bundle_dir_not_empty(cls, value: Any) -> Any:
+        # Path("") is Path("."): the working directory, which holds no bundle, so the worker fell
+        # back to the heuristic scorer without a word from the config (SYNC_SCORER_SCORING__BUNDLE_DIR='')
+        if isinstance(value, str | Path) and not str(value).strip():
+            raise ValueError("must not be empty (leave it unset for the bundled model)")
+        return value
 
     def lanes_for(self, device: str) -> int:
         if self.scoring_threads is not None:
@@ -321,6 +341,7 @@ def load_config(path: str | Path | None = None) -> WorkerConfig:
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must hold a mapping at the top level")
         file_values = loaded
+    _refuse_unknown_env_names(os.environ)
     try:
         config = WorkerConfig(**file_values)
     except ValueError as exc:  # pydantic.ValidationError is a ValueError
@@ -330,6 +351,23 @@ def load_config(path: str | Path | None = None) -> WorkerConfig:
         kafka = config.kafka.model_copy(update={"bootstrap_servers": bootstrap})
         config = config.model_copy(update={"kafka": kafka})
     return config
+
+
+def _refuse_unknown_env_names(environ: Mapping[str, str]) -> None:
+    """A SYNC_SCORER_* variable that names no setting is an error, as a misspelled nested one is
+    (pydantic refuses SYNC_SCORER_WINDOWING__BLOK): the settings source reads only the names it
+    knows, so SYNC_SCORER_SHUTDOWN_TIMEOUTMS=2000 was ignored without a word."""
+    sections = set(WorkerConfig.model_fields)
+    unknown = sorted(
+        name for name in environ
+        if name.upper().startswith(ENV_PREFIX) and name.upper() not in OTHER_ENV_NAMES
+        and name.upper()[len(ENV_PREFIX):].split("__", 1)[0].lower() not in sections
+    )
+    if unknown:
+        raise ConfigError(
+            f"invalid config: {', '.join(unknown)}: no such setting (SYNC_SCORER_<NAME> or "
+            f"SYNC_SCORER_<SECTION>__<KEY>, NAME/SECTION one of {', '.join(sorted(sections))})"
+        )
 
 
 def _one_line(exc: Exception) -> str:
@@ -343,9 +381,26 @@ def _one_line(exc: Exception) -> str:
             return f"invalid config: {', '.join(names)}: not valid JSON for a mapping or list value ({text})"
     errors = getattr(exc, "errors", None)
     if callable(errors):
-        parts = []
+        parts: list[str] = []
         for err in errors():
-            where = ".".join(str(p) for p in err.get("loc", ())) or "config"
-            parts.append(f"{where}: {err.get('msg')}")
+            loc = tuple(str(p) for p in err.get("loc", ()))
+            msg = str(err.get("msg")).removeprefix("Value error, ")
+            if err.get("type") in ("dict_type", "model_type", "model_attributes_type"):
+                msg = f"must be a mapping, got {_type_name(err.get('input'))}"
+            elif loc and loc[-1] in _SCALAR_UNION_TAGS:
+                # one librdkafka value that is none of str/int/float/bool: pydantic reports each
+                # member of the union; say it once
+                loc, msg = loc[:-1], f"must be a string, number or boolean, got {_type_name(err.get('input'))}"
+            part = f"{'.'.join(loc) or 'config'}: {msg}"
+            if part not in parts:
+                parts.append(part)
         return "invalid config: " + "; ".join(parts)
     return "invalid config: " + " ".join(str(exc).split())
+
+
+_SCALAR_UNION_TAGS = ("str", "int", "float", "bool")
+
+
+def _type_name(value: Any) -> str:
+    return {dict: "a mapping", list: "a list", str: "a string", int: "a number", float: "a number",
+            bool: "a boolean", type(None): "null"}.get(type(value), type(value).__name__)

@@ -194,3 +194,88 @@ def test_available_cores_honours_a_containers_cpu_quota(tmp_path, monkeypatch):
     assert available_cores(str(tmp_path / "absent")) == 32
     monkeypatch.setattr("os.sched_getaffinity", lambda _pid: {0, 1, 2})
     assert available_cores(str(tmp_path / "absent")) == 3
+
+
+@pytest.mark.parametrize("env, file_text, needle", [
+    ({"SYNC_SCORER_KAFKA__SECRETS": "12345"}, None, "kafka.secrets: must be a mapping"),
+    ({"SYNC_SCORER_KAFKA__SECRETS": "[1]"}, None, "kafka.secrets: must be a mapping"),
+    ({"SYNC_SCORER_KAFKA__CONSUMER": "7"}, None, "kafka.consumer: must be a mapping"),
+    ({"SYNC_SCORER_KAFKA__PRODUCER": '"x"'}, None, "kafka.producer: must be a mapping"),
+    ({}, "kafka: {librdkafka: [1, 2]}", "kafka.librdkafka: must be a mapping"),
+    ({}, "kafka: {secrets: 5}", "kafka.secrets: must be a mapping"),
+    ({}, "kafka: {topics: {audio: fred}}", "kafka.topics.audio: must be a mapping"),
+    ({}, "kafka: {librdkafka: {a: {b: 1}}}", "kafka.librdkafka.a: must be a string, number or boolean"),
+])
+def test_a_kafka_section_that_is_not_a_mapping_is_one_config_error(tmp_path, monkeypatch, env, file_text, needle):
+    """_move_secrets called dict() on each section: a number or a list there was a TypeError (a
+    25-line traceback from the worker and replay commands) instead of the config error."""
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    path = None
+    if file_text is not None:
+        path = tmp_path / "k.yaml"
+        path.write_text(file_text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    text = str(info.value)
+    assert text.startswith("invalid config: ") and needle in text and "\n" not in text, text
+
+
+def test_the_commands_say_a_bad_kafka_section_in_one_line_with_the_config_exit_code(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SYNC_SCORER_")}
+    for cmd in (["worker"], ["replay", "--session", "x"]):
+        proc = subprocess.run([sys.executable, "-m", "worker.cli", *cmd], env={**env, "SYNC_SCORER_KAFKA__SECRETS": "12345"},
+                              capture_output=True, text=True, timeout=120, check=False)
+        assert proc.returncode == 3, proc.stderr
+        assert proc.stderr.strip() == "error: invalid config: kafka.secrets: must be a mapping, got a number"
+
+
+def test_a_misspelled_top_level_variable_is_refused_as_a_nested_one_is(monkeypatch):
+    """SYNC_SCORER_WINDOWING__BLOK was refused while SYNC_SCORER_SHUTDOWN_TIMEOUTMS was ignored:
+    the worker ran with the default it was meant to override."""
+    monkeypatch.setenv("SYNC_SCORER_SHUTDOWN_TIMEOUTMS", "2000")
+    with pytest.raises(ConfigError, match="SYNC_SCORER_SHUTDOWN_TIMEOUTMS: no such setting"):
+        load_config()
+    monkeypatch.delenv("SYNC_SCORER_SHUTDOWN_TIMEOUTMS")
+    monkeypatch.setenv("SYNC_SCORER_KAFKA_GROUP_ID", "g")  # one underscore: not kafka.group_id
+    with pytest.raises(ConfigError, match="SYNC_SCORER_KAFKA_GROUP_ID: no such setting"):
+        load_config()
+    monkeypatch.delenv("SYNC_SCORER_KAFKA_GROUP_ID")
+    monkeypatch.setenv("SYNC_SCORER_WINDOWING__BLOK", "8")
+    with pytest.raises(ConfigError, match="windowing.blok"):
+        load_config()
+    monkeypatch.delenv("SYNC_SCORER_WINDOWING__BLOK")
+    # the project's own non-config variable, and real settings, still pass
+    from worker.kafka.broker import DOCKER_ENV
+
+    monkeypatch.setenv(DOCKER_ENV, "0")
+    monkeypatch.setenv("SYNC_SCORER_SHUTDOWN_TIMEOUT_MS", "2000")
+    monkeypatch.setenv("sync_scorer_instance_id", "pod-1")  # names are case-insensitive
+    cfg = load_config()
+    assert cfg.shutdown_timeout_ms == 2000 and cfg.instance_id == "pod-1"
+
+
+def test_an_empty_bundle_dir_is_refused_not_read_as_the_working_directory(tmp_path, monkeypatch):
+    """Path('') is Path('.'): no bundle there, so the worker silently fell back to the heuristic."""
+    monkeypatch.setenv("SYNC_SCORER_SCORING__BUNDLE_DIR", "")
+    with pytest.raises(ConfigError, match="scoring.bundle_dir: must not be empty"):
+        load_config()
+    monkeypatch.delenv("SYNC_SCORER_SCORING__BUNDLE_DIR")
+    path = tmp_path / "b.yaml"
+    path.write_text("scoring: {bundle_dir: '  '}")
+    with pytest.raises(ConfigError, match="scoring.bundle_dir: must not be empty"):
+        load_config(path)
+    path.write_text("scoring: {bundle_dir: /models/b1}")
+    assert str(load_config(path).scoring.bundle_dir) == "/models/b1"
+
+
+def test_scoring_threads_says_what_lanes_for_does():
+    from worker.config import ScoringConfig
+
+    desc = ScoringConfig.model_fields["scoring_threads"].description
+    assert ScoringConfig().lanes_for("cpu") == ScoringConfig().lanes_for("cuda") == 1
+    assert "one per core" not in desc and "default: 1" in desc

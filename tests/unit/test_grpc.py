@@ -208,3 +208,38 @@ def test_score_clip_honours_start_sample_and_present(stub):
     req.frames.present.extend([False] * clip.frames.shape[0])
     res = client.ScoreClip(req)
     assert res.label == "NO_FACE" and {w.label for w in res.windows} == {"NO_FACE"}
+
+
+def test_expired_calls_waiting_for_the_scorer_free_their_threads():
+    """Calls whose deadline passes while another request holds the scorer give their thread back
+    (they waited for the scorer's lock to the end before: with the server's threads all taken by
+    expired ScoreBlock calls, an Info call could not run)."""
+    import time
+
+    from worker.scoring.heuristic import HeuristicScorer
+    from worker.serving.grpc_server import make_grpc_server
+    from worker.serving.service import ScoreService
+    from worker.synth.clip import generate_clip
+
+    service = ScoreService(HeuristicScorer())
+    server, port = make_grpc_server(service, "127.0.0.1", 0, threads=2)
+    server.start()
+    clip = generate_clip(seed=5156, seconds=2.0, audio_offset_ms=0.0)
+    request = _request(clip, 16, 32, 240.0)
+    cancelled = service.metrics.requests.labels("grpc", "ScoreBlock", "cancelled")
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            client = pb_grpc.SyncScorerStub(channel)
+            with service._lock:  # a long request is being scored
+                for _ in range(2):  # one per server thread
+                    with pytest.raises(grpc.RpcError) as err:
+                        client.ScoreBlock(request, timeout=0.3)
+                    assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+                assert client.Info(pb.InfoRequest(), timeout=5).scorer == service.scorer.name
+                deadline = time.monotonic() + 5
+                while cancelled._value.get() < 2 and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                assert cancelled._value.get() == 2  # both stopped while the scorer was still busy
+            assert client.ScoreBlock(request, timeout=10).kind == "BLOCK"
+    finally:
+        server.stop(0)

@@ -413,3 +413,29 @@ def test_served_clip_honours_start_sample_and_present(server):
     body["present"] = [True] * 50 + [False] * 50
     status, res = _post(server, json.dumps(body).encode())
     assert status == 200 and [w["label"] for w in res["windows"]] == ["OK", "OK", "NO_FACE", "NO_FACE"], res
+
+
+def test_a_client_that_leaves_while_waiting_for_the_scorer_frees_its_thread():
+    """A request waiting for the scorer while another is scored notices that its client left (it
+    waited for the scorer's lock before, and only then found nobody to answer)."""
+    import socket
+
+    from worker.scoring.heuristic import HeuristicScorer
+    from worker.serving.http import ScoreService, make_server
+
+    service = ScoreService(HeuristicScorer())
+    srv = make_server(service, "127.0.0.1", 0)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    cancelled = service.metrics.requests.labels("http", "ScoreClip", "cancelled")
+    body = json.dumps(_body()).encode()
+    try:
+        with service._lock:  # a long request is being scored
+            with socket.create_connection(srv.server_address, timeout=10) as s:
+                s.sendall(b"POST /v1/score HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+            deadline = time.monotonic() + 5
+            while cancelled._value.get() < 1 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert cancelled._value.get() == 1
+    finally:
+        srv.shutdown()
+        srv.server_close()

@@ -32,6 +32,12 @@ def _check_wanted(wanted: Callable[[], bool] | None) -> None:
         raise ScoringCancelled("the caller left while waiting for the scorer")
 
 
+# how often a request waiting for the scorer asks whether its caller is still there: a call past
+# its deadline (or a client gone) used to wait for the lock all the same, holding one of the
+# server's threads (an audit: 4 expired ScoreBlock calls left no gRPC thread for Info)
+LOCK_POLL_S = 0.05
+
+
 class ScoreService:
     """Scores decoded requests with one scorer, one request at a time."""
 
@@ -46,13 +52,13 @@ class ScoreService:
 
     def score(self, body: Any, wanted: Callable[[], bool] | None = None) -> dict:
         """A whole clip: what `sync-scorer score --roi --json` prints for it. ``wanted``: asked
-        once the scorer is free and between batches of the clip's jobs; False stops the work
-        (ScoringCancelled), so a caller past its deadline does not hold the next one up."""
+        while the request waits for the scorer, once it is free and between batches of the clip's
+        jobs; False stops the work (ScoringCancelled), so a caller past its deadline does not hold
+        the next one up."""
         from worker.clipscore import score_clip
 
         clip = decode(body, self.sample_rate, self.max_seconds)
-        with self._lock, _as_request_error():
-            _check_wanted(wanted)
+        with self._scorer(wanted), _as_request_error():
             summary = score_clip(self.scorer, clip.frames, clip.fps, clip.audio, clip.sample_rate,
                                  face_present=clip.face_present, block_frames=clip.block_frames,
                                  window_ms=clip.window_ms, wanted=wanted)
@@ -62,12 +68,24 @@ class ScoreService:
         """One BLOCK or WINDOW (the seed's ScoreBlock / ScoreWindow): the LipSyncSignal's verdict
         fields for it, scored exactly as the worker scores that job."""
         request = decode_span(body, self.sample_rate, kind)
-        with self._lock, _as_request_error():
-            _check_wanted(wanted)
+        with self._scorer(wanted), _as_request_error():
             # the frames sent before the job (context_frames) are its video context, as the
             # worker's stream holds them from the blocks before: the verdict is the worker's
             result = self.scorer.score(request)
         return result.to_dict()
+
+    @contextmanager
+    def _scorer(self, wanted: Callable[[], bool] | None) -> Iterator[None]:
+        """Holds the scorer for one request. While another request has it, ``wanted`` is asked
+        every LOCK_POLL_S: a caller that left raises ScoringCancelled instead of waiting its
+        turn."""
+        while not self._lock.acquire(timeout=LOCK_POLL_S):
+            _check_wanted(wanted)
+        try:
+            _check_wanted(wanted)
+            yield
+        finally:
+            self._lock.release()
 
     def info(self) -> dict:
         config = getattr(self.scorer, "config", None)

@@ -200,3 +200,18 @@ def test_a_face_seen_beside_the_kept_one_stands_in_where_it_is_alone_only_if_it_
                          _win(75, nf, score=0.1)], 25.0, HeuristicScorer(), 100)
     assert _speaks_where_alone(speaks, alone, kept, HeuristicScorer())
     assert not _speaks_where_alone(listens, alone, kept, HeuristicScorer())
+
+
+def test_telephone_band_audio_gets_a_note_and_wideband_audio_none():
+    """8 kHz audio lacks the 4-8 kHz band the networks hear (the dev clips through 8 kHz: 4
+    points of clips and windows, scores 0.68 -> 0.55); 11.025 kHz and up read as 16 kHz."""
+    from worker.cli import input_notes
+    from worker.media.decode import MediaInfo
+
+    def notes(rate):
+        info = MediaInfo(path="x.mp4", duration_s=10.0, container="mov", has_video=True, has_audio=True,
+                         fps=25.0, sample_rate=rate, audio_streams=1)
+        return input_notes(info, None, 10.0, 10.0, 25.0)
+
+    assert any("sampled at 8000 Hz (sound up to 4000 Hz)" in n for n in notes(8000))
+    assert notes(11025) == [] and notes(16000) == [] and notes(48000) == []

@@ -439,3 +439,41 @@ def test_a_client_that_leaves_while_waiting_for_the_scorer_frees_its_thread():
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+def _raw_exchange(address, request: bytes, timeout: float = 10.0) -> bytes:
+    """Sends ``request`` on a new connection and reads until the server closes it."""
+    import socket
+
+    with socket.create_connection(address, timeout=timeout) as s:
+        s.sendall(request)
+        chunks = []
+        while chunk := s.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _status_and_json(response: bytes) -> tuple[int, dict]:
+    head, _, body = response.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body)
+
+
+def test_a_length_of_unicode_digits_or_thousands_of_digits_is_answered_not_a_traceback(server, capfd):
+    """Content-Length "\\xb2" (a superscript 2: str.isdigit says yes, int() says no) and one of
+    5000 digits (over int()'s digit limit) raised in the handler: the connection closed unanswered
+    and a traceback went to the log."""
+    from urllib.parse import urlsplit
+
+    u = urlsplit(server)
+    address = (u.hostname, u.port)
+    for value in (b"\xb2", b"\xd9\xa3", b"1\xb2"):
+        status, res = _status_and_json(_raw_exchange(
+            address, b"POST /v1/score HTTP/1.1\r\nHost: x\r\nContent-Length: " + value + b"\r\n\r\n{}"))
+        assert status == 400 and "is not a byte count" in res["error"], (value, res)
+    status, res = _status_and_json(_raw_exchange(
+        address, b"POST /v1/score HTTP/1.1\r\nHost: x\r\nContent-Length: " + b"9" * 5000 + b"\r\n\r\n{}"))
+    assert status == 413 and "10^19 or more" in res["error"], res
+    status, res = _status_and_json(_raw_exchange(
+        address, b"POST /v1/score HTTP/1.1\r\nHost: x\r\nContent-Length: " + b"0" * 5000 + b"2\r\n\r\n{}"))
+    assert status == 400 and "fps must be" in res["error"], res  # read as 2 bytes: "{}"
+    assert "Traceback" not in capfd.readouterr().err

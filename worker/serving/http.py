@@ -101,16 +101,17 @@ def make_server(service: ScoreService, host: str = "127.0.0.1", port: int = 8080
             if length is None:
                 self._send(411, {"error": "Content-Length required"})
                 return
-            if not length.strip().isdigit():
+            n_bytes = byte_count(length)
+            if n_bytes is None:
                 self._send(400, {"error": f"Content-Length {length!r} is not a byte count"})
                 self.close_connection = True
                 return
-            length = length.strip()
-            if int(length) > max_body_bytes:
-                self._send(413, {"error": f"body of {length} bytes is over the limit of {max_body_bytes}"})
+            if n_bytes > max_body_bytes:
+                shown = n_bytes if n_bytes < 1 << 64 else "10^19 or more"
+                self._send(413, {"error": f"body of {shown} bytes is over the limit of {max_body_bytes}"})
                 self.close_connection = True
                 return
-            raw = self.rfile.read(int(length))
+            raw = self.rfile.read(n_bytes)
             kind = _POSTS[self.path]
             try:
                 with service.observed("http", _METHOD[self.path]):
@@ -145,6 +146,20 @@ def make_server(service: ScoreService, host: str = "127.0.0.1", port: int = 8080
             log.info("%s %s", self.address_string(), fmt % args)
 
     return _Server((host, port), Handler)
+
+
+# more digits than this (leading zeros aside) is over any body limit; int() of 4300+ digits raises
+_MAX_LENGTH_DIGITS = 19
+
+
+def byte_count(text: str) -> int | None:
+    """A Content-Length value -> bytes, or None when it is not ASCII decimal digits (str.isdigit
+    takes "\u00b2" and other Unicode digits that int() refuses: a traceback before)."""
+    text = text.strip(" \t")
+    if not text or not all("0" <= c <= "9" for c in text):
+        return None
+    digits = text.lstrip("0")
+    return int(digits or "0") if len(digits) <= _MAX_LENGTH_DIGITS else 1 << 64
 
 
 def peer_closed(sock: socket.socket) -> bool:

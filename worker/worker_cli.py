@@ -77,9 +77,11 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def _load(args: argparse.Namespace):
     from worker.config import ConfigError, load_config
+    from worker.kafka.admin import check_client_config
 
     try:
         cfg = load_config(args.config)
+        check_client_config(cfg.kafka)  # every command here builds Kafka clients from it
     except ConfigError as exc:
         raise _cli_error(str(exc)) from None
     updates: dict[str, Any] = {}

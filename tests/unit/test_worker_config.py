@@ -279,3 +279,49 @@ def test_scoring_threads_says_what_lanes_for_does():
     desc = ScoringConfig.model_fields["scoring_threads"].description
     assert ScoringConfig().lanes_for("cpu") == ScoringConfig().lanes_for("cuda") == 1
     assert "one per core" not in desc and "default: 1" in desc
+
+
+@pytest.mark.parametrize("value, reason", [
+    ('{"foo.bar": 1}', 'No such configuration property: "foo.bar"'),
+    ('{"security.protocol": "bogus"}', 'Invalid value "bogus" for configuration property "security.protocol"'),
+])
+@pytest.mark.parametrize("cmd", [["worker"], ["worker", "--create-topics"], ["replay", "--session", "x"]])
+def test_librdkafka_settings_no_client_takes_are_one_config_error_line(value, reason, cmd):
+    """They reached librdkafka only when the first client was built: replay and --create-topics
+    printed KafkaException's traceback, the plain worker logged 13 lines and exited 1 (other config
+    errors exit 3)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SYNC_SCORER_")}
+    env.update(SYNC_SCORER_KAFKA__LIBRDKAFKA=value, KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:9",
+               SYNC_SCORER_KAFKA__STARTUP_TIMEOUT_MS="1000", SYNC_SCORER_HTTP__PORT="0")
+    proc = subprocess.run([sys.executable, "-m", "worker.cli", *cmd, "--device", "cpu"], env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 3, proc.stderr[-2000:]
+    assert proc.stdout == "" and proc.stderr == f"error: invalid config: kafka.librdkafka: {reason}\n"
+
+
+def test_the_client_check_names_the_section_and_masks_secrets(monkeypatch):
+    from worker.kafka.admin import check_client_config
+
+    sasl = '{"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "PLAIN", "sasl.username": "u"}'
+    monkeypatch.setenv("SYNC_SCORER_KAFKA__LIBRDKAFKA", sasl)
+    with pytest.raises(ConfigError, match="kafka.librdkafka: sasl.username and sasl.password must be set"):
+        check_client_config(load_config().kafka)
+    monkeypatch.setenv("SYNC_SCORER_KAFKA__SECRETS", '{"sasl.password": "hunter2"}')
+    check_client_config(load_config().kafka)  # together they make a client
+    monkeypatch.setenv("SYNC_SCORER_KAFKA__CONSUMER", '{"auto.offset.reset": "sideways"}')
+    with pytest.raises(ConfigError, match='kafka.consumer: Invalid value "sideways"'):
+        check_client_config(load_config().kafka)
+    monkeypatch.delenv("SYNC_SCORER_KAFKA__CONSUMER")
+    monkeypatch.setenv("SYNC_SCORER_KAFKA__PRODUCER", '{"acks": "x"}')  # an alias: its real name is quoted
+    with pytest.raises(ConfigError, match="kafka.producer: Invalid value"):
+        check_client_config(load_config().kafka)
+    monkeypatch.delenv("SYNC_SCORER_KAFKA__PRODUCER")
+    monkeypatch.setenv("SYNC_SCORER_KAFKA__SECRETS", '{"sasl.password": "hunter2", "ssl.key.password": "x"}')
+    monkeypatch.setenv("SYNC_SCORER_KAFKA__LIBRDKAFKA", '{"security.protocol": "hunter2"}')
+    with pytest.raises(ConfigError) as info:
+        check_client_config(load_config().kafka)
+    assert "kafka.librdkafka" in str(info.value) and "hunter2" not in str(info.value)

@@ -20,6 +20,66 @@ class TopicError(RuntimeError):
     """A topic could not be created, or exists with the wrong partition count."""
 
 
+def check_client_config(kafka: Any) -> None:
+    """Refuse librdkafka settings no client would take (``kafka``: a worker.config.KafkaConfig):
+    an unknown property, a bad value, SASL without its credentials. Each role's client is built
+    without a bootstrap address, so nothing connects; librdkafka's own words name the problem.
+
+    Raises ConfigError ``invalid config: kafka.<section>: <reason>``, secrets masked. Without
+    this, the first client the worker, replay or ``--create-topics`` built raised KafkaException:
+    a traceback, and from the worker exit 1 where every other config error exits 3."""
+    from confluent_kafka import Consumer, Producer
+
+    from worker.config import ConfigError
+
+    roles: tuple[tuple[str, Any], ...] = (("producer", Producer), ("consumer", Consumer))
+    for role, client in roles:
+        reason = _refused(client, kafka.client_config(role))
+        if reason is None:
+            continue
+        section = _section_naming(kafka, reason)
+        if section is None:
+            # no property named: the role's own settings if the shared ones alone are fine
+            own = getattr(kafka, role)
+            section = role if own and _refused(client, kafka.client_config("admin")) is None else "librdkafka"
+        for secret in kafka.secrets.values():
+            if secret.get_secret_value():
+                reason = reason.replace(secret.get_secret_value(), "**********")
+        raise ConfigError(f"invalid config: kafka.{section}: {reason}")
+
+
+def _refused(client: Any, conf: Mapping[str, Any]) -> str | None:
+    """librdkafka's reason for refusing ``conf`` for ``client`` (Producer, Consumer), else None."""
+    conf = {k: v for k, v in conf.items() if k != "bootstrap.servers"}  # build only, never connect
+    conf["log_level"] = 0  # and say nothing (no brokers configured is fine here)
+    if client.__name__ == "Consumer":
+        conf.setdefault("group.id", "sync-scorer-config-check")
+    try:
+        handle = client(conf)
+    except KafkaException as exc:
+        err = exc.args[0] if exc.args else exc
+        text = err.str() if isinstance(err, KafkaError) else str(err)
+        for prefix in ("Failed to create producer: ", "Failed to create consumer: "):
+            text = text.removeprefix(prefix)
+        return " ".join(text.split())
+    except (TypeError, ValueError) as exc:  # confluent_kafka's own checks of the dict
+        return " ".join(str(exc).split())
+    if client.__name__ == "Consumer":
+        handle.close()
+    return None
+
+
+def _section_naming(kafka: Any, reason: str) -> str | None:
+    """The config section holding the property ``reason`` quotes (librdkafka: ...property "x")."""
+    import re
+
+    named = set(re.findall(r'"([^"]+)"', reason))
+    for section in ("consumer", "producer", "secrets", "librdkafka"):
+        if named & set(getattr(kafka, section)):
+            return section
+    return None
+
+
 def admin_client(bootstrap: str, client_config: Mapping[str, Any] | None = None) -> AdminClient:
     """An AdminClient for ``bootstrap``; ``client_config`` adds any librdkafka setting (SASL/SSL)."""
     conf: dict[str, Any] = {"bootstrap.servers": bootstrap}

@@ -129,9 +129,11 @@ def run(args) -> int:
 def _config(args):
     from worker.cli import CliError
     from worker.config import ConfigError, load_config
+    from worker.kafka.admin import check_client_config
 
     try:
         cfg = load_config(args.config)
+        check_client_config(cfg.kafka)
     except ConfigError as exc:
         raise CliError(str(exc)) from None
     if args.device:

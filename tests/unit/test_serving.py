@@ -477,3 +477,27 @@ def test_a_length_of_unicode_digits_or_thousands_of_digits_is_answered_not_a_tra
         address, b"POST /v1/score HTTP/1.1\r\nHost: x\r\nContent-Length: " + b"0" * 5000 + b"2\r\n\r\n{}"))
     assert status == 400 and "fps must be" in res["error"], res  # read as 2 bytes: "{}"
     assert "Traceback" not in capfd.readouterr().err
+
+
+def test_serve_sets_torch_threads_as_the_worker_does(capsys):
+    """serve left torch at one thread per core (the worker sets ScoringConfig.cpu_threads(): under
+    load 2 threads scored 8x slower than 1); --torch-threads sets another count."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from worker.cli import main
+    from worker.config import ScoringConfig
+
+    assert main(["serve", "--torch-threads", "0"]) != 0
+    assert "--torch-threads must be within 1..256" in capsys.readouterr().err
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    proc = subprocess.Popen([sys.executable, "-m", "worker.cli", "serve", "--port", "0", "--grpc-port", "-1",
+                             "--device", "cpu"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        line = proc.stdout.readline()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    assert line.rstrip().endswith(f"; torch threads {ScoringConfig().cpu_threads()}"), line + proc.stderr.read()

@@ -28,6 +28,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--max-body-mb", type=float, default=64.0, help="largest request body (default 64 MB)")
     p.add_argument("--max-seconds", type=float, default=120.0, help="longest clip per request (default 120 s)")
+    p.add_argument("--torch-threads", type=int, default=None,
+                   help="CPU threads for the scorer (default: as the worker, cores - 1, 1..4: "
+                        "oversubscribed OpenMP threads are dramatically slower than one)")
     from worker.cli import add_max_offset_arg
 
     add_max_offset_arg(p)
@@ -49,7 +52,10 @@ def run(args) -> int:
         raise CliError("--grpc-port must be within 0..65535, or -1 for no gRPC")
     if args.max_body_mb <= 0 or args.max_seconds <= 0:
         raise CliError("--max-body-mb and --max-seconds must be positive")
+    if args.torch_threads is not None and not 1 <= args.torch_threads <= 256:
+        raise CliError("--torch-threads must be within 1..256")
     scorer = load_scorer_for_command(args.bundle, args.device, max_offset_ms=args.max_offset_ms)
+    threads = _set_torch_threads(args.torch_threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     service = ScoreService(scorer, args.max_seconds)
     max_bytes = int(args.max_body_mb * (1 << 20))
@@ -71,7 +77,7 @@ def run(args) -> int:
         where = f", gRPC {args.host}:{grpc_port} (syncscorer.v1.SyncScorer)"
     host, port = server.server_address[:2]
     print(f"sync-scorer serve: {scorer.name} on http://{host}:{port} (POST /v1/score, /v1/score-block, "
-          f"/v1/score-window; GET /healthz, /v1/info){where}", flush=True)
+          f"/v1/score-window; GET /healthz, /v1/info){where}; torch threads {threads}", flush=True)
     # SIGTERM (Kubernetes stopping the pod): finish the requests in flight, then exit 0
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
     try:
@@ -83,3 +89,17 @@ def run(args) -> int:
         if grpc_server is not None:
             grpc_server.stop(grace=5.0).wait(10.0)
     return 0
+
+
+def _set_torch_threads(requested: int | None) -> int:
+    """Sets torch's intra-op threads as the worker does (ScoringConfig.cpu_threads: cores - 1,
+    1..4, unless ``requested``) and returns the count torch now uses. Left alone, torch took one
+    per core: under load, 2 threads scored a block 8x slower than 1 (notes/HELPERS.md). Request
+    threads started later take the count over."""
+    import torch
+
+    from worker.app import set_torch_threads
+    from worker.config import ScoringConfig
+
+    set_torch_threads(ScoringConfig(torch_threads=requested).cpu_threads())
+    return torch.get_num_threads()

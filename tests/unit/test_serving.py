@@ -501,3 +501,38 @@ def test_serve_sets_torch_threads_as_the_worker_does(capsys):
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
     assert line.rstrip().endswith(f"; torch threads {ScoringConfig().cpu_threads()}"), line + proc.stderr.read()
+
+
+def test_requests_the_server_cannot_parse_get_json_errors_and_refusals_are_counted():
+    """A malformed request line, too many headers, an unknown method: the standard library's HTML
+    error page before, JSON {"error": ...} now, as every other answer; 411 and 413 went uncounted
+    in /metrics."""
+    from worker.scoring.heuristic import HeuristicScorer
+    from worker.serving.http import ScoreService, make_server
+
+    service = ScoreService(HeuristicScorer())
+    srv = make_server(service, "127.0.0.1", 0, max_body_bytes=1000)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        address = srv.server_address
+        many = b"".join(b"X-%d: y\r\n" % i for i in range(120))
+        for request, code, needle in ((b"GARBAGE\r\n\r\n", 400, "Bad request syntax"),
+                                      (b"GET /healthz HTTP/1.1\r\n" + many + b"\r\n", 431, "Too many headers"),
+                                      (b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\n\r\n", 414, "Request-URI Too Long"),
+                                      (b"FROB /healthz HTTP/1.1\r\n\r\n", 501, "Unsupported method"),
+                                      (b"GET /healthz HTTP/2.0\r\n\r\n", 505, "Invalid HTTP version")):
+            response = _raw_exchange(address, request)
+            status, res = _status_and_json(response)
+            assert status == code and needle in res["error"], (request[:30], response[:300])
+            assert b"application/json" in response.partition(b"\r\n\r\n")[0]
+        status, _ = _status_and_json(_raw_exchange(address, b"POST /v1/score HTTP/1.1\r\nHost: x\r\n\r\n"))
+        assert status == 411
+        status, _ = _status_and_json(_raw_exchange(
+            address, b"POST /v1/score-block HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n"))
+        assert status == 413
+        requests = service.metrics.requests
+        assert requests.labels("http", "ScoreClip", "bad_request")._value.get() == 1
+        assert requests.labels("http", "ScoreBlock", "too_large")._value.get() == 1
+    finally:
+        srv.shutdown()
+        srv.server_close()

@@ -50,7 +50,25 @@ def make_server(service: ScoreService, host: str = "127.0.0.1", port: int = 8080
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            self.wfile.write(body)
+            if self.command != "HEAD":
+                self.wfile.write(body)
+
+        def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+            """What the standard library answers itself (a request line it cannot parse, too many
+            or too long headers, an unknown method or version): JSON like every other answer, not
+            its HTML page."""
+            text = message or self.responses.get(code, ("error",))[0]
+            self.log_error("code %d, message %s", code, text)
+            if self.request_version == "HTTP/0.9":  # a line it could not read: a status line all the same
+                self.request_version = "HTTP/1.0"
+            self.close_connection = True
+            self._send(code, {"error": text})
+
+        def _refuse(self, status: int, outcome: str, error: str) -> None:
+            """A scoring request refused before its body is read: answered and counted."""
+            service.metrics.requests.labels("http", _METHOD[self.path], outcome).inc()
+            self.close_connection = True
+            self._send(status, {"error": error})
 
         def parse_request(self) -> bool:
             ok = super().parse_request()
@@ -99,17 +117,15 @@ def make_server(service: ScoreService, host: str = "127.0.0.1", port: int = 8080
                 return
             length = self.headers.get("Content-Length")
             if length is None:
-                self._send(411, {"error": "Content-Length required"})
+                self._refuse(411, "bad_request", "Content-Length required")
                 return
             n_bytes = byte_count(length)
             if n_bytes is None:
-                self._send(400, {"error": f"Content-Length {length!r} is not a byte count"})
-                self.close_connection = True
+                self._refuse(400, "bad_request", f"Content-Length {length!r} is not a byte count")
                 return
             if n_bytes > max_body_bytes:
                 shown = n_bytes if n_bytes < 1 << 64 else "10^19 or more"
-                self._send(413, {"error": f"body of {shown} bytes is over the limit of {max_body_bytes}"})
-                self.close_connection = True
+                self._refuse(413, "too_large", f"body of {shown} bytes is over the limit of {max_body_bytes}")
                 return
             raw = self.rfile.read(n_bytes)
             kind = _POSTS[self.path]

@@ -170,3 +170,22 @@ def test_the_table_lists_each_bad_record_with_its_reason(capsys):
     _write(argparse.Namespace(out=None, json=False), [], summary)
     out = capsys.readouterr().out
     assert "1 bad" in out and "bad record av.roi-refs [2] @41: decode: truncated" in out
+
+
+@pytest.mark.parametrize("topic, role, extra", [
+    ("av.roi-refs", "the ROI input topic", ()),
+    ("av.audio-chunks", "the audio input topic", ()),
+    ("av.lipsync-signals", "the live signal topic", ()),
+    ("av.lipsync-dlq", "the dead-letter topic", ()),
+    ("mine.in", "the ROI input topic", ()),  # the config's names, not the defaults
+    ("cmp", "the topic --compare reads", ("--compare-topic", "cmp")),
+])
+def test_to_topic_refuses_the_workers_own_topics(topic, role, extra):
+    """--to-topic took the input topics and the live signal topic: a review wrote 19 LipSyncSignals
+    into the ROI input topic (each one a record the worker then dead-letters)."""
+    p = _cli("--session", "x", "--to-topic", topic, *extra, "--timeout-s", "1",
+             env_extra={"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9", "SYNC_SCORER_KAFKA__TOPICS__ROI__NAME":
+                        "mine.in" if topic == "mine.in" else "av.roi-refs"})
+    assert p.returncode == 3 and p.stderr.strip().count("\n") == 0, p.stderr
+    assert f"--to-topic {topic} is {role}" in p.stderr, p.stderr
+

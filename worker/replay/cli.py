@@ -61,6 +61,8 @@ def run(args) -> int:
     if args.compare_topic and not args.compare:
         args.compare = True
     cfg = _config(args)
+    if args.to_topic:
+        _check_to_topic(cfg, args)
     from worker.kafka.admin import TopicError, wait_until_reachable
     from worker.replay.source import SourceError, read_published, read_recorded
 
@@ -124,6 +126,25 @@ def run(args) -> int:
         summary["compare"] = {"topic": topic, **compare_signals(signals, published)}
     _write(args, signals, summary)
     return 0
+
+
+def _check_to_topic(cfg, args) -> None:
+    """--to-topic must be a topic of the replay's own: replayed LipSyncSignals written into an input
+    topic are records the worker dead-letters (a review wrote 19 into the ROI topic), and in the
+    live signal topic consumers would take them for the worker's. The dead-letter topic is the
+    worker's too, and a topic --compare reads would compare the replay with itself."""
+    from worker.cli import CliError
+
+    t = cfg.kafka.topics
+    roles = {t.audio.name: "the audio input topic (kafka.topics.audio)",
+             t.roi.name: "the ROI input topic (kafka.topics.roi)",
+             t.signals.name: "the live signal topic (kafka.topics.signals)",
+             t.dlq.name: "the dead-letter topic (kafka.topics.dlq)"}
+    if args.compare_topic:
+        roles.setdefault(args.compare_topic, "the topic --compare reads")
+    if args.to_topic in roles:
+        raise CliError(f"--to-topic {args.to_topic} is {roles[args.to_topic]}: publish replayed signals "
+                       f"to a topic of their own")
 
 
 def _config(args):

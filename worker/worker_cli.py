@@ -92,16 +92,23 @@ def _load(args: argparse.Namespace):
     return cfg.model_copy(update=updates) if updates else cfg
 
 
-def load_worker_scorer(cfg):
-    """The real scorer (the bundled model, or the heuristic fallback when it cannot load)."""
-    from worker.scoring.loader import load_scorer
+def worker_scorer_config(cfg):
+    """The ScorerConfig of ``cfg.scoring``: the offsets searched and the silence threshold (every
+    scorer the worker's config drives, whichever bundle it loads, is built with this)."""
     from worker.scoring.postprocess import ScorerConfig
 
     settings: dict[str, Any] = {"min_offset_ms": -cfg.scoring.max_offset_ms,
                                 "max_offset_ms": cfg.scoring.max_offset_ms}
     if cfg.scoring.silence_rms_threshold is not None:
         settings["silence_rms"] = cfg.scoring.silence_rms_threshold
-    return load_scorer(cfg.scoring.bundle_dir, ScorerConfig(**settings), device=cfg.scoring.device)
+    return ScorerConfig(**settings)
+
+
+def load_worker_scorer(cfg):
+    """The real scorer (the bundled model, or the heuristic fallback when it cannot load)."""
+    from worker.scoring.loader import load_scorer
+
+    return load_scorer(cfg.scoring.bundle_dir, worker_scorer_config(cfg), device=cfg.scoring.device)
 
 
 def ensure_config_topics(cfg) -> None:

@@ -189,3 +189,94 @@ def test_to_topic_refuses_the_workers_own_topics(topic, role, extra):
     assert p.returncode == 3 and p.stderr.strip().count("\n") == 0, p.stderr
     assert f"--to-topic {topic} is {role}" in p.stderr, p.stderr
 
+
+def _one_session_recorded(session_id: str = "s-cfg"):
+    from worker.replay.source import RecordedSessions
+
+    rec = recorded(session_id, 80.0, seconds=2.0)
+    out = RecordedSessions()
+    for stream in (AUDIO, ROI):
+        for r in rec[stream]:
+            out.add(r, session_id)
+    return out
+
+
+def _replay_cfg(monkeypatch, **env: str):
+    from worker.config import load_config
+
+    for key in list(os.environ):
+        if key.startswith("SYNC_SCORER_"):
+            monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return load_config()
+
+
+def test_replay_with_a_bundle_searches_the_configs_offsets_and_silence_threshold(monkeypatch):
+    """`replay --bundle DIR` loaded the bundle with the default +/-200 ms and silence threshold,
+    whatever scoring.max_offset_ms said: with the live bundle and max_offset_ms 320, --compare found
+    12 of 60 signals identical (a review). Without --bundle the config's were used."""
+    import argparse
+
+    from worker.replay.cli import _replay_all
+    from worker.scoring import loader
+
+    cfg = _replay_cfg(monkeypatch, SYNC_SCORER_SCORING__MAX_OFFSET_MS="320",
+                         SYNC_SCORER_SCORING__SILENCE_RMS_THRESHOLD="0.02", SYNC_SCORER_SCORING__DEVICE="cpu")
+    seen = []
+
+    def fake_load(bundle_dir=None, config=None, device="auto", allow_fallback=True):
+        seen.append((str(bundle_dir), config, allow_fallback))
+        return FakeScorer()
+
+    monkeypatch.setattr(loader, "load_scorer", fake_load)
+    for bundle in ("/models/new-bundle", None):
+        out = _replay_all(cfg, argparse.Namespace(bundle=bundle), _one_session_recorded())
+        assert out and out[0].signals
+    (named, named_cfg, fallback), (_, own_cfg, _) = seen
+    assert named == "/models/new-bundle" and not fallback  # a bundle the user named must load
+    assert (named_cfg.min_offset_ms, named_cfg.max_offset_ms, named_cfg.silence_rms) == (-320.0, 320.0, 0.02)
+    assert named_cfg == own_cfg
+
+
+def test_the_real_bundle_loaded_by_replay_takes_the_configs_search(monkeypatch):
+    from model_store.bundle import DEFAULT_BUNDLE_DIR
+    from worker.replay.cli import load_replay_scorer
+
+    cfg = _replay_cfg(monkeypatch, SYNC_SCORER_SCORING__MAX_OFFSET_MS="320", SYNC_SCORER_SCORING__DEVICE="cpu")
+    scorer = load_replay_scorer(cfg, str(DEFAULT_BUNDLE_DIR))
+    assert (scorer.config.min_offset_ms, scorer.config.max_offset_ms) == (-320.0, 320.0)
+
+
+class _ThreadCountingScorer(FakeScorer):
+    def __init__(self) -> None:
+        super().__init__()
+        self.torch_threads: set[int] = set()
+
+    def score_batch(self, requests, streams=None):
+        import torch
+
+        self.torch_threads.add(torch.get_num_threads())
+        return super().score_batch(requests, streams)
+
+
+def test_replay_scores_with_the_configs_torch_threads(monkeypatch):
+    """The replay's scoring thread ran with torch's default thread count, ignoring
+    scoring.torch_threads (the worker sets it on each scoring thread: oversubscribed OpenMP threads
+    are several times slower here)."""
+    import argparse
+
+    import torch
+
+    from worker import worker_cli
+    from worker.replay.cli import _replay_all
+
+    cfg = _replay_cfg(monkeypatch, SYNC_SCORER_SCORING__TORCH_THREADS="3")
+    scorer = _ThreadCountingScorer()
+    monkeypatch.setattr(worker_cli, "load_worker_scorer", lambda _cfg: scorer)
+    before = torch.get_num_threads()
+    try:
+        out = _replay_all(cfg, argparse.Namespace(bundle=None), _one_session_recorded())
+    finally:
+        torch.set_num_threads(before)
+    assert out[0].signals and scorer.torch_threads == {3}

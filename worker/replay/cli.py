@@ -162,23 +162,46 @@ def _config(args):
     return cfg
 
 
-def _replay_all(cfg, args, recorded) -> list:
-    from worker.app import scorer_sample_rate, wall_ms
-    from worker.cli import load_scorer_for_command
+def load_replay_scorer(cfg, bundle: str | None):
+    """The scorer a replay runs: ``bundle`` (which must load) or the config's, as the worker loads
+    it; either way built from ``cfg.scoring`` (max_offset_ms, silence_rms_threshold), as live."""
+    from worker.cli import CliError
+    from worker.worker_cli import load_worker_scorer, worker_scorer_config
+
+    if not bundle:
+        return load_worker_scorer(cfg)
+    from worker.scoring.loader import load_scorer
+    from worker.scoring.scorer import DeviceError
+
+    try:
+        return load_scorer(bundle, worker_scorer_config(cfg), device=cfg.scoring.device, allow_fallback=False)
+    except DeviceError as exc:
+        raise CliError(str(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - BundleError, OSError, ...: one line, no traceback
+        raise CliError(f"cannot load bundle {bundle}: {exc}") from None
+
+
+def make_replayer(cfg, scorer):
+    """A Replayer with the worker's settings: windowing, refs, wire format, batch size, and the
+    scoring thread's torch threads (scoring.torch_threads; torch's are per thread)."""
+    from worker.app import scorer_sample_rate, set_torch_threads, wall_ms
     from worker.refs import RoiResolver
     from worker.replay.engine import Replayer
     from worker.replay.order import AUDIO, ROI
-    from worker.worker_cli import load_worker_scorer
 
-    if args.bundle:
-        scorer = load_scorer_for_command(args.bundle, cfg.scoring.device)
-    else:
-        scorer = load_worker_scorer(cfg)
     device = str(getattr(scorer, "device", "cpu"))
+    threads = cfg.scoring.cpu_threads()
+    set_torch_threads(threads)
     k = cfg.kafka
     codecs = {AUDIO: k.codec("AudioChunk", k.topics.audio.name), ROI: k.codec("RoiRef", k.topics.roi.name)}
-    replayer = Replayer(scorer, cfg.windowing, RoiResolver.from_config(cfg.refs), scorer_sample_rate(scorer),
-                        wall_ms, max_batch_size=cfg.scoring.batch_size_for(device), codecs=codecs)
+    return Replayer(scorer, cfg.windowing, RoiResolver.from_config(cfg.refs), scorer_sample_rate(scorer),
+                    wall_ms, max_batch_size=cfg.scoring.batch_size_for(device), codecs=codecs,
+                    thread_init=lambda: set_torch_threads(threads))
+
+
+def _replay_all(cfg, args, recorded) -> list:
+    scorer = load_replay_scorer(cfg, args.bundle)
+    replayer = make_replayer(cfg, scorer)
     try:
         return [replayer.replay(sid, streams.get("audio", []), streams.get("roi", []))
                 for sid, streams in sorted(recorded.by_session.items())]

@@ -47,9 +47,11 @@ class Replayer:
 
     def __init__(self, scorer: Scorer, windowing: WindowingConfig, resolver: RoiResolver, sample_rate: int,
                  clock_ms: Callable[[], int], max_batch_size: int = 8,
-                 codecs: Mapping[str, AvroCodec] | None = None) -> None:
+                 codecs: Mapping[str, AvroCodec] | None = None,
+                 thread_init: Callable[[], Any] | None = None) -> None:
         """``codecs``: stream (AUDIO, ROI) -> the input topics' codec (default: plain Avro bodies;
-        the CLI passes the cluster's wire format, as the worker uses)."""
+        the CLI passes the cluster's wire format, as the worker uses). ``thread_init`` runs on the
+        scoring thread first (torch's thread count is per thread: the worker sets it there)."""
         self.scorer = scorer
         self.windowing = windowing
         self.resolver = resolver
@@ -58,7 +60,7 @@ class Replayer:
         self.joiner = Joiner(windowing, scorer.search_margin_ms, OffsetTracker(), sample_rate=sample_rate,
                              context_frames=getattr(scorer, "context_frames", 0))
         # max_wait 0: nothing arrives later that a fuller batch could wait for
-        self.stage: ScoringStage[Job] = ScoringStage(scorer, max_batch_size, 0.0)
+        self.stage: ScoringStage[Job] = ScoringStage(scorer, max_batch_size, 0.0, thread_init=thread_init)
         self.codecs = dict(codecs or {AUDIO: AvroCodec("AudioChunk"), ROI: AvroCodec("RoiRef")})
 
     def replay(self, session_id: str, audio: Sequence[Recorded], roi: Sequence[Recorded]) -> SessionReplay:

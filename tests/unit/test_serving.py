@@ -536,3 +536,39 @@ def test_requests_the_server_cannot_parse_get_json_errors_and_refusals_are_count
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+def test_expect_100_continue_is_answered_once_the_length_is_accepted(server):
+    """curl sends `Expect: 100-continue` with bodies over 1 MB and waits (1 s) for a 100 the
+    HTTP/1.0 server never sent. Now: 100 Continue once the Content-Length passes, the final status
+    at once when it does not; still one response per connection; HEAD says the Content-Length."""
+    import socket
+    from urllib.parse import urlsplit
+
+    u = urlsplit(server)
+    address = (u.hostname, u.port)
+    body = b'{"fps": 25}'
+    with socket.create_connection(address, timeout=3) as s:
+        s.sendall(b"POST /v1/score HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: %d\r\n\r\n"
+                  % len(body))
+        assert s.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"  # timed out (3 s) before
+        s.sendall(body + b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")  # a second request after it
+        s.settimeout(10)
+        chunks = []
+        while chunk := s.recv(65536):
+            chunks.append(chunk)
+    response = b"".join(chunks)
+    status, res = _status_and_json(response)
+    assert status == 400 and "frames must be" in res["error"], response
+    assert b"\r\nConnection: close\r\n" in response and response.count(b"HTTP/1.1") == 1  # one answer, closed
+    # too large: the final status instead of a 100, and the body is never sent
+    with socket.create_connection(address, timeout=10) as s:
+        s.sendall(b"POST /v1/score HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: %d\r\n\r\n"
+                  % (9 << 20))
+        head = s.recv(1000)
+    assert head.startswith(b"HTTP/1.1 413 "), head
+    for path in ("/healthz", "/v1/info", "/metrics"):
+        got = _raw_exchange(address, b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path.encode())
+        head = _raw_exchange(address, b"HEAD %s HTTP/1.1\r\nHost: x\r\n\r\n" % path.encode())
+        length = len(got.partition(b"\r\n\r\n")[2])
+        assert head.endswith(b"\r\n\r\n") and b"\r\nContent-Length: %d\r\n" % length in head, (path, head)

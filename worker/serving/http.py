@@ -43,14 +43,39 @@ def make_server(service: ScoreService, host: str = "127.0.0.1", port: int = 8080
         # a connection that sends nothing, or less body than it announced, is closed after this
         # (it held a thread for good before)
         timeout = idle_timeout_s
+        # HTTP/1.1 for `Expect: 100-continue` (curl sends it with bodies over 1 MB and, answered
+        # by an HTTP/1.0 server with nothing, waited 1 s before sending the body); still one
+        # request per connection, each answer says `Connection: close`
+        protocol_version = "HTTP/1.1"
+
+        def handle(self) -> None:
+            self.close_connection = True
+            self.handle_one_request()
+
+        def send_response(self, code: int, message: str | None = None) -> None:
+            super().send_response(code, message)
+            self.send_header("Connection", "close")
+
+        def handle_expect_100(self) -> bool:
+            """`Expect: 100-continue` is answered once the Content-Length is found acceptable
+            (do_POST): a body too large, or no length, gets its final status instead, unsent."""
+            self._expect_100 = True
+            return True
+
+        def _continue(self) -> None:
+            if self._expect_100:
+                self.send_response_only(100)
+                self.end_headers()
 
         def _send(self, status: int, payload: dict) -> None:
-            body = json.dumps(payload).encode()
+            self._send_bytes(status, "application/json", json.dumps(payload).encode())
+
+        def _send_bytes(self, status: int, content_type: str, body: bytes) -> None:
             self.send_response(status)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            if self.command != "HEAD":
+            if self.command != "HEAD":  # HEAD: the headers GET would send, Content-Length too
                 self.wfile.write(body)
 
         def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
@@ -71,6 +96,7 @@ def make_server(service: ScoreService, host: str = "127.0.0.1", port: int = 8080
             self._send(status, {"error": error})
 
         def parse_request(self) -> bool:
+            self._expect_100 = False
             ok = super().parse_request()
             if ok:
                 self.path = urlsplit(self.path).path  # /healthz?probe=1 is /healthz
@@ -84,22 +110,11 @@ def make_server(service: ScoreService, host: str = "127.0.0.1", port: int = 8080
             elif self.path == "/metrics":
                 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-                body = generate_latest(service.metrics.registry)
-                self.send_response(200)
-                self.send_header("Content-Type", CONTENT_TYPE_LATEST)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                self._send_bytes(200, CONTENT_TYPE_LATEST, generate_latest(service.metrics.registry))
             else:
                 self._wrong_method()
 
-        def do_HEAD(self) -> None:
-            if self.path in _GETS:
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain" if self.path == "/metrics" else "application/json")
-                self.end_headers()
-            else:
-                self._wrong_method()
+        do_HEAD = do_GET
 
         def _wrong_method(self) -> None:
             if self.path in _POSTS:
@@ -127,6 +142,7 @@ def make_server(service: ScoreService, host: str = "127.0.0.1", port: int = 8080
                 shown = n_bytes if n_bytes < 1 << 64 else "10^19 or more"
                 self._refuse(413, "too_large", f"body of {shown} bytes is over the limit of {max_body_bytes}")
                 return
+            self._continue()
             raw = self.rfile.read(n_bytes)
             kind = _POSTS[self.path]
             try:

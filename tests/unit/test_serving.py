@@ -572,3 +572,29 @@ def test_expect_100_continue_is_answered_once_the_length_is_accepted(server):
         head = _raw_exchange(address, b"HEAD %s HTTP/1.1\r\nHost: x\r\n\r\n" % path.encode())
         length = len(got.partition(b"\r\n\r\n")[2])
         assert head.endswith(b"\r\n\r\n") and b"\r\nContent-Length: %d\r\n" % length in head, (path, head)
+
+
+def test_a_client_that_sends_a_too_large_body_whole_reads_the_413():
+    """The 413 was sent and the connection closed with the body unread: the kernel reset it, and a
+    client that sends its whole body before reading (http.client, requests) got a broken pipe or
+    a reset instead of the answer. The body is read and dropped now."""
+    import http.client
+
+    from worker.scoring.heuristic import HeuristicScorer
+    from worker.serving.http import ScoreService, make_server
+
+    service = ScoreService(HeuristicScorer())
+    srv = make_server(service, "127.0.0.1", 0, max_body_bytes=1000)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        for _ in range(2):
+            conn = http.client.HTTPConnection(*srv.server_address, timeout=10)
+            conn.request("POST", "/v1/score", body=b"{" + b" " * (16 << 20) + b"}",
+                         headers={"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            assert resp.status == 413 and "over the limit of 1000" in json.loads(resp.read())["error"]
+            conn.close()
+        assert service.metrics.requests.labels("http", "ScoreClip", "too_large")._value.get() == 2
+    finally:
+        srv.shutdown()
+        srv.server_close()

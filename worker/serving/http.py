@@ -89,11 +89,21 @@ def make_server(service: ScoreService, host: str = "127.0.0.1", port: int = 8080
             self.close_connection = True
             self._send(code, {"error": text})
 
-        def _refuse(self, status: int, outcome: str, error: str) -> None:
-            """A scoring request refused before its body is read: answered and counted."""
+        def _refuse(self, status: int, outcome: str, error: str, body_bytes: int | None = None) -> None:
+            """A scoring request refused before its body is read: answered, counted, and the body
+            the client may be sending read and dropped (``body_bytes`` of it, or up to
+            DRAIN_CAP_BYTES when its length is unknown). Closed with the body unread, the
+            connection was reset: a client that sends its whole body before it reads (most do)
+            got a broken pipe instead of the 413."""
             service.metrics.requests.labels("http", _METHOD[self.path], outcome).inc()
             self.close_connection = True
             self._send(status, {"error": error})
+            try:
+                self.connection.shutdown(socket.SHUT_WR)  # the answer is complete
+            except OSError:
+                return
+            drain(self.rfile, self.connection, min(DRAIN_CAP_BYTES, body_bytes if body_bytes is not None
+                                                   else DRAIN_CAP_BYTES), min(DRAIN_IDLE_S, idle_timeout_s))
 
         def parse_request(self) -> bool:
             self._expect_100 = False
@@ -140,7 +150,8 @@ def make_server(service: ScoreService, host: str = "127.0.0.1", port: int = 8080
                 return
             if n_bytes > max_body_bytes:
                 shown = n_bytes if n_bytes < 1 << 64 else "10^19 or more"
-                self._refuse(413, "too_large", f"body of {shown} bytes is over the limit of {max_body_bytes}")
+                self._refuse(413, "too_large", f"body of {shown} bytes is over the limit of {max_body_bytes}",
+                             n_bytes)
                 return
             self._continue()
             raw = self.rfile.read(n_bytes)
@@ -178,6 +189,34 @@ def make_server(service: ScoreService, host: str = "127.0.0.1", port: int = 8080
             log.info("%s %s", self.address_string(), fmt % args)
 
     return _Server((host, port), Handler)
+
+
+# a refused body is read and dropped, up to this many bytes, while it keeps coming (at most
+# DRAIN_IDLE_S between reads, DRAIN_DEADLINE_S in all), so that its client reads the answer
+DRAIN_CAP_BYTES = 128 << 20
+DRAIN_IDLE_S = 2.0
+DRAIN_DEADLINE_S = 10.0
+
+
+def drain(rfile, sock: socket.socket, max_bytes: int, idle_s: float = DRAIN_IDLE_S,
+          deadline_s: float = DRAIN_DEADLINE_S) -> int:
+    """Reads and drops up to ``max_bytes`` from a connection (``rfile``: its buffered reader)
+    until the peer closes, ``idle_s`` passes with nothing, or ``deadline_s`` in all. Returns the
+    bytes read."""
+    import time
+
+    end = time.monotonic() + deadline_s
+    read = 0
+    try:
+        while read < max_bytes and (left := end - time.monotonic()) > 0:
+            sock.settimeout(min(idle_s, left))
+            chunk = rfile.read1(min(1 << 20, max_bytes - read))
+            if not chunk:
+                break
+            read += len(chunk)
+    except (OSError, ValueError):  # idle (TimeoutError), reset, closed
+        pass
+    return read
 
 
 # more digits than this (leading zeros aside) is over any body limit; int() of 4300+ digits raises

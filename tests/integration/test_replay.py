@@ -64,8 +64,10 @@ def test_replay_reproduces_the_live_signals_and_reports_bad_records(kafka_bootst
                                                "sample_rate": 16000, "channels": 1, "encoding": "PCM_S16LE",
                                                "data": b"\x01\x02\x03", "end_of_session": False})
         produce_raw(kafka_bootstrap, cfg.kafka.topics.audio.name, b"lags-120", odd)
+        # Kafka timestamps as a live source sending in real time would give (for --since-ms below)
+        ts_base = int(time.time() * 1000)
         produce(kafka_bootstrap, cfg.kafka.topics.audio.name, cfg.kafka.topics.roi.name,
-                (rec for _, _, rec in merge_sessions(sessions)))
+                (rec for _, _, rec in merge_sessions(sessions)), ts_base_ms=ts_base)
         live = read_topic(kafka_bootstrap, cfg.kafka.topics.signals.name, "LipSyncSignal",
                           lambda recs: set(expected) <= {r["signal_id"] for r in recs}, timeout_s=120)
     finally:
@@ -93,6 +95,20 @@ def test_replay_reproduces_the_live_signals_and_reports_bad_records(kafka_bootst
     got = read_topic(kafka_bootstrap, f"replay.out.{run}", "LipSyncSignal",
                      lambda recs: len(recs) >= len(mine), timeout_s=30)
     assert {r["signal_id"] for r in got} == mine and all(r["_key"] == r["session_id"].encode() for r in got)
+
+    # from a time mid-session: the jobs from the first records written since then, given the context
+    # frames and audio margin they read from before it, are the live ones again, and the live
+    # signals from before it are not counted (they were: 'only published', and the first jobs
+    # after it changed score, scored without what came before)
+    part = _replay(cfg, "--all-sessions", "--since-ms", str(ts_base + 1500), "--compare")
+    cmp = part["compare"]
+    assert cmp["only_published"] == 0 and cmp["only_replayed"] == 0, cmp
+    assert cmp["identical"] == cmp["matched"], cmp["examples"]
+    firsts = {sid: s["first_frame"] for sid, s in part["sessions"].items()}
+    assert set(firsts) == {"lags-120", "sync-25", "other"} and all(30 < f < 50 for f in firsts.values()), firsts
+    assert all(s["left_out"] == 0 for s in part["sessions"].values())
+    in_range = {r["signal_id"] for r in live if r["frame_start"] >= firsts[r["session_id"]]}
+    assert cmp["matched"] == len(in_range) == part["signals"] and 0 < len(in_range) < len(expected)
 
     # from a time after everything was written: nothing to replay, said in one line
     proc = subprocess.run([sys.executable, "-m", "worker.cli", "replay", "--session", "sync-25", "--since-ms",

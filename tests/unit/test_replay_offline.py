@@ -24,16 +24,18 @@ CODECS = {AUDIO: AvroCodec("AudioChunk"), ROI: AvroCodec("RoiRef")}
 FPS, RATE = 25.0, 16_000
 
 
-def recorded(session_id: str, offset_ms: float, seconds: float = 4.0, seed: int = 3, end_markers: bool = True
-             ) -> dict[str, list[Recorded]]:
-    """A session as Kafka would keep it: each stream's records in offset order on partition 0."""
+def recorded(session_id: str, offset_ms: float, seconds: float = 4.0, seed: int = 3, end_markers: bool = True,
+             ts_base_ms: int | None = None) -> dict[str, list[Recorded]]:
+    """A session as Kafka would keep it: each stream's records in offset order on partition 0
+    (with ``ts_base_ms``, Kafka timestamps as a live source sending in real time would give)."""
     frames, audio = pulse_media(seconds, FPS, RATE, offset_ms, seed)
     out: dict[str, list[Recorded]] = {AUDIO: [], ROI: []}
     for rec in session_records(session_id, frames, audio, FPS, RATE, chunk_ms=40, end_markers=end_markers):
         topic = "a" if rec.stream == AUDIO else "r"
         n = len(out[rec.stream])
+        ts = None if ts_base_ms is None else ts_base_ms + round(rec.due_ms)
         out[rec.stream].append(Recorded(rec.stream, session_id.encode(), CODECS[rec.stream].encode(rec.record),
-                                        Source(topic, 0, n)))
+                                        Source(topic, 0, n), ts))
     return out
 
 
@@ -280,3 +282,39 @@ def test_replay_scores_with_the_configs_torch_threads(monkeypatch):
     finally:
         torch.set_num_threads(before)
     assert out[0].signals and scorer.torch_threads == {3}
+
+
+def test_a_replay_from_a_time_scores_the_jobs_after_it_as_the_whole_session_did():
+    """--since-ms mid-session: the jobs right after it were scored without the audio margin and
+    context frames from before it, and --compare counted the published signals from before it as
+    'only published' (a review: 25 of them, and 5 changed scores). Now the jobs from the session's
+    first record written since then are replayed, given the records read before it; a job whose
+    data begins before the first record read is left out, and compare sees only the range."""
+    from worker.replay.order import in_replayed_range
+
+    base = 1_700_000_000_000
+    rec = recorded("s-mid", 120.0, ts_base_ms=base)
+    since = base + 2000
+    # only the records from just before `since` on: the first jobs' audio margin is not there
+    late = {st: [r for r in recs if r.timestamp_ms >= since - 100] for st, recs in rec.items()}
+    runs = []
+    for audio, roi, from_ms in ((rec[AUDIO], rec[ROI], None), (rec[AUDIO], rec[ROI], since),
+                                (late[AUDIO], late[ROI], since)):
+        rp = replayer(FakeScorer(search_ms=200.0))  # one each: a join remembers the sessions it closed
+        try:
+            runs.append(rp.replay("s-mid", audio, roi, since_ms=from_ms))
+        finally:
+            rp.close()
+    whole, part, short = runs[0].signals, runs[1], runs[2]
+    # the first record written at or after `since` is the chunk ending at 2000 ms: it starts at 1960
+    assert part.first_frame == 49 and not part.left_out
+    want = [s for s in whole if s["frame_start"] >= 49]
+    assert {s["signal_id"] for s in part.signals} == {s["signal_id"] for s in want} and len(want) >= 4
+    cmp = compare_signals(part.signals, in_replayed_range(whole, {"s-mid": part.first_frame}, part.left_out))
+    assert cmp["matched"] == len(want) == cmp["identical"] and cmp["only_published"] == cmp["only_replayed"] == 0
+    # 240 ms of margin before a job starting at frame 64 (2560 ms) reach back to 2320: read; the one
+    # at 50 (window, 2000 ms) needs 1760: not read, so it is left out rather than scored on zeros
+    assert short.first_frame == 49 and short.left_out == [signal_id("s-mid", "WINDOW", 50)]
+    kept = in_replayed_range(whole, {"s-mid": short.first_frame}, short.left_out)
+    cmp = compare_signals(short.signals, kept)
+    assert cmp["matched"] == len(kept) == len(want) - 1 == cmp["identical"] and cmp["only_published"] == 0

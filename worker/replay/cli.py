@@ -18,10 +18,17 @@ same deterministic signal_ids as the live ones. Records the worker would dead-le
 with the reason and skipped. Never commits offsets of any consumer group. The chosen sessions'
 records are held in memory while they are replayed (about their size on the topics).
 
+--since-ms T replays, of each session with records written at or after T (Kafka timestamps), the
+jobs that start at or after the media time of its first such record. The records written in the
+windowing.max_buffered_ms before T are read too, to give those jobs the context frames and audio
+margin they read from before T; a job whose data starts before the first record read even so is
+left out (counted per session). --compare then compares only the jobs of that range.
+
 --bundle replays with another model (what would a new bundle have said?); --compare reads what the
 worker published live for those sessions and reports what changed; --to-topic publishes the
-replayed signals (Avro) to a topic of your choice. Kafka settings come from --config /
-SYNC_SCORER_* / KAFKA_BOOTSTRAP_SERVERS, as for the worker."""
+replayed signals (Avro) to a topic of your choice (not one of the worker's). Kafka settings and
+the scorer's (scoring.*) come from --config / SYNC_SCORER_* / KAFKA_BOOTSTRAP_SERVERS, as for the
+worker."""
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -31,7 +38,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="session to replay (repeat for several)")
     p.add_argument("--all-sessions", action="store_true", help="replay every session found in the topics")
     p.add_argument("--since-ms", type=int, default=None,
-                   help="start at records written at or after this Unix time (ms) instead of the beginning")
+                   help="replay the jobs from the records written at or after this Unix time (ms) on, "
+                        "instead of from the beginning (see above)")
     p.add_argument("--config", help="worker YAML config (topics, Kafka, windowing, refs)")
     p.add_argument("--bundle", help="model bundle directory (default: the config's, else the bundled model)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None, help="override scoring.device")
@@ -77,11 +85,17 @@ def run(args) -> int:
         raise CliError(str(exc)) from None
     wanted = set(args.session) if args.session else None
     t0 = time.perf_counter()
+    # from --since-ms, read a lookback before it too: the jobs right after it read context frames
+    # and audio margin from before it (a live worker holds at most max_buffered_ms of a session)
+    read_from = None if args.since_ms is None else max(0, args.since_ms - cfg.windowing.max_buffered_ms)
     try:
         recorded = read_recorded(consumer_conf, {"audio": kafka.topics.audio.name, "roi": kafka.topics.roi.name},
-                                 wanted, args.since_ms, args.timeout_s)
+                                 wanted, read_from, args.timeout_s)
     except SourceError as exc:
         raise CliError(str(exc)) from None
+    if args.since_ms is not None:  # sessions read only for the lookback: nothing of them to replay
+        recorded.by_session = {sid: streams for sid, streams in recorded.by_session.items()
+                               if _written_since(streams, args.since_ms)}
     missing = sorted((wanted or set()) - set(recorded.by_session))
     if missing:
         raise CliError(f"no recorded input for session(s) {', '.join(missing)} in {kafka.topics.audio.name} / "
@@ -98,7 +112,10 @@ def run(args) -> int:
         "scorer": signals[0]["scorer"] if signals else None,
         "records_read": recorded.read,
         "sessions": {r.session_id: {"records": r.records, "bad_records": len(r.bad),
-                                    **session_summary(r.signals)} for r in results},
+                                    **session_summary(r.signals),
+                                    **({} if args.since_ms is None else
+                                       {"first_frame": r.first_frame, "left_out": len(r.left_out)})}
+                     for r in results},
         "signals": len(signals),
         "bad_records": [{"topic": rec.source.topic, "partition": rec.source.partition, "offset": rec.source.offset,
                          "reason": reason} for r in results for rec, reason in r.bad][:50],
@@ -110,7 +127,7 @@ def run(args) -> int:
         _publish(cfg, args.to_topic, signals)
     if args.compare:
         from schemas import DecodeError
-        from worker.replay.order import compare_signals
+        from worker.replay.order import compare_signals, in_replayed_range
 
         topic = args.compare_topic or kafka.topics.signals.name
         try:
@@ -123,9 +140,16 @@ def run(args) -> int:
                 published.append(codec.decode(value))
             except DecodeError:
                 continue  # not a signal: nothing to compare with
+        if args.since_ms is not None:  # only what the replay answers for: the jobs of its range
+            published = in_replayed_range(published, {r.session_id: r.first_frame for r in results},
+                                          [sid for r in results for sid in r.left_out])
         summary["compare"] = {"topic": topic, **compare_signals(signals, published)}
     _write(args, signals, summary)
     return 0
+
+
+def _written_since(streams: dict, since_ms: int) -> bool:
+    return any(rec.timestamp_ms is None or rec.timestamp_ms >= since_ms for recs in streams.values() for rec in recs)
 
 
 def _check_to_topic(cfg, args) -> None:
@@ -203,7 +227,8 @@ def _replay_all(cfg, args, recorded) -> list:
     scorer = load_replay_scorer(cfg, args.bundle)
     replayer = make_replayer(cfg, scorer)
     try:
-        return [replayer.replay(sid, streams.get("audio", []), streams.get("roi", []))
+        return [replayer.replay(sid, streams.get("audio", []), streams.get("roi", []),
+                                since_ms=getattr(args, "since_ms", None))
                 for sid, streams in sorted(recorded.by_session.items())]
     finally:
         replayer.close()
@@ -252,9 +277,14 @@ def _write(args, signals: list[dict], summary: dict) -> None:
             print(format_row(s))
     for sid, s in summary["sessions"].items():
         off = s["median_window_offset_ms"]
+        since = ""
+        if s.get("first_frame") is not None:
+            since = f", from frame {s['first_frame']}"
+            if s.get("left_out"):
+                since += f" ({s['left_out']} jobs left out: their data begins before the records read)"
         print(f"session {sid}: {s['records']} records, {s['bad_records']} bad, {s['signals']} signals "
               f"{s['kinds']}, labels {s['labels']}, median window offset "
-              f"{'n/a' if off is None else f'{off:+.0f} ms'}", file=sys.stderr if args.json else sys.stdout)
+              f"{'n/a' if off is None else f'{off:+.0f} ms'}{since}", file=sys.stderr if args.json else sys.stdout)
     for bad in summary["bad_records"]:  # what the worker dead-letters, and why (at most 50)
         print(f"  bad record {bad['topic']} [{bad['partition']}] @{bad['offset']}: {bad['reason']}",
               file=sys.stderr if args.json else sys.stdout)

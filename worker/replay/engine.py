@@ -7,6 +7,13 @@ it would have published.
 Time: the join's processing clock is the session's media time (its records' due times, see
 ``order.due_ms``) plus an idle timeout at the end, so a replay is deterministic and runs as fast
 as scoring allows; ``clock_ms`` (wall time) only stamps arrival and emission.
+
+Part of a session (``since_ms``): the jobs starting at or after the media time of the session's
+first record written (Kafka timestamp) at or after ``since_ms`` are replayed. The records given
+may start earlier (the CLI reads a lookback before ``since_ms``) so that those jobs get the
+context frames and audio margin they read from before it; a job whose data starts before the
+first record given is left out (``SessionReplay.left_out``) rather than scored on less than the
+worker had. Jobs before the range are neither scored nor reported.
 """
 
 from __future__ import annotations
@@ -19,12 +26,13 @@ from typing import Any
 from schemas import AvroCodec, DecodeError
 from worker.config import WindowingConfig
 from worker.ingest import BadRecord, audio_events, check_key, roi_events
-from worker.publish import signal_record
+from worker.publish import signal_id, signal_record
 from worker.refs import RoiResolver
-from worker.replay.order import AUDIO, ROI, Recorded, due_ms, live_order
+from worker.replay.order import AUDIO, ROI, Recorded, due_ms, live_order, media_start_ms
 from worker.scoring.batcher import ScoringStage
 from worker.scoring.interface import Scorer
-from worker.windowing.events import Arrival, Job
+from worker.scoring.rate import decimation
+from worker.windowing.events import Arrival, AudioEvent, FrameEvent, Job
 from worker.windowing.joiner import BadEvent, Joiner
 from worker.windowing.offsets import OffsetTracker
 
@@ -40,6 +48,14 @@ class SessionReplay:
     signals: list[dict[str, Any]] = field(default_factory=list)
     bad: list[tuple[Recorded, str]] = field(default_factory=list)
     records: int = 0
+    # a replay from since_ms: jobs starting at or after this frame were replayed (0: the whole
+    # session; None: none, nothing was written since); the signal_ids of those left out for want
+    # of data from before the records read
+    first_frame: int | None = 0
+    left_out: list[str] = field(default_factory=list)
+    # the earliest frame index and audio sample (the scorer's rate) fed to the join
+    first_frame_fed: int | None = field(default=None, repr=False)
+    first_sample_fed: int | None = field(default=None, repr=False)
 
 
 class Replayer:
@@ -63,8 +79,11 @@ class Replayer:
         self.stage: ScoringStage[Job] = ScoringStage(scorer, max_batch_size, 0.0, thread_init=thread_init)
         self.codecs = dict(codecs or {AUDIO: AvroCodec("AudioChunk"), ROI: AvroCodec("RoiRef")})
 
-    def replay(self, session_id: str, audio: Sequence[Recorded], roi: Sequence[Recorded]) -> SessionReplay:
-        """Replay one session's records (each input in its partition's offset order)."""
+    def replay(self, session_id: str, audio: Sequence[Recorded], roi: Sequence[Recorded],
+               since_ms: int | None = None) -> SessionReplay:
+        """Replay one session's records (each input in its partition's offset order). With
+        ``since_ms`` (Unix ms) only the jobs from the session's first record written at or after
+        it on (see the module docstring); ``audio`` and ``roi`` may begin before that."""
         out = SessionReplay(session_id, records=len(audio) + len(roi))
         decoded = {name: self._decode(recs, out) for name, recs in ((AUDIO, audio), (ROI, roi))}
         jobs: list[Job] = []
@@ -76,6 +95,9 @@ class Replayer:
         # a session without end markers (cut short, or still live when recorded) ends as the worker
         # would end it: idle, flushed
         jobs += self.joiner.tick(int(media_now) + self.windowing.idle_timeout_ms + 1)
+        if since_ms is not None:
+            out.bad = [(rec, why) for rec, why in out.bad if _written_since(rec, since_ms)]
+            jobs = self._in_range(jobs, decoded, since_ms, out)
         self.stage.submit(jobs)
         if not self.stage.drain(_DRAIN_TIMEOUT_S):
             raise RuntimeError(f"scoring session {session_id} did not finish within {_DRAIN_TIMEOUT_S:.0f} s")
@@ -90,6 +112,34 @@ class Replayer:
 
     def close(self) -> None:
         self.stage.stop()
+
+    def _in_range(self, jobs: list[Job], decoded: Mapping[str, list], since_ms: int, out: SessionReplay
+                  ) -> list[Job]:
+        """The jobs of a replay from ``since_ms`` (module docstring); the rest are released."""
+        fps = next((float(f["fps"]) for _, (_, _, f) in decoded[ROI] if f.get("fps")), None)
+        starts = [media_start_ms(rec.stream, f) for _, (_, rec, f) in (*decoded[AUDIO], *decoded[ROI])
+                  if _written_since(rec, since_ms)]
+        starts = [t for t in starts if t is not None]
+        kept: list[Job] = []
+        if not starts:
+            out.first_frame = None  # nothing of it was written since then
+        elif fps is not None:  # (without frames the join makes no jobs)
+            out.first_frame = max(0, math.ceil(min(starts) * fps / 1000.0 - 1e-6))
+            context = int(getattr(self.scorer, "context_frames", 0)) * decimation(fps)
+            for job in jobs:
+                if job.frame_start < out.first_frame:
+                    continue
+                frames_read = out.first_frame_fed is None or max(0, job.frame_start - context) >= out.first_frame_fed
+                audio_read = out.first_sample_fed is None or job.request.audio.start_sample >= out.first_sample_fed
+                if frames_read and audio_read:
+                    kept.append(job)
+                else:
+                    out.left_out.append(signal_id(job.session_id, job.kind, job.frame_start))
+        kept_ids = {id(job) for job in kept}
+        for job in jobs:
+            if id(job) not in kept_ids:
+                self.joiner.on_published(job)  # as if done: the join holds nothing for it
+        return kept
 
     def _decode(self, recs: Sequence[Recorded], out: SessionReplay
                 ) -> list[tuple[float, tuple[float, Recorded, dict[str, Any]]]]:
@@ -122,7 +172,15 @@ class Replayer:
                 events = audio_events(fields, rec.source, arrival, self.sample_rate)
             else:
                 events = roi_events(fields, rec.source, arrival, self.resolver.try_resolve)
-            return self.joiner.on_events(events, now_ms)
+            jobs = self.joiner.on_events(events, now_ms)
+            for ev in events:  # what the join got, from where (a replay from since_ms)
+                if isinstance(ev, AudioEvent):
+                    first = out.first_sample_fed
+                    out.first_sample_fed = ev.start_sample if first is None else min(first, ev.start_sample)
+                elif isinstance(ev, FrameEvent):
+                    first = out.first_frame_fed
+                    out.first_frame_fed = ev.frame_index if first is None else min(first, ev.frame_index)
+            return jobs
         except BadRecord as exc:
             out.bad.append((rec, exc.reason))
         except BadEvent as exc:  # contradicts its session
@@ -130,3 +188,8 @@ class Replayer:
         except Exception as exc:  # noqa: BLE001 - as the worker dead-letters a failure no check foresaw
             out.bad.append((rec, f"internal: {type(exc).__name__}: {exc}"))
         return []
+
+
+def _written_since(rec: Recorded, since_ms: int) -> bool:
+    """Written at or after ``since_ms`` (a record without a timestamp counts as such)."""
+    return rec.timestamp_ms is None or rec.timestamp_ms >= since_ms

@@ -40,6 +40,34 @@ def due_ms(stream: str, record: Mapping[str, Any]) -> float:
     return 1000.0 * (int(record.get("start_sample", 0)) + n) / rate if rate > 0 else 0.0
 
 
+def media_start_ms(stream: str, record: Mapping[str, Any]) -> float | None:
+    """Media time at which ``record``'s data begins, ms (a frame's start, a chunk's first sample);
+    None for a record without data (an end-of-session marker alone)."""
+    if stream == ROI:
+        fps = float(record.get("fps") or 0.0)
+        if record.get("end_of_session") and record.get("roi") is None:
+            return None
+        return 1000.0 * int(record.get("frame_index", 0)) / fps if fps > 0 else None
+    rate = int(record.get("sample_rate") or 0)
+    if not record.get("data") or rate <= 0:
+        return None
+    return 1000.0 * int(record.get("start_sample", 0)) / rate
+
+
+def in_replayed_range(published: Iterable[Mapping[str, Any]], first_frame: Mapping[str, int | None],
+                      left_out: Iterable[str] = ()) -> list[Mapping[str, Any]]:
+    """The published signals a replay of part of the sessions answers for: of the sessions in
+    ``first_frame`` (session -> first frame replayed, None for none), those starting there or
+    later, less the jobs ``left_out`` (their data began before the records read)."""
+    skip = set(left_out)
+    out = []
+    for s in published:
+        first = first_frame.get(str(s.get("session_id")))
+        if first is not None and int(s.get("frame_start", 0)) >= first and str(s.get("signal_id")) not in skip:
+            out.append(s)
+    return out
+
+
 def live_order(audio: Sequence[tuple[float, Any]], roi: Sequence[tuple[float, Any]]) -> list[Any]:
     """Merge one session's two inputs, each (due_ms, item) in its partition's offset order, by due
     time: what a worker consuming both topics in real time would have seen. Each input keeps its
@@ -118,4 +146,5 @@ def session_summary(signals: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             "median_window_offset_ms": statistics.median(offsets) if offsets else None}
 
 
-__all__ = ["AUDIO", "ROI", "Recorded", "compare_signals", "due_ms", "live_order", "session_summary"]
+__all__ = ["AUDIO", "ROI", "Recorded", "compare_signals", "due_ms", "in_replayed_range", "live_order",
+           "media_start_ms", "session_summary"]

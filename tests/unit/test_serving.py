@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import re
 import threading
 import time
 import urllib.error
@@ -598,3 +599,100 @@ def test_a_client_that_sends_a_too_large_body_whole_reads_the_413():
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT"])
+def test_a_request_in_flight_when_serve_is_stopped_is_answered(signame):
+    """SIGTERM or SIGINT while an HTTP request was in flight: its daemon thread was not waited for;
+    the request was dropped and, with a thread in torch at the interpreter's exit, the process
+    aborted ("terminate called without an active exception", SIGABRT). Now it is answered and
+    serve exits 0. The request is in flight for sure: the server answered its Expect."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    from worker.synth.clip import generate_clip
+
+    clip = generate_clip(seed=5157, seconds=2.0, audio_offset_ms=80.0)
+    body = json.dumps(encode(clip.frames, clip.fps, clip.audio, clip.sample_rate)).encode()
+    proc = subprocess.Popen([sys.executable, "-m", "worker.cli", "serve", "--port", "0", "--grpc-port", "-1",
+                             "--device", "cpu", "--torch-threads", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        m = re.search(r"http://127\.0\.0\.1:(\d+) ", line)
+        assert m, line + (proc.stderr.read() if proc.poll() is not None else "")
+        address = ("127.0.0.1", int(m.group(1)))
+        with socket.create_connection(address, timeout=30) as s:
+            s.sendall(b"POST /v1/score HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                      b"Content-Length: %d\r\n\r\n" % len(body))
+            assert s.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
+            proc.send_signal(getattr(signal, signame))
+            for _ in range(300):  # until the server stops listening (then it went on to exit)
+                try:
+                    socket.create_connection(address, timeout=5).close()
+                except ConnectionRefusedError:
+                    break
+                time.sleep(0.02)
+            s.sendall(body)
+            chunks = []
+            while chunk := s.recv(65536):
+                chunks.append(chunk)
+        status, res = _status_and_json(b"".join(chunks))
+        assert status == 200 and res["direction"] == "AUDIO_LAGS", res
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    err = proc.stderr.read()
+    assert "terminate called" not in err and "Traceback" not in err, err[-2000:]
+
+
+def test_stopping_answers_requests_past_the_grace_503_and_closes_idle_connections():
+    """serve's drain: connections with no request are closed (they do not hold the grace); a
+    request still waiting or scoring when the grace ends stops at its next batch and is answered
+    503 instead of being dropped."""
+    import socket
+
+    from worker.scoring.heuristic import HeuristicScorer
+    from worker.serving.http import ScoreService, make_server
+
+    service = ScoreService(HeuristicScorer())
+    srv = make_server(service, "127.0.0.1", 0)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    body = json.dumps(_body()).encode()
+    with socket.create_connection(srv.server_address, timeout=10) as idle:
+        deadline = time.monotonic() + 5
+        while srv.in_flight() != (1, 0) and time.monotonic() < deadline:  # accepted, no request
+            time.sleep(0.01)
+        srv.shutdown()  # no new connections
+        assert srv.drain(grace_s=30.0) == 0 and not srv.stopping.is_set()  # done well before the grace
+        assert idle.recv(10) == b""  # closed by the server
+    srv.server_close()
+
+    srv = make_server(service, "127.0.0.1", 0)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        # a long request is being scored (the lock held) when another comes
+        with service._lock, socket.create_connection(srv.server_address, timeout=10) as s:
+            s.sendall(b"POST /v1/score HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+            deadline = time.monotonic() + 5
+            while srv.in_flight() != (1, 1) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            srv.shutdown()
+            assert srv.drain(grace_s=0.1, cancel_wait_s=10.0) == 0
+            status, res = _status_and_json(s.recv(65536))
+        assert status == 503 and "stopping" in res["error"]
+    finally:
+        srv.server_close()
+
+
+def test_serve_cli_shutdown_grace_is_checked(capsys):
+    from worker.cli import main
+
+    for value in ("-1", "nan", "4000"):
+        assert main(["serve", "--shutdown-grace-s", value]) != 0
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "--shutdown-grace-s must be within 0..3600" in err[0], err

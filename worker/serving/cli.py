@@ -17,6 +17,11 @@ gRPC: service syncscorer.v1.SyncScorer (schemas/sync_scorer.proto):
   ScoreBlock, ScoreWindow, ScoreClip, Info"""
 
 
+# the shutdown's grace for requests in flight (HTTP and gRPC), then up to CANCEL_WAIT_S (5 s) for
+# the stopped ones to answer: 25 s in all, within Kubernetes' default termination grace (30 s)
+DEFAULT_GRACE_S = 20.0
+
+
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="score clips, blocks and windows over HTTP and gRPC",
                        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -28,6 +33,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--max-body-mb", type=float, default=64.0, help="largest request body (default 64 MB)")
     p.add_argument("--max-seconds", type=float, default=120.0, help="longest clip per request (default 120 s)")
+    p.add_argument("--shutdown-grace-s", type=float, default=DEFAULT_GRACE_S,
+                   help=f"on SIGTERM or SIGINT, how long requests in flight have to finish before they "
+                        f"are stopped at their next batch (HTTP 503, gRPC CANCELLED); default "
+                        f"{DEFAULT_GRACE_S:g} s, within Kubernetes' default 30 s termination grace")
     p.add_argument("--torch-threads", type=int, default=None,
                    help="CPU threads for the scorer (default: as the worker, cores - 1, 1..4: "
                         "oversubscribed OpenMP threads are dramatically slower than one)")
@@ -52,6 +61,8 @@ def run(args) -> int:
         raise CliError("--grpc-port must be within 0..65535, or -1 for no gRPC")
     if args.max_body_mb <= 0 or args.max_seconds <= 0:
         raise CliError("--max-body-mb and --max-seconds must be positive")
+    if not 0 <= args.shutdown_grace_s <= 3600:  # (NaN fails too)
+        raise CliError("--shutdown-grace-s must be within 0..3600")
     if args.torch_threads is not None and not 1 <= args.torch_threads <= 256:
         raise CliError("--torch-threads must be within 1..256")
     scorer = load_scorer_for_command(args.bundle, args.device, max_offset_ms=args.max_offset_ms)
@@ -78,16 +89,36 @@ def run(args) -> int:
     host, port = server.server_address[:2]
     print(f"sync-scorer serve: {scorer.name} on http://{host}:{port} (POST /v1/score, /v1/score-block, "
           f"/v1/score-window; GET /healthz, /v1/info){where}; torch threads {threads}", flush=True)
-    # SIGTERM (Kubernetes stopping the pod): finish the requests in flight, then exit 0
-    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
+    # SIGTERM (Kubernetes stopping the pod) or SIGINT: no new requests; the ones in flight have
+    # the grace to finish, then stop at their next batch and are answered (503 / CANCELLED); exit 0.
+    # A second signal stops them at once.
+    stopping = threading.Event()
+
+    def on_signal(signum, _frame) -> None:
+        if stopping.is_set():
+            server.stopping.set()
+            if grpc_server is not None:
+                grpc_server.stop(0)
+            return
+        stopping.set()
+        log.info("%s: stopping; requests in flight have %g s", signal.Signals(signum).name, args.shutdown_grace_s)
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    log = logging.getLogger("sync_scorer.serve")
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
-        server.server_close()
-        if grpc_server is not None:
-            grpc_server.stop(grace=5.0).wait(10.0)
+        grpc_stopped = grpc_server.stop(grace=args.shutdown_grace_s) if grpc_server is not None else None
+        server.server_close()  # new connections are refused at once, not left in the backlog
+        left = server.drain(args.shutdown_grace_s)
+        if left:
+            log.warning("%d HTTP request(s) still unanswered at exit", left)
+        if grpc_stopped is not None:
+            grpc_stopped.wait(args.shutdown_grace_s + 5.0)
     return 0
 
 

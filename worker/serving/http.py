@@ -10,8 +10,12 @@ framework).
 
 Errors are JSON {"error": "<one line>"}: 400 bad request body (or a Content-Length that is not
 a number), 404 unknown path, 405 the wrong method for a path, 411 no Content-Length (chunked
-uploads are not taken), 413 body too large, 500 a scoring failure (logged with its traceback,
-never sent). A connection idle for IDLE_TIMEOUT_S is closed. Requests are
+uploads are not taken), 413 body too large (the body is read and dropped so that a client that
+sends it whole reads the answer), 500 a scoring failure (logged with its traceback, never sent),
+503 the server stopping (a request still in flight past the shutdown's grace, ``drain``); what the
+standard library refuses itself (a malformed request line, too many headers) too. HTTP/1.1, one
+request per connection (`Connection: close`); `Expect: 100-continue` is answered once the
+Content-Length is accepted. A connection idle for IDLE_TIMEOUT_S is closed. Requests are
 served on threads, scored one at a time by worker.serving.service.ScoreService.
 """
 
@@ -21,6 +25,7 @@ import json
 import logging
 import select
 import socket
+import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
@@ -37,7 +42,7 @@ log = logging.getLogger("sync_scorer.serve")
 
 
 def make_server(service: ScoreService, host: str = "127.0.0.1", port: int = 8080,
-                max_body_bytes: int = 64 << 20, idle_timeout_s: float = IDLE_TIMEOUT_S) -> ThreadingHTTPServer:
+                max_body_bytes: int = 64 << 20, idle_timeout_s: float = IDLE_TIMEOUT_S) -> _Server:
     class Handler(BaseHTTPRequestHandler):
         server_version = "sync-scorer"
         # a connection that sends nothing, or less body than it announced, is closed after this
@@ -107,6 +112,7 @@ def make_server(service: ScoreService, host: str = "127.0.0.1", port: int = 8080
 
         def parse_request(self) -> bool:
             self._expect_100 = False
+            self.server.request_started()  # a request line came: in flight until answered
             ok = super().parse_request()
             if ok:
                 self.path = urlsplit(self.path).path  # /healthz?probe=1 is /healthz
@@ -164,17 +170,20 @@ def make_server(service: ScoreService, host: str = "127.0.0.1", port: int = 8080
                         raise RequestError(f"the body is not JSON: {exc}") from None
                     except RecursionError:
                         raise RequestError("the body's JSON is nested too deeply") from None
-                    def wanted() -> bool:  # asked between batches of a clip's jobs
-                        return not peer_closed(self.connection)
+                    def wanted() -> bool:  # asked while waiting for the scorer and between batches
+                        return not self.server.stopping.is_set() and not peer_closed(self.connection)
 
                     result = (service.score(body, wanted=wanted) if kind is None
                               else service.score_span(kind, body, wanted=wanted))
             except RequestError as exc:
                 self._send(400, {"error": str(exc)})
                 return
-            except ScoringCancelled as exc:  # the client went away: nobody to answer
-                log.info("%s stopped: %s", self.path, exc)
-                self.close_connection = True
+            except ScoringCancelled as exc:
+                if self.server.stopping.is_set():  # past the shutdown's grace: answered, not dropped
+                    log.info("%s stopped for the shutdown", self.path)
+                    self._send(503, {"error": "the server is stopping; send the request again"})
+                else:  # the client went away: nobody to answer
+                    log.info("%s stopped: %s", self.path, exc)
                 return
             except Exception:
                 log.exception("scoring failed")
@@ -190,6 +199,10 @@ def make_server(service: ScoreService, host: str = "127.0.0.1", port: int = 8080
 
     return _Server((host, port), Handler)
 
+
+# after the shutdown's grace, requests in flight are stopped at their next batch: this long for
+# them to be answered (a batch takes well under a second)
+CANCEL_WAIT_S = 5.0
 
 # a refused body is read and dropped, up to this many bytes, while it keeps coming (at most
 # DRAIN_IDLE_S between reads, DRAIN_DEADLINE_S in all), so that its client reads the answer
@@ -244,6 +257,78 @@ def peer_closed(sock: socket.socket) -> bool:
 
 
 class _Server(ThreadingHTTPServer):
+    """ThreadingHTTPServer whose requests in flight can be waited for (``drain``): its request
+    threads were daemons nobody waited for, so SIGTERM dropped every request in flight and the
+    interpreter's exit under a thread still in torch aborted the process (SIGABRT)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # set: requests in flight stop at their next batch (or while they wait for the scorer)
+        # and are answered 503
+        self.stopping = threading.Event()
+        self._connections: dict[threading.Thread, list] = {}  # thread -> [socket, request started]
+        self._connections_lock = threading.Lock()
+
+    def process_request(self, request, client_address) -> None:
+        thread = threading.Thread(target=self._serve_connection, args=(request, client_address), daemon=True)
+        with self._connections_lock:
+            self._connections[thread] = [request, False]
+        thread.start()
+
+    def _serve_connection(self, request, client_address) -> None:
+        try:
+            self.process_request_thread(request, client_address)
+        finally:
+            with self._connections_lock:
+                self._connections.pop(threading.current_thread(), None)
+
+    def request_started(self) -> None:
+        """Called on a connection's thread once its request line has come."""
+        with self._connections_lock:
+            entry = self._connections.get(threading.current_thread())
+            if entry is not None:
+                entry[1] = True
+
+    def in_flight(self) -> tuple[int, int]:
+        """(connections open, those whose request has begun and is not answered yet)."""
+        with self._connections_lock:
+            return len(self._connections), sum(1 for _, started in self._connections.values() if started)
+
+    def _close_idle(self) -> None:
+        """Connections with no request yet and nothing to read are closed (their threads wait
+        up to the idle timeout for a request that, the listener closed, is not coming)."""
+        with self._connections_lock:
+            idle = [entry for entry in self._connections.values() if not entry[1]]
+        for entry in idle:
+            sock = entry[0]
+            try:
+                if not select.select([sock], [], [], 0)[0]:
+                    sock.shutdown(socket.SHUT_RDWR)
+            except (OSError, ValueError):
+                pass
+
+    def drain(self, grace_s: float, cancel_wait_s: float = CANCEL_WAIT_S, poll_s: float = 0.05) -> int:
+        """Once serve_forever has returned (no new connections): waits up to ``grace_s`` for the
+        requests in flight to be answered, then stops the rest at their next batch (answered
+        503) and waits up to ``cancel_wait_s`` more. Returns how many were still unanswered
+        (their threads are daemons: they do not hold the exit)."""
+        import time
+
+        for wait_s, cancel in ((grace_s, False), (cancel_wait_s, True)):
+            if cancel:
+                self.stopping.set()
+            end = time.monotonic() + wait_s
+            while True:
+                self._close_idle()
+                with self._connections_lock:
+                    if not self._connections:
+                        return 0
+                if time.monotonic() >= end:
+                    break
+                time.sleep(poll_s)
+        with self._connections_lock:
+            return len(self._connections)
+
     def handle_error(self, request, client_address) -> None:
         """A client that goes away mid-request (reset, broken pipe) is one log line, not the
         standard library's traceback on stderr; anything else keeps its traceback in the log."""

@@ -134,12 +134,112 @@ def test_kafka_credentials_come_from_a_secret_not_the_configmap():
 
 @pytest.mark.parametrize("sets, needle", [
     (("worker.config.http.port=0",), "worker.config.http.port must be 1..65535"),
-    (("serve.grpcPort=-1",), "serve.grpcPort must be 1..65535"),
+    (("serve.grpcPort=0",), "serve.grpcPort must be 1..65535, or -1 for no gRPC"),
+    (("serve.grpcPort=70000",), "serve.grpcPort must be 1..65535, or -1 for no gRPC"),
     (("worker.autoscaling.enabled=true", "worker.autoscaling.minReplicas=8"), "minReplicas must not exceed"),
 ])
 def test_values_the_api_server_would_refuse_fail_at_render_time(sets, needle):
     out = _render_as("rel", *sets)
     assert out.returncode != 0 and needle in out.stderr, out.stderr
+
+
+# (--set, a needle of helm's error, the worker config file the worker would be given, or None for
+# a serve value): each rendered cleanly and crash-looped the pod it configured (a review)
+_REFUSED = [
+    ("serve.maxBodyMb=0", "serve.maxBodyMb must be positive", None),
+    ("serve.maxBodyMb=-2", "serve.maxBodyMb must be positive", None),
+    ("worker.config.kafka.topics.audio.partitions=12", "must be co-partitioned",
+     "kafka: {topics: {audio: {partitions: 12}}}"),
+    ("worker.config.kafka.topics.roi.name=av.audio-chunks", "audio and roi topics must differ",
+     "kafka: {topics: {roi: {name: av.audio-chunks}}}"),
+    ("worker.config.windowing.block_frames=20", "/worker/config/windowing/block_frames", "windowing: {block_frames: 20}"),
+    ("worker.config.windowing.blok_frames=8", "'blok_frames' not allowed", "windowing: {blok_frames: 8}"),
+    ("worker.config.windowing=5", "/worker/config/windowing", "windowing: 5"),
+    ("worker.config.scoring.device=tpu", "/worker/config/scoring/device", "scoring: {device: tpu}"),
+    ("worker.config.scoring.bundle_dir=", "/worker/config/scoring/bundle_dir", "scoring: {bundle_dir: ''}"),
+    ("worker.config.scoring.max_offset_ms=5000", "/worker/config/scoring/max_offset_ms", "scoring: {max_offset_ms: 5000}"),
+    ("json:worker.config.kafka.secrets=5", "/worker/config/kafka/secrets", "kafka: {secrets: 5}"),
+    ("json:worker.config.windowing={\"max_buffered_ms\": 2000, \"window_ms\": 1200}",
+     "max_buffered_ms must be at least window_ms + allowed_lateness_ms",
+     "windowing: {max_buffered_ms: 2000, window_ms: 1200}"),
+    ("worker.config.kafka.wire_format=confluent", "needs worker.config.kafka.schema_registry_url",
+     "kafka: {wire_format: confluent}"),
+]
+
+
+@pytest.mark.parametrize("value, needle, worker_file", _REFUSED)
+def test_values_the_processes_would_refuse_fail_at_render_time(tmp_path, value, needle, worker_file):
+    """README: values the processes would refuse fail at render time. Only ports and replica counts
+    were checked; the worker's config is now checked against the worker's own model
+    (values.schema.json) and rules between its keys (_helpers.tpl), serve's body limit too."""
+    out = _render_as("rel", value)
+    assert out.returncode != 0 and needle in out.stderr, out.stderr
+    if worker_file is not None:  # and the worker does refuse it
+        from worker.config import ConfigError, load_config
+
+        path = tmp_path / "config.yaml"
+        path.write_text(worker_file)
+        with pytest.raises(ConfigError):
+            load_config(path)
+    else:
+        from worker.cli import main
+
+        assert main(["serve", "--max-body-mb", value.split("=", 1)[1]]) == 3
+
+
+def test_a_misspelled_worker_variable_in_extra_env_fails_at_render_time():
+    """The worker refuses a SYNC_SCORER_* name that names no setting (config.load_config)."""
+    bad = '[{"name": "SYNC_SCORER_SHUTDOWN_TIMEOUTMS", "value": "2000"}]'
+    out = _render_as("rel", f"json:worker.extraEnv={bad}")
+    assert out.returncode != 0 and "SYNC_SCORER_SHUTDOWN_TIMEOUTMS" in out.stderr, out.stderr
+    good = ('[{"name": "SYNC_SCORER_SHUTDOWN_TIMEOUT_MS", "value": "2000"}, {"name": "OTHER", "value": "x"},'
+            ' {"name": "SYNC_SCORER_KAFKA__SECRETS", "valueFrom": {"secretKeyRef": {"name": "k", "key": "j"}}}]')
+    assert _render_as("rel", f"json:worker.extraEnv={good}").returncode == 0
+
+
+def test_values_the_processes_take_still_render_and_load(tmp_path):
+    from worker.config import load_config
+
+    out = _render_as("rel", "worker.config.kafka.topics.audio.partitions=12", "worker.config.kafka.topics.roi.partitions=12",
+                     "worker.config.windowing.block_frames=8", "worker.config.scoring.max_offset_ms=320",
+                     "worker.config.kafka.wire_format=confluent", "worker.config.kafka.schema_registry_url=http://sr:8081",
+                     'json:worker.config.kafka.librdkafka={"security.protocol": "SASL_SSL"}', "serve.maxBodyMb=0.5")
+    assert out.returncode == 0, out.stderr
+    docs = _by_kind([d for d in yaml.safe_load_all(out.stdout) if d])
+    path = tmp_path / "config.yaml"
+    path.write_text(docs[("ConfigMap", "rel-sync-scorer-worker")]["data"]["config.yaml"])
+    cfg = load_config(path)
+    assert cfg.kafka.topics.roi.partitions == 12 and cfg.scoring.max_offset_ms == 320
+
+
+def test_the_values_schema_is_the_worker_configs():
+    """values.schema.json is generated from worker/config.py: a setting added there and not here
+    would be refused by the chart (or a range changed there let through)."""
+    import sys
+
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "chart_values_schema.py"), "--check"],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_serve_without_grpc_renders_no_grpc_port():
+    """serve.grpcPort -1 is serve's "no gRPC": the chart refused it; now the command says -1 and
+    neither the container nor the Service names a gRPC port."""
+    import kubernetes_validate
+
+    from worker.cli import build_parser
+
+    out = _render_as("rel", "serve.grpcPort=-1")
+    assert out.returncode == 0, out.stderr
+    raw = [d for d in yaml.safe_load_all(out.stdout) if d]
+    for d in raw:
+        kubernetes_validate.validate(d, K8S_VERSION, strict=True)
+    docs = _by_kind(raw)
+    serve = docs[("Deployment", "rel-sync-scorer-serve")]["spec"]["template"]["spec"]["containers"][0]
+    assert build_parser().parse_args(serve["command"][1:]).grpc_port == -1
+    assert serve["ports"] == [{"name": "http", "containerPort": 8080}]
+    assert docs[("Service", "rel-sync-scorer-serve")]["spec"]["ports"] == [{"name": "http", "port": 8080,
+                                                                          "targetPort": "http"}]
 
 
 def test_lag_based_autoscaling_renders_a_keda_scaledobject_on_both_input_topics():

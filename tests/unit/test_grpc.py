@@ -243,3 +243,18 @@ def test_expired_calls_waiting_for_the_scorer_free_their_threads():
             assert client.ScoreBlock(request, timeout=10).kind == "BLOCK"
     finally:
         server.stop(0)
+
+
+def test_present_false_reads_as_no_face_in_blocks_as_in_clips(stub):
+    """Frames.present false is the contract's RoiRef with no roi (no face): ScoreClip read it as
+    NO_FACE, ScoreBlock as frames that never arrived (LOW_QUALITY) for the same frames."""
+    from worker.synth.clip import generate_clip
+
+    client, _ = stub
+    clip = generate_clip(seed=3, seconds=2.0, audio_offset_ms=0.0)
+    req = _request(clip, 16, 32, 240.0)
+    req.frames.present.extend([False] * 16)
+    assert client.ScoreBlock(req).label == "NO_FACE"
+    req = _request(clip, 0, 25, 240.0)
+    req.frames.present.extend([False] * 25)
+    assert client.ScoreWindow(req).label == "NO_FACE"

@@ -153,7 +153,8 @@ def _audio(body: dict, sample_rate: int, start_sample: int | None = None,
 
 
 def _present(body: dict, n: int) -> np.ndarray | None:
-    """``present``: one bool per frame sent (False: no ROI in that frame), or None (all)."""
+    """``present``: one bool per frame sent (False: no ROI in that frame, i.e. no face: the
+    RoiRef's null roi), or None (all)."""
     present = body.get("present")
     if isinstance(present, (list, tuple)) and len(present) == 0:
         return None  # proto3: an empty repeated field is "not sent"
@@ -239,7 +240,11 @@ def decode_span(body: Any, sample_rate: int, kind: Kind) -> ScoreRequest:
     audio = AudioSpan(samples, sample_rate, start_at_rate)
 
     def span(a: int, b: int, first: int) -> FrameSpan:
-        return FrameSpan(frames[a:b], fps, first, present=None if present is None else present[a:b])
+        # no ROI for a frame is the contract's RoiRef with roi null: no face in it, which the
+        # worker reads as face_present False (NO_FACE), as score_clip reads a clip's frames. (It
+        # was FrameSpan.present, the worker's frame that never arrived: LOW_QUALITY, while the
+        # same frames sent as a clip were NO_FACE.)
+        return FrameSpan(frames[a:b], fps, first, face_present=None if present is None else present[a:b])
 
     return ScoreRequest(kind, span(n_ctx, n_ctx + n, frame_start), audio, session_id=str(body.get("session_id") or ""),
                         context=span(0, n_ctx, frame_start - n_ctx) if n_ctx else None)

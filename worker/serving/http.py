@@ -26,6 +26,7 @@ import logging
 import select
 import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
@@ -107,8 +108,8 @@ def make_server(service: ScoreService, host: str = "127.0.0.1", port: int = 8080
                 self.connection.shutdown(socket.SHUT_WR)  # the answer is complete
             except OSError:
                 return
-            drain(self.rfile, self.connection, min(DRAIN_CAP_BYTES, body_bytes if body_bytes is not None
-                                                   else DRAIN_CAP_BYTES), min(DRAIN_IDLE_S, idle_timeout_s))
+            unread = DRAIN_CAP_BYTES if body_bytes is None else min(DRAIN_CAP_BYTES, body_bytes)
+            discard_body(self.rfile, self.connection, unread, min(DRAIN_IDLE_S, idle_timeout_s))
 
         def parse_request(self) -> bool:
             self._expect_100 = False
@@ -211,13 +212,11 @@ DRAIN_IDLE_S = 2.0
 DRAIN_DEADLINE_S = 10.0
 
 
-def drain(rfile, sock: socket.socket, max_bytes: int, idle_s: float = DRAIN_IDLE_S,
-          deadline_s: float = DRAIN_DEADLINE_S) -> int:
+def discard_body(rfile, sock: socket.socket, max_bytes: int, idle_s: float = DRAIN_IDLE_S,
+                 deadline_s: float = DRAIN_DEADLINE_S) -> int:
     """Reads and drops up to ``max_bytes`` from a connection (``rfile``: its buffered reader)
     until the peer closes, ``idle_s`` passes with nothing, or ``deadline_s`` in all. Returns the
     bytes read."""
-    import time
-
     end = time.monotonic() + deadline_s
     read = 0
     try:
@@ -312,8 +311,6 @@ class _Server(ThreadingHTTPServer):
         requests in flight to be answered, then stops the rest at their next batch (answered
         503) and waits up to ``cancel_wait_s`` more. Returns how many were still unanswered
         (their threads are daemons: they do not hold the exit)."""
-        import time
-
         for wait_s, cancel in ((grace_s, False), (cancel_wait_s, True)):
             if cancel:
                 self.stopping.set()

@@ -69,3 +69,65 @@ def test_a_wrong_shape_is_refused_and_finish_is_once():
         spool.finish()
     with pytest.raises(RuntimeError):
         spool.append(np.zeros((6, 6), np.uint8))
+
+
+def _mixed(n, seed=0, shape=(6, 6)):
+    """Rows and blanks interleaved in runs (a face that comes and goes), and the expected array."""
+    rng = np.random.default_rng(seed)
+    frames = _frames(n, shape)
+    blank = rng.random(n) < 0.4
+    blank[rng.integers(0, n, 3)] = True
+    expect = np.where(blank.reshape(-1, *([1] * len(shape))), 0, frames).astype(np.uint8)
+    return frames, blank, expect
+
+
+@pytest.mark.parametrize("ram_bytes", [10**6, 6 * 6 * 7, 0])
+def test_blank_rows_are_zeros_in_ram_and_holes_on_disk(ram_bytes, tmp_path):
+    frames, blank, expect = _mixed(61)
+    spool = FrameSpool((6, 6), chunk_frames=4, ram_bytes=ram_bytes, tmp_dir=str(tmp_path))
+    for f, b in zip(frames, blank):
+        spool.append_blank() if b else spool.append(f)
+    spool.append_blank(5)  # a trailing run: a hole to the end of the file
+    out = spool.finish()
+    np.testing.assert_array_equal(out, np.concatenate([expect, np.zeros((5, 6, 6), np.uint8)]))
+
+
+def test_a_track_absent_from_most_frames_costs_only_its_crops():
+    spool = FrameSpool((96, 96), chunk_frames=256, ram_bytes=10**9)
+    spool.append_blank(15_000)  # a false detection late in a 10-minute clip
+    for _ in range(4):
+        spool.append(np.ones((96, 96), np.uint8))
+    spool.append_blank(100)
+    assert spool._ram_used <= 4 * 96 * 96 and len(spool) == 15_104
+
+
+class _FullDisk:
+    """A temporary file that takes ``room`` bytes and then raises ENOSPC, as a full disk does."""
+
+    def __init__(self, make, room):
+        self.f, self.room = make(), room
+
+    def write(self, b):
+        b = memoryview(b).cast("B")
+        if self.f.tell() + len(b) > self.room:
+            self.f.write(b[: max(0, self.room - self.f.tell())])  # a partial write, then the error
+            raise OSError(28, "No space left on device")
+        return self.f.write(b)
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+
+@pytest.mark.parametrize("room", [0, 6 * 6 * 3, 6 * 6 * 13, 6 * 6 * 40])
+def test_a_disk_that_fills_part_way_keeps_every_row_in_ram(room, monkeypatch):
+    from worker.tracking import spool as sp
+
+    make = sp.tempfile.TemporaryFile
+    monkeypatch.setattr(sp.tempfile, "TemporaryFile", lambda **kw: _FullDisk(make, room))
+    frames, blank, expect = _mixed(57, seed=4)
+    spool = FrameSpool((6, 6), chunk_frames=4, ram_bytes=6 * 6 * 5)
+    for f, b in zip(frames, blank):
+        spool.append_blank() if b else spool.append(f)
+    out = spool.finish()
+    assert not isinstance(out, np.memmap)
+    np.testing.assert_array_equal(out, expect)

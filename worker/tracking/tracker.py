@@ -216,13 +216,17 @@ def _face(lm, to_px) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return lips, cheeks, geo.roi_params(lips)
 
 
-def _keep_crop(out: dict, key: str, crop: np.ndarray) -> None:
-    """A frame's crop into its track's spool (the first crop sets the shape): chunks, on disk past
-    a budget (tracking.spool), where a list stacked at the end held a long clip's crops twice."""
+def _keep_crop(out: dict, key: str, crop: np.ndarray, blank: bool = False) -> None:
+    """A frame's crop into its track's spool (the first one sets the shape): chunks, on disk past
+    a budget (tracking.spool), where a list stacked at the end held a long clip's crops twice. A
+    ``blank`` frame (no face; ``crop`` is zeros of the shape) is only counted."""
     spool = out.get(key)
     if spool is None:
         spool = out[key] = FrameSpool(crop.shape)
-    spool.append(crop)
+    if blank:
+        spool.append_blank()
+    else:
+        spool.append(crop)
 
 
 class MouthTracker:
@@ -541,9 +545,9 @@ class MouthTracker:
             S, nan_l = self.roi_size, np.full((len(geo.LIP_INDICES), 2), np.nan, np.float32)
             self._blank = (np.zeros((S, S), np.uint8), np.zeros((S, S, 3), np.uint8), nan_l, np.full(4, np.nan))
         roi, roi_rgb, nan_l, nan_p = self._blank
-        _keep_crop(out, "rois", roi)
+        _keep_crop(out, "rois", roi, blank=True)
         if self.keep_rgb:
-            _keep_crop(out, "rois_rgb", roi_rgb)
+            _keep_crop(out, "rois_rgb", roi_rgb, blank=True)
         out["present"].append(False)
         out["bridged"].append(False)
         out["lm"].append(nan_l)

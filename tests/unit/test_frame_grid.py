@@ -73,7 +73,8 @@ def test_a_frame_not_after_the_one_before_it_is_skipped():
 
 def test_a_single_frame_gives_one_slot_and_bad_input_is_refused():
     assert _slots([0.0]) == [0]
-    assert _slots([0.5]) == [0] * 14  # slots 0..13 show it (12.5 frames: the last slot half up)
+    assert _slots([0.5]) == [0] * 13  # slots 0..12 show it (12.5 frames: a tie at the end stops short)
+    assert _slots([0.0, 0.52]) == [0] * 7 + [1] * 7  # 0.52 is slot 13's own time
     with pytest.raises(ValueError):
         NearestFrameGrid(0)
     with pytest.raises(ValueError):

@@ -1,15 +1,15 @@
 """Decode media files with ffmpeg/ffprobe subprocesses into numpy arrays.
 
 Timeline convention (what every caller relies on): video is resampled to a constant frame rate
-``fps`` by ffmpeg's ``fps`` filter on a clock whose zero is the video stream's start_time
-``t0`` (container time); frame ``i`` shows the container time ``t0 + i / fps``. A variable-rate
-stream is read on the same clock, each slot taking the decoded frame nearest to it
-(``media.frame_grid``) instead of the fps filter's last frame before it. ``read_audio``
+``fps`` on a clock whose zero is the video stream's start_time ``t0`` (container time); frame
+``i`` is the decoded frame nearest to the container time ``t0 + i / fps`` (``media.frame_grid``:
+a dropped frame's slot is filled half from each side, where ffmpeg's fps filter repeated the
+frame before). ``read_audio``
 returns mono audio whose sample 0 is at that same ``t0``: a stream that starts later is padded
 with silence, one that starts earlier (encoder delay, negative start_time) is trimmed. So sample
 ``n`` and frame ``i`` are simultaneous when ``n / sample_rate == i / fps``.
 
-(On the container's own clock the fps filter puts frames on multiples of 1 / fps, so a stream
+(On the container's own clock ffmpeg's fps filter puts frames on multiples of 1 / fps, so a stream
 starting between two of them, as FLV, Matroska or MPEG-PS streams do, had its frames read up to
 half a frame from where they were shown: an audit's same clip read 40 ms apart with its video
 starting 19 and 21 ms after the audio.)
@@ -44,9 +44,10 @@ _STANDARD_RATES = [
 _VFR_TOLERANCE = 0.01  # r_frame_rate vs avg_frame_rate relative difference that means VFR
 
 
-# The timeline convention above, as caches of decoded clips record it: 2 = frame i at the video's
-# start + i / fps (1 = on the container clock's 1 / fps grid, up to half a frame off).
-TIMELINE_VERSION = 2
+# The timeline convention above, as caches of decoded clips record it: 3 = frame i the decoded
+# frame nearest the video's start + i / fps (2 = the fps filter's last frame at or before it;
+# 1 = on the container clock's 1 / fps grid, up to half a frame off).
+TIMELINE_VERSION = 3
 
 
 class MediaError(Exception):
@@ -228,14 +229,6 @@ def first_frame_time_s(info: MediaInfo) -> float:
     return info.video_start_s
 
 
-def _frame_clock_filters(info: MediaInfo, rate: Fraction) -> list[str]:
-    """The fps filter on a clock whose zero is the video's start_time: frame i is the one shown
-    at start_time + i / fps, duplicates of the first frame where the first decoded frame comes
-    later (frames dropped at the start), frames before it trimmed."""
-    return [f"setpts=PTS-({info.video_start_s:.6f}/TB)",
-            f"fps=fps={rate.numerator}/{rate.denominator}:start_time=0"]
-
-
 def _target_size(width: int, height: int, max_side: int | None) -> tuple[int, int]:
     if not max_side or max(width, height) <= max_side:
         return width, height
@@ -266,8 +259,8 @@ def iter_video(
     max_side: downscale (area filter) so that max(H, W) <= max_side; never upscales.
     errors: if given, ffmpeg's error lines for a file that decoded (a damaged stretch it skipped)
     are appended to it once the stream ends.
-    Memory stays at a few chunks (the one in use and READ_AHEAD_CHUNKS read ahead, each at most
-    MAX_CHUNK_BYTES), so hour-long or 4K files are fine.
+    Memory stays at a few chunks (the one in use, the one being filled and READ_AHEAD_CHUNKS read
+    ahead, each at most MAX_CHUNK_BYTES), so hour-long or 4K files are fine.
     """
     info = info or probe(path)
     if not info.has_video:
@@ -280,51 +273,19 @@ def iter_video(
     frame_bytes = w * h * 3
     # Bounded in bytes too: 32 frames of 4K are 800 MB.
     per_chunk = max(1, min(chunk_frames, MAX_CHUNK_BYTES // frame_bytes))
-    if info.is_vfr:
-        yield from _iter_nearest_frames(info, rate, scale, (h, w), per_chunk, errors)
-        return
-    filters = _frame_clock_filters(info, rate) + scale
-    cmd = [
-        "ffmpeg", "-v", "error", "-nostdin", "-copyts", "-i", ff_input(info.path), "-map", "0:v:0",
-        "-vf", ",".join(filters), "-fps_mode", "passthrough",  # the fps filter is the only resampler
-        "-pix_fmt", "rgb24", "-f", "rawvideo", "pipe:1",
-    ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert proc.stdout is not None and proc.stderr is not None
-    n_out = 0
-    # stderr is drained as it comes: a damaged file makes ffmpeg write more errors than a pipe
-    # holds (64 KB), and it then stalled on them while we waited for frames (a hang)
-    err_tail = _TailReader(proc.stderr)
-    ahead = _ReadAhead(proc.stdout, frame_bytes * per_chunk)
-    try:
-        for buf in ahead:
-            n = len(buf) // frame_bytes
-            if n:
-                n_out += n
-                yield np.frombuffer(buf[: n * frame_bytes], np.uint8).reshape(n, h, w, 3)
-        rc = proc.wait()
-    finally:
-        if proc.poll() is None:  # consumer stopped early
-            proc.kill()
-            proc.wait()
-        ahead.close()
-        err_lines = err_tail.close()
-        proc.stdout.close()
-        proc.stderr.close()
-    if rc != 0 or n_out == 0:
-        last = (err_lines or ["no frames decoded"])[-1]
-        raise MediaError(f"cannot decode video of {info.path}: {last}")
-    if errors is not None:
-        errors.extend(err_lines)
+    yield from _iter_nearest_frames(info, rate, scale, (h, w), per_chunk, errors)
 
 
 def _iter_nearest_frames(info: MediaInfo, rate: Fraction, scale: list[str], size_hw: tuple[int, int],
                          per_chunk: int, errors: list[str] | None) -> Iterator[np.ndarray]:
-    """iter_video for a variable-rate stream: every decoded frame with its own time (showinfo on
-    ffmpeg's log), each slot of the constant-rate grid filled with the frame nearest to it
-    (media.frame_grid; the fps filter fills a dropped frame's slot with the frame before, which
-    read a recording with dropped frames 30-47 ms early). The same clock as the fps path: time
-    0 is the video stream's start_time."""
+    """iter_video's frames: every decoded frame with its own time (showinfo on ffmpeg's log), each
+    slot of the constant-rate grid filled with the frame nearest to it (media.frame_grid). Time 0
+    is the video stream's start_time. ffmpeg's fps filter, used before, fills a dropped frame's
+    slot with the frame before it, and read a recording that lost a third of its frames 30-47
+    ms early; a probe cannot tell such a file (Matroska, WebM and MPEG-TS report its base rate
+    as their average, a review), so every stream is read this way. On a constant-rate stream
+    the two give the same frames (49 of the 50 dev clips frame for frame; the 50th, a WebM that
+    lost two frames after its first, differs in one)."""
     h, w = size_hw
     frame_bytes = w * h * 3
     filters = [f"setpts=PTS-({info.video_start_s:.6f}/TB)", "showinfo=checksum=0", *scale]
@@ -338,19 +299,25 @@ def _iter_nearest_frames(info: MediaInfo, rate: Fraction, scale: list[str], size
     times = _FrameTimes(proc.stderr)
     ahead = _ReadAhead(proc.stdout, frame_bytes * per_chunk)
     grid = NearestFrameGrid(rate)
-    pending: list[np.ndarray] = []  # slots filled, not yet yielded (at most per_chunk)
-    n_out = 0
+    # slots are copied into a chunk of their own as they are filled and the chunk yielded when
+    # full: the read-ahead's buffers are let go as soon as their frames are placed (a list of
+    # views stacked at the end kept them alive: 2.6x the fps path's memory on 4K)
+    out: np.ndarray | None = None
+    n_fill = n_out = 0
     prev: np.ndarray | None = None
     prev_s = None
 
     def fill(img: np.ndarray, count: int) -> Iterator[np.ndarray]:
-        nonlocal n_out
+        nonlocal out, n_fill, n_out
         for _ in range(count):
-            pending.append(img)
-            if len(pending) == per_chunk:
-                n_out += len(pending)
-                yield np.stack(pending)
-                pending.clear()
+            if out is None:
+                out = np.empty((per_chunk, h, w, 3), np.uint8)
+            out[n_fill] = img
+            n_fill += 1
+            if n_fill == per_chunk:
+                done, out, n_fill = out, None, 0
+                n_out += per_chunk
+                yield done
 
     try:
         for buf in ahead:
@@ -365,13 +332,15 @@ def _iter_nearest_frames(info: MediaInfo, rate: Fraction, scale: list[str], size
                 if prev is not None:
                     yield from fill(prev, count)
                 prev, prev_s = img, pts_s
+            if prev is not None:
+                prev = prev.copy()  # its slots are not all known yet: keep the frame, not the buffer
         rc = proc.wait()
         if prev is not None and rc == 0:
             yield from fill(prev, grid.finish())
-        if pending:
-            n_out += len(pending)
-            yield np.stack(pending)
-            pending.clear()
+        if n_fill:
+            n_out += n_fill
+            yield out[:n_fill]
+            out = None
     finally:
         if proc.poll() is None:  # consumer stopped early
             proc.kill()
@@ -452,39 +421,22 @@ class _ReadAhead:
         self._thread.join(timeout=5)
 
 
-class _TailReader:
-    """Read a pipe to its end on a thread, keeping its last MAX_ERROR_LINES lines."""
-
-    def __init__(self, pipe) -> None:
-        self._lines: collections.deque[str] = collections.deque(maxlen=MAX_ERROR_LINES)
-        self._thread = threading.Thread(target=self._run, args=(pipe,), daemon=True, name="ffmpeg-stderr")
-        self._thread.start()
-
-    def _run(self, pipe) -> None:
-        try:
-            for raw in pipe:
-                line = raw.decode("utf-8", "replace").strip()
-                if line:
-                    self._lines.append(line)
-        except (OSError, ValueError):  # closed under us
-            pass
-
-    def close(self) -> list[str]:
-        """The lines kept (call after the process ended or was killed)."""
-        self._thread.join(timeout=5)
-        return list(self._lines)
-
-
 class _FrameTimes:
-    """ffmpeg's log read on a thread (``-loglevel +level+info``): showinfo's frame times, in
-    decoding order, for ``next``; its error lines (level error or fatal, the tag dropped, as
-    ``-v error`` prints them) kept as _TailReader keeps them."""
+    """ffmpeg's log read to its end on a thread (``-loglevel +level+info``): showinfo's frame
+    times, in decoding order, for ``next``; its last MAX_ERROR_LINES error lines (level error or
+    fatal, the tag dropped, as ``-v error`` prints them). Drained as it comes: a damaged file
+    makes ffmpeg write more errors than a pipe holds (64 KB), and it then stalled on them while
+    we waited for frames (a hang)."""
 
-    _SHOWINFO = re.compile(r"\bn:\s*\d+\s+pts:\s*\S+\s+pts_time:(\S+)")
+    # the integer pts in the filter's time base: pts_time prints with 6 significant digits, 10 ms
+    # steps past 1000 s and 100 ms past 10000 s (a review: frames sharing a time were dropped)
+    _SHOWINFO = re.compile(r"\bn:\s*\d+\s+pts:\s*(-?\d+|NOPTS)\s+pts_time:(\S+)")
+    _TIME_BASE = re.compile(r"config in time_base:\s*(\d+)/(\d+)")
     _LEVEL = re.compile(r"\s?\[(error|fatal|panic)\] ")
 
     def __init__(self, pipe) -> None:
         self._times: queue.Queue = queue.Queue()
+        self._time_base: Fraction | None = None
         self._lines: collections.deque[str] = collections.deque(maxlen=MAX_ERROR_LINES)
         self._thread = threading.Thread(target=self._run, args=(pipe,), daemon=True, name="ffmpeg-frame-times")
         self._thread.start()
@@ -495,13 +447,22 @@ class _FrameTimes:
                 line = raw.decode("utf-8", "replace").strip()
                 m = self._SHOWINFO.search(line) if "showinfo" in line else None
                 if m:
-                    self._times.put(_float(m.group(1), math.nan))
+                    self._times.put(self._seconds(m.group(1), m.group(2)))
+                elif "showinfo" in line and (tb := self._TIME_BASE.search(line)) and int(tb.group(1)):
+                    self._time_base = Fraction(int(tb.group(1)), int(tb.group(2)))
                 elif self._LEVEL.search(line):
                     self._lines.append(self._LEVEL.sub(" ", line, count=1).strip())
         except (OSError, ValueError):  # closed under us
             pass
         finally:
             self._times.put(None)
+
+    def _seconds(self, pts: str, pts_time: str) -> float:
+        if pts == "NOPTS":
+            return math.nan
+        if self._time_base is not None:
+            return float(int(pts) * self._time_base)
+        return _float(pts_time, math.nan)
 
     def next(self) -> float:
         """The next frame's time in seconds (NaN: the frame has none). Its log line is written

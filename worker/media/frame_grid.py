@@ -72,11 +72,12 @@ class NearestFrameGrid:
         return i - start
 
     def finish(self) -> int:
-        """Slots the last frame fills: up to and including the slot nearest to it (at least one
-        slot in all, so a one-frame stream gives one frame)."""
+        """Slots the last frame fills: up to and including the slot nearest to it, the earlier
+        one on a tie, so the grid does not reach past the stream (at least one slot in all, so
+        a one-frame stream gives one frame)."""
         if self._prev_s is None:
             return 0
-        last_slot = max(0, math.floor(self._prev_s * self.rate + Fraction(1, 2)))
+        last_slot = max(0, math.ceil(self._prev_s * float(self.rate) - 0.5 - TIE_S * float(self.rate)))
         n = max(0, last_slot + 1 - self._next_slot)
         if self._next_slot + n == 0:
             n = 1

@@ -574,3 +574,47 @@ def test_frame_times_are_read_from_the_integer_pts_not_the_six_digit_pts_time():
     with pytest.raises(MediaError, match="without its time"):
         times.next()
     assert times.close() == ["[h264 @ 0x56] error while decoding MB 3 4"]
+
+
+def _clip_at_times(path, times_s):
+    """An H.264 mp4 whose frames show at ``times_s`` (in 1/90000 s ticks: such a file's base rate
+    probes as 90000). ffmpeg's expressions nest about a hundred ifs deep: keep to 90 frames."""
+    assert len(times_s) <= 90
+    expr = str(round(times_s[-1] * 90000))
+    for j in range(len(times_s) - 2, -1, -1):
+        expr = f"if(eq(N,{j}),{round(times_s[j] * 90000)},{expr})"
+    frames = np.zeros((len(times_s), 32, 48, 3), np.uint8)
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", "48x32", "-r", "25",
+                    "-i", "-", "-vf", f"settb=1/90000,setpts='{expr}'", "-fps_mode", "passthrough",
+                    "-enc_time_base", "1/90000", "-c:v", "libx264", str(path)], input=frames.tobytes(), check=True,
+                   capture_output=True)
+
+
+@pytest.mark.parametrize("case", ["mkv copy", "jitter"])
+def test_a_recording_that_dropped_frames_is_read_at_its_base_rate_whatever_the_container_says(tmp_path, case):
+    """A Matroska copy of a 25 fps recording that lost a third of its frames says 16.95 fps for
+    both rates; an mp4 with +-8 ms jitter says 90000 (its time base) and 16.94 on average. Read
+    at 16.95 fps, offsets step by 59 ms; the packets' own spacing says 25 (a review)."""
+    rng = np.random.default_rng(21)
+    kept = [0] + [k for k in range(1, 120) if rng.random() > 0.33]
+    jitter_s = 0.008 if case == "jitter" else 0.0
+    times = [k / 25 + (rng.uniform(-jitter_s, jitter_s) if k else 0.0) for k in kept]
+    path = tmp_path / "src.mp4"
+    _clip_at_times(path, times)
+    if case == "mkv copy":
+        path = tmp_path / "copy.mkv"
+        subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(tmp_path / "src.mp4"), "-c", "copy", str(path)],
+                       check=True, capture_output=True)
+    info = probe(path)
+    assert info.avg_frame_rate < 18
+    assert info.fps == 25 and info.is_vfr, (info.avg_frame_rate, info.r_frame_rate)
+
+
+def test_a_steady_rate_no_camera_uses_is_kept(tmp_path):
+    """20 fps is no standard rate, and its frames keep to the 60 fps grid too (every third slot):
+    it stays 20 fps, not 60 with two of three frames dropped."""
+    path = tmp_path / "twenty.mkv"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc=s=48x32:r=20:d=3", "-c:v", "libx264",
+                    str(path)], check=True, capture_output=True)
+    info = probe(path)
+    assert info.fps == 20 and not info.is_vfr, (info.avg_frame_rate, info.r_frame_rate)

@@ -190,6 +190,12 @@ def probe(path: str | os.PathLike, audio_stream: int | None = None) -> MediaInfo
             # the base rate, each frame lands on its own time; at the average, an audit's
             # offsets moved to a 51 ms grid and read 30-80 ms off.
             fps = snap_fps(real)
+        elif fps not in _STANDARD_RATES and (steady := _steady_rate(spath)) is not None and steady != fps:
+            # a rate no camera records at (16.95 fps): either container says only the average
+            # (Matroska copied from a 25 fps recording that lost a third of its frames), or the
+            # base rate is the time base (90000). The frames' own spacing tells the base rate;
+            # at the average an audit's offsets stepped by 59 ms.
+            fps, is_vfr = steady, True
         rotation = _rotation(video)
         w, h = int(video.get("width") or 0), int(video.get("height") or 0)
         if rotation % 180 == 90:
@@ -213,6 +219,41 @@ def probe(path: str | os.PathLike, audio_stream: int | None = None) -> MediaInfo
         path=spath, duration_s=duration, container=str(fmt.get("format_name", "")),
         has_video=video is not None, has_audio=audio is not None, start_s=_float(fmt.get("start_time")), **kw,
     )
+
+
+# _steady_rate: how much of the stream its packets are read for, and how closely their phases on
+# a rate's grid must agree (1: exactly on it; uniform +-8 ms jitter at 25 fps gives 0.76)
+STEADY_SCAN_S = 120
+STEADY_MIN_AGREEMENT = 0.5
+
+
+def _steady_rate(path: str) -> Fraction | None:
+    """The standard rate whose frame grid the video's packet times keep to (the first
+    STEADY_SCAN_S seconds, demuxed only: a fraction of a second), or None. Each rate's grid is
+    scored by how closely the times' phases on it agree (the mean resultant length of
+    exp(2 pi i t rate)): dropped frames leave the phases alone and jitter only spreads them,
+    while a wrong rate's phases drift round the circle. Multiples of the rate (50 for 25) agree
+    too, so the lowest rate that scores nearly as well as the best is the frame rate, and none
+    with more than twice the frames there are (more than half of them dropped)."""
+    cmd = ["ffprobe", "-v", "error", "-select_streams", "v:0", "-read_intervals", f"%+{STEADY_SCAN_S}",
+           "-show_entries", "packet=pts_time", "-of", "csv=p=0", ff_input(path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    times = np.unique(np.array([t for t in (_float(x.strip().rstrip(","), math.nan) for x in proc.stdout.split())
+                                if math.isfinite(t)], np.float64))
+    if proc.returncode != 0 or len(times) < 8:
+        return None
+    t = times - times[0]
+    mean_rate = (len(t) - 1) / t[-1] if t[-1] > 0 else 0.0
+    # a grid is only the frame rate if at least half its slots hold a frame: a 20 fps stream
+    # keeps to the 60 fps grid as well (every third slot)
+    agree = {std: float(np.abs(np.exp(2j * np.pi * t * float(std)).mean())) for std in _STANDARD_RATES
+             if float(std) <= 2.0 * mean_rate}
+    if not agree:
+        return None
+    best = max(agree.values())
+    if best < STEADY_MIN_AGREEMENT:
+        return None
+    return min(std for std, a in agree.items() if a >= 0.9 * best)
 
 
 def _rotation(stream: dict) -> int:

@@ -82,6 +82,9 @@ class JobTally:
             "mean_confidence": share(self.confidence_sum, n),
             f"confident_share(conf>={self.confident_threshold})": share(self.confident, n),
             "confident_and_wrong_share": share(self.confident_wrong, n),
+            # of the confident windows, how many are wrong: a small share of confident-and-wrong
+            # can still be every confident window (a review: under the bar, 11 of 11)
+            "confident": self.confident, "wrong_if_confident": share(self.confident_wrong, self.confident),
         }
 
 

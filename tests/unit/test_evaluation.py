@@ -202,9 +202,18 @@ def test_eval_real_runs_small(dev_clips_dir, tmp_path):
         (clips / name).symlink_to(dev_clips_dir / name)
     cfg = RealEvalConfig(clips_dir=clips, cache_dir=tmp_path / "cache", shifts_ms=(0, 80),
                          degraded_shifts_ms=(80,), degradations=("bar",), degrade_on="rois", speed=False)
-    scorer = load_scorer(None)
-    r = run_real_eval(scorer, cfg, folds=(scorer,))  # the bundle as its own single fold: routing only
+    from worker.scoring.postprocess import ScorerConfig
+
+    # the evaluation searches past its largest shift; the control also under the product's search
+    scorer = load_scorer(None, ScorerConfig(min_offset_ms=-200.0, max_offset_ms=200.0))
+    wide = load_scorer(None, ScorerConfig(min_offset_ms=-320.0, max_offset_ms=320.0))
+    r = run_real_eval(wide, cfg, folds=(wide,), control=(scorer, scorer))  # the bundle as its own fold
     assert [f["judges"] for f in r["cv_folds"]] == [["cremad_1001_DFA_NEU_XX.flv", "grid_swiz3n.mpg"]]
+    ctrl, evals = r["mismatched_default_search"]["heldout_real"], r["mismatched"]["heldout_real"]
+    assert ctrl["n_pairs"] == evals["n_pairs"] == 2
+    assert r["targets"]["mismatched.heldout_real.auc_window_score"]["value"] == ctrl["auc_window_score"]
+    # the window scores differ with the search (its best similarity and the margin to the rest)
+    assert evals["mismatched_window_score"] != ctrl["mismatched_window_score"]
     from worker.evaluation.report import real_lines, real_markdown
 
     assert "Cross-validated" in real_markdown(r)[0]

@@ -172,6 +172,7 @@ def run_real(args) -> int:
     from worker.cli import CliError, load_scorer_for_command
     from worker.evaluation.real import RealEvalConfig, run_real_eval
     from worker.evaluation.report import real_lines
+    from worker.scoring.postprocess import ScorerConfig
 
     clips_dir = Path(args.clips_dir)
     if not clips_dir.is_dir():
@@ -185,9 +186,14 @@ def run_real(args) -> int:
                              degraded_shifts_ms=deg_shifts, degradations=degradations,
                              degrade_on=args.degrade_on, limit=args.limit, speed=not args.no_speed)
         scorer, log = _setup(args)
-        folds = tuple(load_scorer_for_command(d.strip(), args.device, "--cv-folds bundle", args.max_offset_ms)
-                      for d in args.cv_folds.split(",") if d.strip())
-        report = run_real_eval(scorer, cfg, log, folds=folds)
+        fold_dirs = [d.strip() for d in args.cv_folds.split(",") if d.strip()]
+        folds = tuple(load_scorer_for_command(d, args.device, "--cv-folds bundle", args.max_offset_ms)
+                      for d in fold_dirs)
+        control = ()
+        if args.max_offset_ms != ScorerConfig().max_offset_ms:  # the control also under `score`'s search
+            control = (load_scorer_for_command(args.bundle, args.device),
+                       *(load_scorer_for_command(d, args.device, "--cv-folds bundle") for d in fold_dirs))
+        report = run_real_eval(scorer, cfg, log, folds=folds, control=control)
     except ValueError as exc:
         raise CliError(str(exc)) from None
     report["bundle"] = _bundle_info(scorer, args)

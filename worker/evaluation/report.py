@@ -75,6 +75,19 @@ def _pct_short(d: dict | None) -> str:
     return "n/a" if not d or d.get("rate") is None else f"{100 * d['rate']:.1f}%"
 
 
+def _mismatched_lines(section: dict, label: str) -> list[str]:
+    lines = []
+    for pool, m in section.items():
+        lines.append(f"  mismatched [{pool}]{label}: window-score AUC matched vs mismatched {_f(m['auc_window_score'])} "
+                     f"(all shifts as matched {_f(m['auc_window_score_all_shifts'])}); mismatched clips: score "
+                     f"median {_f(m['clip_score'].get('median'))} (matched {_f(m['matched_clip_score'].get('median'))}), "
+                     f"confidence median {_f(m['clip_confidence'].get('median'))}, confident "
+                     f"{m['clips_confident']}/{m['n_pairs']}, naming a direction {m['clips_with_direction']}/"
+                     f"{m['n_pairs']} (windows {_f(m.get('windows_with_direction_share'))}; matched windows "
+                     f"{_f(m.get('matched_windows_with_direction_share'))})")
+    return lines
+
+
 def real_lines(r: dict) -> list[str]:
     lines = [(f"eval-real: scorer {r['scorer']}, {r['n_real']} real + {r['n_generated']} generated clips, "
               f"shifts {r['config']['shifts_ms']} ms, search {_search(r)}, degradations on "
@@ -90,14 +103,9 @@ def real_lines(r: dict) -> list[str]:
                      f"windows {_confident(agg['windows_1s'])}")
         if agg.get("by_shift_ms"):
             lines.append(f"    by shift (whole clips / windows): {_by_shift(agg)}")
-    for pool, m in r["mismatched"].items():
-        lines.append(f"  mismatched [{pool}]: window-score AUC matched vs mismatched {_f(m['auc_window_score'])} "
-                     f"(all shifts as matched {_f(m['auc_window_score_all_shifts'])}); mismatched clips: score "
-                     f"median {_f(m['clip_score'].get('median'))} (matched {_f(m['matched_clip_score'].get('median'))}), "
-                     f"confidence median {_f(m['clip_confidence'].get('median'))}, confident "
-                     f"{m['clips_confident']}/{m['n_pairs']}, naming a direction {m['clips_with_direction']}/"
-                     f"{m['n_pairs']} (windows {_f(m.get('windows_with_direction_share'))}; matched windows "
-                     f"{_f(m.get('matched_windows_with_direction_share'))})")
+    for label, section in (("", r.get("mismatched_default_search")), (" (evaluation's search)", r["mismatched"])):
+        if section:
+            lines += _mismatched_lines(section, label if r.get("mismatched_default_search") else "")
     key = "heldout_real_without_flagged"
     for kind, d in r.get("degraded", {}).items():
         a, c = d[key], d["clean_same_pairs"][key]
@@ -200,12 +208,16 @@ def real_markdown(r: dict) -> list[str]:
     first_name, first = _distinct_sets(r)[0]
     if first.get("by_shift_ms"):
         out += ["", f"- {first_name} by applied shift (whole clips / 1-s windows): {_by_shift(first)}"]
-    m = r["mismatched"]["heldout_real"]
-    out += ["", (f"- mismatched control (video + another speaker's audio, held out): 1-s window score AUC matched vs "
-                f"mismatched {_f(m['auc_window_score'])}; mismatched clip summaries: score median "
-                f"{_f(m['clip_score'].get('median'))} (matched {_f(m['matched_clip_score'].get('median'))}), "
-                f"confidence median {_f(m['clip_confidence'].get('median'))}, {m['clips_confident']}/{m['n_pairs']} "
-                f"with confidence >= 0.5")]
+    ctrl = r.get("mismatched_default_search")
+    m = (ctrl or r["mismatched"])["heldout_real"]
+    wide = "" if not ctrl else (f" (under the evaluation's {_search(r)} search: AUC "
+                                f"{_f(r['mismatched']['heldout_real']['auc_window_score'])}: a window's score reads its best "
+                                f"similarity against the rest of the search)")
+    out += ["", (f"- mismatched control (video + another speaker's audio, held out{', under the default +/-200 ms search' if ctrl else ''}): "
+                 f"1-s window score AUC matched vs mismatched {_f(m['auc_window_score'])}{wide}; mismatched clip "
+                 f"summaries: score median {_f(m['clip_score'].get('median'))} (matched "
+                 f"{_f(m['matched_clip_score'].get('median'))}), confidence median "
+                 f"{_f(m['clip_confidence'].get('median'))}, {m['clips_confident']}/{m['n_pairs']} with confidence >= 0.5")]
     if r.get("degraded"):
         key = "heldout_real_without_flagged"
         out += ["", f"Degraded ({next(iter(r['degraded'].values()))['method']}; {key}; clean = the same pairs):", "",

@@ -24,7 +24,7 @@ def _targets(report: dict) -> list[str]:
 def synth_lines(r: dict) -> list[str]:
     cfg = r["config"]
     lines = [(f"eval-synth: scorer {r['scorer']}, {cfg['n_clips']} clips x {cfg['seconds']:g} s, seeds "
-              f"{cfg['seed0']}.., true offsets uniform in +/-{cfg['max_offset_ms']:g} ms")]
+              f"{cfg['seed0']}.., true offsets uniform in +/-{cfg['max_offset_ms']:g} ms, search {_search(r)}")]
     for cond, c in r["conditions"].items():
         extra = f", 8-frame blocks {_pct(c['blocks_8'])}" if "blocks_8" in c else ""
         lines.append(f"  {cond:12} within +/-1 frame: 1-s windows {_pct(c['windows_1s'])}, 16-frame blocks "
@@ -168,7 +168,8 @@ def synth_markdown(r: dict) -> list[str]:
     cfg, c = r["config"], r["conditions"]
     out = [(f"Synthetic (`sync-scorer eval-synth`, scorer `{r['scorer']}`): {cfg['n_clips']} fresh clips x "
            f"{cfg['seconds']:g} s (seeds {cfg['seed0']}+, 25/30 fps), true offsets uniform in "
-           f"+/-{cfg['max_offset_ms']:g} ms; within +/-1 frame of the true offset:"), "",
+           f"+/-{cfg['max_offset_ms']:g} ms, offsets searched within {_search(r)}; within +/-1 frame of the true "
+           f"offset:"), "",
            "| condition | 1-s windows | 16-frame blocks | 8-frame blocks | whole clips |", "|---|---|---|---|---|"]
     for cond, v in c.items():
         out.append(f"| {cond} | {_md_pct(v['windows_1s'])} | {_md_pct(v['blocks_16'])} | "

@@ -79,3 +79,13 @@ def test_a_single_frame_gives_one_slot_and_bad_input_is_refused():
         NearestFrameGrid(0)
     with pytest.raises(ValueError):
         NearestFrameGrid(25).push(float("nan"))
+
+
+def test_read_faster_than_its_rate_every_frame_is_held_alike():
+    """--fps 50 on a 25 fps stream: every other slot is midway between two frames. Ties taken
+    in turn held frames 2, 1, 3, 1, 3 slots (a review); without alternation every frame holds 2."""
+    grid = NearestFrameGrid(Fraction(50), alternate_ties=False)
+    holds = [grid.push(k / 25) for k in range(40)][1:]
+    assert holds == [2] * 39
+    alternating = NearestFrameGrid(Fraction(50))
+    assert [alternating.push(k / 25) for k in range(6)][1:] != [2] * 5  # what the review saw

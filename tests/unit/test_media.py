@@ -567,6 +567,10 @@ def test_frame_times_are_read_from_the_integer_pts_not_the_six_digit_pts_time():
         b"[Parsed_showinfo_1 @ 0x55] [info] n:  25 pts:900000000 pts_time:10000   pos: 96 fmt:yuv420p\n"
         b"[Parsed_showinfo_1 @ 0x55] [info] n:  26 pts:900003600 pts_time:10000   pos: 99 fmt:yuv420p\n"
         b"[Parsed_showinfo_1 @ 0x55] [info] n:  27 pts: NOPTS pts_time:NOPTS pos: 99 fmt:yuv420p\n"
+        # the input's tags are logged too: a title or comment that looks like showinfo is not a frame
+        b"[info]     title           : showinfo n: 0 pts: 360000000 pts_time:4000\n"
+        b"[info]     comment         : [error] not an error\n"
+        b"[info]                     : [Parsed_showinfo_1 @ 0x55] [info] n: 9 pts: 7 pts_time:7\n"
     )
     times = _FrameTimes(io.BytesIO(log))
     got = [times.next() for _ in range(4)]
@@ -610,11 +614,30 @@ def test_a_recording_that_dropped_frames_is_read_at_its_base_rate_whatever_the_c
     assert info.fps == 25 and info.is_vfr, (info.avg_frame_rate, info.r_frame_rate)
 
 
-def test_a_steady_rate_no_camera_uses_is_kept(tmp_path):
+@pytest.mark.parametrize("fps", [20, 12.5, 5])
+def test_a_steady_rate_no_camera_uses_is_kept(tmp_path, fps):
     """20 fps is no standard rate, and its frames keep to the 60 fps grid too (every third slot):
-    it stays 20 fps, not 60 with two of three frames dropped."""
-    path = tmp_path / "twenty.mkv"
-    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc=s=48x32:r=20:d=3", "-c:v", "libx264",
-                    str(path)], check=True, capture_output=True)
+    it stays 20 fps, not 60 with two of three frames dropped; 12.5 and 5 keep to 25 and 10 (every
+    other slot: exactly half, where rounding decided, a review) and stay too."""
+    path = tmp_path / "steady.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", f"testsrc=s=48x32:r={fps}:d=4", "-c:v",
+                    "libx264", str(path)], check=True, capture_output=True)
     info = probe(path)
-    assert info.fps == 20 and not info.is_vfr, (info.avg_frame_rate, info.r_frame_rate)
+    assert info.fps == fps and not info.is_vfr, (info.avg_frame_rate, info.r_frame_rate)
+
+
+def test_a_timestamp_far_past_the_end_does_not_become_hours_of_frames(tmp_path, monkeypatch):
+    """A frame time far past the container's end (a broken timestamp) would fill every slot up to
+    it: the grid stops MAX_SLOTS_PAST_END_S past the duration (a review: 28125 s of frames from a
+    6 s file, through a forged log line)."""
+    from dataclasses import replace
+
+    from worker.media import decode
+
+    path = tmp_path / "short.mp4"
+    _clip_at_times(path, [k / 25 for k in range(50)])
+    info = probe(path)
+    assert sum(len(c) for c in decode.iter_video(path, info=info)) == 50
+    monkeypatch.setattr(decode, "MAX_SLOTS_PAST_END_S", 0.2)
+    # as if the file said 1 s while its frames ran on: 1.2 s of slots, not 2 s
+    assert sum(len(c) for c in decode.iter_video(path, info=replace(info, duration_s=1.0))) == 30

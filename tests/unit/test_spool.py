@@ -131,3 +131,23 @@ def test_a_disk_that_fills_part_way_keeps_every_row_in_ram(room, monkeypatch):
     out = spool.finish()
     assert not isinstance(out, np.memmap)
     np.testing.assert_array_equal(out, expect)
+
+
+def test_no_room_to_reserve_the_file_brings_the_rows_back_to_ram(monkeypatch, tmp_path):
+    """A hole read through the map on a full tmpfs is a SIGBUS (a review): the file's space is
+    reserved before mapping, and when it cannot be, the rows come back to RAM instead."""
+    from worker.tracking import spool as sp
+
+    def full(fd, offset, length):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(sp.os, "posix_fallocate", full)
+    frames, blank, expect = _mixed(40, seed=9)
+    spool = FrameSpool((6, 6), chunk_frames=4, ram_bytes=6 * 6 * 3, tmp_dir=str(tmp_path))
+    for f, b in zip(frames, blank):
+        spool.append_blank() if b else spool.append(f)
+    spool.append_blank(7)
+    assert spool.spilled
+    out = spool.finish()
+    assert not isinstance(out, np.memmap)
+    np.testing.assert_array_equal(out, np.concatenate([expect, np.zeros((7, 6, 6), np.uint8)]))

@@ -225,11 +225,13 @@ def probe(path: str | os.PathLike, audio_stream: int | None = None) -> MediaInfo
 # a rate's grid must agree (1: exactly on it; uniform +-8 ms jitter at 25 fps gives 0.76)
 STEADY_SCAN_S = 120
 STEADY_MIN_AGREEMENT = 0.5
+STEADY_MAX_SLOTS = 1.8  # a standard rate's slots per frame there are, at most (fewer than 45% dropped)
 
 
 def _steady_rate(path: str) -> Fraction | None:
     """The standard rate whose frame grid the video's packet times keep to (the first
-    STEADY_SCAN_S seconds, demuxed only: a fraction of a second), or None. Each rate's grid is
+    STEADY_SCAN_S seconds, demuxed only: 0.1 s for a small file, 0.8-4 s for 1.6 GB of
+    1080p), or None (also when they keep to their own average rate). Each rate's grid is
     scored by how closely the times' phases on it agree (the mean resultant length of
     exp(2 pi i t rate)): dropped frames leave the phases alone and jitter only spreads them,
     while a wrong rate's phases drift round the circle. Multiples of the rate (50 for 25) agree
@@ -244,15 +246,19 @@ def _steady_rate(path: str) -> Fraction | None:
         return None
     t = times - times[0]
     mean_rate = (len(t) - 1) / t[-1] if t[-1] > 0 else 0.0
-    # a grid is only the frame rate if at least half its slots hold a frame: a 20 fps stream
-    # keeps to the 60 fps grid as well (every third slot)
-    agree = {std: float(np.abs(np.exp(2j * np.pi * t * float(std)).mean())) for std in _STANDARD_RATES
-             if float(std) <= 2.0 * mean_rate}
+
+    def agreement(rate: float) -> float:
+        return float(np.abs(np.exp(2j * np.pi * t * rate).mean()))
+
+    # a grid is only the frame rate if well over half its slots hold a frame: a 20 fps stream
+    # keeps to the 60 fps grid as well (every third slot), and a 12.5 fps one to the 25 fps grid
+    # (every other: exactly half, where rounding decided before, a review)
+    agree = {std: agreement(float(std)) for std in _STANDARD_RATES if float(std) < STEADY_MAX_SLOTS * mean_rate}
     if not agree:
         return None
     best = max(agree.values())
-    if best < STEADY_MIN_AGREEMENT:
-        return None
+    if best < STEADY_MIN_AGREEMENT or agreement(mean_rate) >= 0.9 * best:
+        return None  # the frames keep to their own average rate: nothing dropped, a rate of its own
     return min(std for std, a in agree.items() if a >= 0.9 * best)
 
 
@@ -339,7 +345,8 @@ def _iter_nearest_frames(info: MediaInfo, rate: Fraction, scale: list[str], size
     assert proc.stdout is not None and proc.stderr is not None
     times = _FrameTimes(proc.stderr)
     ahead = _ReadAhead(proc.stdout, frame_bytes * per_chunk)
-    grid = NearestFrameGrid(rate)
+    native = Fraction(info.fps_fraction) if info.fps_fraction else rate
+    grid = NearestFrameGrid(rate, alternate_ties=rate <= native)
     # slots are copied into a chunk of their own as they are filled and the chunk yielded when
     # full: the read-ahead's buffers are let go as soon as their frames are placed (a list of
     # views stacked at the end kept them alive: 2.6x the fps path's memory on 4K)
@@ -348,8 +355,14 @@ def _iter_nearest_frames(info: MediaInfo, rate: Fraction, scale: list[str], size
     prev: np.ndarray | None = None
     prev_s = None
 
+    # no slot far past the container's end: a broken timestamp (or a forged log line) must not
+    # turn a short file into hours of repeated frames
+    max_slots = math.ceil((info.duration_s + MAX_SLOTS_PAST_END_S) * rate) if info.duration_s > 0 else None
+
     def fill(img: np.ndarray, count: int) -> Iterator[np.ndarray]:
         nonlocal out, n_fill, n_out
+        if max_slots is not None:
+            count = max(0, min(count, max_slots - n_out - n_fill))
         for _ in range(count):
             if out is None:
                 out = np.empty((per_chunk, h, w, 3), np.uint8)
@@ -401,6 +414,7 @@ def _iter_nearest_frames(info: MediaInfo, rate: Fraction, scale: list[str], size
 MAX_CHUNK_BYTES = 96 * 1024 * 1024
 READ_AHEAD_CHUNKS = 2
 MAX_ERROR_LINES = 10_000  # ffmpeg's error lines kept per stream (the last ones)
+MAX_SLOTS_PAST_END_S = 10.0  # _iter_nearest_frames: frame slots past the container's duration
 
 
 class _ReadAhead:
@@ -471,9 +485,13 @@ class _FrameTimes:
 
     # the integer pts in the filter's time base: pts_time prints with 6 significant digits, 10 ms
     # steps past 1000 s and 100 ms past 10000 s (a review: frames sharing a time were dropped)
-    _SHOWINFO = re.compile(r"\bn:\s*\d+\s+pts:\s*(-?\d+|NOPTS)\s+pts_time:(\S+)")
-    _TIME_BASE = re.compile(r"config in time_base:\s*(\d+)/(\d+)")
-    _LEVEL = re.compile(r"\s?\[(error|fatal|panic)\] ")
+    # Anchored at the line's start: ffmpeg logs the input's tags (title, comment) on the same
+    # log, and a title "showinfo n: 0 pts: 0 ..." was read as a frame time (a review: a clip read
+    # +80 ms, another decoded 28125 s of frames from a 6 s file); a tag's lines start "[info]".
+    _SHOWINFO = re.compile(r"\[Parsed_showinfo_\d+ @ 0x[0-9a-fA-F]+\] \[info\] n:\s*\d+\s+pts:\s*(-?\d+|NOPTS)"
+                           r"\s+pts_time:(\S+)")
+    _TIME_BASE = re.compile(r"\[Parsed_showinfo_\d+ @ 0x[0-9a-fA-F]+\] \[info\] config in time_base:\s*(\d+)/(\d+)")
+    _LEVEL = re.compile(r"(\[[^\]]+ @ 0x[0-9a-fA-F]+\] )?\[(error|fatal|panic)\] ")
 
     def __init__(self, pipe) -> None:
         self._times: queue.Queue = queue.Queue()
@@ -485,14 +503,13 @@ class _FrameTimes:
     def _run(self, pipe) -> None:
         try:
             for raw in pipe:
-                line = raw.decode("utf-8", "replace").strip()
-                m = self._SHOWINFO.search(line) if "showinfo" in line else None
-                if m:
+                line = raw.decode("utf-8", "replace").rstrip()
+                if m := self._SHOWINFO.match(line):
                     self._times.put(self._seconds(m.group(1), m.group(2)))
-                elif "showinfo" in line and (tb := self._TIME_BASE.search(line)) and int(tb.group(1)):
+                elif (tb := self._TIME_BASE.match(line)) and int(tb.group(1)):
                     self._time_base = Fraction(int(tb.group(1)), int(tb.group(2)))
-                elif self._LEVEL.search(line):
-                    self._lines.append(self._LEVEL.sub(" ", line, count=1).strip())
+                elif lv := self._LEVEL.match(line):
+                    self._lines.append(((lv.group(1) or "") + line[lv.end():]).strip())
         except (OSError, ValueError):  # closed under us
             pass
         finally:

@@ -6,7 +6,8 @@ mouth: an audit's 25 fps file with a third of its frames dropped at random read 
 ms early, the video being late by the staleness of those repeats. Here a slot takes the decoded
 frame nearest to it in time, so a gap is filled half by the frame before it and half by the
 frame after; a slot exactly midway (one frame dropped) goes to each side in turn, so runs of
-single drops are not read early or late on average.
+single drops are not read early or late on average (read faster than the stream's own rate,
+where every other slot is midway, to the earlier frame: even holds).
 
 Pure logic: timestamps in, counts out. ``worker.media.decode`` feeds it the frames' own times
 (ffmpeg's showinfo) in decoding order.
@@ -30,10 +31,14 @@ class NearestFrameGrid:
     the first frame (as the fps filter repeats it); the grid ends with the last frame's own
     slot."""
 
-    def __init__(self, rate: Fraction | float) -> None:
+    def __init__(self, rate: Fraction | float, alternate_ties: bool = True) -> None:
         self.rate = Fraction(rate)
         if self.rate <= 0:
             raise ValueError(f"rate must be > 0, got {rate}")
+        # read faster than the stream's own rate (--fps 50 on 25 fps), every other slot is a tie:
+        # taken in turn they held frames 2, 1, 3, 1, 3 slots (a review); the earlier frame each
+        # time holds every frame alike, half a slot early, as the fps filter did
+        self.alternate_ties = alternate_ties
         self._next_slot = 0
         self._prev_s: float | None = None
         self._ties = 0
@@ -64,7 +69,7 @@ class NearestFrameGrid:
                 continue
             if abs(t - mid) <= TIE_S:
                 self._ties += 1
-                if self._ties % 2:  # odd ties to the earlier frame, even ones to the later
+                if self._ties % 2 or not self.alternate_ties:  # odd ties to the earlier frame
                     i += 1
             break
         self._next_slot = i

@@ -12,8 +12,8 @@ map: the page cache holds what is read, and the kernel may drop it again.
 Frames without a face are blank (zeros) and are only counted (``append_blank``): a track that
 FaceMesh saw for four frames of a long clip, and that is then dropped as a false detection,
 costs nothing for the frames it was absent from (a review: a blank copied per frame cost 138 MB
-per such track in a 10-minute clip). In the file they are holes, which read as zeros and take no
-disk space.
+per such track in a 10-minute clip). In the file they are holes, which read as zeros; a track
+that is kept has its file's space reserved when it is finished.
 
 If no temporary file can be made, or the disk fills up part-way, the crops stay in (or come back
 to) RAM, as before the spool, rather than fail the clip.
@@ -182,6 +182,10 @@ class FrameSpool:
             try:
                 f.truncate(self._n * self._row_bytes)  # a trailing blank run: a hole to the end
                 f.flush()
+                # a hole read through the map needs a page of its own, and on a full tmpfs that
+                # is a SIGBUS, not an error (a review: the process died reading blank rows):
+                # reserved here, a full disk is an OSError, and the rows go back to RAM
+                os.posix_fallocate(f.fileno(), 0, self._n * self._row_bytes)
                 if self._n:
                     # copy-on-write: writable for callers (torch.from_numpy warns on a read-only
                     # array), while writes stay private and the file is never changed

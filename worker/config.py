@@ -14,6 +14,7 @@ built (:meth:`KafkaConfig.client_config`). The environment is read only here, at
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -28,6 +29,12 @@ BOOTSTRAP_ENV = "KAFKA_BOOTSTRAP_SERVERS"
 # SYNC_SCORER_* variables that are not config settings: read by other parts of the project
 # (worker.kafka.broker.DOCKER_ENV), so not refused as misspelled settings
 OTHER_ENV_NAMES = frozenset({"SYNC_SCORER_KAFKA_DOCKER"})
+# Kubernetes gives every pod variables for the Services in its namespace (service links): a
+# Service named sync-scorer-serve gives SYNC_SCORER_SERVE_SERVICE_HOST, SYNC_SCORER_SERVE_PORT,
+# SYNC_SCORER_SERVE_PORT_8080_TCP_ADDR, ... They are not settings, and refusing them would stop
+# every worker pod of a release named sync-scorer (the chart also turns service links off).
+_SERVICE_LINK = re.compile(r"[A-Z0-9_]+_(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|PORT(_\d+_(TCP|UDP|SCTP)"
+                           r"(_(PROTO|PORT|ADDR))?)?)")
 
 # librdkafka keys whose values are credentials; given in `librdkafka` they are moved to `secrets`.
 _SECRET_KEY_MARKERS = ("password", "secret", "sasl.jaas.config", "ssl.key.pem", "ssl_key")
@@ -362,6 +369,7 @@ def _refuse_unknown_env_names(environ: Mapping[str, str]) -> None:
         name for name in environ
         if name.upper().startswith(ENV_PREFIX) and name.upper() not in OTHER_ENV_NAMES
         and name.upper()[len(ENV_PREFIX):].split("__", 1)[0].lower() not in sections
+        and not _SERVICE_LINK.fullmatch(name.upper())
     )
     if unknown:
         raise ConfigError(

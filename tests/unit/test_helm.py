@@ -263,3 +263,14 @@ def test_lag_based_autoscaling_renders_a_keda_scaledobject_on_both_input_topics(
             kubernetes_validate.validate(d, K8S_VERSION, strict=True)
     both = _render_as("rel", "worker.keda.enabled=true", "worker.autoscaling.enabled=true")
     assert both.returncode != 0 and "enable one" in both.stderr
+
+
+def test_pods_get_no_service_link_variables():
+    """Kubernetes would give each pod SYNC_SCORER_SERVE_SERVICE_HOST and such for a release's
+    Services (named <release>-sync-scorer-*, or sync-scorer-* with fullnameOverride): the worker
+    reads SYNC_SCORER_* as settings, so the chart turns service links off (and the config loader
+    lets their pattern through in any case)."""
+    docs = _by_kind(_render("fullnameOverride=sync-scorer"))
+    for (kind, _name), d in docs.items():
+        if kind == "Deployment":
+            assert d["spec"]["template"]["spec"]["enableServiceLinks"] is False, _name

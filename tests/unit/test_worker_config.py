@@ -249,8 +249,18 @@ def test_a_misspelled_top_level_variable_is_refused_as_a_nested_one_is(monkeypat
     with pytest.raises(ConfigError, match="windowing.blok"):
         load_config()
     monkeypatch.delenv("SYNC_SCORER_WINDOWING__BLOK")
-    # the project's own non-config variable, and real settings, still pass
+    # the project's own non-config variable, Kubernetes' service links (a Service named
+    # sync-scorer-serve, or sync-scorer, in the pod's namespace), and real settings, still pass
     from worker.kafka.broker import DOCKER_ENV
+
+    for name, value in [("SYNC_SCORER_SERVE_SERVICE_HOST", "10.0.0.7"), ("SYNC_SCORER_SERVE_SERVICE_PORT", "8080"),
+                        ("SYNC_SCORER_SERVE_SERVICE_PORT_GRPC", "50051"), ("SYNC_SCORER_SERVE_PORT", "tcp://10.0.0.7:8080"),
+                        ("SYNC_SCORER_SERVE_PORT_8080_TCP", "tcp://10.0.0.7:8080"),
+                        ("SYNC_SCORER_SERVE_PORT_8080_TCP_PROTO", "tcp"), ("SYNC_SCORER_SERVE_PORT_8080_TCP_PORT", "8080"),
+                        ("SYNC_SCORER_SERVE_PORT_8080_TCP_ADDR", "10.0.0.7"), ("SYNC_SCORER_SERVICE_HOST", "10.0.0.8"),
+                        ("SYNC_SCORER_PORT", "tcp://10.0.0.8:9000"),
+                        ("SYNC_SCORER_SYNC_SCORER_WORKER_METRICS_PORT_9000_TCP_ADDR", "10.0.0.9")]:
+        monkeypatch.setenv(name, value)
 
     monkeypatch.setenv(DOCKER_ENV, "0")
     monkeypatch.setenv("SYNC_SCORER_SHUTDOWN_TIMEOUT_MS", "2000")

@@ -258,3 +258,37 @@ def test_present_false_reads_as_no_face_in_blocks_as_in_clips(stub):
     req = _request(clip, 0, 25, 240.0)
     req.frames.present.extend([False] * 25)
     assert client.ScoreWindow(req).label == "NO_FACE"
+
+
+def test_a_call_stopped_by_the_shutdown_is_unavailable_and_logged_so(stub, caplog):
+    """serve's help said calls past the shutdown's grace end CANCELLED (grpcio ends them
+    UNAVAILABLE), and the log called them "the caller left". A call stopped while serve stops is
+    UNAVAILABLE now and logged as the shutdown's."""
+    import logging
+    import threading
+
+    from worker.serving.cli import add_parser
+    from worker.serving.grpc_server import SyncScorerServicer
+    from worker.synth.clip import generate_clip
+
+    _client, service = stub
+    clip = generate_clip(seed=5154, seconds=2.0, audio_offset_ms=0.0)
+    request = _request(clip, 0, clip.frames.shape[0], 0.0)
+
+    class Stopped:  # the call grpcio ends as the server stops
+        def is_active(self) -> bool:
+            return False
+
+        def abort(self, code, details):
+            raise RuntimeError(code, details)
+
+    stopping = threading.Event()
+    stopping.set()
+    with caplog.at_level(logging.INFO, logger="sync_scorer.serve.grpc"), pytest.raises(RuntimeError) as err:
+        SyncScorerServicer(service, stopping).ScoreClip(request, Stopped())
+    assert err.value.args[0] == grpc.StatusCode.UNAVAILABLE and "stopping" in err.value.args[1]
+    assert "for the shutdown" in caplog.text and "caller" not in caplog.text
+    import argparse
+
+    text = add_parser(argparse.ArgumentParser().add_subparsers()).format_help()
+    assert "UNAVAILABLE" in text and "CANCELLED" not in text

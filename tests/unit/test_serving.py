@@ -696,3 +696,146 @@ def test_serve_cli_shutdown_grace_is_checked(capsys):
         assert main(["serve", "--shutdown-grace-s", value]) != 0
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "--shutdown-grace-s must be within 0..3600" in err[0], err
+
+
+def _heuristic_server(**kwargs):
+    from worker.scoring.heuristic import HeuristicScorer
+    from worker.serving.http import ScoreService, make_server
+
+    service = ScoreService(HeuristicScorer())
+    srv = make_server(service, "127.0.0.1", 0, **kwargs)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return service, srv
+
+
+def test_a_body_sent_to_a_wrong_path_or_method_is_dropped_and_the_answer_read():
+    """Only the 413 read and dropped the body it refused: a 404 (misspelt path), 405 or 501 closed
+    the connection with the body unread and the client sending a large body whole got a broken
+    pipe or a reset instead of the answer (a review: 42 MB POSTed to /v1/scores)."""
+    import http.client
+
+    _service, srv = _heuristic_server()
+    body = b"x" * (16 << 20)
+    try:
+        for method, path, code in (("POST", "/v1/scores", 404), ("PUT", "/v1/score", 405),
+                                   ("POST", "/healthz", 405), ("BREW", "/v1/score", 501)):
+            conn = http.client.HTTPConnection(*srv.server_address, timeout=20)
+            conn.request(method, path, body=body)
+            resp = conn.getresponse()
+            assert resp.status == code and "error" in json.loads(resp.read()), (method, path)
+            conn.close()
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_a_second_signal_ends_the_grace_and_an_upload_past_the_grace_is_answered_503():
+    """drain waited the whole grace after serve's second signal (``stopping`` set), and a body
+    still being uploaded was one blocking read: held past the grace, never answered, then reset."""
+    import socket
+
+    service, srv = _heuristic_server(idle_timeout_s=30.0)
+    body = json.dumps(_body()).encode()
+    try:
+        with service._lock, socket.create_connection(srv.server_address, timeout=10) as s:  # busy scorer
+            s.sendall(b"POST /v1/score HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+            deadline = time.monotonic() + 5
+            while srv.in_flight() != (1, 1) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            srv.shutdown()
+            threading.Timer(0.3, srv.stopping.set).start()  # the second signal
+            t0 = time.monotonic()
+            assert srv.drain(grace_s=30.0, cancel_wait_s=10.0) == 0
+            assert time.monotonic() - t0 < 5.0
+            status, res = _status_and_json(s.recv(65536))
+        assert status == 503 and "stopping" in res["error"]
+    finally:
+        srv.server_close()
+
+    service, srv = _heuristic_server(idle_timeout_s=30.0)
+    try:
+        with socket.create_connection(srv.server_address, timeout=10) as s:  # an upload, 100 of 10^6 bytes
+            s.sendall(b"POST /v1/score HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n" + b" " * 100)
+            deadline = time.monotonic() + 5
+            while srv.in_flight() != (1, 1) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            srv.shutdown()
+            t0 = time.monotonic()
+            assert srv.drain(grace_s=0.2, cancel_wait_s=5.0) == 0
+            assert time.monotonic() - t0 < 3.0
+            status, res = _status_and_json(s.recv(65536))
+        assert status == 503 and "stopping" in res["error"]
+        assert service.metrics.requests.labels("http", "ScoreClip", "cancelled")._value.get() == 1
+    finally:
+        srv.server_close()
+
+
+def test_a_chunked_upload_is_read_whole():
+    """The body is read as it comes (to watch for the shutdown): one sent in pieces is still read whole."""
+    import socket
+
+    _service, srv = _heuristic_server()
+    body = json.dumps(_body()).encode()
+    try:
+        with socket.create_connection(srv.server_address, timeout=20) as s:
+            s.sendall(b"POST /v1/score HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body))
+            for i in range(0, len(body), len(body) // 5 + 1):
+                s.sendall(body[i:i + len(body) // 5 + 1])
+                time.sleep(0.3)
+            chunks = []
+            while chunk := s.recv(65536):
+                chunks.append(chunk)
+        assert _status_and_json(b"".join(chunks))[0] == 200
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_a_clips_audio_is_limited_after_it_is_placed():
+    """The length guard counted the audio before frame 0 that placement cuts away: frames 300..400
+    with the session's audio from sample 0 (16 s) were refused as too long."""
+    audio = np.linspace(-0.5, 0.5, 16 * 16000, dtype=np.float32)
+    body = encode(np.zeros((100, 32, 32), np.uint8), 25.0, audio, 16000)
+    body["frame_start"] = 300
+    body["audio"]["start_sample"] = 0
+    clip = decode(body, 16000)
+    np.testing.assert_allclose(clip.audio, audio[12 * 16000:], atol=1e-4)
+    long = encode(np.zeros((100, 32, 32), np.uint8), 25.0, np.zeros(30 * 16000, np.float32), 16000)
+    long["frame_start"] = 300
+    long["audio"]["start_sample"] = 0  # 18 s after frame 0, for a 4 s clip: refused undecoded
+    with pytest.raises(RequestError, match="audio of 30.0 s is longer than the 26.0 s"):
+        decode(long, 16000)
+    late = encode(np.zeros((100, 32, 32), np.uint8), 25.0, np.zeros(13 * 16000, np.float32), 16000)
+    late["audio"]["start_sample"] = 2 * 16000  # 2 s after frame 0: 15 s once placed
+    with pytest.raises(RequestError, match="audio of 15.0 s from frame 0 on is longer than the 14.0 s"):
+        decode(late, 16000)
+
+
+def test_frames_present_is_read_where_the_proto_puts_it():
+    """JSON's ``frames.present`` (the proto's Frames.present) was ignored: frames sent absent were scored."""
+    body = _body()
+    body["frames"]["present"] = [True] * 25 + [False] * 25
+    assert decode(body, 16000).face_present.tolist() == body["frames"]["present"]
+    body["present"] = [True] * 50
+    with pytest.raises(RequestError, match="present is given twice"):
+        decode(body, 16000)
+
+
+def test_a_burst_of_connections_is_taken_into_the_backlog():
+    """socketserver's listen backlog of 5: a burst of connections had their SYNs dropped (1..8 s
+    connect retries, timeouts among 200 at once). The server takes 128 before it accepts any."""
+    import socket
+
+    from worker.scoring.heuristic import HeuristicScorer
+    from worker.serving.http import ScoreService, make_server
+
+    srv = make_server(ScoreService(HeuristicScorer()), "127.0.0.1", 0)  # not accepting yet
+    conns = []
+    try:
+        for _ in range(60):
+            conns.append(socket.create_connection(srv.server_address, timeout=0.5))
+    finally:
+        for c in conns:
+            c.close()
+        srv.server_close()
+    assert len(conns) == 60

@@ -35,8 +35,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--max-seconds", type=float, default=120.0, help="longest clip per request (default 120 s)")
     p.add_argument("--shutdown-grace-s", type=float, default=DEFAULT_GRACE_S,
                    help=f"on SIGTERM or SIGINT, how long requests in flight have to finish before they "
-                        f"are stopped at their next batch (HTTP 503, gRPC CANCELLED); default "
-                        f"{DEFAULT_GRACE_S:g} s, within Kubernetes' default 30 s termination grace")
+                        f"are stopped (HTTP 503, gRPC UNAVAILABLE); a second signal stops them at once; "
+                        f"default {DEFAULT_GRACE_S:g} s, within Kubernetes' default 30 s termination grace")
     p.add_argument("--torch-threads", type=int, default=None,
                    help="CPU threads for the scorer (default: as the worker, cores - 1, 1..4: "
                         "oversubscribed OpenMP threads are dramatically slower than one)")
@@ -75,12 +75,14 @@ def run(args) -> int:
     except OSError as exc:
         raise CliError(f"cannot listen on {args.host}:{args.port}: {exc}") from None
     grpc_server = None
+    server_stopping = threading.Event()  # set once serve stops: a stopped gRPC call is the shutdown's
     where = ""
     if args.grpc_port >= 0:
         from worker.serving.grpc_server import make_grpc_server
 
         try:
-            grpc_server, grpc_port = make_grpc_server(service, args.host, args.grpc_port, max_bytes)
+            grpc_server, grpc_port = make_grpc_server(service, args.host, args.grpc_port, max_bytes,
+                                                      stopping=server_stopping)
         except OSError as exc:
             server.server_close()
             raise CliError(f"cannot listen for gRPC on {args.host}:{args.grpc_port}: {exc}") from None
@@ -90,11 +92,12 @@ def run(args) -> int:
     print(f"sync-scorer serve: {scorer.name} on http://{host}:{port} (POST /v1/score, /v1/score-block, "
           f"/v1/score-window; GET /healthz, /v1/info){where}; torch threads {threads}", flush=True)
     # SIGTERM (Kubernetes stopping the pod) or SIGINT: no new requests; the ones in flight have
-    # the grace to finish, then stop at their next batch and are answered (503 / CANCELLED); exit 0.
+    # the grace to finish, then stop at their next batch and are answered (503 / UNAVAILABLE); exit 0.
     # A second signal stops them at once.
     stopping = threading.Event()
 
     def on_signal(signum, _frame) -> None:
+        server_stopping.set()
         if stopping.is_set():
             server.stopping.set()
             if grpc_server is not None:
@@ -112,6 +115,7 @@ def run(args) -> int:
     except KeyboardInterrupt:
         pass
     finally:
+        server_stopping.set()
         grpc_stopped = grpc_server.stop(grace=args.shutdown_grace_s) if grpc_server is not None else None
         server.server_close()  # new connections are refused at once, not left in the backlog
         left = server.drain(args.shutdown_grace_s)

@@ -8,6 +8,7 @@ its traceback, never sent)."""
 from __future__ import annotations
 
 import logging
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -69,8 +70,11 @@ def clip_message(d: dict[str, Any]) -> pb.ClipScore:
 
 
 class SyncScorerServicer(pb_grpc.SyncScorerServicer):
-    def __init__(self, service: ScoreService) -> None:
+    def __init__(self, service: ScoreService, stopping: threading.Event | None = None) -> None:
         self.service = service
+        # set while serve stops: a call stopped then is the shutdown's (past the grace grpcio
+        # ends it UNAVAILABLE), not a caller that left
+        self.stopping = stopping or threading.Event()
 
     def _call(self, context: grpc.ServicerContext, method: str, fn, *args):
         try:
@@ -80,6 +84,9 @@ class SyncScorerServicer(pb_grpc.SyncScorerServicer):
         except RequestError as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except ScoringCancelled as exc:
+            if self.stopping.is_set():
+                log.info("%s stopped for the shutdown", method)
+                context.abort(grpc.StatusCode.UNAVAILABLE, "the server is stopping; send the request again")
             log.info("%s stopped: %s", method, exc)
             context.abort(grpc.StatusCode.CANCELLED, str(exc))
         except Exception:
@@ -102,16 +109,18 @@ class SyncScorerServicer(pb_grpc.SyncScorerServicer):
 
 
 def make_grpc_server(service: ScoreService, host: str = "127.0.0.1", port: int = 50051,
-                     max_message_bytes: int = 64 << 20, threads: int = 4) -> tuple[grpc.Server, int]:
+                     max_message_bytes: int = 64 << 20, threads: int = 4,
+                     stopping: threading.Event | None = None) -> tuple[grpc.Server, int]:
     """The server (not started yet) and the port it bound (``port`` 0: any free one). Raises
-    OSError when the address cannot be bound."""
+    OSError when the address cannot be bound. ``stopping``: set when serve stops (a call stopped
+    then is logged as the shutdown's, not as a caller that left)."""
     server = grpc.server(ThreadPoolExecutor(max_workers=threads, thread_name_prefix="grpc"),
                          options=[("grpc.max_receive_message_length", max_message_bytes),
                                   ("grpc.max_send_message_length", max_message_bytes),
                                   # grpcio sets SO_REUSEPORT by default: a second server on a port
                                   # in use would start and silently share its calls
                                   ("grpc.so_reuseport", 0)])
-    pb_grpc.add_SyncScorerServicer_to_server(SyncScorerServicer(service), server)
+    pb_grpc.add_SyncScorerServicer_to_server(SyncScorerServicer(service, stopping), server)
     try:
         bound = server.add_insecure_port(f"{host}:{port}")
     except RuntimeError as exc:  # grpcio raises on a port it cannot bind

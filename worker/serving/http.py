@@ -94,6 +94,25 @@ def make_server(service: ScoreService, host: str = "127.0.0.1", port: int = 8080
                 self.request_version = "HTTP/1.0"
             self.close_connection = True
             self._send(code, {"error": text})
+            self._discard_announced_body()
+
+        def _discard_announced_body(self, unknown_bytes: int = 0) -> None:
+            """After an answer sent without reading the request's body: the body the client may be
+            sending (its Content-Length, or ``unknown_bytes`` when it has none or a bad one; at most
+            DRAIN_CAP_BYTES) is read and dropped. Closed with it unread, the connection was reset:
+            a client that sends its whole body before it reads (most do) got a broken pipe instead
+            of the answer (the 413's fix; 404, 405 and the standard library's errors kept it)."""
+            headers = getattr(self, "headers", None)  # none: the request line was refused
+            length = headers.get("Content-Length") if headers is not None else None
+            n_bytes = byte_count(length) if length is not None else None
+            unread = min(DRAIN_CAP_BYTES, unknown_bytes if n_bytes is None else n_bytes)
+            if unread <= 0:
+                return
+            try:
+                self.connection.shutdown(socket.SHUT_WR)  # the answer is complete
+            except OSError:
+                return
+            discard_body(self.rfile, self.connection, unread, min(DRAIN_IDLE_S, idle_timeout_s))
 
         def _refuse(self, status: int, outcome: str, error: str, body_bytes: int | None = None) -> None:
             """A scoring request refused before its body is read: answered, counted, and the body
@@ -104,12 +123,10 @@ def make_server(service: ScoreService, host: str = "127.0.0.1", port: int = 8080
             service.metrics.requests.labels("http", _METHOD[self.path], outcome).inc()
             self.close_connection = True
             self._send(status, {"error": error})
-            try:
-                self.connection.shutdown(socket.SHUT_WR)  # the answer is complete
-            except OSError:
-                return
-            unread = DRAIN_CAP_BYTES if body_bytes is None else min(DRAIN_CAP_BYTES, body_bytes)
-            discard_body(self.rfile, self.connection, unread, min(DRAIN_IDLE_S, idle_timeout_s))
+            if body_bytes is None:  # no length, or one that is not a number: read what comes
+                self._discard_announced_body(DRAIN_CAP_BYTES)
+            else:
+                self._discard_announced_body(body_bytes)
 
         def parse_request(self) -> bool:
             self._expect_100 = False
@@ -140,6 +157,8 @@ def make_server(service: ScoreService, host: str = "127.0.0.1", port: int = 8080
                 self._send(405, {"error": f"{self.path} takes GET"})
             else:
                 self._send(404, {"error": f"no such path {self.path}"})
+            self.close_connection = True
+            self._discard_announced_body()
 
         do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _wrong_method
 
@@ -161,7 +180,9 @@ def make_server(service: ScoreService, host: str = "127.0.0.1", port: int = 8080
                              n_bytes)
                 return
             self._continue()
-            raw = self.rfile.read(n_bytes)
+            raw = self._read_body(n_bytes)
+            if raw is None:
+                return
             kind = _POSTS[self.path]
             try:
                 with service.observed("http", _METHOD[self.path]):
@@ -192,6 +213,51 @@ def make_server(service: ScoreService, host: str = "127.0.0.1", port: int = 8080
                 return
             self._send(200, result)
 
+        def _read_body(self, n_bytes: int) -> bytes | None:
+            """The body, read as it comes while watching for the shutdown: past the grace (or on a
+            second signal) an upload still coming is answered 503 and closed. (One blocking read
+            held it to the idle timeout, past the grace, and the client was reset.) None: answered
+            already, or the client left or went idle for the idle timeout."""
+            sock = self.connection
+            parts: list[bytes] = []
+            left = n_bytes
+            last_data = time.monotonic()
+            sock.settimeout(0.0)  # a socket timeout would leave the reader unusable: select instead
+            try:
+                while left > 0:
+                    chunk = self.rfile.read1(min(1 << 20, left))  # b"": nothing buffered or ready
+                    if chunk:
+                        parts.append(chunk)
+                        left -= len(chunk)
+                        last_data = time.monotonic()
+                        continue
+                    try:
+                        if sock.recv(1, socket.MSG_PEEK) == b"":
+                            return None  # the client closed before its body was whole
+                        continue  # a byte came meanwhile
+                    except BlockingIOError:
+                        pass
+                    if self.server.stopping.is_set():
+                        log.info("%s: upload stopped for the shutdown (%d of %d bytes)", self.path,
+                                 n_bytes - left, n_bytes)
+                        service.metrics.requests.labels("http", _METHOD[self.path], "cancelled").inc()
+                        sock.settimeout(idle_timeout_s)
+                        self._send(503, {"error": "the server is stopping; send the request again"})
+                        return None
+                    if time.monotonic() - last_data >= idle_timeout_s:
+                        log.info("%s: no body for %g s (%d of %d bytes); closed", self.path, idle_timeout_s,
+                                 n_bytes - left, n_bytes)
+                        return None
+                    select.select([sock], [], [], _BODY_POLL_S)
+            except (ConnectionError, ValueError):
+                return None
+            finally:
+                try:
+                    sock.settimeout(idle_timeout_s)
+                except OSError:
+                    pass
+            return b"".join(parts)
+
         def log_message(self, fmt: str, *args) -> None:
             # no path yet: a request line that could not be parsed (the 400 / 414 being sent)
             if getattr(self, "path", "") in ("/healthz", "/metrics"):  # probes and scrapes, per pod
@@ -200,6 +266,9 @@ def make_server(service: ScoreService, host: str = "127.0.0.1", port: int = 8080
 
     return _Server((host, port), Handler)
 
+
+# how often a body being read looks at the shutdown (an upload is answered 503 this soon past the grace)
+_BODY_POLL_S = 0.2
 
 # after the shutdown's grace, requests in flight are stopped at their next batch: this long for
 # them to be answered (a batch takes well under a second)
@@ -260,6 +329,10 @@ class _Server(ThreadingHTTPServer):
     threads were daemons nobody waited for, so SIGTERM dropped every request in flight and the
     interpreter's exit under a thread still in torch aborted the process (SIGABRT)."""
 
+    # socketserver's listen backlog of 5 dropped the SYNs of a burst of connections: a review saw
+    # 1..8 s connect retries and timeouts among 200 at once
+    request_queue_size = 128
+
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         # set: requests in flight stop at their next batch (or while they wait for the scorer)
@@ -309,8 +382,9 @@ class _Server(ThreadingHTTPServer):
     def drain(self, grace_s: float, cancel_wait_s: float = CANCEL_WAIT_S, poll_s: float = 0.05) -> int:
         """Once serve_forever has returned (no new connections): waits up to ``grace_s`` for the
         requests in flight to be answered, then stops the rest at their next batch (answered
-        503) and waits up to ``cancel_wait_s`` more. Returns how many were still unanswered
-        (their threads are daemons: they do not hold the exit)."""
+        503) and waits up to ``cancel_wait_s`` more. ``stopping`` set meanwhile (serve's second
+        signal) ends the grace at once (it was waited out whole). Returns how many were still
+        unanswered (their threads are daemons: they do not hold the exit)."""
         for wait_s, cancel in ((grace_s, False), (cancel_wait_s, True)):
             if cancel:
                 self.stopping.set()
@@ -320,7 +394,7 @@ class _Server(ThreadingHTTPServer):
                 with self._connections_lock:
                     if not self._connections:
                         return 0
-                if time.monotonic() >= end:
+                if time.monotonic() >= end or (not cancel and self.stopping.is_set()):
                     break
                 time.sleep(poll_s)
         with self._connections_lock:

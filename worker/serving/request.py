@@ -18,7 +18,7 @@ own decoding).
 
 A single BLOCK or WINDOW (``decode_span``) takes the same body plus where it sits on the session
 timeline: ``"frame_start"`` (session frame index of the job's first frame, default 0), optional
-``"present"`` (one bool per frame) and ``"audio": {"start_sample": ...}`` (session sample index of
+``"present"`` (one bool per frame; or ``"frames": {"present": ...}``, where the proto has it) and ``"audio": {"start_sample": ...}`` (session sample index of
 the first sample at the audio's rate; default: the first frame's time). Send the scorer's search
 margin of audio on each side of the frames, as the worker does (stretched below 25 fps by the
 frame's length over 40 ms: SessionState.margin_ms), and, for the worker's verdict
@@ -153,9 +153,16 @@ def _audio(body: dict, sample_rate: int, start_sample: int | None = None,
 
 
 def _present(body: dict, n: int) -> np.ndarray | None:
-    """``present``: one bool per frame sent (False: no ROI in that frame, i.e. no face: the
-    RoiRef's null roi), or None (all)."""
+    """``present`` (top level, or ``frames.present`` where the proto has it: Frames.present): one
+    bool per frame sent (False: no ROI in that frame, i.e. no face: the RoiRef's null roi), or
+    None (all). (``frames.present`` was ignored: frames sent absent were scored.)"""
     present = body.get("present")
+    fr = body.get("frames")
+    in_frames = fr.get("present") if isinstance(fr, dict) else None
+    if in_frames is not None:
+        if present is not None:
+            raise RequestError("present is given twice (present and frames.present): send one")
+        present = in_frames
     if isinstance(present, (list, tuple)) and len(present) == 0:
         return None  # proto3: an empty repeated field is "not sent"
     if present is None:
@@ -189,15 +196,37 @@ def _align_to_first_frame(body: dict, audio: np.ndarray, sample_rate: int, fps: 
     return audio[-shift:]
 
 
+def _lead_s(body: dict, fps: float) -> float:
+    """Seconds of the sent audio before frame 0 (``audio.start_sample`` before ``frame_start``'s
+    time), 0 when it starts at or after it; read unchecked (0 when a field is not a number:
+    _align_to_first_frame refuses it)."""
+    au = body.get("audio")
+    if not isinstance(au, dict):
+        return 0.0
+    start, rate, frame_start = au.get("start_sample"), au.get("sample_rate"), body.get("frame_start", 0)
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (start, rate, frame_start)) or rate <= 0:
+        return 0.0
+    if not 0 <= start <= MAX_INDEX * 16_000 or not 0 <= frame_start <= MAX_INDEX:  # refused later
+        return 0.0
+    return max(0.0, frame_start / fps - start / rate)
+
+
 def decode(body: Any, sample_rate: int, max_seconds: float = 120.0) -> ClipInput:
     """``body``: the parsed JSON. ``sample_rate``: the scorer's audio rate. ``audio.start_sample``
     and ``frame_start`` as for a span (the audio placed so that sample 0 is frame 0's time);
     ``present``: one bool per frame."""
     frames, fps = _frames(body, max_seconds)
     present = _present(body, frames.shape[0])
-    # the clip's audio may run on past its frames a little, not for hours
-    audio, _ = _audio(body, sample_rate, max_seconds=frames.shape[0] / fps + 10.0)
+    # the clip's audio may run on past its frames a little, not for hours: limited once placed
+    # (audio sent from before frame 0 is cut there: counted, it refused a clip from 12 s into a
+    # session with the session's audio); before decoding, no more than that and max_seconds of
+    # audio before frame 0
+    clip_s = frames.shape[0] / fps
+    audio, _ = _audio(body, sample_rate, max_seconds=clip_s + 10.0 + min(_lead_s(body, fps), max_seconds))
     audio = _align_to_first_frame(body, audio, sample_rate, fps, frames.shape[0])
+    if audio.shape[0] > (clip_s + 10.0) * sample_rate:
+        raise RequestError(f"audio of {audio.shape[0] / sample_rate:.1f} s from frame 0 on is longer than the "
+                           f"{clip_s + 10.0:.1f} s this request can use")
     block = body.get("block_frames", 16)
     window = body.get("window_ms", 1000)
     if isinstance(block, bool) or not isinstance(block, int) or not 8 <= block <= 16:

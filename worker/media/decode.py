@@ -236,7 +236,7 @@ def _steady_rate(path: str) -> Fraction | None:
     exp(2 pi i t rate)): dropped frames leave the phases alone and jitter only spreads them,
     while a wrong rate's phases drift round the circle. Multiples of the rate (50 for 25) agree
     too, so the lowest rate that scores nearly as well as the best is the frame rate, and none
-    with more than twice the frames there are (more than half of them dropped)."""
+    with STEADY_MAX_SLOTS times the frames there are or more (45% of its slots empty)."""
     cmd = ["ffprobe", "-v", "error", "-select_streams", "v:0", "-read_intervals", f"%+{STEADY_SCAN_S}",
            "-show_entries", "packet=pts_time", "-of", "csv=p=0", ff_input(path)]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)

@@ -33,8 +33,14 @@ OTHER_ENV_NAMES = frozenset({"SYNC_SCORER_KAFKA_DOCKER"})
 # Service named sync-scorer-serve gives SYNC_SCORER_SERVE_SERVICE_HOST, SYNC_SCORER_SERVE_PORT,
 # SYNC_SCORER_SERVE_PORT_8080_TCP_ADDR, ... They are not settings, and refusing them would stop
 # every worker pod of a release named sync-scorer (the chart also turns service links off).
-_SERVICE_LINK = re.compile(r"[A-Z0-9_]+_(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|PORT(_\d+_(TCP|UDP|SCTP)"
-                           r"(_(PROTO|PORT|ADDR))?)?)")
+_SERVICE_LINK_SUFFIX = re.compile(r"_(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|PORT(_\d+_(TCP|UDP|SCTP)"
+                                  r"(_(PROTO|PORT|ADDR))?)?)")
+
+
+def _service_link(name: str, services: set[str]) -> bool:
+    """Whether ``name`` is one of Kubernetes' variables for a service it linked (``services``:
+    the prefixes of the <SERVICE>_SERVICE_HOST variables set)."""
+    return any(name.startswith(svc) and _SERVICE_LINK_SUFFIX.fullmatch(name[len(svc):]) for svc in services)
 
 # librdkafka keys whose values are credentials; given in `librdkafka` they are moved to `secrets`.
 _SECRET_KEY_MARKERS = ("password", "secret", "sasl.jaas.config", "ssl.key.pem", "ssl_key")
@@ -365,11 +371,14 @@ def _refuse_unknown_env_names(environ: Mapping[str, str]) -> None:
     (pydantic refuses SYNC_SCORER_WINDOWING__BLOK): the settings source reads only the names it
     knows, so SYNC_SCORER_SHUTDOWN_TIMEOUTMS=2000 was ignored without a word."""
     sections = set(WorkerConfig.model_fields)
+    # Kubernetes sets <SERVICE>_SERVICE_HOST for every service it links: only names of those
+    # services pass, so SYNC_SCORER_HTTP_PORT (one underscore short of http.port) is still refused
+    services = {name.upper()[: -len("_SERVICE_HOST")] for name in environ if name.upper().endswith("_SERVICE_HOST")}
     unknown = sorted(
         name for name in environ
         if name.upper().startswith(ENV_PREFIX) and name.upper() not in OTHER_ENV_NAMES
         and name.upper()[len(ENV_PREFIX):].split("__", 1)[0].lower() not in sections
-        and not _SERVICE_LINK.fullmatch(name.upper())
+        and not _service_link(name.upper(), services)
     )
     if unknown:
         raise ConfigError(

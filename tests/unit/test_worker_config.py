@@ -259,8 +259,15 @@ def test_a_misspelled_top_level_variable_is_refused_as_a_nested_one_is(monkeypat
                         ("SYNC_SCORER_SERVE_PORT_8080_TCP_PROTO", "tcp"), ("SYNC_SCORER_SERVE_PORT_8080_TCP_PORT", "8080"),
                         ("SYNC_SCORER_SERVE_PORT_8080_TCP_ADDR", "10.0.0.7"), ("SYNC_SCORER_SERVICE_HOST", "10.0.0.8"),
                         ("SYNC_SCORER_PORT", "tcp://10.0.0.8:9000"),
+                        ("SYNC_SCORER_SYNC_SCORER_WORKER_METRICS_SERVICE_HOST", "10.0.0.9"),
                         ("SYNC_SCORER_SYNC_SCORER_WORKER_METRICS_PORT_9000_TCP_ADDR", "10.0.0.9")]:
         monkeypatch.setenv(name, value)
+    # ... but only for a service Kubernetes linked (its _SERVICE_HOST is set): a one-underscore
+    # typo of http.port is not a service's variable
+    monkeypatch.setenv("SYNC_SCORER_HTTP_PORT", "9200")
+    with pytest.raises(ConfigError, match="SYNC_SCORER_HTTP_PORT: no such setting"):
+        load_config()
+    monkeypatch.delenv("SYNC_SCORER_HTTP_PORT")
 
     monkeypatch.setenv(DOCKER_ENV, "0")
     monkeypatch.setenv("SYNC_SCORER_SHUTDOWN_TIMEOUT_MS", "2000")

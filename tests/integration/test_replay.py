@@ -114,4 +114,6 @@ def test_replay_reproduces_the_live_signals_and_reports_bad_records(kafka_bootst
     proc = subprocess.run([sys.executable, "-m", "worker.cli", "replay", "--session", "sync-25", "--since-ms",
                            str(int(time.time() * 1000) + 60_000)], env=_env(cfg), capture_output=True, text=True,
                           timeout=120, check=False)
-    assert proc.returncode == 3 and "no recorded input for session(s) sync-25" in proc.stderr, proc.stderr
+    # (the session has input, read as the lookback: the line says none was written since then)
+    assert proc.returncode == 3 and "no recorded input written at or after --since-ms" in proc.stderr, proc.stderr
+    assert "for session(s) sync-25" in proc.stderr, proc.stderr

@@ -96,12 +96,13 @@ def run(args) -> int:
     if args.since_ms is not None:  # sessions read only for the lookback: nothing of them to replay
         recorded.by_session = {sid: streams for sid, streams in recorded.by_session.items()
                                if _written_since(streams, args.since_ms)}
+    since = "" if args.since_ms is None else f" written at or after --since-ms {args.since_ms}"
     missing = sorted((wanted or set()) - set(recorded.by_session))
     if missing:
-        raise CliError(f"no recorded input for session(s) {', '.join(missing)} in {kafka.topics.audio.name} / "
-                       f"{kafka.topics.roi.name}")
+        raise CliError(f"no recorded input{since} for session(s) {', '.join(missing)} in "
+                       f"{kafka.topics.audio.name} / {kafka.topics.roi.name}")
     if not recorded.by_session:
-        raise CliError(f"no sessions in {kafka.topics.audio.name} / {kafka.topics.roi.name}")
+        raise CliError(f"no sessions{since} in {kafka.topics.audio.name} / {kafka.topics.roi.name}")
     read_s = time.perf_counter() - t0
 
     from worker.replay.order import session_summary

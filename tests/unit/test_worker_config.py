@@ -342,3 +342,38 @@ def test_the_client_check_names_the_section_and_masks_secrets(monkeypatch):
     with pytest.raises(ConfigError) as info:
         check_client_config(load_config().kafka)
     assert "kafka.librdkafka" in str(info.value) and "hunter2" not in str(info.value)
+
+
+def test_the_client_check_sends_no_oidc_token_request(monkeypatch):
+    """librdkafka fetches an OIDC token as soon as a client is built: the config check built two
+    and sent the client's id and secret to the token endpoint twice per start (a re-review)."""
+    import http.server
+    import threading
+    import time
+
+    from worker.kafka.admin import check_client_config
+
+    hits = []
+
+    class Token(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - the stdlib's name
+            hits.append(self.path)
+            self.send_response(500)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Token)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        oidc = {"security.protocol": "SASL_SSL", "sasl.mechanism": "OAUTHBEARER", "sasl.oauthbearer.method": "oidc",
+                "sasl.oauthbearer.client.id": "x", "sasl.oauthbearer.client.secret": "s3cr3t",
+                "sasl.oauthbearer.token.endpoint.url": f"http://127.0.0.1:{server.server_address[1]}/token"}
+        monkeypatch.setenv("SYNC_SCORER_KAFKA__LIBRDKAFKA", json.dumps(oidc))
+        check_client_config(load_config().kafka)
+        time.sleep(1.0)  # a token request, had one been sent, arrives within milliseconds
+        assert hits == []
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -356,7 +356,7 @@ def test_the_client_check_sends_no_oidc_token_request(monkeypatch):
     hits = []
 
     class Token(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 - the stdlib's name
+        def do_POST(self):
             hits.append(self.path)
             self.send_response(500)
             self.end_headers()

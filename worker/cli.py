@@ -155,6 +155,8 @@ def run_score(args) -> int:
         summary = score_faces(scorer, tracks, audio, **jobs)
         if len(tracks) == 1 and args.max_faces > 1 and np_any(tracks[0].face_present) and _unmatched(summary, scorer):
             summary, tracks = _look_again_for_faces(args, info, scorer, audio, summary, tracks, jobs, video_timing)
+    if tracks is not None:
+        summary.notes += tracks[0].notes
     if tracks is not None and not np_any(tracks[0].face_present):
         summary.label = "NO_FACE"
         summary.notes.append("no face found in any frame")

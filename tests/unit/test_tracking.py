@@ -249,7 +249,12 @@ def test_crops_spilled_to_disk_equal_the_ones_kept_in_ram(tracker, vox_frames, m
     np.testing.assert_array_equal(in_ram.rois, on_disk.rois)
     np.testing.assert_array_equal(in_ram.rois_rgb, on_disk.rois_rgb)
     np.testing.assert_array_equal(in_ram.face_present, on_disk.face_present)
-    assert list(tmp_path.iterdir()) == []
+    assert list(tmp_path.iterdir()) == [] and on_disk.notes == [] and in_ram.notes == []
+    # no temporary file to be had: the crops stay in RAM, and the track says so (score prints it)
+    monkeypatch.setattr(spool.tempfile, "tempdir", str(tmp_path / "missing"))
+    kept = tracker.track(frames[:40], fps)
+    np.testing.assert_array_equal(in_ram.rois, kept.rois)
+    assert len(kept.notes) == 1 and "stayed in memory" in kept.notes[0] and "missing" in kept.notes[0]
 
 
 def test_short_dropout_bridged_long_one_labelled(tracker, vox_frames):

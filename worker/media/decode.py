@@ -379,7 +379,7 @@ def _iter_nearest_frames(info: MediaInfo, rate: Fraction, scale: list[str], size
             for img in np.frombuffer(buf[: n * frame_bytes], np.uint8).reshape(n, h, w, 3):
                 pts_s = times.next()
                 if not math.isfinite(pts_s):  # a frame without a time: one slot after the last
-                    pts_s = (prev_s if prev_s is not None else 0.0) + float(1 / rate)
+                    pts_s = 0.0 if prev_s is None else prev_s + float(1 / rate)
                 count = grid.push(pts_s)
                 if count is None:  # not after the frame before it (a broken timestamp)
                     continue

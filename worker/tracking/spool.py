@@ -61,6 +61,7 @@ class FrameSpool:
         self._file: BinaryIO | None = None
         self._rows_in_file = 0  # rows written (or skipped as holes) to the file
         self._no_disk = False  # no temporary file could be made or written: everything in RAM
+        self.fell_back: str | None = None  # why the rows stayed in RAM past the budget, if they did
         self._finished = False
 
     def __len__(self) -> int:
@@ -167,8 +168,8 @@ class FrameSpool:
         self._stay_in_ram(exc)
 
     def _stay_in_ram(self, exc: OSError) -> None:
-        log.warning("crops stay in RAM: the temporary file in %s failed (%s)",
-                    self.tmp_dir or tempfile.gettempdir(), exc)
+        self.fell_back = f"the temporary file in {self.tmp_dir or tempfile.gettempdir()} failed ({exc})"
+        log.warning("crops stay in RAM: %s", self.fell_back)
         self._no_disk = True
 
     def finish(self) -> np.ndarray:

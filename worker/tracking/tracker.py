@@ -76,6 +76,8 @@ class TrackResult:
     # most faces seen in one frame: by FaceMesh, or by the full-range detector on the frames
     # ``count_faces_every`` picks (0 when nobody counted)
     faces_seen: int = 0
+    # what the user should know about how the track was kept (tracking.spool: crops in RAM)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def n_frames(self) -> int:
@@ -558,8 +560,13 @@ class MouthTracker:
     def _result(self, out, st: _State, fps: float, size, tracking_ms: float) -> TrackResult:
         present = np.array(out["present"], bool)
         scores = np.array(out["occ"], np.float32)
+        spool = out["rois"]
+        rois = spool.finish()
+        notes = [] if spool.fell_back is None else [
+            f"the mouth crops stayed in memory ({rois.nbytes / 2**20:.0f} MB): {spool.fell_back}"]
         return TrackResult(
-            rois=out["rois"].finish(),
+            rois=rois,
+            notes=notes,
             rois_rgb=out["rois_rgb"].finish() if self.keep_rgb else None,
             face_present=present,
             face_detected=np.array(st.detected, bool),

@@ -290,6 +290,23 @@ def test_a_cached_track_stays_fresh_when_only_its_sources_modification_time_move
         np.savez(npz, source_sha256=np.str_(sha256_file(src)), **old)
         os.utime(src, (npz.stat().st_mtime - 100,) * 2)
         assert not _fresh(npz, src)
+    # made by another tracker, or degraded with other parameters: stale too (a review: a change
+    # to either was read from the old caches); caches that predate the fields are today's
+    from worker.evaluation import degrade as deg
+    from worker.tracking.tracker import TRACKER_VERSION
+
+    def cache(**fields):
+        np.savez(npz, source_sha256=np.str_(sha256_file(src)), timeline=now, **fields)
+        os.utime(src, (npz.stat().st_mtime - 100,) * 2)
+
+    cache()
+    assert _fresh(npz, src) and _fresh(npz, src, deg.recipe("dark"))
+    cache(tracker=np.int32(TRACKER_VERSION + 1))
+    assert not _fresh(npz, src)
+    cache(tracker=np.int32(TRACKER_VERSION), degrade=np.str_(deg.recipe("dark")))
+    assert _fresh(npz, src, deg.recipe("dark"))
+    cache(tracker=np.int32(TRACKER_VERSION), degrade=np.str_("dark gain=0.5 gamma=1.4 noise=4.0"))
+    assert not _fresh(npz, src, deg.recipe("dark"))
 
 
 def test_the_report_command_says_what_is_wrong_in_one_line(tmp_path, capsys):

@@ -27,6 +27,18 @@ BAR_Y_PAD = 0.5  # fraction of the mouth height above and below
 KINDS = ("dark", "blur", "bar")
 
 
+def recipe(kind: str) -> str:
+    """The parameters a degraded copy of ``kind`` is made with, as its cache records them: a
+    copy made with others is stale (eval-real's caches are otherwise keyed on the source file)."""
+    if kind == "dark":
+        return f"dark gain={DARK_GAIN} gamma={DARK_GAMMA} noise={DARK_NOISE_SIGMA}"
+    if kind == "blur":
+        return f"blur sigma={BLUR_SIGMA_ROI_PX}@{ROI_REFERENCE_PX}px"
+    if kind == "bar":
+        return f"bar grey={BAR_GREY} x={BAR_X} y_pad={BAR_Y_PAD}"
+    raise ValueError(f"unknown degradation {kind!r}")
+
+
 def darken(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """(H, W[, 3]) uint8 -> the same darkened, with sensor noise (one luma noise for all channels)."""
     x = (img.astype(np.float32) / 255.0) ** DARK_GAMMA * (255.0 * DARK_GAIN)

@@ -159,15 +159,24 @@ def speaker_group(stem: str) -> str:
 
 
 # --- tracking (cached) ---------------------------------------------------------------------------
-def _fresh(npz: Path, src: Path) -> bool:
+def _fresh(npz: Path, src: Path, degrade: str | None = None) -> bool:
     """A cached track is fresh when it is newer than its source, or when it records the source's
     content digest and the source still has it (a copied or re-provisioned clip folder gets new
     modification times, not new clips; re-tracking the dev clips costs minutes). A track decoded
-    on another timeline convention (media.decode.TIMELINE_VERSION) is stale whatever its age."""
+    on another timeline convention (media.decode.TIMELINE_VERSION), made by another tracker
+    (tracking.tracker.TRACKER_VERSION; none recorded: version 1) or, for a degraded copy, with
+    other parameters (``degrade``: degrade.recipe; none recorded: today's) is stale whatever its
+    age (a review: only the source and the timeline were checked)."""
+    from worker.tracking.tracker import TRACKER_VERSION
+
     if not npz.exists():
         return False
     with np.load(npz) as z:
         if "timeline" not in z.files or int(z["timeline"]) != TIMELINE_VERSION:
+            return False
+        if (int(z["tracker"]) if "tracker" in z.files else 1) != TRACKER_VERSION:
+            return False
+        if degrade is not None and "degrade" in z.files and str(z["degrade"]) != degrade:
             return False
         recorded = str(z["source_sha256"]) if "source_sha256" in z.files else ""
     if npz.stat().st_mtime >= src.stat().st_mtime:
@@ -228,15 +237,18 @@ def degraded_track(clip: ClipInfo, base: Tracked, kind: str, cfg: RealEvalConfig
 
     out_dir = cfg.cache_dir.parent / f"{cfg.cache_dir.name}-{kind}"
     npz = out_dir / f"{clip.stem}.npz"
-    if not _fresh(npz, clip.path):
+    if not _fresh(npz, clip.path, deg.recipe(kind)):
         out_dir.mkdir(parents=True, exist_ok=True)
         log(f"tracking {clip.name} ({kind}) -> {npz}")
+        from worker.tracking.tracker import TRACKER_VERSION
+
         res = _track_degraded_frames(clip, base, kind, rng)
         tmp = npz.with_name(f"{npz.stem}.{os.getpid()}.tmp.npz")  # concurrent runs share the cache
         np.savez_compressed(tmp, rois=res.rois, face_present=res.face_present, landmarks=res.landmarks,
                             occluded=res.occluded, tracking_ms=np.float64(res.tracking_ms),
                             fps=np.float64(res.fps), source_sha256=np.str_(sha256_file(clip.path)),
-                            timeline=np.int32(TIMELINE_VERSION))
+                            timeline=np.int32(TIMELINE_VERSION), tracker=np.int32(TRACKER_VERSION),
+                            degrade=np.str_(deg.recipe(kind)))
         os.replace(tmp, npz)
     with np.load(npz) as z:
         n = min(int(z["rois"].shape[0]), base.rois.shape[0])

@@ -70,6 +70,7 @@ def _tracker():
 def process_clip(path: Path, out_file: Path, source: str) -> dict:
     """Decode, track and save one clip; returns a summary dict (raises on failure)."""
     from worker.media.decode import TIMELINE_VERSION, _fps_fraction, probe, read_audio
+    from worker.tracking.tracker import TRACKER_VERSION
 
     info = probe(path)
     if not info.has_video:
@@ -94,6 +95,7 @@ def process_clip(path: Path, out_file: Path, source: str) -> dict:
         av_start_offset_ms=np.float64(info.av_start_offset_ms), source=np.str_(source),
         source_path=np.str_(str(path)), source_sha256=np.str_(sha256_file(path)),
         tracking_ms=np.float64(res.tracking_ms), timeline=np.int32(TIMELINE_VERSION),
+        tracker=np.int32(TRACKER_VERSION),
         **({"rois_rgb": res.rois_rgb} if res.rois_rgb is not None else {}),
     )
     os.replace(tmp, out_file)

@@ -35,6 +35,11 @@ from worker.tracking.faces import MAX_FACES, MIN_TRACK_FRAMES, assign_faces, dis
 from worker.tracking.native_log import quiet_native_stderr
 from worker.tracking.spool import FrameSpool
 
+# What the tracker's output is, as caches of tracked clips record it (tracking.prepare, eval-real):
+# bump it with any change that alters the crops, flags or landmarks, so that old caches are
+# rebuilt rather than read as this tracker's (caches without it were made by version 1).
+TRACKER_VERSION = 1
+
 
 @dataclass
 class TrackResult:

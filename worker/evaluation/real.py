@@ -403,7 +403,7 @@ def run_real_eval(scorer, cfg: RealEvalConfig, log: Callable[[str], None] = lamb
                "occluded_share": round(float(t.occluded.mean()), 4),
                "tracking_s_per_video_s_cached": round(t.tracking_ms / 1000.0 / t.seconds, 4), "shifts": []}
         residuals = []
-        m = matched.setdefault(c.name, {"w0": [], "w_all": [], "clip0": None, "w_dir": 0})
+        m = matched.setdefault(c.name, _new_matched())
         for shift in cfg.shifts_ms:
             cpu0 = time.process_time()
             s = score_tracked(judges[c.judge], t, shift_audio(t.audio, shift, SAMPLE_RATE))
@@ -418,11 +418,7 @@ def run_real_eval(scorer, cfg: RealEvalConfig, log: Callable[[str], None] = lamb
                 for name, member in SETS.items():
                     if member(c):
                         aggs[name].add(s, shift, frame_ms)
-                scores = [w.score for w in s.windows if w.score is not None]
-                m["w_all"] += scores
-                m["w_dir"] += _naming_a_direction(s.windows)
-                if shift == 0:
-                    m["w0"], m["clip0"] = scores, s.score
+                _add_matched(m, s, shift)
             if s.offset_ms is not None:
                 residuals.append(s.offset_ms - shift)
             wt = JobTally(cfg.confident)
@@ -563,15 +559,25 @@ def _matched_windows(judges: list, real: list[ClipInfo], tracked, cfg) -> dict[s
     out = {}
     for c in real:
         t = tracked[c.name]
-        m = out[c.name] = {"w0": [], "w_all": [], "clip0": None, "w_dir": 0}
+        m = out[c.name] = _new_matched()
         for shift in cfg.shifts_ms:
-            s = score_tracked(judges[c.judge], t, shift_audio(t.audio, shift, SAMPLE_RATE))
-            scores = [w.score for w in s.windows if w.score is not None]
-            m["w_all"] += scores
-            m["w_dir"] += _naming_a_direction(s.windows)
-            if shift == 0:
-                m["w0"], m["clip0"] = scores, s.score
+            _add_matched(m, score_tracked(judges[c.judge], t, shift_audio(t.audio, shift, SAMPLE_RATE)), shift)
     return out
+
+
+def _new_matched() -> dict:
+    """One clip's matched side of the mismatched control: window scores at shift 0 (``w0``) and at
+    every shift (``w_all``), the clip score at 0, windows naming a direction."""
+    return {"w0": [], "w_all": [], "clip0": None, "w_dir": 0}
+
+
+def _add_matched(m: dict, summary, shift_ms: int) -> None:
+    """``summary`` (the clip with its own audio shifted by ``shift_ms``) into ``m``."""
+    scores = [w.score for w in summary.windows if w.score is not None]
+    m["w_all"] += scores
+    m["w_dir"] += _naming_a_direction(summary.windows)
+    if shift_ms == 0:
+        m["w0"], m["clip0"] = scores, summary.score
 
 
 def _mismatched(judges: list, pool: list[ClipInfo], tracked, cfg, per_clip, matched, log) -> dict:

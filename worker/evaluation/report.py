@@ -103,9 +103,11 @@ def real_lines(r: dict) -> list[str]:
                      f"windows {_confident(agg['windows_1s'])}")
         if agg.get("by_shift_ms"):
             lines.append(f"    by shift (whole clips / windows): {_by_shift(agg)}")
-    for label, section in (("", r.get("mismatched_default_search")), (" (evaluation's search)", r["mismatched"])):
-        if section:
-            lines += _mismatched_lines(section, label if r.get("mismatched_default_search") else "")
+    ctrl = r.get("mismatched_default_search")
+    if ctrl:  # under the product's search first (the target), the evaluation's beside it
+        lines += _mismatched_lines(ctrl, "") + _mismatched_lines(r["mismatched"], " (evaluation's search)")
+    else:
+        lines += _mismatched_lines(r["mismatched"], "")
     key = "heldout_real_without_flagged"
     for kind, d in r.get("degraded", {}).items():
         a, c = d[key], d["clean_same_pairs"][key]
@@ -144,8 +146,13 @@ CROSS_CHECK_CAVEAT = ("(a lead on clips whose own audio may be off, not evidence
                       "rule is its own miss, and the baseline alone is noisy)")
 
 
+def _search_max_ms(r: dict) -> float | None:
+    """The report's offset search, +/- this many ms (the bundle's search_ms)."""
+    return ((r.get("bundle") or {}).get("search_ms") or (None, None))[1]
+
+
 def _edge_note(r: dict) -> str:
-    _lo, hi = (r.get("bundle") or {}).get("search_ms") or (None, None)
+    hi = _search_max_ms(r)
     largest = max((abs(x) for x in r["config"]["shifts_ms"]), default=0)
     if hi is not None and hi > largest:
         return "past the largest shift: an estimate held at the search's edge is not counted right"
@@ -153,7 +160,7 @@ def _edge_note(r: dict) -> str:
 
 
 def _search(r: dict) -> str:
-    _lo, hi = (r.get("bundle") or {}).get("search_ms") or (None, None)
+    hi = _search_max_ms(r)
     return "n/a" if hi is None else f"+/-{hi:g} ms"
 
 

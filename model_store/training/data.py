@@ -92,6 +92,9 @@ class Batch:
     shape_ok: torch.Tensor | None = None  # (B, ctx + T) bool: a tracked face with landmarks
     # (B,) float: the true offset index minus ``label`` (the sub-frame jitter, in (-0.5, 0.5))
     label_frac: torch.Tensor | None = None
+    # (B, n_mels, ...) the audio before band limiting (WindowSampler.band_limit_prob), for a teacher:
+    # it shows the student what the full band would have said. None: the same as ``mel``
+    teacher_mel: torch.Tensor | None = None
 
 
 class WindowSampler:
@@ -100,7 +103,8 @@ class WindowSampler:
 
     def __init__(self, clips: list[Clip], spec: AudioSpec, video_ctx: int, max_shift_frames: int,
                  seed: int, weights: np.ndarray | None = None, delay_frames: int = 0,
-                 audio_noise_prob: float = 0.0, edge_jitter_frames: int = 0, voice_warp: float = 0.0) -> None:
+                 audio_noise_prob: float = 0.0, edge_jitter_frames: int = 0, voice_warp: float = 0.0,
+                 band_limit_prob: float = 0.0) -> None:
         self.clips = clips
         self.spec = spec
         self.ctx = video_ctx
@@ -109,6 +113,8 @@ class WindowSampler:
         self.audio_noise_prob = audio_noise_prob
         self.edge_jitter_frames = edge_jitter_frames
         self.voice_warp = voice_warp
+        self.band_limit_prob = band_limit_prob
+        self._band = MelBands(spec) if band_limit_prob > 0 else None
         # augmentations draw from their own stream: switching one on leaves the windows unchanged
         self.aug_rng = np.random.default_rng(seed + 7919)
         self.rng = np.random.default_rng(seed)
@@ -120,7 +126,7 @@ class WindowSampler:
         k = self.k
         n_audio = n_frames + 2 * k
         frames, fok, mels, aok, labels, ids, shapes, shape_ok = [], [], [], [], [], [], [], []
-        fracs = []
+        fracs, teacher_mels = [], []
         picks = self.rng.choice(len(self.clips), size=(batch_size + 1) // 2, p=self.p)
         order = np.repeat(picks, 2)[:batch_size]
         for ci in order:
@@ -151,6 +157,10 @@ class WindowSampler:
                 feat = self._add_noise(feat, vstep, times, hop_ms)
             if self.voice_warp > 0 and self.aug_rng.random() < 0.5:
                 feat = self._warp_voice(feat)
+            if self._band is not None:
+                teacher_mels.append(normalize_mel(feat, vstep).float())
+                if self.aug_rng.random() < self.band_limit_prob:
+                    feat = self._band.limit(feat, self.aug_rng)
             feat = normalize_mel(feat, vstep)
             vgrid = vstep.view(-1, self.spec.steps_per_frame).all(dim=1)[actx: actx + n_audio]
             mels.append(feat.float())
@@ -171,6 +181,7 @@ class WindowSampler:
             clip_ids=ids,
             **self._shapes(shapes, shape_ok),
             label_frac=torch.tensor(fracs, dtype=torch.float32),
+            teacher_mel=torch.stack(teacher_mels) if teacher_mels else None,
         )
 
     @staticmethod
@@ -243,6 +254,45 @@ class WindowSampler:
         p_noise = float(noise[:, valid].mean()) + 1e-12
         g = p_sig / (p_noise * 10.0 ** (snr_db / 10.0))
         return torch.log(power + g * noise)
+
+
+class MelBands:
+    """Telephone-band audio on a log-mel window: what 8 kHz audio (or a phone line's 300-3400 Hz)
+    looks like to the networks once resampled to the bundle's rate. The filter is a roll-off in dB
+    per kHz beyond a cut-off, down to a stop band's depth; each mel band takes its filter's
+    weighted mean of that gain, so a band straddling the cut-off keeps part of its power (resampling
+    a dev clip through 8 kHz with torchaudio lowers its 3.4 kHz band by 0.5, its 4.2 kHz band by 3
+    and its 6-7 kHz bands by 7-8 on the log scale: no sharp edge at 4 kHz)."""
+
+    def __init__(self, spec: AudioSpec) -> None:
+        import torchaudio.functional as AF
+
+        n_freqs = spec.n_fft // 2 + 1
+        self.fb = AF.melscale_fbanks(n_freqs, spec.f_min, spec.f_max, spec.n_mels, spec.sample_rate)  # (freq, mel)
+        self.freqs_khz = torch.linspace(0, spec.sample_rate / 2000.0, n_freqs)
+        self.weight = self.fb.sum(0).clamp_min(1e-12)
+        self.log_floor = spec.log_floor
+
+    def band_gain(self, high_khz: float, slope_db_per_khz: float, stop_db: float, low_khz: float = 0.0) -> torch.Tensor:
+        """(n_mels,) power gain of each mel band through the filter."""
+        f = self.freqs_khz
+        loss_db = (slope_db_per_khz * (f - high_khz).clamp_min(0.0)).clamp(max=stop_db)
+        if low_khz > 0:
+            loss_db = torch.maximum(loss_db, (slope_db_per_khz * (low_khz - f).clamp_min(0.0)).clamp(max=stop_db))
+        gain = 10.0 ** (-loss_db / 10.0)
+        return (self.fb * gain[:, None]).sum(0) / self.weight
+
+    def limit(self, feat: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+        """A log-mel window (n_mels, steps) through a random telephone band: the top cut-off at
+        3-4 kHz, a roll-off of 15-100 dB per kHz down to 30-70 dB; half the time a bottom cut-off at
+        0.1-0.3 kHz too."""
+        high_khz = float(rng.uniform(3.0, 4.0))
+        slope = float(rng.uniform(15.0, 100.0))
+        stop_db = float(rng.uniform(30.0, 70.0))
+        low_khz = float(rng.uniform(0.1, 0.3)) if rng.random() < 0.5 else 0.0
+        gain = self.band_gain(high_khz, slope, stop_db, low_khz).to(feat.dtype)[:, None]
+        power = (feat.exp() - self.log_floor).clamp_min(0.0)  # log_mel is log(power + floor)
+        return torch.log(power * gain + self.log_floor)
 
 
 def split_groups(clips: list[Clip], val_fraction: float, seed: int) -> tuple[list[Clip], list[Clip]]:

@@ -265,6 +265,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--voice-warp", type=float, default=0.0,
                     help="half the training windows get their mel axis stretched by up to this share (another "
                          "voice: vocal tract length perturbation) and a band of up to 4 mel bins blanked")
+    ap.add_argument("--band-limit", type=float, default=0.0,
+                    help="share of training windows whose audio is heard through a telephone band "
+                         "(data.MelBands: a 3-4 kHz top, sometimes a 0.1-0.3 kHz bottom); with --teacher "
+                         "the teacher hears the full band")
     ap.add_argument("--dev-weight", type=float, default=1.0,
                     help="sampling weight of the trained dev-clip speakers' frames relative to other real frames")
     ap.add_argument("--suspect-clips", default=",".join(SUSPECT_CLIPS),
@@ -354,6 +358,8 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("--video-blocks must be >= 0")
     if not 0.0 <= args.shape_dropout <= 1.0:
         raise SystemExit("--shape-dropout must be in [0, 1]")
+    if not 0.0 <= args.band_limit <= 1.0:
+        raise SystemExit("--band-limit must be in [0, 1]")
     teacher, teacher_name = load_teacher(Path(args.teacher)) if args.teacher else (None, "")
     t0 = time.time()
     torch.manual_seed(args.seed)
@@ -412,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     dl = vspec.delay_frames
     sampler = WindowSampler(clips, spec, vspec.context_frames, k, args.seed, weights=w, delay_frames=dl,
                             audio_noise_prob=args.audio_noise, edge_jitter_frames=args.edge_jitter,
-                            voice_warp=args.voice_warp)
+                            voice_warp=args.voice_warp, band_limit_prob=args.band_limit)
     vals = {"synth": WindowSampler(syn_val, spec, vspec.context_frames, k, 7, delay_frames=dl)}
     if dev:
         vals["dev"] = WindowSampler(dev, spec, vspec.context_frames, k, 7, delay_frames=dl)
@@ -440,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
                                    weights=sampling_weights(ft_clips, dev_names, args.finetune_dev_weight),
                                    delay_frames=dl,
                                    audio_noise_prob=args.audio_noise, edge_jitter_frames=args.edge_jitter,
-                                   voice_warp=args.voice_warp)
+                                   voice_warp=args.voice_warp, band_limit_prob=args.band_limit)
         frozen = {"none": (), "audio": (model.audio_encoder,),
                   "video": (model.frame_encoder, model.video_head)
                   + ((model.shape_encoder,) if model.shape_encoder is not None else ())}[args.finetune_freeze]
@@ -469,6 +475,9 @@ def main(argv: list[str] | None = None) -> int:
                      + ["dev-clips (speaker split)"],
                      "dev_train_clips": sorted(c.name for c in dev_train),
                      "dev_heldout_clips": sorted(c.name for c in dev)},
+            # the window sampler's audio augmentations (both stages)
+            "augment": {"audio_noise": args.audio_noise, "edge_jitter_frames": args.edge_jitter,
+                        "voice_warp": args.voice_warp, "band_limit": args.band_limit},
             **report,
         },
     )

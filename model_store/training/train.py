@@ -135,7 +135,8 @@ def teacher_embed(teacher, batch: Batch, audio_ctx: int, frames: torch.Tensor) -
     ensemble has no video_embed / audio_embed), (B, T, D) and (B, N, D)."""
     feats = batch_frame_features(teacher, batch, frames)  # a teacher sees every landmark there is
     v = F.normalize(teacher.video_head(feats.transpose(1, 2)).transpose(1, 2), dim=-1)
-    a = F.normalize(teacher.audio_encoder(batch.mel).transpose(1, 2), dim=-1)
+    mel = batch.mel if batch.teacher_mel is None else batch.teacher_mel  # it hears the full band
+    a = F.normalize(teacher.audio_encoder(mel).transpose(1, 2), dim=-1)
     n_audio = batch.audio_ok.shape[1]
     return v, a[:, audio_ctx: audio_ctx + n_audio]
 

@@ -102,6 +102,17 @@ def test_degradations():
     assert deg.darken(img[..., 0], rng).shape == img.shape[:2]  # GRAY8 ROIs too
 
 
+def test_the_phone_degradation_keeps_the_speech_band_and_drops_what_8_khz_audio_cannot_carry():
+    t = np.arange(16000 * 2) / 16000.0
+    low, high = np.sin(2 * np.pi * 1000 * t), np.sin(2 * np.pi * 6000 * t)
+    out = deg.telephone((0.3 * (low + high)).astype(np.float32), 16000)
+    assert out.dtype == np.float32 and out.shape == t.shape
+    mid = slice(1600, -1600)  # away from the resampler's edges
+    assert abs(np.dot(out[mid], low[mid]) / np.dot(low[mid], low[mid]) - 0.3) < 0.01
+    assert abs(np.dot(out[mid], high[mid]) / np.dot(high[mid], high[mid])) < 0.003
+    assert deg.recipe("phone") == f"phone rate={deg.PHONE_RATE_HZ}" and "phone" in deg.KINDS
+
+
 # --- job judging ---------------------------------------------------------------------------------
 def _job(offset, conf, label=Label.OK):
     return LipSyncScore(Kind.WINDOW, 0, 25, 0, 1000, None if offset is None else 0.8, offset, None, conf,
@@ -201,7 +212,7 @@ def test_eval_real_runs_small(dev_clips_dir, tmp_path):
     for name in ("grid_swiz3n.mpg", "cremad_1001_DFA_NEU_XX.flv"):
         (clips / name).symlink_to(dev_clips_dir / name)
     cfg = RealEvalConfig(clips_dir=clips, cache_dir=tmp_path / "cache", shifts_ms=(0, 80),
-                         degraded_shifts_ms=(80,), degradations=("bar",), degrade_on="rois", speed=False)
+                         degraded_shifts_ms=(80,), degradations=("bar", "phone"), degrade_on="rois", speed=False)
     from worker.scoring.postprocess import ScorerConfig
 
     # the evaluation searches past its largest shift; the control also under the product's search
@@ -223,6 +234,11 @@ def test_eval_real_runs_small(dev_clips_dir, tmp_path):
     assert r["mismatched"]["heldout_real"]["n_pairs"] == 2
     assert set(r["targets"]) >= {"heldout_real.clips", "heldout_real.windows_1s"}
     assert r["degraded"]["bar"]["all_real"]["clips"]["n"] == 2
+    phone = r["degraded"]["phone"]
+    assert phone["all_real"]["clips"]["n"] == 2 and phone["method"].startswith("audio resampled through 8000 Hz")
+    # the frames are the clean track's: the same faces, where the bar's re-drawn ROIs differ
+    assert phone["face_present_share"] == r["degraded"]["bar"]["face_present_share"]
+    assert any(line.lstrip().startswith("phone") for line in real_lines(r))
     assert (tmp_path / "cache" / "grid_swiz3n.npz").exists()  # built on a fresh machine
     # the classical cross-check ran on both (each fitted on the other speaker) and is reported
     for row in r["per_clip"]:

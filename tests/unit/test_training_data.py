@@ -84,3 +84,41 @@ def test_voice_warp_moves_energy_along_the_mel_axis_and_keeps_the_labels():
     feat[20] = 1.0
     moved = [int(s._warp_voice(feat.clone()).mean(1).argmax()) for _ in range(40)]
     assert min(moved) >= 17 and max(moved) <= 23 and len(set(moved)) > 1
+
+
+def _resampled_through(audio: np.ndarray, rate: int) -> np.ndarray:
+    import torchaudio.functional as AF
+
+    a = torch.from_numpy(audio)
+    return AF.resample(AF.resample(a, 16000, rate), rate, 16000).numpy()[: len(audio)]
+
+
+def test_band_limit_hears_a_telephone_band_and_the_teacher_hears_the_full_band():
+    from model_store.features import log_mel
+    from model_store.training.data import MelBands
+
+    clips = _clips(100, 4.0)
+    plain = WindowSampler(clips, SPEC, 6, 6, seed=1).sample(8, 16)
+    band = WindowSampler(clips, SPEC, 6, 6, seed=1, band_limit_prob=1.0).sample(8, 16)
+    assert torch.equal(plain.label, band.label) and torch.equal(plain.audio_ok, band.audio_ok)
+    assert plain.teacher_mel is None
+    assert torch.allclose(band.teacher_mel, plain.mel)  # the teacher's audio is the window as it was
+    assert torch.isfinite(band.mel).all() and not torch.allclose(band.mel, plain.mel)
+
+    # against the real thing: white noise resampled through 8 kHz loses its bands above 4 kHz and
+    # keeps those below 3 kHz; the simulated filter does the same, and neither goes below the floor
+    rng = np.random.default_rng(7)
+    noise = (0.1 * rng.standard_normal(16000 * 2)).astype(np.float32)
+    full = log_mel(torch.from_numpy(noise), SPEC).mean(1)
+    narrow = log_mel(torch.from_numpy(_resampled_through(noise, 8000)), SPEC).mean(1)
+    bands = MelBands(SPEC)
+    centres_khz = (bands.fb * bands.freqs_khz[:, None]).sum(0) / bands.weight
+    low, high = centres_khz < 3.0, centres_khz > 4.6
+    sim = torch.log((full.exp() - SPEC.log_floor) * bands.band_gain(3.9, 30.0, 50.0) + SPEC.log_floor)
+    for heard in (narrow, sim):
+        assert (heard[low] - full[low]).abs().max() < 0.3
+        assert (heard[high] - full[high]).max() < -3.0
+        assert heard.min() >= np.log(SPEC.log_floor) - 1e-6
+    # a bottom cut-off takes the lowest bands down too
+    gain = bands.band_gain(3.5, 60.0, 50.0, low_khz=0.3)
+    assert gain[centres_khz < 0.15].max() < 0.2 and gain[(centres_khz > 0.6) & (centres_khz < 2.5)].min() > 0.99

@@ -171,3 +171,37 @@ def test_make_model_refuses_a_missing_teacher_or_source_bundle_in_one_line_befor
         with pytest.raises(SystemExit, match=rf"^{flag} {tmp_path / 'nowhere'}: no manifest.json"):
             main(["--no-real", "--synth-clips", "4", flag, str(tmp_path / "nowhere"), "--out", str(tmp_path / "b")])
     assert not (tmp_path / "b").exists()
+
+
+def test_a_teacher_hears_the_full_band_where_the_student_hears_a_telephone_band():
+    from model_store.architectures import build
+    from model_store.training.train import teacher_embed
+
+    torch.manual_seed(0)
+    teacher = build("syncnet_lite_v1", {"video_channels": [8, 8, 8, 8]}).eval()
+    b, f, n_audio = 2, 10, 16
+    full = torch.randn(b, 40, 4 * (n_audio + 8))
+    narrow = full.clone()
+    narrow[:, 30:] = -3.0
+    common = {"frames": torch.rand(b, f, 96, 96), "frame_ok": torch.ones(b, f - 6, dtype=torch.bool),
+              "audio_ok": torch.ones(b, n_audio, dtype=torch.bool), "label": torch.zeros(b, dtype=torch.long),
+              "clip_ids": [0, 1]}
+    x = common["frames"]
+    _, a_full = teacher_embed(teacher, Batch(mel=full, **common), 4, x)
+    _, a_narrow = teacher_embed(teacher, Batch(mel=narrow, **common), 4, x)
+    _, a_taught = teacher_embed(teacher, Batch(mel=narrow, teacher_mel=full, **common), 4, x)
+    assert torch.allclose(a_taught, a_full) and not torch.allclose(a_narrow, a_full)
+
+
+def test_make_model_records_the_audio_augmentations(tmp_path):
+    import json
+
+    from model_store.training.make_model import main
+
+    out = tmp_path / "b"
+    assert main(["--no-real", "--synth-clips", "4", "--batch-size", "4", "--steps", "2", "--finetune-steps", "2",
+                 "--band-limit", "0.5", "--out", str(out)]) == 0
+    training = json.loads((out / "manifest.json").read_text())["training"]
+    assert training["augment"]["band_limit"] == 0.5 and training["augment"]["voice_warp"] == 0.0
+    with pytest.raises(SystemExit, match="--band-limit must be in"):
+        main(["--no-real", "--band-limit", "1.5", "--out", str(tmp_path / "c")])

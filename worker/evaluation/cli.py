@@ -51,6 +51,8 @@ def add_parsers(sub) -> None:
     _common(p)
     p.set_defaults(func=run_synth)
 
+    from worker.evaluation import degrade as deg
+
     p = sub.add_parser("eval-real", help="accuracy on the real dev clips (issue 3's protocol)",
                        description=_first_para("worker.evaluation.real"),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -64,8 +66,10 @@ def add_parsers(sub) -> None:
                    help="shifts for the degraded versions (default: the same as --shifts)")
     p.add_argument("--degrade-on", choices=("frames", "rois"), default="frames",
                    help="apply dark/blur/bar to the full video frames before tracking (default) or to "
-                        "the tracked mouth ROIs (fast)")
-    p.add_argument("--degradations", default="dark,blur,bar", help="comma list from dark,blur,bar ('' = none)")
+                        "the tracked mouth ROIs (fast); phone changes the audio either way")
+    p.add_argument("--degradations", default=",".join(deg.KINDS),
+                   help=f"comma list from {','.join(deg.KINDS)} ('' = none; phone: the audio through "
+                        f"{deg.PHONE_RATE_HZ} Hz)")
     p.add_argument("--limit", type=int, default=0, help="only the first N clips (development)")
     p.add_argument("--no-speed", action="store_true", help="skip the fresh 720p tracking timing")
     p.add_argument("--cv-folds", default="",

@@ -9,6 +9,8 @@ same degradation where it matters:
 - bar: a dark grey (70) vertical bar in front of the mouth, from 15% of the mouth width outside
   the left corner (image left) to 45% of it inside, and half the mouth height above and below
   (mouth height at least 0.3 x width): part of the mouth stays visible.
+- phone: the audio, not the frames: resampled to 8 kHz and back (torchaudio's windowed sinc), as
+  a telephone or an 8 kHz recording reaches the scorer; nothing above 4 kHz is left.
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ ROI_REFERENCE_PX = 96.0
 BAR_GREY = 70
 BAR_X = (-0.15, 0.45)  # fractions of the mouth width from the left corner
 BAR_Y_PAD = 0.5  # fraction of the mouth height above and below
-KINDS = ("dark", "blur", "bar")
+PHONE_RATE_HZ = 8000
+KINDS = ("dark", "blur", "bar", "phone")
+AUDIO_KINDS = ("phone",)  # degrade the audio; the clean track's frames are kept
 
 
 def recipe(kind: str) -> str:
@@ -36,6 +40,8 @@ def recipe(kind: str) -> str:
         return f"blur sigma={BLUR_SIGMA_ROI_PX}@{ROI_REFERENCE_PX}px"
     if kind == "bar":
         return f"bar grey={BAR_GREY} x={BAR_X} y_pad={BAR_Y_PAD}"
+    if kind == "phone":
+        return f"phone rate={PHONE_RATE_HZ}"
     raise ValueError(f"unknown degradation {kind!r}")
 
 
@@ -81,3 +87,15 @@ def draw_bar(img: np.ndarray, box: tuple[int, int, int, int] | None) -> np.ndarr
     if x1 > x0 and y1 > y0:
         out[y0:y1, x0:x1] = BAR_GREY
     return out
+
+
+def telephone(audio: np.ndarray, sample_rate: int) -> np.ndarray:
+    """Mono float audio at ``sample_rate`` -> the same length, band-limited through PHONE_RATE_HZ."""
+    import torch
+    import torchaudio.functional as AF
+
+    a = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))
+    out = AF.resample(AF.resample(a, sample_rate, PHONE_RATE_HZ), PHONE_RATE_HZ, sample_rate).numpy()
+    if out.shape[0] < a.shape[0]:
+        out = np.pad(out, (0, a.shape[0] - out.shape[0]))
+    return out[: a.shape[0]].astype(np.float32)

@@ -19,7 +19,8 @@ mouth ROIs from the built-in tracker, as ``sync-scorer score MEDIA`` does):
   confidence; "confident" = confidence >= 0.5).
 - Degradations (degrade.py: dark, blur, bar over part of the mouth) applied to the full video
   frames BEFORE tracking (default; the degraded tracks are cached beside the clean cache) or,
-  with --degrade-on rois, to the tracked mouth ROIs. Accuracy, mean confidence and the share of
+  with --degrade-on rois, to the tracked mouth ROIs; phone: the audio through 8 kHz, the frames
+  clean. Accuracy, mean confidence and the share of
   confident-and-wrong windows, against the same clips clean at the same shifts.
 - The two generated clips: scored like the real ones, reported separately (not in aggregates).
 - Speed: seconds of processing per second of video, tracking (TrackResult.tracking_ms) and
@@ -219,6 +220,8 @@ def degraded_track(clip: ClipInfo, base: Tracked, kind: str, cfg: RealEvalConfig
     base ROIs degraded (--degrade-on rois; tracking flags stay those of the clean track)."""
     if kind not in deg.KINDS:
         raise ValueError(f"unknown degradation {kind!r}; choose from {deg.KINDS}")
+    if kind in deg.AUDIO_KINDS:
+        return replace(base, tracking_ms=0.0, audio=deg.telephone(base.audio, SAMPLE_RATE))
     rng = _clip_rng(clip, kind)
     if cfg.degrade_on == "rois":
         rois = base.rois.copy()
@@ -644,10 +647,10 @@ def _degraded(judges: list, real, tracked, cfg, per_clip, clean_passes, log) -> 
             frames += int(t.face_present.shape[0])
             rows = []
             for shift in cfg.degraded_shifts_ms:
-                audio = shift_audio(base.audio, shift, SAMPLE_RATE)
-                s = score_tracked(judges[c.judge], t, audio)
+                s = score_tracked(judges[c.judge], t, shift_audio(t.audio, shift, SAMPLE_RATE))
                 # the clean numbers on exactly the same (clip, shift) pairs, for comparison
-                cs = clean_passes.get((c.name, shift)) or score_tracked(judges[c.judge], base, audio)
+                cs = clean_passes.get((c.name, shift)) or score_tracked(
+                    judges[c.judge], base, shift_audio(base.audio, shift, SAMPLE_RATE))
                 for name, member in SETS.items():
                     if member(c):
                         aggs[name].add(s, shift, frame_ms)
@@ -660,11 +663,17 @@ def _degraded(judges: list, real, tracked, cfg, per_clip, clean_passes, log) -> 
                 "occluded_share": round(float(t.occluded.mean()), 4), "shifts": rows}
         log(f"degradation {kind}: done")
         out[kind] = {"face_present_share": _r(present / frames if frames else None),
-                     "method": "full frames, re-tracked" if cfg.degrade_on == "frames" else "mouth ROIs",
+                     "method": _degrade_method(kind, cfg),
                      **{k: a.as_dict() for k, a in aggs.items()},
                      "clean_same_pairs": {k: {"clips": a.as_dict()["clips"], "windows_1s": a.windows.as_dict()}
                                           for k, a in clean.items()}}
     return out
+
+
+def _degrade_method(kind: str, cfg: RealEvalConfig) -> str:
+    if kind in deg.AUDIO_KINDS:
+        return f"audio resampled through {deg.PHONE_RATE_HZ} Hz, frames clean"
+    return "full frames, re-tracked" if cfg.degrade_on == "frames" else "mouth ROIs"
 
 
 def _fresh_speed(scorer, clips, tracked, log) -> dict | None:

@@ -25,6 +25,12 @@ _BYTES_PER_SAMPLE = {"PCM_S16LE": 2, "F32LE": 4}
 # polyphase filter: 160 x 441 for 44.1 kHz -> 16 kHz, but 16000 x 44101 (11 GB) for 44101 Hz.
 # Past this product a rate is refused (dead-lettered) rather than allowed to exhaust memory.
 MAX_RESAMPLE_TERMS = 1_000_000
+# The session timeline a record may reach: 2**40 ms, about 34 years. Every position a signal
+# carries (frame_start/end, start_ms/end_ms) comes from frame_index / start_sample: bounded here,
+# an accepted record cannot make a signal that overflows Avro's long (a frame_index near 2**63
+# did, and the worker failed on it at every restart), and every ms, frame and sample index (at
+# 384 kHz: 4.2e14) stays exact in a float64 (below 2**53) through the windowing's arithmetic.
+MAX_TIMELINE_MS = 2**40
 
 
 class BadRecord(ValueError):
@@ -78,6 +84,7 @@ def audio_events(record: Mapping[str, Any], source: Source, arrival: Arrival,
         if len(data) % width:
             raise BadRecord(f"invalid: {len(data)} data bytes is not a whole number of "
                             f"{channels}-channel {encoding} samples")
+        _check_audio_on_timeline(start, len(data) // width, rate)
         if encoding == "PCM_S16LE":
             samples = np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0
         else:
@@ -112,6 +119,7 @@ def roi_events(record: Mapping[str, Any], source: Source, arrival: Arrival,
         raise BadRecord(f"invalid: frame_index {frame_index}")
     if not (np.isfinite(fps) and 1.0 <= fps <= 240.0):
         raise BadRecord(f"invalid: fps {fps}")
+    _check_frame_on_timeline(frame_index, fps, record.get("pts_ms"))
     roi = record.get("roi")
     end = bool(record.get("end_of_session"))
     out: list[Event] = []
@@ -133,6 +141,23 @@ def roi_events(record: Mapping[str, Any], source: Source, arrival: Arrival,
     if end:
         out.append(EndEvent(sid, Stream.VIDEO, source, arrival))
     return out
+
+
+def _check_audio_on_timeline(start_sample: int, n_samples: int, sample_rate: int) -> None:
+    """The chunk must end within the session timeline (exact integer arithmetic)."""
+    if (start_sample + n_samples) * 1000 > MAX_TIMELINE_MS * sample_rate:
+        raise BadRecord(f"invalid: start_sample {start_sample} (+{n_samples} samples at {sample_rate} Hz) "
+                        f"ends past the session timeline's {MAX_TIMELINE_MS} ms")
+
+
+def _check_frame_on_timeline(frame_index: int, fps: float, pts_ms: Any) -> None:
+    """The frame must end within the session timeline; pts_ms, which the worker does not use
+    (frames are placed by frame_index at fps), only must not be absurd."""
+    if (frame_index + 1) * 1000.0 > MAX_TIMELINE_MS * fps:
+        raise BadRecord(f"invalid: frame_index {frame_index} at {fps:g} fps ends past the session "
+                        f"timeline's {MAX_TIMELINE_MS} ms")
+    if pts_ms is not None and abs(int(pts_ms)) > MAX_TIMELINE_MS:
+        raise BadRecord(f"invalid: pts_ms {pts_ms} is outside the session timeline (+-{MAX_TIMELINE_MS} ms)")
 
 
 def _session_id(record: Mapping[str, Any]) -> str:

@@ -19,8 +19,8 @@ from schemas import AvroCodec
 from worker.refs import REASONS, RefError, RoiResolver
 
 RNG = np.random.default_rng(7)
-GRAY = RNG.integers(0, 256, size=(6, 5), dtype=np.uint8)
-RGB = RNG.integers(0, 256, size=(4, 3, 3), dtype=np.uint8)
+GRAY = RNG.integers(0, 256, size=(9, 8), dtype=np.uint8)
+RGB = RNG.integers(0, 256, size=(8, 10, 3), dtype=np.uint8)
 
 
 def _reason(resolver: RoiResolver, roi: object) -> str:
@@ -41,11 +41,11 @@ def _npy(arr: np.ndarray) -> bytes:
 
 def test_inline_gray_and_rgb_keep_row_major_layout() -> None:
     r = RoiResolver()
-    gray = r.resolve({"width": 5, "height": 6, "format": "GRAY8", "data": GRAY.tobytes()})
-    rgb = r.resolve({"width": 3, "height": 4, "format": "RGB24", "data": RGB.tobytes()})
-    assert gray.dtype == np.uint8 and gray.shape == (6, 5) and np.array_equal(gray, GRAY)
-    assert rgb.shape == (4, 3, 3) and np.array_equal(rgb, RGB)
-    assert rgb[1, 2, 0] == RGB.tobytes()[(1 * 3 + 2) * 3]  # R of row 1, column 2
+    gray = r.resolve({"width": 8, "height": 9, "format": "GRAY8", "data": GRAY.tobytes()})
+    rgb = r.resolve({"width": 10, "height": 8, "format": "RGB24", "data": RGB.tobytes()})
+    assert gray.dtype == np.uint8 and gray.shape == (9, 8) and np.array_equal(gray, GRAY)
+    assert rgb.shape == (8, 10, 3) and np.array_equal(rgb, RGB)
+    assert rgb[1, 2, 0] == RGB.tobytes()[(1 * 10 + 2) * 3]  # R of row 1, column 2
     gray[0, 0] = 1  # owned and writable, not a view on the event's bytes
     assert r.resolved() == {"inline": 2}
 
@@ -53,12 +53,12 @@ def test_inline_gray_and_rgb_keep_row_major_layout() -> None:
 @pytest.mark.parametrize(
     "roi,reason",
     [
-        ({"width": 5, "height": 6, "format": "GRAY8", "data": GRAY.tobytes()[:-1]}, "wrong_size"),
-        ({"width": 5, "height": 6, "format": "RGB24", "data": GRAY.tobytes()}, "wrong_size"),
-        ({"width": 5, "height": 6, "format": "YUV420", "data": GRAY.tobytes()}, "bad_ref"),
-        ({"width": 0, "height": 6, "format": "GRAY8", "data": b""}, "bad_ref"),
+        ({"width": 8, "height": 9, "format": "GRAY8", "data": GRAY.tobytes()[:-1]}, "wrong_size"),
+        ({"width": 8, "height": 9, "format": "RGB24", "data": GRAY.tobytes()}, "wrong_size"),
+        ({"width": 8, "height": 9, "format": "YUV420", "data": GRAY.tobytes()}, "bad_ref"),
+        ({"width": 0, "height": 9, "format": "GRAY8", "data": b""}, "bad_ref"),
         ({"width": 100_000, "height": 100_000, "format": "GRAY8", "data": b""}, "bad_ref"),
-        ({"width": 5, "format": "GRAY8", "data": b""}, "bad_ref"),
+        ({"width": 8, "format": "GRAY8", "data": b""}, "bad_ref"),
     ],
 )
 def test_inline_failures(roi: dict, reason: str) -> None:
@@ -81,8 +81,8 @@ def segment():
 
 def test_shm_reads_at_offset_and_leaves_the_segment_alone(segment: shared_memory.SharedMemory) -> None:
     r = RoiResolver()
-    gray = r.resolve({"name": segment.name, "offset": 64, "shape": [6, 5], "format": "GRAY8"})
-    rgb = r.resolve({"name": "/" + segment.name, "offset": 64 + GRAY.size, "shape": [4, 3, 3], "format": "RGB24"})
+    gray = r.resolve({"name": segment.name, "offset": 64, "shape": [9, 8], "format": "GRAY8"})
+    rgb = r.resolve({"name": "/" + segment.name, "offset": 64 + GRAY.size, "shape": [8, 10, 3], "format": "RGB24"})
     assert np.array_equal(gray, GRAY) and np.array_equal(rgb, RGB)
     # a copy: the producer may reuse its buffer right after
     segment.buf[64] = (int(GRAY[0, 0]) + 1) % 256
@@ -98,8 +98,8 @@ def test_shm_reader_process_exit_neither_unlinks_nor_warns(segment: shared_memor
     # at exit and warns. A worker process must do neither to the producer's segment.
     code = textwrap.dedent(f"""
         from worker.refs import RoiResolver
-        px = RoiResolver().resolve({{"name": "{segment.name}", "offset": 64, "shape": [6, 5], "format": "GRAY8"}})
-        assert px.shape == (6, 5)
+        px = RoiResolver().resolve({{"name": "{segment.name}", "offset": 64, "shape": [9, 8], "format": "GRAY8"}})
+        assert px.shape == (9, 8)
     """)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr
@@ -111,13 +111,13 @@ def test_shm_reader_process_exit_neither_unlinks_nor_warns(segment: shared_memor
 
 def test_shm_failures(segment: shared_memory.SharedMemory) -> None:
     r = RoiResolver()
-    missing = {"name": f"sstest_missing_{uuid.uuid4().hex[:8]}", "offset": 0, "shape": [6, 5], "format": "GRAY8"}
+    missing = {"name": f"sstest_missing_{uuid.uuid4().hex[:8]}", "offset": 0, "shape": [9, 8], "format": "GRAY8"}
     assert _reason(r, missing) == "not_found"
-    past_end = {"name": segment.name, "offset": segment.size - 10, "shape": [6, 5], "format": "GRAY8"}
+    past_end = {"name": segment.name, "offset": segment.size - 10, "shape": [9, 8], "format": "GRAY8"}
     assert _reason(r, past_end) == "wrong_size"
-    assert _reason(r, {"name": "a/b", "offset": 0, "shape": [6, 5], "format": "GRAY8"}) == "bad_ref"
-    assert _reason(r, {"name": segment.name, "offset": -1, "shape": [6, 5], "format": "GRAY8"}) == "bad_ref"
-    assert _reason(r, {"name": segment.name, "offset": 0, "shape": [6, 5, 3], "format": "GRAY8"}) == "bad_ref"
+    assert _reason(r, {"name": "a/b", "offset": 0, "shape": [9, 8], "format": "GRAY8"}) == "bad_ref"
+    assert _reason(r, {"name": segment.name, "offset": -1, "shape": [9, 8], "format": "GRAY8"}) == "bad_ref"
+    assert _reason(r, {"name": segment.name, "offset": 0, "shape": [9, 8, 3], "format": "GRAY8"}) == "bad_ref"
     assert r.failures() == {("shm", "not_found"): 1, ("shm", "wrong_size"): 1, ("shm", "bad_ref"): 3}
 
 
@@ -149,38 +149,38 @@ def _file(path: Path | str, shape: list[int], fmt: str = "GRAY8") -> dict:
 def test_file_raw_and_npy_under_the_roots(roots: tuple[Path, Path]) -> None:
     root, _ = roots
     r = RoiResolver(allowed_file_roots=[root])
-    assert np.array_equal(r.resolve(_file(root / "gray.raw", [6, 5])), GRAY)
-    assert np.array_equal(r.resolve(_file(root / "rgb.npy", [4, 3, 3], "RGB24")), RGB)
-    assert np.array_equal(r.resolve(_file(root / "rgb.npy", [4, 3], "RGB24")), RGB)
-    assert np.array_equal(r.resolve(_file(root / "gray1.npy", [6, 5])), GRAY)
-    assert np.array_equal(r.resolve(_file(root / "link-in.raw", [6, 5])), GRAY)  # symlink within root
-    assert np.array_equal(r.resolve(_file(f"{root}/sub/../gray.raw", [6, 5])), GRAY)
+    assert np.array_equal(r.resolve(_file(root / "gray.raw", [9, 8])), GRAY)
+    assert np.array_equal(r.resolve(_file(root / "rgb.npy", [8, 10, 3], "RGB24")), RGB)
+    assert np.array_equal(r.resolve(_file(root / "rgb.npy", [8, 10], "RGB24")), RGB)
+    assert np.array_equal(r.resolve(_file(root / "gray1.npy", [9, 8])), GRAY)
+    assert np.array_equal(r.resolve(_file(root / "link-in.raw", [9, 8])), GRAY)  # symlink within root
+    assert np.array_equal(r.resolve(_file(f"{root}/sub/../gray.raw", [9, 8])), GRAY)
     assert r.resolved() == {"file": 6}
 
 
 def test_file_failures(roots: tuple[Path, Path]) -> None:
     root, outside = roots
     r = RoiResolver(allowed_file_roots=[root])
-    assert _reason(r, _file(outside / "secret.raw", [6, 5])) == "outside_roots"
-    assert _reason(r, _file(root / "link-out.raw", [6, 5])) == "outside_roots"  # symlink escaping
-    assert _reason(r, _file(f"{root}/../elsewhere/secret.raw", [6, 5])) == "outside_roots"
-    assert _reason(r, _file(f"{root}2/x.raw", [6, 5])) == "outside_roots"  # prefix is not a parent
-    assert _reason(r, _file(root / "nope.raw", [6, 5])) == "not_found"
-    assert _reason(r, _file(root / "short.raw", [6, 5])) == "wrong_size"
-    assert _reason(r, _file(root / "gray.raw", [6, 5], "RGB24")) == "wrong_size"
-    assert _reason(r, _file(root / "float.npy", [6, 5])) == "wrong_size"
-    assert _reason(r, _file(root / "big.raw", [6, 5])) == "wrong_size"
-    assert _reason(r, _file(root / "sub", [6, 5])) == "unreadable"
+    assert _reason(r, _file(outside / "secret.raw", [9, 8])) == "outside_roots"
+    assert _reason(r, _file(root / "link-out.raw", [9, 8])) == "outside_roots"  # symlink escaping
+    assert _reason(r, _file(f"{root}/../elsewhere/secret.raw", [9, 8])) == "outside_roots"
+    assert _reason(r, _file(f"{root}2/x.raw", [9, 8])) == "outside_roots"  # prefix is not a parent
+    assert _reason(r, _file(root / "nope.raw", [9, 8])) == "not_found"
+    assert _reason(r, _file(root / "short.raw", [9, 8])) == "wrong_size"
+    assert _reason(r, _file(root / "gray.raw", [9, 8], "RGB24")) == "wrong_size"
+    assert _reason(r, _file(root / "float.npy", [9, 8])) == "wrong_size"
+    assert _reason(r, _file(root / "big.raw", [9, 8])) == "wrong_size"
+    assert _reason(r, _file(root / "sub", [9, 8])) == "unreadable"
     # a FIFO with no writer: refused at once, not waited on by the poll loop (a review: it hung)
     os.mkfifo(root / "pipe.raw")
     answer: list[str] = []
-    asked = threading.Thread(target=lambda: answer.append(_reason(r, _file(root / "pipe.raw", [6, 5]))), daemon=True)
+    asked = threading.Thread(target=lambda: answer.append(_reason(r, _file(root / "pipe.raw", [9, 8]))), daemon=True)
     asked.start()
     asked.join(10.0)
     assert answer == ["unreadable"]
-    assert _reason(r, {"uri": "file://otherhost/etc/x", "shape": [6, 5], "format": "GRAY8"}) == "bad_ref"
-    assert _reason(r, {"uri": "file:relative.raw", "shape": [6, 5], "format": "GRAY8"}) == "bad_ref"
-    assert _reason(RoiResolver(), _file(root / "gray.raw", [6, 5])) == "outside_roots"  # no roots set
+    assert _reason(r, {"uri": "file://otherhost/etc/x", "shape": [9, 8], "format": "GRAY8"}) == "bad_ref"
+    assert _reason(r, {"uri": "file:relative.raw", "shape": [9, 8], "format": "GRAY8"}) == "bad_ref"
+    assert _reason(RoiResolver(), _file(root / "gray.raw", [9, 8])) == "outside_roots"  # no roots set
     assert r.failures_by_reason() == {"outside_roots": 4, "not_found": 1, "wrong_size": 4, "unreadable": 2,
                                       "bad_ref": 2}
 
@@ -208,8 +208,8 @@ def test_try_resolve_and_a_failing_metrics_hook() -> None:
         raise RuntimeError("metrics down")
 
     r = RoiResolver(on_failure=broken_hook)
-    pixels, err = r.try_resolve({"width": 1, "height": 1, "format": "GRAY8", "data": b"\x07"})
-    assert err is None and pixels is not None and pixels.tolist() == [[7]]
+    pixels, err = r.try_resolve({"width": 8, "height": 8, "format": "GRAY8", "data": b"\x07" * 64})
+    assert err is None and pixels is not None and pixels.tolist() == [[7] * 8] * 8
     pixels, err = r.try_resolve(None)
     assert pixels is None and err is not None and err.reason == "no_roi"
 
@@ -218,7 +218,7 @@ def test_decoded_roiref_resolves(tmp_path: Path) -> None:
     (tmp_path / "f.raw").write_bytes(RGB.tobytes())
     codec = AvroCodec("RoiRef")
     event = {"session_id": "s", "frame_index": 1, "pts_ms": 33, "fps": 30.0,
-             "roi": {"uri": f"file://{tmp_path}/f.raw", "shape": [4, 3], "format": "RGB24"}}
+             "roi": {"uri": f"file://{tmp_path}/f.raw", "shape": [8, 10], "format": "RGB24"}}
     decoded = codec.decode(codec.encode(event))
     assert np.array_equal(RoiResolver(allowed_file_roots=[tmp_path]).resolve(decoded["roi"]), RGB)
 
@@ -231,5 +231,5 @@ def test_from_config_reads_the_refs_section(tmp_path: Path) -> None:
 
     r = RoiResolver.from_config(RefsConfig())
     (tmp_path / "g.raw").write_bytes(GRAY.tobytes())
-    assert np.array_equal(r.resolve(_file(tmp_path / "g.raw", [6, 5])), GRAY)
+    assert np.array_equal(r.resolve(_file(tmp_path / "g.raw", [9, 8])), GRAY)
     assert r.uri_resolvers["s3"].endpoint_url == "http://127.0.0.1:1"

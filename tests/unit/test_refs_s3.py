@@ -13,8 +13,8 @@ import pytest
 from worker.refs import RefError, RoiResolver
 from worker.refs.s3 import S3Resolver
 
-GRAY = np.arange(6 * 5, dtype=np.uint8).reshape(6, 5)
-RGB = (np.arange(4 * 3 * 3, dtype=np.uint8) * 7).reshape(4, 3, 3)
+GRAY = np.arange(9 * 8, dtype=np.uint8).reshape(9, 8)
+RGB = (np.arange(8 * 10 * 3, dtype=np.uint8) * 7).reshape(8, 10, 3)
 BUCKET = "rois"
 
 
@@ -63,9 +63,9 @@ def _s3(key: str, shape: list[int], fmt: str = "GRAY8", bucket: str = BUCKET) ->
 
 def test_s3_raw_and_npy(s3_endpoint: str) -> None:
     r = RoiResolver(s3_endpoint_url=s3_endpoint, s3_region="us-east-1")
-    assert np.array_equal(r.resolve(_s3("sess-1/gray.raw", [6, 5])), GRAY)
-    assert np.array_equal(r.resolve(_s3("sess-1/rgb.npy", [4, 3, 3], "RGB24")), RGB)
-    assert np.array_equal(r.resolve(_s3("sess-1/with%20space.raw", [6, 5])), GRAY)
+    assert np.array_equal(r.resolve(_s3("sess-1/gray.raw", [9, 8])), GRAY)
+    assert np.array_equal(r.resolve(_s3("sess-1/rgb.npy", [8, 10, 3], "RGB24")), RGB)
+    assert np.array_equal(r.resolve(_s3("sess-1/with%20space.raw", [9, 8])), GRAY)
     assert r.resolved() == {"s3": 3}
 
 
@@ -73,13 +73,13 @@ def test_s3_failures_are_counted(s3_endpoint: str) -> None:
     r = RoiResolver(s3_endpoint_url=s3_endpoint, s3_region="us-east-1")
     outcomes = {}
     for label, roi in {
-        "missing key": _s3("sess-1/nope.raw", [6, 5]),
-        "missing bucket": _s3("k.raw", [6, 5], bucket="no-such-bucket"),
-        "short": _s3("sess-1/short.raw", [6, 5]),
-        "format mismatch": _s3("sess-1/gray.raw", [6, 5], "RGB24"),
-        "too big": _s3("sess-1/huge.raw", [6, 5]),
-        "empty": _s3("sess-1/empty.raw", [6, 5]),
-        "no key": {"uri": "s3://rois", "shape": [6, 5], "format": "GRAY8"},
+        "missing key": _s3("sess-1/nope.raw", [9, 8]),
+        "missing bucket": _s3("k.raw", [9, 8], bucket="no-such-bucket"),
+        "short": _s3("sess-1/short.raw", [9, 8]),
+        "format mismatch": _s3("sess-1/gray.raw", [9, 8], "RGB24"),
+        "too big": _s3("sess-1/huge.raw", [9, 8]),
+        "empty": _s3("sess-1/empty.raw", [9, 8]),
+        "no key": {"uri": "s3://rois", "shape": [9, 8], "format": "GRAY8"},
     }.items():
         with pytest.raises(RefError) as info:
             r.resolve(roi)
@@ -102,5 +102,5 @@ def test_s3_endpoint_down_is_a_backend_error_not_a_hang(monkeypatch: pytest.Monk
     dead = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
     r = RoiResolver(uri_resolvers={"s3": S3Resolver(dead, "us-east-1", connect_timeout_s=0.5, max_attempts=1)})
     with pytest.raises(RefError) as info:
-        r.resolve(_s3("sess-1/gray.raw", [6, 5]))
+        r.resolve(_s3("sess-1/gray.raw", [9, 8]))
     assert info.value.reason == "backend_error" and info.value.scheme == "s3"

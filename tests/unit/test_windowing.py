@@ -256,8 +256,9 @@ def test_a_jump_ahead_makes_no_flood_of_empty_jobs():
         feed.push(feed.frame("s", f), now=0)
     # a frame 100 s later, 3 s of processing time on (no audio ever: the audio stream stalled):
     # the 4 old frames are scored and the 100 s of nothing in between costs one skip, not 300
-    # empty jobs
-    out = feed.push(feed.frame("s", 2500), now=3000)
+    # empty jobs. Its producer stamped it 100 s after the others (a real pause: a jump of 100 s
+    # of media made in no time is refused, test_session_jumps.py)
+    out = feed.push(feed.frame("s", 2500, now=100_000), now=3000)
     assert spans(out) == [("B", 0, 8), ("W", 0, 20)]
     assert all(j.reason is DueReason.LATENESS and j.frames_missing == j.frame_end - 4 for j in out)
     state = feed.joiner.sessions["s"]
@@ -561,3 +562,143 @@ def test_crash_and_replay_from_committed_positions_loses_nothing(seed):
     assert len(expected) > 20
     assert expected <= published | replayed, sorted(expected - published - replayed)
     assert (published | replayed) <= expected
+
+
+# --- bounded state of long sessions and many sessions ------------------------------------------
+
+def _publish_all(feed: Feed, jobs) -> None:
+    for job in jobs:
+        feed.joiner.on_published(job)
+
+
+def test_a_session_that_never_ends_keeps_a_bounded_ledger():
+    """Each published job used to leave a zero count behind in the ledger's in-flight table, which
+    the frontier walked on every event: memory and per-event cost grew with the session's age (a
+    review: 237,600 keys and 5 ms per event after 24 h)."""
+    feed = Feed()
+    for ev in media(feed, "s", 120.0):
+        _publish_all(feed, feed.push(ev, now=0))
+    assert len(feed.jobs) > 400
+    ledger = feed.joiner.ledgers["s"]
+    assert len(ledger.in_flight) <= 2  # only jobs emitted and not yet published
+
+
+def test_the_ledger_frontier_is_the_earliest_job_in_flight():
+    """The frontier follows emits and publishes in any order (the in-flight table keeps its
+    smallest start at hand instead of scanning every start)."""
+    from worker.windowing.joiner import SessionLedger
+
+    rng = random.Random(3)
+    ledger = SessionLedger()
+    ledger.fps, ledger.open_frontier = FPS, 10_000
+    in_flight: list[int] = []
+    for step in range(3000):
+        if in_flight and rng.random() < 0.5:
+            start = in_flight.pop(rng.randrange(len(in_flight)))
+            ledger.in_flight.remove(start)
+        else:
+            start = rng.randrange(step, step + 50)
+            in_flight.append(start)
+            ledger.in_flight.add(start)
+        want = min(in_flight + [10_000])
+        assert ledger.frontier_ms() == want * 40.0
+        assert len(ledger.in_flight) == len(set(in_flight))
+
+
+def _live(feed: Feed, sids, f: int, now: int) -> None:
+    """Frame ``f`` and its 40 ms of audio for each of ``sids``, published at once."""
+    for sid in sids:
+        _publish_all(feed, feed.push(feed.frame(sid, f), now=now))
+        _publish_all(feed, feed.push(feed.chunk(sid, f * 40), now=now))
+
+
+def test_a_flood_of_one_record_sessions_does_not_evict_sessions_that_are_receiving():
+    """A producer that puts a new session id on every record must not push out the sessions that
+    are streaming: the new ids are evicted among themselves (a review: three live sessions lost
+    21 of their 28 signals each, for good)."""
+    ref = Feed(max_sessions=5)
+    feed = Feed(max_sessions=5)
+    for f in range(100):
+        _live(ref, ["a", "b"], f, now=f * 40)
+        _live(feed, ["a", "b"], f, now=f * 40)
+        if f == 30:
+            for k in range(50):
+                _publish_all(feed, feed.push(feed.frame(f"flood-{k}", 0), now=f * 40))
+    assert spans(feed.jobs) == spans(ref.jobs) and len(ref.jobs) > 20
+    assert feed.joiner.counters["evictions_max_sessions"] == 50 - 3
+    assert feed.joiner.counters["sessions_closed_evicted_new"] == 50 - 3
+    assert feed.joiner.counters["sessions_closed_evicted"] == 0
+    assert feed.joiner.counters["dropped_after_close"] == 0
+
+
+def test_a_session_evicted_for_capacity_comes_back_with_its_next_records():
+    """Evicted to make room (every session is established, so the least recently active goes):
+    its later records open it again where it was, losing only the media eviction dropped, not
+    every signal after (it did not end)."""
+    feed = Feed(max_sessions=2)
+    for f in range(40):
+        _live(feed, ["a", "b"], f, now=f * 40)
+    for f in range(40, 60):  # a pauses; c starts and takes a's place
+        _live(feed, ["b", "c"], f, now=f * 40)
+    assert "a" not in feed.joiner.sessions
+    assert feed.joiner.counters["sessions_closed_evicted"] == 1
+    before = {j.key for j in feed.jobs if j.session_id == "a"}
+    for f in range(60, 120):
+        _live(feed, ["a"], f, now=f * 40)
+    after = {(j.kind.value, j.frame_start) for j in feed.jobs if j.session_id == "a"} - {k[1:] for k in before}
+    assert feed.joiner.counters["dropped_after_close"] == 0
+    assert feed.joiner.counters["sessions_resumed"] == 1
+    # every job of the media after its return (frames 60..119), none emitted twice
+    assert {(Kind.BLOCK.value, b) for b in range(64, 112, 8)} <= after
+    assert {(Kind.WINDOW.value, w) for w in (60, 80)} <= after
+    keys = [j.key for j in feed.jobs]
+    assert len(keys) == len(set(keys))
+
+
+def test_a_session_evicted_for_capacity_does_not_lose_the_holds_of_its_jobs_in_flight():
+    """Its ledger (jobs emitted before the eviction, not yet published) goes on with it when it
+    comes back: publishing them later still releases their records, so the partition's commit
+    position moves on (a fresh ledger in its place kept them open for good)."""
+    feed = Feed(max_sessions=1)
+    unpublished = []
+    for f in range(30):
+        unpublished += feed.push(feed.frame("a", f), now=f * 40)
+        unpublished += feed.push(feed.chunk("a", f * 40), now=f * 40)
+    unpublished += feed.push(feed.frame("b", 0), now=1200)  # a is evicted (flushed)
+    assert unpublished and all(j.session_id == "a" for j in unpublished)
+    feed.push(feed.frame("a", 30), now=1240)  # a comes back; b (new) is evicted
+    _publish_all(feed, unpublished)
+    for f in range(31, 200):
+        _live(feed, ["a"], f, now=f * 40)
+    assert feed.tracker.positions()[(ROI, 0)] > 150
+
+
+def test_a_duplicate_frame_that_carries_the_end_marker_is_held_until_the_session_closes():
+    """The record's frame is dropped (a duplicate), its end marker is not: the record must stay
+    uncommitted until the session closed, or a worker taking over never sees the end."""
+    feed = Feed()
+    for f in range(24):
+        _publish_all(feed, feed.push(feed.frame("s", f), now=f * 40))
+    for start in range(0, 600, 40):  # block 0's audio; blocks 8 and 16 and window 0 wait for more
+        _publish_all(feed, feed.push(feed.chunk("s", start), now=960))
+    open_before = feed.tracker.open_count((ROI, 0))
+    dup = feed.frame("s", 23)
+    feed.tracker.open(dup.source)
+    feed.joiner.on_events([dup, EndEvent("s", Stream.VIDEO, dup.source, dup.arrival)], 1000)
+    assert feed.joiner.counters["dropped_duplicate"] == 1
+    assert "s" in feed.joiner.sessions  # jobs before the video's end still wait for audio
+    assert feed.tracker.open_count((ROI, 0)) == open_before + 1
+    for start in range(600, 1200, 40):
+        _publish_all(feed, feed.push(feed.chunk("s", start), now=1000 + start))
+    assert "s" not in feed.joiner.sessions
+    assert feed.tracker.positions()[(ROI, 0)] == dup.source.offset + 1
+
+
+def test_overlapping_audio_chunks_stay_within_the_buffer_bound():
+    """Chunks of 3 s each shifted by 1 ms: every one adds a sample, and each used to be stored
+    whole (a review: 307 MB held for 8 s of media)."""
+    feed = Feed()
+    for k in range(500):
+        feed.push(feed.chunk("s", k, length_ms=3000), now=k)
+    held = sum(c[1].nbytes for c in feed.joiner.sessions["s"].audio._chunks)
+    assert held <= (3000 + 500) * 4

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from worker.refs.errors import BAD_REF, UNREADABLE, WRONG_SIZE, RefError
+from worker.scoring.validate import MIN_ROI_SIDE_PX
 
 CHANNELS = {"GRAY8": 1, "RGB24": 3}
 NPY_MAGIC = b"\x93NUMPY"
@@ -20,8 +21,11 @@ def expected_shape(shape: Sequence[int], pixel_format: str, *, max_side_px: int 
                    scheme: str = "") -> tuple[int, ...]:
     """The numpy shape of a ROI: (H, W) for GRAY8, (H, W, 3) for RGB24.
 
-    ``shape`` is [H, W] or [H, W, C] with C matching the format. Sides must be 1..max_side_px (a
-    mouth ROI; this also bounds what a bad reference can make the worker allocate).
+    ``shape`` is [H, W] or [H, W, C] with C matching the format. Sides must be
+    MIN_ROI_SIDE_PX..max_side_px: the scorer reads nothing smaller (and a job's frames take its
+    first frame's size, so one tiny frame spoilt the job: refused here, where it is read, it is a
+    bad reference, or a bad record when inline); the maximum bounds what a bad reference can make
+    the worker allocate.
     """
     if pixel_format not in CHANNELS:
         raise RefError(BAD_REF, f"unknown pixel format {pixel_format!r}", scheme=scheme)
@@ -35,8 +39,9 @@ def expected_shape(shape: Sequence[int], pixel_format: str, *, max_side_px: int 
     if len(dims) != 2:
         raise RefError(BAD_REF, f"shape must be [H, W] or [H, W, C], got {list(shape)}", scheme=scheme)
     height, width = dims
-    if not (1 <= height <= max_side_px and 1 <= width <= max_side_px):
-        raise RefError(BAD_REF, f"ROI {height}x{width} outside 1..{max_side_px} px per side", scheme=scheme)
+    if not (MIN_ROI_SIDE_PX <= height <= max_side_px and MIN_ROI_SIDE_PX <= width <= max_side_px):
+        raise RefError(BAD_REF, f"ROI {height}x{width} outside {MIN_ROI_SIDE_PX}..{max_side_px} px per side",
+                       scheme=scheme)
     return (height, width) if channels == 1 else (height, width, channels)
 
 

@@ -6,6 +6,11 @@ import numpy as np
 
 from worker.scoring.types import ScoreRequest, ScoringInputError
 
+# The smallest ROI side the scorer reads. The ROI resolver (worker/refs/pixels.py) refuses smaller
+# frames where they are read: a job's frames are brought to its first frame's size, so one tiny
+# frame let through made its whole BLOCK and WINDOW unscorable.
+MIN_ROI_SIDE_PX = 8
+
 
 def validate_request(req: ScoreRequest, sample_rate: int) -> None:
     fs, au = req.frames, req.audio
@@ -18,8 +23,9 @@ def validate_request(req: ScoreRequest, sample_rate: int) -> None:
         raise ScoringInputError(f"frames must be (T,H,W) or (T,H,W,3), got shape {f.shape}")
     if f.shape[0] == 0:
         raise ScoringInputError("no frames to score")
-    if f.shape[1] < 8 or f.shape[2] < 8:
-        raise ScoringInputError(f"ROI of {f.shape[1]}x{f.shape[2]} is too small (min 8x8)")
+    if f.shape[1] < MIN_ROI_SIDE_PX or f.shape[2] < MIN_ROI_SIDE_PX:
+        raise ScoringInputError(f"ROI of {f.shape[1]}x{f.shape[2]} is too small "
+                                f"(min {MIN_ROI_SIDE_PX}x{MIN_ROI_SIDE_PX})")
     if not (np.isfinite(fs.fps) and 1.0 <= fs.fps <= 240.0):
         raise ScoringInputError(f"fps must be in [1, 240], got {fs.fps}")
     for name in ("present", "occluded", "face_present"):
@@ -44,9 +50,10 @@ def validate_request(req: ScoreRequest, sample_rate: int) -> None:
     ctx = req.context
     if ctx is not None and (ctx.frame_end != fs.frame_start or abs(ctx.fps - fs.fps) > 1e-6
                             or not isinstance(ctx.frames, np.ndarray) or ctx.frames.dtype != np.uint8
-                            or ctx.frames.ndim not in (3, 4) or min(np.shape(ctx.frames)[1:3], default=0) < 8):
-        raise ScoringInputError("context frames must be uint8 ROIs of at least 8x8 that end where the job "
-                                "starts, at its fps")
+                            or ctx.frames.ndim not in (3, 4)
+                            or min(np.shape(ctx.frames)[1:3], default=0) < MIN_ROI_SIDE_PX):
+        raise ScoringInputError(f"context frames must be uint8 ROIs of at least {MIN_ROI_SIDE_PX}x{MIN_ROI_SIDE_PX} "
+                                "that end where the job starts, at its fps")
     if au.present is not None and np.shape(au.present) != s.shape:
         raise ScoringInputError(f"audio present must have shape {s.shape}, got {np.shape(au.present)}")
     if au.sample_rate != sample_rate:

@@ -8,10 +8,15 @@ restart), an audio chunk once the frontier's audio need (frontier - margin) pass
 end, an end marker once the session closed and all its jobs are published. Released events are
 marked done in the OffsetTracker, whose positions are what may be committed.
 
-Bounds: at most ``max_sessions`` open sessions (the least recently active is flushed and closed:
-an eviction), at most ``max_buffered_ms`` of media per session (older data is dropped: an
-eviction). Idle sessions (no event for ``idle_timeout_ms`` of processing time) are flushed and
-closed by ``tick``. Events for a session closed recently are dropped as late.
+Bounds: at most ``max_sessions`` open sessions, at most ``max_buffered_ms`` of media per session
+(older data is dropped: an eviction). Beyond ``max_sessions`` one session is flushed and closed
+(an eviction): the least recently active *new* one (fewer than ``ESTABLISHED_EVENTS`` frames or
+chunks stored), else the least recently active one, so that a flood of one-record session ids
+evicts its own ids, not the sessions that are streaming. A session evicted for room has not
+ended: its next records open it again where it was (its job grid and end markers remembered),
+having lost only the media the eviction dropped. Idle sessions (no event for ``idle_timeout_ms``
+of processing time) are flushed and closed by ``tick``. Events for a session that ended (end
+markers or idle timeout) recently are dropped as late.
 """
 
 from __future__ import annotations
@@ -20,16 +25,69 @@ import heapq
 import itertools
 import math
 from collections import Counter, OrderedDict
+from dataclasses import dataclass
 
 from worker.config import WindowingConfig
+from worker.scoring.types import Kind
 from worker.windowing.events import AudioEvent, EndEvent, FrameEvent, Job, Source, Stream
 from worker.windowing.offsets import OffsetTracker
 from worker.windowing.session import BadEvent, SessionState, WindowParams
-from worker.windowing.timeline import frame_ms, sample_ms
+from worker.windowing.timeline import JobGrid, frame_ms, sample_ms
 
-__all__ = ["BadEvent", "Joiner", "SessionLedger"]
+__all__ = ["ESTABLISHED_EVENTS", "BadEvent", "InFlight", "Joiner", "SessionLedger"]
 
 _tiebreak = itertools.count()
+
+# frames or chunks a session stores before it is *established* (evicted for room only when every
+# open session is): a producer that puts a new session id on every record makes only new ones
+ESTABLISHED_EVENTS = 2
+
+
+class InFlight:
+    """Jobs emitted and not yet published, counted per frame start, with the smallest start at
+    hand: a heap whose stale entries go when they reach its top (O(log n) amortised). A start
+    whose jobs are all published is forgotten, so a session that never ends keeps only its jobs
+    in flight (the counts of every published job, walked on every event, cost 5 ms an event
+    after 24 h in a review)."""
+
+    def __init__(self) -> None:
+        self._count: dict[int, int] = {}
+        self._heap: list[int] = []  # every start counted, perhaps twice, plus stale ones
+
+    def add(self, frame_start: int) -> None:
+        n = self._count.get(frame_start, 0)
+        if n == 0:
+            heapq.heappush(self._heap, frame_start)
+        self._count[frame_start] = n + 1
+
+    def remove(self, frame_start: int) -> None:
+        """One job of ``frame_start`` published (no-op when none is in flight)."""
+        n = self._count.pop(frame_start, 0)
+        if n > 1:
+            self._count[frame_start] = n - 1
+        if len(self._heap) > 2 * len(self._count) + 32:
+            self._heap = sorted(self._count)  # stale entries under a long-lived top: rebuild
+
+    def first(self) -> int | None:
+        """The smallest start in flight, or None."""
+        while self._heap and self._heap[0] not in self._count:
+            heapq.heappop(self._heap)
+        return self._heap[0] if self._heap else None
+
+    def __len__(self) -> int:
+        return len(self._count)
+
+
+@dataclass(frozen=True)
+class _Evicted:
+    """What a session evicted for room goes on with when its records keep coming."""
+
+    partition: int
+    fps: float | None
+    next_start: dict[Kind, int | None]  # its job grid: no job is emitted twice
+    video_end: int | None
+    audio_ended: bool
+    audio_end_sample: int
 
 
 class SessionLedger:
@@ -40,7 +98,7 @@ class SessionLedger:
         # holds per record: an audio chunk that is also its session's end marker is held twice
         # (its samples, and the marker until the session closes), and is done after both
         self.holds: Counter[Source] = Counter()
-        self.in_flight: Counter[int] = Counter()  # frame_start -> jobs emitted, not yet published
+        self.in_flight = InFlight()  # frame starts of jobs emitted, not yet published
         self.fps: float | None = None
         self.open_frontier: int | None = None  # session's next job start; None: undecided
         self.closed = False
@@ -50,7 +108,8 @@ class SessionLedger:
         self.holds[source] += 1
 
     def frontier_ms(self) -> float:
-        starts = [s for s, n in self.in_flight.items() if n > 0]
+        first = self.in_flight.first()
+        starts = [] if first is None else [first]
         if not self.closed:
             if self.open_frontier is None:
                 return -math.inf  # the first jobs are not decided yet: nothing can go
@@ -99,7 +158,7 @@ class SessionLedger:
         return [source]
 
     def done(self) -> bool:
-        return self.closed and not self.pending and not +self.in_flight
+        return self.closed and not self.pending and not self.in_flight
 
 
 class Joiner:
@@ -117,7 +176,12 @@ class Joiner:
         self.tracker = tracker
         self.sessions: OrderedDict[str, SessionState] = OrderedDict()  # least recently active first
         self.ledgers: dict[str, SessionLedger] = {}
-        self._recently_closed: OrderedDict[str, None] = OrderedDict()
+        self._recently_closed: OrderedDict[str, None] = OrderedDict()  # ended: later records are late
+        self._evicted: OrderedDict[str, _Evicted] = OrderedDict()  # evicted for room: may come back
+        # open sessions not yet established: frames and chunks stored, least recently active first
+        self._new_sessions: OrderedDict[str, int] = OrderedDict()
+        self._record: Source | None = None  # the record on_events is feeding
+        self._record_dropped = False  # ... and a part of it was dropped
         self._closed_queue: list[str] = []
         self._pending_jobs: list[Job] = []  # flushed from sessions evicted to make room
         self._notices: list[tuple[str, str]] = []  # (what, session_id) worth a log line
@@ -131,14 +195,32 @@ class Joiner:
         frame or chunk, first, then perhaps an end marker (which never raises), so a BadEvent
         comes before any job of the record was emitted."""
         jobs: list[Job] = []
-        for ev in events:
-            if isinstance(ev, FrameEvent):
-                jobs += self.on_frame(ev, now_wall_ms)
-            elif isinstance(ev, AudioEvent):
-                jobs += self.on_audio(ev, now_wall_ms)
-            elif isinstance(ev, EndEvent):
-                jobs += self.on_end(ev, now_wall_ms)
+        self._record = events[0].source if events else None
+        self._record_dropped = False
+        try:
+            for ev in events:
+                if isinstance(ev, FrameEvent):
+                    jobs += self.on_frame(ev, now_wall_ms)
+                elif isinstance(ev, AudioEvent):
+                    jobs += self.on_audio(ev, now_wall_ms)
+                elif isinstance(ev, EndEvent):
+                    jobs += self.on_end(ev, now_wall_ms)
+        finally:
+            self._finish_record(events)
         return jobs
+
+    def _finish_record(self, events: list[FrameEvent | AudioEvent | EndEvent]) -> None:
+        """A record with a dropped part (a duplicate or late frame that carries its stream's end
+        marker) is done only if no other part of it is held: releasing it with the marker held
+        made it committable while its session was open, and a worker taking over never saw the
+        end."""
+        source, dropped = self._record, self._record_dropped
+        self._record, self._record_dropped = None, False
+        if source is None or not dropped:
+            return
+        ledger = self.ledgers.get(events[0].session_id)
+        if ledger is None or source not in ledger.holds:
+            self.tracker.done(source)
 
     def on_frame(self, ev: FrameEvent, now_wall_ms: int) -> list[Job]:
         """Raises BadEvent for a frame that contradicts its session (caller dead-letters it)."""
@@ -150,6 +232,7 @@ class Joiner:
             return self._drop(ev.source, status)
         if ev.ref_error is not None:
             self.counters["ref_errors"] += 1
+        self._stored(ev.session_id)
         ledger = self.ledgers[ev.session_id]
         ledger.fps = state.fps
         # held until the frontier passes the frame plus the context span: a job's context frames
@@ -164,6 +247,7 @@ class Joiner:
         status = state.add_audio(ev, now_wall_ms)
         if status != "ok":
             return self._drop(ev.source, status)
+        self._stored(ev.session_id)
         end_ms = sample_ms(ev.start_sample + int(ev.samples.shape[0]), ev.sample_rate)
         # and by the video context's span (context_frames of 40 ms, longer below 25 fps): a worker that
         # takes the session over re-reads the frames of that span, and may emit again a job that
@@ -208,8 +292,7 @@ class Joiner:
         ledger = self.ledgers.get(job.session_id)
         if ledger is None:
             return  # its partition was revoked meanwhile
-        if ledger.in_flight[job.frame_start] > 0:
-            ledger.in_flight[job.frame_start] -= 1
+        ledger.in_flight.remove(job.frame_start)
         self._release(job.session_id, ledger)
 
     def drop_partitions(self, partitions: set[int]) -> int:
@@ -217,8 +300,11 @@ class Joiner:
         gone = [sid for sid, st in self.sessions.items() if st.partition in partitions]
         for sid in gone:
             del self.sessions[sid]
+            self._new_sessions.pop(sid, None)
             self.ledgers.pop(sid, None)
             self._closed_queue.append(sid)
+        for sid in [sid for sid, ev in self._evicted.items() if ev.partition in partitions]:
+            del self._evicted[sid]  # another worker takes these over
         for sid in [sid for sid, led in self.ledgers.items() if sid not in self.sessions]:
             # closed sessions with jobs still in flight on a revoked partition
             if any(src.partition in partitions for _, _, src in self.ledgers[sid].pending):
@@ -240,6 +326,8 @@ class Joiner:
         state = self.sessions.get(sid)
         if state is not None:
             self.sessions.move_to_end(sid)
+            if sid in self._new_sessions:
+                self._new_sessions.move_to_end(sid)
             if source.partition != state.partition:
                 # the two inputs' producers partition keys differently (e.g. murmur2 vs crc32):
                 # with several workers such a session would be split between them
@@ -248,22 +336,60 @@ class Joiner:
             return state
         if sid in self._recently_closed:
             return None
-        jobs_before_evict: list[Job] = []
-        while len(self.sessions) >= self.cfg.max_sessions:
-            lru = next(iter(self.sessions))
-            self.counters["evictions_max_sessions"] += 1
-            self._notices.append(("evicted_max_sessions", lru))
-            jobs_before_evict += self._close(lru, "evicted", flush=True)
-        self._pending_jobs.extend(jobs_before_evict)
+        self._make_room()
         state = SessionState(sid, source.partition, self.params, now_wall_ms, self.lagging)
+        evicted = self._evicted.pop(sid, None)
+        if evicted is not None:
+            self._resume(state, evicted)
         self.sessions[sid] = state
-        self.ledgers[sid] = SessionLedger()
+        self._new_sessions[sid] = 0
+        ledger = self.ledgers.get(sid)
+        if ledger is None:
+            self.ledgers[sid] = SessionLedger()
+        else:
+            ledger.closed = False  # its jobs flushed at eviction still in flight: holds stay with them
         self.counters["sessions_opened"] += 1
         return state
 
+    def _make_room(self) -> None:
+        """Evict (flush and close) sessions until a new one fits: the least recently active new
+        session, else the least recently active of all."""
+        while len(self.sessions) >= self.cfg.max_sessions:
+            victim = next(iter(self._new_sessions or self.sessions))
+            why = "evicted_new" if victim in self._new_sessions else "evicted"
+            self.counters["evictions_max_sessions"] += 1
+            self._notices.append(("evicted_max_sessions", victim))
+            self._pending_jobs += self._close(victim, why, flush=True)
+
+    def _resume(self, state: SessionState, evicted: _Evicted) -> None:
+        """Continue a session evicted for room where it was: the same job grid (its flushed jobs
+        are not emitted again, frames before them are late) and the end markers it had."""
+        p = self.params
+        if evicted.fps is not None:
+            state.fps = evicted.fps
+            state.grid = JobGrid.for_fps(p.block_frames, p.window_ms, p.window_hop_ms, evicted.fps)
+        state.next_start.update(evicted.next_start)
+        state.video_end = evicted.video_end
+        state.audio_ended = evicted.audio_ended
+        state.audio_end_sample = evicted.audio_end_sample
+        self.counters["sessions_resumed"] += 1
+
+    def _stored(self, sid: str) -> None:
+        """A frame or chunk of ``sid`` was stored: count it towards being established."""
+        n = self._new_sessions.get(sid)
+        if n is None:
+            return
+        if n + 1 >= ESTABLISHED_EVENTS:
+            del self._new_sessions[sid]
+        else:
+            self._new_sessions[sid] = n + 1
+
     def _drop(self, source: Source, why: str) -> list[Job]:
         self.counters[f"dropped_{why}"] += 1
-        self.tracker.done(source)
+        if source == self._record:
+            self._record_dropped = True  # on_events decides once it saw the rest of the record
+        else:
+            self.tracker.done(source)
         return self._take_pending()
 
     def _take_pending(self) -> list[Job]:
@@ -291,7 +417,7 @@ class Joiner:
     def _emitted(self, sid: str, jobs: list[Job]) -> None:
         ledger = self.ledgers[sid]
         for job in jobs:
-            ledger.in_flight[job.frame_start] += 1
+            ledger.in_flight.add(job.frame_start)
             self.counters[f"jobs_{job.reason.value}"] += 1
 
     def _sync_frontier(self, state: SessionState) -> None:
@@ -308,6 +434,7 @@ class Joiner:
 
     def _close(self, sid: str, why: str, flush: bool) -> list[Job]:
         state = self.sessions.pop(sid)
+        self._new_sessions.pop(sid, None)
         jobs: list[Job] = []
         if flush:
             skipped_before = state.skipped_empty
@@ -320,10 +447,26 @@ class Joiner:
         self._release(sid, ledger)
         self.counters[f"sessions_closed_{why}"] += 1
         self._closed_queue.append(sid)
-        self._recently_closed[sid] = None
-        while len(self._recently_closed) > self.cfg.closed_sessions_remembered:
-            self._recently_closed.popitem(last=False)
+        self._remember(sid, state, evicted=why.startswith("evicted"))
         return jobs
+
+    def _remember(self, sid: str, state: SessionState, evicted: bool) -> None:
+        """An ended session's later records are late; one evicted for room may come back."""
+        limit = self.cfg.closed_sessions_remembered
+        if evicted:
+            self._evicted[sid] = _Evicted(
+                partition=state.partition, fps=state.fps, next_start=dict(state.next_start),
+                video_end=state.video_end, audio_ended=state.audio_ended,
+                audio_end_sample=state.audio_end_sample)
+            _keep_newest(self._evicted, limit)
+        else:
+            self._recently_closed[sid] = None
+            _keep_newest(self._recently_closed, limit)
 
     def open_sessions(self) -> int:
         return len(self.sessions)
+
+
+def _keep_newest(remembered: OrderedDict, limit: int) -> None:
+    while len(remembered) > limit:
+        remembered.popitem(last=False)

@@ -49,10 +49,79 @@ from worker.windowing.timeline import (
 )
 
 KINDS = (Kind.BLOCK, Kind.WINDOW)
+# Below this rate a session's jobs grow as the rate falls (16 frames last longer, and the audio
+# margins stretch with the frame: margin_stretch); at and above it they are what the config's
+# bounds are sized for (window_ms, max_buffered_ms)
+FULL_RATE_FPS = 25.0
 
 
 class BadEvent(ValueError):
     """An event that contradicts its session (fps or sample rate changed, bad index)."""
+
+
+def _clock_ms(arrival: Arrival, skew_ms: float) -> float | None:
+    """When the record was made, by its producer's clock (produced_at_ms or the Kafka timestamp),
+    else by when it came. A producer clock ahead of the worker's by more than ``skew_ms`` is no
+    evidence of anything (None): a corrupt record must not vouch for itself with a future stamp."""
+    produced = arrival.produced_wall_ms
+    if produced is None:
+        return float(arrival.received_wall_ms)
+    if produced > arrival.received_wall_ms + skew_ms:
+        return None
+    return float(produced)
+
+
+class JumpGuard:
+    """Refuses a record of one stream of a session that lands far ahead of that stream.
+
+    Why: a corrupt frame_index or start_sample far ahead moved the stream's watermark there; the
+    buffer bound then dropped everything buffered and every later real record came late, so one
+    bad record silently ended a live session. A record that opens a gap of more than ``bound_ms``
+    (max_buffered_ms: what the session can hold) after the newest data of its own stream is refused,
+    unless the gap is real: its producer's clock advanced by as much, less ``bound_ms``, since the
+    stream's newest record (a pause takes as long to produce as to play, live or read later from a
+    backlog by its Kafka timestamps), or it continues the record refused just before it (a feed
+    faster than real time that really skipped ahead loses one record, not the rest of the session).
+    The other stream is never compared with: in a backlog one topic runs ahead of the other.
+    """
+
+    def __init__(self, what: str, bound_ms: float) -> None:
+        self.what = what
+        self.bound_ms = bound_ms
+        self.clock_ms: float | None = None  # newest producer clock of the stream's accepted records
+        self.refused_end_ms: float | None = None  # end of the jump refused last, if nothing came since
+
+    def check(self, position: str, start_ms: float, end_ms: float, newest_end_ms: float,
+              arrival: Arrival) -> None:
+        """Raises BadEvent for a corrupt jump; ``newest_end_ms``: the stream's watermark."""
+        gap_ms = start_ms - newest_end_ms
+        if not math.isfinite(newest_end_ms) or gap_ms <= self.bound_ms:
+            return
+        advance_ms = self._clock_advance_ms(arrival)
+        if gap_ms - advance_ms <= self.bound_ms or self._continues_refused(start_ms):
+            return
+        self.refused_end_ms = end_ms
+        raise BadEvent(f"{position} is {gap_ms:.0f} ms ahead of the session's {self.what} (which ends at "
+                       f"{newest_end_ms:.0f} ms), more than max_buffered_ms ({self.bound_ms:.0f}) beyond "
+                       f"what its producer's clock advanced ({advance_ms:.0f} ms): a corrupt position")
+
+    def accepted(self, arrival: Arrival) -> None:
+        self.refused_end_ms = None
+        clock = _clock_ms(arrival, self.bound_ms / 2)
+        if clock is not None:
+            self.clock_ms = clock if self.clock_ms is None else max(self.clock_ms, clock)
+
+    def _clock_advance_ms(self, arrival: Arrival) -> float:
+        clock = _clock_ms(arrival, self.bound_ms / 2)
+        if clock is None or self.clock_ms is None:
+            return 0.0
+        return max(0.0, clock - self.clock_ms)
+
+    def _continues_refused(self, start_ms: float) -> bool:
+        """Starts at or after the refused jump's end, within the bound: the jump was real. A
+        repeat of the refused record itself (a producer's retry) is not."""
+        refused = self.refused_end_ms
+        return refused is not None and refused <= start_ms <= refused + self.bound_ms
 
 
 @dataclass(frozen=True)
@@ -102,6 +171,8 @@ class SessionState:
         self._pruned_to = -1
         self.dropped_buffered = 0
         self.dropped_sources: list[Source] = []  # dropped by the buffer bound; the joiner releases them
+        self.video_guard = JumpGuard("frames", params.max_buffered_ms)
+        self.audio_guard = JumpGuard("audio", params.max_buffered_ms)
 
     # --- events -----------------------------------------------------------------------------
     def add_frame(self, ev: FrameEvent, now_wall_ms: int) -> str:
@@ -111,12 +182,15 @@ class SessionState:
         if not (math.isfinite(ev.fps) and 1.0 <= ev.fps <= 240.0):
             raise BadEvent(f"fps {ev.fps} is outside [1, 240]")
         if self.fps is None:
-            self.fps = ev.fps
-            self.grid = JobGrid.for_fps(self.p.block_frames, self.p.window_ms, self.p.window_hop_ms, ev.fps)
+            grid = JobGrid.for_fps(self.p.block_frames, self.p.window_ms, self.p.window_hop_ms, ev.fps)
+            self._check_rate_fits(ev.fps, grid)
+            self.fps, self.grid = ev.fps, grid
         elif abs(ev.fps - self.fps) > 1e-6:
             raise BadEvent(f"fps changed within the session: {self.fps} then {ev.fps}")
-        self.last_active_wall_ms = max(self.last_active_wall_ms, now_wall_ms)
         f = ev.frame_index
+        self.video_guard.check(f"frame_index {f}", frame_ms(f, self.fps), frame_ms(f + 1, self.fps),
+                               self.video_wm_ms, ev.arrival)
+        self.last_active_wall_ms = max(self.last_active_wall_ms, now_wall_ms)
         if self.video_end is not None and f >= self.video_end:
             return "late"
         if f in self.frames:
@@ -129,6 +203,7 @@ class SessionState:
         self.max_frame_seen = f if self.max_frame_seen is None else max(self.max_frame_seen, f)
         self.video_wm_ms = max(self.video_wm_ms, frame_ms(f + 1, self.fps))
         self.video_last_wall_ms = now_wall_ms
+        self.video_guard.accepted(ev.arrival)
         return "ok"
 
     def add_audio(self, ev: AudioEvent, now_wall_ms: int) -> str:
@@ -139,9 +214,14 @@ class SessionState:
             raise BadEvent(f"sample_rate {ev.sample_rate} != {self.p.sample_rate}")
         if ev.samples.ndim != 1 or ev.samples.shape[0] == 0:
             raise BadEvent("audio chunk must be mono and non-empty")
-        self.last_active_wall_ms = max(self.last_active_wall_ms, now_wall_ms)
         end = ev.start_sample + int(ev.samples.shape[0])
-        end_ms = sample_ms(end, ev.sample_rate)
+        start_ms, end_ms = sample_ms(ev.start_sample, ev.sample_rate), sample_ms(end, ev.sample_rate)
+        if end_ms - start_ms > self.p.max_buffered_ms:
+            # it could not be held whole: it would move the watermark past all that is buffered
+            raise BadEvent(f"audio chunk of {end_ms - start_ms:.0f} ms is longer than max_buffered_ms "
+                           f"({self.p.max_buffered_ms})")
+        self.audio_guard.check(f"start_sample {ev.start_sample}", start_ms, end_ms, self.audio_wm_ms, ev.arrival)
+        self.last_active_wall_ms = max(self.last_active_wall_ms, now_wall_ms)
         front = self.frontier_frame(default=None)
         if (front is not None and self.fps is not None
                 and end_ms <= frame_ms(front, self.fps) - self.margin_ms):
@@ -150,7 +230,20 @@ class SessionState:
             return "duplicate"
         self.audio_wm_ms = max(self.audio_wm_ms, end_ms)
         self.audio_last_wall_ms = now_wall_ms
+        self.audio_guard.accepted(ev.arrival)
         return "ok"
+
+    def _check_rate_fits(self, fps: float, grid: JobGrid) -> None:
+        """Below FULL_RATE_FPS a job and its stretched audio margins must fit in max_buffered_ms:
+        otherwise the buffer bound drops a job's first frames and audio before the job is due,
+        and the session never gets that kind of signal (1-2 fps got no BLOCK at all)."""
+        if fps >= FULL_RATE_FPS:
+            return
+        longest = max(grid.length(kind) for kind in KINDS)
+        need_ms = frame_ms(longest, fps) + 2 * self.p.margin_ms * margin_stretch(fps)
+        if need_ms > self.p.max_buffered_ms:
+            raise BadEvent(f"fps {fps:g} is too low: a {longest}-frame job and its audio margins span "
+                           f"{need_ms:.0f} ms, more than windowing.max_buffered_ms ({self.p.max_buffered_ms}) holds")
 
     def end_video(self, now_wall_ms: int) -> None:
         self.last_active_wall_ms = max(self.last_active_wall_ms, now_wall_ms)

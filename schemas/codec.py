@@ -21,7 +21,8 @@ import json
 import re
 import struct
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal
@@ -45,6 +46,18 @@ class DecodeError(ValueError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class RegistryUnavailable(RuntimeError):
+    """The schema registry did not answer whether a schema id exists (connection refused, timeout,
+    HTTP 5xx, an auth or proxy error): nothing is known about the record, so it must be read again
+    later, never dead-lettered. ``retry_in_s``: until then this codec does not ask again and fails
+    fast (a registry that hangs must not hold the caller once per record)."""
+
+    def __init__(self, reason: str, retry_in_s: float) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_in_s = retry_in_s
 
 
 class EncodeError(ValueError):
@@ -125,6 +138,46 @@ def registry_client(conf_or_client: Any) -> Any:
     return SchemaRegistryClient(conf)
 
 
+# Schema lookups on decode run on the caller's thread (the worker's poll loop): one attempt,
+# bounded, and no retries inside the client (their sleeps would block the caller too; the codec
+# backs off instead, see RegistryBackoff). Only where the config does not say otherwise.
+_LOOKUP_CONF = {"timeout": 2.0, "max.retries": 0}
+
+
+def _schema_not_found(exc: BaseException) -> bool:
+    """A definite "no such schema id" from a registry: HTTP 404 with a Confluent 404xx error code
+    (40403 "Schema not found"; the in-process mock says 40400). A 404 without such a code (a proxy
+    or a wrong URL) says nothing about the record."""
+    status = getattr(exc, "http_status_code", None)
+    code = getattr(exc, "error_code", None)
+    return code == 40403 or (status == 404 and isinstance(code, int) and 40400 <= code <= 40499)
+
+
+class RegistryBackoff:
+    """When to ask the registry again after it failed: ``first_s``, doubling per failure in a row
+    up to ``max_s``; an answer resets it. Pure: the time is passed in."""
+
+    def __init__(self, first_s: float = 0.5, max_s: float = 30.0) -> None:
+        self.first_s, self.max_s = first_s, max_s
+        self.failures_in_a_row = 0
+        self._retry_at_s = float("-inf")
+
+    def wait_s(self, now_s: float) -> float:
+        """Seconds until the registry may be asked again (0: now)."""
+        return max(0.0, self._retry_at_s - now_s)
+
+    def failed(self, now_s: float) -> float:
+        """Note a failed lookup; returns the seconds to wait before the next one."""
+        self.failures_in_a_row += 1
+        delay_s = min(self.max_s, self.first_s * 2 ** (self.failures_in_a_row - 1))
+        self._retry_at_s = now_s + delay_s
+        return delay_s
+
+    def answered(self) -> None:
+        self.failures_in_a_row = 0
+        self._retry_at_s = float("-inf")
+
+
 def topic_subject(topic: str) -> str:
     """The subject of a topic's values under Confluent's default TopicNameStrategy."""
     return f"{topic}-value"
@@ -148,6 +201,12 @@ class AvroCodec:
             fail if the registry does not know it).
         writer_schema: schemaless mode: the schema the bytes were written with, when it differs
             from ``schema`` (e.g. replaying data written by an older producer).
+        clock_s: monotonic seconds, for the registry back-off (tests pass their own).
+
+    Decoding a record whose writer schema id is not cached asks the registry: a definite "not
+    found" is a ``DecodeError`` (a bad record); any other failure is ``RegistryUnavailable`` (an
+    outage: read the record again later), and for the back-off after it every uncached id fails
+    fast with ``RegistryUnavailable`` too. Ids already cached decode as ever.
 
     ``encode``/``decode`` are safe to call from several threads (the caches are idempotent).
     """
@@ -161,6 +220,7 @@ class AvroCodec:
         subject: str | None = None,
         auto_register: bool = True,
         writer_schema: str | Mapping[str, Any] | None = None,
+        clock_s: Callable[[], float] = time.monotonic,
     ) -> None:
         if wire not in ("schemaless", "confluent"):
             raise ValueError(f"wire must be 'schemaless' or 'confluent', not {wire!r}")
@@ -175,10 +235,16 @@ class AvroCodec:
             same = to_parsing_canonical_form(writer) == to_parsing_canonical_form(self._schema)
             self._writer = None if same else writer
         self._registry = None
+        self._lookup_registry = None
         if wire == "confluent":
             if registry is None:
                 raise ValueError("confluent wire format needs a schema registry (client or config dict)")
             self._registry = registry_client(registry)
+            self._lookup_registry = (registry_client({**_LOOKUP_CONF, **registry}) if isinstance(registry, Mapping)
+                                     else self._registry)
+        self._clock_s = clock_s
+        self._backoff = RegistryBackoff()
+        self._backoff_lock = threading.Lock()
         self.subject = subject
         self.auto_register = auto_register
         self._schema_id: int | None = None
@@ -228,7 +294,8 @@ class AvroCodec:
     # -- decode ----------------------------------------------------------------------------
 
     def decode(self, data: bytes | bytearray | memoryview | None) -> dict:
-        """Bytes -> record dict in this codec's (reader) schema. Raises ``DecodeError``."""
+        """Bytes -> record dict in this codec's (reader) schema. Raises ``DecodeError`` (a bad
+        record), or ``RegistryUnavailable`` (confluent mode: the registry could not be asked)."""
         if data is None:
             raise DecodeError(f"{self.name}: no value (null record)")
         view = bytes(data)
@@ -266,11 +333,7 @@ class AvroCodec:
     def _writer_for_id(self, schema_id: int) -> dict | None:
         if schema_id in self._writers_by_id:
             return self._writers_by_id[schema_id]
-        assert self._registry is not None
-        try:
-            registered = self._registry.get_schema(schema_id)
-        except Exception as e:
-            raise DecodeError(f"{self.name}: unknown schema id {schema_id}: {e}") from e
+        registered = self._lookup(schema_id)
         if getattr(registered, "schema_type", "AVRO") not in (None, "AVRO"):
             raise DecodeError(f"{self.name}: schema id {schema_id} is {registered.schema_type}, not AVRO")
         try:
@@ -283,6 +346,31 @@ class AvroCodec:
         same = to_parsing_canonical_form(writer) == to_parsing_canonical_form(self._schema)
         self._writers_by_id[schema_id] = None if same else writer
         return self._writers_by_id[schema_id]
+
+
+    def _lookup(self, schema_id: int) -> Any:
+        """The registry's schema for ``schema_id``: DecodeError when it says there is none,
+        RegistryUnavailable when it cannot say (now, or within the back-off after a failure)."""
+        assert self._lookup_registry is not None
+        with self._backoff_lock:
+            wait_s = self._backoff.wait_s(self._clock_s())
+        if wait_s > 0:
+            raise RegistryUnavailable(f"{self.name}: schema id {schema_id}: schema registry unavailable, "
+                                      f"next lookup in {wait_s:.1f} s", wait_s)
+        try:
+            registered = self._lookup_registry.get_schema(schema_id)
+        except Exception as e:  # the registry's errors vary by client and transport
+            if _schema_not_found(e):
+                with self._backoff_lock:
+                    self._backoff.answered()
+                raise DecodeError(f"{self.name}: unknown schema id {schema_id}: {e}") from e
+            with self._backoff_lock:
+                wait_s = self._backoff.failed(self._clock_s())
+            raise RegistryUnavailable(f"{self.name}: schema id {schema_id}: schema registry unavailable "
+                                      f"({type(e).__name__}: {e})", wait_s) from e
+        with self._backoff_lock:
+            self._backoff.answered()
+        return registered
 
 
 def codec_for(

@@ -13,12 +13,14 @@ re-delivers, and the deterministic ``signal_id`` lets consumers drop the duplica
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 from schemas import AvroCodec, DecodeError, EncodeError
+from schemas.codec import RegistryUnavailable
 from worker.config import WorkerConfig
 from worker.ingest import BadRecord, Event, audio_events, check_key, roi_events
 from worker.kafka.consumer import TP, InputConsumer
@@ -132,6 +134,8 @@ class Worker:
         # the partner lags: half the per-session buffer, so no session overflows while waiting
         self._align_ms = cfg.windowing.max_buffered_ms // 2
         self._deferred: dict[TP, list[Any]] = {}  # records of held partitions, in order
+        # partitions held because the schema registry could not be asked: when to try again
+        self._registry_retry_at_ms: dict[TP, int] = {}
         self._first_ts: dict[TP, int] = {}  # Kafka timestamps of the first / last record handled
         self._last_ts: dict[TP, int] = {}
         self._lag_now: dict[TP, int | None] | None = None  # consumer.lag() of this loop turn
@@ -170,7 +174,10 @@ class Worker:
         return now - self._last_loop_s < 30.0 and self.stage.busy_s(now) < SCORING_STUCK_S
 
     def ready(self) -> bool:
-        return self._assigned_once and self._warm and not self._stopping and self.healthy()
+        """Also not ready while input waits for the schema registry (alive: a restart would not
+        bring the registry back, so /healthz stays 200; but not doing its work)."""
+        return (self._assigned_once and self._warm and not self._stopping and not self._registry_retry_at_ms
+                and self.healthy())
 
     def run(self, stop: threading.Event) -> int:
         """The poll loop; returns 0 after a clean shutdown."""
@@ -197,16 +204,11 @@ class Worker:
                 msgs = self.consumer.consume(k.consume_batch, timeout_s)
                 t_consumed = time.monotonic()
                 now = self.clock_ms()
-                jobs: list[Job] = []
                 self._lag_now = None
-                for msg in msgs:
-                    if not self._hold_if_ahead(msg):
-                        jobs += self._handle(msg, now)
+                jobs = self._handle_batch(msgs, now)
                 # after the batch: its records are consumed (no longer lag) and now handled too
                 self._lag_now = None
-                for msg in self._release_held():
-                    if not self._hold_if_ahead(msg):
-                        jobs += self._handle(msg, now)
+                jobs += self._handle_batch(self._release_held(now), now)
                 if msgs:
                     self._count_inputs(msgs)
                 t_handled = time.monotonic()
@@ -306,6 +308,7 @@ class Worker:
         finally:
             self.consumer.close()
             self.stage.stop()
+            self.resolver.close()
             left = self.producer.close(_FLUSH_TIMEOUT_S)
             if left:
                 log.error("records not delivered at shutdown", pending=left)
@@ -321,25 +324,78 @@ class Worker:
         self.commit(synchronous=True)
 
     # --- input ------------------------------------------------------------------------------
-    def _handle(self, msg: Any, now: int) -> list[Job]:
+    def _handle_batch(self, msgs: list[Any], now: int) -> list[Job]:
+        """Records in order: decode each (a registry outage holds its partition back), read the
+        batch's ROI references together (worker.refs: concurrently, within a time budget), then
+        feed them to the join in order."""
+        decoded: list[tuple[Any, dict | Exception]] = []
+        for msg in msgs:
+            if self._hold_if_ahead(msg):
+                continue
+            outcome = self._decode(msg, now)
+            if outcome is not None:
+                decoded.append((msg, outcome))
+        refs = self._read_refs(decoded)
+        jobs: list[Job] = []
+        for i, (msg, outcome) in enumerate(decoded):
+            jobs += self._handle(msg, outcome, refs.get(i), now)
+        return jobs
+
+    def _decode(self, msg: Any, now: int) -> dict | Exception | None:
+        """The record, or the error to dead-letter it with; None when it waits for the registry."""
+        topic = msg.topic()
+        name = "AudioChunk" if topic == self.audio_topic else "RoiRef" if topic == self.roi_topic else None
+        if name is None:
+            return BadRecord(f"invalid: unexpected topic {topic}")
+        try:
+            return self.codecs[name].decode(msg.value())
+        except RegistryUnavailable as exc:
+            self._hold_for_registry(msg, exc, now)
+            return None
+        except Exception as exc:  # noqa: BLE001 - DecodeError, or one no check foresaw: dead-lettered in order
+            return exc
+
+    def _read_refs(self, decoded: list[tuple[Any, dict | Exception]]) -> dict[int, tuple[Any, Any]]:
+        """(pixels, error) per index of ``decoded`` for the ROI references read from a store; the
+        rest (inline, shared memory) are read in place as before."""
+        wanted = {i: out["roi"] for i, (msg, out) in enumerate(decoded)
+                  if isinstance(out, dict) and msg.topic() == self.roi_topic
+                  and self.resolver.is_store_ref(out.get("roi"))}
+        if not wanted:
+            return {}
+        return dict(zip(wanted, self.resolver.resolve_batch(list(wanted.values())), strict=True))
+
+    def _hold_for_registry(self, msg: Any, exc: RegistryUnavailable, now: int) -> None:
+        """Keep ``msg`` and what follows it on its partition back, unopened (so no commit passes
+        it), and read it again after the codec's back-off; the consumer keeps polling meanwhile."""
+        tp = (msg.topic(), msg.partition())
+        self._deferred[tp] = [msg]  # not held before: _hold_if_ahead had kept it otherwise
+        # not sooner than 50 ms: the codec's clock is not ours, and a retry a hair early only holds again
+        self._registry_retry_at_ms[tp] = now + max(50, math.ceil(exc.retry_in_s * 1000))
+        self.consumer.hold(self.consumer.held | {tp})
+        self.metrics.held_partitions.set(len(self.consumer.held))
+        self.metrics.registry_unavailable.inc()
+        log.error("schema registry unavailable: input partition held, its record will be read again",
+                  topic=tp[0], partition=tp[1], offset=msg.offset(), retry_in_s=round(exc.retry_in_s, 2),
+                  error=exc.reason)
+
+    def _handle(self, msg: Any, outcome: dict | Exception, ref: tuple[Any, Any] | None, now: int) -> list[Job]:
+        """One decoded record (or its decode error) into the join; bad ones to the DLQ."""
         topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
         source = Source(topic, partition, offset)
         self.tracker.open(source)
-        ts_type, ts = msg.timestamp()
-        kafka_ts = ts if ts_type != 0 and ts and ts > 0 else None
+        kafka_ts = _kafka_ts(msg)
         try:
+            if isinstance(outcome, Exception):
+                raise outcome
+            record = outcome
+            check_key(msg.key(), record["session_id"])
+            arrival = Arrival(now, record.get("produced_at_ms") or kafka_ts)
             if topic == self.audio_topic:
-                record = self.codecs["AudioChunk"].decode(msg.value())
-                check_key(msg.key(), record["session_id"])
-                arrival = Arrival(now, record.get("produced_at_ms") or kafka_ts)
                 events = audio_events(record, source, arrival, self.sample_rate)
-            elif topic == self.roi_topic:
-                record = self.codecs["RoiRef"].decode(msg.value())
-                check_key(msg.key(), record["session_id"])
-                arrival = Arrival(now, record.get("produced_at_ms") or kafka_ts)
-                events = roi_events(record, source, arrival, self.resolver.try_resolve)
             else:
-                raise BadRecord(f"invalid: unexpected topic {topic}")
+                resolve = self.resolver.try_resolve if ref is None else (lambda _roi: ref)
+                events = roi_events(record, source, arrival, resolve)
             return self._feed(events, self._activity_ms(now))
         except DecodeError as exc:
             self._dead_letter(msg, source, f"decode: {exc.reason}", kafka_ts)
@@ -409,14 +465,21 @@ class Worker:
         self._last_ts[tp] = max(ts, self._last_ts.get(tp, ts))
         return False
 
-    def _release_held(self) -> list[Any]:
-        """Held partitions whose partner caught up (or has nothing left to read) go on: their
-        records kept back, in order (the partition was paused, so nothing newer of it was read)."""
+    def _release_held(self, now: int) -> list[Any]:
+        """Held partitions whose partner caught up (or has nothing left to read), or whose wait
+        for the schema registry is over, go on: their records kept back, in order (the partition
+        was paused, so nothing newer of it was read; they are held again if need be)."""
         out: list[Any] = []
         for tp in list(self._deferred):
-            first_ts = _kafka_ts(self._deferred[tp][0])
-            partner = self._partner_position(tp)
-            if first_ts is None or may_release(first_ts, partner, self._first_ts.get(tp, first_ts),
+            if tp in self._registry_retry_at_ms:
+                if now < self._registry_retry_at_ms[tp]:
+                    continue
+                del self._registry_retry_at_ms[tp]
+                first_ts = None  # released: the alignment check runs again as they are handled
+            else:
+                first_ts = _kafka_ts(self._deferred[tp][0])
+            if first_ts is None or may_release(first_ts, self._partner_position(tp),
+                                               self._first_ts.get(tp, first_ts),
                                                self._partner_lagging(tp), self._align_ms):
                 kept = self._deferred.pop(tp)
                 out += kept
@@ -636,6 +699,7 @@ class Worker:
             self._committed.pop(tp, None)
             # records kept back were never handled nor opened: the next owner reads them
             self._deferred.pop(tp, None)
+            self._registry_retry_at_ms.pop(tp, None)
             self._first_ts.pop(tp, None)
             self._last_ts.pop(tp, None)
         self.metrics.held_partitions.set(len(self.consumer.held - set(tps)))

@@ -54,10 +54,14 @@ class WorkerMetrics:
         self.ref_errors = Counter(p + "ref_errors", "ROI references that could not be read", ["reason"],
                                   registry=r)
         self.gaps = Counter(p + "gap_frames", "Frames scored as missing", registry=r)
+        self.registry_unavailable = Counter(
+            p + "registry_unavailable", "Input records held back because the schema registry could not "
+            "be asked (read again after a back-off, never dead-lettered)", registry=r)
         self.paused_partitions = Gauge(p + "paused_partitions", "Input partitions paused (backpressure)",
                                        registry=r)
         self.held_partitions = Gauge(p + "held_partitions",
-                                     "Input partitions held back: ahead in time of the other topic's, which lags",
+                                     "Input partitions held back: ahead in time of the other topic's, which lags, "
+                                     "or waiting for the schema registry",
                                      registry=r)
         self.backlog = Gauge(p + "scoring_backlog", "Jobs queued or being scored", registry=r)
         self.open_sessions = Gauge(p + "open_sessions", "Sessions with state in this worker", registry=r)

@@ -2,7 +2,8 @@
 (MinIO, moto, a VPC endpoint). Objects hold raw pixels or a .npy array.
 
 Timeouts and retries are short on purpose: a slow store must cost a missing frame, not a stalled
-worker.
+worker. The worker reads through ``RoiResolver.resolve_batch``, on threads of their own and within
+a time budget, so these only bound how long a read holds one of those threads.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ class S3Resolver:
         endpoint_url: e.g. ``http://127.0.0.1:9000``; None for AWS.
         region: AWS region (None: boto3's default chain).
         client: a ready boto3 S3 client (overrides the two above).
-        connect_timeout_s, read_timeout_s, max_attempts: botocore settings.
+        connect_timeout_s, read_timeout_s, max_attempts, max_connections: botocore settings.
     """
 
     def __init__(
@@ -36,15 +37,17 @@ class S3Resolver:
         region: str | None = None,
         *,
         client: Any = None,
-        connect_timeout_s: float = 2.0,
-        read_timeout_s: float = 5.0,
+        connect_timeout_s: float = 1.0,
+        read_timeout_s: float = 2.0,
         max_attempts: int = 2,
+        max_connections: int = 10,
     ) -> None:
         self.endpoint_url = endpoint_url
         self.region = region
         self._client = client
         self._client_lock = threading.Lock()
         self._timeouts = (connect_timeout_s, read_timeout_s, max_attempts)
+        self._max_connections = max_connections  # at least RoiResolver's threads per store
 
     def client(self) -> Any:
         if self._client is None:
@@ -55,7 +58,8 @@ class S3Resolver:
 
                     connect_s, read_s, attempts = self._timeouts
                     config = Config(connect_timeout=connect_s, read_timeout=read_s,
-                                    retries={"max_attempts": attempts, "mode": "standard"})
+                                    retries={"max_attempts": attempts, "mode": "standard"},
+                                    max_pool_connections=self._max_connections)
                     # A client is thread-safe; a Session is not, so build one just for it.
                     self._client = boto3.session.Session().client(
                         "s3", endpoint_url=self.endpoint_url, region_name=self.region, config=config

@@ -1,0 +1,170 @@
+"""A slow or hanging store costs missing frames, never a stalled poll loop (RoiResolver.resolve_batch).
+
+Before, each reference was read in turn on the poll loop: a review's S3 endpoint that accepted and
+never answered held every session ~15 s per reference (4 references: 60.8 s, /healthz 503), and a
+healthy S3 at 20-50 ms per GET cost 0.6-1.5 s of poll-loop time per second of one 30 fps session.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from worker.refs import RefError, RoiResolver
+from worker.refs.breaker import CircuitBreaker, give_up_at_s
+from worker.refs.errors import BACKEND_ERROR, NOT_FOUND, STORE_DOWN, TIMEOUT
+
+SHAPE = [16, 16]  # a small mouth ROI
+PIXELS = np.arange(256, dtype=np.uint8).reshape(16, 16)
+
+
+def _ref(scheme: str, key: str) -> dict:
+    return {"uri": f"{scheme}://bucket/{key}", "shape": SHAPE, "format": "GRAY8"}
+
+
+def _inline() -> dict:
+    return {"width": 16, "height": 16, "format": "GRAY8", "data": PIXELS.tobytes()}
+
+
+class _Store:
+    """A URI resolver: answers after ``delay_s``; hangs (until released) while ``hang`` is set."""
+
+    def __init__(self, delay_s: float = 0.0) -> None:
+        self.delay_s = delay_s
+        self.hang = threading.Event()
+        self.release = threading.Event()
+        self.calls = 0
+        self.running = 0
+        self.most_running = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, uri: str, shape: tuple[int, ...]) -> np.ndarray:
+        with self._lock:
+            self.calls += 1
+            self.running += 1
+            self.most_running = max(self.most_running, self.running)
+        try:
+            if self.hang.is_set():
+                self.release.wait(10.0)
+                raise RefError(BACKEND_ERROR, "read timeout", scheme="s3")
+            time.sleep(self.delay_s)
+            if uri.endswith("missing"):
+                raise RefError(NOT_FOUND, uri, scheme="s3")
+            return PIXELS.copy()
+        finally:
+            with self._lock:
+                self.running -= 1
+
+
+@pytest.fixture
+def store():
+    s = _Store()
+    yield s
+    s.release.set()
+
+
+def _resolver(store: _Store, **kw) -> tuple[RoiResolver, list[str]]:
+    counted: list[str] = []
+    r = RoiResolver(uri_resolvers={"s3": store}, on_failure=lambda e: counted.append(e.reason), **kw)
+    return r, counted
+
+
+def test_breaker_opens_on_failure_for_a_doubling_cool_down_and_closes_on_an_answer() -> None:
+    b = CircuitBreaker(cooldown_s=5.0, max_cooldown_s=12.0)
+    assert b.allows(0.0)
+    b.failed(10.0)
+    assert not b.allows(14.9) and b.open_for_s(14.0) == 1.0 and b.allows(15.0)
+    b.failed(15.0)  # tried again, failed again: longer
+    assert not b.allows(24.9) and b.allows(25.0)
+    b.failed(25.0)
+    assert b.open_for_s(25.0) == 12.0  # capped
+    b.answered()
+    assert b.allows(25.0) and b.failures_in_a_row == 0
+
+
+def test_budget_stops_on_a_stall_or_at_the_cap() -> None:
+    assert give_up_at_s(started_s=0.0, last_answer_s=0.0, stall_s=1.0, max_wait_s=2.0) == 1.0
+    assert give_up_at_s(started_s=0.0, last_answer_s=0.8, stall_s=1.0, max_wait_s=2.0) == 1.8
+    assert give_up_at_s(started_s=0.0, last_answer_s=1.5, stall_s=1.0, max_wait_s=2.0) == 2.0
+
+
+def test_results_come_back_in_order_with_inline_and_errors_in_place(store: _Store) -> None:
+    r, counted = _resolver(store)
+    rois = [_ref("s3", "a"), _inline(), _ref("s3", "missing"), None, _ref("gs", "x"), _ref("s3", "b")]
+    out = r.resolve_batch(rois)
+    assert np.array_equal(out[0][0], PIXELS) and np.array_equal(out[1][0], PIXELS)
+    assert [None if e is None else e.reason for _, e in out] == [
+        None, None, "not_found", "no_roi", "unsupported_scheme", None]
+    assert sorted(counted) == ["no_roi", "not_found", "unsupported_scheme"]
+    r.close()
+
+
+def test_a_hanging_store_costs_the_stall_budget_once_then_is_skipped_for_its_cool_down(store: _Store) -> None:
+    clock = {"s": 0.0}
+    r, counted = _resolver(store, stall_s=0.2, max_wait_s=0.5, cooldown_s=5.0,
+                           clock_s=lambda: time.monotonic() + clock["s"])
+    store.hang.set()
+    t0 = time.monotonic()
+    out = r.resolve_batch([_ref("s3", str(k)) for k in range(20)] + [_inline()])
+    first_s = time.monotonic() - t0
+    assert first_s < 0.5  # before: each read in turn, each up to botocore's timeouts
+    assert [e.reason for _, e in out[:20]] == [TIMEOUT] * 20 and out[20][1] is None
+    assert store.most_running <= r.store_threads  # the rest never started: cancelled
+    t0 = time.monotonic()
+    out = r.resolve_batch([_ref("s3", "next")])  # open: not asked at all
+    assert time.monotonic() - t0 < 0.05 and out[0][1].reason == STORE_DOWN
+    calls = store.calls
+    store.release.set()  # the store is back (the stuck reads end)
+    store.hang.clear()
+    clock["s"] += 5.0  # the cool-down is over: asked again
+    out = r.resolve_batch([_ref("s3", "again")])
+    assert out[0][1] is None and store.calls == calls + 1
+    assert counted.count(TIMEOUT) == 20 and counted.count(STORE_DOWN) == 1
+    r.close()
+
+
+def test_a_healthy_store_is_read_concurrently_and_keeps_up(store: _Store) -> None:
+    store.delay_s = 0.04  # a healthy S3 GET: 20-50 ms
+    r, counted = _resolver(store)
+    t0 = time.monotonic()
+    out = r.resolve_batch([_ref("s3", str(k)) for k in range(30)])  # one second of a 30 fps session
+    took_s = time.monotonic() - t0
+    assert all(e is None for _, e in out) and counted == []
+    assert took_s < 0.4  # one at a time: 1.2 s
+    assert store.most_running > 1
+    r.close()
+
+
+def test_a_long_batch_from_a_healthy_store_is_not_given_up(store: _Store) -> None:
+    """A backlog's batch takes longer than the stall budget in all, but answers keep coming."""
+    store.delay_s = 0.03
+    r, counted = _resolver(store, store_threads=2, stall_s=0.2, max_wait_s=5.0)
+    out = r.resolve_batch([_ref("s3", str(k)) for k in range(40)])  # ~0.6 s on two threads
+    assert all(e is None for _, e in out) and counted == []
+    r.close()
+
+
+def test_a_store_too_slow_to_keep_up_is_capped_and_skipped(store: _Store) -> None:
+    store.delay_s = 0.1
+    r, counted = _resolver(store, store_threads=1, stall_s=1.0, max_wait_s=0.35)
+    t0 = time.monotonic()
+    out = r.resolve_batch([_ref("s3", str(k)) for k in range(20)])
+    assert time.monotonic() - t0 < 0.6
+    reasons = [e.reason if e else None for _, e in out]
+    assert reasons[0] is None and reasons[-1] == TIMEOUT
+    assert r.resolve_batch([_ref("s3", "x")])[0][1].reason == STORE_DOWN
+    assert counted == [TIMEOUT] * reasons.count(TIMEOUT) + [STORE_DOWN]
+    r.close()
+
+
+def test_one_hanging_store_does_not_hold_another(store: _Store) -> None:
+    files = _Store()
+    r = RoiResolver(uri_resolvers={"s3": store, "file": files}, stall_s=0.3, max_wait_s=0.5)
+    store.hang.set()
+    r.resolve_batch([_ref("s3", str(k)) for k in range(20)])  # s3 threads stuck
+    out = r.resolve_batch([_ref("file", "a"), _ref("file", "b")])
+    assert [e for _, e in out] == [None, None]
+    r.close()

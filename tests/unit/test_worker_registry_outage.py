@@ -1,0 +1,172 @@
+"""The worker rides out a schema-registry outage: the records it cannot decode for want of the
+registry are held (their partition paused, nothing committed past them) and read again after a
+back-off, never dead-lettered; a definite "schema not found" is still a bad record.
+
+Before (a review's e2e_registry.py): with the registry answering 503 every valid record was
+dead-lettered as "unknown schema id" and the offsets were committed past them: data lost. The
+poll loop (here a Worker's own input handling, without a broker: the consumer and producer are
+stand-ins; the pipeline tests run the real ones) is driven turn by turn with a fake clock.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+from confluent_kafka.schema_registry import Schema
+from confluent_kafka.schema_registry.error import SchemaRegistryError
+from support.fake_scorer import FakeScorer
+
+from schemas import AvroCodec
+from schemas.codec import schema_text
+from worker.app import Worker
+from worker.config import WorkerConfig
+
+AUDIO_ID, ROI_ID = 1, 2
+
+
+class _Registry:
+    def __init__(self) -> None:
+        self.down = True
+        self.calls = 0
+
+    def get_schema(self, schema_id: int) -> Schema:
+        self.calls += 1
+        if self.down:
+            raise SchemaRegistryError(503, 50301, "registry unavailable")
+        if schema_id not in (AUDIO_ID, ROI_ID):
+            raise SchemaRegistryError(404, 40403, "Schema not found")
+        return Schema(schema_text("AudioChunk" if schema_id == AUDIO_ID else "RoiRef"), "AVRO")
+
+
+class _Msg:
+    def __init__(self, topic: str, offset: int, value: bytes, partition: int = 0) -> None:
+        self._t, self._o, self._v, self._p = topic, offset, value, partition
+
+    def topic(self) -> str:
+        return self._t
+
+    def partition(self) -> int:
+        return self._p
+
+    def offset(self) -> int:
+        return self._o
+
+    def key(self) -> bytes:
+        return b"good"
+
+    def value(self) -> bytes:
+        return self._v
+
+    def timestamp(self) -> tuple[int, int]:
+        return (0, 0)  # not available: the two topics' alignment stays out of the way
+
+    def error(self) -> None:
+        return None
+
+
+class _Consumer:
+    def __init__(self, assigned: set) -> None:
+        self.assigned = assigned
+        self._held: set = set()
+        self.paused = False
+
+    @property
+    def held(self) -> set:
+        return set(self._held)
+
+    def hold(self, tps: set) -> None:
+        self._held = set(tps) & self.assigned
+
+    def lag(self) -> dict:
+        return {tp: 0 for tp in self.assigned}
+
+    def close(self) -> None:
+        pass
+
+
+class _Producer:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes]] = []
+
+    def produce(self, topic: str, key: bytes, value: bytes, on_delivery) -> None:
+        self.sent.append((topic, value))
+        on_delivery(None)
+
+    def poll(self, _timeout: float) -> int:
+        return 0
+
+
+def _framed(codec_name: str, schema_id: int, record: dict) -> bytes:
+    return b"\x00" + struct.pack(">I", schema_id) + AvroCodec(codec_name).encode(record)
+
+
+def _audio(seq: int, schema_id: int = AUDIO_ID) -> bytes:
+    return _framed("AudioChunk", schema_id, {
+        "session_id": "good", "seq": seq, "start_sample": 640 * seq, "sample_rate": 16000, "channels": 1,
+        "encoding": "PCM_S16LE", "data": bytes(1280)})
+
+
+def _roi(k: int) -> bytes:
+    return _framed("RoiRef", ROI_ID, {
+        "session_id": "good", "frame_index": k, "pts_ms": 33 * k, "fps": 30.0,
+        "roi": {"width": 16, "height": 16, "format": "GRAY8", "data": bytes(256)}})
+
+
+@pytest.fixture
+def rig():
+    clock = {"s": 1000.0}
+    cfg = WorkerConfig(kafka={"bootstrap_servers": "127.0.0.1:9", "group_id": "g",
+                              "topics": {"audio": {"name": "a"}, "roi": {"name": "r"}, "dlq": {"name": "d"}}},
+                       http={"port": 0}, log={"json_logs": False})
+    worker = Worker(cfg, FakeScorer())
+    worker.consumer.close()
+    worker.consumer = _Consumer({("a", 0), ("r", 0)})
+    worker.producer = _Producer()
+    registry = _Registry()
+    for name, topic in (("AudioChunk", "a"), ("RoiRef", "r")):
+        worker.codecs[name] = AvroCodec(name, wire="confluent", registry=registry, subject=f"{topic}-value",
+                                        clock_s=lambda: clock["s"])
+    worker._assigned_once = worker._warm = True
+    yield worker, registry, clock
+    worker.stage.stop()
+
+
+def _turn(worker: Worker, msgs: list, clock: dict) -> None:
+    now = int(clock["s"] * 1000)
+    worker._handle_batch(msgs, now)
+    worker._handle_batch(worker._release_held(now), now)
+
+
+def test_records_wait_for_the_registry_and_are_read_when_it_is_back(rig) -> None:
+    worker, registry, clock = rig
+    msgs = [_Msg("r", k, _roi(k)) for k in range(3)] + [_Msg("a", k, _audio(k)) for k in range(3)]
+    _turn(worker, msgs, clock)
+    assert worker.producer.sent == [] and worker.dead_lettered == 0  # before: all 6 dead-lettered
+    assert worker.consumer.held == {("a", 0), ("r", 0)}
+    assert worker.tracker.positions() == {}  # nothing opened: no commit passes them
+    assert worker.metrics.registry_unavailable._value.get() == 2  # once per partition held
+    assert registry.calls == 2  # one lookup per codec, then it backs off
+    assert not worker.ready() and worker.healthy()  # alive (the loop turns), not doing its work
+    clock["s"] += 0.2
+    _turn(worker, [], clock)  # within the back-off: not asked again
+    assert registry.calls == 2 and worker.consumer.held == {("a", 0), ("r", 0)}
+    clock["s"] += 0.4
+    _turn(worker, [], clock)  # asked again, still down: held again, waiting longer
+    assert registry.calls == 4 and worker.consumer.held == {("a", 0), ("r", 0)}
+    assert [len(v) for v in worker._deferred.values()] == [3, 3]  # kept in order
+    registry.down = False
+    clock["s"] += 1.0
+    _turn(worker, [], clock)
+    assert worker.dead_lettered == 0 and worker.consumer.held == set() and worker.ready()
+    # read now: every record is opened in the join (their jobs will release them)
+    assert worker.tracker.open_count(("r", 0)) == 3 and worker.tracker.open_count(("a", 0)) == 3
+
+
+def test_a_schema_the_registry_does_not_know_is_still_dead_lettered(rig) -> None:
+    worker, registry, clock = rig
+    registry.down = False
+    _turn(worker, [_Msg("a", 0, _audio(0, schema_id=99)), _Msg("a", 1, _audio(1))], clock)
+    assert worker.dead_lettered == 1 and len(worker.producer.sent) == 1
+    assert worker.consumer.held == set()
+    assert worker.tracker.positions() == {("a", 0): 1}  # the bad one done, the good one open

@@ -1,0 +1,104 @@
+"""A store that hangs costs the frames it holds, not the poll loop: the ROI references of a consume
+batch are read together within a time budget, then skipped while the store cools down.
+
+Before (a review's e2e_s3_hang.py): four s3:// references to an endpoint that never answered held
+the poll loop 60.8 s; a healthy inline session waited 61.7 s for its signals and /healthz said 503
+from 31 s. Here the Worker's input handling is driven without a broker (stand-in consumer and
+producer; the pipeline tests run the real ones).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+from support.fake_scorer import FakeScorer
+
+from schemas import AvroCodec
+from worker.app import Worker
+from worker.config import WorkerConfig
+from worker.observability.metrics import WorkerMetrics
+from worker.refs import RoiResolver
+
+RELEASE = threading.Event()
+
+
+def _hanging_store(uri: str, shape: tuple[int, ...]) -> np.ndarray:
+    RELEASE.wait(10.0)
+    return np.zeros(shape, np.uint8)
+
+
+class _Msg:
+    def __init__(self, offset: int, session: str, value: bytes) -> None:
+        self._o, self._k, self._v = offset, session.encode(), value
+
+    def topic(self) -> str:
+        return "r"
+
+    def partition(self) -> int:
+        return 0
+
+    def offset(self) -> int:
+        return self._o
+
+    def key(self) -> bytes:
+        return self._k
+
+    def value(self) -> bytes:
+        return self._v
+
+    def timestamp(self) -> tuple[int, int]:
+        return (0, 0)
+
+
+class _Producer:
+    def produce(self, topic, key, value, on_delivery) -> None:
+        raise AssertionError("nothing here is a bad record")
+
+    def poll(self, _timeout: float) -> int:
+        return 0
+
+
+def _roi(session: str, k: int, roi: dict) -> bytes:
+    return AvroCodec("RoiRef").encode({"session_id": session, "frame_index": k, "pts_ms": 40 * k, "fps": 25.0,
+                                       "roi": roi})
+
+
+@pytest.fixture
+def worker():
+    metrics = WorkerMetrics()
+    resolver = RoiResolver(uri_resolvers={"s3": _hanging_store}, stall_s=0.3, max_wait_s=1.0,
+                           on_failure=lambda e: metrics.ref_errors.labels(e.reason).inc())
+    cfg = WorkerConfig(kafka={"bootstrap_servers": "127.0.0.1:9", "group_id": "g",
+                              "topics": {"audio": {"name": "a"}, "roi": {"name": "r"}}},
+                       http={"port": 0}, log={"json_logs": False})
+    w = Worker(cfg, FakeScorer(), metrics=metrics, resolver=resolver)
+    w.consumer.close()
+    w.producer = _Producer()
+    RELEASE.clear()
+    yield w
+    RELEASE.set()
+    w.stage.stop()
+    resolver.close()
+
+
+def test_a_hanging_store_costs_its_frames_not_the_poll_loop(worker: Worker) -> None:
+    s3 = [_Msg(k, "s3", _roi("s3", k, {"uri": f"s3://bucket/s3/{k}.raw", "shape": [96, 96], "format": "GRAY8"}))
+          for k in range(4)]
+    inline = [_Msg(4 + k, "h", _roi("h", k, {"width": 16, "height": 16, "format": "GRAY8", "data": bytes(256)}))
+              for k in range(3)]
+    t0 = time.monotonic()
+    worker._handle_batch(s3 + inline, 1_000_000)
+    assert time.monotonic() - t0 < 0.8  # the stall budget (0.3 s), not 4 x botocore's timeouts
+    t0 = time.monotonic()
+    more = [_Msg(7 + k, "s3", _roi("s3", 4 + k, {"uri": f"s3://bucket/s3/{4 + k}.raw", "shape": [96, 96],
+                                           "format": "GRAY8"})) for k in range(4)]
+    worker._handle_batch(more, 1_000_100)  # the store cools down: not asked
+    assert time.monotonic() - t0 < 0.1
+    errors = {s.labels["reason"]: s.value for s in worker.metrics.ref_errors.collect()[0].samples
+              if s.name.endswith("_total")}
+    assert errors == {"timeout": 4.0, "store_down": 4.0}
+    assert worker.dead_lettered == 0  # missing frames, as documented; every record opened in the join
+    assert worker.tracker.open_count(("r", 0)) == 11

@@ -318,3 +318,32 @@ def test_a_replay_from_a_time_scores_the_jobs_after_it_as_the_whole_session_did(
     kept = in_replayed_range(whole, {"s-mid": short.first_frame}, short.left_out)
     cmp = compare_signals(short.signals, kept)
     assert cmp["matched"] == len(kept) == len(want) - 1 == cmp["identical"] and cmp["only_published"] == 0
+
+
+def test_a_session_that_really_paused_replays_as_the_worker_read_it():
+    """A pause longer than the buffer bound (30 s) in both streams, told from a corrupt jump by the
+    producer's clock (Kafka timestamps here): replay reads it with the clock as the worker does, so
+    no record after the pause is refused."""
+    pause_ms, fps = 30_000, FPS
+    rec = recorded("s-pause", 0.0, seconds=4.0, ts_base_ms=1_700_000_000_000)
+    moved: dict[str, list[Recorded]] = {}
+    for stream, recs in rec.items():
+        moved[stream] = []
+        for r in recs:
+            fields = CODECS[stream].decode(r.value)
+            if due_ms(stream, fields) > 2000.0 and not fields.get("end_of_session"):
+                if stream == AUDIO:
+                    fields["start_sample"] += pause_ms * fields["sample_rate"] // 1000
+                else:
+                    fields["frame_index"] += round(pause_ms * fps / 1000)
+                r = Recorded(r.stream, r.key, CODECS[stream].encode(fields), r.source, r.timestamp_ms + pause_ms)
+            moved[stream].append(r)
+    assert WindowingConfig().max_buffered_ms < pause_ms
+    # replayed later than it was recorded, by the wall clock (a stamp ahead of it proves nothing)
+    rp = Replayer(FakeScorer(), WindowingConfig(), RoiResolver(), RATE, clock_ms=lambda: 1_800_000_000_000)
+    try:
+        out = rp.replay("s-pause", moved[AUDIO], moved[ROI])
+    finally:
+        rp.close()
+    assert [reason for _, reason in out.bad] == []
+    assert {s["kind"] for s in out.signals} == {"BLOCK", "WINDOW"}

@@ -166,7 +166,9 @@ class Replayer:
     def _feed(self, rec: Recorded, fields: dict[str, Any], now_ms: int, out: SessionReplay) -> list[Job]:
         """One record through the worker's ingest and join; a record the worker dead-letters is kept
         in ``out.bad`` with the same reason."""
-        arrival = Arrival(self.clock_ms(), None)
+        # the producer's clock as the worker reads it: a session that really paused longer than
+        # the buffer bound is told from a corrupt jump by it (session.JumpGuard)
+        arrival = Arrival(self.clock_ms(), fields.get("produced_at_ms") or rec.timestamp_ms)
         try:
             if rec.stream == AUDIO:
                 events = audio_events(fields, rec.source, arrival, self.sample_rate)

@@ -215,3 +215,29 @@ def test_telephone_band_audio_gets_a_note_and_wideband_audio_none():
 
     assert any("sampled at 8000 Hz (sound up to 4000 Hz)" in n for n in notes(8000))
     assert notes(11025) == [] and notes(16000) == [] and notes(48000) == []
+
+
+def test_a_clips_score_reads_its_peak_as_the_windows_do():
+    """The calibration maps a window's peak height averaged over +/-peak_smooth_frames; the clip
+    summary's score and confidence read the summed curve the same way (the raw height scored a
+    clip of one window above that window), while its offset stays the raw sum's peak."""
+    import torch
+
+    from model_store.bundle import DEFAULT_BUNDLE_DIR, load_bundle
+    from worker.scoring.calibration import score_from_similarity
+    from worker.scoring.offsets import smooth_curve
+    from worker.scoring.postprocess import ScorerConfig
+
+    manifest, _ = load_bundle(DEFAULT_BUNDLE_DIR)
+    assert manifest.peak_smooth_frames == 1
+
+    class Bundled:
+        name, config = "stub@1", ScorerConfig()
+
+    Bundled.manifest = manifest
+    sharp = [0.0, 0.05, 0.1, 0.1, 0.15, 0.2, 0.3, 0.25, 0.62, 0.3, 0.1]  # a narrow peak at +120 ms
+    one = summarise([_win(0, sharp)], 25.0, Bundled(), 25)
+    window_height = float(smooth_curve(torch.tensor(sharp, dtype=torch.float64), 1).max())
+    assert one.score == score_from_similarity(window_height, manifest.calibration)
+    assert one.score < score_from_similarity(max(sharp), manifest.calibration)
+    assert one.offset_ms == 120.0

@@ -15,7 +15,6 @@ same degradation where it matters:
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 
 DARK_GAIN = 0.3
@@ -56,6 +55,8 @@ def darken(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def blur(img: np.ndarray, sigma_px: float) -> np.ndarray:
     if sigma_px <= 0:
         return img
+    import cv2  # here, not at the top: eval-real's parser reads KINDS, and a parser imports no heavy library
+
     return cv2.GaussianBlur(img, (0, 0), sigmaX=float(sigma_px), borderType=cv2.BORDER_REFLECT101)
 
 

@@ -72,7 +72,10 @@ def _add_score(sub) -> None:
                                    "tracked; with --roi the frames are already mouth ROIs.")
     p.add_argument("media", help="video file (anything ffmpeg reads)")
     p.add_argument("--roi", action="store_true", help="frames are mouth ROIs already (no face tracking)")
-    p.add_argument("--audio", help="score against this audio file instead of the clip's own track")
+    p.add_argument("--audio", help="score against this audio file instead of the clip's own track: an audio-only "
+                                   "file's first sample plays where the clip's own track starts (as in a track "
+                                   "ffmpeg extracts from the clip; the clip's start if it has no audio), a video "
+                                   "file's audio keeps its place under that file's own first frame")
     p.add_argument("--json", action="store_true", help="last line of stdout: one JSON object")
     p.add_argument("--bundle", help="model bundle directory (default: the bundled model)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
@@ -122,6 +125,7 @@ def run_score(args) -> int:
         tracks = None
         video_errors: list[str] = []
         audio_errors: list[str] = []
+        audio_notes: list[str] = []
         if args.roi:
             # the scorer reads ROIs at 96 px: a bigger frame is decoded smaller (a 720p video given
             # as --roi held 100 MB per second of it)
@@ -135,11 +139,19 @@ def run_score(args) -> int:
             frames, fps = tracks[0].rois, float(tracks[0].fps)
             video_timing = {"tracking": time.perf_counter() - t0}  # decoding included: side by side
         t_audio = time.perf_counter()
+        # only the audio under the video and the scorer's margin is decoded: memory follows the
+        # video, not a 2-hour track beside a 3-second clip (a review: 1.55 GB)
+        audio_max_s = _audio_span_s(scorer, frames.shape[0], fps)
         if audio_info is not None:
-            audio = read_audio_for_video(args.audio, info, audio_info=audio_info, errors=audio_errors)
+            audio = read_audio_for_video(args.audio, info, audio_info=audio_info, errors=audio_errors,
+                                         max_s=audio_max_s, notes=audio_notes)
         else:
-            audio = read_audio(args.media, 16000, info=info, errors=audio_errors)
+            audio = read_audio(args.media, 16000, info=info, errors=audio_errors, max_s=audio_max_s,
+                               notes=audio_notes)
         audio_s = time.perf_counter() - t_audio
+        audio_len_s = audio.shape[0] / 16000
+        if audio.shape[0] >= round(audio_max_s * 16000):  # cut there: how long it is, the file says
+            audio_len_s = max(audio_len_s, audio_extent_s(info, audio_info))
     except MediaError as exc:
         raise CliError(str(exc)) from None
     if frames.shape[0] < 8:
@@ -160,7 +172,8 @@ def run_score(args) -> int:
     if tracks is not None and not np_any(tracks[0].face_present):
         summary.label = "NO_FACE"
         summary.notes.append("no face found in any frame")
-    summary.notes += input_notes(info, audio_info, frames.shape[0] / fps, audio.shape[0] / 16000, fps)
+    summary.notes += input_notes(info, audio_info, frames.shape[0] / fps, audio_len_s, fps)
+    summary.notes += audio_notes
     if args.roi and not looks_like_roi(info.width, info.height):
         summary.notes.append(f"--roi: the frames are {info.width}x{info.height}, not mouth crops (synth and "
                              "face-track send square crops of about 96 px); without --roi the face is tracked")
@@ -172,6 +185,18 @@ def run_score(args) -> int:
     if args.json:
         print(json.dumps(summary.to_json()))
     return 0
+
+
+AUDIO_SPAN_SLACK_S = 1.0  # audio decoded past the video's end and the scorer's margin
+
+
+def _audio_span_s(scorer, n_frames: int, fps: float) -> float:
+    """Seconds of audio from frame 0 that scoring can reach: the video, the scorer's search margin
+    as score_clip stretches it, and AUDIO_SPAN_SLACK_S."""
+    from worker.scoring.rate import margin_stretch
+
+    margin_ms = float(getattr(scorer, "search_margin_ms", MAX_SEARCH_MS)) * margin_stretch(fps)
+    return n_frames / fps + margin_ms / 1000.0 + AUDIO_SPAN_SLACK_S
 
 
 def _unmatched(summary, scorer) -> bool:
@@ -230,16 +255,27 @@ def damage_notes(*streams: tuple[str, str, list[str]]) -> list[str]:
 
 
 def input_notes(video, audio_info, video_s: float, audio_s: float, fps: float) -> list[str]:
-    """What a user should know about the input that scoring itself does not show: a file that
+    """What a user should know about the input that scoring itself does not show: a video that
     decoded to less than it says it holds, audio far longer than the video, which of several
-    audio streams was scored, a frame rate too low for the offsets to mean much."""
+    audio streams was scored, a frame rate too low for the offsets to mean much. ``audio_s``:
+    how far the audio reaches past frame 0."""
     notes = []
-    if video.duration_s > video_s + 1.0:
-        notes.append(f"the file says {video.duration_s:.1f} s but {video_s:.1f} s of video could be decoded "
+    # the video stream's own length, not the file's: a file is as long as its longest stream, and
+    # a 0.3 s video under 2 s of audio (or one whose timestamps start at 3600 s) is not damaged
+    said = video.video_duration_s
+    if said <= 0:  # the video does not say: the container's length, unless its own audio makes it up
+        said = video.duration_s - max(0.0, video.video_start_s - video.start_s)
+        own_audio = audio_extent_s(video) if video.has_audio else 0.0
+        if audio_info is None:
+            own_audio = max(own_audio, audio_s)
+        if own_audio >= said - 1.0:
+            said = 0.0
+    if said > video_s + 1.0:
+        notes.append(f"the video stream says {said:.1f} s but {video_s:.1f} s of it could be decoded "
                      "(truncated or damaged?): only that was scored")
     if audio_s > video_s + 1.0:
-        notes.append(f"the audio runs {audio_s - video_s:.1f} s past the video's end: only the part under the "
-                     "video was scored")
+        notes.append(f"the audio is longer than the video: it runs {audio_s - video_s:.1f} s past the video's end; "
+                     "only the part under the video was scored")
     source = audio_info or video
     if source.audio_streams > 1:
         notes.append(f"{source.path} has {source.audio_streams} audio streams: scored stream {source.audio_stream} "
@@ -256,6 +292,12 @@ def input_notes(video, audio_info, video_s: float, audio_s: float, fps: float) -
         notes.append(f"at {native:g} fps a frame lasts {1000 / native:.0f} ms: the lips are seen in those steps, and "
                      "the model knows lips at 25-30 fps")
     return notes
+
+
+def audio_extent_s(video, audio_info=None) -> float:
+    from worker.media.decode import audio_extent_s as extent
+
+    return extent(video, audio_info)
 
 
 def np_any(x) -> bool:

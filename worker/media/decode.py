@@ -24,6 +24,7 @@ import os
 import queue
 import re
 import shutil
+import stat
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -63,8 +64,14 @@ class MediaInfo:
     has_audio: bool
     video_codec: str | None = None
     audio_codec: str | None = None
-    width: int | None = None  # display width (after rotation metadata)
+    width: int | None = None  # display width (after rotation metadata and non-square pixels)
     height: int | None = None
+    coded_width: int | None = None  # the decoded frames' size (after rotation), before the pixel aspect
+    coded_height: int | None = None
+    sample_aspect: float = 1.0  # the pixels' own aspect ratio (SAR; 1 = square)
+    video_index: int | None = None  # the video stream read: its absolute index in the file (ffmpeg's 0:N)
+    video_duration_s: float = 0.0  # the video stream's own length as the file says it (0: not said)
+    audio_duration_s: float = 0.0  # the audio stream's own length as the file says it (0: not said)
     fps: float | None = None  # snapped average frame rate
     fps_fraction: str | None = None  # the same as an exact "num/den" for ffmpeg
     avg_frame_rate: float | None = None  # as probed
@@ -119,10 +126,18 @@ def _float(value, default: float = 0.0) -> float:
 
 def _check_path(path: str | os.PathLike) -> str:
     p = Path(path)
-    if not p.exists():
+    try:
+        mode = p.stat().st_mode
+    except OSError:
+        mode = None
+    if mode is None or not p.exists():
         raise MediaError(f"no such file: {p}")
-    if p.is_dir():
+    if stat.S_ISDIR(mode):
         raise MediaError(f"is a directory, not a media file: {p}")
+    if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
+        # ffprobe waits on a FIFO for a writer for good (a review: `score` hung; with a writer it
+        # left an ffmpeg behind), and a file read twice (probe, then decode) cannot be a stream
+        raise MediaError(f"not a regular file (a pipe or socket): {p}")
     if not os.access(p, os.R_OK):
         raise MediaError(f"cannot read file (permission denied): {p}")
     return str(p)
@@ -151,12 +166,10 @@ def probe(path: str | os.PathLike, audio_stream: int | None = None) -> MediaInfo
         raise MediaError(f"cannot read media file {spath}: bad ffprobe output ({err})") from None
     streams = data.get("streams", [])
     fmt = data.get("format", {})
-    # Cover art (attached_pic) is a "video" stream that is not video.
-    video = next(
-        (s for s in streams if s.get("codec_type") == "video"
-         and not s.get("disposition", {}).get("attached_pic")),
-        None,
-    )
+    # Cover art (attached_pic) is a "video" stream that is not video; of several, a still (a
+    # one-frame PNG track listed first, a review) is not the video either (_moving_video)
+    videos = [s for s in streams if s.get("codec_type") == "video" and not s.get("disposition", {}).get("attached_pic")]
+    video = _moving_video(spath, videos) if len(videos) > 1 else (videos[0] if videos else None)
     audios = [s for s in streams if s.get("codec_type") == "audio"]
     if audio_stream is not None and not 0 <= audio_stream < max(1, len(audios)):
         raise MediaError(f"{spath} has {len(audios)} audio stream(s): the audio stream must be within "
@@ -190,18 +203,26 @@ def probe(path: str | os.PathLike, audio_stream: int | None = None) -> MediaInfo
             # the base rate, each frame lands on its own time; at the average, an audit's
             # offsets moved to a 51 ms grid and read 30-80 ms off.
             fps = snap_fps(real)
-        elif fps not in _STANDARD_RATES and (steady := _steady_rate(spath)) is not None and steady != fps:
+        elif fps not in _STANDARD_RATES and (steady := _steady_rate(spath, int(video.get("index", 0)))) is not None \
+                and steady != fps:
             # a rate no camera records at (16.95 fps): either container says only the average
             # (Matroska copied from a 25 fps recording that lost a third of its frames), or the
             # base rate is the time base (90000). The frames' own spacing tells the base rate;
             # at the average an audit's offsets stepped by 59 ms.
             fps, is_vfr = steady, True
         rotation = _rotation(video)
-        w, h = int(video.get("width") or 0), int(video.get("height") or 0)
+        cw, ch = int(video.get("width") or 0), int(video.get("height") or 0)
+        sar = _sample_aspect(video.get("sample_aspect_ratio"))
+        # non-square pixels (PAL 16:9 is 720x576 at 64:45, a review): frames are scaled to the
+        # shape they are shown in, or faces are squeezed; square pixels keep their size exactly
+        w = max(2, round(cw * sar / 2) * 2) if sar != 1.0 and cw > 0 else cw
+        h = ch
         if rotation % 180 == 90:
-            w, h = h, w
+            w, h, cw, ch = h, w, ch, cw
         kw.update(
-            video_codec=video.get("codec_name"), width=w, height=h, fps=float(fps),
+            video_codec=video.get("codec_name"), width=w, height=h, coded_width=cw, coded_height=ch,
+            sample_aspect=sar, video_index=int(video.get("index", 0)),
+            video_duration_s=_stream_duration(video, _float(video.get("start_time"))), fps=float(fps),
             fps_fraction=f"{fps.numerator}/{fps.denominator}",
             avg_frame_rate=float(avg) if avg else None, r_frame_rate=float(real) if real else None,
             is_vfr=is_vfr, video_start_s=_float(video.get("start_time")), rotation_deg=rotation,
@@ -210,6 +231,7 @@ def probe(path: str | os.PathLike, audio_stream: int | None = None) -> MediaInfo
         kw.update(
             audio_codec=audio.get("codec_name"), sample_rate=int(_float(audio.get("sample_rate"))),
             channels=int(audio.get("channels") or 0), audio_start_s=_float(audio.get("start_time")),
+            audio_duration_s=_stream_duration(audio, _float(audio.get("start_time"))),
             audio_streams=len(audios), audio_stream=audio_stream,
         )
     duration = _float(fmt.get("duration"))
@@ -228,7 +250,54 @@ STEADY_MIN_AGREEMENT = 0.5
 STEADY_MAX_SLOTS = 1.8  # a standard rate's slots per frame there are, at most (fewer than 45% dropped)
 
 
-def _steady_rate(path: str) -> Fraction | None:
+def _moving_video(path: str, videos: list[dict]) -> dict:
+    """Of several video streams, the one that moves: the first with at least half as many packets
+    in the first MOVING_SCAN_S seconds as the busiest (demuxed only), so that a one-frame PNG
+    track or a still listed before the camera's stream is not read as the video (a review: "has
+    1 frames; at least 8 are needed"), while of two real ones the first is kept."""
+    cmd = ["ffprobe", "-v", "error", "-read_intervals", f"%+{MOVING_SCAN_S}", "-show_entries",
+           "packet=stream_index", "-of", "csv=p=0", ff_input(path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    counts = collections.Counter(x.strip().rstrip(",") for x in proc.stdout.split())
+    n = [counts.get(str(v.get("index")), 0) for v in videos]
+    if proc.returncode != 0 or max(n) <= 1:
+        return videos[0]
+    return next(v for v, k in zip(videos, n, strict=True) if 2 * k >= max(n))
+
+
+MOVING_SCAN_S = 5
+
+
+def _sample_aspect(text: str | None) -> float:
+    """A stream's sample (pixel) aspect ratio "64:45" as a float; 1.0 when unset ("0:1", "N/A")
+    or beyond any real camera's (outside 1/4..4)."""
+    try:
+        num, den = (int(x) for x in str(text).split(":"))
+    except (TypeError, ValueError):
+        return 1.0
+    if num <= 0 or den <= 0 or num == den:
+        return 1.0
+    sar = num / den
+    return sar if 0.25 <= sar <= 4.0 else 1.0
+
+
+def _stream_duration(stream: dict, start_s: float) -> float:
+    """How long a stream says it is: its duration, else the DURATION tag Matroska muxers write
+    (ffmpeg's is the stream's end time: 01:00:08 for 8 s starting at 3600 s); 0.0 when unsaid."""
+    dur = _float(stream.get("duration"))
+    if dur > 0:
+        return dur
+    tag = next((v for k, v in (stream.get("tags") or {}).items() if k.upper() == "DURATION"), None)
+    m = re.fullmatch(r"\s*(\d+):(\d+):(\d+(?:\.\d*)?)\s*", str(tag)) if tag else None
+    if not m:
+        return 0.0
+    t = int(m.group(1)) * 3600 + int(m.group(2)) * 60 + float(m.group(3))
+    if start_s > 0 and t > start_s:  # an end time (ffmpeg), not a length
+        t -= start_s
+    return t if t > 0 else 0.0
+
+
+def _steady_rate(path: str, index: int = 0) -> Fraction | None:
     """The standard rate whose frame grid the video's packet times keep to (the first
     STEADY_SCAN_S seconds, demuxed only: 0.1 s for a small file, 0.8-4 s for 1.6 GB of
     1080p), or None (also when they keep to their own average rate). Each rate's grid is
@@ -237,7 +306,7 @@ def _steady_rate(path: str) -> Fraction | None:
     while a wrong rate's phases drift round the circle. Multiples of the rate (50 for 25) agree
     too, so the lowest rate that scores nearly as well as the best is the frame rate, and none
     with STEADY_MAX_SLOTS times the frames there are or more (45% of its slots empty)."""
-    cmd = ["ffprobe", "-v", "error", "-select_streams", "v:0", "-read_intervals", f"%+{STEADY_SCAN_S}",
+    cmd = ["ffprobe", "-v", "error", "-select_streams", str(index), "-read_intervals", f"%+{STEADY_SCAN_S}",
            "-show_entries", "packet=pts_time", "-of", "csv=p=0", ff_input(path)]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     times = np.unique(np.array([t for t in (_float(x.strip().rstrip(","), math.nan) for x in proc.stdout.split())
@@ -308,6 +377,12 @@ def iter_video(
     are appended to it once the stream ends.
     Memory stays at a few chunks (the one in use, the one being filled and READ_AHEAD_CHUNKS read
     ahead, each at most MAX_CHUNK_BYTES), so hour-long or 4K files are fine.
+    Frames come in the shape they are shown in: non-square pixels are scaled to square ones
+    (``info.width`` x ``info.height``; a square-pixel file's frames are not touched).
+
+    The file is checked when this is called (MediaError: no video, no size, a bad fps), not
+    when the first chunk is asked for: a tracker starts FaceMesh only for a file that can be
+    read (a review: MediaPipe's lines around a one-line error).
     """
     info = info or probe(path)
     if not info.has_video:
@@ -316,11 +391,16 @@ def iter_video(
     w, h = _target_size(info.width or 0, info.height or 0, max_side)
     if w <= 0 or h <= 0:
         raise MediaError(f"video stream of {info.path} has no size")
-    scale = [f"scale={w}:{h}:flags=area"] if (w, h) != (info.width, info.height) else []
+    coded = (info.coded_width or info.width, info.coded_height or info.height)
+    scale = []
+    if (w, h) != coded:
+        scale = [f"scale={w}:{h}:flags=area"]
+        if info.sample_aspect != 1.0:
+            scale.append("setsar=1")
     frame_bytes = w * h * 3
     # Bounded in bytes too: 32 frames of 4K are 800 MB.
     per_chunk = max(1, min(chunk_frames, MAX_CHUNK_BYTES // frame_bytes))
-    yield from _iter_nearest_frames(info, rate, scale, (h, w), per_chunk, errors)
+    return _iter_nearest_frames(info, rate, scale, (h, w), per_chunk, errors)
 
 
 def _iter_nearest_frames(info: MediaInfo, rate: Fraction, scale: list[str], size_hw: tuple[int, int],
@@ -338,7 +418,7 @@ def _iter_nearest_frames(info: MediaInfo, rate: Fraction, scale: list[str], size
     filters = [f"setpts=PTS-({info.video_start_s:.6f}/TB)", "showinfo=checksum=0", *scale]
     cmd = [
         "ffmpeg", "-hide_banner", "-nostats", "-loglevel", "+level+info", "-nostdin", "-copyts",
-        "-i", ff_input(info.path), "-map", "0:v:0", "-vf", ",".join(filters), "-fps_mode", "passthrough",
+        "-i", ff_input(info.path), "-map", _video_map(info), "-vf", ",".join(filters), "-fps_mode", "passthrough",
         "-pix_fmt", "rgb24", "-f", "rawvideo", "pipe:1",
     ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -408,6 +488,13 @@ def _iter_nearest_frames(info: MediaInfo, rate: Fraction, scale: list[str], size
         raise MediaError(f"cannot decode video of {info.path}: {last}")
     if errors is not None:
         errors.extend(err_lines)
+
+
+def _video_map(info: MediaInfo) -> str:
+    """ffmpeg's -map for the video stream probe described: by its absolute index (0:v:0 is the
+    first video stream, cover art included: a review's MP4 listing its cover first decoded the
+    cover, "no frames decoded")."""
+    return "0:v:0" if info.video_index is None else f"0:{info.video_index}"
 
 
 # iter_video: one chunk's bytes at most, and how many chunks the reader thread keeps ready
@@ -552,15 +639,20 @@ def read_audio(
     sample_rate: int = 16000,
     info: MediaInfo | None = None,
     errors: list[str] | None = None,
+    max_s: float | None = None,
+    notes: list[str] | None = None,
 ) -> np.ndarray:
     """Mono float32 (N,) at ``sample_rate``, sample 0 at video frame 0's time (see module doc; at
     any rate the video is read at). For an audio-only file sample 0 is its first sound sample
     (``read_audio_file``). Gaps in the audio timestamps are filled with silence (aresample
     async). ``errors`` gets ffmpeg's error lines of a damaged stream that decoded.
+    ``max_s``: decode no more than this many seconds (from sample 0): memory follows what the
+    caller needs, not the track's length (a review: a 3 s video with 2 h of audio held 1.5 GB).
+    ``notes`` gets a line when the channels had to be read otherwise than mixed (_decode_audio).
     """
     info = info or probe(path)
     if not info.has_video:
-        return read_audio_file(path, sample_rate, info, errors)
+        return read_audio_file(path, sample_rate, info, errors, max_s=max_s, notes=notes)
     _check_audio(info, sample_rate)
     t0 = first_frame_time_s(info)
     # -copyts keeps container time; the audio's clock is moved to t0 (as iter_video moves the
@@ -569,25 +661,36 @@ def read_audio(
     # audio between t0 and 0 was lost: an audit's stream past a 33-bit timestamp wrap lost its
     # first 2.3 s). Aligned at the native rate, resampled afterwards.
     audio = _decode_audio(info, sample_rate, f"asetpts=PTS-({t0:.6f}/TB),aresample=async=1:first_pts=0",
-                          copyts=True, errors=errors)
+                          copyts=True, errors=errors, max_samples=_max_samples(max_s, sample_rate), notes=notes)
     if audio.size == 0:
         raise MediaError(f"audio stream of {info.path} decoded to no samples")
     return audio
 
 
 def read_audio_file(path: str | os.PathLike, sample_rate: int = 16000, info: MediaInfo | None = None,
-                    errors: list[str] | None = None) -> np.ndarray:
+                    errors: list[str] | None = None, max_s: float | None = None,
+                    notes: list[str] | None = None) -> np.ndarray:
     """An audio-only file as mono float32 at ``sample_rate``, sample 0 = its first sound sample.
 
     Without the container clock on purpose: an MP3's encoder delay shows as a start time of
     ~50-70 ms that ffmpeg's decoder already removes (its skip samples), and padding it again
-    put an MP3 copy of a clip's audio two frames late, with high confidence."""
+    put an MP3 copy of a clip's audio two frames late, with high confidence. ``max_s``,
+    ``notes``: see read_audio."""
     info = info or probe(path)
     _check_audio(info, sample_rate)
-    audio = _decode_audio(info, sample_rate, "aresample=async=1", copyts=False, errors=errors)
+    audio = _decode_audio(info, sample_rate, "aresample=async=1", copyts=False, errors=errors,
+                          max_samples=_max_samples(max_s, sample_rate), notes=notes)
     if audio.size == 0:
         raise MediaError(f"audio stream of {info.path} decoded to no samples")
     return audio
+
+
+def _max_samples(max_s: float | None, sample_rate: int) -> int | None:
+    if max_s is None:
+        return None
+    if not (max_s > 0 and math.isfinite(max_s)):
+        raise MediaError(f"bad audio span {max_s!r}: must be a positive number of seconds")
+    return max(1, math.ceil(max_s * sample_rate))
 
 
 def _check_audio(info: MediaInfo, sample_rate: int) -> None:
@@ -597,41 +700,174 @@ def _check_audio(info: MediaInfo, sample_rate: int) -> None:
         raise MediaError(f"bad sample_rate {sample_rate}")
 
 
+# _decode_audio: the channels' mix at least this much quieter than uncorrelated channels would
+# mix to (10 dB) means they cancel (opposite phase); and a channel must be louder than this RMS
+# (-80 dBFS) for there to be anything to cancel
+CANCEL_RATIO = 0.1
+CANCEL_MIN_RMS = 1e-4
+
+
 def _decode_audio(info: MediaInfo, sample_rate: int, align: str, copyts: bool,
-                  errors: list[str] | None = None) -> np.ndarray:
+                  errors: list[str] | None = None, max_samples: int | None = None,
+                  notes: list[str] | None = None) -> np.ndarray:
     """The audio stream ``info`` names as mono float32 at ``sample_rate``: ``align`` (an aresample at the
     native rate) first, then the resampling; ``copyts`` keeps the container's clock. ``errors``
-    gets ffmpeg's error lines when the stream decoded all the same (damage skipped)."""
-    af = f"{align},aresample={sample_rate},aformat=sample_fmts=flt:channel_layouts=mono"
-    cmd = ["ffmpeg", "-v", "error", "-nostdin", *(["-copyts"] if copyts else []), "-i", ff_input(info.path),
-           "-map", f"0:a:{info.audio_stream}", "-af", af, "-f", "f32le", "pipe:1"]
-    proc = subprocess.run(cmd, capture_output=True, check=False)
-    lines = [ln.strip() for ln in proc.stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
-    if proc.returncode != 0:
+    gets ffmpeg's error lines when the stream decoded all the same (damage skipped).
+    ``max_samples``: no more output samples than this (ffmpeg stops decoding there).
+
+    Channels are mixed as ffmpeg mixes them to mono, unless they cancel in the mix: stereo whose
+    channels are in opposite phase mixed to silence and read SILENCE without a word (a review).
+    ffmpeg hands the channels themselves over on a second pipe, only their energies are kept;
+    when the mix is far quieter than the channels would mix to if they were unrelated
+    (CANCEL_RATIO), the loudest channel alone is decoded and scored, and ``notes`` says so."""
+    trim = f",atrim=end_sample={max_samples}" if max_samples else ""
+    mono = f"aresample={sample_rate},aformat=sample_fmts=flt:channel_layouts=mono{trim}"
+    head = ["ffmpeg", "-v", "error", "-nostdin", *(["-copyts"] if copyts else []), "-i", ff_input(info.path)]
+    channels = info.channels or 0
+    if channels < 2:
+        audio, _, lines, rc = _run_audio([*head, "-map", f"0:a:{info.audio_stream}", "-af", f"{align},{mono}",
+                                          "-f", "f32le", "pipe:1"], 0)
+    else:
+        graph = (f"[0:a:{info.audio_stream}]{align},asplit[m][c];[m]{mono}[mono];"
+                 f"[c]aresample={sample_rate},aformat=sample_fmts=flt{trim}[chans]")
+        audio, energy, lines, rc = _run_audio([*head, "-filter_complex", graph, "-map", "[mono]", "-f", "f32le",
+                                               "pipe:1", "-map", "[chans]", "-f", "f32le"], channels)
+    if rc != 0:
         raise MediaError(f"cannot decode audio of {info.path}: {(lines or ['?'])[-1]}")
     if errors is not None:
         errors.extend(lines)
-    return np.frombuffer(proc.stdout, np.float32).copy()
+    if channels >= 2 and audio.size and energy is not None:
+        mixed = float(np.mean(np.square(audio, dtype=np.float64)))
+        unrelated = float(energy.sum()) / channels**2  # what equal-weight unrelated channels mix to
+        loudest = int(np.argmax(energy))
+        if energy[loudest] > CANCEL_MIN_RMS**2 and mixed < CANCEL_RATIO * unrelated:
+            one, _, _, rc = _run_audio([*head, "-map", f"0:a:{info.audio_stream}", "-af",
+                                           f"{align},pan=mono|c0=c{loudest},{mono}", "-f", "f32le", "pipe:1"], 0)
+            if rc == 0 and one.size:
+                audio = one
+                if notes is not None:
+                    db = 10 * math.log10(max(mixed, 1e-20) / energy[loudest])
+                    below = f"{-db:.0f} dB" if -db < 60 else "more than 60 dB"
+                    notes.append(f"the audio's {channels} channels cancel when mixed to mono (opposite phase?): "
+                                 f"the mix is {below} below channel {loudest}, so channel {loudest} alone "
+                                 "was scored")
+    return audio
+
+
+def _run_audio(cmd: list[str], channels: int) -> tuple[np.ndarray, np.ndarray | None, list[str], int]:
+    """Run an audio ffmpeg: (mono float32 from stdout, each channel's mean square energy from a
+    second f32le output of ``channels`` interleaved channels, appended to ``cmd`` as a pipe of
+    its own (None when ``channels`` is 0), ffmpeg's stderr lines, its exit code). Every pipe is
+    drained as it comes (stderr and the channels on threads): a full pipe stalls ffmpeg."""
+    r_fd = w_fd = None
+    if channels:
+        r_fd, w_fd = os.pipe()
+        cmd = [*cmd, f"pipe:{w_fd}"]
+    try:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                pass_fds=(w_fd,) if w_fd is not None else ())
+    except OSError:
+        for fd in (r_fd, w_fd):
+            if fd is not None:
+                os.close(fd)
+        raise
+    if w_fd is not None:
+        os.close(w_fd)
+    assert proc.stdout is not None and proc.stderr is not None
+    err_chunks: list[bytes] = []
+    sums = np.zeros(max(1, channels), np.float64)
+    counted = [0]
+
+    def drain_err() -> None:
+        err_chunks.append(proc.stderr.read())
+
+    def drain_channels() -> None:
+        frame = 4 * channels
+        rest = b""
+        with os.fdopen(r_fd, "rb") as pipe:
+            try:
+                while block := pipe.read(1 << 20):
+                    block = rest + block
+                    n = len(block) // frame
+                    rest = block[n * frame:]
+                    x = np.frombuffer(block[: n * frame], np.float32).reshape(n, channels).astype(np.float64)
+                    sums[:] += np.einsum("ij,ij->j", x, x)
+                    counted[0] += n
+            except Exception:  # noqa: BLE001 - no energies then (no check), but never a stalled ffmpeg
+                counted[0] = 0
+                while pipe.read(1 << 20):
+                    pass
+
+    threads = [threading.Thread(target=drain_err, daemon=True)]
+    if r_fd is not None:
+        threads.append(threading.Thread(target=drain_channels, daemon=True))
+    for t in threads:
+        t.start()
+    buf = bytearray()
+    try:
+        while block := proc.stdout.read(1 << 20):
+            buf += block
+    except BaseException:
+        proc.kill()
+        raise
+    finally:
+        rc = proc.wait()
+        for t in threads:
+            t.join()
+        proc.stdout.close()
+        proc.stderr.close()
+    text = b"".join(err_chunks).decode("utf-8", "replace")
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    audio = np.frombuffer(buf, np.float32, count=len(buf) // 4)
+    energy = sums / counted[0] if channels and counted[0] else None
+    return audio, energy, lines, rc
+
+
+def audio_track_start_s(video: MediaInfo) -> float:
+    """Where, on ``video``'s container clock, its own audio track's first sample plays: the first
+    decoded frame's time (a decoder drops an Opus or AAC stream's priming samples, which start it
+    a few ms before 0 in the file), the container's start when the clip has no audio. That is
+    the sample ffmpeg starts a WAV it extracts from the clip with, so ``--audio`` files line up
+    as its own track does, for a clip whose streams start before 0 too (a wrapped MPEG-TS at
+    -2.3 s: its extracted track was placed 2.3 s late, a review)."""
+    if not video.has_audio:
+        return video.start_s
+    cmd = ["ffprobe", "-v", "error", "-select_streams", f"a:{video.audio_stream}", "-read_intervals", "%+#8",
+           "-show_entries", "frame=pts_time,pkt_dts_time", "-of", "csv=p=0", ff_input(video.path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    for line in proc.stdout.splitlines():
+        for field in line.split(","):
+            t = _float(field.strip(), math.nan)
+            if math.isfinite(t):
+                return t
+    # no frame to ask: a start a little before 0 is priming the decoder drops, one far before it
+    # (a timestamp wrap) is real
+    return video.audio_start_s if video.audio_start_s < -PRIMING_MAX_S else max(0.0, video.audio_start_s)
+
+
+PRIMING_MAX_S = 0.5
 
 
 def read_audio_for_video(audio_path: str | os.PathLike, video: MediaInfo,
                          sample_rate: int = 16000, audio_info: MediaInfo | None = None,
-                         errors: list[str] | None = None) -> np.ndarray:
+                         errors: list[str] | None = None, max_s: float | None = None,
+                         notes: list[str] | None = None) -> np.ndarray:
     """Another file's audio to score against ``video`` (``score --audio``), sample 0 at the
     video's frame 0 like ``read_audio``'s.
 
     An audio-only file takes the place of the video's own audio track: its first sample plays
-    where that track starts (the container's start if there is none, never before time 0),
-    which is where ffmpeg starts a WAV it extracts from the clip, so an extracted and edited
-    copy lines up with the clip (a clip whose first frame lands at 33 ms read its own extracted
-    WAV a frame late). A file with its own video keeps its own alignment: sample 0 at its own
-    frame 0."""
+    where that track's first sample plays (``audio_track_start_s``; the container's start if
+    there is none), which is where ffmpeg starts a WAV it extracts from the clip, so an
+    extracted and edited copy lines up with the clip (a clip whose first frame lands at 33 ms
+    read its own extracted WAV a frame late). A file with its own video keeps its own
+    alignment: sample 0 at its own frame 0. ``max_s``, ``notes``: see read_audio (``max_s``
+    counts from the video's frame 0)."""
     audio_info = audio_info or probe(audio_path)
     if audio_info.has_video:
-        return read_audio(audio_path, sample_rate, info=audio_info, errors=errors)
-    audio = read_audio_file(audio_path, sample_rate, audio_info, errors)
-    track_start_s = max(0.0, video.audio_start_s if video.has_audio else video.start_s)
-    lead = round((first_frame_time_s(video) - track_start_s) * sample_rate)
+        return read_audio(audio_path, sample_rate, info=audio_info, errors=errors, max_s=max_s, notes=notes)
+    lead = round((first_frame_time_s(video) - audio_track_start_s(video)) * sample_rate)
+    file_max_s = None if max_s is None else max_s + max(0, lead) / sample_rate
+    audio = read_audio_file(audio_path, sample_rate, audio_info, errors, max_s=file_max_s, notes=notes)
     if lead > 0:
         audio = audio[lead:]
     elif lead < 0:
@@ -639,3 +875,17 @@ def read_audio_for_video(audio_path: str | os.PathLike, video: MediaInfo,
     if audio.size == 0:
         raise MediaError(f"the audio of {audio_info.path} ends before the video's first frame")
     return audio
+
+
+def audio_extent_s(video: MediaInfo, audio_info: MediaInfo | None = None) -> float:
+    """How far past the video's frame 0 the audio reaches as the file(s) say (0.0 when unsaid):
+    the clip's own track, or ``audio_info``'s file in its place (its length from the track's
+    start). For notes about audio that was not all decoded (read_audio's max_s)."""
+    src = audio_info or video
+    length = src.audio_duration_s or (src.duration_s if src.has_audio and not src.has_video else 0.0)
+    if length <= 0:
+        return 0.0
+    if audio_info is not None and not audio_info.has_video:
+        start = video.audio_start_s if video.has_audio else video.start_s
+        return max(0.0, start + length - first_frame_time_s(video))
+    return max(0.0, src.audio_start_s + length - first_frame_time_s(src))

@@ -324,7 +324,12 @@ class MouthTracker:
         a face's frames before it appears and after it leaves are absent. ``tracking_ms`` is the
         whole pass's, the same on every track."""
         with quiet_native_stderr():  # MediaPipe's native start-up lines (tracking.native_log)
-            return self._track_faces_chunks(chunks, fps)
+            try:
+                return self._track_faces_chunks(chunks, fps)
+            finally:
+                # closed on every path, a failed decode's included, while its lines are still
+                # kept off the terminal (a review: "W0000 ... feedback manager" after an error)
+                self._close()
 
     def _track_faces_chunks(self, chunks: Iterable[np.ndarray], fps: float) -> list[TrackResult]:
         if not (fps > 0):

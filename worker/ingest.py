@@ -119,7 +119,7 @@ def roi_events(record: Mapping[str, Any], source: Source, arrival: Arrival,
         raise BadRecord(f"invalid: frame_index {frame_index}")
     if not (np.isfinite(fps) and 1.0 <= fps <= 240.0):
         raise BadRecord(f"invalid: fps {fps}")
-    _check_frame_on_timeline(frame_index, fps, record.get("pts_ms"))
+    _check_frame_on_timeline(frame_index, fps)
     roi = record.get("roi")
     end = bool(record.get("end_of_session"))
     out: list[Event] = []
@@ -150,14 +150,14 @@ def _check_audio_on_timeline(start_sample: int, n_samples: int, sample_rate: int
                         f"ends past the session timeline's {MAX_TIMELINE_MS} ms")
 
 
-def _check_frame_on_timeline(frame_index: int, fps: float, pts_ms: Any) -> None:
-    """The frame must end within the session timeline; pts_ms, which the worker does not use
-    (frames are placed by frame_index at fps), only must not be absurd."""
+def _check_frame_on_timeline(frame_index: int, fps: float) -> None:
+    """The frame must end within the session timeline. pts_ms is not checked: the worker never
+    reads it (frames are placed by frame_index at fps), the contract does not say which clock it
+    is on (a producer may stamp Unix-epoch milliseconds, ~1.7e12, past this timeline), and Avro
+    bounds it to a long."""
     if (frame_index + 1) * 1000.0 > MAX_TIMELINE_MS * fps:
         raise BadRecord(f"invalid: frame_index {frame_index} at {fps:g} fps ends past the session "
                         f"timeline's {MAX_TIMELINE_MS} ms")
-    if pts_ms is not None and abs(int(pts_ms)) > MAX_TIMELINE_MS:
-        raise BadRecord(f"invalid: pts_ms {pts_ms} is outside the session timeline (+-{MAX_TIMELINE_MS} ms)")
 
 
 def _session_id(record: Mapping[str, Any]) -> str:

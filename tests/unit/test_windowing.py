@@ -632,19 +632,20 @@ def test_a_flood_of_one_record_sessions_does_not_evict_sessions_that_are_receivi
 
 
 def test_a_session_evicted_for_capacity_comes_back_with_its_next_records():
-    """Evicted to make room (every session is established, so the least recently active goes):
-    its later records open it again where it was, losing only the media eviction dropped, not
-    every signal after (it did not end)."""
+    """Evicted to make room (every session is established, so the least recently active goes
+    once it has been silent for stream_stall_ms): its later records open it again where it was,
+    losing only the media eviction dropped, not every signal after (it did not end)."""
     feed = Feed(max_sessions=2)
+    silent = feed.joiner.silent_ms
     for f in range(40):
         _live(feed, ["a", "b"], f, now=f * 40)
-    for f in range(40, 60):  # a pauses; c starts and takes a's place
-        _live(feed, ["b", "c"], f, now=f * 40)
+    for f in range(40, 60):  # a pauses; c starts once a went silent and takes a's place
+        _live(feed, ["b", "c"], f, now=f * 40 + silent)
     assert "a" not in feed.joiner.sessions
     assert feed.joiner.counters["sessions_closed_evicted"] == 1
     before = {j.key for j in feed.jobs if j.session_id == "a"}
-    for f in range(60, 120):
-        _live(feed, ["a"], f, now=f * 40)
+    for f in range(60, 120):  # b and c stopped: a comes back once they went silent
+        _live(feed, ["a"], f, now=f * 40 + 2 * silent)
     after = {(j.kind.value, j.frame_start) for j in feed.jobs if j.session_id == "a"} - {k[1:] for k in before}
     assert feed.joiner.counters["dropped_after_close"] == 0
     assert feed.joiner.counters["sessions_resumed"] == 1
@@ -660,16 +661,19 @@ def test_a_session_evicted_for_capacity_does_not_lose_the_holds_of_its_jobs_in_f
     comes back: publishing them later still releases their records, so the partition's commit
     position moves on (a fresh ledger in its place kept them open for good)."""
     feed = Feed(max_sessions=1)
+    silent = feed.joiner.silent_ms
     unpublished = []
     for f in range(30):
         unpublished += feed.push(feed.frame("a", f), now=f * 40)
         unpublished += feed.push(feed.chunk("a", f * 40), now=f * 40)
-    unpublished += feed.push(feed.frame("b", 0), now=1200)  # a is evicted (flushed)
+    unpublished += feed.push(feed.frame("b", 0), now=1200 + silent)  # a went silent: evicted (flushed)
+    assert feed.joiner.counters["sessions_closed_evicted"] == 1
     assert unpublished and all(j.session_id == "a" for j in unpublished)
-    feed.push(feed.frame("a", 30), now=1240)  # a comes back; b (new) is evicted
+    feed.push(feed.frame("a", 30), now=1240 + silent)  # a comes back; b (new) is evicted
+    assert feed.joiner.counters["sessions_closed_evicted_new"] == 1
     _publish_all(feed, unpublished)
     for f in range(31, 200):
-        _live(feed, ["a"], f, now=f * 40)
+        _live(feed, ["a"], f, now=f * 40 + silent)
     assert feed.tracker.positions()[(ROI, 0)] > 150
 
 
@@ -702,3 +706,164 @@ def test_overlapping_audio_chunks_stay_within_the_buffer_bound():
         feed.push(feed.chunk("s", k, length_ms=3000), now=k)
     held = sum(c[1].nbytes for c in feed.joiner.sessions["s"].audio._chunks)
     assert held <= (3000 + 500) * 4
+
+
+# --- over max_sessions: no eviction cycle ---------------------------------------------------------
+
+
+def _jobs_of(feed: Feed, sid: str) -> list:
+    return [j for j in feed.jobs if j.session_id == sid]
+
+
+def test_sessions_streaming_together_beyond_max_sessions_do_not_evict_each_other():
+    """Four sessions streaming together at max_sessions 3: the first three are served whole and the
+    fourth's records are dropped (counted), not evicted in turn (a review: a resumed session was
+    new again and first in line, so every session was evicted on about every record: 1,112
+    evictions and 0 signals for all four; 3 were served before 4375f3f)."""
+    sids = ["a", "b", "c", "d"]
+    ref = Feed(max_sessions=10)
+    feed = Feed(max_sessions=3)
+    for f in range(100):
+        _live(ref, sids, f, now=f * 40)
+        _live(feed, sids, f, now=f * 40)
+    assert feed.joiner.counters["evictions_max_sessions"] == 0
+    for sid in "abc":
+        assert spans(_jobs_of(feed, sid)) == spans(_jobs_of(ref, sid)) and len(_jobs_of(ref, sid)) > 10
+        assert all(j.frames_missing == 0 for j in _jobs_of(feed, sid))
+    assert _jobs_of(feed, "d") == []
+    assert feed.joiner.counters["dropped_overloaded"] == 2 * 100
+    assert sorted(feed.joiner.sessions) == ["a", "b", "c"]
+
+
+def test_sessions_that_start_in_the_same_instant_settle_after_one_eviction_each():
+    """All four new when the fourth comes (a frame each, then the audio): it takes the place of a
+    new one, which comes back established in the place of another new one, and so on once round;
+    then three are served (losing the frame the eviction dropped, labelled missing) and the last
+    one's records are dropped."""
+    sids = ["a", "b", "c", "d"]
+    ref = Feed(max_sessions=10)
+    feed = Feed(max_sessions=3)
+    for fd in (ref, feed):
+        for f in range(100):
+            for sid in sids:
+                _publish_all(fd, fd.push(fd.frame(sid, f), now=f * 40))
+            for sid in sids:
+                _publish_all(fd, fd.push(fd.chunk(sid, f * 40), now=f * 40))
+    assert feed.joiner.counters["evictions_max_sessions"] == 4
+    assert feed.joiner.counters["sessions_resumed"] == 3  # the fourth's next record found no place
+    served = [sid for sid in sids if _jobs_of(feed, sid)]
+    assert len(served) == 3
+    for sid in served:
+        jobs = _jobs_of(feed, sid)
+        assert spans(jobs) == spans(_jobs_of(ref, sid))  # none lost: the first ones come labelled
+        assert sum(j.frames_missing for j in jobs) <= 2  # frame 0, in its block and its window
+    assert feed.joiner.counters["dropped_overloaded"] == 2 * 100 - 1
+
+
+def test_a_flood_of_new_ids_cannot_push_out_sessions_when_the_table_is_full_of_streaming_ones():
+    """Every place is taken by a session that streams: a flood of new ids is dropped (counted), not
+    let in one by one in the place of a live session, which came back in the place of the flood
+    id, and the next id evicted the next live session (each eviction flushes its jobs with what
+    had come)."""
+    sids = ["a", "b", "c"]
+    ref = Feed(max_sessions=3)
+    feed = Feed(max_sessions=3)
+    for f in range(100):
+        _live(ref, sids, f, now=f * 40)
+        _live(feed, sids, f, now=f * 40)
+        if 30 <= f < 60:
+            for k in range(5):
+                _publish_all(feed, feed.push(feed.frame(f"flood-{f}-{k}", 0), now=f * 40))
+    assert spans(feed.jobs) == spans(ref.jobs)
+    assert all(j.frames_missing == 0 for j in feed.jobs)
+    assert feed.joiner.counters["evictions_max_sessions"] == 0
+    assert feed.joiner.counters["dropped_overloaded"] == 30 * 5
+
+
+def test_sessions_waiting_for_a_place_and_a_flood_settle_when_a_place_frees():
+    """Two sessions waiting (evicted, their records dropped) and a flood of new ids when a live
+    session ends: a flood id takes the free place, a waiting session comes back in its place
+    (established at once), and from then on no one is evicted: no cycle between the two waiting
+    sessions, nor with the flood."""
+    feed = Feed(max_sessions=3)
+    sids = ["a", "b", "c", "d", "e"]
+    for f in range(120):
+        live = [sid for sid in sids if not (sid == "c" and f >= 40)]
+        for sid in live:  # a frame each, then the audio: all new at the start
+            _publish_all(feed, feed.push(feed.frame(sid, f), now=f * 40))
+        for sid in live:
+            _publish_all(feed, feed.push(feed.chunk(sid, f * 40), now=f * 40))
+        if f == 39 and "c" in feed.joiner.sessions:
+            _publish_all(feed, feed.push(feed.end("c", Stream.VIDEO), now=f * 40))
+            _publish_all(feed, feed.push(feed.end("c", Stream.AUDIO), now=f * 40))
+        if f >= 40:
+            for k in range(3):
+                _publish_all(feed, feed.push(feed.frame(f"flood-{f}-{k}", 0), now=f * 40))
+    evictions = feed.joiner.counters["evictions_max_sessions"]
+    assert evictions <= 5 + 2  # the start's round, the ended session's place: not one per record
+    served_after = [sid for sid in "de" if any(j.frame_start >= 48 for j in _jobs_of(feed, sid))]
+    assert len(served_after) == 1 and served_after[0] in feed.joiner.sessions
+    late = [j for j in _jobs_of(feed, served_after[0]) if j.frame_start >= 48]
+    assert late and all(j.frames_missing == 0 for j in late)
+    assert len(feed.joiner.sessions) == 3
+    assert not any(sid.startswith("flood") for sid in feed.joiner.sessions)
+
+
+def test_an_established_session_gives_its_place_only_once_silent():
+    """A new id finds every place taken by an established session: it is dropped while they
+    stream, takes the place of the least recently active once that one has been silent for
+    stream_stall_ms, and never of one whose input is still waiting in Kafka (consumer lag)."""
+    feed = Feed(max_sessions=2)
+    silent = feed.joiner.silent_ms
+    _live(feed, ["a", "b"], 0, now=0)
+    _live(feed, ["b"], 1, now=silent - 10)
+    feed.push(feed.frame("c", 0), now=silent - 1)
+    assert feed.joiner.counters["dropped_overloaded"] == 1 and "a" in feed.joiner.sessions
+    feed.joiner.set_lagging({(Stream.AUDIO, 0)})
+    feed.push(feed.frame("c", 1), now=silent + 100)
+    assert feed.joiner.counters["dropped_overloaded"] == 2 and "a" in feed.joiner.sessions
+    feed.joiner.set_lagging(set())
+    feed.push(feed.frame("c", 2), now=silent + 100)
+    assert sorted(feed.joiner.sessions) == ["b", "c"]
+    assert feed.joiner.counters["sessions_closed_evicted"] == 1
+
+
+def test_a_record_dropped_as_overloaded_is_released_and_its_end_marker_with_it():
+    """At-least-once: a dropped record is released as the other drops are (else the partition's
+    commit position stops there for good), also a frame carrying its stream's end marker, and
+    also for a waiting session whose flushed jobs still hold its earlier records."""
+    feed = Feed(max_sessions=1)
+    silent = feed.joiner.silent_ms
+    held = []
+    for f in range(12):
+        held += feed.push(feed.frame("a", f), now=f * 40)
+        held += feed.push(feed.chunk("a", f * 40), now=f * 40)
+    # a went silent: b (on another partition) takes its place, and is established
+    feed.push(feed.frame("b", 0, partition=1), now=440 + silent)
+    feed.push(feed.chunk("b", 0, partition=1), now=440 + silent)
+    assert "a" not in feed.joiner.sessions and held  # a's flushed jobs are in flight
+    assert feed.tracker.open_count((ROI, 0)) > 0  # ... holding a's records
+    open_before = feed.tracker.open_count((ROI, 0))
+    rec = feed.frame("a", 12)
+    feed.tracker.open(rec.source)
+    jobs = feed.joiner.on_events([rec, EndEvent("a", Stream.VIDEO, rec.source, rec.arrival)], 500 + silent)
+    assert jobs == [] and feed.joiner.counters["dropped_overloaded"] == 2
+    assert feed.tracker.open_count((ROI, 0)) == open_before  # released at once, marker and all
+    _publish_all(feed, held)  # a's jobs published: its earlier records go too
+    assert feed.tracker.open_count((ROI, 0)) == 0
+    assert feed.tracker.positions()[(ROI, 0)] == rec.source.offset + 1
+
+
+def test_eviction_notices_are_kept_to_one_per_interval():
+    """A flood of new ids evicts one of them per record: one log line, not one per record; the
+    counters count them all."""
+    from worker.windowing.joiner import NOTICE_INTERVAL_MS
+
+    feed = Feed(max_sessions=5)
+    for k in range(50):
+        feed.push(feed.frame(f"flood-{k}", 0), now=1000 + k)
+    notices = feed.joiner.drain_notices()
+    assert notices == [("evicted_max_sessions", "flood-0")]
+    assert feed.joiner.counters["evictions_max_sessions"] == 45
+    feed.push(feed.frame("late-flood", 0), now=1005 + NOTICE_INTERVAL_MS)  # the first was at 1005
+    assert feed.joiner.drain_notices() == [("evicted_max_sessions", "flood-45")]

@@ -9,14 +9,21 @@ end, an end marker once the session closed and all its jobs are published. Relea
 marked done in the OffsetTracker, whose positions are what may be committed.
 
 Bounds: at most ``max_sessions`` open sessions, at most ``max_buffered_ms`` of media per session
-(older data is dropped: an eviction). Beyond ``max_sessions`` one session is flushed and closed
-(an eviction): the least recently active *new* one (fewer than ``ESTABLISHED_EVENTS`` frames or
-chunks stored), else the least recently active one, so that a flood of one-record session ids
-evicts its own ids, not the sessions that are streaming. A session evicted for room has not
-ended: its next records open it again where it was (its job grid and end markers remembered),
-having lost only the media the eviction dropped. Idle sessions (no event for ``idle_timeout_ms``
-of processing time) are flushed and closed by ``tick``. Events for a session that ended (end
-markers or idle timeout) recently are dropped as late.
+(older data is dropped: an eviction). With ``max_sessions`` open, a record of another session
+gets a place only by evicting one (flushed and closed): the least recently active *new* session
+(fewer than ``ESTABLISHED_EVENTS`` frames or chunks stored), else the least recently active
+session if it went silent (``silent_ms``: nothing for ``stream_stall_ms``, at least
+``MIN_SILENT_MS``, and its partitions not lagging); else the record is dropped (``overloaded``)
+and the open sessions keep streaming. So a flood of one-record session ids evicts its own ids,
+and sessions that stream together beyond ``max_sessions`` do not evict each other in turn: the
+first ``max_sessions`` are served. A session evicted for room has not ended: its next records
+open it again where it was (its job grid and end markers remembered), having lost only the media
+the eviction dropped, and it counts as established at once (counted as new again, it was first
+in line to be evicted by the next newcomer, so sessions evicted each other on every record).
+Idle sessions (no event for ``idle_timeout_ms`` of processing time) are flushed and closed by
+``tick``. Events for a session that ended (end markers or idle timeout) recently are dropped as
+late. Notices (log lines) are kept to one per kind per ``NOTICE_INTERVAL_MS``: an eviction or a
+drop can happen on every record; the counters count each one.
 """
 
 from __future__ import annotations
@@ -34,13 +41,20 @@ from worker.windowing.offsets import OffsetTracker
 from worker.windowing.session import BadEvent, SessionState, WindowParams
 from worker.windowing.timeline import JobGrid, frame_ms, sample_ms
 
-__all__ = ["ESTABLISHED_EVENTS", "BadEvent", "InFlight", "Joiner", "SessionLedger"]
+__all__ = ["ESTABLISHED_EVENTS", "MIN_SILENT_MS", "NOTICE_INTERVAL_MS", "BadEvent", "InFlight", "Joiner",
+           "SessionLedger"]
 
 _tiebreak = itertools.count()
 
 # frames or chunks a session stores before it is *established* (evicted for room only when every
 # open session is): a producer that puts a new session id on every record makes only new ones
 ESTABLISHED_EVENTS = 2
+# an established session is evicted for room only once silent this long (or stream_stall_ms if
+# longer): one that is streaming keeps its place (with stream_stall_ms 0, sessions streaming
+# together would evict each other on every record)
+MIN_SILENT_MS = 1000
+# one notice (log line) per kind at most this often: evictions and drops can come on every record
+NOTICE_INTERVAL_MS = 10_000
 
 
 class InFlight:
@@ -85,6 +99,7 @@ class _Evicted:
     partition: int
     fps: float | None
     next_start: dict[Kind, int | None]  # its job grid: no job is emitted twice
+    first_frame: int | None  # where its grid starts while no job of a kind was emitted yet
     video_end: int | None
     audio_ended: bool
     audio_end_sample: int
@@ -185,6 +200,8 @@ class Joiner:
         self._closed_queue: list[str] = []
         self._pending_jobs: list[Job] = []  # flushed from sessions evicted to make room
         self._notices: list[tuple[str, str]] = []  # (what, session_id) worth a log line
+        self._notice_at: dict[str, int] = {}  # what -> when its last notice went
+        self.silent_ms = max(cfg.stream_stall_ms, MIN_SILENT_MS)
         self.lagging: set[tuple[Stream, int]] = set()  # shared with every SessionState
         self.counters: Counter[str] = Counter()
 
@@ -225,8 +242,8 @@ class Joiner:
     def on_frame(self, ev: FrameEvent, now_wall_ms: int) -> list[Job]:
         """Raises BadEvent for a frame that contradicts its session (caller dead-letters it)."""
         state = self._session(ev.session_id, ev.source, now_wall_ms)
-        if state is None:
-            return self._drop(ev.source, "after_close")
+        if isinstance(state, str):
+            return self._drop(ev.source, state)
         status = state.add_frame(ev, now_wall_ms)
         if status != "ok":
             return self._drop(ev.source, status)
@@ -242,8 +259,8 @@ class Joiner:
 
     def on_audio(self, ev: AudioEvent, now_wall_ms: int) -> list[Job]:
         state = self._session(ev.session_id, ev.source, now_wall_ms)
-        if state is None:
-            return self._drop(ev.source, "after_close")
+        if isinstance(state, str):
+            return self._drop(ev.source, state)
         status = state.add_audio(ev, now_wall_ms)
         if status != "ok":
             return self._drop(ev.source, status)
@@ -258,8 +275,8 @@ class Joiner:
 
     def on_end(self, ev: EndEvent, now_wall_ms: int) -> list[Job]:
         state = self._session(ev.session_id, ev.source, now_wall_ms)
-        if state is None:
-            return self._drop(ev.source, "after_close")
+        if isinstance(state, str):
+            return self._drop(ev.source, state)
         if ev.stream is Stream.VIDEO:
             state.end_video(now_wall_ms)
         else:
@@ -322,7 +339,8 @@ class Joiner:
         return out
 
     # --- internals --------------------------------------------------------------------------
-    def _session(self, sid: str, source: Source, now_wall_ms: int) -> SessionState | None:
+    def _session(self, sid: str, source: Source, now_wall_ms: int) -> SessionState | str:
+        """The open session ``sid`` (opened or resumed if need be), or why its event is dropped."""
         state = self.sessions.get(sid)
         if state is not None:
             self.sessions.move_to_end(sid)
@@ -332,17 +350,24 @@ class Joiner:
                 # the two inputs' producers partition keys differently (e.g. murmur2 vs crc32):
                 # with several workers such a session would be split between them
                 self.counters["partition_mismatch"] += 1
-                self._notices.append(("partition_mismatch", sid))
+                self._notice("partition_mismatch", sid, now_wall_ms)
             return state
         if sid in self._recently_closed:
-            return None
-        self._make_room()
+            return "after_close"
+        if not self._make_room(now_wall_ms):
+            if sid in self._evicted:
+                self._evicted.move_to_end(sid)  # still streaming: not the first to be forgotten
+            self._notice("dropped_overloaded", sid, now_wall_ms)
+            return "overloaded"
         state = SessionState(sid, source.partition, self.params, now_wall_ms, self.lagging)
         evicted = self._evicted.pop(sid, None)
         if evicted is not None:
+            # established at once: counted as new again it was the next newcomer's victim, and
+            # sessions streaming together beyond max_sessions evicted each other on every record
             self._resume(state, evicted)
+        else:
+            self._new_sessions[sid] = 0
         self.sessions[sid] = state
-        self._new_sessions[sid] = 0
         ledger = self.ledgers.get(sid)
         if ledger is None:
             self.ledgers[sid] = SessionLedger()
@@ -351,24 +376,51 @@ class Joiner:
         self.counters["sessions_opened"] += 1
         return state
 
-    def _make_room(self) -> None:
-        """Evict (flush and close) sessions until a new one fits: the least recently active new
-        session, else the least recently active of all."""
+    def _make_room(self, now_wall_ms: int) -> bool:
+        """Make room for one more session, evicting (flushing and closing) the least recently
+        active new session, else the least recently active session if it went silent; False
+        when every open session is established and streaming (nothing is evicted)."""
         while len(self.sessions) >= self.cfg.max_sessions:
-            victim = next(iter(self._new_sessions or self.sessions))
-            why = "evicted_new" if victim in self._new_sessions else "evicted"
+            if self._new_sessions:
+                victim, why = next(iter(self._new_sessions)), "evicted_new"
+            else:
+                victim, why = next(iter(self.sessions)), "evicted"
+                if not self._silent(self.sessions[victim], now_wall_ms):
+                    return False
             self.counters["evictions_max_sessions"] += 1
-            self._notices.append(("evicted_max_sessions", victim))
+            self._notice("evicted_max_sessions", victim, now_wall_ms)
             self._pending_jobs += self._close(victim, why, flush=True)
+        return True
+
+    def _silent(self, state: SessionState, now_wall_ms: int) -> bool:
+        """Nothing came for the session for ``silent_ms`` and none of its input is waiting unread
+        (consumer lag: its records are on their way, as for the idle timeout)."""
+        if (Stream.VIDEO, state.partition) in self.lagging or (Stream.AUDIO, state.partition) in self.lagging:
+            return False
+        return now_wall_ms - state.last_active_wall_ms >= self.silent_ms
+
+    def _notice(self, what: str, sid: str, now_wall_ms: int) -> None:
+        """A notice worth a log line, at most one per kind per NOTICE_INTERVAL_MS (an eviction or a
+        drop can come on every record: a flood of new ids logged a line per record)."""
+        last = self._notice_at.get(what)
+        if last is not None and 0 <= now_wall_ms - last < NOTICE_INTERVAL_MS:
+            return
+        self._notice_at[what] = now_wall_ms
+        self._notices.append((what, sid))
 
     def _resume(self, state: SessionState, evicted: _Evicted) -> None:
         """Continue a session evicted for room where it was: the same job grid (its flushed jobs
         are not emitted again, frames before them are late) and the end markers it had."""
         p = self.params
+        state.next_start.update(evicted.next_start)
         if evicted.fps is not None:
             state.fps = evicted.fps
             state.grid = JobGrid.for_fps(p.block_frames, p.window_ms, p.window_hop_ms, evicted.fps)
-        state.next_start.update(evicted.next_start)
+            for kind, start in evicted.next_start.items():
+                if start is None and evicted.first_frame is not None:
+                    # evicted before its first job: the grid starts where its first frame was, so
+                    # the jobs over the dropped frames come with them labelled missing, not skipped
+                    state.next_start[kind] = state.grid.first_start_at_or_after(kind, evicted.first_frame)
         state.video_end = evicted.video_end
         state.audio_ended = evicted.audio_ended
         state.audio_end_sample = evicted.audio_end_sample
@@ -402,7 +454,7 @@ class Joiner:
         jobs = state.due_jobs(now_wall_ms)
         if state.dropped_buffered > dropped_before:
             self.counters["evictions_max_buffered"] += state.dropped_buffered - dropped_before
-            self._notices.append(("dropped_oldest_max_buffered", state.session_id))
+            self._notice("dropped_oldest_max_buffered", state.session_id, now_wall_ms)
         for source in self.ledgers[state.session_id].forget(state.dropped_sources):
             self.tracker.done(source)
         state.dropped_sources.clear()
@@ -456,6 +508,7 @@ class Joiner:
         if evicted:
             self._evicted[sid] = _Evicted(
                 partition=state.partition, fps=state.fps, next_start=dict(state.next_start),
+                first_frame=state.min_frame_seen,
                 video_end=state.video_end, audio_ended=state.audio_ended,
                 audio_end_sample=state.audio_end_sample)
             _keep_newest(self._evicted, limit)

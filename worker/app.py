@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from schemas import AvroCodec, DecodeError, EncodeError
@@ -45,8 +45,29 @@ _MAX_DELIVERY_RETRIES = 5
 _DRAIN_TIMEOUT_S = 20.0
 _SLOW_LOOP_S = 0.25
 _FLUSH_TIMEOUT_S = 10.0
+# librdkafka refreshes a partition's high watermark from its fetches only: while the worker keeps a
+# partition paused its lag reads as it was (a review read 0-1 after 12 s of new records), and after
+# a resume until the first fetch answers (0.5-0.8 s measured on an idle local broker: the resumed
+# partition waits for the fetcher's next round). So held or paused partitions count as behind, and
+# resumed ones too until a record of theirs is read or this long has passed.
+STALE_LAG_MS = 3000
 # one batch (at most max_batch_size jobs of tens of ms each) scoring this long means a hung scorer
 SCORING_STUCK_S = 120.0
+
+
+def lagging_partitions(lag: Mapping[TP, int | None], stopped: set[TP], everything_paused: bool,
+                       resumed_at_ms: Mapping[TP, int], now_ms: int) -> set[TP]:
+    """The assigned partitions (keys of ``lag``, ``InputConsumer.lag()``) that have, or may have,
+    unread records: behind by their lag, or their lag not known yet, or stopped by the worker itself
+    (``stopped``: held for the other topic, the schema registry or unread ROI references; every one
+    while ``everything_paused``: backpressure), or resumed by it less than STALE_LAG_MS ago and
+    no record of theirs read since (``resumed_at_ms``): for these the lag is stale, not zero."""
+    out = set()
+    for tp, behind in lag.items():
+        if (behind is None or behind > 0 or everything_paused or tp in stopped
+                or now_ms - resumed_at_ms.get(tp, now_ms - STALE_LAG_MS) < STALE_LAG_MS):
+            out.add(tp)
+    return out
 
 
 class KafkaUnreachable(RuntimeError):
@@ -134,8 +155,19 @@ class Worker:
         # the partner lags: half the per-session buffer, so no session overflows while waiting
         self._align_ms = cfg.windowing.max_buffered_ms // 2
         self._deferred: dict[TP, list[Any]] = {}  # records of held partitions, in order
-        # partitions held because the schema registry could not be asked: when to try again
-        self._registry_retry_at_ms: dict[TP, int] = {}
+        # held partitions read again at a time, whatever the other topic does: those whose record
+        # waits for the schema registry (its codec's next lookup), those whose ROI references were
+        # not all read within a turn (the next turn)
+        self._retry_at_ms: dict[TP, int] = {}
+        # partitions whose held record (this offset) waits for the registry, until it is decoded
+        # (/readyz: not cleared meanwhile, as a timer would be while the record is tried again)
+        self._registry_waiting: dict[TP, int] = {}
+        # partitions the worker resumed (from a hold or a pause), until a record of theirs is read:
+        # their lag is stale meanwhile (lagging_partitions)
+        self._resumed_at_ms: dict[TP, int] = {}
+        # ROI references already read of records kept back for the next turn (behind one not read
+        # yet), by (topic, partition, offset): not read twice
+        self._refs_read: dict[tuple[str, int, int], tuple[Any, Any]] = {}
         self._first_ts: dict[TP, int] = {}  # Kafka timestamps of the first / last record handled
         self._last_ts: dict[TP, int] = {}
         self._lag_now: dict[TP, int | None] | None = None  # consumer.lag() of this loop turn
@@ -176,7 +208,7 @@ class Worker:
     def ready(self) -> bool:
         """Also not ready while input waits for the schema registry (alive: a restart would not
         bring the registry back, so /healthz stays 200; but not doing its work)."""
-        return (self._assigned_once and self._warm and not self._stopping and not self._registry_retry_at_ms
+        return (self._assigned_once and self._warm and not self._stopping and not self._registry_waiting
                 and self.healthy())
 
     def run(self, stop: threading.Event) -> int:
@@ -205,6 +237,7 @@ class Worker:
                 t_consumed = time.monotonic()
                 now = self.clock_ms()
                 self._lag_now = None
+                self._fetched(msgs)
                 jobs = self._handle_batch(msgs, now)
                 # after the batch: its records are consumed (no longer lag) and now handled too
                 self._lag_now = None
@@ -214,7 +247,7 @@ class Worker:
                 t_handled = time.monotonic()
                 if now - last_tick >= _TICK_MS:
                     last_tick = now
-                    self.joiner.set_lagging(self._lagging())
+                    self.joiner.set_lagging(self._lagging(now))
                     jobs += self.joiner.tick(self._activity_ms(now))
                     self._count_joiner()
                 self._submit(jobs)
@@ -327,19 +360,53 @@ class Worker:
     def _handle_batch(self, msgs: list[Any], now: int) -> list[Job]:
         """Records in order: decode each (a registry outage holds its partition back), read the
         batch's ROI references together (worker.refs: concurrently, within a time budget), then
-        feed them to the join in order."""
+        feed them to the join in order. A record whose reference was not read yet (a store that
+        answers, but not the whole batch within the turn's budget) is kept back unopened with the
+        rest of its partition, and read again next turn: nothing given up, order kept."""
         decoded: list[tuple[Any, dict | Exception]] = []
+        last_ts_before = dict(self._last_ts)
         for msg in msgs:
-            if self._hold_if_ahead(msg):
+            if self._hold_if_ahead(msg, now):
                 continue
             outcome = self._decode(msg, now)
             if outcome is not None:
                 decoded.append((msg, outcome))
         refs = self._read_refs(decoded)
         jobs: list[Job] = []
+        cut: dict[TP, list[Any]] = {}
+        handled_ts: dict[TP, int] = {}
         for i, (msg, outcome) in enumerate(decoded):
+            tp = (msg.topic(), msg.partition())
+            if tp in cut or (i in refs and refs[i] is None):
+                cut.setdefault(tp, []).append(msg)
+                if refs.get(i) is not None:
+                    self._refs_read[(tp[0], tp[1], msg.offset())] = refs[i]
+                continue
+            ts = _kafka_ts(msg)
+            if ts is not None:
+                handled_ts[tp] = max(ts, handled_ts.get(tp, ts))
             jobs += self._handle(msg, outcome, refs.get(i), now)
+        for tp, kept in cut.items():
+            self._keep_for_next_turn(tp, kept, last_ts_before.get(tp), handled_ts.get(tp), now)
         return jobs
+
+    def _keep_for_next_turn(self, tp: TP, kept: list[Any], last_ts_before: int | None, handled_ts: int | None,
+                            now: int) -> None:
+        """Hold ``tp`` with ``kept`` (its records from the first one whose ROI reference is not
+        read yet) before any it already keeps back; released at the next turn (the reads go on
+        meanwhile: RoiResolver carries them over). Its alignment position goes back to the last
+        record it really handled."""
+        self._deferred[tp] = kept + self._deferred.get(tp, [])
+        self._retry_at_ms[tp] = max(self._retry_at_ms.get(tp, now + 1), now + 1)  # not within this turn
+        last = max((t for t in (last_ts_before, handled_ts) if t is not None), default=None)
+        if last is None:
+            self._last_ts.pop(tp, None)
+        else:
+            self._last_ts[tp] = last
+        self.consumer.hold(self.consumer.held | {tp})
+        self.metrics.held_partitions.set(len(self.consumer.held))
+        log.info("ROI references not all read within the turn: the rest kept for the next",
+                 topic=tp[0], partition=tp[1], offset=kept[0].offset(), records=len(kept))
 
     def _decode(self, msg: Any, now: int) -> dict | Exception | None:
         """The record, or the error to dead-letter it with; None when it waits for the registry."""
@@ -348,30 +415,48 @@ class Worker:
         if name is None:
             return BadRecord(f"invalid: unexpected topic {topic}")
         try:
-            return self.codecs[name].decode(msg.value())
+            out: dict | Exception = self.codecs[name].decode(msg.value())
         except RegistryUnavailable as exc:
-            self._hold_for_registry(msg, exc, now)
+            self._hold_for_registry(msg, exc)
             return None
         except Exception as exc:  # noqa: BLE001 - DecodeError, or one no check foresaw: dead-lettered in order
-            return exc
+            out = exc
+        if self._registry_waiting:
+            tp = (topic, msg.partition())
+            if self._registry_waiting.get(tp, math.inf) <= msg.offset():
+                del self._registry_waiting[tp]  # the record it waited with is read
+        return out
 
-    def _read_refs(self, decoded: list[tuple[Any, dict | Exception]]) -> dict[int, tuple[Any, Any]]:
-        """(pixels, error) per index of ``decoded`` for the ROI references read from a store; the
-        rest (inline, shared memory) are read in place as before."""
+    def _read_refs(self, decoded: list[tuple[Any, dict | Exception]]) -> dict[int, tuple[Any, Any] | None]:
+        """(pixels, error) per index of ``decoded`` for the ROI references read from a store, None
+        for one not read yet (to be asked again); the rest (inline, shared memory) are read in
+        place as before."""
         wanted = {i: out["roi"] for i, (msg, out) in enumerate(decoded)
                   if isinstance(out, dict) and msg.topic() == self.roi_topic
                   and self.resolver.is_store_ref(out.get("roi"))}
         if not wanted:
             return {}
-        return dict(zip(wanted, self.resolver.resolve_batch(list(wanted.values())), strict=True))
+        got: dict[int, tuple[Any, Any] | None] = {}
+        if self._refs_read:
+            for i in list(wanted):
+                msg = decoded[i][0]
+                read = self._refs_read.pop((msg.topic(), msg.partition(), msg.offset()), None)
+                if read is not None:
+                    got[i] = read
+                    del wanted[i]
+        got.update(zip(wanted, self.resolver.resolve_batch(list(wanted.values())), strict=True))
+        return got
 
-    def _hold_for_registry(self, msg: Any, exc: RegistryUnavailable, now: int) -> None:
+    def _hold_for_registry(self, msg: Any, exc: RegistryUnavailable) -> None:
         """Keep ``msg`` and what follows it on its partition back, unopened (so no commit passes
         it), and read it again after the codec's back-off; the consumer keeps polling meanwhile."""
         tp = (msg.topic(), msg.partition())
         self._deferred[tp] = [msg]  # not held before: _hold_if_ahead had kept it otherwise
-        # not sooner than 50 ms: the codec's clock is not ours, and a retry a hair early only holds again
-        self._registry_retry_at_ms[tp] = now + max(50, math.ceil(exc.retry_in_s * 1000))
+        self._registry_waiting.setdefault(tp, msg.offset())
+        # the codec's next lookup is retry_in_s from now, not from the turn's start (the lookup
+        # that failed may have taken seconds of the turn): a retry before it only fails fast and
+        # holds again. Not sooner than 50 ms either (a codec that says "now" while backing off)
+        self._retry_at_ms[tp] = self.clock_ms() + max(50, math.ceil(exc.retry_in_s * 1000))
         self.consumer.hold(self.consumer.held | {tp})
         self.metrics.held_partitions.set(len(self.consumer.held))
         self.metrics.registry_unavailable.inc()
@@ -417,16 +502,33 @@ class Worker:
         topic, partition = tp
         return (self.roi_topic if topic == self.audio_topic else self.audio_topic, partition)
 
-    def _partner_lagging(self, tp: TP) -> bool:
-        """Whether ``tp``'s partner partition has unread records (one lag query per loop turn,
-        and only when a record looks ahead: the timestamp test comes first)."""
+    def _partner_lagging(self, tp: TP, now: int) -> bool:
+        """Whether ``tp``'s partner partition has, or may have, unread records (lagging_partitions:
+        one held or paused by the worker does, whatever its stale lag says; one lag query per
+        loop turn, and only when a record looks ahead: the timestamp test comes first)."""
         if self._lag_now is None:
             self._lag_now = self.consumer.lag()
         partner = self._partner(tp)
         if partner not in self._lag_now:
             return False  # not assigned here: nothing to wait for
-        behind = self._lag_now[partner]
-        return behind is None or behind > 0
+        return bool(lagging_partitions({partner: self._lag_now[partner]}, self._stopped(), self.consumer.paused,
+                                       self._resumed_at_ms, now))
+
+    def _stopped(self) -> set[TP]:
+        """Partitions the worker holds back itself (their records kept, or the partition paused)."""
+        return self.consumer.held | set(self._deferred)
+
+    def _resumed(self, tps: set[TP], now: int) -> None:
+        """``tps`` fetch again: their lag stays stale until a record of theirs comes (_fetched)."""
+        for tp in tps:
+            self._resumed_at_ms[tp] = now
+
+    def _fetched(self, msgs: list[Any]) -> None:
+        """Records read from Kafka (not the ones kept back): their partitions' lag is fresh again
+        (a fetch answered, with the high watermark)."""
+        if self._resumed_at_ms:
+            for msg in msgs:
+                self._resumed_at_ms.pop((msg.topic(), msg.partition()), None)
 
     def _partner_position(self, tp: TP) -> int | None:
         """How far (Kafka time) ``tp``'s partner partition has got: the timestamp of its next
@@ -441,7 +543,7 @@ class Worker:
                 return max(nxt, self._last_ts.get(partner, nxt))
         return self._last_ts.get(partner)
 
-    def _hold_if_ahead(self, msg: Any) -> bool:
+    def _hold_if_ahead(self, msg: Any, now: int) -> bool:
         """Keep ``msg`` back (and pause its partition) when its partition is held or the record
         runs ahead of the partner topic's; otherwise note its timestamp and let it through."""
         tp = (msg.topic(), msg.partition())
@@ -455,7 +557,7 @@ class Worker:
         partner = self._partner_position(tp)
         # the timestamp test first: the partner's lag is only asked when it could matter
         if (runs_ahead(ts, partner, first, True, self._align_ms)
-                and runs_ahead(ts, partner, first, self._partner_lagging(tp), self._align_ms)):
+                and runs_ahead(ts, partner, first, self._partner_lagging(tp, now), self._align_ms)):
             self._deferred[tp] = [msg]
             self.consumer.hold(self.consumer.held | {tp})
             self.metrics.held_partitions.set(len(self.consumer.held))
@@ -467,35 +569,35 @@ class Worker:
 
     def _release_held(self, now: int) -> list[Any]:
         """Held partitions whose partner caught up (or has nothing left to read), or whose wait
-        for the schema registry is over, go on: their records kept back, in order (the partition
-        was paused, so nothing newer of it was read; they are held again if need be)."""
+        (for the schema registry, for the next turn) is over, go on: their records kept back, in
+        order (the partition was paused, so nothing newer of it was read; they are held again if
+        need be)."""
         out: list[Any] = []
         for tp in list(self._deferred):
-            if tp in self._registry_retry_at_ms:
-                if now < self._registry_retry_at_ms[tp]:
+            if tp in self._retry_at_ms:
+                if now < self._retry_at_ms[tp]:
                     continue
-                del self._registry_retry_at_ms[tp]
+                del self._retry_at_ms[tp]
                 first_ts = None  # released: the alignment check runs again as they are handled
             else:
                 first_ts = _kafka_ts(self._deferred[tp][0])
             if first_ts is None or may_release(first_ts, self._partner_position(tp),
                                                self._first_ts.get(tp, first_ts),
-                                               self._partner_lagging(tp), self._align_ms):
+                                               self._partner_lagging(tp, now), self._align_ms):
                 kept = self._deferred.pop(tp)
                 out += kept
                 self.consumer.hold(self.consumer.held - {tp})
+                self._resumed({tp}, now)
                 self.metrics.held_partitions.set(len(self.consumer.held))
                 log.info("input partition released", topic=tp[0], partition=tp[1], records=len(kept))
         return out
 
-    def _lagging(self) -> set[tuple[Stream, int]]:
+    def _lagging(self, now: int) -> set[tuple[Stream, int]]:
         """Input partitions with unread records, or whose lag is not known yet (local calls, but a
-        failed start query is asked of the broker again at most every 10 s: InputConsumer.lag)."""
-        out = set()
-        for (topic, partition), behind in self.consumer.lag().items():
-            if behind is None or behind > 0:
-                out.add((Stream.AUDIO if topic == self.audio_topic else Stream.VIDEO, partition))
-        return out
+        failed start query is asked of the broker again at most every 10 s: InputConsumer.lag), or
+        stale: held or paused by the worker, or resumed and not read from yet (lagging_partitions)."""
+        tps = lagging_partitions(self.consumer.lag(), self._stopped(), self.consumer.paused, self._resumed_at_ms, now)
+        return {(Stream.AUDIO if topic == self.audio_topic else Stream.VIDEO, partition) for topic, partition in tps}
 
     def _activity_ms(self, now: int) -> int:
         """The join's processing-time clock: wall time that stands still while input is paused.
@@ -673,6 +775,7 @@ class Worker:
                 self._paused_total_ms += self.clock_ms() - self._paused_since_ms
                 self._paused_since_ms = None
             self.consumer.resume_all()
+            self._resumed(self.consumer.assigned, self.clock_ms())
             self.metrics.paused_partitions.set(0)
             log.info("scoring caught up: resuming input", backlog=backlog)
         elif self.consumer.paused:
@@ -699,8 +802,13 @@ class Worker:
             self._committed.pop(tp, None)
             # records kept back were never handled nor opened: the next owner reads them
             self._deferred.pop(tp, None)
-            self._registry_retry_at_ms.pop(tp, None)
+            self._retry_at_ms.pop(tp, None)
+            self._registry_waiting.pop(tp, None)
+            self._resumed_at_ms.pop(tp, None)
             self._first_ts.pop(tp, None)
+        if self._refs_read:
+            gone = set(tps)
+            self._refs_read = {k: v for k, v in self._refs_read.items() if (k[0], k[1]) not in gone}
             self._last_ts.pop(tp, None)
         self.metrics.held_partitions.set(len(self.consumer.held - set(tps)))
         self.stage.close_sessions(self.joiner.drain_closed())

@@ -29,9 +29,13 @@ class _Registry:
     def __init__(self) -> None:
         self.down = True
         self.calls = 0
+        self.clock: dict | None = None
+        self.lookup_s = 0.0  # how long a lookup takes (a registry that times out: seconds)
 
     def get_schema(self, schema_id: int) -> Schema:
         self.calls += 1
+        if self.clock is not None:
+            self.clock["s"] += self.lookup_s
         if self.down:
             raise SchemaRegistryError(503, 50301, "registry unavailable")
         if schema_id not in (AUDIO_ID, ROI_ID):
@@ -119,11 +123,12 @@ def rig():
     cfg = WorkerConfig(kafka={"bootstrap_servers": "127.0.0.1:9", "group_id": "g",
                               "topics": {"audio": {"name": "a"}, "roi": {"name": "r"}, "dlq": {"name": "d"}}},
                        http={"port": 0}, log={"json_logs": False})
-    worker = Worker(cfg, FakeScorer())
+    worker = Worker(cfg, FakeScorer(), clock_ms=lambda: int(clock["s"] * 1000))
     worker.consumer.close()
     worker.consumer = _Consumer({("a", 0), ("r", 0)})
     worker.producer = _Producer()
     registry = _Registry()
+    registry.clock = clock
     for name, topic in (("AudioChunk", "a"), ("RoiRef", "r")):
         worker.codecs[name] = AvroCodec(name, wire="confluent", registry=registry, subject=f"{topic}-value",
                                         clock_s=lambda: clock["s"])
@@ -170,3 +175,46 @@ def test_a_schema_the_registry_does_not_know_is_still_dead_lettered(rig) -> None
     assert worker.dead_lettered == 1 and len(worker.producer.sent) == 1
     assert worker.consumer.held == set()
     assert worker.tracker.positions() == {("a", 0): 1}  # the bad one done, the good one open
+
+
+def test_a_held_record_is_read_again_when_its_codec_asks_again_not_before(rig) -> None:
+    """The retry runs on the codec's own clock: its back-off starts when the lookup failed, which
+    may be seconds into the turn. Before, the retry was timed from the turn's start, fired while the
+    codec was still backing off, failed fast and held again: every wait logged and counted twice."""
+    worker, registry, clock = rig
+    registry.lookup_s = 1.5  # the lookup times out
+    _turn(worker, [_Msg("a", 0, _audio(0)), _Msg("a", 1, _audio(1))], clock)  # at 1000.0; failed at 1001.5
+    held = worker.metrics.registry_unavailable._value
+    assert registry.calls == 1 and held.get() == 1 and worker.consumer.held == {("a", 0)}
+    clock["s"] = 1001.7  # the turn's start + 0.5 s is past; the codec asks again at 1002.0
+    _turn(worker, [], clock)
+    assert held.get() == 1 and registry.calls == 1 and worker.consumer.held == {("a", 0)}  # before: 2, held again
+    clock["s"] = 1002.0
+    registry.lookup_s = 0.0
+    _turn(worker, [], clock)
+    assert registry.calls == 2 and held.get() == 2  # asked, still down: held once more, for 1 s
+    registry.down = False
+    clock["s"] = 1003.0
+    _turn(worker, [], clock)
+    assert worker.consumer.held == set() and worker.tracker.open_count(("a", 0)) == 2
+
+
+def test_not_ready_until_the_record_held_for_the_registry_is_read(rig) -> None:
+    """/readyz (another thread) must not answer 200 while the held record is being tried again:
+    before, the wait was forgotten when its timer fired, before the record was decoded again."""
+    worker, registry, clock = rig
+    _turn(worker, [_Msg("a", 0, _audio(0))], clock)
+    assert not worker.ready()
+    codec = worker.codecs["AudioChunk"]
+    seen: list[bool] = []
+
+    def decode(value: bytes):
+        seen.append(worker.ready())  # what /readyz answers while the record is tried again
+        return type(codec).decode(codec, value)
+
+    codec.decode = decode
+    registry.down = False
+    clock["s"] += 1.0
+    _turn(worker, [], clock)
+    assert seen == [False]  # before: [True]
+    assert worker.ready() and worker.consumer.held == set()

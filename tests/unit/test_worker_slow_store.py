@@ -102,3 +102,77 @@ def test_a_hanging_store_costs_its_frames_not_the_poll_loop(worker: Worker) -> N
     assert errors == {"timeout": 4.0, "store_down": 4.0}
     assert worker.dead_lettered == 0  # missing frames, as documented; every record opened in the join
     assert worker.tracker.open_count(("r", 0)) == 11
+
+
+class _Consumer:
+    def __init__(self) -> None:
+        self.assigned = {("a", 0), ("r", 0)}
+        self._held: set = set()
+        self.paused = False
+
+    @property
+    def held(self) -> set:
+        return set(self._held)
+
+    def hold(self, tps: set) -> None:
+        self._held = set(tps) & self.assigned
+
+    def lag(self) -> dict:
+        return {tp: 0 for tp in self.assigned}
+
+    def close(self) -> None:
+        pass
+
+
+class _SlowStore:
+    """A healthy store that answers every GET, each in ``delay_s``."""
+
+    def __init__(self, delay_s: float) -> None:
+        self.delay_s = delay_s
+        self.reads: list[str] = []
+
+    def __call__(self, uri: str, shape: tuple[int, ...]) -> np.ndarray:
+        time.sleep(self.delay_s)
+        self.reads.append(uri)
+        return np.full(shape, int(uri.rsplit("/", 1)[1].split(".")[0]) % 251, np.uint8)
+
+
+def test_a_batch_longer_than_a_turn_is_read_on_next_turn_nothing_missing() -> None:
+    """A healthy store slower than a backlog's batch: what is not read within the turn's budget
+    is kept back (its partition held, the records unopened: no commit passes them) and read on the
+    next turn, in order. Before: given up as missing frames (``timeout``), offsets released, and
+    the store marked down for the batches after (``store_down``)."""
+    metrics = WorkerMetrics()
+    store = _SlowStore(0.03)
+    resolver = RoiResolver(uri_resolvers={"s3": store}, store_threads=2, stall_s=0.5, max_wait_s=0.15,
+                           on_failure=lambda e: metrics.ref_errors.labels(e.reason).inc())
+    cfg = WorkerConfig(kafka={"bootstrap_servers": "127.0.0.1:9", "group_id": "g",
+                              "topics": {"audio": {"name": "a"}, "roi": {"name": "r"}}},
+                       http={"port": 0}, log={"json_logs": False})
+    w = Worker(cfg, FakeScorer(), metrics=metrics, resolver=resolver)
+    w.consumer.close()
+    w.consumer = _Consumer()
+    w.producer = _Producer()
+    try:
+        msgs = [_Msg(k, "s", _roi("s", k, {"uri": f"s3://bucket/s/{k}.raw", "shape": [16, 16], "format": "GRAY8"}))
+                for k in range(40)]  # ~0.6 s of reads on two threads: four turns' budget
+        now = 1_000_000
+        t0 = time.monotonic()
+        w._handle_batch(msgs, now)
+        assert time.monotonic() - t0 < 0.5  # the turn's bound holds
+        first = w.tracker.open_count(("r", 0))
+        assert 0 < first < 40 and w.consumer.held == {("r", 0)}  # the rest kept back, unopened
+        assert w.tracker.positions() == {("r", 0): 0}  # nothing committed past the first kept back
+        assert w._release_held(now) == []  # not within the same turn
+        turns = 1
+        while w.consumer.held and turns < 20:
+            now += 200
+            turns += 1
+            w._handle_batch(w._release_held(now), now)
+        assert w.tracker.open_count(("r", 0)) == 40 and w.consumer.held == set()
+        errors = [s for s in metrics.ref_errors.collect()[0].samples if s.name.endswith("_total")]
+        assert errors == []  # before: timeout for the rest, store_down for the batches after
+        assert sorted(store.reads) == sorted(f"s3://bucket/s/{k}.raw" for k in range(40))  # each read once
+    finally:
+        w.stage.stop()
+        resolver.close()

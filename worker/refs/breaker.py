@@ -1,15 +1,17 @@
 """Pure decisions for reading ROI references from a store without stalling the poll loop: a
-circuit breaker per store and the time budget of one batch's reads. No clock inside: every
-method takes the time (monotonic seconds) from its caller, so tests pass their own."""
+circuit breaker per store, when a store counts as hung or failed, and the time budget of one
+batch's reads. No clock inside: every function takes the time (monotonic seconds) from its
+caller, so tests pass their own."""
 
 from __future__ import annotations
 
 
 class CircuitBreaker:
-    """Closed: the store is asked. A failure (no answer in the budget, the endpoint down) opens it
-    for ``cooldown_s``, doubling per failure in a row up to ``max_cooldown_s``: meanwhile the
-    store is not asked and its frames count as missing at once. After the cool-down the store is
-    asked again: an answer (any, "not found" included: the store is up) closes it."""
+    """Closed: the store is asked. A failure (it hung: no answer for the stall budget; or every read
+    it answered in a batch failed: the endpoint down) opens it for ``cooldown_s``, doubling per
+    failure in a row up to ``max_cooldown_s``: meanwhile the store is not asked and its frames count
+    as missing at once. After the cool-down the store is asked again: an answer (any, "not found"
+    included: the store is up) closes it."""
 
     def __init__(self, cooldown_s: float = 5.0, max_cooldown_s: float = 60.0) -> None:
         self.cooldown_s, self.max_cooldown_s = cooldown_s, max_cooldown_s
@@ -34,7 +36,28 @@ class CircuitBreaker:
 
 
 def give_up_at_s(started_s: float, last_answer_s: float, stall_s: float, max_wait_s: float) -> float:
-    """When to stop waiting for a batch's reads: once no read has been answered for ``stall_s``
-    (a store that hangs), and at most ``max_wait_s`` after the batch started (a store that
-    answers, but too slowly to keep up). A healthy store answering a long batch keeps going."""
+    """When to stop waiting for a store's reads in a batch: once it has answered none for
+    ``stall_s`` (it hangs), or at ``max_wait_s`` after the batch started (the turn's bound: the
+    poll loop must keep turning; what is not read by then is asked again next turn, not lost).
+    A healthy store answering a long batch is read on across turns."""
     return min(last_answer_s + stall_s, started_s + max_wait_s)
+
+
+def hung(now_s: float, last_answer_s: float, stall_s: float) -> bool:
+    """A store with reads outstanding that has answered none for ``stall_s`` (since the batch
+    started, or its last answer) hangs: its outstanding reads are given up."""
+    return now_s - last_answer_s >= stall_s
+
+
+def store_verdict(answered_ok: int, answered_failed: int, hung_: bool) -> bool | None:
+    """What one batch tells a store's breaker: False (failed: it hung, or every read it answered
+    was a failure of the store itself, e.g. the endpoint down), True (up: some read was answered,
+    "not found" and one object's AccessDenied among good ones included), None (nothing: only reads
+    not finished within the turn, which are asked again and say nothing against the store)."""
+    if hung_:
+        return False
+    if answered_ok:
+        return True
+    if answered_failed:
+        return False
+    return None

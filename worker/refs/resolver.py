@@ -13,8 +13,10 @@ resolver becomes ``RefError("internal")``, so the caller can always mark the fra
 carry on.
 
 ``resolve_batch`` is for the worker's poll loop: the URI references of one consume batch are read
-concurrently (a few threads per store), within a time budget, and a store that failed is skipped
-for a cool-down (worker.refs.breaker). Before, each reference was read in turn on the poll loop:
+concurrently (a few threads per store); a store that hangs costs its frames and is then skipped for
+a cool-down (worker.refs.breaker); a store that answers is read to the end, across turns of the
+poll loop when a batch takes longer than one turn's budget (the rest is returned as not read yet,
+its reads carried on, and asked again). Before, each reference was read in turn on the poll loop:
 an S3 endpoint that hung held every session for ~15 s per reference, and a healthy one at
 20-50 ms per GET cost 0.6-1.5 s of poll-loop time per second of one 30 fps session.
 """
@@ -33,7 +35,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from worker.refs import shm
-from worker.refs.breaker import CircuitBreaker, give_up_at_s
+from worker.refs.breaker import CircuitBreaker, give_up_at_s, hung, store_verdict
 from worker.refs.errors import (
     BACKEND_ERROR,
     BAD_REF,
@@ -53,8 +55,11 @@ UriResolver = Callable[[str, tuple[int, ...]], np.ndarray]
 Resolved = tuple[np.ndarray | None, RefError | None]
 
 STORE_THREADS = 8  # concurrent reads per store (I/O bound; a hung store ties up only its own)
-STALL_S = 1.0  # no read of a batch answered for this long: the store hangs (S3 GETs: 20-50 ms)
-MAX_WAIT_S = 2.0  # the most a batch's reads may cost the poll loop, even from a store that answers
+STALL_S = 1.0  # a store that answered none of a batch's reads for this long hangs (S3 GETs: 20-50 ms)
+# the most one batch's reads hold the poll loop (it must keep turning: /healthz, max.poll.interval.ms);
+# what a store that answers has not read by then is returned as not read yet and asked again
+MAX_WAIT_S = 2.0
+CARRY_S = 10.0  # reads carried over that no next call took up (records revoked, or held long) are dropped
 
 
 class RoiResolver:
@@ -103,6 +108,13 @@ class RoiResolver:
         self._clock_s = clock_s
         self._breakers: dict[str, CircuitBreaker] = {}  # per store (URI scheme); poll loop only
         self._pools: dict[str, ThreadPoolExecutor] = {}
+        # reads not finished within a call's budget, by reference, for the next call to take up
+        # (with when they were carried); poll loop only
+        self._carried: dict[tuple[str, str, str], tuple[Future[Resolved], float]] = {}
+        # when each store last answered a read, any read (this batch's, or one carried on or left
+        # running from an earlier one): a store busy answering reads queued before a batch's is
+        # not hanging; set on the reading threads
+        self._answered_s: dict[str, float] = {}
 
     @classmethod
     def from_config(cls, refs_config: Any, **kwargs: Any) -> RoiResolver:
@@ -149,59 +161,123 @@ class RoiResolver:
         """A URI reference with a resolver (file://, s3://): read from a store that may be slow."""
         return self._kind(roi) in self.uri_resolvers
 
-    def resolve_batch(self, rois: Sequence[Any]) -> list[Resolved]:
-        """``try_resolve`` of each of ``rois``, in order; URI references read concurrently. What
-        is not read within the budget (``give_up_at_s``) is given up as missing (``timeout``), and
-        a store that failed is skipped for its cool-down (``store_down``): a store that hangs
-        costs frames and at most ``stall_s`` of the caller's time per cool-down. One caller
-        thread (the poll loop)."""
+    def resolve_batch(self, rois: Sequence[Any]) -> list[Resolved | None]:
+        """``try_resolve`` of each of ``rois``, in order; URI references read concurrently.
+
+        * A store that answers none of its reads for ``stall_s`` hangs: its reads still going are
+          given up as missing (``timeout``) and it is skipped for its cool-down (``store_down``),
+          as is a store whose every answered read failed (the endpoint down): a store that hangs
+          costs frames and at most ``stall_s`` of the caller's time per cool-down.
+        * A store that answers is read to the end. What it has not read when the call's budget
+          (``max_wait_s``, the poll loop's turn) is up is None: not read yet, neither missing nor
+          a failure of the store; its reads go on, and a next call with the same reference takes
+          the read up where it is. The caller asks again (the worker keeps those records back
+          for its next turn).
+
+        One caller thread (the poll loop)."""
         started_s = self._clock_s()
-        out: list[Resolved] = [(None, None)] * len(rois)
-        pending: dict[int, tuple[str, Future[Resolved]]] = {}
+        out: list[Resolved | None] = [None] * len(rois)
+        pending: dict[int, tuple[str, Future[Resolved], tuple[str, str, str] | None]] = {}
         for i, roi in enumerate(rois):
             store = self._kind(roi)
             if store not in self.uri_resolvers:
                 out[i] = self.try_resolve(roi)
+                continue
+            key = self._read_key(roi)
+            carried = self._carried.pop(key, None) if key is not None else None
+            if carried is not None:  # read on since the last call: the answer may be in already
+                pending[i] = (store, carried[0], key)
             elif not self._breaker(store).allows(started_s):
                 out[i] = (None, self._failure(RefError(
                     STORE_DOWN, f"skipped for {self._breaker(store).open_for_s(started_s):.1f} s more: the "
                     "store failed", scheme=store)))
             else:
-                pending[i] = (store, self._pool(store).submit(self.try_resolve, roi))
+                future = self._pool(store).submit(self.try_resolve, roi)
+                future.add_done_callback(lambda f, store=store: f.cancelled() or self._answered(store))
+                pending[i] = (store, future, key)
         if pending:
-            self._wait([future for _, future in pending.values()], started_s)
-            self._collect(pending, out)
+            hung_stores = self._wait(pending, started_s)
+            self._collect(pending, out, hung_stores)
+        self._drop_stale_carried(self._clock_s())
         return out
 
-    def _wait(self, futures: list[Future[Resolved]], started_s: float) -> None:
-        left, last_answer_s = set(futures), started_s
-        while left:
-            timeout_s = give_up_at_s(started_s, last_answer_s, self.stall_s, self.max_wait_s) - self._clock_s()
+    def _wait(self, pending: Mapping[int, tuple[str, Future[Resolved], Any]], started_s: float) -> set[str]:
+        """Wait for the reads until each store has answered them all or hangs, or the budget is up;
+        the stores that hang."""
+        left: dict[str, set[Future[Resolved]]] = {}
+        for store, future, _key in pending.values():
+            left.setdefault(store, set()).add(future)
+        last_answer_s = dict.fromkeys(left, started_s)
+        hung_stores: set[str] = set()
+        while True:
+            now_s = self._clock_s()
+            for store, futures in left.items():
+                futures -= {f for f in futures if f.done()}  # e.g. carried reads answered since
+                last_answer_s[store] = max(last_answer_s[store], self._answered_s.get(store, started_s))
+                if futures and store not in hung_stores and hung(now_s, last_answer_s[store], self.stall_s):
+                    hung_stores.add(store)
+            active = [s for s, futures in left.items() if futures and s not in hung_stores]
+            if not active:
+                return hung_stores
+            timeout_s = min(give_up_at_s(started_s, last_answer_s[s], self.stall_s, self.max_wait_s)
+                            for s in active) - now_s
+            if now_s >= started_s + self.max_wait_s:
+                return hung_stores  # the turn's budget: the rest is asked again
             if timeout_s <= 0:
-                return
-            done, left = wait(left, timeout=timeout_s, return_when=FIRST_COMPLETED)
-            if done:
-                last_answer_s = self._clock_s()
+                continue  # a store just went past its stall budget: marked above
+            wait(set().union(*(left[s] for s in active)), timeout=min(timeout_s, 0.05), return_when=FIRST_COMPLETED)
 
-    def _collect(self, pending: dict[int, tuple[str, Future[Resolved]]], out: list[Resolved]) -> None:
-        """Results into ``out``; the reads still going given up; each store's breaker told."""
-        answered: set[str] = set()
-        failed: set[str] = set()
-        for i, (store, future) in pending.items():
+    def _collect(self, pending: Mapping[int, tuple[str, Future[Resolved], tuple[str, str, str] | None]],
+                 out: list[Resolved | None], hung_stores: set[str]) -> None:
+        """Results into ``out``; the reads of a store that hangs given up; the reads still going at
+        a store that answers carried over (None in ``out``); each store's breaker told."""
+        ok: Counter[str] = Counter()
+        bad: Counter[str] = Counter()
+        now_s = self._clock_s()
+        for i, (store, future, key) in pending.items():
+            if future.cancelled():
+                continue  # dropped meanwhile (a duplicate's read): out[i] stays None, asked again
             if future.done():
                 out[i] = future.result()
-                err = out[i][1]
-                (failed if err is not None and err.reason == BACKEND_ERROR else answered).add(store)
-            else:
+                err = out[i][1]  # type: ignore[index]
+                (bad if err is not None and err.reason == BACKEND_ERROR else ok)[store] += 1
+            elif store in hung_stores:
                 future.cancel()  # one not started never will; a running one ends on its own timeouts
-                out[i] = (None, self._failure(RefError(TIMEOUT, "not read within the batch's time budget",
+                out[i] = (None, self._failure(RefError(TIMEOUT, f"the store answered nothing for {self.stall_s:g} s",
                                                        scheme=store)))
-                failed.add(store)  # too slow to keep up is a failure too, even if it answered some
+            elif key is not None and key not in self._carried:
+                self._carried[key] = (future, now_s)  # out[i] stays None: not read yet
+            else:  # a second read of the same reference in this batch: the carried one serves both
+                future.cancel()
+        for store in {store for store, _f, _k in pending.values()}:
+            verdict = store_verdict(ok[store], bad[store], store in hung_stores)
+            if verdict is True:
+                self._breaker(store).answered()
+            elif verdict is False:
+                self._breaker(store).failed(now_s)
+
+    def _answered(self, store: str) -> None:
+        """A read of ``store`` was answered (done callback, on its reading thread)."""
         now_s = self._clock_s()
-        for store in failed:
-            self._breaker(store).failed(now_s)
-        for store in answered - failed:
-            self._breaker(store).answered()
+        with self._lock:
+            self._answered_s[store] = max(now_s, self._answered_s.get(store, now_s))
+
+    def _drop_stale_carried(self, now_s: float) -> None:
+        """Reads carried over that no call took up for CARRY_S (their records went elsewhere)."""
+        for key, (future, since_s) in list(self._carried.items()):
+            if now_s - since_s >= CARRY_S:
+                future.cancel()
+                del self._carried[key]
+
+    @staticmethod
+    def _read_key(roi: Any) -> tuple[str, str, str] | None:
+        """What identifies one read of a URI reference across calls (None: nothing usable)."""
+        try:
+            if isinstance(roi, tuple) and len(roi) == 2:
+                roi = roi[1]
+            return str(roi["uri"]), str(list(roi["shape"])), str(roi["format"])
+        except Exception:  # noqa: BLE001 - a malformed reference is read (and refused) afresh
+            return None
 
     def _breaker(self, store: str) -> CircuitBreaker:
         if store not in self._breakers:
@@ -217,6 +293,9 @@ class RoiResolver:
     def close(self) -> None:
         """Stop the reading threads (reads not started are dropped; running ones end on their
         own timeouts)."""
+        for future, _since_s in self._carried.values():
+            future.cancel()
+        self._carried.clear()
         for pool in self._pools.values():
             pool.shutdown(wait=False, cancel_futures=True)
         self._pools.clear()

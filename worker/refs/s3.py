@@ -1,9 +1,10 @@
 """ROI pixels in an S3 object (``s3://bucket/key``) through boto3, endpoint configurable
 (MinIO, moto, a VPC endpoint). Objects hold raw pixels or a .npy array.
 
-Timeouts and retries are short on purpose: a slow store must cost a missing frame, not a stalled
-worker. The worker reads through ``RoiResolver.resolve_batch``, on threads of their own and within
-a time budget, so these only bound how long a read holds one of those threads.
+Timeouts and retries are short on purpose: a store that hangs must cost a missing frame, not a
+stalled worker. The worker reads through ``RoiResolver.resolve_batch``, on threads of their own (a
+store that answers nothing for 1 s counts as hung; a slow one is read on across poll-loop turns),
+so these only bound how long a read holds one of those threads.
 """
 
 from __future__ import annotations

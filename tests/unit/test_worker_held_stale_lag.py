@@ -1,0 +1,239 @@
+"""A partition the worker holds or paused itself counts as still having unread records: its lag
+(librdkafka's cached high watermark, refreshed by fetches only) is stale meanwhile, and stays stale
+after a resume until a fetch of it answers.
+
+Before (a review's e2e_registry_one_topic.py): a registry outage on the audio topic held the
+audio partition for ~5 s; the ROI partition, running ahead, was held as "ahead of its partner";
+when the audio came back the ROI partition's lag read 0 (stale: paused for 12 s of new records),
+so the audio was not held back and ran ~10 s ahead, the video stream counted as stalled, jobs were
+emitted with no frames and the frames arriving later were dropped as late, their offsets committed
+(28 of 57 signals LOW_QUALITY, events_dropped{why=late} 288).
+
+Here the Worker's poll loop is driven turn by turn on a fake clock (the run loop's steps: consume,
+handle, release the held, tick the join every 250 ms) over a stand-in consumer whose lag is stale
+exactly as librdkafka's: the high watermark is only seen by a fetch, and a held or paused
+partition is not fetched.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+from confluent_kafka.schema_registry import Schema
+from confluent_kafka.schema_registry.error import SchemaRegistryError
+from support.fake_scorer import FakeScorer
+
+from schemas import AvroCodec
+from schemas.codec import schema_text
+from worker.app import STALE_LAG_MS, Worker, lagging_partitions
+from worker.config import WorkerConfig
+from worker.windowing.events import Stream
+
+AUDIO, ROI = ("a", 0), ("r", 0)
+
+
+class _Registry:
+    def __init__(self, name: str, schema_id: int) -> None:
+        self.name, self.schema_id = name, schema_id
+        self.down = False
+
+    def get_schema(self, schema_id: int) -> Schema:
+        if self.down:
+            raise SchemaRegistryError(503, 50301, "registry unavailable")
+        return Schema(schema_text(self.name), "AVRO")
+
+
+class _Msg:
+    def __init__(self, topic: str, offset: int, value: bytes, ts: int) -> None:
+        self._t, self._o, self._v, self._ts = topic, offset, value, ts
+
+    def topic(self) -> str:
+        return self._t
+
+    def partition(self) -> int:
+        return 0
+
+    def offset(self) -> int:
+        return self._o
+
+    def key(self) -> bytes:
+        return b"s1"
+
+    def value(self) -> bytes:
+        return self._v
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, self._ts)  # CREATE_TIME
+
+    def error(self) -> None:
+        return None
+
+
+class _Consumer:
+    """Two partitions, each a log the test appends to. ``fetch`` reads what a fetch would (not the
+    held or paused ones, nor for FETCH_MS one just resumed: the fetch is on its way) and only then
+    sees the high watermark: lag() is stale for the others."""
+
+    FETCH_MS = 100
+
+    def __init__(self) -> None:
+        self.assigned = {AUDIO, ROI}
+        self.logs: dict = {AUDIO: [], ROI: []}
+        self.position = {AUDIO: 0, ROI: 0}
+        self.high_seen = {AUDIO: 0, ROI: 0}
+        self._held: set = set()
+        self.paused = False
+        self.now = 0
+        self._resumed_at: dict = {}
+
+    @property
+    def held(self) -> set:
+        return set(self._held)
+
+    def hold(self, tps: set) -> None:
+        for tp in self._held - set(tps):
+            self._resumed_at[tp] = self.now
+        self._held = set(tps) & self.assigned
+
+    def pause_all(self) -> int:
+        self.paused = True
+        return len(self.assigned)
+
+    def resume_all(self) -> None:
+        self.paused = False
+        for tp in self.assigned:
+            self._resumed_at[tp] = self.now
+
+    def fetch(self, most: int = 500) -> list:
+        out: list = []
+        if self.paused:
+            return out
+        for tp in sorted(self.assigned - self._held):
+            if self.now - self._resumed_at.get(tp, self.now - self.FETCH_MS) < self.FETCH_MS:
+                continue
+            log = self.logs[tp]
+            self.high_seen[tp] = len(log)
+            got = log[self.position[tp]:self.position[tp] + most]
+            self.position[tp] += len(got)
+            out += got
+        return out
+
+    def lag(self) -> dict:
+        return {tp: max(0, self.high_seen[tp] - self.position[tp]) for tp in self.assigned}
+
+    def close(self) -> None:
+        pass
+
+
+class _Producer:
+    def produce(self, topic: str, key: bytes, value: bytes, on_delivery) -> None:
+        raise AssertionError(f"nothing here is a bad record: {topic}")
+
+    def poll(self, _timeout: float) -> int:
+        return 0
+
+
+def _framed(name: str, schema_id: int, record: dict) -> bytes:
+    return b"\x00" + struct.pack(">I", schema_id) + AvroCodec(name).encode(record)
+
+
+@pytest.fixture
+def rig():
+    clock = {"ms": 1_000_000}
+    cfg = WorkerConfig(kafka={"bootstrap_servers": "127.0.0.1:9", "group_id": "g",
+                              "topics": {"audio": {"name": "a"}, "roi": {"name": "r"}, "dlq": {"name": "d"}}},
+                       http={"port": 0}, log={"json_logs": False})
+    worker = Worker(cfg, FakeScorer(), clock_ms=lambda: clock["ms"])
+    worker.consumer.close()
+    worker.consumer = _Consumer()
+    worker.producer = _Producer()
+    registries = {"AudioChunk": _Registry("AudioChunk", 1), "RoiRef": _Registry("RoiRef", 2)}
+    for name, topic in (("AudioChunk", "a"), ("RoiRef", "r")):
+        worker.codecs[name] = AvroCodec(name, wire="confluent", registry=registries[name], subject=f"{topic}-value",
+                                        clock_s=lambda: clock["ms"] / 1000.0)
+    worker._assigned_once = worker._warm = True
+    yield worker, registries, clock
+    worker.stage.stop()
+
+
+def _lagging(worker: Worker, now: int) -> set:
+    return worker._lagging(now)
+
+
+def test_a_registry_outage_on_one_topic_loses_no_frames(rig) -> None:
+    """One live session, 30 fps frames and 40 ms chunks in real time for 20 s; the audio topic's
+    schema cannot be looked up from 3 s to 8 s of it."""
+    worker, registries, clock = rig
+    consumer: _Consumer = worker.consumer
+    fps, seconds = 30, 20
+    t0 = clock["ms"]
+    frames = [(t0 + k * 1000 // fps, k) for k in range(fps * seconds)]
+    chunks = [(t0 + (s + 1) * 40, s) for s in range(seconds * 25)]
+    jobs: list = []
+    last_tick = t0
+    ahead_ms = 0
+    for now in range(t0, t0 + seconds * 1000 + 4000, 50):
+        clock["ms"] = consumer.now = now
+        registries["AudioChunk"].down = t0 + 3000 <= now < t0 + 8000
+        while frames and frames[0][0] <= now:
+            ts, k = frames.pop(0)
+            consumer.logs[ROI].append(_Msg("r", len(consumer.logs[ROI]), _framed("RoiRef", 2, {
+                "session_id": "s1", "frame_index": k, "pts_ms": 1000 * k // fps, "fps": float(fps),
+                "roi": {"width": 16, "height": 16, "format": "GRAY8", "data": bytes(256)}}), ts))
+        while chunks and chunks[0][0] <= now:
+            ts, s = chunks.pop(0)
+            # from 3 s on the audio producer writes with a schema id the worker has to look up
+            consumer.logs[AUDIO].append(_Msg("a", len(consumer.logs[AUDIO]), _framed("AudioChunk", 1 if s < 75 else 3, {
+                "session_id": "s1", "seq": s, "start_sample": 640 * s, "sample_rate": 16000, "channels": 1,
+                "encoding": "PCM_S16LE", "data": bytes(1280)}), ts))
+        # one turn of Worker.run
+        msgs = consumer.fetch()
+        worker._lag_now = None
+        worker._fetched(msgs)
+        jobs += worker._handle_batch(msgs, now)
+        worker._lag_now = None
+        jobs += worker._handle_batch(worker._release_held(now), now)
+        if now - last_tick >= 250:
+            last_tick = now
+            worker.joiner.set_lagging(_lagging(worker, now))
+            jobs += worker.joiner.tick(worker._activity_ms(now))
+        if AUDIO in worker._last_ts and ROI in worker._last_ts:
+            ahead_ms = max(ahead_ms, abs(worker._last_ts[AUDIO] - worker._last_ts[ROI]))
+    assert consumer.position == {tp: len(log) for tp, log in consumer.logs.items()}  # all read
+    assert not worker._deferred and worker.consumer.held == set()
+    counters = worker.joiner.counters
+    # before: the audio ran ~10 s ahead, frames came late (dropped, committed) and jobs lacked them
+    assert counters["dropped_late"] == 0, dict(counters)
+    assert ahead_ms <= worker._align_ms + 1000, ahead_ms
+    assert jobs and [j for j in jobs if j.frames_missing] == []
+
+
+def test_held_paused_or_just_resumed_partitions_count_as_lagging_whatever_their_lag_reads() -> None:
+    lag = {AUDIO: 0, ROI: 0}  # both read 0: stale for those the worker stopped
+    assert lagging_partitions(lag, set(), False, {}, 5_000) == set()
+    assert lagging_partitions(lag, {ROI}, False, {}, 5_000) == {ROI}  # held (alignment, registry, refs)
+    assert lagging_partitions(lag, set(), True, {}, 5_000) == {AUDIO, ROI}  # backpressure: all paused
+    resumed = {AUDIO: 5_000}
+    assert lagging_partitions(lag, set(), False, resumed, 5_000 + STALE_LAG_MS - 1) == {AUDIO}
+    assert lagging_partitions(lag, set(), False, resumed, 5_000 + STALE_LAG_MS) == set()  # a fetch answered by now
+    assert lagging_partitions({AUDIO: None, ROI: 3}, set(), False, {}, 0) == {AUDIO, ROI}
+
+
+def test_the_worker_counts_what_it_holds_pauses_and_resumes_as_lagging(rig) -> None:
+    worker, _registries, clock = rig
+    consumer: _Consumer = worker.consumer
+    now = clock["ms"]
+    assert _lagging(worker, now) == set()
+    consumer.hold({ROI})
+    assert _lagging(worker, now) == {(Stream.VIDEO, 0)}  # held: stale lag
+    consumer.hold(set())
+    worker.stage.backlog = lambda: 10_000  # scoring far behind: every partition paused
+    worker._backpressure()
+    assert consumer.paused and _lagging(worker, now) == {(Stream.AUDIO, 0), (Stream.VIDEO, 0)}
+    worker.stage.backlog = lambda: 0
+    worker._backpressure()  # resumed: stale until a fetch answers
+    assert not consumer.paused and _lagging(worker, now + 10) == {(Stream.AUDIO, 0), (Stream.VIDEO, 0)}
+    worker._fetched([_Msg("a", 0, b"", now)])  # a record of the audio partition came: its lag is fresh
+    assert _lagging(worker, now + 10) == {(Stream.VIDEO, 0)}
+    assert _lagging(worker, now + STALE_LAG_MS) == set()

@@ -806,10 +806,10 @@ class Worker:
             self._registry_waiting.pop(tp, None)
             self._resumed_at_ms.pop(tp, None)
             self._first_ts.pop(tp, None)
+            self._last_ts.pop(tp, None)
         if self._refs_read:
             gone = set(tps)
             self._refs_read = {k: v for k, v in self._refs_read.items() if (k[0], k[1]) not in gone}
-            self._last_ts.pop(tp, None)
         self.metrics.held_partitions.set(len(self.consumer.held - set(tps)))
         self.stage.close_sessions(self.joiner.drain_closed())
         if dropped:

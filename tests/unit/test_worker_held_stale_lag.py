@@ -237,3 +237,15 @@ def test_the_worker_counts_what_it_holds_pauses_and_resumes_as_lagging(rig) -> N
     worker._fetched([_Msg("a", 0, b"", now)])  # a record of the audio partition came: its lag is fresh
     assert _lagging(worker, now + 10) == {(Stream.VIDEO, 0)}
     assert _lagging(worker, now + STALE_LAG_MS) == set()
+
+
+def test_a_revoke_forgets_the_alignment_positions_of_its_partitions(rig):
+    """Given back after a rebalance, partitions are read again from their committed offsets: the
+    positions read before the revoke must not stand for them (a re-review: they survived, so a
+    topic counted its partner as further on than it was and ran ahead of it unheld)."""
+    worker, _registries, _clock = rig
+    for tp in (("a", 0), ("r", 0)):
+        worker._first_ts[tp] = 0
+        worker._last_ts[tp] = 40_000
+    worker._forget([("a", 0), ("r", 0)])
+    assert worker._last_ts == {} and worker._first_ts == {}

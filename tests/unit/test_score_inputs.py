@@ -141,6 +141,34 @@ def test_a_one_frame_still_track_before_the_video_is_not_read_as_the_video(tmp_p
     assert frames.shape[0] == 50 and frames.shape[1:3] == (120, 160)
 
 
+def test_of_two_moving_video_streams_the_default_one_is_read_not_the_busiest(tmp_path):
+    """A 25 fps camera beside a 60 fps screen track: the camera (the first, default-flagged)
+    is the video; before, the busiest stream in the first seconds was read (the screen,
+    NO_FACE). With the default flag on the second stream, that one is read."""
+    mkv = tmp_path / "two.mkv"
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=160x120:rate=25:duration=3",
+           "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=60:duration=3",
+           "-map", "0:v", "-map", "1:v", "-c:v", "libx264", "-preset", "ultrafast", "-t", "3", str(mkv))
+    info = probe(mkv)
+    assert info.video_index == 0 and (info.width, info.height, info.fps) == (160, 120, 25.0)
+    flagged = tmp_path / "second_default.mkv"
+    ffmpeg("-i", str(mkv), "-map", "0", "-c", "copy", "-disposition:v:0", "0", "-disposition:v:1", "default",
+           str(flagged))
+    info = probe(flagged)
+    assert info.video_index == 1 and (info.width, info.height, info.fps) == (320, 240, 60.0)
+
+
+def test_a_default_flagged_still_is_passed_over_for_the_next_moving_stream(tmp_path):
+    clip = _clip(tmp_path / "clip.mp4", 2.0)
+    still = tmp_path / "still.png"
+    ffmpeg("-f", "lavfi", "-i", "color=blue:size=64x48:duration=0.04", "-frames:v", "1", str(still))
+    mkv = tmp_path / "still_default.mkv"
+    ffmpeg("-i", str(clip), "-i", str(still), "-map", "0:v", "-map", "1:v", "-map", "0:a", "-c:v:0", "copy",
+           "-c:v:1", "png", "-c:a", "copy", "-disposition:v:0", "0", "-disposition:v:1", "default", str(mkv))
+    info = probe(mkv)
+    assert info.video_index == 0 and info.video_codec == "h264"
+
+
 # -- 4: a FIFO --------------------------------------------------------------------------------
 
 def test_a_fifo_is_refused_at_once(tmp_path):
@@ -392,6 +420,49 @@ def test_score_notes_opposite_phase_audio(tmp_path, capsys):
     assert main(["score", str(clip), "--audio", str(anti), "--json"]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert any("cancel when mixed to mono" in n for n in out["notes"]), out["notes"]
+
+
+def test_the_channels_energies_are_measured_on_the_first_seconds_only(tmp_path, monkeypatch):
+    """Opposite phase is the file's wiring: the channels are read beside the mix only for the
+    first CANCEL_SCAN_S seconds (all of a 20 min stereo track took 2.0-2.5 s, not 1.2 s). Here
+    the channels cancel in the first second only; measured on the first second (the scan
+    shortened to 1 s) that is what is found; measured on all 3 s, it was not."""
+    import wave
+
+    rng = np.random.default_rng(7)
+    left = (rng.standard_normal(48000) * 6000).clip(-32000, 32000).astype(np.int16)
+    right = left.copy()
+    right[:16000] = -left[:16000]  # opposite phase for the first second, then the same sound
+    path = tmp_path / "first_second_anti.wav"
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(2)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(np.stack([left, right], axis=1).tobytes())
+    monkeypatch.setattr(decode, "CANCEL_SCAN_S", 1, raising=False)
+    notes: list[str] = []
+    read_audio(path, notes=notes)
+    assert len(notes) == 1 and "cancel when mixed to mono" in notes[0], notes
+
+
+def test_errors_of_a_stereo_decode_are_counted_once(tmp_path):
+    """The channels' second output repeated the mono output's muxer errors (two TS segments
+    joined with cat: twice as many errors in the damage note as ffmpeg's own decode gives)."""
+    seg = tmp_path / "seg.ts"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=160x120:rate=25:duration=3", "-f", "lavfi", "-i",
+           "sine=f=440:duration=3", "-ac", "2", "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac",
+           "-t", "3", "-f", "mpegts", str(seg))
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(seg.read_bytes() * 2)
+    info = probe(joined)
+    assert info.channels == 2
+    # the clock kept as is (no aligning aresample): the muxer sees the second segment's time go back
+    errors: list[str] = []
+    decode._decode_audio(info, 16000, "anull", copyts=True, errors=errors)
+    plain = subprocess.run(["ffmpeg", "-v", "error", "-nostdin", "-copyts", "-i", str(joined), "-map", "0:a:0", "-af",
+                            "anull,aresample=16000,aformat=sample_fmts=flt:channel_layouts=mono", "-f", "f32le",
+                            "pipe:1"], capture_output=True, check=False).stderr.decode().splitlines()
+    assert len(plain) > 0 and len(errors) == len(plain), (len(errors), len(plain))
 
 
 def test_stereo_dev_clips_mix_to_mono_exactly_as_ffmpeg_does():

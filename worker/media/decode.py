@@ -251,18 +251,22 @@ STEADY_MAX_SLOTS = 1.8  # a standard rate's slots per frame there are, at most (
 
 
 def _moving_video(path: str, videos: list[dict]) -> dict:
-    """Of several video streams, the one that moves: the first with at least half as many packets
-    in the first MOVING_SCAN_S seconds as the busiest (demuxed only), so that a one-frame PNG
-    track or a still listed before the camera's stream is not read as the video (a review: "has
-    1 frames; at least 8 are needed"), while of two real ones the first is kept."""
+    """Of several video streams, the one to read: the default-flagged one (else the first), as
+    ffmpeg and players pick it, unless it is a still (at most one packet in the first
+    MOVING_SCAN_S seconds, demuxed only: a one-frame PNG track listed before the camera's
+    stream, a review: "has 1 frames; at least 8 are needed"); then the next one that moves.
+    Not the busiest: a 25 fps camera beside a 60 fps screen track is still the video (a review:
+    the screen track was scored, NO_FACE)."""
+    preferred = next((i for i, v in enumerate(videos) if (v.get("disposition") or {}).get("default")), 0)
     cmd = ["ffprobe", "-v", "error", "-read_intervals", f"%+{MOVING_SCAN_S}", "-show_entries",
            "packet=stream_index", "-of", "csv=p=0", ff_input(path)]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     counts = collections.Counter(x.strip().rstrip(",") for x in proc.stdout.split())
     n = [counts.get(str(v.get("index")), 0) for v in videos]
-    if proc.returncode != 0 or max(n) <= 1:
-        return videos[0]
-    return next(v for v, k in zip(videos, n, strict=True) if 2 * k >= max(n))
+    if proc.returncode != 0 or n[preferred] > 1:
+        return videos[preferred]
+    order = [*range(preferred + 1, len(videos)), *range(preferred)]
+    return next((videos[i] for i in order if n[i] > 1), videos[preferred])
 
 
 MOVING_SCAN_S = 5
@@ -705,6 +709,13 @@ def _check_audio(info: MediaInfo, sample_rate: int) -> None:
 # (-80 dBFS) for there to be anything to cancel
 CANCEL_RATIO = 0.1
 CANCEL_MIN_RMS = 1e-4
+CANCEL_SCAN_S = 60  # the channels' energies are measured on the first this many seconds
+
+
+def _native_trim(info: MediaInfo) -> str:
+    """An atrim ending the channel branch soon after CANCEL_SCAN_S seconds at the stream's own
+    rate (before resampling them all), or nothing when the rate is not known."""
+    return f"atrim=end_sample={math.ceil((CANCEL_SCAN_S + 1) * info.sample_rate)}," if info.sample_rate else ""
 
 
 def _decode_audio(info: MediaInfo, sample_rate: int, align: str, copyts: bool,
@@ -725,19 +736,25 @@ def _decode_audio(info: MediaInfo, sample_rate: int, align: str, copyts: bool,
     head = ["ffmpeg", "-v", "error", "-nostdin", *(["-copyts"] if copyts else []), "-i", ff_input(info.path)]
     channels = info.channels or 0
     if channels < 2:
+        counted = 0
         audio, _, lines, rc = _run_audio([*head, "-map", f"0:a:{info.audio_stream}", "-af", f"{align},{mono}",
                                           "-f", "f32le", "pipe:1"], 0)
     else:
+        # the channels only for the first CANCEL_SCAN_S seconds (opposite phase is the file's
+        # wiring, not a moment's: all of a 20 min track took 2.0-2.5 s and 250 MB, not 1.2 s and
+        # 180 MB), their clock renumbered so their muxer does not repeat the mono one's errors
+        scan = math.ceil(CANCEL_SCAN_S * sample_rate)
         graph = (f"[0:a:{info.audio_stream}]{align},asplit[m][c];[m]{mono}[mono];"
-                 f"[c]aresample={sample_rate},aformat=sample_fmts=flt{trim}[chans]")
-        audio, energy, lines, rc = _run_audio([*head, "-filter_complex", graph, "-map", "[mono]", "-f", "f32le",
-                                               "pipe:1", "-map", "[chans]", "-f", "f32le"], channels)
+                 f"[c]{_native_trim(info)}asetpts=N/SR/TB,aresample={sample_rate},aformat=sample_fmts=flt,"
+                 f"atrim=end_sample={min(scan, max_samples or scan)}[chans]")
+        audio, (energy, counted), lines, rc = _run_audio([*head, "-filter_complex", graph, "-map", "[mono]", "-f",
+                                                          "f32le", "pipe:1", "-map", "[chans]", "-f", "f32le"], channels)
     if rc != 0:
         raise MediaError(f"cannot decode audio of {info.path}: {(lines or ['?'])[-1]}")
     if errors is not None:
         errors.extend(lines)
     if channels >= 2 and audio.size and energy is not None:
-        mixed = float(np.mean(np.square(audio, dtype=np.float64)))
+        mixed = float(np.mean(np.square(audio[:counted], dtype=np.float64)))
         unrelated = float(energy.sum()) / channels**2  # what equal-weight unrelated channels mix to
         loudest = int(np.argmax(energy))
         if energy[loudest] > CANCEL_MIN_RMS**2 and mixed < CANCEL_RATIO * unrelated:
@@ -754,10 +771,11 @@ def _decode_audio(info: MediaInfo, sample_rate: int, align: str, copyts: bool,
     return audio
 
 
-def _run_audio(cmd: list[str], channels: int) -> tuple[np.ndarray, np.ndarray | None, list[str], int]:
-    """Run an audio ffmpeg: (mono float32 from stdout, each channel's mean square energy from a
+def _run_audio(cmd: list[str], channels: int) -> tuple[np.ndarray, tuple[np.ndarray | None, int], list[str], int]:
+    """Run an audio ffmpeg: (mono float32 from stdout, (each channel's mean square energy from a
     second f32le output of ``channels`` interleaved channels, appended to ``cmd`` as a pipe of
-    its own (None when ``channels`` is 0), ffmpeg's stderr lines, its exit code). Every pipe is
+    its own (None when ``channels`` is 0), how many samples that was), ffmpeg's stderr lines,
+    its exit code). Every pipe is
     drained as it comes (stderr and the channels on threads): a full pipe stalls ffmpeg."""
     r_fd = w_fd = None
     if channels:
@@ -820,7 +838,7 @@ def _run_audio(cmd: list[str], channels: int) -> tuple[np.ndarray, np.ndarray | 
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     audio = np.frombuffer(buf, np.float32, count=len(buf) // 4)
     energy = sums / counted[0] if channels and counted[0] else None
-    return audio, energy, lines, rc
+    return audio, (energy, counted[0]), lines, rc
 
 
 def audio_track_start_s(video: MediaInfo) -> float:

@@ -455,8 +455,10 @@ class Worker:
         self._registry_waiting.setdefault(tp, msg.offset())
         # the codec's next lookup is retry_in_s from now, not from the turn's start (the lookup
         # that failed may have taken seconds of the turn): a retry before it only fails fast and
-        # holds again. Not sooner than 50 ms either (a codec that says "now" while backing off)
-        self._retry_at_ms[tp] = self.clock_ms() + max(50, math.ceil(exc.retry_in_s * 1000))
+        # holds again. Not sooner than 50 ms either (a codec that says "now" while backing off).
+        # +1 ms: clock_ms is floored to the ms while the codec's back-off runs on its own
+        # fractional clock, so the retry would be due up to 1 ms before its next lookup
+        self._retry_at_ms[tp] = self.clock_ms() + 1 + max(50, math.ceil(exc.retry_in_s * 1000))
         self.consumer.hold(self.consumer.held | {tp})
         self.metrics.held_partitions.set(len(self.consumer.held))
         self.metrics.registry_unavailable.inc()

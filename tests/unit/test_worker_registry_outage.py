@@ -161,7 +161,7 @@ def test_records_wait_for_the_registry_and_are_read_when_it_is_back(rig) -> None
     assert registry.calls == 4 and worker.consumer.held == {("a", 0), ("r", 0)}
     assert [len(v) for v in worker._deferred.values()] == [3, 3]  # kept in order
     registry.down = False
-    clock["s"] += 1.0
+    clock["s"] += 1.001  # the codec's next lookup, on the worker's ms clock (rounded up)
     _turn(worker, [], clock)
     assert worker.dead_lettered == 0 and worker.consumer.held == set() and worker.ready()
     # read now: every record is opened in the join (their jobs will release them)
@@ -189,12 +189,12 @@ def test_a_held_record_is_read_again_when_its_codec_asks_again_not_before(rig) -
     clock["s"] = 1001.7  # the turn's start + 0.5 s is past; the codec asks again at 1002.0
     _turn(worker, [], clock)
     assert held.get() == 1 and registry.calls == 1 and worker.consumer.held == {("a", 0)}  # before: 2, held again
-    clock["s"] = 1002.0
+    clock["s"] = 1002.001  # the codec's next lookup, on the worker's ms clock (rounded up)
     registry.lookup_s = 0.0
     _turn(worker, [], clock)
     assert registry.calls == 2 and held.get() == 2  # asked, still down: held once more, for 1 s
     registry.down = False
-    clock["s"] = 1003.0
+    clock["s"] = 1003.002
     _turn(worker, [], clock)
     assert worker.consumer.held == set() and worker.tracker.open_count(("a", 0)) == 2
 
@@ -218,3 +218,26 @@ def test_not_ready_until_the_record_held_for_the_registry_is_read(rig) -> None:
     _turn(worker, [], clock)
     assert seen == [False]  # before: [True]
     assert worker.ready() and worker.consumer.held == set()
+
+
+def test_a_held_record_is_not_released_before_the_codec_asks_again_within_the_millisecond(rig) -> None:
+    """The worker's clock is whole milliseconds (floored), the codec's back-off its own fractional
+    seconds: the retry was due up to 1 ms before the codec's next lookup, so the first release
+    failed fast ("next lookup in 0.0 s") and was held again: one hold and error line too many per
+    outage (the review's e2e: registry_unavailable_total one too many)."""
+    worker, registry, clock = rig
+    clock["s"] = 1000.0004  # within a millisecond: the codec's back-off ends at 1000.5004
+    _turn(worker, [_Msg("a", 0, _audio(0))], clock)
+    held = worker.metrics.registry_unavailable._value
+    assert registry.calls == 1 and held.get() == 1
+    clock["s"] = 1000.5  # the worker's ms clock says 1000.500 s; the codec is still backing off
+    _turn(worker, [], clock)
+    assert held.get() == 1 and worker.consumer.held == {("a", 0)}  # before: 2 (failed fast, held again)
+    clock["s"] = 1000.5015  # the codec asks again: still down, held once more for its next step
+    _turn(worker, [], clock)
+    assert registry.calls == 2 and held.get() == 2
+    registry.down = False
+    clock["s"] = 1001.503
+    _turn(worker, [], clock)
+    assert registry.calls == 3 and held.get() == 2
+    assert worker.consumer.held == set() and worker.tracker.open_count(("a", 0)) == 1

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.support.audio_lag import lag_samples
 from worker.media.decode import MediaError, first_frame_time_s, iter_video, probe, read_audio, read_video
 
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
@@ -372,14 +373,6 @@ def test_h264_with_b_frames_copied_into_avi_is_read_at_its_frame_rate(tmp_path):
     assert fps == 25 and abs(frames.shape[0] - 50) <= 1
 
 
-def _lag_samples(a: np.ndarray, b: np.ndarray, max_lag: int = 800) -> int:
-    """The shift of b against a (samples) that matches them best."""
-    n = min(len(a), len(b)) - 2 * max_lag
-    ref = a[max_lag:max_lag + n]
-    scores = [float(np.dot(ref, b[max_lag + k:max_lag + k + n])) for k in range(-max_lag, max_lag + 1)]
-    return int(np.argmax(scores)) - max_lag
-
-
 @pytest.mark.parametrize("ext", ["wav", "mp3"])
 def test_a_clips_own_audio_extracted_by_ffmpeg_lines_up_as_audio(tmp_path, ext):
     """What a user does to check a file: extract the clip's audio with ffmpeg (and edit it), pass
@@ -395,7 +388,7 @@ def test_a_clips_own_audio_extracted_by_ffmpeg_lines_up_as_audio(tmp_path, ext):
     info = probe(path)
     own = read_audio(path, 16000, info=info)
     other = read_audio_for_video(out, info)
-    assert _lag_samples(own, other) == pytest.approx(0, abs=2)
+    assert lag_samples(own, other) == pytest.approx(0, abs=2)
 
 
 def test_read_ahead_yields_every_byte_in_blocks_and_stops_its_thread():

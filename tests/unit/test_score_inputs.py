@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.support.audio_lag import lag_samples
 from worker.media import decode
 from worker.media.decode import (
     MediaError,
@@ -48,13 +49,6 @@ def _clip(path: Path, seconds: float = 2.0, size: str = "160x120", extra: tuple[
     return path
 
 
-def _lag_samples(a: np.ndarray, b: np.ndarray, max_lag: int = 800) -> int:
-    n = min(len(a), len(b)) - 2 * max_lag
-    ref = a[max_lag:max_lag + n]
-    scores = [float(np.dot(ref, b[max_lag + k:max_lag + k + n])) for k in range(-max_lag, max_lag + 1)]
-    return int(np.argmax(scores)) - max_lag
-
-
 # -- 2: an extracted audio track of a clip whose streams start before 0 --------------------------
 
 @pytest.mark.parametrize("case", ["wrapped ts", "opus priming"])
@@ -80,7 +74,7 @@ def test_an_extracted_track_lines_up_as_the_clips_own_for_streams_starting_befor
     ffmpeg("-i", str(clip), "-vn", "-ac", "1", "-ar", "16000", str(wav))
     own = read_audio(clip, 16000, info=info)
     other = read_audio_for_video(wav, info)
-    assert _lag_samples(own, other) == pytest.approx(0, abs=2)
+    assert lag_samples(own, other) == pytest.approx(0, abs=2)
     assert abs(len(other) - len(own)) < 0.1 * 16000
 
 

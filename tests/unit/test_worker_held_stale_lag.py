@@ -26,8 +26,8 @@ from support.fake_scorer import FakeScorer
 
 from schemas import AvroCodec
 from schemas.codec import schema_text
+from tests.support.worker_fakes import offline_worker
 from worker.app import STALE_LAG_MS, Worker, lagging_partitions
-from worker.config import WorkerConfig
 from worker.windowing.events import Stream
 
 AUDIO, ROI = ("a", 0), ("r", 0)
@@ -126,14 +126,6 @@ class _Consumer:
         pass
 
 
-class _Producer:
-    def produce(self, topic: str, key: bytes, value: bytes, on_delivery) -> None:
-        raise AssertionError(f"nothing here is a bad record: {topic}")
-
-    def poll(self, _timeout: float) -> int:
-        return 0
-
-
 def _framed(name: str, schema_id: int, record: dict) -> bytes:
     return b"\x00" + struct.pack(">I", schema_id) + AvroCodec(name).encode(record)
 
@@ -141,13 +133,7 @@ def _framed(name: str, schema_id: int, record: dict) -> bytes:
 @pytest.fixture
 def rig():
     clock = {"ms": 1_000_000}
-    cfg = WorkerConfig(kafka={"bootstrap_servers": "127.0.0.1:9", "group_id": "g",
-                              "topics": {"audio": {"name": "a"}, "roi": {"name": "r"}, "dlq": {"name": "d"}}},
-                       http={"port": 0}, log={"json_logs": False})
-    worker = Worker(cfg, FakeScorer(), clock_ms=lambda: clock["ms"])
-    worker.consumer.close()
-    worker.consumer = _Consumer()
-    worker.producer = _Producer()
+    worker = offline_worker(FakeScorer(), _Consumer(), dlq=True, clock_ms=lambda: clock["ms"])
     registries = {"AudioChunk": _Registry("AudioChunk", 1), "RoiRef": _Registry("RoiRef", 2)}
     for name, topic in (("AudioChunk", "a"), ("RoiRef", "r")):
         worker.codecs[name] = AvroCodec(name, wire="confluent", registry=registries[name], subject=f"{topic}-value",

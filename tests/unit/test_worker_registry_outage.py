@@ -19,8 +19,8 @@ from support.fake_scorer import FakeScorer
 
 from schemas import AvroCodec
 from schemas.codec import schema_text
+from tests.support.worker_fakes import HoldingConsumer, offline_worker
 from worker.app import Worker
-from worker.config import WorkerConfig
 
 AUDIO_ID, ROI_ID = 1, 2
 
@@ -69,26 +69,6 @@ class _Msg:
         return None
 
 
-class _Consumer:
-    def __init__(self, assigned: set) -> None:
-        self.assigned = assigned
-        self._held: set = set()
-        self.paused = False
-
-    @property
-    def held(self) -> set:
-        return set(self._held)
-
-    def hold(self, tps: set) -> None:
-        self._held = set(tps) & self.assigned
-
-    def lag(self) -> dict:
-        return {tp: 0 for tp in self.assigned}
-
-    def close(self) -> None:
-        pass
-
-
 class _Producer:
     def __init__(self) -> None:
         self.sent: list[tuple[str, bytes]] = []
@@ -120,13 +100,8 @@ def _roi(k: int) -> bytes:
 @pytest.fixture
 def rig():
     clock = {"s": 1000.0}
-    cfg = WorkerConfig(kafka={"bootstrap_servers": "127.0.0.1:9", "group_id": "g",
-                              "topics": {"audio": {"name": "a"}, "roi": {"name": "r"}, "dlq": {"name": "d"}}},
-                       http={"port": 0}, log={"json_logs": False})
-    worker = Worker(cfg, FakeScorer(), clock_ms=lambda: int(clock["s"] * 1000))
-    worker.consumer.close()
-    worker.consumer = _Consumer({("a", 0), ("r", 0)})
-    worker.producer = _Producer()
+    worker = offline_worker(FakeScorer(), HoldingConsumer(), _Producer(), dlq=True,
+                            clock_ms=lambda: int(clock["s"] * 1000))
     registry = _Registry()
     registry.clock = clock
     for name, topic in (("AudioChunk", "a"), ("RoiRef", "r")):

@@ -17,8 +17,8 @@ import pytest
 from support.fake_scorer import FakeScorer
 
 from schemas import AvroCodec
+from tests.support.worker_fakes import HoldingConsumer, offline_worker
 from worker.app import Worker
-from worker.config import WorkerConfig
 from worker.observability.metrics import WorkerMetrics
 from worker.refs import RoiResolver
 
@@ -53,14 +53,6 @@ class _Msg:
         return (0, 0)
 
 
-class _Producer:
-    def produce(self, topic, key, value, on_delivery) -> None:
-        raise AssertionError("nothing here is a bad record")
-
-    def poll(self, _timeout: float) -> int:
-        return 0
-
-
 def _roi(session: str, k: int, roi: dict) -> bytes:
     return AvroCodec("RoiRef").encode({"session_id": session, "frame_index": k, "pts_ms": 40 * k, "fps": 25.0,
                                        "roi": roi})
@@ -71,12 +63,7 @@ def worker():
     metrics = WorkerMetrics()
     resolver = RoiResolver(uri_resolvers={"s3": _hanging_store}, stall_s=0.3, max_wait_s=1.0,
                            on_failure=lambda e: metrics.ref_errors.labels(e.reason).inc())
-    cfg = WorkerConfig(kafka={"bootstrap_servers": "127.0.0.1:9", "group_id": "g",
-                              "topics": {"audio": {"name": "a"}, "roi": {"name": "r"}}},
-                       http={"port": 0}, log={"json_logs": False})
-    w = Worker(cfg, FakeScorer(), metrics=metrics, resolver=resolver)
-    w.consumer.close()
-    w.producer = _Producer()
+    w = offline_worker(FakeScorer(), metrics=metrics, resolver=resolver)
     RELEASE.clear()
     yield w
     RELEASE.set()
@@ -104,26 +91,6 @@ def test_a_hanging_store_costs_its_frames_not_the_poll_loop(worker: Worker) -> N
     assert worker.tracker.open_count(("r", 0)) == 11
 
 
-class _Consumer:
-    def __init__(self) -> None:
-        self.assigned = {("a", 0), ("r", 0)}
-        self._held: set = set()
-        self.paused = False
-
-    @property
-    def held(self) -> set:
-        return set(self._held)
-
-    def hold(self, tps: set) -> None:
-        self._held = set(tps) & self.assigned
-
-    def lag(self) -> dict:
-        return {tp: 0 for tp in self.assigned}
-
-    def close(self) -> None:
-        pass
-
-
 class _SlowStore:
     """A healthy store that answers every GET, each in ``delay_s``."""
 
@@ -146,13 +113,7 @@ def test_a_batch_longer_than_a_turn_is_read_on_next_turn_nothing_missing() -> No
     store = _SlowStore(0.03)
     resolver = RoiResolver(uri_resolvers={"s3": store}, store_threads=2, stall_s=0.5, max_wait_s=0.15,
                            on_failure=lambda e: metrics.ref_errors.labels(e.reason).inc())
-    cfg = WorkerConfig(kafka={"bootstrap_servers": "127.0.0.1:9", "group_id": "g",
-                              "topics": {"audio": {"name": "a"}, "roi": {"name": "r"}}},
-                       http={"port": 0}, log={"json_logs": False})
-    w = Worker(cfg, FakeScorer(), metrics=metrics, resolver=resolver)
-    w.consumer.close()
-    w.consumer = _Consumer()
-    w.producer = _Producer()
+    w = offline_worker(FakeScorer(), HoldingConsumer(), metrics=metrics, resolver=resolver)
     try:
         msgs = [_Msg(k, "s", _roi("s", k, {"uri": f"s3://bucket/s/{k}.raw", "shape": [16, 16], "format": "GRAY8"}))
                 for k in range(40)]  # ~0.6 s of reads on two threads: four turns' budget

@@ -43,24 +43,10 @@ def give_up_at_s(started_s: float, last_answer_s: float, stall_s: float, max_wai
     return min(last_answer_s + stall_s, started_s + max_wait_s)
 
 
-# The most one read may stay outstanding: longer than the S3 client's own bound on it (connect 1 s +
-# read 2 s, 2 attempts, and standard mode's back-off between them, under 1 s). A read still going
-# after this is that frame missing (``timeout``), not the store down.
-READ_LIMIT_S = 8.0
-
-
-def hung(now_s: float, last_answer_s: float, stall_s: float, answered: bool = False) -> bool:
+def hung(now_s: float, last_answer_s: float, stall_s: float) -> bool:
     """A store with reads outstanding that has answered none for ``stall_s`` (since the batch
-    started, or its last answer) hangs: its outstanding reads are given up. A store that
-    ``answered`` reads in this batch (or during it, a read of an earlier one) does not hang: one
-    slow object among good ones (a GET the client retries) is not read yet, not the store down."""
-    return not answered and now_s - last_answer_s >= stall_s
-
-
-def overdue(now_s: float, submitted_s: float, read_limit_s: float = READ_LIMIT_S) -> bool:
-    """One read outstanding for ``read_limit_s`` since it was asked: given up as that frame
-    missing (``timeout``), whatever the store does with its other reads."""
-    return now_s - submitted_s >= read_limit_s
+    started, or its last answer) hangs: its outstanding reads are given up."""
+    return now_s - last_answer_s >= stall_s
 
 
 def store_verdict(answered_ok: int, answered_failed: int, hung_: bool) -> bool | None:

@@ -35,7 +35,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from worker.refs import shm
-from worker.refs.breaker import READ_LIMIT_S, CircuitBreaker, give_up_at_s, hung, overdue, store_verdict
+from worker.refs.breaker import CircuitBreaker, give_up_at_s, hung, store_verdict
 from worker.refs.errors import (
     BACKEND_ERROR,
     BAD_REF,
@@ -72,9 +72,8 @@ class RoiResolver:
         uri_resolvers: extra or replacement URI schemes, e.g. ``{"gs": my_resolver}``.
         max_side_px: largest accepted ROI side (bounds allocations from bad references).
         on_failure: called with each RefError (e.g. to bump a Prometheus counter).
-        store_threads, stall_s, max_wait_s, cooldown_s, max_cooldown_s, read_limit_s:
-            ``resolve_batch``'s threads per store, time budget, breaker and the most one read may
-            stay outstanding (worker.refs.breaker).
+        store_threads, stall_s, max_wait_s, cooldown_s, max_cooldown_s: ``resolve_batch``'s
+            threads per store, time budget and breaker (worker.refs.breaker).
         clock_s: monotonic seconds (tests pass their own).
     """
 
@@ -92,7 +91,6 @@ class RoiResolver:
         max_wait_s: float = MAX_WAIT_S,
         cooldown_s: float = 5.0,
         max_cooldown_s: float = 60.0,
-        read_limit_s: float = READ_LIMIT_S,
         clock_s: Callable[[], float] = time.monotonic,
     ) -> None:
         self.max_side_px = max_side_px
@@ -107,13 +105,12 @@ class RoiResolver:
         self._resolved: Counter[str] = Counter()
         self.store_threads, self.stall_s, self.max_wait_s = store_threads, stall_s, max_wait_s
         self._cooldowns_s = (cooldown_s, max_cooldown_s)
-        self.read_limit_s = read_limit_s
         self._clock_s = clock_s
         self._breakers: dict[str, CircuitBreaker] = {}  # per store (URI scheme); poll loop only
         self._pools: dict[str, ThreadPoolExecutor] = {}
         # reads not finished within a call's budget, by reference, for the next call to take up
-        # (with when they were carried and when they were asked); poll loop only
-        self._carried: dict[tuple[str, str, str], tuple[Future[Resolved], float, float]] = {}
+        # (with when they were carried); poll loop only
+        self._carried: dict[tuple[str, str, str], tuple[Future[Resolved], float]] = {}
         # when each store last answered a read, any read (this batch's, or one carried on or left
         # running from an earlier one): a store busy answering reads queued before a batch's is
         # not hanging; set on the reading threads
@@ -167,24 +164,20 @@ class RoiResolver:
     def resolve_batch(self, rois: Sequence[Any]) -> list[Resolved | None]:
         """``try_resolve`` of each of ``rois``, in order; URI references read concurrently.
 
-        * A store that answers none of its reads for ``stall_s`` (none of this call's, nor any
-          other during it) hangs: its reads still going are given up as missing (``timeout``) and
-          it is skipped for its cool-down (``store_down``), as is a store whose every answered read
-          failed (the endpoint down): a store that hangs costs frames and at most ``stall_s`` of
-          the caller's time per cool-down.
+        * A store that answers none of its reads for ``stall_s`` hangs: its reads still going are
+          given up as missing (``timeout``) and it is skipped for its cool-down (``store_down``),
+          as is a store whose every answered read failed (the endpoint down): a store that hangs
+          costs frames and at most ``stall_s`` of the caller's time per cool-down.
         * A store that answers is read to the end. What it has not read when the call's budget
-          (``max_wait_s``, the poll loop's turn) is up, or after it answered nothing more for
-          ``stall_s`` (one slow object among good ones), is None: not read yet, neither missing
-          nor a failure of the store; its reads go on, and a next call with the same reference
-          takes the read up where it is. The caller asks again (the worker keeps those records
-          back for its next turn). Only a read outstanding for ``read_limit_s`` (longer than the
-          S3 client's own timeouts and retries) is given up: that frame missing (``timeout``),
-          the store not marked down.
+          (``max_wait_s``, the poll loop's turn) is up is None: not read yet, neither missing nor
+          a failure of the store; its reads go on, and a next call with the same reference takes
+          the read up where it is. The caller asks again (the worker keeps those records back
+          for its next turn).
 
         One caller thread (the poll loop)."""
         started_s = self._clock_s()
         out: list[Resolved | None] = [None] * len(rois)
-        pending: dict[int, tuple[str, Future[Resolved], tuple[str, str, str] | None, float]] = {}
+        pending: dict[int, tuple[str, Future[Resolved], tuple[str, str, str] | None]] = {}
         for i, roi in enumerate(rois):
             store = self._kind(roi)
             if store not in self.uri_resolvers:
@@ -193,7 +186,7 @@ class RoiResolver:
             key = self._read_key(roi)
             carried = self._carried.pop(key, None) if key is not None else None
             if carried is not None:  # read on since the last call: the answer may be in already
-                pending[i] = (store, carried[0], key, carried[2])
+                pending[i] = (store, carried[0], key)
             elif not self._breaker(store).allows(started_s):
                 out[i] = (None, self._failure(RefError(
                     STORE_DOWN, f"skipped for {self._breaker(store).open_for_s(started_s):.1f} s more: the "
@@ -201,61 +194,47 @@ class RoiResolver:
             else:
                 future = self._pool(store).submit(self.try_resolve, roi)
                 future.add_done_callback(lambda f, store=store: f.cancelled() or self._answered(store))
-                pending[i] = (store, future, key, started_s)
+                pending[i] = (store, future, key)
         if pending:
             hung_stores = self._wait(pending, started_s)
             self._collect(pending, out, hung_stores)
         self._drop_stale_carried(self._clock_s())
         return out
 
-    def _wait(self, pending: Mapping[int, tuple[str, Future[Resolved], Any, float]], started_s: float) -> set[str]:
-        """Wait for the reads until each store has answered them all, hangs, or has answered
-        nothing more for ``stall_s`` (the rest not read yet), or the budget is up; the stores that
-        hang (answered none of their reads, nor any other, for ``stall_s``)."""
+    def _wait(self, pending: Mapping[int, tuple[str, Future[Resolved], Any]], started_s: float) -> set[str]:
+        """Wait for the reads until each store has answered them all or hangs, or the budget is up;
+        the stores that hang."""
         left: dict[str, set[Future[Resolved]]] = {}
-        asked_s: dict[Future[Resolved], float] = {}
-        for store, future, _key, submitted_s in pending.values():
+        for store, future, _key in pending.values():
             left.setdefault(store, set()).add(future)
-            asked_s[future] = min(submitted_s, asked_s.get(future, submitted_s))
         last_answer_s = dict.fromkeys(left, started_s)
-        answered: set[str] = set()  # stores that answered a read during this call (or before, one of its)
-        stopped: set[str] = set()  # stores no longer waited for: hung, or quiet for stall_s
         hung_stores: set[str] = set()
         while True:
             now_s = self._clock_s()
             for store, futures in left.items():
-                done = {f for f in futures if f.done()}  # e.g. carried reads answered since
-                if done or self._answered_s.get(store, float("-inf")) >= started_s:
-                    answered.add(store)
-                futures -= done
-                futures -= {f for f in futures if overdue(now_s, asked_s[f], self.read_limit_s)}  # given up
+                futures -= {f for f in futures if f.done()}  # e.g. carried reads answered since
                 last_answer_s[store] = max(last_answer_s[store], self._answered_s.get(store, started_s))
-                if futures and store not in stopped and now_s - last_answer_s[store] >= self.stall_s:
-                    stopped.add(store)  # quiet for stall_s: it hangs, or (it answered) the rest is not read yet
-                    if hung(now_s, last_answer_s[store], self.stall_s, answered=store in answered):
-                        hung_stores.add(store)
-            active = [s for s, futures in left.items() if futures and s not in stopped]
+                if futures and store not in hung_stores and hung(now_s, last_answer_s[store], self.stall_s):
+                    hung_stores.add(store)
+            active = [s for s, futures in left.items() if futures and s not in hung_stores]
             if not active:
                 return hung_stores
+            timeout_s = min(give_up_at_s(started_s, last_answer_s[s], self.stall_s, self.max_wait_s)
+                            for s in active) - now_s
             if now_s >= started_s + self.max_wait_s:
                 return hung_stores  # the turn's budget: the rest is asked again
-            until_s = min(give_up_at_s(started_s, last_answer_s[s], self.stall_s, self.max_wait_s)
-                          for s in active)
-            until_s = min([until_s] + [asked_s[f] + self.read_limit_s for s in active for f in left[s]])
-            if until_s - now_s <= 0:
-                continue  # a store or a read just went past its budget: marked above
-            wait(set().union(*(left[s] for s in active)), timeout=min(until_s - now_s, 0.05),
-                 return_when=FIRST_COMPLETED)
+            if timeout_s <= 0:
+                continue  # a store just went past its stall budget: marked above
+            wait(set().union(*(left[s] for s in active)), timeout=min(timeout_s, 0.05), return_when=FIRST_COMPLETED)
 
-    def _collect(self, pending: Mapping[int, tuple[str, Future[Resolved], tuple[str, str, str] | None, float]],
+    def _collect(self, pending: Mapping[int, tuple[str, Future[Resolved], tuple[str, str, str] | None]],
                  out: list[Resolved | None], hung_stores: set[str]) -> None:
-        """Results into ``out``; the reads of a store that hangs given up, as is one read
-        outstanding for ``read_limit_s`` (that frame alone); the reads still going at a store that
-        answers carried over (None in ``out``); each store's breaker told."""
+        """Results into ``out``; the reads of a store that hangs given up; the reads still going at
+        a store that answers carried over (None in ``out``); each store's breaker told."""
         ok: Counter[str] = Counter()
         bad: Counter[str] = Counter()
         now_s = self._clock_s()
-        for i, (store, future, key, submitted_s) in pending.items():
+        for i, (store, future, key) in pending.items():
             if future.cancelled():
                 continue  # dropped meanwhile (a duplicate's read): out[i] stays None, asked again
             if future.done():
@@ -266,15 +245,11 @@ class RoiResolver:
                 future.cancel()  # one not started never will; a running one ends on its own timeouts
                 out[i] = (None, self._failure(RefError(TIMEOUT, f"the store answered nothing for {self.stall_s:g} s",
                                                        scheme=store)))
-            elif overdue(now_s, submitted_s, self.read_limit_s):
-                future.cancel()  # a running one ends on its own timeouts; says nothing of the store
-                out[i] = (None, self._failure(RefError(
-                    TIMEOUT, f"one read outstanding for {now_s - submitted_s:.1f} s", scheme=store)))
             elif key is not None and key not in self._carried:
-                self._carried[key] = (future, now_s, submitted_s)  # out[i] stays None: not read yet
+                self._carried[key] = (future, now_s)  # out[i] stays None: not read yet
             else:  # a second read of the same reference in this batch: the carried one serves both
                 future.cancel()
-        for store in {store for store, _f, _k, _s in pending.values()}:
+        for store in {store for store, _f, _k in pending.values()}:
             verdict = store_verdict(ok[store], bad[store], store in hung_stores)
             if verdict is True:
                 self._breaker(store).answered()
@@ -289,7 +264,7 @@ class RoiResolver:
 
     def _drop_stale_carried(self, now_s: float) -> None:
         """Reads carried over that no call took up for CARRY_S (their records went elsewhere)."""
-        for key, (future, since_s, _asked_s) in list(self._carried.items()):
+        for key, (future, since_s) in list(self._carried.items()):
             if now_s - since_s >= CARRY_S:
                 future.cancel()
                 del self._carried[key]
@@ -318,7 +293,7 @@ class RoiResolver:
     def close(self) -> None:
         """Stop the reading threads (reads not started are dropped; running ones end on their
         own timeouts)."""
-        for future, _since_s, _asked_s in self._carried.values():
+        for future, _since_s in self._carried.values():
             future.cancel()
         self._carried.clear()
         for pool in self._pools.values():

@@ -239,6 +239,8 @@ def test_eval_real_runs_small(dev_clips_dir, tmp_path):
     # the frames are the clean track's: the same faces, where the bar's re-drawn ROIs differ
     assert phone["face_present_share"] == r["degraded"]["bar"]["face_present_share"]
     assert any(line.lstrip().startswith("phone") for line in real_lines(r))
+    # the table's header names the first kind's method (the bar's: mouth ROIs); the phone row says its own
+    assert any(line.startswith("| phone (audio resampled through 8000 Hz") for line in real_markdown(r))
     assert (tmp_path / "cache" / "grid_swiz3n.npz").exists()  # built on a fresh machine
     # the classical cross-check ran on both (each fitted on the other speaker) and is reported
     for row in r["per_clip"]:

@@ -228,7 +228,8 @@ def real_markdown(r: dict) -> list[str]:
                  f"{_f(m['clip_confidence'].get('median'))}, {m['clips_confident']}/{m['n_pairs']} with confidence >= 0.5")]
     if r.get("degraded"):
         key = "heldout_real_without_flagged"
-        out += ["", f"Degraded ({next(iter(r['degraded'].values()))['method']}; {key}; clean = the same pairs):", "",
+        method = next(iter(r["degraded"].values()))["method"]
+        out += ["", f"Degraded ({method}; {key}; clean = the same pairs):", "",
                 "| version | whole clips | 1-s windows | mean confidence | confident & wrong windows |",
                 "|---|---|---|---|---|"]
         first = next(iter(r["degraded"].values()))["clean_same_pairs"][key]
@@ -236,7 +237,9 @@ def real_markdown(r: dict) -> list[str]:
                    f"{_f(first['windows_1s'].get('mean_confidence'))} | {_confident(first['windows_1s'])} |")
         for kind, d in r["degraded"].items():
             a = d[key]
-            out.append(f"| {kind} | {_md_pct(a['clips'])} | {_md_pct(a['windows_1s'])} | "
+            # a row degraded another way than the header says (phone: the audio) says how
+            name = kind if d["method"] == method else f"{kind} ({d['method']})"
+            out.append(f"| {name} | {_md_pct(a['clips'])} | {_md_pct(a['windows_1s'])} | "
                        f"{_f(a['windows_1s'].get('mean_confidence'))} | {_confident(a['windows_1s'])} |")
     cc = r.get("cross_check")
     if cc:

@@ -403,8 +403,7 @@ class Worker:
             self._last_ts.pop(tp, None)
         else:
             self._last_ts[tp] = last
-        self.consumer.hold(self.consumer.held | {tp})
-        self.metrics.held_partitions.set(len(self.consumer.held))
+        self._hold_partition(tp)
         log.info("ROI references not all read within the turn: the rest kept for the next",
                  topic=tp[0], partition=tp[1], offset=kept[0].offset(), records=len(kept))
 
@@ -459,8 +458,7 @@ class Worker:
         # +1 ms: clock_ms is floored to the ms while the codec's back-off runs on its own
         # fractional clock, so the retry would be due up to 1 ms before its next lookup
         self._retry_at_ms[tp] = self.clock_ms() + 1 + max(50, math.ceil(exc.retry_in_s * 1000))
-        self.consumer.hold(self.consumer.held | {tp})
-        self.metrics.held_partitions.set(len(self.consumer.held))
+        self._hold_partition(tp)
         self.metrics.registry_unavailable.inc()
         log.error("schema registry unavailable: input partition held, its record will be read again",
                   topic=tp[0], partition=tp[1], offset=msg.offset(), retry_in_s=round(exc.retry_in_s, 2),
@@ -516,6 +514,11 @@ class Worker:
         return bool(lagging_partitions({partner: self._lag_now[partner]}, self._stopped(), self.consumer.paused,
                                        self._resumed_at_ms, now))
 
+    def _hold_partition(self, tp: TP, held: bool = True) -> None:
+        """Pause (or, ``held`` False, resume) ``tp`` for one of the worker's own reasons, and count it."""
+        self.consumer.hold(self.consumer.held | {tp} if held else self.consumer.held - {tp})
+        self.metrics.held_partitions.set(len(self.consumer.held))
+
     def _stopped(self) -> set[TP]:
         """Partitions the worker holds back itself (their records kept, or the partition paused)."""
         return self.consumer.held | set(self._deferred)
@@ -561,8 +564,7 @@ class Worker:
         if (runs_ahead(ts, partner, first, True, self._align_ms)
                 and runs_ahead(ts, partner, first, self._partner_lagging(tp, now), self._align_ms)):
             self._deferred[tp] = [msg]
-            self.consumer.hold(self.consumer.held | {tp})
-            self.metrics.held_partitions.set(len(self.consumer.held))
+            self._hold_partition(tp)
             log.info("input partition ahead of its partner topic: held", topic=tp[0], partition=tp[1],
                      ahead_ms=ts - (first if partner is None else partner), align_ms=self._align_ms)
             return True
@@ -588,9 +590,8 @@ class Worker:
                                                self._partner_lagging(tp, now), self._align_ms):
                 kept = self._deferred.pop(tp)
                 out += kept
-                self.consumer.hold(self.consumer.held - {tp})
+                self._hold_partition(tp, False)
                 self._resumed({tp}, now)
-                self.metrics.held_partitions.set(len(self.consumer.held))
                 log.info("input partition released", topic=tp[0], partition=tp[1], records=len(kept))
         return out
 

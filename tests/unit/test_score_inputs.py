@@ -122,10 +122,15 @@ def test_cover_art_listed_before_the_video_is_not_what_is_decoded(tmp_path):
     assert frames.shape == (50, 120, 160, 3) and fps == 25.0
 
 
-def test_a_one_frame_still_track_before_the_video_is_not_read_as_the_video(tmp_path):
-    clip = _clip(tmp_path / "clip.mp4", 2.0)
+def _still_png(tmp_path) -> Path:
     still = tmp_path / "still.png"
     ffmpeg("-f", "lavfi", "-i", "color=blue:size=64x48:duration=0.04", "-frames:v", "1", str(still))
+    return still
+
+
+def test_a_one_frame_still_track_before_the_video_is_not_read_as_the_video(tmp_path):
+    clip = _clip(tmp_path / "clip.mp4", 2.0)
+    still = _still_png(tmp_path)
     mkv = tmp_path / "still_first.mkv"
     ffmpeg("-i", str(still), "-i", str(clip), "-map", "0:v", "-map", "1:v", "-map", "1:a", "-c:v:0", "png",
            "-c:v:1", "copy", "-c:a", "copy", str(mkv))
@@ -154,8 +159,7 @@ def test_of_two_moving_video_streams_the_default_one_is_read_not_the_busiest(tmp
 
 def test_a_default_flagged_still_is_passed_over_for_the_next_moving_stream(tmp_path):
     clip = _clip(tmp_path / "clip.mp4", 2.0)
-    still = tmp_path / "still.png"
-    ffmpeg("-f", "lavfi", "-i", "color=blue:size=64x48:duration=0.04", "-frames:v", "1", str(still))
+    still = _still_png(tmp_path)
     mkv = tmp_path / "still_default.mkv"
     ffmpeg("-i", str(clip), "-i", str(still), "-map", "0:v", "-map", "1:v", "-map", "0:a", "-c:v:0", "copy",
            "-c:v:1", "png", "-c:a", "copy", "-disposition:v:0", "0", "-disposition:v:1", "default", str(mkv))

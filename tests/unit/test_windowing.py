@@ -612,6 +612,15 @@ def _live(feed: Feed, sids, f: int, now: int) -> None:
         _publish_all(feed, feed.push(feed.chunk(sid, f * 40), now=now))
 
 
+def _streamed(feed: Feed, sid: str, n_frames: int) -> list:
+    """Frames 0..n_frames-1 of ``sid`` and their audio in real time; the jobs, left unpublished."""
+    jobs = []
+    for f in range(n_frames):
+        jobs += feed.push(feed.frame(sid, f), now=f * 40)
+        jobs += feed.push(feed.chunk(sid, f * 40), now=f * 40)
+    return jobs
+
+
 def test_a_flood_of_one_record_sessions_does_not_evict_sessions_that_are_receiving():
     """A producer that puts a new session id on every record must not push out the sessions that
     are streaming: the new ids are evicted among themselves (a review: three live sessions lost
@@ -662,10 +671,7 @@ def test_a_session_evicted_for_capacity_does_not_lose_the_holds_of_its_jobs_in_f
     position moves on (a fresh ledger in its place kept them open for good)."""
     feed = Feed(max_sessions=1)
     silent = feed.joiner.silent_ms
-    unpublished = []
-    for f in range(30):
-        unpublished += feed.push(feed.frame("a", f), now=f * 40)
-        unpublished += feed.push(feed.chunk("a", f * 40), now=f * 40)
+    unpublished = _streamed(feed, "a", 30)
     unpublished += feed.push(feed.frame("b", 0), now=1200 + silent)  # a went silent: evicted (flushed)
     assert feed.joiner.counters["sessions_closed_evicted"] == 1
     assert unpublished and all(j.session_id == "a" for j in unpublished)
@@ -834,10 +840,7 @@ def test_a_record_dropped_as_overloaded_is_released_and_its_end_marker_with_it()
     also for a waiting session whose flushed jobs still hold its earlier records."""
     feed = Feed(max_sessions=1)
     silent = feed.joiner.silent_ms
-    held = []
-    for f in range(12):
-        held += feed.push(feed.frame("a", f), now=f * 40)
-        held += feed.push(feed.chunk("a", f * 40), now=f * 40)
+    held = _streamed(feed, "a", 12)
     # a went silent: b (on another partition) takes its place, and is established
     feed.push(feed.frame("b", 0, partition=1), now=440 + silent)
     feed.push(feed.chunk("b", 0, partition=1), now=440 + silent)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from worker.scoring.offsets import OffsetGrid, pick_peak, smooth_curve
+from worker.scoring.offsets import OffsetGrid, pick_peak, smooth_curve, smooth_radius
 from worker.scoring.postprocess import direction_for
 from worker.scoring.rate import margin_stretch, read_frame_ms
 from worker.scoring.types import (
@@ -234,7 +234,7 @@ def summarise(windows: list[LipSyncScore], fps: float, scorer, n_frames: int) ->
     # the score and confidence: the peak's height as the windows read theirs (the calibration's
     # input: the curve averaged over +/-peak_smooth_frames); the raw height read higher, so a clip
     # of one window scored above that window (a review: 0.847 against 0.777)
-    radius = int(getattr(getattr(scorer, "manifest", None), "peak_smooth_frames", 0)) // grid.step_frames
+    radius = smooth_radius(getattr(getattr(scorer, "manifest", None), "peak_smooth_frames", 0), grid)
     height = pick_peak(smooth_curve(torch.tensor(clip_curve), radius), grid, neighbourhood) if radius > 0 else peak
     score, conf = _clip_score(scorer, height.best, height.margin, n_used, usable)
     occluded_share = float(np.mean([w.occluded for w in windows])) if windows else 0.0

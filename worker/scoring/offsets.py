@@ -140,6 +140,12 @@ def smooth_curve(curve: torch.Tensor, radius: int) -> torch.Tensor:
     return torch.where(finite, out, torch.full_like(out, float("nan"))).to(curve.dtype)
 
 
+def smooth_radius(peak_smooth_frames: int, grid: OffsetGrid) -> int:
+    """Grid positions a curve is averaged over on each side before its peak is picked: a
+    bundle's ``peak_smooth_frames`` on ``grid``'s step (windows, blocks and the clip summary alike)."""
+    return int(peak_smooth_frames) // grid.step_frames
+
+
 def widen(grid: OffsetGrid, radius: int) -> OffsetGrid:
     """``grid`` with ``radius`` more positions on each side (the smoothing's support)."""
     ext = radius * grid.step_frames

@@ -31,6 +31,7 @@ from worker.scoring.offsets import (
     pick_peak,
     similarity_by_offset,
     smooth_curve,
+    smooth_radius,
     valid_pairs,
     widen,
 )
@@ -269,7 +270,7 @@ class ModelScorer:
 
     def _smooth_radius(self, grid: OffsetGrid) -> int:
         """Grid positions the curve is averaged over on each side before the peak is picked."""
-        return self.manifest.peak_smooth_frames // grid.step_frames
+        return smooth_radius(self.manifest.peak_smooth_frames, grid)
 
     # --- pre -------------------------------------------------------------------------------
     def _prepare(self, req: ScoreRequest) -> _Prepared:

@@ -193,10 +193,9 @@ AUDIO_SPAN_SLACK_S = 1.0  # audio decoded past the video's end and the scorer's 
 def _audio_span_s(scorer, n_frames: int, fps: float) -> float:
     """Seconds of audio from frame 0 that scoring can reach: the video, the scorer's search margin
     as score_clip stretches it, and AUDIO_SPAN_SLACK_S."""
-    from worker.scoring.rate import margin_stretch
+    from worker.clipscore import audio_margin_ms
 
-    margin_ms = float(getattr(scorer, "search_margin_ms", MAX_SEARCH_MS)) * margin_stretch(fps)
-    return n_frames / fps + margin_ms / 1000.0 + AUDIO_SPAN_SLACK_S
+    return n_frames / fps + audio_margin_ms(scorer, fps) / 1000.0 + AUDIO_SPAN_SLACK_S
 
 
 def _unmatched(summary, scorer) -> bool:

@@ -121,6 +121,12 @@ def plan_jobs(n_frames: int, fps: float, block_frames: int = 16, window_ms: int 
     return jobs
 
 
+def audio_margin_ms(scorer, fps: float) -> float:
+    """Audio a clip's scoring reads past each end of its video: the scorer's search margin,
+    stretched with the frame below 25 fps (rate.margin_stretch)."""
+    return scorer.search_margin_ms * margin_stretch(fps)
+
+
 def score_clip(scorer, frames: np.ndarray, fps: float, audio: np.ndarray, sample_rate: int = 16000,
                face_present: np.ndarray | None = None, landmarks: np.ndarray | None = None,
                occluded: np.ndarray | None = None, block_frames: int = 16, window_ms: int = 1000,
@@ -137,7 +143,7 @@ def score_clip(scorer, frames: np.ndarray, fps: float, audio: np.ndarray, sample
     # the scorer's margin holds its offsets and audio context at 25 fps and up; a slower clip's
     # frames (15 fps, or 45 fps read at 22.5) reach further in ms. A file has all its audio at
     # hand, so the margin grows with the frame instead of the edge offsets reading padding.
-    margin_samples = math.ceil(scorer.search_margin_ms * margin_stretch(fps) * sample_rate / 1000.0)
+    margin_samples = math.ceil(audio_margin_ms(scorer, fps) * sample_rate / 1000.0)
     # Audio that ends before the video: the rest is silence, as the worker zero-fills audio
     # that never came (those windows come out SILENCE), instead of failing the whole clip.
     sound_samples = int(np.shape(audio)[0])

@@ -48,6 +48,7 @@ from model_store.bundle import (
 )
 from model_store.training.data import Clip, WindowSampler, load_roi_dir, make_clip
 from model_store.training.train import TrainConfig, shape_statistics, train
+from worker.evaluation.degrade import PHONE_RATE_HZ
 from worker.evaluation.real import speaker_group  # dev clips of one speaker share a group
 
 REPO = Path(__file__).resolve().parents[2]
@@ -115,6 +116,13 @@ def calibration_clips(spec: AudioSpec, partial: bool = False) -> list[Clip]:
     d = ensure_roi_cache("lrc_ar", SHARED / TRAIN_SOURCES["lrc_ar"], partial)
     real = load_roi_dir(d, spec, group_of=lambda s: "lrc_ar")[::CAL_EVERY] if d.is_dir() else []
     return real + synth_clips(40, SYNTH_VAL_SEED, spec)
+
+
+def telephone_clips(clips: list[Clip]) -> list[Clip]:
+    """``clips`` with their audio through PHONE_RATE_HZ (eval-real's phone degradation)."""
+    from worker.evaluation.degrade import telephone  # torchaudio: imported when asked for
+
+    return [replace(c, audio=telephone(c.audio, 16000)) if c.audio is not None else c for c in clips]
 
 
 def arch_params(shape_input: bool = False, audio_context_layers: int = 0,
@@ -337,7 +345,12 @@ def main(argv: list[str] | None = None) -> int:
                          "clips and GRID s1 if --sources has it; no LRC-AR), or all of the training clips (the control)")
     ap.add_argument("--finetune-freeze", choices=("none", "audio", "video"), default="video",
                     help="keep this side's weights fixed during the fine-tuning stage (audio: the audio encoder; "
-                         "video: the frame encoder and the temporal head); their batch-norm statistics still adapt")
+                         "video: the frame encoder and the temporal head); their batch-norm statistics still adapt, "
+                         "unless --finetune-freeze-stats")
+    ap.add_argument("--finetune-freeze-stats", action="store_true",
+                    help="keep the frozen side's batch-norm statistics too: that side of the new bundle is then "
+                         "exactly its start bundle's (the narrowband bundle shares the video side, so a scorer "
+                         "holding both encodes each frame once)")
     args = ap.parse_args(argv)
     if args.cv_fold:
         args.dev_train_fraction, args.swap_dev_folds, args.hold_out_speakers = 0.5, args.cv_fold == 2, ""
@@ -455,7 +468,9 @@ def main(argv: list[str] | None = None) -> int:
         # the last step is kept: choosing one on the held-out speakers would flatter them
         ft_cfg = replace(cfg, steps=args.finetune_steps, lr=args.finetune_lr, seed=args.seed + 1, select_best=False)
         report["finetune"] = {"config": asdict(ft_cfg), "clips": len(ft_clips), "frozen": args.finetune_freeze,
-                              **train(model, ft_sampler, vals, ft_cfg, spec.context_frames, teacher=teacher)}
+                              "frozen_stats": args.finetune_freeze_stats,
+                              **train(model, ft_sampler, vals, ft_cfg, spec.context_frames, teacher=teacher,
+                                       fixed_stats=frozen if args.finetune_freeze_stats else ())}
         for part in frozen:
             part.requires_grad_(True)
     model.eval()
@@ -482,7 +497,13 @@ def main(argv: list[str] | None = None) -> int:
         },
     )
     cal_clips = real_cal + syn_val
+    if args.band_limit >= 1.0:
+        # a narrowband bundle (every window heard through a telephone band) is asked only about
+        # telephone-band audio (scoring/routed.py): its scores are calibrated on such audio
+        cal_clips = telephone_clips(cal_clips)
     cal = fit_calibration(model, manifest, cal_clips, seed=args.seed)
+    if args.band_limit >= 1.0:
+        cal = replace(cal, fitted_on=cal.fitted_on + f"; audio through {PHONE_RATE_HZ} Hz")
     manifest = replace(manifest, calibration=cal, training={**manifest.training, "total_seconds": round(time.time() - t0)})
     manifest = save_bundle(args.out, manifest, model.state_dict())
     print(json.dumps({"bundle": args.out, "sha256": manifest.weights_sha256, "calibration": vars(cal),

@@ -273,6 +273,7 @@ def evaluate(model, sampler: WindowSampler, n_frames: int, n_batches: int, batch
              centering: float = 0.0) -> dict:
     """Accuracy within +/-1 frame of the true offset, and matched-vs-mismatched AUC of the best
     mean cosine, on a fixed set of windows (the sampler's own seed)."""
+    modes = [(m, m.training) for m in model.modules()]  # restored after: a frozen part stays in eval
     model.eval()
     k = sampler.k
     grid = OffsetGrid(-k, k)
@@ -295,7 +296,8 @@ def evaluate(model, sampler: WindowSampler, n_frames: int, n_batches: int, batch
         cm = torch.nan_to_num(offset_curve(similarity_by_offset(v, a_m, grid), ok_m, max(1, n_frames // 2)), nan=-2.0)
         same = torch.tensor(batch.clip_ids) == torch.tensor(batch.clip_ids).roll(2)
         neg += cm.max(1).values[~same].tolist()
-    model.train()
+    for m, training in modes:
+        m.train(training)
     return {"acc_pm1": hits / max(n, 1), "auc": auc(np.array(pos), np.array(neg)), "n": n}
 
 
@@ -308,7 +310,9 @@ def one_cycle(opt: torch.optim.Optimizer, max_lr: float, steps: int) -> torch.op
 
 
 def train(model, train_sampler: WindowSampler, val_samplers: dict[str, WindowSampler], cfg: TrainConfig,
-          audio_ctx: int, log=print, teacher=None) -> dict:
+          audio_ctx: int, log=print, teacher=None, fixed_stats: tuple = ()) -> dict:
+    """``fixed_stats``: modules kept in eval mode throughout, so that their batch-norm statistics
+    do not move either (with their weights frozen, they compute exactly what they did before)."""
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -319,6 +323,8 @@ def train(model, train_sampler: WindowSampler, val_samplers: dict[str, WindowSam
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = one_cycle(opt, cfg.lr, cfg.steps)
     model.train()
+    for part in fixed_stats:
+        part.eval()
     t0 = time.time()
     history = []
     best = {"score": -1.0}

@@ -30,27 +30,31 @@ class _Parser(argparse.ArgumentParser):
 MIN_SEARCH_MS, MAX_SEARCH_MS = 40.0, 1000.0
 
 
-def add_max_offset_arg(p: argparse.ArgumentParser) -> None:
-    """``--max-offset-ms`` for a command that scores (score, serve, eval-*)."""
+def add_search_args(p: argparse.ArgumentParser) -> None:
+    """``--max-offset-ms`` and ``--no-narrowband`` for a command that scores (score, serve, eval-*)."""
     p.add_argument("--max-offset-ms", type=float, default=200.0,
                    help=f"search offsets within +/- this many ms, to the nearest frame "
                         f"({MIN_SEARCH_MS:g}..{MAX_SEARCH_MS:g}; default 200)")
+    p.add_argument("--no-narrowband", action="store_true",
+                   help="score telephone-band audio with the full-band model too (default: with the "
+                        "bundle's narrowband model, where it has one)")
 
 
 def load_scorer_for_command(bundle_dir: str | None, device: str = "auto", what: str = "bundle",
-                            max_offset_ms: float | None = None):
+                            max_offset_ms: float | None = None, narrowband: bool = True):
     """``load_scorer`` for a command line: the default bundle may fall back to the heuristic scorer
     (with its loud log line), a bundle the user named must load; a failure is one CliError line.
-    ``max_offset_ms``: search -max..+max instead of the default +/-200 ms."""
+    ``max_offset_ms``: search -max..+max instead of the default +/-200 ms; ``narrowband``: route
+    telephone-band jobs to the bundle's narrowband model (ScorerConfig.narrowband)."""
     from worker.scoring.loader import load_scorer
     from worker.scoring.postprocess import ScorerConfig
     from worker.scoring.scorer import DeviceError
 
-    config = None
+    config = ScorerConfig(narrowband=narrowband)
     if max_offset_ms is not None:
         if not (MIN_SEARCH_MS <= max_offset_ms <= MAX_SEARCH_MS):
             raise CliError(f"--max-offset-ms must be within {MIN_SEARCH_MS:g}..{MAX_SEARCH_MS:g}, got {max_offset_ms:g}")
-        config = ScorerConfig(min_offset_ms=-max_offset_ms, max_offset_ms=max_offset_ms)
+        config = ScorerConfig(min_offset_ms=-max_offset_ms, max_offset_ms=max_offset_ms, narrowband=narrowband)
     try:
         return load_scorer(bundle_dir, config, device=device, allow_fallback=bundle_dir is None)
     except DeviceError as exc:
@@ -88,7 +92,7 @@ def _add_score(sub) -> None:
                    help="frames per block signal (8..16; default 16, the worker's BLOCK)")
     p.add_argument("--window-ms", type=int, default=1000,
                    help="length of a window signal in ms (800..1200; default 1000, the worker's WINDOW)")
-    add_max_offset_arg(p)
+    add_search_args(p)
     p.add_argument("--audio-stream", type=int, default=None, metavar="N",
                    help="score the N-th audio stream (0-based) of MEDIA, or of --audio's file when given "
                         "(default: the stream flagged default, else the first)")
@@ -120,7 +124,8 @@ def run_score(args) -> int:
         if audio_info is not None and not audio_info.has_audio:
             raise CliError(f"no audio stream in {args.audio}")
         # so is the bundle and the device: a typo fails in a second, not after the tracking
-        scorer = load_scorer_for_command(args.bundle, args.device, max_offset_ms=args.max_offset_ms)
+        scorer = load_scorer_for_command(args.bundle, args.device, max_offset_ms=args.max_offset_ms,
+                                         narrowband=not args.no_narrowband)
         t0 = time.perf_counter()
         tracks = None
         video_errors: list[str] = []
@@ -172,7 +177,8 @@ def run_score(args) -> int:
     if tracks is not None and not np_any(tracks[0].face_present):
         summary.label = "NO_FACE"
         summary.notes.append("no face found in any frame")
-    summary.notes += input_notes(info, audio_info, frames.shape[0] / fps, audio_len_s, fps)
+    summary.notes += input_notes(info, audio_info, frames.shape[0] / fps, audio_len_s, fps,
+                                 narrowband_model=any(w.scorer != summary.scorer for w in summary.windows))
     summary.notes += audio_notes
     if args.roi and not looks_like_roi(info.width, info.height):
         summary.notes.append(f"--roi: the frames are {info.width}x{info.height}, not mouth crops (synth and "
@@ -253,10 +259,13 @@ def damage_notes(*streams: tuple[str, str, list[str]]) -> list[str]:
     return notes
 
 
-def input_notes(video, audio_info, video_s: float, audio_s: float, fps: float) -> list[str]:
+def input_notes(video, audio_info, video_s: float, audio_s: float, fps: float,
+                narrowband_model: bool = False) -> list[str]:
     """What a user should know about the input that scoring itself does not show: a video that
     decoded to less than it says it holds, audio far longer than the video, which of several
-    audio streams was scored, a frame rate too low for the offsets to mean much. ``audio_s``:
+    audio streams was scored, telephone-band audio the full-band model read (``narrowband_model``:
+    a narrowband one read some of it, and its note says so), a frame rate too low for the offsets
+    to mean much. ``audio_s``:
     how far the audio reaches past frame 0."""
     notes = []
     # the video stream's own length, not the file's: a file is as long as its longest stream, and
@@ -279,13 +288,13 @@ def input_notes(video, audio_info, video_s: float, audio_s: float, fps: float) -
     if source.audio_streams > 1:
         notes.append(f"{source.path} has {source.audio_streams} audio streams: scored stream {source.audio_stream} "
                      "(0-based; --audio-stream N picks another)")
-    if source.sample_rate and source.sample_rate < NARROWBAND_HZ:
+    if source.sample_rate and source.sample_rate < NARROWBAND_HZ and not narrowband_model:
         # the networks learned speech sampled at 16 kHz and hear its 4-8 kHz band (fricatives);
         # the dev clips' own audio through 8 kHz, judged in sync: 81% -> 77% of clips and 73% ->
         # 69% of 1-s windows within a frame, scores 0.68 -> 0.55 (at 11.025 kHz: no change)
         notes.append(f"the audio is sampled at {source.sample_rate} Hz (sound up to {source.sample_rate // 2} Hz): "
-                     "the model hears speech up to 8 kHz and reads telephone-band audio less surely "
-                     "(lower scores, more windows a frame off)")
+                     "the full-band model hears speech up to 8 kHz and reads telephone-band audio less "
+                     "surely (lower scores, more windows a frame off)")
     native = min(fps, video.fps or fps)  # --fps 25 on a 5 fps file repeats its frames: no finer
     if native < MIN_SCORE_FPS:
         notes.append(f"at {native:g} fps a frame lasts {1000 / native:.0f} ms: the lips are seen in those steps, and "

@@ -62,6 +62,12 @@ class ClipSummary:
     def all_notes(self) -> list[str]:
         """``notes`` and what the summary itself says about its reading."""
         notes = list(self.notes)
+        others = sorted({w.scorer for w in self.windows if w.scorer != self.scorer})
+        if others:
+            # the routed scorer's narrowband model (scoring/routed.py) read these windows
+            n = sum(w.scorer != self.scorer for w in self.windows)
+            notes.append(f"{n} of {len(self.windows)} windows are telephone-band audio (nothing above about "
+                         f"4 kHz): scored by {', '.join(others)}, the bundle's narrowband model")
         if self.offset_ms is None:
             return notes
         faceless = sum(w.label is Label.NO_FACE for w in self.windows)

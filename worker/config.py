@@ -208,6 +208,9 @@ class ScoringConfig(_Section):
                                            "this (default: half of max_queued_jobs).")
     bundle_dir: Path | None = Field(default=None, description="Model bundle directory (unset: the bundled model).")
     silence_rms_threshold: float | None = Field(default=None, ge=0)
+    narrowband: bool = Field(
+        default=True, description="Score jobs whose audio is telephone-band (nothing above about "
+        "4 kHz) with the bundle's narrowband/ model, where it has one.")
     max_offset_ms: float = Field(
         default=200.0, ge=40, le=1000, description="Offsets searched: -max_offset_ms..+max_offset_ms "
         "in steps of one frame. Wider finds larger offsets, at the price of more audio held per job "

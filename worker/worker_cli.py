@@ -98,7 +98,8 @@ def worker_scorer_config(cfg):
     from worker.scoring.postprocess import ScorerConfig
 
     settings: dict[str, Any] = {"min_offset_ms": -cfg.scoring.max_offset_ms,
-                                "max_offset_ms": cfg.scoring.max_offset_ms}
+                                "max_offset_ms": cfg.scoring.max_offset_ms,
+                                "narrowband": cfg.scoring.narrowband}
     if cfg.scoring.silence_rms_threshold is not None:
         settings["silence_rms"] = cfg.scoring.silence_rms_threshold
     return ScorerConfig(**settings)

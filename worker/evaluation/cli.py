@@ -33,6 +33,9 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help=f"search offsets within +/- this many ms ({MIN_SEARCH_MS:g}..{MAX_SEARCH_MS:g}; default: the "
                         f"largest applied shift or true offset + {SEARCH_BEYOND_MS} ms, so that an estimate held at "
                         "the search's edge is never counted right)")
+    p.add_argument("--no-narrowband", action="store_true",
+                   help="score telephone-band audio with the full-band model too (default: with the bundle's "
+                        "narrowband model, where it has one)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     p.add_argument("--json", action="store_true", help="last line of stdout: the report as one JSON object")
     p.add_argument("--out", help="also write the JSON report to this file")
@@ -102,7 +105,8 @@ def _setup(args):
     if args.threads < 1:
         raise CliError("--threads must be >= 1")
     torch.set_num_threads(args.threads)
-    scorer = load_scorer_for_command(args.bundle, args.device, max_offset_ms=args.max_offset_ms)
+    scorer = load_scorer_for_command(args.bundle, args.device, max_offset_ms=args.max_offset_ms,
+                                     narrowband=not args.no_narrowband)
     log = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
     return scorer, log
 
@@ -191,12 +195,14 @@ def run_real(args) -> int:
                              degrade_on=args.degrade_on, limit=args.limit, speed=not args.no_speed)
         scorer, log = _setup(args)
         fold_dirs = [d.strip() for d in args.cv_folds.split(",") if d.strip()]
-        folds = tuple(load_scorer_for_command(d, args.device, "--cv-folds bundle", args.max_offset_ms)
+        narrowband = not args.no_narrowband
+        folds = tuple(load_scorer_for_command(d, args.device, "--cv-folds bundle", args.max_offset_ms, narrowband)
                       for d in fold_dirs)
         control = ()
         if args.max_offset_ms != ScorerConfig().max_offset_ms:  # the control also under `score`'s search
-            control = (load_scorer_for_command(args.bundle, args.device),
-                       *(load_scorer_for_command(d, args.device, "--cv-folds bundle") for d in fold_dirs))
+            control = (load_scorer_for_command(args.bundle, args.device, narrowband=narrowband),
+                       *(load_scorer_for_command(d, args.device, "--cv-folds bundle", narrowband=narrowband)
+                         for d in fold_dirs))
         report = run_real_eval(scorer, cfg, log, folds=folds, control=control)
     except ValueError as exc:
         raise CliError(str(exc)) from None

@@ -305,10 +305,14 @@ class _Agg:
         self.windows = JobTally(confident)
         self.blocks = JobTally(confident)
         self.by_shift: dict[int, tuple[list[bool], JobTally]] = {}
+        # windows per model that scored them: a routed scorer's narrowband model, where it read some
+        self.scored_by: dict[str, int] = {}
 
     def add(self, summary, shift_ms: int, frame_ms: float) -> bool:
         hit = within_frames(summary.offset_ms, float(shift_ms), frame_ms)
         self.clips.append(hit)
+        for win in summary.windows:
+            self.scored_by[win.scorer] = self.scored_by.get(win.scorer, 0) + 1
         w = JobTally(self.confident)
         w.add_all(summary.windows, float(shift_ms), frame_ms)
         self.windows.merge(w)
@@ -321,6 +325,7 @@ class _Agg:
     def as_dict(self) -> dict:
         return {
             "clips": tally(self.clips), "windows_1s": self.windows.as_dict(), "blocks_16": self.blocks.as_dict(),
+            "windows_by_scorer": dict(sorted(self.scored_by.items())),
             "by_shift_ms": {str(s): {"clips": tally(c), "windows_1s": {k: v for k, v in w.as_dict().items()
                                                                        if k in ("n", "hits", "rate")}}
                             for s, (c, w) in sorted(self.by_shift.items())},
@@ -665,7 +670,8 @@ def _degraded(judges: list, real, tracked, cfg, per_clip, clean_passes, log) -> 
         out[kind] = {"face_present_share": _r(present / frames if frames else None),
                      "method": _degrade_method(kind, cfg),
                      **{k: a.as_dict() for k, a in aggs.items()},
-                     "clean_same_pairs": {k: {"clips": a.as_dict()["clips"], "windows_1s": a.windows.as_dict()}
+                     "clean_same_pairs": {k: {"clips": a.as_dict()["clips"], "windows_1s": a.windows.as_dict(),
+                                              "windows_by_scorer": dict(sorted(a.scored_by.items()))}
                                           for k, a in clean.items()}}
     return out
 

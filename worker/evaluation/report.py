@@ -88,6 +88,15 @@ def _mismatched_lines(section: dict, label: str) -> list[str]:
     return lines
 
 
+def _routed(r: dict, agg: dict) -> str:
+    """'n/N' windows of ``agg`` scored by a model other than the report's scorers (a routed
+    scorer's narrowband model), or '' when every window was theirs."""
+    main = {r.get("scorer"), *(f.get("scorer") for f in r.get("cv_folds", []))}
+    by = agg.get("windows_by_scorer") or {}
+    other = sum(n for name, n in by.items() if name not in main)
+    return f"{other}/{sum(by.values())}" if other else ""
+
+
 def real_lines(r: dict) -> list[str]:
     lines = [(f"eval-real: scorer {r['scorer']}, {r['n_real']} real + {r['n_generated']} generated clips, "
               f"shifts {r['config']['shifts_ms']} ms, search {_search(r)}, degradations on "
@@ -100,7 +109,8 @@ def real_lines(r: dict) -> list[str]:
     for name, agg in _distinct_sets(r):
         lines.append(f"  [{name}, {r['sets'][name]} clips] whole clips {_pct(agg['clips'])}, 1-s windows "
                      f"{_pct(agg['windows_1s'])}, 16-frame blocks {_pct(agg['blocks_16'])}; confident-and-wrong "
-                     f"windows {_confident(agg['windows_1s'])}")
+                     f"windows {_confident(agg['windows_1s'])}"
+                     + (f"; narrowband model {_routed(r, agg)} windows" if _routed(r, agg) else ""))
         if agg.get("by_shift_ms"):
             lines.append(f"    by shift (whole clips / windows): {_by_shift(agg)}")
     ctrl = r.get("mismatched_default_search")
@@ -116,7 +126,8 @@ def real_lines(r: dict) -> list[str]:
                      f"{_f(a['windows_1s'].get('mean_confidence'))} (clean {_f(c['windows_1s'].get('mean_confidence'))}), "
                      f"confident-and-wrong {_confident(a['windows_1s'])} (clean "
                      f"{_confident(c['windows_1s'])}), face present "
-                     f"{_f(d.get('face_present_share'))}")
+                     f"{_f(d.get('face_present_share'))}"
+                     + (f", narrowband model {_routed(r, a)} windows" if _routed(r, a) else ""))
     cc = r.get("cross_check")
     if cc:
         lines.append(f"  cross-check (own audio >= 2 frames off by model and classical baseline): "
@@ -241,6 +252,11 @@ def real_markdown(r: dict) -> list[str]:
             name = kind if d["method"] == method else f"{kind} ({d['method']})"
             out.append(f"| {name} | {_md_pct(a['clips'])} | {_md_pct(a['windows_1s'])} | "
                        f"{_f(a['windows_1s'].get('mean_confidence'))} | {_confident(a['windows_1s'])} |")
+        routed = [f"{_routed(r, d[key])} {kind} windows (clean, the same pairs: "
+                  f"{_routed(r, d['clean_same_pairs'][key]) or 'none'})"
+                  for kind, d in r["degraded"].items() if _routed(r, d[key])]
+        if routed:
+            out += ["", "The bundle's narrowband model (telephone-band audio) read " + "; ".join(routed) + "."]
     cc = r.get("cross_check")
     if cc:
         listed = ", ".join(f"{x['clip']} (model {x['model_own_offset_ms']:+.0f} ms, classical "

@@ -40,6 +40,8 @@ class ScorerConfig:
     max_frames_per_pass: int = 256
     cuda_graphs: bool = True  # only on a CUDA device
     cpu_jit: bool = True  # TorchScript-frozen encoders on the CPU
+    # telephone-band jobs go to the bundle's narrowband/ companion, where it has one (routed.py)
+    narrowband: bool = True
 
 
 def _fraction(arr: np.ndarray | None, default: float) -> float:

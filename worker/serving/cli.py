@@ -40,9 +40,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--torch-threads", type=int, default=None,
                    help="CPU threads for the scorer (default: as the worker, cores - 1, 1..4: "
                         "oversubscribed OpenMP threads are dramatically slower than one)")
-    from worker.cli import add_max_offset_arg
+    from worker.cli import add_search_args
 
-    add_max_offset_arg(p)
+    add_search_args(p)
     return p
 
 
@@ -65,7 +65,8 @@ def run(args) -> int:
         raise CliError("--shutdown-grace-s must be within 0..3600")
     if args.torch_threads is not None and not 1 <= args.torch_threads <= 256:
         raise CliError("--torch-threads must be within 1..256")
-    scorer = load_scorer_for_command(args.bundle, args.device, max_offset_ms=args.max_offset_ms)
+    scorer = load_scorer_for_command(args.bundle, args.device, max_offset_ms=args.max_offset_ms,
+                                     narrowband=not args.no_narrowband)
     threads = _set_torch_threads(args.torch_threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     service = ScoreService(scorer, args.max_seconds)

@@ -1,0 +1,123 @@
+"""One Scorer over two bundles: the full-band model and its narrowband companion.
+
+Telephone-band audio (8 kHz on its way here) costs the full-band model 11 points of 1-s windows
+on the dev clips (docs/training.md, session 20). A bundle directory may hold a ``narrowband/``
+bundle: the same network with its audio encoder trained further on telephone-band audio, the
+video side left exactly as it was (``make_model --finetune-freeze video --finetune-freeze-stats``).
+Each job goes to the model its own audio wants (``band.is_narrowband``; no verdict: the full-band
+model), so a session that switches from a microphone to a phone line switches with it, and a job
+gets the same answer whichever worker scores it.
+
+Because the video side is shared, both models read the frames the same way: one stream (the
+per-session cache of frame features) serves both, and a job's video context is the same whichever
+model scored the jobs before it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from worker.scoring.band import is_narrowband
+from worker.scoring.types import LipSyncScore, ScoreRequest
+
+log = logging.getLogger(__name__)
+
+NARROWBAND_DIR = "narrowband"  # the companion's directory inside a bundle's
+# the parts whose weights must match for one cache of frame features to serve both models
+SHARED_PREFIXES = ("frame_encoder.", "video_head.", "shape_encoder.")
+
+
+class VideoSideMismatch(ValueError):
+    """The narrowband bundle does not share its start bundle's video side."""
+
+
+def narrowband_dir(bundle_dir: Path) -> Path | None:
+    """The companion bundle directory of ``bundle_dir``, if it has one."""
+    d = Path(bundle_dir) / NARROWBAND_DIR
+    return d if (d / "manifest.json").is_file() else None
+
+
+def check_shared_video(wide_state: dict, narrow_state: dict) -> None:
+    """Raises VideoSideMismatch unless every video-side tensor of the two state dicts is equal."""
+    import torch
+
+    keys = sorted(k for k in wide_state if k.startswith(SHARED_PREFIXES))
+    other = sorted(k for k in narrow_state if k.startswith(SHARED_PREFIXES))
+    if keys != other:
+        raise VideoSideMismatch("the narrowband bundle's video side has other tensors than the full-band one's")
+    for k in keys:
+        if not torch.equal(wide_state[k], narrow_state[k]):
+            raise VideoSideMismatch(f"the narrowband bundle's video side differs from the full-band one's ({k})")
+
+
+class BandRoutedScorer:
+    """The Scorer protocol over ``wide`` (full band) and ``narrow`` (telephone band). Everything
+    but the scoring itself (name, config, manifest, device, context) is the full-band model's:
+    a signal names the model that scored it in its ``scorer`` field."""
+
+    def __init__(self, wide, narrow) -> None:
+        self.wide = wide
+        self.narrow = narrow
+
+    def __getattr__(self, attr: str):
+        # config, manifest, device, context_frames...: the full-band model's (not called for
+        # the attributes set in __init__)
+        return getattr(self.wide, attr)
+
+    @property
+    def name(self) -> str:
+        return self.wide.name
+
+    @property
+    def search_margin_ms(self) -> float:
+        return max(self.wide.search_margin_ms, self.narrow.search_margin_ms)
+
+    def new_stream(self):
+        return self.wide.new_stream()
+
+    def route(self, request: ScoreRequest) -> bool:
+        """True: the narrowband model scores this job."""
+        return bool(is_narrowband(request.audio.samples, request.audio.sample_rate))
+
+    def score(self, request: ScoreRequest, stream=None) -> LipSyncScore:
+        return self.score_batch([request], [stream])[0]
+
+    def score_batch(self, requests: Sequence[ScoreRequest], streams: Sequence | None = None) -> list[LipSyncScore]:
+        if streams is None:
+            streams = [None] * len(requests)
+        if len(streams) != len(requests):
+            raise ValueError("streams and requests differ in length")
+        narrow = [self.route(r) for r in requests]
+        out: list[LipSyncScore] = []
+        # consecutive runs of one model, in the caller's order: a job whose context frames an
+        # earlier job of its session caches is scored after it, as with one model
+        start = 0
+        for i in range(1, len(requests) + 1):
+            if i == len(requests) or narrow[i] != narrow[start]:
+                model = self.narrow if narrow[start] else self.wide
+                out += model.score_batch(list(requests[start:i]), list(streams[start:i]))
+                start = i
+        return out
+
+
+def with_narrowband(wide, wide_state: dict, bundle_dir: Path, config, device: str):
+    """``wide`` (a ModelScorer of ``bundle_dir``, built from ``wide_state``) routed with its
+    narrowband companion, or
+    ``wide`` alone where there is none. A companion that cannot be used is logged and left out:
+    the full-band model still scores everything."""
+    from model_store.bundle import BundleError, load_bundle
+    from worker.scoring.scorer import ModelScorer
+
+    nb_dir = narrowband_dir(bundle_dir)
+    if nb_dir is None:
+        return wide
+    try:
+        manifest, state = load_bundle(nb_dir)
+        check_shared_video(wide_state, state)
+        narrow = ModelScorer(manifest, state, config, device=device)
+    except (BundleError, ValueError, RuntimeError, OSError) as exc:
+        log.error("narrowband bundle %s not used (the full-band model scores every job): %s", nb_dir, exc)
+        return wide
+    return BandRoutedScorer(wide, narrow)

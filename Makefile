@@ -58,6 +58,12 @@ MEMBER_SEEDS := 1234 777
 MEMBERS := .cache/members
 DISTIL := --distill-weight 5 --finetune-steps 2400 --finetune-sources all --finetune-freeze none \
   --finetune-dev-weight 1
+# each bundle's narrowband/ companion (scoring/routed.py: jobs whose audio went through 8 kHz):
+# 600 steps more with every window heard through a telephone band, the bundle itself as the teacher
+# hearing the full band, the video side (weights and batch-norm statistics) kept exactly, so one
+# cache of frame features serves both; about 10 min per bundle here
+NARROWBAND := --band-limit 1 --distill-weight 5 --finetune-steps 600 --finetune-sources all \
+  --finetune-freeze video --finetune-freeze-stats --finetune-dev-weight 1
 comma := ,
 empty :=
 space := $(empty) $(empty)
@@ -71,6 +77,9 @@ model: venv
 	  --members $(call member_dirs,default) --out model_store/bundles/ensemble
 	$(PY) -m model_store.training.make_model --from-bundle model_store/bundles/ensemble \
 	  --teacher model_store/bundles/ensemble $(DISTIL) --version $(MODEL_VERSION) --out model_store/bundles/default
+	$(PY) -m model_store.training.make_model --from-bundle model_store/bundles/default \
+	  --teacher model_store/bundles/default $(NARROWBAND) --version $(MODEL_VERSION)-nb \
+	  --out model_store/bundles/default/narrowband
 
 # the two cross-validation folds `sync-scorer eval-real --cv-folds` judges the dev clips with (the
 # same recipe on half the dev speakers each; their teachers stay in .cache/members)
@@ -84,7 +93,10 @@ model-cv: venv
 	    --out $(MEMBERS)/cv-fold-$$f-ensemble || exit 1; \
 	  $(PY) -m model_store.training.make_model --cv-fold $$f --from-bundle $(MEMBERS)/cv-fold-$$f-ensemble \
 	    --teacher $(MEMBERS)/cv-fold-$$f-ensemble $(DISTIL) --version $(MODEL_VERSION) \
-	    --out model_store/bundles/cv-fold-$$f || exit 1; done
+	    --out model_store/bundles/cv-fold-$$f || exit 1; \
+	  $(PY) -m model_store.training.make_model --cv-fold $$f --from-bundle model_store/bundles/cv-fold-$$f \
+	    --teacher model_store/bundles/cv-fold-$$f $(NARROWBAND) --version $(MODEL_VERSION)-nb \
+	    --out model_store/bundles/cv-fold-$$f/narrowband || exit 1; done
 
 bench: venv
 	$(SYNC) bench --json

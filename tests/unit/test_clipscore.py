@@ -208,13 +208,15 @@ def test_telephone_band_audio_gets_a_note_and_wideband_audio_none():
     from worker.cli import input_notes
     from worker.media.decode import MediaInfo
 
-    def notes(rate):
+    def notes(rate, narrowband_model=False):
         info = MediaInfo(path="x.mp4", duration_s=10.0, container="mov", has_video=True, has_audio=True,
                          fps=25.0, sample_rate=rate, audio_streams=1)
-        return input_notes(info, None, 10.0, 10.0, 25.0)
+        return input_notes(info, None, 10.0, 10.0, 25.0, narrowband_model)
 
     assert any("sampled at 8000 Hz (sound up to 4000 Hz)" in n for n in notes(8000))
     assert notes(11025) == [] and notes(16000) == [] and notes(48000) == []
+    # read by the bundle's narrowband model: the summary's own note on those windows says so
+    assert notes(8000, narrowband_model=True) == []
 
 
 def test_a_clips_score_reads_its_peak_as_the_windows_do():

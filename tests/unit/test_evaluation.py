@@ -241,6 +241,13 @@ def test_eval_real_runs_small(dev_clips_dir, tmp_path):
     assert any(line.lstrip().startswith("phone") for line in real_lines(r))
     # the table's header names the first kind's method (the bar's: mouth ROIs); the phone row says its own
     assert any(line.startswith("| phone (audio resampled through 8000 Hz") for line in real_markdown(r))
+    # the default bundle's narrowband model read the phone windows with speech, and none of the clean ones
+    nb = r["scorer"] + "-nb"
+    assert phone["all_real"]["windows_by_scorer"].get(nb, 0) > 0
+    assert nb not in phone["clean_same_pairs"]["all_real"]["windows_by_scorer"]
+    assert nb not in r["aggregates"]["all_real"]["windows_by_scorer"]
+    assert any(line.lstrip().startswith("phone") and "narrowband model" in line for line in real_lines(r))
+    assert any(line.startswith("The bundle's narrowband model") for line in real_markdown(r))
     assert (tmp_path / "cache" / "grid_swiz3n.npz").exists()  # built on a fresh machine
     # the classical cross-check ran on both (each fitted on the other speaker) and is reported
     for row in r["per_clip"]:

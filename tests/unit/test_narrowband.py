@@ -1,0 +1,185 @@
+"""Telephone-band audio: the band test (worker.scoring.band), the scorer that routes such jobs to a
+bundle's narrowband companion (worker.scoring.routed), and the training flag that makes a
+companion share its start bundle's video side exactly (make_model --finetune-freeze-stats)."""
+
+import json
+import logging
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+
+from model_store.architectures import build
+from model_store.bundle import AudioSpec, Calibration, Manifest, VideoSpec, load_bundle, save_bundle
+from worker.evaluation.degrade import telephone
+from worker.scoring.band import NARROWBAND_RATIO_DB, high_band_ratio_db, is_narrowband
+from worker.scoring.loader import load_scorer
+from worker.scoring.postprocess import ScorerConfig
+from worker.scoring.routed import BandRoutedScorer
+from worker.scoring.scorer import ModelScorer
+from worker.scoring.types import AudioSpan, FrameSpan, Kind, ScoreRequest
+
+SR = 16000
+
+
+def _speech_like(seconds: float, seed: int = 0) -> np.ndarray:
+    """Syllable-rate bursts of noise with a speech-like tilt: full band, as a microphone hears it."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * SR)
+    t = np.arange(n) / SR
+    noise = rng.standard_normal(n)
+    spec = np.fft.rfft(noise)
+    hz = np.fft.rfftfreq(n, 1 / SR)
+    spec /= np.maximum(hz, 300.0) / 300.0  # about -6 dB per octave above 300 Hz
+    x = np.fft.irfft(spec, n)
+    env = np.clip(np.sin(2 * np.pi * 3.5 * t + rng.uniform(0, 6)), 0, None)
+    x = x * env
+    return (0.3 * x / np.abs(x).max()).astype(np.float32)
+
+
+def test_full_band_speech_is_not_narrowband_and_the_same_through_8_khz_is():
+    x = _speech_like(1.6)
+    assert is_narrowband(x, SR) is False
+    assert high_band_ratio_db(x, SR) > NARROWBAND_RATIO_DB + 10
+    # the gentle resampler (torchaudio's default, the eval's phone degradation) and ffmpeg's
+    assert is_narrowband(telephone(x, SR), SR) is True
+    raw = subprocess.run(["ffmpeg", "-v", "error", "-f", "f32le", "-ar", str(SR), "-ac", "1", "-i", "-",
+                          "-af", "aresample=8000,aresample=16000", "-f", "f32le", "-"],
+                         input=x.astype("<f4").tobytes(), capture_output=True, check=True).stdout
+    assert is_narrowband(np.frombuffer(raw, "<f4"), SR) is True
+
+
+def test_no_verdict_without_speech_and_a_low_rate_is_narrowband_whatever_it_holds():
+    assert is_narrowband(np.zeros(SR, np.float32), SR) is None  # silence
+    assert is_narrowband((0.1 * np.random.default_rng(0).standard_normal(SR // 10)).astype(np.float32),
+                         SR) is None  # too short to tell
+    quiet = _speech_like(1.6) * 1e-4  # below the speech floor (-55 dBFS)
+    assert is_narrowband(quiet, SR) is None
+    assert is_narrowband(np.zeros(100, np.float32), 8000) is True
+    # a 44.1 kHz stream is read in the same bands
+    x44 = torch.from_numpy(_speech_like(1.6))
+    import torchaudio.functional as AF
+
+    assert is_narrowband(AF.resample(x44, SR, 44100).numpy(), 44100) is False
+
+
+def _bundle(d, version: str, state: dict):
+    man = Manifest("test-net", version, "syncnet_lite_v1", {}, 128, AudioSpec(), VideoSpec(), Calibration(),
+                   "weights.safetensors", "")
+    save_bundle(d, man, state)
+
+
+@pytest.fixture(scope="module")
+def bundle_with_companion(tmp_path_factory):
+    """A random bundle and, in its narrowband/ directory, the same network with another audio encoder."""
+    torch.manual_seed(0)
+    model = build("syncnet_lite_v1", {})
+    d = tmp_path_factory.mktemp("bundle")
+    _bundle(d, "0.0.1", model.state_dict())
+    torch.manual_seed(1)
+    other = build("syncnet_lite_v1", {}).state_dict()
+    narrow = {k: (other[k] if k.startswith("audio_encoder.") else v) for k, v in model.state_dict().items()}
+    _bundle(d / "narrowband", "0.0.1-nb", narrow)
+    return d
+
+
+def _req(frames, audio, frame_start=0, kind=Kind.WINDOW):
+    return ScoreRequest(kind, FrameSpan(frames, 25.0, frame_start), AudioSpan(audio, SR, 0))
+
+
+def test_each_job_is_scored_by_the_model_its_audio_wants(bundle_with_companion):
+    routed = load_scorer(bundle_with_companion, device="cpu", allow_fallback=False)
+    assert isinstance(routed, BandRoutedScorer)
+    assert routed.name == "test-net@0.0.1" and routed.config.narrowband
+    wide = load_scorer(bundle_with_companion, ScorerConfig(narrowband=False), device="cpu", allow_fallback=False)
+    assert isinstance(wide, ModelScorer)
+    narrow = load_scorer(bundle_with_companion / "narrowband", device="cpu", allow_fallback=False)
+    rng = np.random.default_rng(2)
+    frames = rng.integers(0, 255, (64, 96, 96), dtype=np.uint8)
+    full = _speech_like(4.0, 3)
+    phone = telephone(full, SR)
+    # a session that moves to a phone line mid-way: blocks in timeline order, in one batch
+    reqs = [_req(frames[b * 16:(b + 1) * 16], full if b < 2 else phone, b * 16, Kind.BLOCK) for b in range(4)]
+    got = routed.score_batch(reqs, [routed.new_stream()] * 4)
+    assert [r.scorer for r in got] == ["test-net@0.0.1"] * 2 + ["test-net@0.0.1-nb"] * 2
+    assert [r.frame_start for r in got] == [0, 16, 32, 48]
+    # each as its own model scores it given the same frames before it (one shared cache)
+    for model, idx in ((wide, (0, 1)), (narrow, (2, 3))):
+        stream = model.new_stream()
+        model.score_batch(reqs[:idx[0]], [stream] * idx[0]) if idx[0] else None
+        for i in idx:
+            want = model.score(reqs[i], stream)
+            np.testing.assert_allclose(got[i].curve, want.curve, atol=1e-5)
+            assert got[i].offset_ms == want.offset_ms
+    # silence has no verdict: the full-band model's (here, its SILENCE label)
+    quiet = routed.score(_req(frames[:25], np.zeros(3 * SR, np.float32)))
+    assert quiet.scorer == "test-net@0.0.1" and quiet.label.value == "SILENCE"
+
+
+def test_a_companion_that_does_not_share_the_video_side_is_left_out(bundle_with_companion, tmp_path, caplog):
+    d = tmp_path / "b"
+    shutil.copytree(bundle_with_companion, d)
+    _, state = load_bundle(d / "narrowband")
+    state = dict(state)
+    key = next(k for k in state if k.startswith("frame_encoder.") and "running_mean" in k)
+    state[key] = state[key] + 0.01  # batch-norm statistics that moved in training
+    shutil.rmtree(d / "narrowband")
+    _bundle(d / "narrowband", "0.0.1-nb", state)
+    with caplog.at_level(logging.ERROR):
+        s = load_scorer(d, device="cpu", allow_fallback=False)
+    assert isinstance(s, ModelScorer)
+    assert "narrowband bundle" in caplog.text and key in caplog.text
+    # a companion whose weights do not match their checksum: left out the same way
+    (d / "narrowband" / "manifest.json").write_text(
+        json.dumps({**json.loads((d / "narrowband" / "manifest.json").read_text()), "weights_sha256": "0" * 64}))
+    assert isinstance(load_scorer(d, device="cpu", allow_fallback=False), ModelScorer)
+
+
+def test_the_stage_with_frozen_statistics_keeps_the_video_side_exactly(tmp_path):
+    from model_store.training.make_model import main
+
+    start = tmp_path / "start"
+    common = ["--no-real", "--synth-clips", "4", "--batch-size", "4", "--version", "0.0.1"]
+    assert main([*common, "--steps", "2", "--finetune-steps", "0", "--out", str(start)]) == 0
+    for flag, same in (("--finetune-freeze-stats", True), (None, False)):
+        out = tmp_path / f"nb{same}"
+        argv = [*common, "--from-bundle", str(start), "--band-limit", "1", "--finetune-steps", "3",
+                "--finetune-sources", "all", "--finetune-freeze", "video", "--out", str(out)]
+        assert main(argv + ([flag] if flag else [])) == 0
+        _, a = load_bundle(start)
+        man, b = load_bundle(out)
+        video = [k for k in a if k.startswith(("frame_encoder.", "video_head."))]
+        assert all(torch.equal(a[k], b[k]) for k in video) is same, flag
+        assert not all(torch.equal(a[k], b[k]) for k in a if k.startswith("audio_encoder."))
+        assert man.training["finetune"]["frozen_stats"] is same
+        # asked only about telephone-band audio, it is calibrated on such audio
+        assert man.calibration.fitted_on.endswith("audio through 8000 Hz")
+
+
+def test_every_shipped_bundle_carries_the_makefiles_narrowband_companion():
+    """`make model` / `make model-cv` make what ships: each bundle's narrowband/ is its own network
+    after the Makefile's NARROWBAND stage (the bundle as the teacher, every window band-limited,
+    the video side kept exactly), and the loader routes to it."""
+    import re
+    import shlex
+
+    from model_store.bundle import DEFAULT_BUNDLE_DIR
+
+    text = (DEFAULT_BUNDLE_DIR.parents[2] / "Makefile").read_text().replace("\\\n", " ")
+    version = re.search(r"^MODEL_VERSION := (\S+)$", text, re.MULTILINE).group(1)
+    words = shlex.split(re.search(r"^NARROWBAND := (.+)$", text, re.MULTILINE).group(1))
+    for name in ("default", "cv-fold-1", "cv-fold-2"):
+        start, _ = load_bundle(DEFAULT_BUNDLE_DIR.parent / name)
+        man, _ = load_bundle(DEFAULT_BUNDLE_DIR.parent / name / "narrowband")
+        stage = man.training["finetune"]
+        assert man.version == f"{version}-nb" and man.name == start.name, name
+        named = f"{start.scorer_name} (sha256 {start.weights_sha256})"
+        assert man.training["teacher"] == named and man.training["weights_from"] == named, name
+        assert man.training["augment"]["band_limit"] == float(words[words.index("--band-limit") + 1]), name
+        assert stage["config"]["steps"] == int(words[words.index("--finetune-steps") + 1]), name
+        assert stage["frozen"] == "video" and stage["frozen_stats"] and "--finetune-freeze-stats" in words, name
+        assert man.calibration.fitted_on.endswith("audio through 8000 Hz"), name
+        scorer = load_scorer(DEFAULT_BUNDLE_DIR.parent / name, device="cpu", allow_fallback=False)
+        assert isinstance(scorer, BandRoutedScorer) and scorer.narrow.name == man.scorer_name, name

@@ -27,6 +27,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--fps", type=float, default=25.0)
     p.add_argument("--device", default="auto")
     p.add_argument("--bundle", help="model bundle directory (default: the bundled model)")
+    p.add_argument("--no-narrowband", action="store_true",
+                   help="the full-band model alone, without the per-job band check that routes telephone-band "
+                        "jobs to the bundle's narrowband model (the blocks here are full band)")
     p.add_argument("--threads", type=int, default=0,
                    help="torch CPU threads (default 0: torch's default, all cores; the worker's scoring "
                         "lane uses cores - 1 to leave one for its poll loop)")
@@ -71,7 +74,7 @@ def run(args) -> int:
         raise CliError("--block-frames must be within 8..16")
     if args.threads:
         torch.set_num_threads(args.threads)
-    scorer = load_scorer_for_command(args.bundle, args.device)
+    scorer = load_scorer_for_command(args.bundle, args.device, narrowband=not args.no_narrowband)
     device = getattr(scorer, "device", torch.device("cpu"))
     fps, bf, sr = args.fps, args.block_frames, 16000
     rng = np.random.default_rng(0)
@@ -122,6 +125,8 @@ def run(args) -> int:
     result = {
         "device": str(device),
         "scorer": scorer.name,
+        # the narrowband companion the band check would route telephone-band jobs to (None: none)
+        "narrowband_scorer": getattr(getattr(scorer, "narrow", None), "name", None),
         "block_frames": bf,
         "search_ms": [getattr(scorer.config, "min_offset_ms", -200), getattr(scorer.config, "max_offset_ms", 200)],
         "threads": torch.get_num_threads(),

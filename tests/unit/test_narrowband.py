@@ -183,3 +183,14 @@ def test_every_shipped_bundle_carries_the_makefiles_narrowband_companion():
         assert man.calibration.fitted_on.endswith("audio through 8000 Hz"), name
         scorer = load_scorer(DEFAULT_BUNDLE_DIR.parent / name, device="cpu", allow_fallback=False)
         assert isinstance(scorer, BandRoutedScorer) and scorer.narrow.name == man.scorer_name, name
+
+
+def test_bench_says_which_narrowband_model_it_carries_and_can_leave_it_out(capsys):
+    from model_store.bundle import DEFAULT_BUNDLE_DIR
+    from worker.cli import main
+
+    wide, narrow = (load_bundle(d)[0].scorer_name for d in (DEFAULT_BUNDLE_DIR, DEFAULT_BUNDLE_DIR / "narrowband"))
+    for extra, want in (([], narrow), (["--no-narrowband"], None)):
+        assert main(["bench", "--blocks", "10", "--threads", "1", "--json", *extra]) == 0
+        result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert result["narrowband_scorer"] == want and result["scorer"] == wide

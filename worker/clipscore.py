@@ -497,6 +497,13 @@ def _fmt_score(score: float | None) -> str:
 
 def _clip_score(scorer, best: float, margin: float, n_frames: int, usable: list[LipSyncScore]) -> tuple[float, float]:
     manifest = getattr(scorer, "manifest", None)
+    manifest_of = getattr(scorer, "manifest_of", None)
+    if manifest_of is not None:
+        # a routed scorer: the calibration of the model that read most of the windows (a phone
+        # clip's are the narrowband model's; read with the full-band calibration its scores came
+        # out 0.04 low, a review)
+        names = [w.scorer for w in usable]
+        manifest = manifest_of(max(set(names), key=names.count))
     if manifest is None:  # heuristic: its own capped values, aggregated
         return (float(np.median([w.score for w in usable])),
                 float(min(0.3, np.median([w.confidence for w in usable]))))

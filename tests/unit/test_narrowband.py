@@ -4,6 +4,7 @@ companion share its start bundle's video side exactly (make_model --finetune-fre
 
 import json
 import logging
+from dataclasses import replace
 import shutil
 import subprocess
 
@@ -65,9 +66,9 @@ def test_no_verdict_without_speech_and_a_low_rate_is_narrowband_whatever_it_hold
     assert is_narrowband(AF.resample(x44, SR, 44100).numpy(), 44100) is False
 
 
-def _bundle(d, version: str, state: dict):
-    man = Manifest("test-net", version, "syncnet_lite_v1", {}, 128, AudioSpec(), VideoSpec(), Calibration(),
-                   "weights.safetensors", "")
+def _bundle(d, version: str, state: dict, calibration: Calibration | None = None):
+    man = Manifest("test-net", version, "syncnet_lite_v1", {}, 128, AudioSpec(), VideoSpec(),
+                   calibration or Calibration(), "weights.safetensors", "")
     save_bundle(d, man, state)
 
 
@@ -81,7 +82,9 @@ def bundle_with_companion(tmp_path_factory):
     torch.manual_seed(1)
     other = build("syncnet_lite_v1", {}).state_dict()
     narrow = {k: (other[k] if k.startswith("audio_encoder.") else v) for k, v in model.state_dict().items()}
-    _bundle(d / "narrowband", "0.0.1-nb", narrow)
+    # calibrated otherwise, as a narrowband bundle is (on telephone-band audio)
+    base = Calibration()
+    _bundle(d / "narrowband", "0.0.1-nb", narrow, replace(base, score_b=base.score_b + 1.0, conf_b=base.conf_b + 1.0))
     return d
 
 
@@ -116,6 +119,69 @@ def test_each_job_is_scored_by_the_model_its_audio_wants(bundle_with_companion):
     # silence has no verdict: the full-band model's (here, its SILENCE label)
     quiet = routed.score(_req(frames[:25], np.zeros(3 * SR, np.float32)))
     assert quiet.scorer == "test-net@0.0.1" and quiet.label.value == "SILENCE"
+
+
+def test_lost_audio_does_not_decide_the_band():
+    """The worker zero-fills audio that never arrived (AudioSpan.present False); the step into the
+    gap is a click with energy across the band, so frames holding it are not judged."""
+    phone = telephone(_speech_like(1.6, 5), SR)
+    holed = phone.copy()
+    present = np.ones(holed.shape[0], bool)
+    for start in range(2000, 24000, 4000):  # 20 ms gaps across the span
+        holed[start: start + 320] = 0.0
+        present[start: start + 320] = False
+    assert is_narrowband(phone, SR) is True
+    assert high_band_ratio_db(holed, SR) > high_band_ratio_db(holed, SR, present)  # the clicks
+    assert is_narrowband(holed, SR, present) is True
+
+
+def test_a_bad_job_fails_as_with_one_model_and_jobs_of_sessions_on_one_band_share_a_call(bundle_with_companion):
+    from worker.scoring.types import ScoringInputError
+
+    routed = load_scorer(bundle_with_companion, device="cpu", allow_fallback=False)
+    frames = np.random.default_rng(4).integers(0, 255, (32, 96, 96), dtype=np.uint8)
+    full = _speech_like(3.0, 6)
+    phone = telephone(full, SR)
+    with pytest.raises(ScoringInputError, match="mono"):
+        routed.score(_req(frames[:16], np.stack([phone, phone], axis=1)))
+    calls = []
+    for side in ("wide", "narrow"):
+        model = getattr(routed, side)
+        model.score_batch = lambda reqs, streams, _f=model.score_batch, _s=side: calls.append((_s, len(reqs))) or _f(
+            reqs, streams)
+    try:
+        # two sessions, one on a phone line, their blocks interleaved as the batcher gathers them
+        a, b = routed.new_stream(), routed.new_stream()
+        reqs = [_req(frames[i * 16:(i + 1) * 16], x, i * 16, Kind.BLOCK) for i in (0, 1) for x in (full, phone)]
+        got = routed.score_batch(reqs, [a, b, a, b])
+        assert calls == [("wide", 2), ("narrow", 2)]
+        assert [r.scorer.endswith("-nb") for r in got] == [False, True, False, True]
+        # a session whose jobs go to both models: runs in order, so each job's context is cached first
+        calls.clear()
+        routed.score_batch([_req(frames[:16], full, 0, Kind.BLOCK), _req(frames[16:], phone, 16, Kind.BLOCK),
+                            _req(frames[:16], full, 0, Kind.BLOCK)], [a, a, b])
+        assert calls == [("wide", 1), ("narrow", 1), ("wide", 1)]
+    finally:
+        for side in ("wide", "narrow"):
+            del getattr(routed, side).score_batch
+    import copy
+
+    assert copy.copy(routed).name == routed.name  # no recursion through __getattr__
+
+
+def test_a_phone_clips_summary_is_calibrated_as_the_model_that_read_it(bundle_with_companion):
+    from worker.clipscore import score_clip
+
+    routed = load_scorer(bundle_with_companion, device="cpu", allow_fallback=False)
+    narrow = load_scorer(bundle_with_companion / "narrowband", device="cpu", allow_fallback=False)
+    assert routed.wide.manifest.calibration != narrow.manifest.calibration
+    frames = np.random.default_rng(7).integers(0, 255, (100, 96, 96), dtype=np.uint8)
+    phone = telephone(_speech_like(4.0, 8), SR)
+    got, want = (score_clip(s, frames, 25.0, phone) for s in (routed, narrow))
+    assert {w.scorer for w in got.windows if w.score is not None} == {narrow.name}
+    assert got.scorer == routed.name  # the bundle's name; the windows and a note name the model
+    assert (got.offset_ms, got.score, got.confidence) == (want.offset_ms, want.score, want.confidence)
+    assert any("narrowband model" in n for n in got.all_notes())
 
 
 def test_a_companion_that_does_not_share_the_video_side_is_left_out(bundle_with_companion, tmp_path, caplog):

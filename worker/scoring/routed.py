@@ -21,6 +21,7 @@ from pathlib import Path
 
 from worker.scoring.band import is_narrowband
 from worker.scoring.types import LipSyncScore, ScoreRequest
+from worker.scoring.validate import validate_request
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +63,15 @@ class BandRoutedScorer:
         self.narrow = narrow
 
     def __getattr__(self, attr: str):
-        # config, manifest, device, context_frames...: the full-band model's (not called for
-        # the attributes set in __init__)
+        # config, manifest, device, context_frames...: the full-band model's. Only asked for what
+        # __init__ did not set; before it (copy, unpickling) or for a dunder there is nothing to ask
+        if attr in ("wide", "narrow") or attr.startswith("__"):
+            raise AttributeError(attr)
         return getattr(self.wide, attr)
+
+    def manifest_of(self, scorer_name: str):
+        """The manifest (calibration) of the model that signs its results ``scorer_name``."""
+        return self.narrow.manifest if scorer_name == self.narrow.name else self.wide.manifest
 
     @property
     def name(self) -> str:
@@ -79,7 +86,8 @@ class BandRoutedScorer:
 
     def route(self, request: ScoreRequest) -> bool:
         """True: the narrowband model scores this job."""
-        return bool(is_narrowband(request.audio.samples, request.audio.sample_rate))
+        au = request.audio
+        return bool(is_narrowband(au.samples, au.sample_rate, au.present))
 
     def score(self, request: ScoreRequest, stream=None) -> LipSyncScore:
         return self.score_batch([request], [stream])[0]
@@ -89,17 +97,38 @@ class BandRoutedScorer:
             streams = [None] * len(requests)
         if len(streams) != len(requests):
             raise ValueError("streams and requests differ in length")
+        rate = self.wide.manifest.audio.sample_rate
+        for r in requests:  # a bad job fails as it would with one model, before any is scored
+            validate_request(r, rate)
         narrow = [self.route(r) for r in requests]
-        out: list[LipSyncScore] = []
-        # consecutive runs of one model, in the caller's order: a job whose context frames an
-        # earlier job of its session caches is scored after it, as with one model
-        start = 0
-        for i in range(1, len(requests) + 1):
-            if i == len(requests) or narrow[i] != narrow[start]:
-                model = self.narrow if narrow[start] else self.wide
-                out += model.score_batch(list(requests[start:i]), list(streams[start:i]))
-                start = i
-        return out
+        out: list[LipSyncScore | None] = [None] * len(requests)
+        for group in _groups(narrow, streams):
+            model = self.narrow if narrow[group[0]] else self.wide
+            for i, result in zip(group, model.score_batch([requests[i] for i in group], [streams[i] for i in group])):
+                out[i] = result
+        return out  # type: ignore[return-value]  # every job is in one group
+
+
+def _groups(narrow: list[bool], streams: Sequence) -> list[list[int]]:
+    """Job indices per model call. Where every session's jobs in the batch go to one model (a
+    session is on a phone line or not), one call per model, as batched as with one model. Where
+    a session's jobs go to both, consecutive runs of one model in the caller's order, so that a
+    job whose context frames an earlier job of its session caches is scored after it, as with
+    one model."""
+    models_of: dict[int, set[bool]] = {}
+    for stream, nb in zip(streams, narrow):
+        if stream is not None:
+            models_of.setdefault(id(stream), set()).add(nb)
+    if all(len(m) == 1 for m in models_of.values()):
+        return [g for g in ([i for i, nb in enumerate(narrow) if not nb], [i for i, nb in enumerate(narrow) if nb])
+                if g]
+    runs: list[list[int]] = []
+    for i, nb in enumerate(narrow):
+        if runs and narrow[runs[-1][0]] == nb:
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    return runs
 
 
 def with_narrowband(wide, wide_state: dict, bundle_dir: Path, config, device: str):
@@ -115,6 +144,10 @@ def with_narrowband(wide, wide_state: dict, bundle_dir: Path, config, device: st
         return wide
     try:
         manifest, state = load_bundle(nb_dir)
+        if manifest.video != wide.manifest.video:
+            # the shared cache holds frame features of one input format
+            raise VideoSideMismatch(f"the narrowband bundle reads other frames ({manifest.video}) than the "
+                                    f"full-band one ({wide.manifest.video})")
         check_shared_video(wide_state, state)
         narrow = ModelScorer(manifest, state, config, device=device)
     except (BundleError, ValueError, RuntimeError, OSError) as exc:

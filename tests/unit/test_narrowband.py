@@ -4,9 +4,9 @@ companion share its start bundle's video side exactly (make_model --finetune-fre
 
 import json
 import logging
-from dataclasses import replace
 import shutil
 import subprocess
+from dataclasses import replace
 
 import numpy as np
 import pytest

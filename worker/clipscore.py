@@ -502,8 +502,11 @@ def _clip_score(scorer, best: float, margin: float, n_frames: int, usable: list[
         # a routed scorer: the calibration of the model that read most of the windows (a phone
         # clip's are the narrowband model's; read with the full-band calibration its scores came
         # out 0.04 low, a review)
-        names = [w.scorer for w in usable]
-        manifest = manifest_of(max(set(names), key=names.count))
+        weight: dict[str, float] = {}
+        for w in usable:  # as summarise weighs the windows' curves
+            weight[w.scorer] = weight.get(w.scorer, 0.0) + (w.frame_end - w.frame_start) * max(w.voiced_fraction, 0.05)
+        # a tie goes to the full-band model (whatever the hash seed: a review saw either)
+        manifest = manifest_of(max(sorted(weight, key=lambda name: name != scorer.name), key=weight.__getitem__))
     if manifest is None:  # heuristic: its own capped values, aggregated
         return (float(np.median([w.score for w in usable])),
                 float(min(0.3, np.median([w.confidence for w in usable]))))

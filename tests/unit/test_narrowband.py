@@ -156,17 +156,59 @@ def test_a_bad_job_fails_as_with_one_model_and_jobs_of_sessions_on_one_band_shar
         got = routed.score_batch(reqs, [a, b, a, b])
         assert calls == [("wide", 2), ("narrow", 2)]
         assert [r.scorer.endswith("-nb") for r in got] == [False, True, False, True]
-        # a session whose jobs go to both models: runs in order, so each job's context is cached first
+        # a session whose jobs go to both models: its runs in order, so each job's context is cached
+        # first; another session's full-band job joins its first run's call
         calls.clear()
         routed.score_batch([_req(frames[:16], full, 0, Kind.BLOCK), _req(frames[16:], phone, 16, Kind.BLOCK),
                             _req(frames[:16], full, 0, Kind.BLOCK)], [a, a, b])
-        assert calls == [("wide", 1), ("narrow", 1), ("wide", 1)]
+        assert calls == [("wide", 2), ("narrow", 1)]
     finally:
         for side in ("wide", "narrow"):
             del getattr(routed, side).score_batch
     import copy
 
     assert copy.copy(routed).name == routed.name  # no recursion through __getattr__
+
+
+def test_calls_per_run_of_each_session_keep_its_order_and_batch_the_rest():
+    from worker.scoring.routed import _groups
+
+    a, b, c = object(), object(), object()
+    # a: phone, a silent block (full band), phone again; b and c stay on one band each
+    narrow = [True, False, False, True, True, True]
+    streams = [a, b, a, c, a, None]
+    assert _groups(narrow, streams) == [[1], [0, 3, 5], [2], [4]]
+    # a's jobs come in its order (0 in run 0, 2 in run 1, 4 in run 2); b, c and the lone job join run 0
+    assert _groups([False, False, True], [None, None, None]) == [[0, 1], [2]]
+
+
+def test_a_tie_between_the_models_is_calibrated_as_the_full_band_model():
+    from worker.clipscore import _clip_score
+    from worker.scoring.types import Direction, Label, LipSyncScore
+
+    class Router:
+        name = "net@1"
+        manifest = Manifest("net", "1", "syncnet_lite_v1", {}, 128, AudioSpec(), VideoSpec(), Calibration(), "w", "")
+        narrow = replace(manifest, version="1-nb", calibration=replace(Calibration(), score_b=0.0))
+
+        def manifest_of(self, name):
+            return self.narrow if name == "net@1-nb" else self.manifest
+
+    def win(start, scorer):
+        return LipSyncScore(Kind.WINDOW, start, start + 25, 0, 1000, 0.5, 0.0, 0.1, 0.5, Direction.IN_SYNC, Label.OK,
+                            scorer)
+
+    router = Router()
+    wide_score = _clip_score(router, 0.3, 0.1, 100, [win(0, "net@1")])
+    for order in (["net@1", "net@1-nb"], ["net@1-nb", "net@1"]):
+        usable = [win(25 * i, name) for i, name in enumerate(order * 2)]
+        assert _clip_score(router, 0.3, 0.1, 100, usable) == wide_score
+    assert _clip_score(router, 0.3, 0.1, 100, [win(0, "net@1-nb")]) != wide_score
+
+
+def test_a_mask_of_another_length_gives_no_verdict():
+    phone = telephone(_speech_like(1.6, 5), SR)
+    assert is_narrowband(phone, SR, np.ones(phone.shape[0] - 100, bool)) is None
 
 
 def test_a_phone_clips_summary_is_calibrated_as_the_model_that_read_it(bundle_with_companion):
@@ -197,6 +239,14 @@ def test_a_companion_that_does_not_share_the_video_side_is_left_out(bundle_with_
         s = load_scorer(d, device="cpu", allow_fallback=False)
     assert isinstance(s, ModelScorer)
     assert "narrowband bundle" in caplog.text and key in caplog.text
+    # one that reads audio at another rate: left out the same way
+    shutil.rmtree(d / "narrowband")
+    man, state = load_bundle(bundle_with_companion / "narrowband")
+    save_bundle(d / "narrowband", replace(man, audio=replace(man.audio, sample_rate=8000)), state)
+    caplog.clear()
+    with caplog.at_level(logging.ERROR):
+        assert isinstance(load_scorer(d, device="cpu", allow_fallback=False), ModelScorer)
+    assert "8000 Hz" in caplog.text
     # a companion whose weights do not match their checksum: left out the same way
     (d / "narrowband" / "manifest.json").write_text(
         json.dumps({**json.loads((d / "narrowband" / "manifest.json").read_text()), "weights_sha256": "0" * 64}))

@@ -111,10 +111,17 @@ def _setup(args):
     return scorer, log
 
 
+def _narrowband_info(scorer) -> dict | None:
+    """The routed scorer's narrowband companion (name, sha256), or None."""
+    narrow = getattr(scorer, "narrow", None)
+    return None if narrow is None else {"scorer": narrow.name, "weights_sha256": narrow.manifest.weights_sha256}
+
+
 def _bundle_info(scorer, args) -> dict:
     m = getattr(scorer, "manifest", None)
     return {"scorer": scorer.name, "bundle_dir": args.bundle or "default",
             "weights_sha256": getattr(m, "weights_sha256", None),
+            "narrowband": _narrowband_info(scorer),
             "search_ms": [getattr(scorer.config, "min_offset_ms", None), getattr(scorer.config, "max_offset_ms", None)],
             "heuristic_reason": getattr(scorer, "reason", None)}
 

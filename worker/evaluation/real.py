@@ -487,6 +487,7 @@ def run_real_eval(scorer, cfg: RealEvalConfig, log: Callable[[str], None] = lamb
         "trained_on_source": ("bundle manifest training.data.dev_train_clips" if trained is not None
                               else "the manifest lists no dev clips trained on: held-out = all"),
         "cv_folds": [{"scorer": f.name, "weights_sha256": getattr(getattr(f, "manifest", None), "weights_sha256", None),
+                      "narrowband": getattr(getattr(f, "narrow", None), "name", None),
                       "judges": sorted(c.name for c in clips if c.judge == i + 1)} for i, f in enumerate(folds)],
         "flagged": {c.name: c.flagged for c in real if c.flagged},
         "sets": {k: sum(SETS[k](c) for c in real) for k in SETS},

@@ -49,6 +49,8 @@ def high_band_ratio_db(samples: np.ndarray, sample_rate: int, present: np.ndarra
     if n_frames < MIN_SPEECH_FRAMES:
         return None
     frames = x[: n_frames * n].reshape(n_frames, n)
+    if present is not None and np.shape(present) != x.shape:
+        return None  # not this audio's mask (the scorer's validation refuses such a request)
     if present is not None:
         whole = np.asarray(present, dtype=bool)[: n_frames * n].reshape(n_frames, n).all(axis=1)
         if int(whole.sum()) < MIN_SPEECH_FRAMES:

@@ -110,25 +110,22 @@ class BandRoutedScorer:
 
 
 def _groups(narrow: list[bool], streams: Sequence) -> list[list[int]]:
-    """Job indices per model call. Where every session's jobs in the batch go to one model (a
-    session is on a phone line or not), one call per model, as batched as with one model. Where
-    a session's jobs go to both, consecutive runs of one model in the caller's order, so that a
-    job whose context frames an earlier job of its session caches is scored after it, as with
-    one model."""
-    models_of: dict[int, set[bool]] = {}
-    for stream, nb in zip(streams, narrow):
+    """Job indices per model call, in call order. Each job is numbered by its run in its own
+    stream (how many times that session's jobs changed model before it, in the caller's order),
+    and there is one call per (run, model): a session's jobs keep their order, so a job whose
+    context frames an earlier job of its session caches is scored after it, as with one model,
+    while sessions that stay on one band share one call per model (a phone session's silent
+    block, read full-band, splits only its own session)."""
+    last: dict[int, tuple[bool, int]] = {}
+    calls: dict[tuple[int, bool], list[int]] = {}
+    for i, (stream, nb) in enumerate(zip(streams, narrow)):
+        run = 0
         if stream is not None:
-            models_of.setdefault(id(stream), set()).add(nb)
-    if all(len(m) == 1 for m in models_of.values()):
-        return [g for g in ([i for i, nb in enumerate(narrow) if not nb], [i for i, nb in enumerate(narrow) if nb])
-                if g]
-    runs: list[list[int]] = []
-    for i, nb in enumerate(narrow):
-        if runs and narrow[runs[-1][0]] == nb:
-            runs[-1].append(i)
-        else:
-            runs.append([i])
-    return runs
+            prev = last.get(id(stream))
+            run = 0 if prev is None else prev[1] + (prev[0] != nb)
+            last[id(stream)] = (nb, run)
+        calls.setdefault((run, nb), []).append(i)
+    return [calls[key] for key in sorted(calls)]
 
 
 def with_narrowband(wide, wide_state: dict, bundle_dir: Path, config, device: str):
@@ -144,6 +141,9 @@ def with_narrowband(wide, wide_state: dict, bundle_dir: Path, config, device: st
         return wide
     try:
         manifest, state = load_bundle(nb_dir)
+        if manifest.audio.sample_rate != wide.manifest.audio.sample_rate:
+            raise VideoSideMismatch(f"the narrowband bundle reads audio at {manifest.audio.sample_rate} Hz, the "
+                                    f"full-band one at {wide.manifest.audio.sample_rate} Hz")
         if manifest.video != wide.manifest.video:
             # the shared cache holds frame features of one input format
             raise VideoSideMismatch(f"the narrowband bundle reads other frames ({manifest.video}) than the "

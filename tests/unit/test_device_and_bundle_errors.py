@@ -30,7 +30,8 @@ def test_cuda_without_a_gpu_is_an_error_not_the_heuristic():
 
     with pytest.raises(DeviceError, match="CUDA is not available"):
         load_scorer(None, device="cuda")  # the default bundle, whose failures may fall back
-    assert type(load_scorer(None, device="cpu")).__name__ == "ModelScorer"
+    # the bundled model (with its narrowband companion), not the heuristic
+    assert type(load_scorer(None, device="cpu")).__name__ == "BandRoutedScorer"
 
 
 def _one_line(capsys, argv: list[str]) -> str:

@@ -6,6 +6,7 @@ import pytest
 
 from worker.clipscore import score_clip
 from worker.scoring.loader import load_default_scorer
+from worker.scoring.routed import BandRoutedScorer
 from worker.scoring.scorer import ModelScorer
 from worker.scoring.types import Direction, Label
 from worker.synth import SynthOptions, generate_clip
@@ -14,7 +15,9 @@ from worker.synth import SynthOptions, generate_clip
 @pytest.fixture(scope="module")
 def scorer():
     s = load_default_scorer(device="cpu")
-    assert isinstance(s, ModelScorer), "the bundled model must load (no heuristic fallback)"
+    # the bundled model with its narrowband companion (routed.py), never the heuristic fallback
+    assert isinstance(s, BandRoutedScorer) and isinstance(s.wide, ModelScorer), \
+        "the bundled model must load (no heuristic fallback)"
     return s
 
 

@@ -206,6 +206,27 @@ def test_a_tie_between_the_models_is_calibrated_as_the_full_band_model():
     assert _clip_score(router, 0.3, 0.1, 100, [win(0, "net@1-nb")]) != wide_score
 
 
+def test_the_band_is_judged_on_the_jobs_own_second_not_its_search_margin():
+    from worker.scoring.routed import job_audio
+
+    # a 16-frame block at frames 100..116 (4.0-4.64 s) with 0.44 s of margin each side
+    start = round((4.0 - 0.44) * SR)
+    audio = np.arange(round(1.52 * SR), dtype=np.float32)
+    present = np.ones(audio.shape[0], bool)
+    req = ScoreRequest(Kind.BLOCK, FrameSpan(np.zeros((16, 96, 96), np.uint8), 25.0, 100),
+                       AudioSpan(audio, SR, start, present))
+    samples, mask = job_audio(req)
+    assert samples.shape[0] == SR and mask.shape[0] == SR  # 1 s centred on the block's 0.64 s
+    centre = (4.32 * SR) - start
+    assert abs((samples[0] + samples[-1]) / 2 - centre) <= 1
+    # a longer job keeps its own span (1.2 s here); at the audio's edge the span is cut, not shifted
+    win = ScoreRequest(Kind.WINDOW, FrameSpan(np.zeros((30, 96, 96), np.uint8), 25.0, 0), AudioSpan(audio, SR, 0))
+    samples, mask = job_audio(win)
+    assert samples.shape[0] == round(1.2 * SR) and samples[0] == 0 and mask is None
+    late = ScoreRequest(Kind.WINDOW, FrameSpan(np.zeros((30, 96, 96), np.uint8), 25.0, 10), AudioSpan(audio, SR, 0))
+    assert job_audio(late)[0][0] == round(0.4 * SR) and job_audio(late)[0][-1] == audio[-1]  # 0.4..1.52 s
+
+
 def test_a_mask_of_another_length_gives_no_verdict():
     phone = telephone(_speech_like(1.6, 5), SR)
     assert is_narrowband(phone, SR, np.ones(phone.shape[0] - 100, bool)) is None

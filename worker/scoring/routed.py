@@ -86,8 +86,8 @@ class BandRoutedScorer:
 
     def route(self, request: ScoreRequest) -> bool:
         """True: the narrowband model scores this job."""
-        au = request.audio
-        return bool(is_narrowband(au.samples, au.sample_rate, au.present))
+        samples, present = job_audio(request)
+        return bool(is_narrowband(samples, request.audio.sample_rate, present))
 
     def score(self, request: ScoreRequest, stream=None) -> LipSyncScore:
         return self.score_batch([request], [stream])[0]
@@ -107,6 +107,22 @@ class BandRoutedScorer:
             for i, result in zip(group, model.score_batch([requests[i] for i in group], [streams[i] for i in group])):
                 out[i] = result
         return out  # type: ignore[return-value]  # every job is in one group
+
+
+BAND_SPAN_S = 1.0  # the least audio judged around a job (its own time, or this much centred on it)
+
+
+def job_audio(request: ScoreRequest) -> tuple:
+    """The samples (and their present mask) under the job's own frames, widened to BAND_SPAN_S
+    around their middle: the band of the job's own time, not of its search margin (which made the
+    check read up to twice as much: 0.3 ms per job)."""
+    au, fs = request.audio, request.frames
+    rate = au.sample_rate
+    mid = (fs.frame_start + fs.frame_end) / 2.0 / fs.fps * rate - au.start_sample
+    half = max((fs.frame_end - fs.frame_start) / fs.fps, BAND_SPAN_S) * rate / 2.0
+    a, b = max(0, int(mid - half)), min(au.samples.shape[0], int(mid + half))
+    present = None if au.present is None else au.present[a:b]
+    return au.samples[a:b], present
 
 
 def _groups(narrow: list[bool], streams: Sequence) -> list[list[int]]:

@@ -61,7 +61,7 @@ DISTIL := --distill-weight 5 --finetune-steps 2400 --finetune-sources all --fine
 # each bundle's narrowband/ companion (scoring/routed.py: jobs whose audio went through 8 kHz):
 # 600 steps more with every window heard through a telephone band, the bundle itself as the teacher
 # hearing the full band, the video side (weights and batch-norm statistics) kept exactly, so one
-# cache of frame features serves both; about 10 min per bundle here
+# cache of frame features serves both; about 6 min per bundle here
 NARROWBAND := --band-limit 1 --distill-weight 5 --finetune-steps 600 --finetune-sources all \
   --finetune-freeze video --finetune-freeze-stats --finetune-dev-weight 1
 comma := ,

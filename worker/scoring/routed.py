@@ -30,8 +30,9 @@ NARROWBAND_DIR = "narrowband"  # the companion's directory inside a bundle's
 SHARED_PREFIXES = ("frame_encoder.", "video_head.", "shape_encoder.")
 
 
-class VideoSideMismatch(ValueError):
-    """The narrowband bundle does not share its start bundle's video side."""
+class CompanionMismatch(ValueError):
+    """The narrowband bundle cannot stand beside the full-band one: another video side (weights,
+    batch-norm statistics or frame format) or another audio rate."""
 
 
 def narrowband_dir(bundle_dir: Path) -> Path | None:
@@ -41,16 +42,16 @@ def narrowband_dir(bundle_dir: Path) -> Path | None:
 
 
 def check_shared_video(wide_state: dict, narrow_state: dict) -> None:
-    """Raises VideoSideMismatch unless every video-side tensor of the two state dicts is equal."""
+    """Raises CompanionMismatch unless every video-side tensor of the two state dicts is equal."""
     import torch
 
     keys = sorted(k for k in wide_state if k.startswith(SHARED_PREFIXES))
     other = sorted(k for k in narrow_state if k.startswith(SHARED_PREFIXES))
     if keys != other:
-        raise VideoSideMismatch("the narrowband bundle's video side has other tensors than the full-band one's")
+        raise CompanionMismatch("the narrowband bundle's video side has other tensors than the full-band one's")
     for k in keys:
         if not torch.equal(wide_state[k], narrow_state[k]):
-            raise VideoSideMismatch(f"the narrowband bundle's video side differs from the full-band one's ({k})")
+            raise CompanionMismatch(f"the narrowband bundle's video side differs from the full-band one's ({k})")
 
 
 class BandRoutedScorer:
@@ -146,9 +147,8 @@ def _groups(narrow: list[bool], streams: Sequence) -> list[list[int]]:
 
 def with_narrowband(wide, wide_state: dict, bundle_dir: Path, config, device: str):
     """``wide`` (a ModelScorer of ``bundle_dir``, built from ``wide_state``) routed with its
-    narrowband companion, or
-    ``wide`` alone where there is none. A companion that cannot be used is logged and left out:
-    the full-band model still scores everything."""
+    narrowband companion, or ``wide`` alone where there is none. A companion that cannot be used
+    is logged and left out: the full-band model still scores everything."""
     from model_store.bundle import BundleError, load_bundle
     from worker.scoring.scorer import ModelScorer
 
@@ -158,11 +158,11 @@ def with_narrowband(wide, wide_state: dict, bundle_dir: Path, config, device: st
     try:
         manifest, state = load_bundle(nb_dir)
         if manifest.audio.sample_rate != wide.manifest.audio.sample_rate:
-            raise VideoSideMismatch(f"the narrowband bundle reads audio at {manifest.audio.sample_rate} Hz, the "
+            raise CompanionMismatch(f"the narrowband bundle reads audio at {manifest.audio.sample_rate} Hz, the "
                                     f"full-band one at {wide.manifest.audio.sample_rate} Hz")
         if manifest.video != wide.manifest.video:
             # the shared cache holds frame features of one input format
-            raise VideoSideMismatch(f"the narrowband bundle reads other frames ({manifest.video}) than the "
+            raise CompanionMismatch(f"the narrowband bundle reads other frames ({manifest.video}) than the "
                                     f"full-band one ({wide.manifest.video})")
         check_shared_video(wide_state, state)
         narrow = ModelScorer(manifest, state, config, device=device)

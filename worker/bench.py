@@ -27,9 +27,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--fps", type=float, default=25.0)
     p.add_argument("--device", default="auto")
     p.add_argument("--bundle", help="model bundle directory (default: the bundled model)")
-    p.add_argument("--no-narrowband", action="store_true",
-                   help="the full-band model alone, without the per-job band check that routes telephone-band "
-                        "jobs to the bundle's narrowband model (the blocks here are full band)")
+    from worker.cli import add_narrowband_arg
+
+    add_narrowband_arg(p)  # the blocks here are full band: without it, the band check's cost is gone
     p.add_argument("--threads", type=int, default=0,
                    help="torch CPU threads (default 0: torch's default, all cores; the worker's scoring "
                         "lane uses cores - 1 to leave one for its poll loop)")

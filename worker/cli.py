@@ -35,9 +35,14 @@ def add_search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-offset-ms", type=float, default=200.0,
                    help=f"search offsets within +/- this many ms, to the nearest frame "
                         f"({MIN_SEARCH_MS:g}..{MAX_SEARCH_MS:g}; default 200)")
+    add_narrowband_arg(p)
+
+
+def add_narrowband_arg(p: argparse.ArgumentParser) -> None:
+    """``--no-narrowband`` for a command that loads a scorer (ScorerConfig.narrowband)."""
     p.add_argument("--no-narrowband", action="store_true",
-                   help="score telephone-band audio with the full-band model too (default: with the "
-                        "bundle's narrowband model, where it has one)")
+                   help="score telephone-band audio with the full-band model too, without the per-job band "
+                        "check (default: such jobs go to the bundle's narrowband model, where it has one)")
 
 
 def load_scorer_for_command(bundle_dir: str | None, device: str = "auto", what: str = "bundle",

@@ -27,15 +27,13 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bundle", help="model bundle directory (default: the bundled model; without one "
                                     "the heuristic scorer is evaluated and the report says so)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    from worker.cli import MAX_SEARCH_MS, MIN_SEARCH_MS
+    from worker.cli import MAX_SEARCH_MS, MIN_SEARCH_MS, add_narrowband_arg
 
     p.add_argument("--max-offset-ms", type=float, default=None,
                    help=f"search offsets within +/- this many ms ({MIN_SEARCH_MS:g}..{MAX_SEARCH_MS:g}; default: the "
                         f"largest applied shift or true offset + {SEARCH_BEYOND_MS} ms, so that an estimate held at "
                         "the search's edge is never counted right)")
-    p.add_argument("--no-narrowband", action="store_true",
-                   help="score telephone-band audio with the full-band model too (default: with the bundle's "
-                        "narrowband model, where it has one)")
+    add_narrowband_arg(p)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     p.add_argument("--json", action="store_true", help="last line of stdout: the report as one JSON object")
     p.add_argument("--out", help="also write the JSON report to this file")

@@ -227,6 +227,22 @@ def test_the_band_is_judged_on_the_jobs_own_second_not_its_search_margin():
     assert job_audio(late)[0][0] == round(0.4 * SR) and job_audio(late)[0][-1] == audio[-1]  # 0.4..1.52 s
 
 
+def test_a_job_with_too_little_speech_in_its_own_second_is_judged_on_all_its_audio(bundle_with_companion):
+    routed = load_scorer(bundle_with_companion, device="cpu", allow_fallback=False)
+    phone = telephone(_speech_like(3.0, 9), SR)
+    # the job's own second (frames 25..50 at 25 fps) fades to barely audible and back (no click)
+    t = np.arange(phone.shape[0]) / SR
+    dip = np.clip((t - 0.8) / 0.2, 0, 1) - np.clip((t - 2.0) / 0.2, 0, 1)  # 0 -> 1 -> 0
+    gain = 1.0 - (1.0 - 1e-4) * (1.0 - np.cos(np.pi * dip)) / 2.0
+    quiet_middle = (phone * gain).astype(np.float32)
+    frames = np.zeros((25, 96, 96), np.uint8)
+    job = ScoreRequest(Kind.WINDOW, FrameSpan(frames, 25.0, 25), AudioSpan(quiet_middle, SR, 0))
+    assert routed.route(job) is True  # from the speech around it
+    assert routed.route(ScoreRequest(Kind.WINDOW, FrameSpan(frames, 25.0, 25), AudioSpan(phone, SR, 0))) is True
+    assert routed.route(ScoreRequest(Kind.WINDOW, FrameSpan(frames, 25.0, 25),
+                                     AudioSpan(_speech_like(3.0, 9), SR, 0))) is False
+
+
 def test_a_mask_of_another_length_gives_no_verdict():
     phone = telephone(_speech_like(1.6, 5), SR)
     assert is_narrowband(phone, SR, np.ones(phone.shape[0] - 100, bool)) is None

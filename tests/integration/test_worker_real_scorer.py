@@ -85,9 +85,14 @@ def test_known_offsets_every_signal_once_with_the_right_sign(kafka_bootstrap, re
     counts = Counter(r["signal_id"] for r in signals)
     assert set(counts) == set(expected), sorted(expected[i] for i in set(expected) - set(counts))
     assert max(counts.values()) == 1
+    # the bundle's full-band model, or its narrowband one for a job whose audio has next to nothing
+    # above 5 kHz (routed.py): the synthetic voice does now and then (5 of 600 1-s spans of the
+    # evaluation's clips), so most signals, not all, name the full-band model
+    models = {real_scorer.name, getattr(getattr(real_scorer, "narrow", None), "name", real_scorer.name)}
     for rec in signals:
-        assert rec["scorer"] == real_scorer.name
+        assert rec["scorer"] in models
         assert rec["frames_missing"] == 0 and rec["audio_missing_ms"] == 0
+    assert sum(rec["scorer"] == real_scorer.name for rec in signals) > 0.9 * len(signals)
     # the offset sign, judged on the ~1 s WINDOW signals' median per session
     medians = {}
     for sid in truth:

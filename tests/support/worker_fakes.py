@@ -14,6 +14,37 @@ def offline_config(dlq: bool = False) -> WorkerConfig:
                         http={"port": 0}, log={"json_logs": False})
 
 
+class FakeMessage:
+    """A consumed record as confluent_kafka.Message shows it to the poll loop: topic, partition 0
+    unless told, offset, key, value, and its timestamp (CREATE_TIME ms, or none available)."""
+
+    def __init__(self, topic: str, offset: int, value: bytes, key: bytes = b"", partition: int = 0,
+                 timestamp_ms: int | None = None) -> None:
+        self._t, self._o, self._v, self._k, self._p, self._ts = topic, offset, value, key, partition, timestamp_ms
+
+    def topic(self) -> str:
+        return self._t
+
+    def partition(self) -> int:
+        return self._p
+
+    def offset(self) -> int:
+        return self._o
+
+    def key(self) -> bytes:
+        return self._k
+
+    def value(self) -> bytes:
+        return self._v
+
+    def timestamp(self) -> tuple[int, int]:
+        # (TIMESTAMP_NOT_AVAILABLE, 0) or (TIMESTAMP_CREATE_TIME, ms)
+        return (0, 0) if self._ts is None else (1, self._ts)
+
+    def error(self) -> None:
+        return None
+
+
 class HoldingConsumer:
     """Assigned partitions, all caught up; the worker's holds are kept as the real consumer keeps them."""
 

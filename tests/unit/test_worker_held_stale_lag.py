@@ -26,7 +26,7 @@ from support.fake_scorer import FakeScorer
 
 from schemas import AvroCodec
 from schemas.codec import schema_text
-from tests.support.worker_fakes import offline_worker
+from tests.support.worker_fakes import FakeMessage, offline_worker
 from worker.app import STALE_LAG_MS, Worker, lagging_partitions
 from worker.windowing.events import Stream
 
@@ -44,30 +44,8 @@ class _Registry:
         return Schema(schema_text(self.name), "AVRO")
 
 
-class _Msg:
-    def __init__(self, topic: str, offset: int, value: bytes, ts: int) -> None:
-        self._t, self._o, self._v, self._ts = topic, offset, value, ts
-
-    def topic(self) -> str:
-        return self._t
-
-    def partition(self) -> int:
-        return 0
-
-    def offset(self) -> int:
-        return self._o
-
-    def key(self) -> bytes:
-        return b"s1"
-
-    def value(self) -> bytes:
-        return self._v
-
-    def timestamp(self) -> tuple[int, int]:
-        return (1, self._ts)  # CREATE_TIME
-
-    def error(self) -> None:
-        return None
+def _Msg(topic: str, offset: int, value: bytes, ts: int) -> FakeMessage:
+    return FakeMessage(topic, offset, value, key=b"s1", timestamp_ms=ts)
 
 
 class _Consumer:

@@ -19,7 +19,7 @@ from support.fake_scorer import FakeScorer
 
 from schemas import AvroCodec
 from schemas.codec import schema_text
-from tests.support.worker_fakes import HoldingConsumer, offline_worker
+from tests.support.worker_fakes import FakeMessage, HoldingConsumer, offline_worker
 from worker.app import Worker
 
 AUDIO_ID, ROI_ID = 1, 2
@@ -43,30 +43,9 @@ class _Registry:
         return Schema(schema_text("AudioChunk" if schema_id == AUDIO_ID else "RoiRef"), "AVRO")
 
 
-class _Msg:
-    def __init__(self, topic: str, offset: int, value: bytes, partition: int = 0) -> None:
-        self._t, self._o, self._v, self._p = topic, offset, value, partition
-
-    def topic(self) -> str:
-        return self._t
-
-    def partition(self) -> int:
-        return self._p
-
-    def offset(self) -> int:
-        return self._o
-
-    def key(self) -> bytes:
-        return b"good"
-
-    def value(self) -> bytes:
-        return self._v
-
-    def timestamp(self) -> tuple[int, int]:
-        return (0, 0)  # not available: the two topics' alignment stays out of the way
-
-    def error(self) -> None:
-        return None
+def _Msg(topic: str, offset: int, value: bytes) -> FakeMessage:
+    # no timestamp: the two topics' alignment stays out of the way
+    return FakeMessage(topic, offset, value, key=b"good")
 
 
 class _Producer:

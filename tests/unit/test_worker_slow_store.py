@@ -17,7 +17,7 @@ import pytest
 from support.fake_scorer import FakeScorer
 
 from schemas import AvroCodec
-from tests.support.worker_fakes import HoldingConsumer, offline_worker
+from tests.support.worker_fakes import FakeMessage, HoldingConsumer, offline_worker
 from worker.app import Worker
 from worker.observability.metrics import WorkerMetrics
 from worker.refs import RoiResolver
@@ -30,27 +30,8 @@ def _hanging_store(uri: str, shape: tuple[int, ...]) -> np.ndarray:
     return np.zeros(shape, np.uint8)
 
 
-class _Msg:
-    def __init__(self, offset: int, session: str, value: bytes) -> None:
-        self._o, self._k, self._v = offset, session.encode(), value
-
-    def topic(self) -> str:
-        return "r"
-
-    def partition(self) -> int:
-        return 0
-
-    def offset(self) -> int:
-        return self._o
-
-    def key(self) -> bytes:
-        return self._k
-
-    def value(self) -> bytes:
-        return self._v
-
-    def timestamp(self) -> tuple[int, int]:
-        return (0, 0)
+def _Msg(offset: int, session: str, value: bytes) -> FakeMessage:
+    return FakeMessage("r", offset, value, key=session.encode())
 
 
 def _roi(session: str, k: int, roi: dict) -> bytes:

@@ -211,6 +211,11 @@ def _pad_to_video(audio: np.ndarray, video_s: float, sample_rate: int, margin_sa
     return np.concatenate([audio, np.zeros(need - audio.shape[0], np.float32)]), note
 
 
+def _evidence(w: LipSyncScore) -> float:
+    """How much a window's curve counts in its clip's: its frames, scaled by its voiced share."""
+    return (w.frame_end - w.frame_start) * max(w.voiced_fraction, 0.05)
+
+
 def summarise(windows: list[LipSyncScore], fps: float, scorer, n_frames: int) -> ClipSummary:
     # the windows' curves are on the rate they were scored at (50/60 fps: every other frame)
     frame_ms = read_frame_ms(fps)
@@ -226,7 +231,7 @@ def summarise(windows: list[LipSyncScore], fps: float, scorer, n_frames: int) ->
         return ClipSummary(None, None, 0.0, "UNKNOWN", label.value, scorer.name, windows, [], n_frames, fps)
     # windows on one clip share the offset grid; weight each curve by its evidence
     curves = np.array([w.curve for w in usable], dtype=np.float64)
-    weights = np.array([(w.frame_end - w.frame_start) * max(w.voiced_fraction, 0.05) for w in usable])
+    weights = np.array([_evidence(w) for w in usable])
     valid = np.isfinite(curves)
     num = np.where(valid, curves, 0.0).T @ weights
     den = valid.astype(np.float64).T @ weights
@@ -504,7 +509,7 @@ def _clip_score(scorer, best: float, margin: float, n_frames: int, usable: list[
         # out 0.04 low, a review)
         weight: dict[str, float] = {}
         for w in usable:  # as summarise weighs the windows' curves
-            weight[w.scorer] = weight.get(w.scorer, 0.0) + (w.frame_end - w.frame_start) * max(w.voiced_fraction, 0.05)
+            weight[w.scorer] = weight.get(w.scorer, 0.0) + _evidence(w)
         # a tie goes to the full-band model (whatever the hash seed: a review saw either)
         manifest = manifest_of(max(sorted(weight, key=lambda name: name != scorer.name), key=weight.__getitem__))
     if manifest is None:  # heuristic: its own capped values, aggregated

@@ -183,7 +183,7 @@ def run_score(args) -> int:
         summary.label = "NO_FACE"
         summary.notes.append("no face found in any frame")
     summary.notes += input_notes(info, audio_info, frames.shape[0] / fps, audio_len_s, fps,
-                                 narrowband_model=any(w.scorer != summary.scorer for w in summary.windows))
+                                 narrowband_model=summary.routed_windows() > 0)
     summary.notes += audio_notes
     if args.roi and not looks_like_roi(info.width, info.height):
         summary.notes.append(f"--roi: the frames are {info.width}x{info.height}, not mouth crops (synth and "

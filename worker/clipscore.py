@@ -59,13 +59,17 @@ class ClipSummary:
         return (self.offset_ms is not None and offset_ms is not None
                 and abs(offset_ms - self.offset_ms) <= read_frame_ms(self.fps) + 1e-6)
 
+    def routed_windows(self) -> int:
+        """Windows another model than ``scorer`` read (a routed scorer's narrowband model)."""
+        return sum(w.scorer != self.scorer for w in self.windows)
+
     def all_notes(self) -> list[str]:
         """``notes`` and what the summary itself says about its reading."""
         notes = list(self.notes)
-        others = sorted({w.scorer for w in self.windows if w.scorer != self.scorer})
-        if others:
+        n = self.routed_windows()
+        if n:
             # the routed scorer's narrowband model (scoring/routed.py) read these windows
-            n = sum(w.scorer != self.scorer for w in self.windows)
+            others = sorted({w.scorer for w in self.windows if w.scorer != self.scorer})
             notes.append(f"{n} of {len(self.windows)} windows are telephone-band audio (nothing above about "
                          f"4 kHz): scored by {', '.join(others)}, the bundle's narrowband model")
         if self.offset_ms is None:

@@ -142,6 +142,29 @@ def test_read_clip_table_flags_clips_whose_own_audio_may_be_off(tmp_path):
     assert clips["gen_c.mp4"].category == "generated" and clips["d.webm"].category == "real"
 
 
+def test_read_clip_table_knows_clips_whose_source_aligned_their_streams(tmp_path):
+    """LRS2/LRS3 released every clip with its audio offset measured and corrected by SyncNet: a
+    held-out subset chosen by provenance, not by the scorer's reading. A silent video of such a
+    clip muxed with a wav from elsewhere is not that release."""
+    from worker.evaluation.real import HELDOUT_SOURCE_ALIGNED, SETS
+
+    (tmp_path / "README.md").write_text(
+        "| file | category | terms | note |\n|---|---|---|---|\n"
+        "| ted.webm | real | MIT (repo); LRS3/TED (CC BY-NC-ND) | |\n"
+        "| muxed.mp4 | real | LRS3/TED | silent video muxed with the clean target wav |\n"
+        "| vox.mp4 | real | VoxCeleb2-style YouTube crop | |\n"
+        "| lrs30.mp4 | real | LRS30 lookalike | |\n"
+        "| late.mp4 | real | LRS2-BBC | audio ~80 ms late |\n")
+    for n in ("ted.webm", "muxed.mp4", "vox.mp4", "lrs30.mp4", "late.mp4", "other.mp4"):
+        (tmp_path / n).write_bytes(b"x")
+    clips = {c.name: c for c in read_clip_table(tmp_path)}
+    assert {n for n, c in clips.items() if c.source_aligned} == {"ted.webm", "late.mp4"}
+    aligned = SETS[HELDOUT_SOURCE_ALIGNED]
+    assert [n for n, c in sorted(clips.items()) if aligned(c)] == ["ted.webm"]  # the flagged one is not
+    from dataclasses import replace
+    assert not aligned(replace(clips["ted.webm"], trained_on=True))
+
+
 def test_cross_validation_folds_judge_only_speakers_they_never_trained_on(tmp_path):
     from worker.evaluation.real import ClipInfo, assign_judges
 

@@ -83,6 +83,8 @@ SOURCE_ALIGNED = re.compile(r"\bLRS[23]\b")
 # ... unless someone put the streams together again (a silent video muxed with a separate wav)
 REASSEMBLED = re.compile(r"\bmux", re.IGNORECASE)
 PRIMARY_SETS = (HELDOUT, HELDOUT_NO_FLAGGED)
+# the sets whose clips are also paired with other speakers' audio (partners from the same set)
+MISMATCHED_POOLS = (HELDOUT, ALL, HELDOUT_SOURCE_ALIGNED)
 
 
 @dataclass(frozen=True)
@@ -462,7 +464,7 @@ def run_real_eval(scorer, cfg: RealEvalConfig, log: Callable[[str], None] = lamb
 
     mismatched = {pool: _mismatched(judges, [c for c in real if SETS[pool](c)], tracked, cfg, per_clip, matched,
                                     log)
-                  for pool in (HELDOUT, ALL)}
+                  for pool in MISMATCHED_POOLS}
     mismatched_default = None
     if control:
         if len(control) != len(judges):
@@ -471,7 +473,7 @@ def run_real_eval(scorer, cfg: RealEvalConfig, log: Callable[[str], None] = lamb
         scratch: dict[str, dict] = {c.name: {} for c in real}
         mismatched_default = {pool: _mismatched(list(control), [c for c in real if SETS[pool](c)], tracked, cfg,
                                                 scratch, matched_ctrl, log)
-                              for pool in (HELDOUT, ALL)}
+                              for pool in MISMATCHED_POOLS}
     degraded = _degraded(judges, real, tracked, cfg, per_clip, clean_passes, log)
     gen_rows = []
     for c in generated:

@@ -255,6 +255,9 @@ def test_eval_real_runs_small(dev_clips_dir, tmp_path):
     assert r["n_real"] == 2 and len(r["per_clip"]) == 2
     assert r["aggregates"]["all_real"]["clips"]["n"] == 4
     assert r["mismatched"]["heldout_real"]["n_pairs"] == 2
+    # no README here, so no clip is known to come from a source that aligned it: an empty set
+    assert r["sets"]["heldout_real_source_aligned"] == 0
+    assert r["mismatched"]["heldout_real_source_aligned"]["n_pairs"] == 0
     assert set(r["targets"]) >= {"heldout_real.clips", "heldout_real.windows_1s"}
     assert r["degraded"]["bar"]["all_real"]["clips"]["n"] == 2
     phone = r["degraded"]["phone"]

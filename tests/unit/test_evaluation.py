@@ -258,6 +258,9 @@ def test_eval_real_runs_small(dev_clips_dir, tmp_path):
     # no README here, so no clip is known to come from a source that aligned it: an empty set
     assert r["sets"]["heldout_real_source_aligned"] == 0
     assert r["mismatched"]["heldout_real_source_aligned"]["n_pairs"] == 0
+    # each clip's mismatched pairs say which pool they were drawn for
+    grid = next(row for row in r["per_clip"] if row["clip"] == "grid_swiz3n.mpg")
+    assert sorted(m["pool"] for m in grid["mismatched"]) == ["all_real", "heldout_real"]
     assert set(r["targets"]) >= {"heldout_real.clips", "heldout_real.windows_1s"}
     assert r["degraded"]["bar"]["all_real"]["clips"]["n"] == 2
     phone = r["degraded"]["phone"]

@@ -10,6 +10,9 @@ mouth ROIs from the built-in tracker, as ``sync-scorer score MEDIA`` does):
 - Whole-clip offset (ClipSummary.offset_ms) per (clip, shift), the unshifted versions included;
   1-s windows (hop 1 s) and 16-frame blocks: SILENCE jobs excluded, any other job without an
   offset counted wrong (signals.py).
+- Also over the held-out clips whose README row names a source that aligned each clip's streams
+  before release (LRS2/LRS3: SOURCE_ALIGNED), a set chosen by provenance, with its own
+  mismatched control; a diagnostic beside the headline, which keeps every clip.
 - Clips whose README note says their own audio may be off (words like "late", "early", "offset")
   stay in: aggregates are reported over all real clips AND without them, and each such clip
   shows the offset the scorer finds in its own audio (median of estimate - shift over shifts).
@@ -76,9 +79,9 @@ SETS: dict[str, Callable[[ClipInfo], bool]] = {
 }
 # A README row naming one of these datasets: its pipeline measured and corrected each clip's
 # audio-to-video offset with SyncNet before release (LRS2-BBC; LRS3-TED, Afouras et al. 2018),
-# so the clip's own audio is at 0 ms by the field's own measure. The dev clips' README says "their
-# own audio counts as in sync to within a frame or two" of the rest; VoxCeleb and HDTF were not
-# aligned this way (FIELD-NOTES: some sources are 2-4 frames off themselves).
+# so the clip's own audio is at 0 ms by the field's own measure. The dev clips' README counts
+# every clip's own audio as in sync "to within a frame or two"; the other sources make no claim
+# of their own (FIELD-NOTES: some sources are 2-4 frames off themselves).
 SOURCE_ALIGNED = re.compile(r"\bLRS[23]\b")
 # ... unless someone put the streams together again (a silent video muxed with a separate wav)
 REASSEMBLED = re.compile(r"\bmux", re.IGNORECASE)
@@ -462,8 +465,8 @@ def run_real_eval(scorer, cfg: RealEvalConfig, log: Callable[[str], None] = lamb
             f"{r['shift_ms']:+d}->{_fmt(r['offset_ms'])}{'' if r['clip_within_1_frame'] else '!'}"
             for r in row["shifts"]))
 
-    mismatched = {pool: _mismatched(judges, [c for c in real if SETS[pool](c)], tracked, cfg, per_clip, matched,
-                                    log)
+    mismatched = {pool: _mismatched(judges, pool, [c for c in real if SETS[pool](c)], tracked, cfg, per_clip,
+                                    matched, log)
                   for pool in MISMATCHED_POOLS}
     mismatched_default = None
     if control:
@@ -471,8 +474,8 @@ def run_real_eval(scorer, cfg: RealEvalConfig, log: Callable[[str], None] = lamb
             raise ValueError("control: one scorer per judge (the bundle and each fold)")
         matched_ctrl = _matched_windows(control, real, tracked, cfg)
         scratch: dict[str, dict] = {c.name: {} for c in real}
-        mismatched_default = {pool: _mismatched(list(control), [c for c in real if SETS[pool](c)], tracked, cfg,
-                                                scratch, matched_ctrl, log)
+        mismatched_default = {pool: _mismatched(list(control), pool, [c for c in real if SETS[pool](c)], tracked,
+                                                cfg, scratch, matched_ctrl, log)
                               for pool in MISMATCHED_POOLS}
     degraded = _degraded(judges, real, tracked, cfg, per_clip, clean_passes, log)
     gen_rows = []
@@ -609,9 +612,10 @@ def _add_matched(m: dict, summary, shift_ms: int) -> None:
         m["w0"], m["clip0"] = scores, summary.score
 
 
-def _mismatched(judges: list, pool: list[ClipInfo], tracked, cfg, per_clip, matched, log) -> dict:
+def _mismatched(judges: list, pool_name: str, pool: list[ClipInfo], tracked, cfg, per_clip, matched, log) -> dict:
     """Each clip of ``pool`` with the audio of another speaker's clip of the same pool judged by
-    the same scorer (with cross-validation folds, a fold hears only speakers it never trained on)."""
+    the same scorer (with cross-validation folds, a fold hears only speakers it never trained on).
+    Each pair is also listed under its clip in ``per_clip``, with the pool it was drawn from."""
     partners: dict[str, str] = {}
     for j in sorted({c.judge for c in pool}):
         partners.update(mismatched_partners([c.name for c in pool if c.judge == j],
@@ -629,8 +633,8 @@ def _mismatched(judges: list, pool: list[ClipInfo], tracked, cfg, per_clip, matc
         mm_dir += _naming_a_direction(s.windows)
         # no true offset exists: "hits" mean nothing here, only the confidence does
         windows.add_all(s.windows, math.nan, 1000.0 / t.fps)
-        row = {"clip": c.name, "audio_of": partners[c.name], "offset_ms": s.offset_ms, "score": _r(s.score),
-               "confidence": _r(s.confidence), "direction": s.direction, "label": s.label}
+        row = {"clip": c.name, "pool": pool_name, "audio_of": partners[c.name], "offset_ms": s.offset_ms,
+               "score": _r(s.score), "confidence": _r(s.confidence), "direction": s.direction, "label": s.label}
         rows.append(row)
         per_clip[c.name].setdefault("mismatched", []).append(row)
     log(f"mismatched control: {len(rows)} pairs")

@@ -320,6 +320,14 @@ def test_missing_file():
         probe("/nonexistent/clip.mp4")
 
 
+def test_a_url_is_named_as_one_not_as_a_missing_file():
+    """A URL read "no such file: http:/host/x.mp4" (the path folded its "//")."""
+    with pytest.raises(MediaError, match=r"^not a local file: https://example\.org/a\.mp4 \(URLs are not fetched"):
+        probe("https://example.org/a.mp4")
+    with pytest.raises(MediaError, match="no such file: clips/a.mp4"):  # a relative path stays a path
+        probe("clips/a.mp4")
+
+
 def test_unreadable_file(tmp_path):
     junk = tmp_path / "junk.mp4"
     junk.write_bytes(b"this is not a video" * 100)

@@ -124,6 +124,9 @@ def _float(value, default: float = 0.0) -> float:
     return out if math.isfinite(out) else default
 
 
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
 def _check_path(path: str | os.PathLike) -> str:
     p = Path(path)
     try:
@@ -131,6 +134,10 @@ def _check_path(path: str | os.PathLike) -> str:
     except OSError:
         mode = None
     if mode is None or not p.exists():
+        if _URL.match(os.fspath(path)):
+            # Path() folds "//": a URL read "no such file: http:/host/x.mp4" (ffmpeg could fetch
+            # it, but a file is probed and decoded twice over, and this machine may be offline)
+            raise MediaError(f"not a local file: {os.fspath(path)} (URLs are not fetched: download it first)")
         raise MediaError(f"no such file: {p}")
     if stat.S_ISDIR(mode):
         raise MediaError(f"is a directory, not a media file: {p}")

@@ -117,13 +117,15 @@ class Manifest:
 
     @staticmethod
     def from_json(doc: dict[str, Any]) -> Manifest:
+        if not isinstance(doc, dict):  # (a JSON list read "'list' object has no attribute 'get'")
+            raise BundleError(f"malformed manifest: a JSON object is needed, not a {type(doc).__name__}")
         try:
             if int(doc.get("format_version", 0)) != FORMAT_VERSION:
                 raise BundleError(f"unsupported bundle format_version {doc.get('format_version')!r}")
             cal = dict(doc.get("calibration", {}))
             if "conf_w" in cal:
                 cal["conf_w"] = tuple(float(x) for x in cal["conf_w"])
-            return Manifest(
+            manifest = Manifest(
                 name=str(doc["name"]),
                 version=str(doc["version"]),
                 architecture=str(doc["architecture"]),
@@ -138,10 +140,25 @@ class Manifest:
                 embedding_centering=float(doc.get("similarity", {}).get("embedding_centering", 0.0)),
                 peak_smooth_frames=int(doc.get("similarity", {}).get("peak_smooth_frames", 0)),
             )
+            _check_input_spec(manifest)
+            return manifest
         except BundleError:
             raise
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise BundleError(f"malformed manifest: {exc!r}") from exc
+
+
+def _check_input_spec(m: Manifest) -> None:
+    """Input settings no model can have been trained with (a review: sample_rate 0 loaded, and
+    every job then failed "audio must be 0 Hz, got 16000")."""
+    a, v = m.audio, m.video
+    for name, value in (("input.audio.sample_rate", a.sample_rate), ("input.audio.n_fft", a.n_fft),
+                        ("input.audio.win_length", a.win_length), ("input.audio.hop_length", a.hop_length),
+                        ("input.audio.n_mels", a.n_mels), ("input.audio.steps_per_frame", a.steps_per_frame),
+                        ("input.video.roi_height", v.roi_height), ("input.video.roi_width", v.roi_width),
+                        ("embedding_dim", m.embedding_dim)):
+        if not (isinstance(value, int) and value > 0):
+            raise BundleError(f"malformed manifest: {name} must be a positive integer, got {value!r}")
 
 
 def sha256_file(path: Path) -> str:
@@ -157,8 +174,8 @@ def read_manifest(bundle_dir: Path | str) -> Manifest:
     if not path.is_file():
         raise BundleError(f"no {MANIFEST_NAME} in bundle directory {bundle_dir}")
     try:
-        doc = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BundleError(f"cannot read {path}: {exc}") from exc
     return Manifest.from_json(doc)
 

@@ -68,10 +68,14 @@ def run(args) -> int:
     from worker.scoring.loader import load_scorer
     from worker.scoring.types import AudioSpan, FrameSpan, Kind, ScoreRequest
 
-    if args.blocks < 10:
-        raise CliError("--blocks must be >= 10")
+    if not 10 <= args.blocks <= 100_000:
+        raise CliError("--blocks must be within 10..100000")
     if not (8 <= args.block_frames <= 16):
         raise CliError("--block-frames must be within 8..16")
+    if not 10.0 <= args.fps <= 240.0:  # (NaN fails too)
+        raise CliError(f"--fps must be within 10..240, got {args.fps}")
+    if args.threads is not None and not 0 <= args.threads <= 256:
+        raise CliError("--threads must be within 1..256 (0: torch's default)")
     if args.threads:
         torch.set_num_threads(args.threads)
     scorer = load_scorer_for_command(args.bundle, args.device, narrowband=not args.no_narrowband)

@@ -333,8 +333,18 @@ def _print_summary(s, media: str) -> None:
               f"scoring {t.get('scoring', 0):.2f} s")
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("sync-scorer")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "(not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="sync-scorer", description="Streaming lip-sync scorer.")
+    parser.add_argument("--version", action="version", version=f"sync-scorer {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     _add_score(sub)

@@ -53,7 +53,9 @@ class ConfigError(ValueError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # inf and NaN are no settings (a review: scoring.max_wait_ms .inf and the silence threshold
+    # .inf were taken)
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class TopicConfig(_Section):
@@ -103,7 +105,7 @@ class TopicsConfig(_Section):
 
 
 class KafkaConfig(_Section):
-    bootstrap_servers: str = "127.0.0.1:9092"
+    bootstrap_servers: str = Field(default="127.0.0.1:9092", min_length=1, pattern=r"\S")
     group_id: str = "sync-scorer"
     topics: TopicsConfig = TopicsConfig()
     # Any librdkafka setting, given to consumer, producer and admin client alike (SASL/SSL here).
@@ -346,9 +348,11 @@ def load_config(path: str | Path | None = None) -> WorkerConfig:
     file_values: dict[str, Any] = {}
     if path is not None:
         try:
-            loaded = yaml.safe_load(Path(path).read_text())
+            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
         except OSError as exc:
             raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"config file {path} is not UTF-8 text (byte {exc.start}: {exc.reason})") from None
         except yaml.YAMLError as exc:
             reason = " ".join(str(exc).split())
             raise ConfigError(f"config file {path} is not valid YAML: {reason}") from None

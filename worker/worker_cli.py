@@ -202,7 +202,7 @@ def run_demo(args: argparse.Namespace) -> int:
         offsets = [float(x) for x in args.offsets_ms.split(",") if x.strip()]
     except ValueError:
         raise _cli_error(f"--offsets-ms must be numbers separated by commas, got {args.offsets_ms!r}") from None
-    if not offsets or any(abs(o) > 1000 for o in offsets):
+    if not offsets or not all(abs(o) <= 1000 for o in offsets):  # (NaN fails too)
         raise _cli_error("--offsets-ms needs 1+ offsets within +/-1000 ms")
     if not 2.0 <= args.seconds <= 120.0:
         raise _cli_error("--seconds must be within 2..120")

@@ -71,7 +71,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--degradations", default=",".join(deg.KINDS),
                    help=f"comma list from {','.join(deg.KINDS)} ('' = none; phone: the audio through "
                         f"{deg.PHONE_RATE_HZ} Hz)")
-    p.add_argument("--limit", type=int, default=0, help="only the first N clips (development)")
+    p.add_argument("--limit", type=int, default=0, help="only the first N clips (development; 0: every clip)")
     p.add_argument("--no-speed", action="store_true", help="skip the fresh 720p tracking timing")
     p.add_argument("--cv-folds", default="",
                    help="comma list of bundle folders, each trained on part of the dev speakers: every real clip is "
@@ -100,8 +100,8 @@ def _setup(args):
 
     from worker.cli import CliError, load_scorer_for_command
 
-    if args.threads < 1:
-        raise CliError("--threads must be >= 1")
+    if not 1 <= args.threads <= 256:
+        raise CliError("--threads must be within 1..256")
     torch.set_num_threads(args.threads)
     scorer = load_scorer_for_command(args.bundle, args.device, max_offset_ms=args.max_offset_ms,
                                      narrowband=not args.no_narrowband)
@@ -149,6 +149,8 @@ def run_synth(args) -> int:
     from worker.evaluation.synthetic import SynthEvalConfig, run_synthetic
 
     conditions = tuple(c.strip() for c in args.conditions.split(",") if c.strip())
+    if not conditions:
+        raise CliError("--conditions names none: give one or more of clean, low_light, motion_blur, occlusion")
     try:
         cfg = SynthEvalConfig(n_clips=args.clips, seconds=args.seconds, seed0=args.seed0, conditions=conditions)
         _search_past(args, cfg.max_offset_ms)
@@ -188,6 +190,8 @@ def run_real(args) -> int:
     from worker.scoring.postprocess import ScorerConfig
 
     clips_dir = Path(args.clips_dir)
+    if args.limit < 0:  # (-1 read the clips but the last, a review)
+        raise CliError(f"--limit must be >= 0 (0: every clip), got {args.limit}")
     if not clips_dir.is_dir():
         raise CliError(f"no such clips folder: {clips_dir}")
     shifts = _ints(args.shifts, "--shifts")

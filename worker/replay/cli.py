@@ -60,8 +60,8 @@ def run(args) -> int:
         raise CliError("name the sessions to replay (--session ID, repeatable) or pass --all-sessions")
     if args.session and args.all_sessions:
         raise CliError("--session and --all-sessions exclude each other")
-    if args.timeout_s <= 0:
-        raise CliError("--timeout-s must be positive")
+    if not 0 < args.timeout_s <= 86400:  # (NaN fails too)
+        raise CliError("--timeout-s must be within 0..86400 s (exclusive of 0)")
     if args.since_ms is not None and args.since_ms < 0:
         raise CliError(f"--since-ms must be >= 0 (ms since the epoch), got {args.since_ms}")
     if args.out and not Path(args.out).resolve().parent.is_dir():

@@ -178,7 +178,15 @@ class ModelScorer:
         self.config = config or ScorerConfig()
         self.device = select_device(device)
         model = build(manifest.architecture, manifest.arch_params)
-        missing, unexpected = model.load_state_dict(state_dict, strict=False)
+        try:
+            missing, unexpected = model.load_state_dict(state_dict, strict=False)
+        except RuntimeError as exc:
+            # tensors of other shapes (arch_params that are not the weights'): torch lists every
+            # one, over 20 lines; one line names the first and how many
+            sizes = [line.strip() for line in str(exc).splitlines() if line.strip().startswith("size mismatch")]
+            first = sizes[0] if sizes else " ".join(str(exc).split())[:200]
+            raise ValueError(f"weights do not fit {manifest.architecture} with these arch_params: {first}"
+                             + (f" (and {len(sizes) - 1} more)" if len(sizes) > 1 else "")) from None
         if missing or unexpected:
             raise ValueError(f"weights do not fit {manifest.architecture}: missing={missing[:3]} "
                              f"unexpected={unexpected[:3]}")

@@ -22,6 +22,9 @@ gRPC: service syncscorer.v1.SyncScorer (schemas/sync_scorer.proto):
 DEFAULT_GRACE_S = 20.0
 
 
+MAX_BODY_MB = 1024  # gRPC's message limit is an int32 of bytes: 2 GiB
+MAX_REQUEST_SECONDS = 24 * 3600
+
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="score clips, blocks and windows over HTTP and gRPC",
                        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -59,8 +62,12 @@ def run(args) -> int:
         raise CliError("--port must be within 0..65535")
     if not -1 <= args.grpc_port <= 65535:
         raise CliError("--grpc-port must be within 0..65535, or -1 for no gRPC")
-    if args.max_body_mb <= 0 or args.max_seconds <= 0:
-        raise CliError("--max-body-mb and --max-seconds must be positive")
+    # within bounds, NaN failing too (NaN passed "<= 0" and turned the length limit off; inf and
+    # 1e8 MB crashed converting to bytes, a review)
+    if not 0 < args.max_body_mb <= MAX_BODY_MB:
+        raise CliError(f"--max-body-mb must be positive and at most {MAX_BODY_MB}")
+    if not 0 < args.max_seconds <= MAX_REQUEST_SECONDS:
+        raise CliError(f"--max-seconds must be positive and at most {MAX_REQUEST_SECONDS}")
     if not 0 <= args.shutdown_grace_s <= 3600:  # (NaN fails too)
         raise CliError("--shutdown-grace-s must be within 0..3600")
     if args.torch_threads is not None and not 1 <= args.torch_threads <= 256:

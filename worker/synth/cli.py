@@ -7,7 +7,6 @@ Wired into ``worker.cli`` through ``add_parser(subparsers)`` and ``run(args)``; 
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 
@@ -60,8 +59,10 @@ def run(args: argparse.Namespace) -> int:
         out_dir = os.path.dirname(os.path.abspath(args.out))
         if not os.path.isdir(out_dir):
             raise ValueError(f"output directory does not exist: {out_dir}")
-        if args.audio_noise_db is not None and not math.isfinite(args.audio_noise_db):
-            raise ValueError("--audio-noise-db must be finite")
+        if args.audio_noise_db is not None and not -20.0 <= args.audio_noise_db <= 80.0:  # (NaN fails too)
+            # 1e9 dB overflowed, -1e9 divided by zero (a review)
+            raise ValueError(f"--audio-noise-db must be within -20..80 (speech-to-noise ratio in dB), "
+                             f"got {args.audio_noise_db:g}")
         if args.roi_size % 2:
             raise ValueError(f"--roi-size must be even, got {args.roi_size} (the video encoder's 4:2:0 chroma "
                              "needs even sides)")

@@ -1,0 +1,128 @@
+"""Bad values on the command line, in a config file or in a bundle's manifest are one line and a
+non-zero exit, found before any work: each case here was a traceback, a hang, or a value taken
+as meaning something else in a review of every subcommand (NaN passes "x <= 0", inf and huge
+numbers crashed converting to int or allocating, 99999 torch threads hung)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from worker.cli import main
+
+
+def _one_line(capsys, argv: list[str]) -> str:
+    code = main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code != 0, (argv, err)
+    assert len(err) == 1 and "Traceback" not in err[0], err
+    return err[0]
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["bench", "--blocks", "10", "--fps", "0"], "--fps must be within 10..240"),
+    (["bench", "--blocks", "10", "--fps", "nan"], "--fps must be within 10..240"),
+    (["bench", "--blocks", "10", "--threads", "-1"], "--threads must be within 1..256"),
+    (["bench", "--blocks", "10", "--threads", "99999"], "--threads must be within 1..256"),
+    (["bench", "--blocks", "99999999999"], "--blocks must be within 10..100000"),
+    (["serve", "--max-body-mb", "inf"], "--max-body-mb must be positive and at most 1024"),
+    (["serve", "--max-body-mb", "nan"], "--max-body-mb must be positive and at most 1024"),
+    (["serve", "--max-body-mb", "99999999"], "--max-body-mb must be positive and at most 1024"),
+    (["serve", "--max-seconds", "nan"], "--max-seconds must be positive and at most"),
+    (["eval-real", "--limit", "-1"], "--limit must be >= 0"),
+    (["eval-real", "--threads", "99999"], "--threads must be within 1..256"),
+    (["eval-synth", "--conditions", ","], "--conditions names none"),
+    (["replay", "--session", "a", "--timeout-s", "nan"], "--timeout-s must be within"),
+])
+def test_a_bad_number_is_one_line_before_any_work(capsys, argv, says):
+    assert says in _one_line(capsys, argv)
+
+
+def test_run_demo_refuses_a_nan_offset(capsys, monkeypatch):
+    monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)  # the local demo, not a cluster
+    assert "--offsets-ms needs 1+ offsets within +/-1000 ms" in _one_line(capsys, ["run-demo", "--offsets-ms", "0,nan"])
+
+
+def test_synth_refuses_a_noise_level_out_of_range(capsys, tmp_path):
+    for value in ("1e9", "-1e9", "nan"):
+        assert main(["synth", str(tmp_path / "s.mp4"), "--seconds", "1", "--seed", "1", f"--audio-noise-db={value}"]) != 0
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "--audio-noise-db must be within -20..80" in err[0], err
+    assert not (tmp_path / "s.mp4").exists()
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.startswith("sync-scorer ")
+
+
+# -- the worker's config ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text, says", [
+    ("scoring:\n  max_wait_ms: .inf\n", "max_wait_ms"),
+    ("scoring:\n  silence_rms_threshold: .nan\n", "silence_rms_threshold"),
+    ("kafka:\n  bootstrap_servers: ''\n", "bootstrap_servers"),
+])
+def test_config_refuses_inf_nan_and_an_empty_broker_list(tmp_path, text, says):
+    from worker.config import ConfigError, load_config
+
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=says):
+        load_config(path)
+
+
+def test_a_config_file_that_is_not_text_names_the_file(tmp_path):
+    from worker.config import ConfigError, load_config
+
+    path = tmp_path / "c.yaml"
+    path.write_bytes(b"\xff\xfe\x00binary")
+    with pytest.raises(ConfigError, match=r"c\.yaml is not UTF-8 text"):
+        load_config(path)
+
+
+# -- bundles --------------------------------------------------------------------------------------
+
+@pytest.fixture
+def bundle_copy(tmp_path):
+    from model_store.bundle import DEFAULT_BUNDLE_DIR
+
+    out = tmp_path / "bundle"
+    shutil.copytree(DEFAULT_BUNDLE_DIR, out, ignore=shutil.ignore_patterns("narrowband"))
+    return out
+
+
+def _edit_manifest(bundle, edit) -> None:
+    path = bundle / "manifest.json"
+    path.write_text(json.dumps(edit(json.loads(path.read_text()))))
+
+
+@pytest.mark.parametrize("edit, says", [
+    (lambda d: [d], "a JSON object is needed, not a list"),
+    (lambda d: {**d, "input": {**d["input"], "audio": {**d["input"]["audio"], "sample_rate": 0}}},
+     "input.audio.sample_rate must be a positive integer"),
+])
+def test_a_malformed_manifest_is_one_bundle_error(bundle_copy, edit, says):
+    from model_store.bundle import BundleError, read_manifest
+
+    _edit_manifest(bundle_copy, edit)
+    with pytest.raises(BundleError, match=says):
+        read_manifest(bundle_copy)
+
+
+def test_a_manifest_that_is_not_text_is_one_bundle_error(bundle_copy):
+    from model_store.bundle import BundleError, read_manifest
+
+    (bundle_copy / "manifest.json").write_bytes(b"\xff\xfe{}")
+    with pytest.raises(BundleError, match="cannot read"):
+        read_manifest(bundle_copy)
+
+
+def test_weights_of_another_shape_are_one_line(capsys, bundle_copy):
+    """arch_params that are not the weights': torch's error lists every tensor, over 20 lines."""
+    _edit_manifest(bundle_copy, lambda d: {**d, "arch_params": {**d["arch_params"], "video_channels": [32, 32, 48, 64]}})
+    line = _one_line(capsys, ["bench", "--blocks", "10", "--bundle", str(bundle_copy)])
+    assert "weights do not fit" in line and "size mismatch" in line and "more)" in line

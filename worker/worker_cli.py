@@ -227,6 +227,15 @@ def run_loadtest(args: argparse.Namespace) -> int:
         raise _cli_error("--seconds must be within 1..3600")
     if not 5 <= args.chunk_ms <= 200:
         raise _cli_error("--chunk-ms must be within 5..200")
+    # checked before a broker or worker starts (NaN fails each of these too)
+    if not 10.0 <= args.fps <= 60.0:
+        raise _cli_error("--fps must be within 10..60")
+    if not 0.0 <= args.grace_s <= 600.0:
+        raise _cli_error("--grace-s must be within 0..600")
+    if args.margin_ms is not None and not 0.0 <= args.margin_ms <= 2000.0:
+        raise _cli_error("--margin-ms must be within 0..2000")
+    if not 0.0 < args.p99_target_ms <= 60_000.0:
+        raise _cli_error("--p99-target-ms must be positive and at most 60000")
     counts: list[int] = []
     if args.sweep:
         try:

@@ -40,6 +40,19 @@ def test_a_bad_number_is_one_line_before_any_work(capsys, argv, says):
     assert says in _one_line(capsys, argv)
 
 
+@pytest.mark.parametrize("flag", ["--fps=nan", "--grace-s=-1", "--margin-ms=inf", "--p99-target-ms=0"])
+def test_loadtest_checks_its_numbers_before_a_broker_or_worker_starts(capsys, flag):
+    assert flag.split("=")[0] in _one_line(capsys, ["loadtest", "--sessions", "1", "--seconds", "2", flag])
+
+
+def test_an_evaluation_output_that_cannot_be_written_is_refused_before_the_run(capsys, tmp_path):
+    (tmp_path / "file").write_text("x")
+    line = _one_line(capsys, ["eval-synth", "--clips", "1", "--out", str(tmp_path / "file" / "synth.json")])
+    assert line.startswith("error: --out ") and "cannot make its directory" in line
+    line = _one_line(capsys, ["eval-synth", "--clips", "1", "--out", str(tmp_path)])
+    assert "not a file that can be written" in line
+
+
 def test_run_demo_refuses_a_nan_offset(capsys, monkeypatch):
     monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)  # the local demo, not a cluster
     assert "--offsets-ms needs 1+ offsets within +/-1000 ms" in _one_line(capsys, ["run-demo", "--offsets-ms", "0,nan"])

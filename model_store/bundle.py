@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -157,8 +158,17 @@ def _check_input_spec(m: Manifest) -> None:
                         ("input.audio.n_mels", a.n_mels), ("input.audio.steps_per_frame", a.steps_per_frame),
                         ("input.video.roi_height", v.roi_height), ("input.video.roi_width", v.roi_width),
                         ("embedding_dim", m.embedding_dim)):
-        if not (isinstance(value, int) and value > 0):
+        if not (type(value) is int and value > 0):  # (a bool is an int to isinstance)
             raise BundleError(f"malformed manifest: {name} must be a positive integer, got {value!r}")
+    cal = m.calibration
+    floats = {"input.audio.f_min": a.f_min, "input.audio.f_max": a.f_max, "input.audio.log_floor": a.log_floor,
+              "similarity.embedding_centering": m.embedding_centering,
+              "calibration.score_a": cal.score_a, "calibration.score_b": cal.score_b,
+              "calibration.conf_b": cal.conf_b, **{f"calibration.conf_w[{i}]": v for i, v in enumerate(cal.conf_w)}}
+    for name, value in floats.items():
+        # (NaN in f_max scored every job LOW_QUALITY without a word, a review)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise BundleError(f"malformed manifest: {name} must be a finite number, got {value!r}")
 
 
 def sha256_file(path: Path) -> str:

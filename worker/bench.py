@@ -74,8 +74,8 @@ def run(args) -> int:
         raise CliError("--block-frames must be within 8..16")
     if not 10.0 <= args.fps <= 240.0:  # (NaN fails too)
         raise CliError(f"--fps must be within 10..240, got {args.fps}")
-    if args.threads is not None and not 0 <= args.threads <= 256:
-        raise CliError("--threads must be within 1..256 (0: torch's default)")
+    if not 0 <= args.threads <= 256:
+        raise CliError("--threads must be within 0..256 (0: torch's default)")
     if args.threads:
         torch.set_num_threads(args.threads)
     scorer = load_scorer_for_command(args.bundle, args.device, narrowband=not args.no_narrowband)

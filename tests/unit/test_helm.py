@@ -148,6 +148,7 @@ def test_values_the_api_server_would_refuse_fail_at_render_time(sets, needle):
 _REFUSED = [
     ("serve.maxBodyMb=0", "serve.maxBodyMb must be positive", None),
     ("serve.maxBodyMb=-2", "serve.maxBodyMb must be positive", None),
+    ("serve.maxBodyMb=1025", "serve.maxBodyMb must be positive and at most 1024", None),
     ("worker.config.kafka.topics.audio.partitions=12", "must be co-partitioned",
      "kafka: {topics: {audio: {partitions: 12}}}"),
     ("worker.config.kafka.topics.roi.name=av.audio-chunks", "audio and roi topics must differ",

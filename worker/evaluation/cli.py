@@ -103,14 +103,14 @@ def _setup(args):
     if not 1 <= args.threads <= 256:
         raise CliError("--threads must be within 1..256")
     if args.out:
-        # before the run, not after its minutes (a review: a bad --out failed only at the end)
-        out_dir = Path(args.out).resolve().parent
-        try:
-            out_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise CliError(f"--out {args.out}: cannot make its directory: {exc.strerror or exc}") from None
-        if Path(args.out).is_dir() or not os.access(out_dir, os.W_OK):
-            raise CliError(f"--out {args.out}: not a file that can be written")
+        # before the run, not after its minutes (a review: a bad --out failed only at the end);
+        # its missing directories are made when the report is written, as before
+        out = Path(args.out).resolve()
+        have = next(d for d in out.parents if d.exists())
+        if out.is_dir() or not have.is_dir() or not os.access(have, os.W_OK) \
+                or (out.exists() and not os.access(out, os.W_OK)):
+            raise CliError(f"--out {args.out}: not a file that can be written"
+                           + ("" if have.is_dir() else f" ({have} is not a directory)"))
     torch.set_num_threads(args.threads)
     scorer = load_scorer_for_command(args.bundle, args.device, max_offset_ms=args.max_offset_ms,
                                      narrowband=not args.no_narrowband)

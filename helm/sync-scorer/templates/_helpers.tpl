@@ -67,8 +67,8 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- if and (ne $g -1) (or (lt $g 1) (gt $g 65535)) }}
 {{- fail (printf "serve.grpcPort must be 1..65535, or -1 for no gRPC, got %d" $g) }}
 {{- end }}
-{{- if not (gt (float64 .Values.serve.maxBodyMb) 0.0) }}
-{{- fail (printf "serve.maxBodyMb must be positive (serve refuses it otherwise), got %v" .Values.serve.maxBodyMb) }}
+{{- if not (and (gt (float64 .Values.serve.maxBodyMb) 0.0) (le (float64 .Values.serve.maxBodyMb) 1024.0)) }}
+{{- fail (printf "serve.maxBodyMb must be positive and at most 1024 (serve refuses it otherwise), got %v" .Values.serve.maxBodyMb) }}
 {{- end }}
 {{- end }}
 {{- end -}}

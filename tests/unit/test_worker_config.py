@@ -106,6 +106,10 @@ def test_librdkafka_passthrough_from_env_json(monkeypatch):
         ("nonsense: 1", "nonsense"),
         ("- a list", "mapping"),
         ("a: [", "not valid YAML"),
+        # inf and NaN are no settings, nor an empty broker list (a review: all three were taken)
+        ("scoring:\n  max_wait_ms: .inf\n", "max_wait_ms"),
+        ("scoring:\n  silence_rms_threshold: .nan\n", "silence_rms_threshold"),
+        ("kafka:\n  bootstrap_servers: ''\n", "bootstrap_servers"),
     ],
 )
 def test_bad_values_are_one_line_errors(tmp_path, text, needle):

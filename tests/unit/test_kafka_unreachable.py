@@ -56,3 +56,33 @@ def test_a_worker_without_a_broker_exits_with_one_line(tmp_path):
     assert err[-1].startswith("error: worker cannot start: no Kafka broker at 127.0.0.1:1 answered within 2 s")
     assert "Traceback" not in proc.stderr
     assert len(err) < 20, len(err)  # librdkafka's retries used to print ~23 lines a second
+
+
+def test_a_worker_stopped_while_it_waits_for_kafka_says_so_and_stops_soon(tmp_path):
+    """SIGTERM during the wait for a broker: the worker stops within a few seconds (it asked in
+    10-s turns and was killed) and says it was stopped (it blamed the broker: "within 60 s")."""
+    import signal
+    import time
+
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1", "SYNC_SCORER_KAFKA__STARTUP_TIMEOUT_MS": "60000",
+           "SYNC_SCORER_HTTP__PORT": "0", "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "worker.cli", "worker"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    try:
+        # once it is waiting for Kafka (its first retry's warning), stop it
+        seen = ""
+        while "Kafka not reachable yet" not in seen:
+            line = proc.stderr.readline()
+            assert line, "the worker ended before it waited for Kafka"
+            seen += line
+        proc.send_signal(signal.SIGTERM)
+        t0 = time.monotonic()
+        _out, rest = proc.communicate(timeout=45)  # the startup timeout is 60 s
+        waited_s = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    err = (seen + rest).strip().splitlines()
+    assert proc.returncode == 3
+    assert err[-1].startswith("error: worker cannot start: stopped while waiting for a Kafka broker at 127.0.0.1:1")
+    assert waited_s < 20, waited_s  # turns of 3 s at most, with the process's own shutdown

@@ -117,12 +117,14 @@ def ensure_config_topics(cfg) -> None:
 
     k = cfg.kafka
     try:
+        # within the startup timeout, as the worker's own wait for a broker (it waited a fixed 30 s)
         ensure_topics(k.bootstrap_servers, {t.name: t.partitions for t in k.topics.all()},
                       replication_factor=max(t.replication_factor for t in k.topics.all()),
                       client_config={key: v for key, v in k.client_config("admin").items()
-                                     if key != "bootstrap.servers"})
+                                     if key != "bootstrap.servers"},
+                      timeout_s=k.startup_timeout_ms / 1000.0)
     except TopicError as exc:
-        raise _cli_error(str(exc)) from None
+        raise _cli_error(f"Kafka at {k.bootstrap_servers}: {exc}") from None
 
 
 def _stop_on_signals(stop: threading.Event, deadline_s: float | None = None,

@@ -86,3 +86,20 @@ def test_a_worker_stopped_while_it_waits_for_kafka_says_so_and_stops_soon(tmp_pa
     assert proc.returncode == 3
     assert err[-1].startswith("error: worker cannot start: stopped while waiting for a Kafka broker at 127.0.0.1:1")
     assert waited_s < 20, waited_s  # turns of 3 s at most, with the process's own shutdown
+
+
+def test_creating_topics_without_a_broker_keeps_to_the_startup_timeout_and_names_the_broker(tmp_path):
+    """--create-topics waited a fixed 30 s whatever startup_timeout_ms said, and its line named
+    no broker ("cannot list topics: ...")."""
+    import time
+
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1", "SYNC_SCORER_KAFKA__STARTUP_TIMEOUT_MS": "2000",
+           "SYNC_SCORER_HTTP__PORT": "0", "PYTHONPATH": str(REPO)}
+    t0 = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "worker.cli", "worker", "--create-topics"], capture_output=True,
+                          text=True, env=env, cwd=tmp_path, timeout=120, check=False)
+    waited_s = time.monotonic() - t0
+    err = proc.stderr.strip().splitlines()
+    assert proc.returncode == 3, proc.stderr[-2000:]
+    assert err[-1].startswith("error: Kafka at 127.0.0.1:1: "), err[-1]
+    assert waited_s < 20, waited_s  # 2 s of waiting plus start-up, not 30 s

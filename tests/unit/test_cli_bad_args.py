@@ -10,15 +10,8 @@ import shutil
 
 import pytest
 
+from tests.support.cli import one_error_line as _one_line
 from worker.cli import main
-
-
-def _one_line(capsys, argv: list[str]) -> str:
-    code = main(argv)
-    err = capsys.readouterr().err.strip().splitlines()
-    assert code != 0, (argv, err)
-    assert len(err) == 1 and "Traceback" not in err[0], err
-    return err[0]
 
 
 @pytest.mark.parametrize("argv, says", [

@@ -7,7 +7,7 @@ import subprocess
 import pytest
 import torch
 
-from worker.cli import main
+from tests.support.cli import one_error_line as _one_line
 from worker.scoring.scorer import DeviceError, select_device
 
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
@@ -32,13 +32,6 @@ def test_cuda_without_a_gpu_is_an_error_not_the_heuristic():
         load_scorer(None, device="cuda")  # the default bundle, whose failures may fall back
     # the bundled model (with its narrowband companion), not the heuristic
     assert type(load_scorer(None, device="cpu")).__name__ == "BandRoutedScorer"
-
-
-def _one_line(capsys, argv: list[str]) -> str:
-    assert main(argv) != 0
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "Traceback" not in err[0], err
-    return err[0]
 
 
 @pytest.fixture

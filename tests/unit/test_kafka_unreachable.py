@@ -14,6 +14,13 @@ from worker.kafka.logs import RepeatFilter
 REPO = Path(__file__).resolve().parents[2]
 
 
+def _no_broker_env(startup_timeout_ms: int) -> dict:
+    """A worker's environment pointing at a port where no broker answers."""
+    return {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1",
+            "SYNC_SCORER_KAFKA__STARTUP_TIMEOUT_MS": str(startup_timeout_ms), "SYNC_SCORER_HTTP__PORT": "0",
+            "PYTHONPATH": str(REPO)}
+
+
 def _record(msg: str) -> logging.LogRecord:
     return logging.LogRecord("librdkafka", logging.ERROR, __file__, 1, msg, None, None)
 
@@ -47,8 +54,7 @@ def test_retries_librdkafka_does_by_itself_are_info_not_warnings():
 
 
 def test_a_worker_without_a_broker_exits_with_one_line(tmp_path):
-    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1", "SYNC_SCORER_KAFKA__STARTUP_TIMEOUT_MS": "2000",
-           "SYNC_SCORER_HTTP__PORT": "0", "PYTHONPATH": str(REPO)}
+    env = _no_broker_env(startup_timeout_ms=2000)
     proc = subprocess.run([sys.executable, "-m", "worker.cli", "worker"], capture_output=True, text=True,
                           env=env, cwd=tmp_path, timeout=120, check=False)
     err = proc.stderr.strip().splitlines()
@@ -64,8 +70,7 @@ def test_a_worker_stopped_while_it_waits_for_kafka_says_so_and_stops_soon(tmp_pa
     import signal
     import time
 
-    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1", "SYNC_SCORER_KAFKA__STARTUP_TIMEOUT_MS": "60000",
-           "SYNC_SCORER_HTTP__PORT": "0", "PYTHONPATH": str(REPO)}
+    env = _no_broker_env(startup_timeout_ms=60000)
     proc = subprocess.Popen([sys.executable, "-m", "worker.cli", "worker"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
     try:
@@ -93,8 +98,7 @@ def test_creating_topics_without_a_broker_keeps_to_the_startup_timeout_and_names
     no broker ("cannot list topics: ...")."""
     import time
 
-    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1", "SYNC_SCORER_KAFKA__STARTUP_TIMEOUT_MS": "2000",
-           "SYNC_SCORER_HTTP__PORT": "0", "PYTHONPATH": str(REPO)}
+    env = _no_broker_env(startup_timeout_ms=2000)
     t0 = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "worker.cli", "worker", "--create-topics"], capture_output=True,
                           text=True, env=env, cwd=tmp_path, timeout=120, check=False)

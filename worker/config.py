@@ -367,7 +367,7 @@ def load_config(path: str | Path | None = None) -> WorkerConfig:
     except ValueError as exc:  # pydantic.ValidationError is a ValueError
         raise ConfigError(_one_line(exc)) from None
     bootstrap = os.environ.get(BOOTSTRAP_ENV)
-    if bootstrap is not None and bootstrap.strip() == "" and bootstrap != "":
+    if bootstrap and not bootstrap.strip():
         # blank but set: not "no cluster" (unset or empty is), and no broker list either
         raise ConfigError(f"{BOOTSTRAP_ENV} is blank: unset it (local broker) or name the brokers")
     if bootstrap:

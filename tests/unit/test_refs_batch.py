@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from worker.refs import RefError, RoiResolver
-from worker.refs.breaker import CircuitBreaker, give_up_at_s, hung, store_verdict
+from worker.refs.breaker import CircuitBreaker, give_up_at_s, hung, outpaced, store_verdict
 from worker.refs.errors import BACKEND_ERROR, NOT_FOUND, STORE_DOWN, TIMEOUT
 
 SHAPE = [16, 16]  # a small mouth ROI
@@ -229,7 +229,84 @@ def test_store_verdicts() -> None:
     assert store_verdict(answered_ok=0, answered_failed=5, hung_=False) is False
     assert store_verdict(answered_ok=3, answered_failed=0, hung_=True) is False
     assert store_verdict(answered_ok=0, answered_failed=0, hung_=False) is None  # only cut by the turn
+    # a slow object among answered reads: up where others were answered, else nothing either way
+    assert store_verdict(answered_ok=3, answered_failed=0, hung_=True, outpaced_=True) is True
+    assert store_verdict(answered_ok=0, answered_failed=0, hung_=True, outpaced_=True) is None
     assert hung(now_s=1.0, last_answer_s=0.0, stall_s=1.0) and not hung(0.99, 0.0, 1.0)
+
+
+def test_outpaced_reads_were_all_sent_no_later_than_an_answered_one() -> None:
+    assert outpaced([4.0, 4.0], up_sent_s=4.0)  # the answered read was sent with them
+    assert outpaced([3.0], up_sent_s=4.0)  # ... or after
+    assert not outpaced([4.0, 5.0], up_sent_s=4.0)  # one sent after every answer: a hang
+    assert not outpaced([], up_sent_s=4.0) and not outpaced([1.0], up_sent_s=float("-inf"))
+
+
+def _one_slow_object(store: _Store, slow_s: float):
+    """``store``, but the object named "slow" takes ``slow_s`` (an S3 GET retried for seconds)."""
+    def read(uri: str, shape: tuple[int, ...]) -> np.ndarray:
+        if uri.endswith("/slow"):
+            time.sleep(slow_s)
+        return store(uri, shape)
+    return read
+
+
+def test_one_slow_object_among_good_ones_is_that_frame_missing_not_the_store_down(store: _Store) -> None:
+    """Before: once the others were answered the slow read looked like a hang, so the store was
+    skipped for its cool-down (5 s of every session's frames ``store_down``)."""
+    counted: list[str] = []
+    r = RoiResolver(uri_resolvers={"s3": _one_slow_object(store, 1.0)}, on_failure=lambda e: counted.append(e.reason),
+                    stall_s=0.2, max_wait_s=2.0)
+    out = r.resolve_batch([_ref("s3", str(k)) for k in range(8)] + [_ref("s3", "slow")])
+    assert [e.reason if e else None for _, e in out] == [None] * 8 + [TIMEOUT]
+    assert "while the store answered" in out[8][1].detail
+    out = r.resolve_batch([_ref("s3", f"b{k}") for k in range(8)])
+    assert all(e is None for _, e in out)  # asked and read: before, 8 x store_down
+    assert counted == [TIMEOUT]
+    r.close()
+
+
+def test_a_slow_object_kept_back_and_asked_for_alone_does_not_mark_the_store_down(store: _Store) -> None:
+    """The worker asks again for a reference not read within its turn in a call of its own, where
+    the slow read is the only one: the answers it was sent with still count for the store."""
+    store.delay_s = 0.05
+    counted: list[str] = []
+    r = RoiResolver(uri_resolvers={"s3": _one_slow_object(store, 2.0)}, on_failure=lambda e: counted.append(e.reason),
+                    store_threads=2, stall_s=0.3, max_wait_s=0.4)
+    # the other thread answers one every 50 ms until 0.2 s: no stall before the turn ends at 0.4
+    out = r.resolve_batch([_ref("s3", "slow")] + [_ref("s3", k) for k in "abcd"])
+    assert out[0] is None and all(e is None for _, e in out[1:])  # the turn ended: kept back
+    again = r.resolve_batch([_ref("s3", "slow")])  # alone: nothing answered for the stall budget
+    assert again[0][1].reason == TIMEOUT and "while the store answered" in again[0][1].detail
+    assert r.resolve_batch([_ref("s3", "next")])[0][1] is None  # asked: not marked down
+    assert counted == [TIMEOUT]
+    r.close()
+
+
+def test_a_store_that_stops_answering_mid_batch_is_marked_down_by_the_next_batch(store: _Store) -> None:
+    """The reads of the batch it stopped in count as slow objects; the next batch's reads, sent
+    after every answer, hang: then it is down, as a store hanging from the start is."""
+    counted: list[str] = []
+    stop_after = {"n": 4}
+
+    def dies(uri: str, shape: tuple[int, ...]) -> np.ndarray:
+        with store._lock:
+            stop_after["n"] -= 1
+            dead = stop_after["n"] < 0
+        if dead:
+            store.release.wait(10.0)
+            raise RefError(BACKEND_ERROR, "read timeout", scheme="s3")
+        return PIXELS.copy()
+
+    r = RoiResolver(uri_resolvers={"s3": dies}, on_failure=lambda e: counted.append(e.reason),
+                    store_threads=1, stall_s=0.2, max_wait_s=2.0)
+    out = r.resolve_batch([_ref("s3", str(k)) for k in range(6)])
+    assert [e.reason if e else None for _, e in out] == [None] * 4 + [TIMEOUT] * 2
+    out = r.resolve_batch([_ref("s3", "next")])
+    assert out[0][1].reason == TIMEOUT and "answered nothing" in out[0][1].detail
+    assert r.resolve_batch([_ref("s3", "after")])[0][1].reason == STORE_DOWN
+    store.release.set()
+    r.close()
 
 
 def test_one_hanging_store_does_not_hold_another(store: _Store) -> None:

@@ -5,6 +5,8 @@ caller, so tests pass their own."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 
 class CircuitBreaker:
     """Closed: the store is asked. A failure (it hung: no answer for the stall budget; or every read
@@ -49,12 +51,25 @@ def hung(now_s: float, last_answer_s: float, stall_s: float) -> bool:
     return now_s - last_answer_s >= stall_s
 
 
-def store_verdict(answered_ok: int, answered_failed: int, hung_: bool) -> bool | None:
+def outpaced(given_up_sent_s: Iterable[float], up_sent_s: float) -> bool:
+    """The reads given up at a store that went ``stall_s`` without an answer were each sent no later
+    than a read it answered (``up_sent_s``: when the latest answered read was sent; a failure of
+    the store itself is no answer here): the store is up and those reads are slow objects (an S3
+    GET retried for seconds), not a hang. A store that stops answering altogether passes this for
+    at most the batch it stopped in: the next batch's reads are sent after every answer."""
+    sent = list(given_up_sent_s)
+    return bool(sent) and max(sent) <= up_sent_s
+
+
+def store_verdict(answered_ok: int, answered_failed: int, hung_: bool, outpaced_: bool = False) -> bool | None:
     """What one batch tells a store's breaker: False (failed: it hung, or every read it answered
     was a failure of the store itself, e.g. the endpoint down), True (up: some read was answered,
     "not found" and one object's AccessDenied among good ones included), None (nothing: only reads
-    not finished within the turn, which are asked again and say nothing against the store)."""
-    if hung_:
+    not finished within the turn, which are asked again and say nothing against the store).
+    ``outpaced_``: the reads given up when it "hung" were slow objects (``outpaced``), which say
+    nothing against the store either (before, one slow object among good ones opened the breaker:
+    5 s of every session's frames from the store skipped)."""
+    if hung_ and not outpaced_:
         return False
     if answered_ok:
         return True

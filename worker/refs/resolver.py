@@ -35,7 +35,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from worker.refs import shm
-from worker.refs.breaker import CircuitBreaker, give_up_at_s, hung, store_verdict
+from worker.refs.breaker import CircuitBreaker, give_up_at_s, hung, outpaced, store_verdict
 from worker.refs.errors import (
     BACKEND_ERROR,
     BAD_REF,
@@ -53,6 +53,8 @@ from worker.refs.s3 import S3Resolver
 # A URI resolver: (uri, numpy shape) -> pixels, raising RefError.
 UriResolver = Callable[[str, tuple[int, ...]], np.ndarray]
 Resolved = tuple[np.ndarray | None, RefError | None]
+# one URI read of a batch: its store, the read, its reference's key (None: unusable) and when it was sent
+_Pending = tuple[str, Future[Resolved], tuple[str, str, str] | None, float]
 
 STORE_THREADS = 8  # concurrent reads per store (I/O bound; a hung store ties up only its own)
 STALL_S = 1.0  # a store that answered none of a batch's reads for this long hangs (S3 GETs: 20-50 ms)
@@ -109,12 +111,16 @@ class RoiResolver:
         self._breakers: dict[str, CircuitBreaker] = {}  # per store (URI scheme); poll loop only
         self._pools: dict[str, ThreadPoolExecutor] = {}
         # reads not finished within a call's budget, by reference, for the next call to take up
-        # (with when they were carried); poll loop only
-        self._carried: dict[tuple[str, str, str], tuple[Future[Resolved], float]] = {}
+        # (with when they were carried, and when they were sent); poll loop only
+        self._carried: dict[tuple[str, str, str], tuple[Future[Resolved], float, float]] = {}
         # when each store last answered a read, any read (this batch's, or one carried on or left
         # running from an earlier one): a store busy answering reads queued before a batch's is
         # not hanging; set on the reading threads
         self._answered_s: dict[str, float] = {}
+        # when the latest read each store answered (not with a failure of its own) was sent: a read
+        # sent no later than that and still going is one slow object, not the store hanging
+        # (breaker.outpaced); set on the reading threads
+        self._up_sent_s: dict[str, float] = {}
 
     @classmethod
     def from_config(cls, refs_config: Any, **kwargs: Any) -> RoiResolver:
@@ -177,7 +183,7 @@ class RoiResolver:
         One caller thread (the poll loop)."""
         started_s = self._clock_s()
         out: list[Resolved | None] = [None] * len(rois)
-        pending: dict[int, tuple[str, Future[Resolved], tuple[str, str, str] | None]] = {}
+        pending: dict[int, _Pending] = {}
         for i, roi in enumerate(rois):
             store = self._kind(roi)
             if store not in self.uri_resolvers:
@@ -186,26 +192,28 @@ class RoiResolver:
             key = self._read_key(roi)
             carried = self._carried.pop(key, None) if key is not None else None
             if carried is not None:  # read on since the last call: the answer may be in already
-                pending[i] = (store, carried[0], key)
+                future, _since_s, sent_s = carried
+                pending[i] = (store, future, key, sent_s)
             elif not self._breaker(store).allows(started_s):
                 out[i] = (None, self._failure(RefError(
                     STORE_DOWN, f"skipped for {self._breaker(store).open_for_s(started_s):.1f} s more: the "
                     "store failed", scheme=store)))
             else:
                 future = self._pool(store).submit(self.try_resolve, roi)
-                future.add_done_callback(lambda f, store=store: f.cancelled() or self._answered(store))
-                pending[i] = (store, future, key)
+                future.add_done_callback(
+                    lambda f, store=store, sent_s=started_s: f.cancelled() or self._answered(store, sent_s, f))
+                pending[i] = (store, future, key, started_s)
         if pending:
             hung_stores = self._wait(pending, started_s)
             self._collect(pending, out, hung_stores)
         self._drop_stale_carried(self._clock_s())
         return out
 
-    def _wait(self, pending: Mapping[int, tuple[str, Future[Resolved], Any]], started_s: float) -> set[str]:
+    def _wait(self, pending: Mapping[int, _Pending], started_s: float) -> set[str]:
         """Wait for the reads until each store has answered them all or hangs, or the budget is up;
         the stores that hang."""
         left: dict[str, set[Future[Resolved]]] = {}
-        for store, future, _key in pending.values():
+        for store, future, _key, _sent_s in pending.values():
             left.setdefault(store, set()).add(future)
         last_answer_s = dict.fromkeys(left, started_s)
         hung_stores: set[str] = set()
@@ -227,14 +235,14 @@ class RoiResolver:
                 continue  # a store just went past its stall budget: marked above
             wait(set().union(*(left[s] for s in active)), timeout=min(timeout_s, 0.05), return_when=FIRST_COMPLETED)
 
-    def _collect(self, pending: Mapping[int, tuple[str, Future[Resolved], tuple[str, str, str] | None]],
-                 out: list[Resolved | None], hung_stores: set[str]) -> None:
+    def _collect(self, pending: Mapping[int, _Pending], out: list[Resolved | None], hung_stores: set[str]) -> None:
         """Results into ``out``; the reads of a store that hangs given up; the reads still going at
         a store that answers carried over (None in ``out``); each store's breaker told."""
         ok: Counter[str] = Counter()
         bad: Counter[str] = Counter()
         now_s = self._clock_s()
-        for i, (store, future, key) in pending.items():
+        given_up_sent_s: dict[str, list[float]] = {}
+        for i, (store, future, key, sent_s) in pending.items():
             if future.cancelled():
                 continue  # dropped meanwhile (a duplicate's read): out[i] stays None, asked again
             if future.done():
@@ -243,28 +251,38 @@ class RoiResolver:
                 (bad if err is not None and err.reason == BACKEND_ERROR else ok)[store] += 1
             elif store in hung_stores:
                 future.cancel()  # one not started never will; a running one ends on its own timeouts
-                out[i] = (None, self._failure(RefError(TIMEOUT, f"the store answered nothing for {self.stall_s:g} s",
-                                                       scheme=store)))
+                slow_object = sent_s <= self._up_sent_s.get(store, float("-inf"))
+                out[i] = (None, self._failure(RefError(
+                    TIMEOUT, f"not read within {self.stall_s:g} s" + (
+                        ", while the store answered reads sent with or after it" if slow_object
+                        else ": the store answered nothing meanwhile"), scheme=store)))
+                given_up_sent_s.setdefault(store, []).append(sent_s)
             elif key is not None and key not in self._carried:
-                self._carried[key] = (future, now_s)  # out[i] stays None: not read yet
+                self._carried[key] = (future, now_s, sent_s)  # out[i] stays None: not read yet
             else:  # a second read of the same reference in this batch: the carried one serves both
                 future.cancel()
-        for store in {store for store, _f, _k in pending.values()}:
-            verdict = store_verdict(ok[store], bad[store], store in hung_stores)
+        for store in {entry[0] for entry in pending.values()}:
+            slow = outpaced(given_up_sent_s.get(store, ()), self._up_sent_s.get(store, float("-inf")))
+            verdict = store_verdict(ok[store], bad[store], store in hung_stores, outpaced_=slow)
             if verdict is True:
                 self._breaker(store).answered()
             elif verdict is False:
                 self._breaker(store).failed(now_s)
 
-    def _answered(self, store: str) -> None:
-        """A read of ``store`` was answered (done callback, on its reading thread)."""
+    def _answered(self, store: str, sent_s: float, future: Future[Resolved]) -> None:
+        """A read of ``store`` sent at ``sent_s`` was answered (done callback, on its reading thread)."""
         now_s = self._clock_s()
+        failed = future.exception() is not None
+        err = None if failed else future.result()[1]
+        store_up = not failed and (err is None or err.reason != BACKEND_ERROR)
         with self._lock:
             self._answered_s[store] = max(now_s, self._answered_s.get(store, now_s))
+            if store_up:
+                self._up_sent_s[store] = max(sent_s, self._up_sent_s.get(store, sent_s))
 
     def _drop_stale_carried(self, now_s: float) -> None:
         """Reads carried over that no call took up for CARRY_S (their records went elsewhere)."""
-        for key, (future, since_s) in list(self._carried.items()):
+        for key, (future, since_s, _sent_s) in list(self._carried.items()):
             if now_s - since_s >= CARRY_S:
                 future.cancel()
                 del self._carried[key]
@@ -293,7 +311,7 @@ class RoiResolver:
     def close(self) -> None:
         """Stop the reading threads (reads not started are dropped; running ones end on their
         own timeouts)."""
-        for future, _since_s in self._carried.values():
+        for future, _since_s, _sent_s in self._carried.values():
             future.cancel()
         self._carried.clear()
         for pool in self._pools.values():

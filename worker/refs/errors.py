@@ -13,7 +13,7 @@ WRONG_SIZE = "wrong_size"  # the bytes do not match shape x format (or run past 
 UNREADABLE = "unreadable"  # exists but cannot be read (permissions, I/O error, bad .npy)
 BACKEND_ERROR = "backend_error"  # the store failed (S3 endpoint down, access denied, timeout)
 INTERNAL = "internal"  # an unexpected error inside a resolver (a bug): still only a missing frame
-TIMEOUT = "timeout"  # its store answered nothing for a second: hung (RoiResolver.resolve_batch)
+TIMEOUT = "timeout"  # not read within a second: its store hung, or this one object is slow (RoiResolver.resolve_batch)
 STORE_DOWN = "store_down"  # not asked: the store failed and is skipped for a cool-down (breaker)
 
 REASONS = (NO_ROI, BAD_REF, UNSUPPORTED_SCHEME, NOT_FOUND, OUTSIDE_ROOTS, WRONG_SIZE, UNREADABLE,

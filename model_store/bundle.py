@@ -181,6 +181,9 @@ def sha256_file(path: Path) -> str:
 
 def read_manifest(bundle_dir: Path | str) -> Manifest:
     path = Path(bundle_dir) / MANIFEST_NAME
+    if not Path(bundle_dir).is_dir():  # a file said "no manifest.json in bundle directory FILE"
+        what = "not a directory" if Path(bundle_dir).exists() else "no such directory"
+        raise BundleError(f"{what}: {bundle_dir} (a bundle is a directory holding {MANIFEST_NAME})")
     if not path.is_file():
         raise BundleError(f"no {MANIFEST_NAME} in bundle directory {bundle_dir}")
     try:

@@ -132,3 +132,24 @@ def test_weights_of_another_shape_are_one_line(capsys, bundle_copy):
     _edit_manifest(bundle_copy, lambda d: {**d, "arch_params": {**d["arch_params"], "video_channels": [32, 32, 48, 64]}})
     line = _one_line(capsys, ["bench", "--blocks", "10", "--bundle", str(bundle_copy)])
     assert "weights do not fit" in line and "size mismatch" in line and "more)" in line
+
+
+def test_a_bundle_path_that_is_a_file_or_missing_says_so(capsys, tmp_path, dev_clips_dir):
+    """Before: "no manifest.json in bundle directory FILE" for a file given as --bundle."""
+    (tmp_path / "weights.pt").write_bytes(b"x")
+    media = dev_clips_dir / "av2av_lrs3_TRajLqEaWhQ_00002.mp4"
+    line = _one_line(capsys, ["score", str(media), "--bundle", str(tmp_path / "weights.pt")])
+    assert f"not a directory: {tmp_path / 'weights.pt'}" in line
+    line = _one_line(capsys, ["score", str(media), "--bundle", str(tmp_path / "nowhere")])
+    assert f"no such directory: {tmp_path / 'nowhere'}" in line
+
+
+def test_an_evaluation_cache_dir_that_is_a_file_names_the_flag(capsys, tmp_path):
+    (tmp_path / "cache").write_text("x")  # before: "[Errno 17] File exists", after the scorer loaded
+    line = _one_line(capsys, ["eval-real", "--cache-dir", str(tmp_path / "cache"), "--no-speed"])
+    assert line == f"error: --cache-dir is not a directory: {tmp_path / 'cache'}"
+
+
+def test_synth_words_its_errors_as_the_other_commands_do(capsys, tmp_path):
+    line = _one_line(capsys, ["synth", str(tmp_path / "no" / "s.mp4"), "--seconds", "1", "--seed", "1"])
+    assert line == f"error: output directory does not exist: {tmp_path / 'no'}"  # was "sync-scorer synth: error: ..."

@@ -203,6 +203,8 @@ def run_real(args) -> int:
         raise CliError(f"--limit must be >= 0 (0: every clip), got {args.limit}")
     if not clips_dir.is_dir():
         raise CliError(f"no such clips folder: {clips_dir}")
+    if Path(args.cache_dir).exists() and not Path(args.cache_dir).is_dir():  # (errno 17, late, before)
+        raise CliError(f"--cache-dir is not a directory: {args.cache_dir}")
     shifts = _ints(args.shifts, "--shifts")
     deg_shifts = _ints(args.degraded_shifts, "--degraded-shifts") if args.degraded_shifts else shifts
     _search_past(args, max(abs(x) for x in (*shifts, *deg_shifts, 0)))

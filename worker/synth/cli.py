@@ -14,7 +14,7 @@ PROG = "sync-scorer synth"
 
 
 def _one_line_error(message: str) -> None:
-    print(f"{PROG}: error: {message}", file=sys.stderr)
+    print(f"error: {PROG}: {message}", file=sys.stderr)  # as the other commands word theirs
     raise SystemExit(2)
 
 
@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         clip = generate_clip(args.seed, args.seconds, args.audio_offset_ms, options)
         write_clip(clip, args.out)
     except (ValueError, RuntimeError, OSError) as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"wrote {args.out}: {clip.frames.shape[0]} frames {clip.frames.shape[2]}x{clip.frames.shape[1]} "
           f"@ {clip.fps:g} fps, {len(clip.audio)} samples @ {clip.sample_rate} Hz, "

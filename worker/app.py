@@ -32,6 +32,7 @@ from worker.publish import dead_letter_record, signal_record
 from worker.refs import RoiResolver
 from worker.scoring.batcher import Scored, ScoringPool, ScoringStage
 from worker.scoring.interface import Scorer
+from worker.scoring.routed import narrowband_of
 from worker.windowing.align import may_release, runs_ahead
 from worker.windowing.events import Arrival, Job, Source, Stream
 from worker.windowing.joiner import BadEvent, Joiner
@@ -284,7 +285,7 @@ class Worker:
             n_samples = int((n / fps + 2 * self.scorer.search_margin_ms / 1000.0) * self.sample_rate)
             audio = (0.1 * rng.standard_normal(n_samples)).astype(np.float32)
             variants = [audio]
-            if getattr(self.scorer, "narrow", None) is not None:
+            if narrowband_of(self.scorer) is not None:
                 # the same noise with nothing above 3.4 kHz: the routed scorer's narrowband model
                 # gets its first (slow) calls here too, not on a session's first phone job
                 spec = np.fft.rfft(audio)

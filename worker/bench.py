@@ -66,6 +66,7 @@ def run(args) -> int:
 
     from worker.cli import CliError, load_scorer_for_command
     from worker.scoring.loader import load_scorer
+    from worker.scoring.routed import narrowband_of
     from worker.scoring.types import AudioSpan, FrameSpan, Kind, ScoreRequest
 
     if not 10 <= args.blocks <= 100_000:
@@ -130,7 +131,7 @@ def run(args) -> int:
         "device": str(device),
         "scorer": scorer.name,
         # the narrowband companion the band check would route telephone-band jobs to (None: none)
-        "narrowband_scorer": getattr(getattr(scorer, "narrow", None), "name", None),
+        "narrowband_scorer": getattr(narrowband_of(scorer), "name", None),
         "block_frames": bf,
         "search_ms": [getattr(scorer.config, "min_offset_ms", -200), getattr(scorer.config, "max_offset_ms", 200)],
         "threads": torch.get_num_threads(),

@@ -147,8 +147,8 @@ def test_a_bad_job_fails_as_with_one_model_and_jobs_of_sessions_on_one_band_shar
     calls = []
     for side in ("wide", "narrow"):
         model = getattr(routed, side)
-        model.score_batch = lambda reqs, streams, _f=model.score_batch, _s=side: calls.append((_s, len(reqs))) or _f(
-            reqs, streams)
+        model.score_batch = lambda reqs, streams, _f=model.score_batch, _s=side, **kw: calls.append(
+            (_s, len(reqs))) or _f(reqs, streams, **kw)
     try:
         # two sessions, one on a phone line, their blocks interleaved as the batcher gathers them
         a, b = routed.new_stream(), routed.new_stream()
@@ -347,3 +347,26 @@ def test_bench_says_which_narrowband_model_it_carries_and_can_leave_it_out(capsy
         assert main(["bench", "--blocks", "10", "--threads", "1", "--json", *extra]) == 0
         result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
         assert result["narrowband_scorer"] == want and result["scorer"] == wide
+
+
+def test_a_routed_batch_validates_each_job_once_and_names_its_companion(bundle_with_companion, monkeypatch):
+    """The router validates every job before it routes any (it reads their audio); the model it
+    hands them to took them through validate_request again (about 10 us a job)."""
+    import worker.scoring.routed as routed_mod
+    import worker.scoring.scorer as scorer_mod
+    from worker.scoring.routed import narrowband_of
+
+    routed = load_scorer(bundle_with_companion, device="cpu", allow_fallback=False)
+    assert narrowband_of(routed) is routed.narrow and narrowband_of(routed.wide) is None
+    seen = []
+    for mod in (routed_mod, scorer_mod):
+        monkeypatch.setattr(mod, "validate_request", lambda r, rate, _f=mod.validate_request: seen.append(r) or _f(r, rate))
+    frames = np.random.default_rng(5).integers(0, 255, (16, 96, 96), dtype=np.uint8)
+    full = _speech_like(2.0, 7)
+    reqs = [_req(frames, full), _req(frames, telephone(full, SR))]
+    got = routed.score_batch(reqs)
+    assert [r.scorer.endswith("-nb") for r in got] == [False, True]
+    assert len(seen) == 2  # before: 4
+    seen.clear()
+    routed.wide.score(reqs[0])  # a model on its own still validates
+    assert len(seen) == 1

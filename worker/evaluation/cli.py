@@ -120,7 +120,9 @@ def _setup(args):
 
 def _narrowband_info(scorer) -> dict | None:
     """The routed scorer's narrowband companion (name, sha256), or None."""
-    narrow = getattr(scorer, "narrow", None)
+    from worker.scoring.routed import narrowband_of
+
+    narrow = narrowband_of(scorer)
     return None if narrow is None else {"scorer": narrow.name, "weights_sha256": narrow.manifest.weights_sha256}
 
 

@@ -52,6 +52,7 @@ from worker.evaluation.metrics import auc, describe, tally, within_frames
 from worker.evaluation.shifts import fit_length, mismatched_partners, shift_audio
 from worker.evaluation.signals import DEFAULT_CONFIDENT, JobTally, share
 from worker.media.decode import TIMELINE_VERSION
+from worker.scoring.routed import narrowband_of
 from worker.scoring.types import Direction
 
 SAMPLE_RATE = 16000
@@ -510,7 +511,7 @@ def run_real_eval(scorer, cfg: RealEvalConfig, log: Callable[[str], None] = lamb
         "trained_on_source": ("bundle manifest training.data.dev_train_clips" if trained is not None
                               else "the manifest lists no dev clips trained on: held-out = all"),
         "cv_folds": [{"scorer": f.name, "weights_sha256": getattr(getattr(f, "manifest", None), "weights_sha256", None),
-                      "narrowband": getattr(getattr(f, "narrow", None), "name", None),
+                      "narrowband": getattr(narrowband_of(f), "name", None),
                       "judges": sorted(c.name for c in clips if c.judge == i + 1)} for i, f in enumerate(folds)],
         "flagged": {c.name: c.flagged for c in real if c.flagged},
         "sets": {k: sum(SETS[k](c) for c in real) for k in SETS},

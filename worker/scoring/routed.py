@@ -112,9 +112,17 @@ class BandRoutedScorer:
         out: list[LipSyncScore | None] = [None] * len(requests)
         for group in _groups(narrow, streams):
             model = self.narrow if narrow[group[0]] else self.wide
-            for i, result in zip(group, model.score_batch([requests[i] for i in group], [streams[i] for i in group])):
+            # validated above, at the rate both models share (with_narrowband checks it)
+            results = model.score_batch([requests[i] for i in group], [streams[i] for i in group], validated=True)
+            for i, result in zip(group, results):
                 out[i] = result
         return out  # type: ignore[return-value]  # every job is in one group
+
+
+def narrowband_of(scorer):
+    """The narrowband companion ``scorer`` routes telephone-band jobs to, or None (a single model,
+    the heuristic)."""
+    return scorer.narrow if isinstance(scorer, BandRoutedScorer) else None
 
 
 BAND_SPAN_S = 1.0  # the least audio judged around a job (its own time, or this much centred on it)

@@ -239,7 +239,10 @@ class ModelScorer:
 
     @torch.inference_mode()
     def score_batch(self, requests: Sequence[ScoreRequest],
-                    streams: Sequence[FeatureCache | None] | None = None) -> list[LipSyncScore]:
+                    streams: Sequence[FeatureCache | None] | None = None, *,
+                    validated: bool = False) -> list[LipSyncScore]:
+        """``validated``: the caller has already passed every request through validate_request at
+        this model's audio rate (BandRoutedScorer, which must before it can route them)."""
         if streams is None:
             streams = [None] * len(requests)
         if len(streams) != len(requests):
@@ -248,7 +251,8 @@ class ModelScorer:
         prepared: list[tuple[int, _Prepared, FeatureCache | None]] = []
         warm: list[tuple[_Prepared | _Frames, FeatureCache]] = []
         for i, (job, stream) in enumerate(zip(requests, streams)):
-            validate_request(job, self.manifest.audio.sample_rate)
+            if not validated:
+                validate_request(job, self.manifest.audio.sample_rate)
             req = at_model_rate(job)  # 50/60 fps: every other frame (rate.py)
             prep = self._prepare(req)
             prep.frame_step = round(job.frames.fps / req.frames.fps)

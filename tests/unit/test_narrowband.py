@@ -15,7 +15,7 @@ import torch
 from model_store.architectures import build
 from model_store.bundle import AudioSpec, Calibration, Manifest, VideoSpec, load_bundle, save_bundle
 from worker.evaluation.degrade import telephone
-from worker.scoring.band import NARROWBAND_RATIO_DB, high_band_ratio_db, is_narrowband
+from worker.scoring.band import NARROWBAND_RATIO_DB, band_levels_db, high_band_ratio_db, is_narrowband
 from worker.scoring.loader import load_scorer
 from worker.scoring.postprocess import ScorerConfig
 from worker.scoring.routed import BandRoutedScorer
@@ -64,6 +64,78 @@ def test_no_verdict_without_speech_and_a_low_rate_is_narrowband_whatever_it_hold
     import torchaudio.functional as AF
 
     assert is_narrowband(AF.resample(x44, SR, 44100).numpy(), 44100) is False
+
+
+def _noise(n: int, dbfs: float, colour: str = "white", seed: int = 0) -> np.ndarray:
+    """Stationary noise of RMS ``dbfs`` (re 1.0): white, or pink (-3 dB per octave)."""
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal(n)
+    if colour == "pink":
+        w = np.fft.irfft(np.fft.rfft(w) / np.sqrt(np.maximum(np.fft.rfftfreq(n, 1 / SR), 20.0)), n)
+    return (w / np.sqrt(np.mean(w ** 2)) * 10 ** (dbfs / 20)).astype(np.float32)
+
+
+def _level_dbfs(x: np.ndarray) -> float:
+    return float(10 * np.log10(np.mean(x.astype(np.float64) ** 2)))
+
+
+@pytest.mark.parametrize("colour,dbfs", [("white", -70), ("white", -60), ("pink", -60), ("pink", -50)])
+def test_telephone_band_speech_under_noise_added_after_the_band_is_narrowband(colour, dbfs):
+    """Noise added after 8 kHz (a noisy recording chain, dither) fills 5-7 kHz with energy that does
+    not follow the speech; the whole high band rises above the line, its speech part does not."""
+    phone = telephone(_speech_like(1.6, 7), SR)
+    noisy = phone + _noise(phone.shape[0], dbfs, colour, seed=-dbfs)
+    whole, part = band_levels_db(noisy, SR)
+    assert whole > NARROWBAND_RATIO_DB  # what the band test read before: full band
+    assert part <= NARROWBAND_RATIO_DB
+    assert is_narrowband(noisy, SR) is True
+    # the same through ffmpeg's resampler, and a voice without pauses (no frame of noise alone)
+    raw = subprocess.run(["ffmpeg", "-v", "error", "-f", "f32le", "-ar", str(SR), "-ac", "1", "-i", "-",
+                          "-af", "aresample=8000,aresample=16000", "-f", "f32le", "-"],
+                         input=_speech_like(1.6, 7).astype("<f4").tobytes(), capture_output=True, check=True).stdout
+    ff = np.frombuffer(raw, "<f4")
+    assert is_narrowband(ff + _noise(ff.shape[0], dbfs, colour, seed=1), SR) is True
+    steady = telephone(_steady_speech_like(1.6, 8), SR)
+    assert is_narrowband(steady + _noise(steady.shape[0], dbfs, colour, seed=2), SR) is True
+
+
+def _steady_speech_like(seconds: float, seed: int) -> np.ndarray:
+    """As _speech_like, but the voice never pauses: every frame is speech."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * SR)
+    t = np.arange(n) / SR
+    spec = np.fft.rfft(rng.standard_normal(n))
+    spec /= np.maximum(np.fft.rfftfreq(n, 1 / SR), 300.0) / 300.0
+    x = np.fft.irfft(spec, n) * (0.3 + np.clip(np.sin(2 * np.pi * 3.5 * t + rng.uniform(0, 6)), 0, None))
+    return (0.3 * x / np.abs(x).max()).astype(np.float32)
+
+
+@pytest.mark.parametrize("noise", [None, ("white", -60.0), ("white", -40.0), ("white", "snr20"), ("white", "snr10"),
+                                   ("pink", "snr10")])
+def test_full_band_speech_in_noise_stays_full_band(noise):
+    """Noise in the high band is no reason to call full-band speech narrowband: its own high band
+    still rises above the noise's floor where it speaks (the steady voice too)."""
+    for x in (_speech_like(1.6, 3), _steady_speech_like(1.6, 4)):
+        if noise is not None:
+            colour, level = noise
+            dbfs = level if isinstance(level, float) else _level_dbfs(x) - float(level[3:])
+            x = x + _noise(x.shape[0], dbfs, colour, seed=5)
+        assert is_narrowband(x, SR) is False
+        whole, part = band_levels_db(x, SR)
+        assert part <= whole and part > NARROWBAND_RATIO_DB + 10
+
+
+def test_a_full_band_voice_with_little_high_band_is_not_taken_for_noise():
+    """A dull full-band voice (5-7 kHz about 35 dB below 1-3.4 kHz, as the dev clips' weakest
+    spans) stays full band clean, and so does its steady version, whose quietest frames are speech."""
+    for x in (_speech_like(1.6, 12), _steady_speech_like(1.6, 13)):
+        n = x.shape[0]
+        spec = np.fft.rfft(x)
+        hz = np.fft.rfftfreq(n, 1 / SR)
+        spec *= 10 ** (-np.clip((hz - 3000.0) / 1000.0, 0, None) * 9.0 / 20)  # -9 dB per kHz above 3 kHz
+        dull = np.fft.irfft(spec, n).astype(np.float32)
+        assert -40.0 < high_band_ratio_db(dull, SR) < -30.0
+        assert is_narrowband(dull, SR) is False
 
 
 def _bundle(d, version: str, state: dict, calibration: Calibration | None = None):

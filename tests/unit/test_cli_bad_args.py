@@ -146,8 +146,11 @@ def test_a_bundle_path_that_is_a_file_or_missing_says_so(capsys, tmp_path, dev_c
 
 def test_an_evaluation_cache_dir_that_is_a_file_names_the_flag(capsys, tmp_path):
     (tmp_path / "cache").write_text("x")  # before: "[Errno 17] File exists", after the scorer loaded
-    line = _one_line(capsys, ["eval-real", "--cache-dir", str(tmp_path / "cache"), "--no-speed"])
+    clips = ["--clips-dir", str(tmp_path), "--no-speed"]
+    line = _one_line(capsys, ["eval-real", "--cache-dir", str(tmp_path / "cache"), *clips])
     assert line == f"error: --cache-dir is not a directory: {tmp_path / 'cache'}"
+    line = _one_line(capsys, ["eval-real", "--cache-dir", str(tmp_path / "cache" / "sub"), *clips])  # errno 20
+    assert line == f"error: --cache-dir {tmp_path / 'cache' / 'sub'}: {tmp_path / 'cache'} is not a directory"
 
 
 def test_synth_words_its_errors_as_the_other_commands_do(capsys, tmp_path):

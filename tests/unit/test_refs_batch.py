@@ -272,11 +272,11 @@ def test_a_slow_object_kept_back_and_asked_for_alone_does_not_mark_the_store_dow
     store.delay_s = 0.05
     counted: list[str] = []
     r = RoiResolver(uri_resolvers={"s3": _one_slow_object(store, 2.0)}, on_failure=lambda e: counted.append(e.reason),
-                    store_threads=2, stall_s=0.3, max_wait_s=0.4)
-    # the other thread answers one every 50 ms until 0.2 s: no stall before the turn ends at 0.4
-    out = r.resolve_batch([_ref("s3", "slow")] + [_ref("s3", k) for k in "abcd"])
+                    store_threads=2, stall_s=0.5, max_wait_s=0.7)
+    # the other thread answers one every 50 ms until 0.4 s: no stall (0.9 s) before the turn ends at 0.7
+    out = r.resolve_batch([_ref("s3", "slow")] + [_ref("s3", k) for k in "abcdefgh"])
     assert out[0] is None and all(e is None for _, e in out[1:])  # the turn ended: kept back
-    again = r.resolve_batch([_ref("s3", "slow")])  # alone: nothing answered for the stall budget
+    again = r.resolve_batch([_ref("s3", "slow")])  # alone: given up at ~1.2 s, its read ends at 2.0
     assert again[0][1].reason == TIMEOUT and "while the store answered" in again[0][1].detail
     assert r.resolve_batch([_ref("s3", "next")])[0][1] is None  # asked: not marked down
     assert counted == [TIMEOUT]

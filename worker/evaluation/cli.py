@@ -194,6 +194,19 @@ def _ints(text: str | None, name: str) -> tuple[int, ...]:
         raise CliError(f"{name} must be a comma list of integers (ms), got {text!r}") from None
 
 
+def _check_cache_dir(path: Path) -> None:
+    """--cache-dir, or the first of its parents that exists, must be a directory (a file there
+    failed with errno 17 or 20 once the scorer had loaded, without naming the flag)."""
+    from worker.cli import CliError
+
+    for p in (path, *path.parents):
+        if p.exists():
+            if not p.is_dir():
+                raise CliError(f"--cache-dir is not a directory: {p}" if p == path else
+                               f"--cache-dir {path}: {p} is not a directory")
+            return
+
+
 def run_real(args) -> int:
     from worker.cli import CliError, load_scorer_for_command
     from worker.evaluation.real import RealEvalConfig, run_real_eval
@@ -203,10 +216,9 @@ def run_real(args) -> int:
     clips_dir = Path(args.clips_dir)
     if args.limit < 0:  # (-1 read the clips but the last, a review)
         raise CliError(f"--limit must be >= 0 (0: every clip), got {args.limit}")
+    _check_cache_dir(Path(args.cache_dir))
     if not clips_dir.is_dir():
         raise CliError(f"no such clips folder: {clips_dir}")
-    if Path(args.cache_dir).exists() and not Path(args.cache_dir).is_dir():  # (errno 17, late, before)
-        raise CliError(f"--cache-dir is not a directory: {args.cache_dir}")
     shifts = _ints(args.shifts, "--shifts")
     deg_shifts = _ints(args.degraded_shifts, "--degraded-shifts") if args.degraded_shifts else shifts
     _search_past(args, max(abs(x) for x in (*shifts, *deg_shifts, 0)))

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 
 class CircuitBreaker:
     """Closed: the store is asked. A failure (it hung: no answer for the stall budget; or every read
-    it answered in a batch failed: the endpoint down) opens it for ``cooldown_s``, doubling per
+    it answered in a batch failed: the endpoint down; not one slow object, ``outpaced``) opens it for ``cooldown_s``, doubling per
     failure in a row up to ``max_cooldown_s``: meanwhile the store is not asked and its frames count
     as missing at once. After the cool-down the store is asked again: an answer (any, "not found"
     included: the store is up) closes it."""

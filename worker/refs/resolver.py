@@ -14,7 +14,8 @@ carry on.
 
 ``resolve_batch`` is for the worker's poll loop: the URI references of one consume batch are read
 concurrently (a few threads per store); a store that hangs costs its frames and is then skipped for
-a cool-down (worker.refs.breaker); a store that answers is read to the end, across turns of the
+a cool-down (worker.refs.breaker), while one slow object among reads the store answers costs only
+its own frame; a store that answers is read to the end, across turns of the
 poll loop when a batch takes longer than one turn's budget (the rest is returned as not read yet,
 its reads carried on, and asked again). Before, each reference was read in turn on the poll loop:
 an S3 endpoint that hung held every session for ~15 s per reference, and a healthy one at
@@ -53,6 +54,15 @@ from worker.refs.s3 import S3Resolver
 # A URI resolver: (uri, numpy shape) -> pixels, raising RefError.
 UriResolver = Callable[[str, tuple[int, ...]], np.ndarray]
 Resolved = tuple[np.ndarray | None, RefError | None]
+def _store_up(future: Future[Resolved]) -> bool:
+    """A finished read that the store answered (pixels, "not found", a bad reference...), not
+    one that failed with it (BACKEND_ERROR: endpoint down, refused)."""
+    if future.exception() is not None:
+        return False
+    err = future.result()[1]
+    return err is None or err.reason != BACKEND_ERROR
+
+
 # one URI read of a batch: its store, the read, its reference's key (None: unusable) and when it was sent
 _Pending = tuple[str, Future[Resolved], tuple[str, str, str] | None, float]
 
@@ -173,7 +183,10 @@ class RoiResolver:
         * A store that answers none of its reads for ``stall_s`` hangs: its reads still going are
           given up as missing (``timeout``) and it is skipped for its cool-down (``store_down``),
           as is a store whose every answered read failed (the endpoint down): a store that hangs
-          costs frames and at most ``stall_s`` of the caller's time per cool-down.
+          costs frames and at most ``stall_s`` of the caller's time per cool-down. Unless it
+          answered a read sent with or after each read given up (breaker.outpaced): those are
+          slow objects, missing frames, and the store is not skipped (each batch holding one
+          costs up to ``stall_s``).
         * A store that answers is read to the end. What it has not read when the call's budget
           (``max_wait_s``, the poll loop's turn) is up is None: not read yet, neither missing nor
           a failure of the store; its reads go on, and a next call with the same reference takes
@@ -242,6 +255,7 @@ class RoiResolver:
         bad: Counter[str] = Counter()
         now_s = self._clock_s()
         given_up_sent_s: dict[str, list[float]] = {}
+        up_sent_s = self._up_sent_snapshot(pending)
         for i, (store, future, key, sent_s) in pending.items():
             if future.cancelled():
                 continue  # dropped meanwhile (a duplicate's read): out[i] stays None, asked again
@@ -251,7 +265,7 @@ class RoiResolver:
                 (bad if err is not None and err.reason == BACKEND_ERROR else ok)[store] += 1
             elif store in hung_stores:
                 future.cancel()  # one not started never will; a running one ends on its own timeouts
-                slow_object = sent_s <= self._up_sent_s.get(store, float("-inf"))
+                slow_object = sent_s <= up_sent_s.get(store, float("-inf"))
                 out[i] = (None, self._failure(RefError(
                     TIMEOUT, f"not read within {self.stall_s:g} s" + (
                         ", while the store answered reads sent with or after it" if slow_object
@@ -262,19 +276,27 @@ class RoiResolver:
             else:  # a second read of the same reference in this batch: the carried one serves both
                 future.cancel()
         for store in {entry[0] for entry in pending.values()}:
-            slow = outpaced(given_up_sent_s.get(store, ()), self._up_sent_s.get(store, float("-inf")))
+            slow = outpaced(given_up_sent_s.get(store, ()), up_sent_s.get(store, float("-inf")))
             verdict = store_verdict(ok[store], bad[store], store in hung_stores, outpaced_=slow)
             if verdict is True:
                 self._breaker(store).answered()
             elif verdict is False:
                 self._breaker(store).failed(now_s)
 
+    def _up_sent_snapshot(self, pending: Mapping[int, _Pending]) -> dict[str, float]:
+        """``_up_sent_s`` as of now, with this batch's own reads that are done counted in: wait()
+        wakes on a read before its done callback has run."""
+        with self._lock:
+            up = dict(self._up_sent_s)
+        for store, future, _key, sent_s in pending.values():
+            if future.done() and not future.cancelled() and _store_up(future):
+                up[store] = max(sent_s, up.get(store, sent_s))
+        return up
+
     def _answered(self, store: str, sent_s: float, future: Future[Resolved]) -> None:
         """A read of ``store`` sent at ``sent_s`` was answered (done callback, on its reading thread)."""
         now_s = self._clock_s()
-        failed = future.exception() is not None
-        err = None if failed else future.result()[1]
-        store_up = not failed and (err is None or err.reason != BACKEND_ERROR)
+        store_up = _store_up(future)
         with self._lock:
             self._answered_s[store] = max(now_s, self._answered_s.get(store, now_s))
             if store_up:

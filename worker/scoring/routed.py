@@ -60,6 +60,9 @@ class BandRoutedScorer:
     a signal names the model that scored it in its ``scorer`` field."""
 
     def __init__(self, wide, narrow) -> None:
+        if wide.manifest.audio.sample_rate != narrow.manifest.audio.sample_rate:
+            # score_batch validates each job once, at the full-band model's rate, for both
+            raise CompanionMismatch("the two models read audio at other rates")
         self.wide = wide
         self.narrow = narrow
 

@@ -642,3 +642,53 @@ def test_a_timestamp_far_past_the_end_does_not_become_hours_of_frames(tmp_path, 
     monkeypatch.setattr(decode, "MAX_SLOTS_PAST_END_S", 0.2)
     # as if the file said 1 s while its frames ran on: 1.2 s of slots, not 2 s
     assert sum(len(c) for c in decode.iter_video(path, info=replace(info, duration_s=1.0))) == 30
+
+
+def test_an_audio_gap_shorter_than_100_ms_is_filled_where_its_timestamps_say(tmp_path):
+    """One 64 ms audio packet lost, its neighbours' timestamps kept: the audio after it belongs
+    where they put it. ffmpeg's aresample let gaps under its 0.1 s default through, so a review's
+    clip read -80 ms past one lost AAC packet, with confidence."""
+    whole, holed = tmp_path / "whole.mkv", tmp_path / "holed.mkv"
+    ffmpeg("-f", "lavfi", "-i", "testsrc=rate=25:size=64x64", "-f", "lavfi", "-i",
+           "anoisesrc=r=16000:seed=7:amplitude=0.3", "-t", "3", "-c:v", "libx264", "-pix_fmt", "yuv420p",
+           "-c:a", "pcm_s16le", str(whole))
+    ffmpeg("-i", str(whole), "-c", "copy", "-bsf:a", r"noise=drop=eq(n\,10)", str(holed))
+    a, b = read_audio(whole), read_audio(holed)
+    assert a.shape == b.shape  # before: 1024 samples short, everything after the gap early
+    assert np.allclose(a[16000:], b[16000:], atol=1e-4)
+    assert float(np.abs(b[10 * 1024 + 64: 11 * 1024 - 64]).max()) == 0.0  # the lost packet: silence
+
+
+def test_frames_decoded_at_another_size_than_the_header_says_are_scaled_to_it(tmp_path):
+    """VP6 copied from FLV into Matroska decodes 480x368 under a 480x360 header: the pipe was cut
+    at 480x360 and out of step with the frames' times ("a frame came without its time")."""
+    mkv = tmp_path / "vp6.mkv"
+    ffmpeg("-i", str(dev_clip("cremad_1001_DFA_SAD_XX.flv")), "-map", "0:v", "-map", "0:a", "-c", "copy", str(mkv))
+    info = probe(mkv)
+    assert (info.height, info.width) == (360, 480)
+    frames, _fps = read_video(mkv)
+    flv, _ = read_video(dev_clip("cremad_1001_DFA_SAD_XX.flv"))
+    assert frames.shape == flv.shape
+    # the same pictures, the Matroska one scaled from 368 rows where FLV's header cropped 8
+    assert float(np.abs(frames.astype(np.int16) - flv.astype(np.int16)).mean()) < 12.0
+
+
+def test_a_video_stream_with_no_frame_to_decode_says_so(tmp_path):
+    empty = tmp_path / "empty_video.mkv"
+    ffmpeg("-f", "lavfi", "-i", "testsrc=rate=25:size=64x64", "-f", "lavfi", "-i", "sine=r=16000", "-t", "1",
+           "-c:v", "libx264", "-vf", "trim=end=0", "-c:a", "aac", str(empty))
+    with pytest.raises(MediaError, match="no video frame could be decoded from"):
+        read_video(empty)  # before: "cannot decode video of ...: Error marking filters as finished"
+
+
+def test_a_short_clip_whose_average_rate_counts_one_frame_more_keeps_its_base_rate(tmp_path):
+    """MPEG-PS copied into MP4: 75 frames over 2.96 s average 25.34 fps under a 25 fps base rate
+    (the last frame has no duration). Read at the average, a frame was repeated."""
+    mp4 = tmp_path / "grid.mp4"
+    ffmpeg("-i", str(dev_clip("grid_lrwp9a.mpg")), "-c", "copy", str(mp4))
+    info = probe(mp4)
+    assert info.avg_frame_rate == pytest.approx(1875 / 74)  # what the container says
+    assert info.fps == 25.0 and not info.is_vfr
+    frames, fps = read_video(mp4)
+    original, _ = read_video(dev_clip("grid_lrwp9a.mpg"))
+    assert fps == 25.0 and frames.shape == original.shape

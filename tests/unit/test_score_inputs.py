@@ -274,16 +274,23 @@ def test_non_square_pixels_are_decoded_in_the_shape_they_are_shown(tmp_path, rot
     assert max(small.shape[1:3]) == 160 and abs(small.shape[2] / small.shape[1] - shown[0] / shown[1]) < 0.05
 
 
-def test_square_pixels_are_decoded_without_a_scale(tmp_path, monkeypatch):
-    """The SAR scaling is a no-op for square pixels: no filter is added (the dev clips and their
-    caches decode as they did)."""
+def test_square_pixels_are_decoded_as_ffmpeg_decodes_them_without_a_scale(tmp_path, monkeypatch):
+    """The SAR scaling is a no-op for square pixels: the only filter is the scale to the size the
+    pipe is cut at (for a decoder that gives frames of another size), which leaves a frame of that
+    size exactly as ffmpeg's own conversion to RGB does (the dev clips and their caches decode
+    as they did: all 50 byte for byte)."""
+    import subprocess
+
     clip = _clip(tmp_path / "square.mp4", 1.0)
     seen: list[list[str]] = []
     real = decode._iter_nearest_frames
     monkeypatch.setattr(decode, "_iter_nearest_frames",
                         lambda info, rate, scale, *a: seen.append(scale) or real(info, rate, scale, *a))
     frames, _ = read_video(clip)
-    assert seen == [[]] and frames.shape[1:3] == (120, 160)
+    assert seen == [["scale=160:120"]] and frames.shape[1:3] == (120, 160)
+    plain = subprocess.run(["ffmpeg", "-v", "error", "-i", str(clip), "-pix_fmt", "rgb24", "-f", "rawvideo", "-"],
+                           capture_output=True, check=True).stdout
+    assert frames.tobytes() == plain
 
 
 # -- 7: notes on files whose streams differ in length -------------------------------------------

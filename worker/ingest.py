@@ -9,21 +9,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
 from worker.windowing.events import Arrival, AudioEvent, EndEvent, FrameEvent, Source, Stream
+from worker.windowing.resample import chunk_contribution
 
 Event = FrameEvent | AudioEvent | EndEvent
 # roi record -> (pixels, None) or (None, error with .reason)
 ResolveFn = Callable[[Any], tuple[np.ndarray | None, Any]]
 
 _BYTES_PER_SAMPLE = {"PCM_S16LE": 2, "F32LE": 4}
-# Band-limited resampling by the ratio of the two rates in lowest terms, p/q, uses a p x q-sized
-# polyphase filter: 160 x 441 for 44.1 kHz -> 16 kHz, but 16000 x 44101 (11 GB) for 44101 Hz.
-# Past this product a rate is refused (dead-lettered) rather than allowed to exhaust memory.
+# Band-limited resampling by the ratio of the two rates in lowest terms, p/q: 160/441 for 44.1 kHz
+# -> 16 kHz, but 16000/44101 for 44101 Hz, whose filter (a row per output phase) and period are
+# far past any real rate's. Past this product a rate is refused (dead-lettered).
 MAX_RESAMPLE_TERMS = 1_000_000
 # The session timeline a record may reach: 2**40 ms, about 34 years. Every position a signal
 # carries (frame_start/end, start_ms/end_ms) comes from frame_index / start_sample: bounded here,
@@ -94,10 +94,11 @@ def audio_events(record: Mapping[str, Any], source: Source, arrival: Arrival,
             samples = np.clip(samples, -1.0, 1.0)
         if channels > 1:
             samples = samples.reshape(-1, channels).mean(axis=1)
+        spill: tuple[tuple[int, np.ndarray], ...] = ()
         if rate != target_rate:
-            samples, start = _resample(samples, rate, target_rate, start)
+            samples, start, spill = chunk_contribution(samples, start, rate, target_rate)
         if samples.shape[0]:
-            out.append(AudioEvent(sid, start, target_rate, samples, source, arrival))
+            out.append(AudioEvent(sid, start, target_rate, samples, source, arrival, spill))
     if record.get("end_of_session"):
         out.append(EndEvent(sid, Stream.AUDIO, source, arrival))
     if not out:
@@ -176,26 +177,3 @@ def _landmarks(flat: Any) -> np.ndarray | None:
     if arr.ndim != 1 or arr.shape[0] % 2 or not np.isfinite(arr).all():
         return None  # malformed landmarks are ignored: they are optional help, not the ROI
     return arr.reshape(-1, 2)
-
-
-@lru_cache(maxsize=16)
-def _resampler(rate: int, target: int):
-    """torchaudio's band-limited resampler with its filter built once per pair of rates (built
-    per call, it cost 0.74 ms per 20 ms chunk of 44.1 kHz audio on one thread; kept: 0.11 ms)."""
-    import torchaudio
-
-    return torchaudio.transforms.Resample(rate, target)
-
-
-def _resample(samples: np.ndarray, rate: int, target: int, start: int) -> tuple[np.ndarray, int]:
-    """Per-chunk resampling (band-limited, torchaudio); the chunk keeps its place on the timeline."""
-    import torch
-
-    new_start = round(start * target / rate)
-    new_end = round((start + samples.shape[0]) * target / rate)
-    with torch.inference_mode():
-        out = _resampler(rate, target)(torch.from_numpy(np.ascontiguousarray(samples))).numpy()
-    n = new_end - new_start
-    if out.shape[0] < n:
-        out = np.pad(out, (0, n - out.shape[0]))
-    return out[:n].astype(np.float32), new_start

@@ -26,12 +26,14 @@ def scorer():
     return load_scorer(None, device="cpu", allow_fallback=False)
 
 
-def _worker_signals(scorer, session_id: str, frames: np.ndarray, audio: np.ndarray):
-    """The session's signals as the worker publishes them, and the audio it heard (PCM_S16LE)."""
+def _worker_signals(scorer, session_id: str, frames: np.ndarray, audio: np.ndarray, rate: int = RATE,
+                    chunk_ms: int = 40):
+    """The session's signals as the worker publishes them, and the audio it heard (PCM_S16LE,
+    at ``rate``, in chunks of ``chunk_ms``)."""
     codecs = {AUDIO: AvroCodec("AudioChunk"), ROI: AvroCodec("RoiRef")}
     rec: dict[str, list[Recorded]] = {AUDIO: [], ROI: []}
     heard = []
-    for r in session_records(session_id, frames, audio, FPS, RATE, chunk_ms=40):
+    for r in session_records(session_id, frames, audio, FPS, rate, chunk_ms=chunk_ms):
         rec[r.stream].append(Recorded(r.stream, session_id.encode(), codecs[r.stream].encode(r.record),
                                       Source(r.stream, 0, len(rec[r.stream])), None))
         if r.stream == AUDIO and r.record.get("data"):
@@ -61,3 +63,27 @@ def test_a_clip_reads_every_window_as_the_worker_reads_its_session(scorer, audio
         s = worker[start]
         assert (s["label"], s["offset_ms"]) == (w.label.value, w.offset_ms), start
         assert s["score"] == pytest.approx(w.score, abs=1e-4) and s["confidence"] == pytest.approx(w.confidence, abs=1e-4)
+
+
+def test_a_session_at_48_khz_reads_the_same_in_any_chunk_size_as_its_audio_resampled_whole(scorer):
+    """Each chunk was resampled with zeros around it: clicks at every join (34 dB from the audio
+    resampled whole at 20 ms chunks), and a real clip's scores moved by up to 0.05 with the
+    producer's chunk size (a helper's probe). The chunks' spills now make up the whole."""
+    import torch
+    import torchaudio
+
+    frames, audio16 = pulse_media(4.0, FPS, RATE, 80.0, seed=9, size=96)
+    audio48 = torchaudio.functional.resample(torch.from_numpy(audio16), RATE, 48_000).numpy()
+    read = {}
+    for chunk_ms in (10, 20, 500):
+        signals, heard48 = _worker_signals(scorer, f"c{chunk_ms}", frames, audio48, rate=48_000, chunk_ms=chunk_ms)
+        read[chunk_ms] = {s["frame_start"]: s for s in signals if s["kind"] == "WINDOW"}
+    whole = torchaudio.functional.resample(torch.from_numpy(heard48), 48_000, RATE).numpy()
+    clip = score_clip(scorer, frames, FPS, whole, RATE, block_frames=16, window_ms=1000)
+    for chunk_ms, windows in read.items():
+        assert sorted(windows) == sorted(w.frame_start for w in clip.windows), chunk_ms
+        for w in clip.windows:
+            s = windows[w.frame_start]
+            assert (s["label"], s["offset_ms"]) == (w.label.value, w.offset_ms), (chunk_ms, w.frame_start)
+            assert s["score"] == pytest.approx(w.score, abs=1e-5), (chunk_ms, w.frame_start)
+            assert s["confidence"] == pytest.approx(w.confidence, abs=1e-5), (chunk_ms, w.frame_start)

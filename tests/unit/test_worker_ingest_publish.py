@@ -42,7 +42,7 @@ def test_other_sample_rates_are_resampled_in_place_on_the_timeline():
 
 
 def test_the_usual_rates_resample_with_a_filter_built_once():
-    from worker.ingest import _resampler
+    from worker.windowing.resample import _kernel as _resampler
 
     _resampler.cache_clear()
     for rate in (8000, 11025, 22050, 32000, 44100, 48000, 96000, 44100, 48000):

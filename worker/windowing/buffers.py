@@ -89,6 +89,11 @@ class IntervalSet:
         return "IntervalSet(" + ", ".join(f"[{s},{e})" for s, e in zip(self._starts, self._ends)) + ")"
 
 
+# the longest spill a resampled chunk brings (windowing.resample: the kernel's half-width on the
+# output clock, 6-7 samples from any rate to 16 kHz; generous)
+MAX_SPILL = 64
+
+
 class AudioBuffer:
     """Mono float32 audio of one session, stored as pieces of the chunks that arrived.
 
@@ -96,6 +101,12 @@ class AudioBuffer:
     pieces never overlap, so what is held is bounded by the media span, not by how many
     overlapping chunks came (each whole chunk kept for one new sample held 307 MB for 8 s of
     media in a review). A chunk that adds no new samples (a replayed or duplicated one) is ignored.
+
+    A chunk resampled from another rate comes with its spills (windowing.resample): what it adds
+    to the few samples beside it. They are kept where the chunk is stored whole (a chunk that
+    overlaps what arrived before is its new part only, with nothing to add) and added, in
+    ``extract``, to the samples that arrived there: contiguous chunks then read as the stream
+    resampled whole, and where a neighbour never came the audio is silence, as it is read.
     """
 
     def __init__(self) -> None:
@@ -105,13 +116,19 @@ class AudioBuffer:
         # pieces still stored per chunk (by its info's id): a chunk is reported dropped only once
         # none is left, since the caller then lets its record go
         self._pieces_left: dict[int, int] = {}
+        self._spills: list[tuple[int, np.ndarray]] = []  # (start sample, samples), by start
 
-    def add(self, start_sample: int, samples: np.ndarray, info: object = None) -> bool:
-        """Store a chunk's new samples; False when every one of them was already there."""
+    def add(self, start_sample: int, samples: np.ndarray, info: object = None,
+            spill: tuple[tuple[int, np.ndarray], ...] = ()) -> bool:
+        """Store a chunk's new samples (and its ``spill``, where all of them are new); False when
+        every one of them was already there."""
         end = start_sample + int(samples.shape[0])
         gaps = self.coverage.gaps(start_sample, end)
         if not gaps:
             return False
+        if gaps == [(start_sample, end)]:
+            for s, piece in spill:
+                bisect.insort(self._spills, (s, piece), key=lambda p: p[0])
         self.coverage.add(start_sample, end)
         for a, b in gaps:
             # a slice would keep the whole chunk alive: copy the new part unless it is all of it
@@ -144,6 +161,15 @@ class AudioBuffer:
             lo, hi = max(a, start), min(b, start + samples.shape[0])
             out[lo - a: hi - a] = samples[lo - start: hi - start]
             filled[lo - a: hi - a] = True
+        if self._spills:
+            # spills reach a few samples: those starting up to MAX_SPILL before a may overlap it
+            i = bisect.bisect_left(self._spills, a - MAX_SPILL, key=lambda p: p[0])
+            while i < len(self._spills) and self._spills[i][0] < b:
+                start, piece = self._spills[i]
+                lo, hi = max(a, start), min(b, start + piece.shape[0])
+                if hi > lo:
+                    out[lo - a: hi - a] += np.where(filled[lo - a: hi - a], piece[lo - start: hi - start], 0.0)
+                i += 1
         return out, filled
 
     def drop_before(self, sample: int) -> list[object]:
@@ -156,6 +182,7 @@ class AudioBuffer:
         if n == 0:
             return []
         dropped, self._chunks = self._chunks[:n], self._chunks[n:]
+        self._spills = [p for p in self._spills if p[0] + p[1].shape[0] > sample]
         self.coverage.remove_before(self._chunks[0][0] if self._chunks else sample)
         return [info for _, _, info in dropped if self._last_piece_gone(info)]
 

@@ -53,7 +53,11 @@ class FrameEvent:
 
 @dataclass(frozen=True)
 class AudioEvent:
-    """A chunk of mono audio: samples float32 in [-1, 1], shape (n,), starting at ``start_sample``."""
+    """A chunk of mono audio: samples float32 in [-1, 1], shape (n,), starting at ``start_sample``.
+
+    ``spill``: (start sample, samples) pieces the chunk adds to the samples just outside it, where
+    it was resampled from another rate (windowing.resample: its neighbours' own samples plus
+    these are the stream resampled whole)."""
 
     session_id: str
     start_sample: int
@@ -61,6 +65,7 @@ class AudioEvent:
     samples: np.ndarray
     source: Source
     arrival: Arrival
+    spill: tuple[tuple[int, np.ndarray], ...] = ()
 
 
 class Stream(str, enum.Enum):

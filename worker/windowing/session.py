@@ -226,9 +226,13 @@ class SessionState:
         if (front is not None and self.fps is not None
                 and end_ms <= frame_ms(front, self.fps) - self.margin_ms):
             return "late"
-        if not self.audio.add(ev.start_sample, ev.samples, (ev.source, ev.arrival)):
+        if not self.audio.add(ev.start_sample, ev.samples, (ev.source, ev.arrival), ev.spill):
             return "duplicate"
-        self.audio_wm_ms = max(self.audio_wm_ms, end_ms)
+        # a resampled chunk's last few samples are whole once the next chunk's spill is in: the
+        # watermark waits for it there (a job reading them is due a chunk later; at the end
+        # marker, or when the audio stalls, they are final as they are)
+        tail = max((s + p.shape[0] - end for s, p in ev.spill if s >= end), default=0)
+        self.audio_wm_ms = max(self.audio_wm_ms, sample_ms(end - tail, ev.sample_rate) if tail else end_ms)
         self.audio_last_wall_ms = now_wall_ms
         self.audio_guard.accepted(ev.arrival)
         return "ok"

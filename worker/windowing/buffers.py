@@ -89,11 +89,6 @@ class IntervalSet:
         return "IntervalSet(" + ", ".join(f"[{s},{e})" for s, e in zip(self._starts, self._ends)) + ")"
 
 
-# the longest spill a resampled chunk brings (windowing.resample: the kernel's half-width on the
-# output clock, 6-7 samples from any rate to 16 kHz; generous)
-MAX_SPILL = 64
-
-
 class AudioBuffer:
     """Mono float32 audio of one session, stored as pieces of the chunks that arrived.
 
@@ -117,6 +112,7 @@ class AudioBuffer:
         # none is left, since the caller then lets its record go
         self._pieces_left: dict[int, int] = {}
         self._spills: list[tuple[int, np.ndarray]] = []  # (start sample, samples), by start
+        self._longest_spill = 0  # 6-7 samples from 8-48 kHz to 16 kHz; 128 from 1 kHz
 
     def add(self, start_sample: int, samples: np.ndarray, info: object = None,
             spill: tuple[tuple[int, np.ndarray], ...] = ()) -> bool:
@@ -129,6 +125,7 @@ class AudioBuffer:
         if gaps == [(start_sample, end)]:
             for s, piece in spill:
                 bisect.insort(self._spills, (s, piece), key=lambda p: p[0])
+                self._longest_spill = max(self._longest_spill, piece.shape[0])
         self.coverage.add(start_sample, end)
         for a, b in gaps:
             # a slice would keep the whole chunk alive: copy the new part unless it is all of it
@@ -162,8 +159,8 @@ class AudioBuffer:
             out[lo - a: hi - a] = samples[lo - start: hi - start]
             filled[lo - a: hi - a] = True
         if self._spills:
-            # spills reach a few samples: those starting up to MAX_SPILL before a may overlap it
-            i = bisect.bisect_left(self._spills, a - MAX_SPILL, key=lambda p: p[0])
+            # spills reach a few samples: only those starting up to the longest one before a reach it
+            i = bisect.bisect_left(self._spills, a - self._longest_spill, key=lambda p: p[0])
             while i < len(self._spills) and self._spills[i][0] < b:
                 start, piece = self._spills[i]
                 lo, hi = max(a, start), min(b, start + piece.shape[0])

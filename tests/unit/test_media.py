@@ -692,3 +692,33 @@ def test_a_short_clip_whose_average_rate_counts_one_frame_more_keeps_its_base_ra
     frames, fps = read_video(mp4)
     original, _ = read_video(dev_clip("grid_lrwp9a.mpg"))
     assert fps == 25.0 and frames.shape == original.shape
+
+
+def test_jittering_audio_timestamps_are_followed_loosely_and_a_lost_packet_exactly():
+    """Wall-clock stamped captures jitter: cutting and padding at every packet past 10 ms moved
+    their audio by up to 12-34 ms (a review). A lost packet is one step, many straying ones jitter."""
+    from worker.media.decode import _align, audio_timestamps_jitter
+
+    steady = np.arange(100) * 0.064
+    lost = np.delete(steady, 10)
+    durations = np.full(steady.shape, 0.064)
+    jitter = steady + np.random.default_rng(0).uniform(-0.012, 0.012, steady.shape)
+    assert not audio_timestamps_jitter(steady, durations)
+    assert not audio_timestamps_jitter(lost, durations[:-1])
+    assert audio_timestamps_jitter(jitter, durations)
+
+
+def test_a_file_with_jittering_audio_timestamps_decodes_as_contiguous_audio(tmp_path):
+    from worker.media.decode import _align
+
+    whole, jittered = tmp_path / "whole.mkv", tmp_path / "jittered.mkv"
+    ffmpeg("-f", "lavfi", "-i", "testsrc=rate=25:size=64x64", "-f", "lavfi", "-i",
+           "anoisesrc=r=16000:seed=3:amplitude=0.3", "-t", "4", "-c:v", "libx264", "-pix_fmt", "yuv420p",
+           "-c:a", "pcm_s16le", str(whole))
+    ffmpeg("-i", str(whole), "-c", "copy", "-bsf:a", "setts=ts=TS+trunc(24*random(0))-12", str(jittered))
+    assert _align(probe(jittered)).endswith("min_hard_comp=0.1") and _align(probe(whole)).endswith("=0.01")
+    a, b = read_audio(whole), read_audio(jittered)
+    # one lag for the whole clip (the first packet's jitter, where sample 0 is put), not a lag
+    # that wanders with each packet's (before: cut and padded at every packet past 10 ms)
+    lags = {lag_samples(a[s: s + 8000], b[s: s + 8000], max_lag=400) for s in range(0, 48000, 8000)}
+    assert len(lags) == 1 and abs(lags.pop()) <= 16 * 13

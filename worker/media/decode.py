@@ -201,8 +201,9 @@ def probe(path: str | os.PathLike, audio_stream: int | None = None) -> MediaInfo
             base = real
         if base is None:
             raise MediaError(f"video stream of {spath} has no frame rate")
+        video_s = _stream_duration(video, _float(video.get("start_time")))
         one_frame_over = bool(avg and real and avg > real and snap_fps(real) in _STANDARD_RATES
-                              and float(avg - real) * _stream_duration(video, _float(video.get("start_time"))) <= 1.5)
+                              and video_s > 0 and float(avg - real) * video_s <= 1.5)
         if one_frame_over:
             # N frames averaged over the N - 1 intervals they span (the last frame given no
             # duration: MPEG-PS copied into MP4 reads 75 frames in 2.96 s, 25.34 fps): a short
@@ -685,7 +686,7 @@ def read_audio(
     # sample 0 sits at t0, negative t0 included (a first_pts below 0 was clamped to 0, and the
     # audio between t0 and 0 was lost: an audit's stream past a 33-bit timestamp wrap lost its
     # first 2.3 s). Aligned at the native rate, resampled afterwards.
-    audio = _decode_audio(info, sample_rate, f"asetpts=PTS-({t0:.6f}/TB),{_ALIGN}:first_pts=0",
+    audio = _decode_audio(info, sample_rate, f"asetpts=PTS-({t0:.6f}/TB),{_align(info)}:first_pts=0",
                           copyts=True, errors=errors, max_samples=_max_samples(max_s, sample_rate), notes=notes)
     if audio.size == 0:
         raise MediaError(f"audio stream of {info.path} decoded to no samples")
@@ -703,7 +704,7 @@ def read_audio_file(path: str | os.PathLike, sample_rate: int = 16000, info: Med
     ``notes``: see read_audio."""
     info = info or probe(path)
     _check_audio(info, sample_rate)
-    audio = _decode_audio(info, sample_rate, _ALIGN, copyts=False, errors=errors,
+    audio = _decode_audio(info, sample_rate, _align(info), copyts=False, errors=errors,
                           max_samples=_max_samples(max_s, sample_rate), notes=notes)
     if audio.size == 0:
         raise MediaError(f"audio stream of {info.path} decoded to no samples")
@@ -713,9 +714,42 @@ def read_audio_file(path: str | os.PathLike, sample_rate: int = 16000, info: Med
 # Audio placed by its timestamps: a gap is filled with silence (and an overlap trimmed) once the
 # samples and the timestamps disagree by more than min_hard_comp. ffmpeg's default, 0.1 s, let
 # every shorter gap through: a review's clip that lost one 64 ms AAC packet read -80 ms after it,
-# with confidence, and one lost every 40 packets swung its windows between 0 and -80. 10 ms is a
-# quarter of a frame at 25 fps and well above a millisecond container clock's rounding.
-_ALIGN = "aresample=async=1:min_hard_comp=0.01"
+# with confidence, and one lost every 40 packets swung its windows between 0 and -80. So 10 ms (a
+# quarter of a frame at 25 fps, well above a millisecond container clock's rounding) where the
+# packets' times keep to their durations; where they jitter (wall-clock stamped captures: RTSP,
+# a browser's MediaRecorder), 10 ms would cut and pad the audio at every packet that strays past
+# it (a review: +/-12 ms of jitter moved 47% of 1-s windows by 5 ms or more), so ffmpeg's 0.1 s.
+ALIGN_STEADY_S, ALIGN_JITTERY_S = 0.01, 0.1
+JITTER_SCAN_S = 30.0  # how much of the stream's packets are read to tell (demuxed only)
+JITTER_TOLERANCE_S = 0.002  # a packet's time this far from where the one before it ended strays
+JITTERY_SHARE = 0.1  # ... and with this share of them straying, the times jitter
+
+
+def audio_timestamps_jitter(pts_s: np.ndarray, durations_s: np.ndarray) -> bool:
+    """Whether an audio stream's packet times jitter (pure): many packets start away from where
+    the one before ended. A lost packet is one step; jitter is many, both ways."""
+    if pts_s.shape[0] < 8:
+        return False
+    strays = np.abs(pts_s[1:] - (pts_s[:-1] + durations_s[:-1])) > JITTER_TOLERANCE_S
+    return bool(strays.mean() > JITTERY_SHARE)
+
+
+def _align(info: MediaInfo) -> str:
+    """The aresample that places ``info``'s audio by its timestamps (see ALIGN_STEADY_S)."""
+    cmd = ["ffprobe", "-v", "error", "-select_streams", f"a:{info.audio_stream}", "-read_intervals",
+           f"%+{JITTER_SCAN_S}", "-show_entries", "packet=pts_time,duration_time", "-of", "csv=p=0",
+           ff_input(info.path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    rows = [line.split(",")[:2] for line in proc.stdout.split()]
+    times = np.array([[_float(a, math.nan), _float(b, math.nan)] for a, b in (r for r in rows if len(r) == 2)])
+    steady = False  # not known: ffmpeg's own threshold, as before
+    if proc.returncode == 0 and times.shape[0] >= 8 and np.isfinite(times[:, 0]).all():
+        pts, dur = times[:, 0], times[:, 1]
+        steps = np.diff(pts)
+        # a muxer that gives no packet durations: the usual step between packets stands in
+        dur = np.where(np.isfinite(dur), dur, float(np.median(steps[steps > 0])) if (steps > 0).any() else 0.0)
+        steady = not audio_timestamps_jitter(pts, dur)
+    return f"aresample=async=1:min_hard_comp={ALIGN_STEADY_S if steady else ALIGN_JITTERY_S:g}"
 
 
 def _max_samples(max_s: float | None, sample_rate: int) -> int | None:

@@ -71,7 +71,7 @@ def chunk_contribution(samples: np.ndarray, start_sample: int, rate: int,
     each spill (output start, samples) what it adds to the output samples beside them.
 
     Per output phase the taps of consecutive outputs step by ``down`` inputs: a strided view of
-    the padded chunk times that phase's row (0.2 ms per 20-ms chunk, 10 s in one chunk 20 ms)."""
+    the padded chunk times that phase's row (0.2-0.3 ms per 20-ms chunk; 10 s in one chunk, 5 ms)."""
     start_sample = int(start_sample)  # numpy integers overflow on the timeline's far end
     table, width, up, down = _kernel(rate, target)
     taps = table.shape[1]

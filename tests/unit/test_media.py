@@ -697,7 +697,7 @@ def test_a_short_clip_whose_average_rate_counts_one_frame_more_keeps_its_base_ra
 def test_jittering_audio_timestamps_are_followed_loosely_and_a_lost_packet_exactly():
     """Wall-clock stamped captures jitter: cutting and padding at every packet past 10 ms moved
     their audio by up to 12-34 ms (a review). A lost packet is one step, many straying ones jitter."""
-    from worker.media.decode import _align, audio_timestamps_jitter
+    from worker.media.decode import audio_timestamps_jitter
 
     steady = np.arange(100) * 0.064
     lost = np.delete(steady, 10)

@@ -46,6 +46,10 @@ def test_decode_mixes_down_and_resamples_audio_like_the_worker():
     (lambda b: b["audio"].pop("sample_rate"), "audio.sample_rate must be an integer in 1000..384000, got None"),
     (lambda b: b.update(block_frames=32), "block_frames"),
     (lambda b: b.pop("audio"), "audio must be an object"),
+    # a list or object where a string goes was a TypeError (unhashable), answered 500 (a probe)
+    (lambda b: b["audio"].update(encoding=["F32LE"]), "unknown audio encoding"),
+    (lambda b: b["audio"].update(encoding={"x": 1}), "unknown audio encoding"),
+    (lambda b: b["frames"].update(format=["GRAY8"]), "frames.format"),
 ])
 def test_decode_rejects_bad_bodies_with_one_line(mutate, message):
     body = _body()

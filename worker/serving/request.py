@@ -106,7 +106,7 @@ def _frames(body: Any, max_seconds: float) -> tuple[np.ndarray, float]:
         raise RequestError("frames must be an object with width, height, format and data")
     w, h = _int(fr, "width", "frames", 16, 1024), _int(fr, "height", "frames", 16, 1024)
     fmt = fr.get("format")
-    if fmt not in _CHANNELS:
+    if not isinstance(fmt, str) or fmt not in _CHANNELS:  # (a list was a TypeError: a 500)
         raise RequestError(f"frames.format must be GRAY8 or RGB24, got {fmt!r}")
     raw = _b64("frames.data", fr.get("data"))
     per_frame = w * h * _CHANNELS[fmt]
@@ -139,7 +139,10 @@ def _audio(body: dict, sample_rate: int, start_sample: int | None = None,
     data = _b64("audio.data", au.get("data"))
     if not data:
         raise RequestError("audio.data is empty")
-    seconds = len(data) / (_SAMPLE_BYTES.get(au.get("encoding"), 2) * channels * rate)
+    encoding = au.get("encoding")
+    if not isinstance(encoding, str) or encoding not in _SAMPLE_BYTES:  # (a list was a TypeError: a 500)
+        raise RequestError(f"audio: unknown audio encoding {_short(encoding)} (PCM_S16LE or F32LE)")
+    seconds = len(data) / (_SAMPLE_BYTES[encoding] * channels * rate)
     if seconds > max_seconds:
         raise RequestError(f"audio of {seconds:.1f} s is longer than the {max_seconds:.1f} s this request can use")
     record = {"session_id": "http", "start_sample": start_sample or 0, "sample_rate": rate,

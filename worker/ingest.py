@@ -25,6 +25,7 @@ _BYTES_PER_SAMPLE = {"PCM_S16LE": 2, "F32LE": 4}
 # -> 16 kHz, but 16000/44101 for 44101 Hz, whose filter (a row per output phase) and period are
 # far past any real rate's. Past this product a rate is refused (dead-lettered).
 MAX_RESAMPLE_TERMS = 1_000_000
+F32_BOUND = 8.0  # F32LE samples past +/-8 (18 dB over full scale) are clipped there
 # The session timeline a record may reach: 2**40 ms, about 34 years. Every position a signal
 # carries (frame_start/end, start_ms/end_ms) comes from frame_index / start_sample: bounded here,
 # an accepted record cannot make a signal that overflows Avro's long (a frame_index near 2**63
@@ -91,7 +92,11 @@ def audio_events(record: Mapping[str, Any], source: Source, arrival: Arrival,
             samples = np.frombuffer(data, dtype="<f4").astype(np.float32)
             if not np.isfinite(samples).all():
                 raise BadRecord("invalid: F32LE audio holds NaN or infinity")
-            samples = np.clip(samples, -1.0, 1.0)
+            # full scale is 1.0, but decoders and resamplers overshoot it (the dev clips' audio, as
+            # ffmpeg decodes it for `score`, peaks at 1.26): clipped at 1.0, served and streamed
+            # audio read otherwise than the same samples offline (window scores up to 0.05 apart, a
+            # probe). Only absurd values are bounded, so the features' squares stay finite.
+            samples = np.clip(samples, -F32_BOUND, F32_BOUND)
         if channels > 1:
             samples = samples.reshape(-1, channels).mean(axis=1)
         spill: tuple[tuple[int, np.ndarray], ...] = ()

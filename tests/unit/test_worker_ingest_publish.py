@@ -193,3 +193,14 @@ def test_session_records_and_expected_jobs():
         codec.encode(r.record)
     jobs = expected_jobs(45, 30.0, 16, 1000, 1000)
     assert [(k.value[0], a, b) for k, a, b in jobs] == [("B", 0, 16), ("B", 16, 32), ("W", 0, 30)]
+
+
+def test_float_audio_over_full_scale_is_kept_as_offline_reads_it():
+    """ffmpeg's decoders overshoot 1.0 (a dev clip peaks at 1.26); clipped there, served and
+    streamed F32LE audio read otherwise than `score` reads the same samples. Absurd values are
+    still bounded."""
+    from worker.ingest import F32_BOUND
+
+    x = np.array([0.5, 1.26, -1.1, 1e30, -1e30], dtype="<f4")
+    (ev,) = audio_events(_chunk(encoding="F32LE", data=x.tobytes()), SRC, ARR, 16000)
+    assert ev.samples.tolist() == pytest.approx([0.5, 1.26, -1.1, F32_BOUND, -F32_BOUND])

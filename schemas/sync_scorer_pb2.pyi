@@ -6,7 +6,7 @@ from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Map
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Frames(_message.Message):
-    __slots__ = ("width", "height", "format", "data", "fps", "frame_start", "present", "context_frames")
+    __slots__ = ("width", "height", "format", "data", "fps", "frame_start", "present", "context_frames", "occluded")
     WIDTH_FIELD_NUMBER: _ClassVar[int]
     HEIGHT_FIELD_NUMBER: _ClassVar[int]
     FORMAT_FIELD_NUMBER: _ClassVar[int]
@@ -15,6 +15,7 @@ class Frames(_message.Message):
     FRAME_START_FIELD_NUMBER: _ClassVar[int]
     PRESENT_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_FRAMES_FIELD_NUMBER: _ClassVar[int]
+    OCCLUDED_FIELD_NUMBER: _ClassVar[int]
     width: int
     height: int
     format: str
@@ -23,7 +24,8 @@ class Frames(_message.Message):
     frame_start: int
     present: _containers.RepeatedScalarFieldContainer[bool]
     context_frames: int
-    def __init__(self, width: _Optional[int] = ..., height: _Optional[int] = ..., format: _Optional[str] = ..., data: _Optional[bytes] = ..., fps: _Optional[float] = ..., frame_start: _Optional[int] = ..., present: _Optional[_Iterable[bool]] = ..., context_frames: _Optional[int] = ...) -> None: ...
+    occluded: _containers.RepeatedScalarFieldContainer[bool]
+    def __init__(self, width: _Optional[int] = ..., height: _Optional[int] = ..., format: _Optional[str] = ..., data: _Optional[bytes] = ..., fps: _Optional[float] = ..., frame_start: _Optional[int] = ..., present: _Optional[_Iterable[bool]] = ..., context_frames: _Optional[int] = ..., occluded: _Optional[_Iterable[bool]] = ...) -> None: ...
 
 class Audio(_message.Message):
     __slots__ = ("sample_rate", "channels", "encoding", "data", "start_sample")

@@ -292,3 +292,21 @@ def test_a_call_stopped_by_the_shutdown_is_unavailable_and_logged_so(stub, caplo
 
     text = add_parser(argparse.ArgumentParser().add_subparsers()).format_help()
     assert "UNAVAILABLE" in text and "CANCELLED" not in text
+
+
+def test_occluded_frames_read_as_occluded_in_clips_and_blocks(stub):
+    """Frames.occluded (RoiRef.occluded): the gRPC API had no way to send it."""
+    from worker.synth.clip import generate_clip
+
+    client, _ = stub
+    clip = generate_clip(seed=3, seconds=4.0, audio_offset_ms=0.0)
+    req = _request(clip, 0, clip.frames.shape[0], 0.0)
+    req.frames.occluded.extend([True] * clip.frames.shape[0])
+    res = client.ScoreClip(req)
+    assert {w.label for w in res.windows} == {"OCCLUDED"}, res
+    info = client.Info(pb.InfoRequest())
+    block = _request(clip, 32, 48, info.search_margin_ms)
+    block.frames.occluded.extend([True] * 16)
+    assert client.ScoreBlock(block).label == "OCCLUDED"
+    block = _request(clip, 32, 48, info.search_margin_ms)
+    assert client.ScoreBlock(block).label != "OCCLUDED"

@@ -843,3 +843,30 @@ def test_a_burst_of_connections_is_taken_into_the_backlog():
             c.close()
         srv.server_close()
     assert len(conns) == 60
+
+
+def test_a_served_clip_reads_occluded_frames_as_the_worker_does(server):
+    """RoiRef.occluded was not read: a covered mouth's windows came back OK (a probe: 0 of the 8
+    windows score_clip reads OCCLUDED). Top level or in ``frames``, one bool per frame."""
+    from worker.clipscore import score_clip
+    from worker.scoring.loader import load_scorer
+    from worker.synth.clip import generate_clip
+
+    clip = generate_clip(seed=3, seconds=4.0, audio_offset_ms=0.0)
+    covered = np.zeros(clip.frames.shape[0], bool)
+    covered[50:] = True
+    body = encode(clip.frames, clip.fps, clip.audio, clip.sample_rate)
+    body["frames"]["occluded"] = covered.tolist()
+    status, res = _post(server, json.dumps(body).encode())
+    offline = score_clip(load_scorer(None), clip.frames, clip.fps, body_audio(body), clip.sample_rate, occluded=covered)
+    assert status == 200 and [w["label"] for w in res["windows"]] == [w.label.value for w in offline.windows]
+    assert [w["label"] for w in res["windows"]] == ["OK", "OK", "OCCLUDED", "OCCLUDED"], res
+    with pytest.raises(RequestError, match="occluded must be a list of 100 booleans"):
+        decode({**body, "frames": {**body["frames"], "occluded": [True] * 99}}, 16000)
+
+
+def body_audio(body: dict) -> np.ndarray:
+    """The PCM_S16LE audio of an ``encode``d body, as the server reads it."""
+    import base64
+
+    return np.frombuffer(base64.b64decode(body["audio"]["data"]), "<i2").astype(np.float32) / 32768.0

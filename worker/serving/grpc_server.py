@@ -36,6 +36,8 @@ def request_body(req: pb.ScoreRequest) -> dict[str, Any]:
         body["audio"]["start_sample"] = int(au.start_sample)
     if len(fr.present):
         body["present"] = [bool(p) for p in fr.present]
+    if len(fr.occluded):
+        body["occluded"] = [bool(p) for p in fr.occluded]
     if fr.context_frames:
         body["context_frames"] = int(fr.context_frames)
     if req.block_frames:

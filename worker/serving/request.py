@@ -58,6 +58,7 @@ class ClipInput:
     block_frames: int = 16
     window_ms: int = 1000
     face_present: np.ndarray | None = None  # (T,) bool: False = no ROI in that frame; None = all
+    occluded: np.ndarray | None = None  # (T,) bool: True = the mouth covered (RoiRef.occluded); None = none
 
     @property
     def seconds(self) -> float:
@@ -155,23 +156,24 @@ def _audio(body: dict, sample_rate: int, start_sample: int | None = None,
     return events[0].samples, int(events[0].start_sample)
 
 
-def _present(body: dict, n: int) -> np.ndarray | None:
+def _present(body: dict, n: int, key: str = "present") -> np.ndarray | None:
     """``present`` (top level, or ``frames.present`` where the proto has it: Frames.present): one
     bool per frame sent (False: no ROI in that frame, i.e. no face: the RoiRef's null roi), or
-    None (all). (``frames.present`` was ignored: frames sent absent were scored.)"""
-    present = body.get("present")
+    None (all). (``frames.present`` was ignored: frames sent absent were scored.) ``key``
+    "occluded": the same for RoiRef.occluded (True: the mouth covered; None: none is)."""
+    present = body.get(key)
     fr = body.get("frames")
-    in_frames = fr.get("present") if isinstance(fr, dict) else None
+    in_frames = fr.get(key) if isinstance(fr, dict) else None
     if in_frames is not None:
         if present is not None:
-            raise RequestError("present is given twice (present and frames.present): send one")
+            raise RequestError(f"{key} is given twice ({key} and frames.{key}): send one")
         present = in_frames
     if isinstance(present, (list, tuple)) and len(present) == 0:
         return None  # proto3: an empty repeated field is "not sent"
     if present is None:
         return None
     if not isinstance(present, (list, tuple)) or len(present) != n or not all(isinstance(p, bool) for p in present):
-        raise RequestError(f"present must be a list of {n} booleans, one per frame")
+        raise RequestError(f"{key} must be a list of {n} booleans, one per frame")
     return np.array(present, dtype=bool)
 
 
@@ -220,6 +222,8 @@ def decode(body: Any, sample_rate: int, max_seconds: float = 120.0) -> ClipInput
     ``present``: one bool per frame."""
     frames, fps = _frames(body, max_seconds)
     present = _present(body, frames.shape[0])
+    # (occluded was not read: a covered mouth's jobs came back OK where the worker says OCCLUDED)
+    occluded = _present(body, frames.shape[0], "occluded")
     # the clip's audio may run on past its frames a little, not for hours: limited once placed
     # (audio sent from before frame 0 is cut there: counted, it refused a clip from 12 s into a
     # session with the session's audio); before decoding, no more than that and max_seconds of
@@ -236,7 +240,7 @@ def decode(body: Any, sample_rate: int, max_seconds: float = 120.0) -> ClipInput
         raise RequestError(f"block_frames must be an integer in 8..16, got {block!r}")
     if isinstance(window, bool) or not isinstance(window, int) or not 800 <= window <= 1200:
         raise RequestError(f"window_ms must be an integer in 800..1200, got {window!r}")
-    return ClipInput(frames, fps, audio, sample_rate, block, window, present)
+    return ClipInput(frames, fps, audio, sample_rate, block, window, present, occluded)
 
 
 # frames a BLOCK or WINDOW request may carry before its job: the worker's scorer sees the frames
@@ -261,6 +265,7 @@ def decode_span(body: Any, sample_rate: int, kind: Kind) -> ScoreRequest:
         raise RequestError(f"context_frames ({n_ctx}) exceeds frame_start ({frame_start}): the context frames "
                            "come before the job's first frame")
     present = _present(body, n + n_ctx)
+    occluded = _present(body, n + n_ctx, "occluded")
     au = body.get("audio")
     start = au.get("start_sample") if isinstance(au, dict) else None
     if start is None:  # the first frame's time at the audio's own rate (checked as _audio checks it)
@@ -276,7 +281,8 @@ def decode_span(body: Any, sample_rate: int, kind: Kind) -> ScoreRequest:
         # worker reads as face_present False (NO_FACE), as score_clip reads a clip's frames. (It
         # was FrameSpan.present, the worker's frame that never arrived: LOW_QUALITY, while the
         # same frames sent as a clip were NO_FACE.)
-        return FrameSpan(frames[a:b], fps, first, face_present=None if present is None else present[a:b])
+        return FrameSpan(frames[a:b], fps, first, face_present=None if present is None else present[a:b],
+                         occluded=None if occluded is None else occluded[a:b])
 
     return ScoreRequest(kind, span(n_ctx, n_ctx + n, frame_start), audio, session_id=str(body.get("session_id") or ""),
                         context=span(0, n_ctx, frame_start - n_ctx) if n_ctx else None)

@@ -60,7 +60,8 @@ class ScoreService:
         clip = decode(body, self.sample_rate, self.max_seconds)
         with self._scorer(wanted), _as_request_error():
             summary = score_clip(self.scorer, clip.frames, clip.fps, clip.audio, clip.sample_rate,
-                                 face_present=clip.face_present, block_frames=clip.block_frames,
+                                 face_present=clip.face_present, occluded=clip.occluded,
+                                 block_frames=clip.block_frames,
                                  window_ms=clip.window_ms, wanted=wanted)
         return summary.to_json()
 

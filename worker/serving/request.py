@@ -53,7 +53,7 @@ class RequestError(ValueError):
 class ClipInput:
     frames: np.ndarray  # (T, H, W) or (T, H, W, 3) uint8 mouth ROIs
     fps: float
-    audio: np.ndarray  # float32 mono in [-1, 1] at sample_rate, sample 0 at frame 0's time
+    audio: np.ndarray  # float32 mono (full scale 1.0) at sample_rate, sample 0 at frame 0's time
     sample_rate: int
     block_frames: int = 16
     window_ms: int = 1000
@@ -156,7 +156,7 @@ def _audio(body: dict, sample_rate: int, start_sample: int | None = None,
     return events[0].samples, int(events[0].start_sample)
 
 
-def _present(body: dict, n: int, key: str = "present") -> np.ndarray | None:
+def _frame_flags(body: dict, n: int, key: str = "present") -> np.ndarray | None:
     """``present`` (top level, or ``frames.present`` where the proto has it: Frames.present): one
     bool per frame sent (False: no ROI in that frame, i.e. no face: the RoiRef's null roi), or
     None (all). (``frames.present`` was ignored: frames sent absent were scored.) ``key``
@@ -221,9 +221,9 @@ def decode(body: Any, sample_rate: int, max_seconds: float = 120.0) -> ClipInput
     and ``frame_start`` as for a span (the audio placed so that sample 0 is frame 0's time);
     ``present``: one bool per frame."""
     frames, fps = _frames(body, max_seconds)
-    present = _present(body, frames.shape[0])
+    present = _frame_flags(body, frames.shape[0])
     # (occluded was not read: a covered mouth's jobs came back OK where the worker says OCCLUDED)
-    occluded = _present(body, frames.shape[0], "occluded")
+    occluded = _frame_flags(body, frames.shape[0], "occluded")
     # the clip's audio may run on past its frames a little, not for hours: limited once placed
     # (audio sent from before frame 0 is cut there: counted, it refused a clip from 12 s into a
     # session with the session's audio); before decoding, no more than that and max_seconds of
@@ -264,8 +264,8 @@ def decode_span(body: Any, sample_rate: int, kind: Kind) -> ScoreRequest:
     if n_ctx > frame_start:
         raise RequestError(f"context_frames ({n_ctx}) exceeds frame_start ({frame_start}): the context frames "
                            "come before the job's first frame")
-    present = _present(body, n + n_ctx)
-    occluded = _present(body, n + n_ctx, "occluded")
+    present = _frame_flags(body, n + n_ctx)
+    occluded = _frame_flags(body, n + n_ctx, "occluded")
     au = body.get("audio")
     start = au.get("start_sample") if isinstance(au, dict) else None
     if start is None:  # the first frame's time at the audio's own rate (checked as _audio checks it)

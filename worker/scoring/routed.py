@@ -62,7 +62,8 @@ class BandRoutedScorer:
     def __init__(self, wide, narrow) -> None:
         if wide.manifest.audio.sample_rate != narrow.manifest.audio.sample_rate:
             # score_batch validates each job once, at the full-band model's rate, for both
-            raise CompanionMismatch("the two models read audio at other rates")
+            raise CompanionMismatch(f"the narrowband bundle reads audio at {narrow.manifest.audio.sample_rate} Hz, "
+                                    f"the full-band one at {wide.manifest.audio.sample_rate} Hz")
         self.wide = wide
         self.narrow = narrow
 
@@ -115,7 +116,7 @@ class BandRoutedScorer:
         out: list[LipSyncScore | None] = [None] * len(requests)
         for group in _groups(narrow, streams):
             model = self.narrow if narrow[group[0]] else self.wide
-            # validated above, at the rate both models share (with_narrowband checks it)
+            # validated above, at the rate both models share (__init__ checks it)
             results = model.score_batch([requests[i] for i in group], [streams[i] for i in group], validated=True)
             for i, result in zip(group, results):
                 out[i] = result
@@ -175,16 +176,13 @@ def with_narrowband(wide, wide_state: dict, bundle_dir: Path, config, device: st
         return wide
     try:
         manifest, state = load_bundle(nb_dir)
-        if manifest.audio.sample_rate != wide.manifest.audio.sample_rate:
-            raise CompanionMismatch(f"the narrowband bundle reads audio at {manifest.audio.sample_rate} Hz, the "
-                                    f"full-band one at {wide.manifest.audio.sample_rate} Hz")
         if manifest.video != wide.manifest.video:
             # the shared cache holds frame features of one input format
             raise CompanionMismatch(f"the narrowband bundle reads other frames ({manifest.video}) than the "
                                     f"full-band one ({wide.manifest.video})")
         check_shared_video(wide_state, state)
-        narrow = ModelScorer(manifest, state, config, device=device)
+        # (another audio rate: BandRoutedScorer refuses the pair)
+        return BandRoutedScorer(wide, ModelScorer(manifest, state, config, device=device))
     except (BundleError, ValueError, RuntimeError, OSError) as exc:
         log.error("narrowband bundle %s not used (the full-band model scores every job): %s", nb_dir, exc)
         return wide
-    return BandRoutedScorer(wide, narrow)

@@ -54,6 +54,8 @@ from worker.refs.s3 import S3Resolver
 # A URI resolver: (uri, numpy shape) -> pixels, raising RefError.
 UriResolver = Callable[[str, tuple[int, ...]], np.ndarray]
 Resolved = tuple[np.ndarray | None, RefError | None]
+
+
 def _store_up(future: Future[Resolved]) -> bool:
     """A finished read that the store answered (pixels, "not found", a bad reference...), not
     one that failed with it (BACKEND_ERROR: endpoint down, refused)."""
@@ -265,10 +267,10 @@ class RoiResolver:
                 (bad if err is not None and err.reason == BACKEND_ERROR else ok)[store] += 1
             elif store in hung_stores:
                 future.cancel()  # one not started never will; a running one ends on its own timeouts
-                slow_object = sent_s <= up_sent_s.get(store, float("-inf"))
                 out[i] = (None, self._failure(RefError(
                     TIMEOUT, f"not read within {self.stall_s:g} s" + (
-                        ", while the store answered reads sent with or after it" if slow_object
+                        ", while the store answered reads sent with or after it"
+                        if outpaced([sent_s], up_sent_s.get(store, float("-inf")))
                         else ": the store answered nothing meanwhile"), scheme=store)))
                 given_up_sent_s.setdefault(store, []).append(sent_s)
             elif key is not None and key not in self._carried:

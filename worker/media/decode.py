@@ -238,7 +238,7 @@ def probe(path: str | os.PathLike, audio_stream: int | None = None) -> MediaInfo
         kw.update(
             video_codec=video.get("codec_name"), width=w, height=h, coded_width=cw, coded_height=ch,
             sample_aspect=sar, video_index=int(video.get("index", 0)),
-            video_duration_s=_stream_duration(video, _float(video.get("start_time"))), fps=float(fps),
+            video_duration_s=video_s, fps=float(fps),
             fps_fraction=f"{fps.numerator}/{fps.denominator}",
             avg_frame_rate=float(avg) if avg else None, r_frame_rate=float(real) if real else None,
             is_vfr=is_vfr, video_start_s=_float(video.get("start_time")), rotation_deg=rotation,

@@ -112,7 +112,9 @@ class AudioBuffer:
         # none is left, since the caller then lets its record go
         self._pieces_left: dict[int, int] = {}
         self._spills: list[tuple[int, np.ndarray]] = []  # (start sample, samples), by start
-        self._longest_spill = 0  # 6-7 samples from 8-48 kHz to 16 kHz; 128 from 1 kHz
+        # the longest spill kept: 6-7 samples from 8-48 kHz to 16 kHz; 128 from 1 kHz. A job's
+        # samples are whole once this many past them have arrived too (the next chunk's spill)
+        self.longest_spill_samples = 0
 
     def add(self, start_sample: int, samples: np.ndarray, info: object = None,
             spill: tuple[tuple[int, np.ndarray], ...] = ()) -> bool:
@@ -125,7 +127,7 @@ class AudioBuffer:
         if gaps == [(start_sample, end)]:
             for s, piece in spill:
                 bisect.insort(self._spills, (s, piece), key=lambda p: p[0])
-                self._longest_spill = max(self._longest_spill, piece.shape[0])
+                self.longest_spill_samples = max(self.longest_spill_samples, piece.shape[0])
         self.coverage.add(start_sample, end)
         for a, b in gaps:
             # a slice would keep the whole chunk alive: copy the new part unless it is all of it
@@ -160,7 +162,7 @@ class AudioBuffer:
             filled[lo - a: hi - a] = True
         if self._spills:
             # spills reach a few samples: only those starting up to the longest one before a reach it
-            i = bisect.bisect_left(self._spills, a - self._longest_spill, key=lambda p: p[0])
+            i = bisect.bisect_left(self._spills, a - self.longest_spill_samples, key=lambda p: p[0])
             while i < len(self._spills) and self._spills[i][0] < b:
                 start, piece = self._spills[i]
                 lo, hi = max(a, start), min(b, start + piece.shape[0])

@@ -166,9 +166,6 @@ class SessionState:
         self.video_end: int | None = None  # frames at or after this index never come
         self.audio_ended = False
         self.audio_end_sample = 0
-        # the longest spill a chunk of this session brought past its end (resampled audio,
-        # windowing.resample): a job's audio is complete once the chunk after its need is in too
-        self.audio_spill_samples = 0
         self.last_active_wall_ms = now_wall_ms
         self.skipped_empty = 0
         self._pruned_to = -1
@@ -232,9 +229,6 @@ class SessionState:
         if not self.audio.add(ev.start_sample, ev.samples, (ev.source, ev.arrival), ev.spill):
             return "duplicate"
         self.audio_wm_ms = max(self.audio_wm_ms, end_ms)
-        # a resampled chunk's last few samples are whole once the next chunk's spill is in
-        self.audio_spill_samples = max(self.audio_spill_samples,
-                                       max((s + p.shape[0] - end for s, p in ev.spill if s >= end), default=0))
         self.audio_last_wall_ms = now_wall_ms
         self.audio_guard.accepted(ev.arrival)
         return "ok"
@@ -395,7 +389,7 @@ class SessionState:
         b = ms_to_sample_ceil(hi_ms, self.p.sample_rate)
         # complete: covered, and (resampled audio) the next chunk's spill into its last samples in;
         # where no chunk follows, the end marker, lateness or a stall make it final as it is
-        audio_ok = self.audio_ended or self.audio.coverage.contains(a, b + self.audio_spill_samples)
+        audio_ok = self.audio_ended or self.audio.coverage.contains(a, b + self.audio.longest_spill_samples)
         if frames_ok and audio_ok:
             return DueReason.COMPLETE
         video_stalled = self._stalled(Stream.VIDEO, self.video_last_wall_ms, now_wall_ms)

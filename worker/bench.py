@@ -64,19 +64,15 @@ def run(args) -> int:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from worker.cli import CliError, load_scorer_for_command
+    from worker.cli import check_range, load_scorer_for_command
     from worker.scoring.loader import load_scorer
     from worker.scoring.routed import narrowband_of
     from worker.scoring.types import AudioSpan, FrameSpan, Kind, ScoreRequest
 
-    if not 10 <= args.blocks <= 100_000:
-        raise CliError("--blocks must be within 10..100000")
-    if not (8 <= args.block_frames <= 16):
-        raise CliError("--block-frames must be within 8..16")
-    if not 10.0 <= args.fps <= 240.0:  # (NaN fails too)
-        raise CliError(f"--fps must be within 10..240, got {args.fps}")
-    if not 0 <= args.threads <= 256:
-        raise CliError("--threads must be within 0..256 (0: torch's default)")
+    check_range("--blocks", args.blocks, 10, 100_000)
+    check_range("--block-frames", args.block_frames, 8, 16)
+    check_range("--fps", args.fps, 10.0, 240.0)
+    check_range("--threads", args.threads, 0, 256, note=" (0: torch's default)")
     if args.threads:
         torch.set_num_threads(args.threads)
     scorer = load_scorer_for_command(args.bundle, args.device, narrowband=not args.no_narrowband)

@@ -26,6 +26,26 @@ class _Parser(argparse.ArgumentParser):
         raise CliError(f"{self.prog}: {message}", EXIT_USAGE)
 
 
+def _num(x: float) -> str:
+    return f"{x:g}" if isinstance(x, float) else str(x)
+
+
+def check_range(flag: str, value: float | None, lo: float, hi: float = float("inf"), *,
+                lo_open: bool = False, note: str = "") -> None:
+    """One check and one message for a numeric flag outside its bounds (NaN fails too; None, a flag
+    not given, passes): "--fps must be within 10..240, got 2". ``lo_open``: ``lo`` itself is out
+    (0 reads "positive"); ``note`` follows the bounds, e.g. " (0: torch's default)"."""
+    if value is None or ((lo < value if lo_open else lo <= value) and value <= hi):
+        return
+    if hi == float("inf"):
+        bounds = f"> {_num(lo)}" if lo_open else f">= {_num(lo)}"
+    elif lo_open and lo == 0:
+        bounds = f"positive and at most {_num(hi)}"
+    else:
+        bounds = f"within {_num(lo)}..{_num(hi)}" + (f" (exclusive of {_num(lo)})" if lo_open else "")
+    raise CliError(f"{flag} must be {bounds}{note}, got {_num(value)}")
+
+
 # --max-offset-ms bounds (the worker's scoring.max_offset_ms has the same)
 MIN_SEARCH_MS, MAX_SEARCH_MS = 40.0, 1000.0
 
@@ -57,8 +77,7 @@ def load_scorer_for_command(bundle_dir: str | None, device: str = "auto", what: 
 
     config = ScorerConfig(narrowband=narrowband)
     if max_offset_ms is not None:
-        if not (MIN_SEARCH_MS <= max_offset_ms <= MAX_SEARCH_MS):
-            raise CliError(f"--max-offset-ms must be within {MIN_SEARCH_MS:g}..{MAX_SEARCH_MS:g}, got {max_offset_ms:g}")
+        check_range("--max-offset-ms", max_offset_ms, MIN_SEARCH_MS, MAX_SEARCH_MS)
         config = ScorerConfig(min_offset_ms=-max_offset_ms, max_offset_ms=max_offset_ms, narrowband=narrowband)
     try:
         return load_scorer(bundle_dir, config, device=device, allow_fallback=bundle_dir is None)
@@ -108,15 +127,11 @@ def run_score(args) -> int:
     from worker.media.decode import MediaError, probe, read_audio, read_audio_for_video, read_video
     from worker.tracking.faces import MAX_FACES
 
-    if not (8 <= args.block_frames <= 16):
-        raise CliError("--block-frames must be within 8..16")
-    if not (800 <= args.window_ms <= 1200):
-        raise CliError("--window-ms must be within 800..1200")
-    if not (1 <= args.max_faces <= MAX_FACES):
-        raise CliError(f"--max-faces must be within 1..{MAX_FACES}")
+    check_range("--block-frames", args.block_frames, 8, 16)
+    check_range("--window-ms", args.window_ms, 800, 1200)
+    check_range("--max-faces", args.max_faces, 1, MAX_FACES)
     # below 10 fps one frame is 100 ms and more: the +/-200 ms search holds a handful of offsets
-    if args.fps is not None and not (MIN_SCORE_FPS <= args.fps <= 240.0):  # before decoding, not after
-        raise CliError(f"--fps must be within {MIN_SCORE_FPS:g}..240, got {args.fps}")
+    check_range("--fps", args.fps, MIN_SCORE_FPS, 240.0)  # before decoding, not after
     t_start = time.perf_counter()
     try:
         info = probe(args.media, None if args.audio else args.audio_stream)

@@ -198,6 +198,7 @@ def run_demo(args: argparse.Namespace) -> int:
     if os.environ.get(BOOTSTRAP_ENV, "").strip():
         args.create_topics = True
         return run_worker(args)
+    from worker.cli import check_range
     from worker.demo import DemoOptions, run_local_demo
 
     try:
@@ -206,8 +207,7 @@ def run_demo(args: argparse.Namespace) -> int:
         raise _cli_error(f"--offsets-ms must be numbers separated by commas, got {args.offsets_ms!r}") from None
     if not offsets or not all(abs(o) <= 1000 for o in offsets):  # (NaN fails too)
         raise _cli_error("--offsets-ms needs 1+ offsets within +/-1000 ms")
-    if not 2.0 <= args.seconds <= 120.0:
-        raise _cli_error("--seconds must be within 2..120")
+    check_range("--seconds", args.seconds, 2.0, 120.0)
     cfg = _load(args)
     try:
         return run_local_demo(cfg, DemoOptions(seconds=args.seconds, offsets_ms=tuple(offsets),
@@ -217,27 +217,21 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def run_loadtest(args: argparse.Namespace) -> int:
+    from worker.cli import check_range
     from worker.loadtest import LoadtestOptions, run
 
     if args.sessions is None and not args.sweep:
         raise _cli_error("loadtest needs --sessions N (or --sweep N1,N2,...)", 2)
     if args.sessions is None:
         args.sessions = 1
-    if not 1 <= args.sessions <= 1000:
-        raise _cli_error("--sessions must be within 1..1000")
-    if not 1.0 <= args.seconds <= 3600:
-        raise _cli_error("--seconds must be within 1..3600")
-    if not 5 <= args.chunk_ms <= 200:
-        raise _cli_error("--chunk-ms must be within 5..200")
-    # checked before a broker or worker starts (NaN fails each of these too)
-    if not 10.0 <= args.fps <= 60.0:
-        raise _cli_error("--fps must be within 10..60")
-    if not 0.0 <= args.grace_s <= 600.0:
-        raise _cli_error("--grace-s must be within 0..600")
-    if args.margin_ms is not None and not 0.0 <= args.margin_ms <= 2000.0:
-        raise _cli_error("--margin-ms must be within 0..2000")
-    if not 0.0 < args.p99_target_ms <= 60_000.0:
-        raise _cli_error("--p99-target-ms must be positive and at most 60000")
+    # checked before a broker or worker starts
+    check_range("--sessions", args.sessions, 1, 1000)
+    check_range("--seconds", args.seconds, 1.0, 3600.0)
+    check_range("--chunk-ms", args.chunk_ms, 5, 200)
+    check_range("--fps", args.fps, 10.0, 60.0)
+    check_range("--grace-s", args.grace_s, 0.0, 600.0)
+    check_range("--margin-ms", args.margin_ms, 0.0, 2000.0)
+    check_range("--p99-target-ms", args.p99_target_ms, 0.0, 60_000.0, lo_open=True)
     counts: list[int] = []
     if args.sweep:
         try:

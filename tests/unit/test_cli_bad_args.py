@@ -27,7 +27,7 @@ from worker.cli import main
     (["eval-real", "--limit", "-1"], "--limit must be >= 0"),
     (["eval-real", "--threads", "99999"], "--threads must be within 1..256"),
     (["eval-synth", "--conditions", ","], "--conditions names none"),
-    (["replay", "--session", "a", "--timeout-s", "nan"], "--timeout-s must be within"),
+    (["replay", "--session", "a", "--timeout-s", "nan"], "--timeout-s must be positive and at most 86400"),
 ])
 def test_a_bad_number_is_one_line_before_any_work(capsys, argv, says):
     assert says in _one_line(capsys, argv)
@@ -36,6 +36,25 @@ def test_a_bad_number_is_one_line_before_any_work(capsys, argv, says):
 @pytest.mark.parametrize("flag", ["--fps=nan", "--grace-s=-1", "--margin-ms=inf", "--p99-target-ms=0"])
 def test_loadtest_checks_its_numbers_before_a_broker_or_worker_starts(capsys, flag):
     assert flag.split("=")[0] in _one_line(capsys, ["loadtest", "--sessions", "1", "--seconds", "2", flag])
+
+
+def test_check_range_gives_one_message_form_for_every_bound():
+    from worker.cli import CliError, check_range
+
+    def says(*args, **kwargs) -> str:
+        with pytest.raises(CliError) as err:
+            check_range(*args, **kwargs)
+        return str(err.value)
+
+    assert says("--fps", 2.0, 10.0, 240.0) == "--fps must be within 10..240, got 2"
+    assert says("--fps", float("nan"), 10.0, 240.0) == "--fps must be within 10..240, got nan"
+    assert says("--blocks", 99999999999, 10, 100_000) == "--blocks must be within 10..100000, got 99999999999"
+    assert says("--max-body-mb", 0.0, 0, 1024, lo_open=True) == "--max-body-mb must be positive and at most 1024, got 0"
+    assert says("--limit", -1, 0, note=" (0: every clip)") == "--limit must be >= 0 (0: every clip), got -1"
+    assert says("--x", 1.0, 1.0, 2.0, lo_open=True) == "--x must be within 1..2 (exclusive of 1), got 1"
+    check_range("--fps", None, 10.0, 240.0)  # a flag not given
+    check_range("--fps", 10.0, 10.0, 240.0)  # bounds are in
+    check_range("--limit", 10**12, 0)
 
 
 def test_an_evaluation_output_that_cannot_be_written_is_refused_before_the_run(capsys, tmp_path):

@@ -98,10 +98,9 @@ def _first_para(module: str) -> str:
 def _setup(args):
     import torch
 
-    from worker.cli import CliError, load_scorer_for_command
+    from worker.cli import CliError, check_range, load_scorer_for_command
 
-    if not 1 <= args.threads <= 256:
-        raise CliError("--threads must be within 1..256")
+    check_range("--threads", args.threads, 1, 256)
     if args.out:
         # before the run, not after its minutes (a review: a bad --out failed only at the end);
         # its missing directories are made when the report is written, as before
@@ -208,14 +207,13 @@ def _check_cache_dir(path: Path) -> None:
 
 
 def run_real(args) -> int:
-    from worker.cli import CliError, load_scorer_for_command
+    from worker.cli import CliError, check_range, load_scorer_for_command
     from worker.evaluation.real import RealEvalConfig, run_real_eval
     from worker.evaluation.report import real_lines
     from worker.scoring.postprocess import ScorerConfig
 
     clips_dir = Path(args.clips_dir)
-    if args.limit < 0:  # (-1 read the clips but the last, a review)
-        raise CliError(f"--limit must be >= 0 (0: every clip), got {args.limit}")
+    check_range("--limit", args.limit, 0, note=" (0: every clip)")  # (-1 read the clips but the last, a review)
     _check_cache_dir(Path(args.cache_dir))
     if not clips_dir.is_dir():
         raise CliError(f"no such clips folder: {clips_dir}")

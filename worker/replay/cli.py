@@ -54,16 +54,14 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    from worker.cli import CliError
+    from worker.cli import CliError, check_range
 
     if not args.session and not args.all_sessions:
         raise CliError("name the sessions to replay (--session ID, repeatable) or pass --all-sessions")
     if args.session and args.all_sessions:
         raise CliError("--session and --all-sessions exclude each other")
-    if not 0 < args.timeout_s <= 86400:  # (NaN fails too)
-        raise CliError("--timeout-s must be within 0..86400 s (exclusive of 0)")
-    if args.since_ms is not None and args.since_ms < 0:
-        raise CliError(f"--since-ms must be >= 0 (ms since the epoch), got {args.since_ms}")
+    check_range("--timeout-s", args.timeout_s, 0, 86400, lo_open=True)
+    check_range("--since-ms", args.since_ms, 0, note=" (ms since the epoch)")
     if args.out and not Path(args.out).resolve().parent.is_dir():
         raise CliError(f"--out {args.out}: no such directory {Path(args.out).resolve().parent}")
     if args.compare_topic and not args.compare:

@@ -54,24 +54,18 @@ def run(args) -> int:
     import signal
     import threading
 
-    from worker.cli import CliError, load_scorer_for_command
+    from worker.cli import CliError, check_range, load_scorer_for_command
     from worker.serving.http import make_server
     from worker.serving.service import ScoreService
 
-    if not 0 <= args.port <= 65535:
-        raise CliError("--port must be within 0..65535")
-    if not -1 <= args.grpc_port <= 65535:
-        raise CliError("--grpc-port must be within 0..65535, or -1 for no gRPC")
+    check_range("--port", args.port, 0, 65535)
+    check_range("--grpc-port", args.grpc_port, -1, 65535, note=" (-1: no gRPC)")
     # within bounds, NaN failing too (NaN passed "<= 0" and turned the length limit off; inf and
     # 1e8 MB crashed converting to bytes, a review)
-    if not 0 < args.max_body_mb <= MAX_BODY_MB:
-        raise CliError(f"--max-body-mb must be positive and at most {MAX_BODY_MB}")
-    if not 0 < args.max_seconds <= MAX_REQUEST_SECONDS:
-        raise CliError(f"--max-seconds must be positive and at most {MAX_REQUEST_SECONDS}")
-    if not 0 <= args.shutdown_grace_s <= 3600:  # (NaN fails too)
-        raise CliError("--shutdown-grace-s must be within 0..3600")
-    if args.torch_threads is not None and not 1 <= args.torch_threads <= 256:
-        raise CliError("--torch-threads must be within 1..256")
+    check_range("--max-body-mb", args.max_body_mb, 0, MAX_BODY_MB, lo_open=True)
+    check_range("--max-seconds", args.max_seconds, 0, MAX_REQUEST_SECONDS, lo_open=True)
+    check_range("--shutdown-grace-s", args.shutdown_grace_s, 0, 3600)
+    check_range("--torch-threads", args.torch_threads, 1, 256)
     scorer = load_scorer_for_command(args.bundle, args.device, max_offset_ms=args.max_offset_ms,
                                      narrowband=not args.no_narrowband)
     threads = _set_torch_threads(args.torch_threads)

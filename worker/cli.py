@@ -46,6 +46,21 @@ def check_range(flag: str, value: float | None, lo: float, hi: float = float("in
     raise CliError(f"{flag} must be {bounds}{note}, got {_num(value)}")
 
 
+def check_out_file(flag: str, path: str) -> None:
+    """A report file the run will write at its end, checked before the run (a review: a bad path
+    failed only after minutes of work, or after a replay had published): not a directory, and its
+    nearest existing parent a writable directory (missing directories are made when it is
+    written)."""
+    import os
+
+    out = Path(path).resolve()
+    have = next(d for d in out.parents if d.exists())
+    if out.is_dir() or not have.is_dir() or not os.access(have, os.W_OK) \
+            or (out.exists() and not os.access(out, os.W_OK)):
+        raise CliError(f"{flag} {path}: not a file that can be written"
+                       + ("" if have.is_dir() else f" ({have} is not a directory)"))
+
+
 # --max-offset-ms bounds (the worker's scoring.max_offset_ms has the same)
 MIN_SEARCH_MS, MAX_SEARCH_MS = 40.0, 1000.0
 

@@ -117,3 +117,32 @@ def test_replay_reproduces_the_live_signals_and_reports_bad_records(kafka_bootst
     # (the session has input, read as the lookback: the line says none was written since then)
     assert proc.returncode == 3 and "no recorded input written at or after --since-ms" in proc.stderr, proc.stderr
     assert "for session(s) sync-25" in proc.stderr, proc.stderr
+
+    # a compare topic that does not exist: refused before the replay, nothing published (it was
+    # found missing after the replay had published to --to-topic, a review)
+    never = f"replay.never.{run}"
+    proc = subprocess.run([sys.executable, "-m", "worker.cli", "replay", "--session", "sync-25", "--to-topic", never,
+                           "--compare-topic", f"replay.missing.{run}", "--device", "cpu"], env=_env(cfg),
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 3 and "does not exist" in proc.stderr, proc.stderr
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    assert never not in admin.list_topics(timeout=10).topics
+
+    # retention took the first 40 records of every input partition: the sessions that lost their
+    # start say so, the jobs that read the removed records are left out, and the rest are the live
+    # signals again (they were scored on zero-filled audio and counted as changed, a review)
+    from confluent_kafka import TopicPartition
+
+    cut = [TopicPartition(t, p, 40) for t in (cfg.kafka.topics.audio.name, cfg.kafka.topics.roi.name)
+           for p in range(2)]
+    for fut in admin.delete_records(cut, operation_timeout=10).values():
+        fut.result(timeout=30)
+    trimmed = _replay(cfg, "--all-sessions", "--compare")
+    lost = {sid for sid, s in trimmed["sessions"].items() if s["start_lost"]}
+    assert lost and all(trimmed["sessions"][sid]["first_frame"] > 0 for sid in lost), trimmed["sessions"]
+    cmp = trimmed["compare"]
+    assert cmp["only_published"] == 0 and cmp["only_replayed"] == 0, cmp
+    assert cmp["identical"] == cmp["matched"] > 0, cmp["examples"]
+    assert not any(s["still_open"] for s in trimmed["sessions"].values())

@@ -103,7 +103,9 @@ def test_bad_records_are_reported_with_the_reason_and_the_rest_is_scored():
         rp.close()
     reasons = {r.source.offset: reason for r, reason in out.bad}
     assert set(reasons) == {997, 998, 999}
-    assert reasons[999].startswith("decode:") and "key" in reasons[998] and "tombstone" in reasons[997]
+    assert reasons[999].startswith("decode:") and "key" in reasons[998]
+    # the worker's dead-letter reason for a record without a value (the replay had its own words)
+    assert reasons[997] == "decode: syncscorer.v1.AudioChunk: no value (null record)"
     assert len(out.signals) == len(expected_jobs(100, FPS, 16, 1000, 1000))
 
 
@@ -134,9 +136,12 @@ def test_cli_errors_are_one_line():
     p = _cli("--session", "x", "--all-sessions")
     assert p.returncode == 3 and "exclude" in p.stderr
     p = _cli("--session", "x", "--since-ms", "-5")  # was librdkafka's "API version not supported"
-    assert p.returncode == 3 and "--since-ms must be >= 0" in p.stderr
-    p = _cli("--session", "x", "--out", "/no/such/dir/x.jsonl")
-    assert p.returncode == 3 and "--out /no/such/dir/x.jsonl: no such directory" in p.stderr
+    assert p.returncode == 3 and "--since-ms must be within 0..253402300799999" in p.stderr
+    p = _cli("--session", "x", "--since-ms", "99999999999999999999")  # was OverflowError, a traceback
+    assert p.returncode == 3 and p.stderr.count("\n") == 1 and "--since-ms must be within" in p.stderr
+    for flag in ("--to-topic", "--bundle", "--compare-topic"):  # an empty value was taken as none given
+        p = _cli("--session", "x", flag, "")
+        assert p.returncode == 3 and p.stderr.count("\n") == 1 and f"{flag} is empty" in p.stderr, p.stderr
     p = _cli("--session", "x", "--timeout-s", "1", env_extra={"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9"})
     assert p.returncode == 3 and p.stderr.strip().count("\n") == 0 and "did not answer" in p.stderr, p.stderr
     assert "Traceback" not in p.stderr
@@ -192,6 +197,71 @@ def test_to_topic_refuses_the_workers_own_topics(topic, role, extra):
     assert f"--to-topic {topic} is {role}" in p.stderr, p.stderr
 
 
+def test_what_can_be_refused_is_refused_before_kafka_is_asked(tmp_path):
+    """A replay published its signals and only then failed on its --out file (a review), and a
+    mistyped scoring.bundle_dir replayed on the heuristic scorer with one log line: both are one
+    error line now, before the cluster (unreachable here) is asked anything."""
+    unreachable = {"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9"}
+    p = _cli("--session", "x", "--out", str(tmp_path), "--timeout-s", "1", env_extra=unreachable)
+    assert p.returncode == 3 and p.stderr.count("\n") == 1 and "not a file that can be written" in p.stderr, p.stderr
+    (tmp_path / "f").write_text("x")
+    p = _cli("--session", "x", "--out", str(tmp_path / "f" / "x.jsonl"), "--timeout-s", "1", env_extra=unreachable)
+    assert p.returncode == 3 and "is not a directory" in p.stderr, p.stderr
+    p = _cli("--session", "x", "--timeout-s", "1",
+             env_extra={**unreachable, "SYNC_SCORER_SCORING__BUNDLE_DIR": str(tmp_path / "no-bundle")})
+    assert p.returncode == 3 and p.stderr.count("\n") == 1 and "cannot load bundle" in p.stderr, p.stderr
+
+
+def _replayed(session_id: str, audio, roi, **kwargs):
+    rp = replayer(FakeScorer(search_ms=200.0))  # one each: a join remembers the sessions it closed
+    try:
+        return rp.replay(session_id, audio, roi, **kwargs)
+    finally:
+        rp.close()
+
+
+def test_a_session_whose_start_retention_removed_leaves_out_the_jobs_that_read_it():
+    """Retention removed a session's first 1.2 s: the replay scored the jobs after it on zero-filled
+    audio (360 ms missing) and --compare charged the change to the bundle (a review). With the log
+    trimmed, a job whose data began in the removed records is left out; the rest read as whole."""
+    from worker.replay.order import in_replayed_range
+
+    base = 1_700_000_000_000
+    rec = recorded("s-ret", 120.0, ts_base_ms=base)
+    kept = {st: [r for r in recs if r.timestamp_ms >= base + 1200] for st, recs in rec.items()}
+    whole = _replayed("s-ret", rec[AUDIO], rec[ROI]).signals
+    cut = _replayed("s-ret", kept[AUDIO], kept[ROI], log_trimmed=True)
+    assert cut.start_lost and cut.first_frame == 29 and cut.left_out
+    assert all(s["frame_start"] >= 29 for s in cut.signals) and cut.signals
+    cmp = compare_signals(cut.signals, in_replayed_range(whole, {"s-ret": cut.first_frame}, cut.left_out))
+    assert cmp["matched"] == len(cut.signals) == cmp["identical"], cmp
+    assert cmp["only_published"] == cmp["only_replayed"] == 0
+    # a log that was never trimmed: a session whose records begin past 0 is read as it is (the
+    # live worker read it so too)
+    as_is = _replayed("s-ret", kept[AUDIO], kept[ROI])
+    assert not as_is.start_lost and not as_is.left_out and len(as_is.signals) > len(cut.signals)
+
+
+def test_a_session_still_open_when_read_leaves_out_what_the_live_worker_had_not_finished():
+    """A session read while still live (no end markers yet) was flushed as if it had gone idle: its
+    last jobs came out on the audio read so far, and --compare reported them changed when the live
+    worker published them whole later (a review). Now they are left out, counted as unfinished."""
+    base = 1_700_000_000_000
+    rec = recorded("s-open", 40.0, ts_base_ms=base, end_markers=False)
+    newest = max(r.timestamp_ms for recs in rec.values() for r in recs)
+    idle_ms = WindowingConfig().idle_timeout_ms
+    live = _replayed("s-open", rec[AUDIO], rec[ROI], read_at_ms=newest + 50)
+    gone = _replayed("s-open", rec[AUDIO], rec[ROI], read_at_ms=newest + idle_ms + 1000)
+    assert live.still_open and live.unfinished and not gone.still_open and not gone.unfinished
+    assert gone.signals == _replayed("s-open", rec[AUDIO], rec[ROI]).signals  # idle by then: flushed
+    done = {s["signal_id"]: s for s in gone.signals}
+    assert {s["signal_id"] for s in live.signals} | set(live.unfinished) == set(done)
+    assert all(done[s["signal_id"]] == s for s in live.signals)
+    # with end markers the session is over whenever it is read
+    ended = recorded("s-open", 40.0, ts_base_ms=base)
+    assert not _replayed("s-open", ended[AUDIO], ended[ROI], read_at_ms=newest + 50).still_open
+
+
 def _one_session_recorded(session_id: str = "s-cfg"):
     from worker.replay.source import RecordedSessions
 
@@ -220,7 +290,7 @@ def test_replay_with_a_bundle_searches_the_configs_offsets_and_silence_threshold
     12 of 60 signals identical (a review). Without --bundle the config's were used."""
     import argparse
 
-    from worker.replay.cli import _replay_all
+    from worker.replay.cli import _replay_all, load_replay_scorer
     from worker.scoring import loader
 
     cfg = _replay_cfg(monkeypatch, SYNC_SCORER_SCORING__MAX_OFFSET_MS="320",
@@ -233,7 +303,8 @@ def test_replay_with_a_bundle_searches_the_configs_offsets_and_silence_threshold
 
     monkeypatch.setattr(loader, "load_scorer", fake_load)
     for bundle in ("/models/new-bundle", None):
-        out = _replay_all(cfg, argparse.Namespace(bundle=bundle), _one_session_recorded())
+        out = _replay_all(cfg, argparse.Namespace(bundle=bundle), load_replay_scorer(cfg, bundle),
+                          _one_session_recorded())
         assert out and out[0].signals
     (named, named_cfg, fallback), (_, own_cfg, _) = seen
     assert named == "/models/new-bundle" and not fallback  # a bundle the user named must load
@@ -274,11 +345,14 @@ def test_replay_scores_with_the_configs_torch_threads(monkeypatch):
     from worker.replay.cli import _replay_all
 
     cfg = _replay_cfg(monkeypatch, SYNC_SCORER_SCORING__TORCH_THREADS="3")
+    from worker.replay.cli import load_replay_scorer
+
     scorer = _ThreadCountingScorer()
     monkeypatch.setattr(worker_cli, "load_worker_scorer", lambda _cfg: scorer)
     before = torch.get_num_threads()
     try:
-        out = _replay_all(cfg, argparse.Namespace(bundle=None), _one_session_recorded())
+        out = _replay_all(cfg, argparse.Namespace(bundle=None), load_replay_scorer(cfg, None),
+                          _one_session_recorded())
     finally:
         torch.set_num_threads(before)
     assert out[0].signals and scorer.torch_threads == {3}

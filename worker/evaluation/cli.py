@@ -98,18 +98,11 @@ def _first_para(module: str) -> str:
 def _setup(args):
     import torch
 
-    from worker.cli import CliError, check_range, load_scorer_for_command
+    from worker.cli import check_out_file, check_range, load_scorer_for_command
 
     check_range("--threads", args.threads, 1, 256)
     if args.out:
-        # before the run, not after its minutes (a review: a bad --out failed only at the end);
-        # its missing directories are made when the report is written, as before
-        out = Path(args.out).resolve()
-        have = next(d for d in out.parents if d.exists())
-        if out.is_dir() or not have.is_dir() or not os.access(have, os.W_OK) \
-                or (out.exists() and not os.access(out, os.W_OK)):
-            raise CliError(f"--out {args.out}: not a file that can be written"
-                           + ("" if have.is_dir() else f" ({have} is not a directory)"))
+        check_out_file("--out", args.out)
     torch.set_num_threads(args.threads)
     scorer = load_scorer_for_command(args.bundle, args.device, max_offset_ms=args.max_offset_ms,
                                      narrowband=not args.no_narrowband)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 DESCRIPTION = """\
@@ -54,23 +54,30 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    from worker.cli import CliError, check_range
+    from worker.cli import CliError, check_out_file, check_range
 
     if not args.session and not args.all_sessions:
         raise CliError("name the sessions to replay (--session ID, repeatable) or pass --all-sessions")
     if args.session and args.all_sessions:
         raise CliError("--session and --all-sessions exclude each other")
     check_range("--timeout-s", args.timeout_s, 0, 86400, lo_open=True)
-    check_range("--since-ms", args.since_ms, 0, note=" (ms since the epoch)")
-    if args.out and not Path(args.out).resolve().parent.is_dir():
-        raise CliError(f"--out {args.out}: no such directory {Path(args.out).resolve().parent}")
+    # (a time past year 9999 overflowed in librdkafka's offsets_for_times: a traceback)
+    check_range("--since-ms", args.since_ms, 0, _MAX_SINCE_MS, note=" (ms since the epoch)")
+    for flag, value in (("--to-topic", args.to_topic), ("--bundle", args.bundle), ("--compare-topic", args.compare_topic)):
+        if value is not None and not value.strip():  # an empty value was taken as none given
+            raise CliError(f"{flag} is empty")
+    # everything that can be refused before the replay is: a replay that published its signals
+    # and then failed on its --out file or compare topic left half its work done (a review)
+    if args.out:
+        check_out_file("--out", args.out)
     if args.compare_topic and not args.compare:
         args.compare = True
     cfg = _config(args)
     if args.to_topic:
         _check_to_topic(cfg, args)
+    scorer = load_replay_scorer(cfg, args.bundle)  # before Kafka: a bundle that cannot load is one line
     from worker.kafka.admin import TopicError, wait_until_reachable
-    from worker.replay.source import SourceError, read_published, read_recorded
+    from worker.replay.source import SourceError, missing_topics, read_published, read_recorded
 
     kafka = cfg.kafka
     consumer_conf = kafka.client_config("consumer")
@@ -81,8 +88,17 @@ def run(args) -> int:
                               "log_level": 0})
     except TopicError as exc:
         raise CliError(str(exc)) from None
+    compare_topic = args.compare_topic or kafka.topics.signals.name
+    if args.compare:
+        try:
+            absent = missing_topics(consumer_conf, [compare_topic], args.timeout_s)
+        except SourceError as exc:
+            raise CliError(str(exc)) from None
+        if absent:
+            raise CliError(f"topic {compare_topic} (--compare) does not exist on the cluster")
     wanted = set(args.session) if args.session else None
     t0 = time.perf_counter()
+    read_at_ms = int(time.time() * 1000)  # the end offsets read to are the ones of about now
     # from --since-ms, read a lookback before it too: the jobs right after it read context frames
     # and audio margin from before it (a live worker holds at most max_buffered_ms of a session)
     read_from = None if args.since_ms is None else max(0, args.since_ms - cfg.windowing.max_buffered_ms)
@@ -105,15 +121,17 @@ def run(args) -> int:
 
     from worker.replay.order import session_summary
 
-    results = _replay_all(cfg, args, recorded)
+    results = _replay_all(cfg, args, scorer, recorded, read_at_ms)
     signals = [s for r in results for s in r.signals]
     summary: dict[str, Any] = {
         "scorer": signals[0]["scorer"] if signals else None,
         "records_read": recorded.read,
         "sessions": {r.session_id: {"records": r.records, "bad_records": len(r.bad),
                                     **session_summary(r.signals),
-                                    **({} if args.since_ms is None else
-                                       {"first_frame": r.first_frame, "left_out": len(r.left_out)})}
+                                    **({} if args.since_ms is None and not r.start_lost else
+                                       {"first_frame": r.first_frame, "left_out": len(r.left_out)}),
+                                    "start_lost": r.start_lost, "still_open": r.still_open,
+                                    "unfinished": len(r.unfinished)}
                      for r in results},
         "signals": len(signals),
         "bad_records": [{"topic": rec.source.topic, "partition": rec.source.partition, "offset": rec.source.offset,
@@ -121,30 +139,34 @@ def run(args) -> int:
         "read_s": round(read_s, 3),
         "replay_s": round(time.perf_counter() - t0 - read_s, 3),
     }
-    if args.to_topic:
-        summary["published_to"] = args.to_topic
-        _publish(cfg, args.to_topic, signals)
     if args.compare:
         from schemas import DecodeError
         from worker.replay.order import compare_signals, in_replayed_range
 
-        topic = args.compare_topic or kafka.topics.signals.name
         try:
-            raw = read_published(consumer_conf, topic, set(recorded.by_session), args.timeout_s)
+            raw = read_published(consumer_conf, compare_topic, set(recorded.by_session), args.timeout_s)
         except SourceError as exc:
             raise CliError(str(exc)) from None
-        codec, published = kafka.codec("LipSyncSignal", topic), []
+        codec, published = kafka.codec("LipSyncSignal", compare_topic), []
         for _key, value in raw:
             try:
                 published.append(codec.decode(value))
             except DecodeError:
                 continue  # not a signal: nothing to compare with
-        if args.since_ms is not None:  # only what the replay answers for: the jobs of its range
-            published = in_replayed_range(published, {r.session_id: r.first_frame for r in results},
-                                          [sid for r in results for sid in r.left_out])
-        summary["compare"] = {"topic": topic, **compare_signals(signals, published)}
+        # only what the replay answers for: the jobs of its range, less those left out
+        published = in_replayed_range(published, {r.session_id: r.first_frame for r in results},
+                                      [sid for r in results for sid in (*r.left_out, *r.unfinished)])
+        summary["compare"] = {"topic": compare_topic, **compare_signals(signals, published)}
+    if args.to_topic:
+        summary["published_to"] = args.to_topic
     _write(args, signals, summary)
+    if args.to_topic:  # last: nothing is published by a replay that then fails
+        _publish(cfg, args.to_topic, signals)
     return 0
+
+
+# the end of year 9999 in ms since the epoch
+_MAX_SINCE_MS = 253_402_300_799_999
 
 
 def _written_since(streams: dict, since_ms: int) -> bool:
@@ -186,11 +208,14 @@ def _config(args):
 
 
 def load_replay_scorer(cfg, bundle: str | None):
-    """The scorer a replay runs: ``bundle`` (which must load) or the config's, as the worker loads
-    it; either way built from ``cfg.scoring`` (max_offset_ms, silence_rms_threshold), as live."""
+    """The scorer a replay runs: ``bundle``, else the config's ``scoring.bundle_dir``, which must
+    load (a replay on the heuristic fallback compared it with the live model, and a mistyped path
+    said only "MODEL UNAVAILABLE", a review); else the bundled model as the worker loads it. Built
+    from ``cfg.scoring`` (max_offset_ms, silence_rms_threshold) either way, as live."""
     from worker.cli import CliError
     from worker.worker_cli import load_worker_scorer, worker_scorer_config
 
+    bundle = bundle or cfg.scoring.bundle_dir
     if not bundle:
         return load_worker_scorer(cfg)
     from worker.scoring.loader import load_scorer
@@ -222,12 +247,12 @@ def make_replayer(cfg, scorer):
                     thread_init=lambda: set_torch_threads(threads))
 
 
-def _replay_all(cfg, args, recorded) -> list:
-    scorer = load_replay_scorer(cfg, args.bundle)
+def _replay_all(cfg, args, scorer, recorded, read_at_ms: int | None = None) -> list:
     replayer = make_replayer(cfg, scorer)
     try:
         return [replayer.replay(sid, streams.get("audio", []), streams.get("roi", []),
-                                since_ms=getattr(args, "since_ms", None))
+                                since_ms=getattr(args, "since_ms", None),
+                                log_trimmed=recorded.log_trimmed(sid), read_at_ms=read_at_ms)
                 for sid, streams in sorted(recorded.by_session.items())]
     finally:
         replayer.close()
@@ -265,6 +290,7 @@ def _write(args, signals: list[dict], summary: dict) -> None:
 
     if args.out:
         try:
+            os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)  # as eval-* make theirs
             with open(args.out, "w", encoding="utf-8") as fh:
                 fh.writelines(json.dumps(s) + "\n" for s in signals)
         except OSError as exc:
@@ -277,10 +303,14 @@ def _write(args, signals: list[dict], summary: dict) -> None:
     for sid, s in summary["sessions"].items():
         off = s["median_window_offset_ms"]
         since = ""
+        if s.get("start_lost"):
+            since += ", its start no longer in the log (retention)"
         if s.get("first_frame") is not None:
-            since = f", from frame {s['first_frame']}"
+            since += f", from frame {s['first_frame']}"
             if s.get("left_out"):
                 since += f" ({s['left_out']} jobs left out: their data begins before the records read)"
+        if s.get("unfinished"):
+            since += f" ({s['unfinished']} jobs left out: still open when read, the live worker had not finished them)"
         print(f"session {sid}: {s['records']} records, {s['bad_records']} bad, {s['signals']} signals "
               f"{s['kinds']}, labels {s['labels']}, median window offset "
               f"{'n/a' if off is None else f'{off:+.0f} ms'}{since}", file=sys.stderr if args.json else sys.stdout)

@@ -14,6 +14,17 @@ may start earlier (the CLI reads a lookback before ``since_ms``) so that those j
 context frames and audio margin they read from before it; a job whose data starts before the
 first record given is left out (``SessionReplay.left_out``) rather than scored on less than the
 worker had. Jobs before the range are neither scored nor reported.
+
+A session's start lost from the log (``start_lost``: retention or a delete removed the first
+records of its partitions, and its first frame or sample read is not the session's first) is
+replayed the same way from its first record read: a job whose data began in the records removed
+is left out, not scored on less than the worker had (and charged to the bundle by ``--compare``).
+
+A session still open when its records were read (``read_at_ms``: no end markers, its newest record
+written less than ``idle_timeout_ms`` before) is read up to where the live worker stood then: the
+processing clock stops at the media time plus the time since that newest record, and the jobs the
+live worker had not finished by then are left out (it scores them later, with more input); they
+are not flushed on the idle timeout as those of a session cut short are.
 """
 
 from __future__ import annotations
@@ -56,6 +67,10 @@ class SessionReplay:
     # the earliest frame index and audio sample (the scorer's rate) fed to the join
     first_frame_fed: int | None = field(default=None, repr=False)
     first_sample_fed: int | None = field(default=None, repr=False)
+    start_lost: bool = False  # its first records were removed from the log (module docstring)
+    still_open: bool = False  # open for the live worker when its records were read
+    # the signal_ids of the jobs such a session's live worker had not finished then
+    unfinished: list[str] = field(default_factory=list)
 
 
 class Replayer:
@@ -80,10 +95,14 @@ class Replayer:
         self.codecs = dict(codecs or {AUDIO: AvroCodec("AudioChunk"), ROI: AvroCodec("RoiRef")})
 
     def replay(self, session_id: str, audio: Sequence[Recorded], roi: Sequence[Recorded],
-               since_ms: int | None = None) -> SessionReplay:
+               since_ms: int | None = None, log_trimmed: bool = False,
+               read_at_ms: int | None = None) -> SessionReplay:
         """Replay one session's records (each input in its partition's offset order). With
         ``since_ms`` (Unix ms) only the jobs from the session's first record written at or after
-        it on (see the module docstring); ``audio`` and ``roi`` may begin before that."""
+        it on (see the module docstring); ``audio`` and ``roi`` may begin before that.
+        ``log_trimmed``: its partitions' logs no longer begin at offset 0, so a session whose
+        records read begin past its start lost them. ``read_at_ms`` (Unix ms): when the records
+        were read, to tell a session still live then (module docstring)."""
         out = SessionReplay(session_id, records=len(audio) + len(roi))
         decoded = {name: self._decode(recs, out) for name, recs in ((AUDIO, audio), (ROI, roi))}
         jobs: list[Job] = []
@@ -92,10 +111,24 @@ class Replayer:
             if math.isfinite(due):
                 media_now = max(media_now, due)
             jobs += self._feed(rec, fields, int(media_now), out)
-        # a session without end markers (cut short, or still live when recorded) ends as the worker
-        # would end it: idle, flushed
-        jobs += self.joiner.tick(int(media_now) + self.windowing.idle_timeout_ms + 1)
-        if since_ms is not None:
+        idle_ms = self.windowing.idle_timeout_ms + 1
+        newest_ms = max((r.timestamp_ms for r in (*audio, *roi) if r.timestamp_ms is not None), default=None)
+        if session_id in self.joiner.sessions and read_at_ms is not None and newest_ms is not None:
+            out.still_open = read_at_ms - newest_ms < idle_ms
+        if out.still_open:
+            # where the live worker's clock stood when the records were read; what it had not
+            # finished then is left out, not flushed
+            jobs += self.joiner.tick(int(media_now) + max(0, read_at_ms - newest_ms))
+            pending = self.joiner.tick(int(media_now) + idle_ms)
+            out.unfinished = [signal_id(job.session_id, job.kind, job.frame_start) for job in pending]
+            for job in pending:
+                self.joiner.on_published(job)
+        else:
+            # a session without end markers (cut short) ends as the worker would end it: idle, flushed
+            jobs += self.joiner.tick(int(media_now) + idle_ms)
+        out.start_lost = since_ms is None and log_trimmed and bool(out.first_frame_fed or out.first_sample_fed)
+        if since_ms is not None or out.start_lost:
+            since_ms = since_ms or 0  # a lost start: from the first record read
             out.bad = [(rec, why) for rec, why in out.bad if _written_since(rec, since_ms)]
             jobs = self._in_range(jobs, decoded, since_ms, out)
         self.stage.submit(jobs)
@@ -149,8 +182,6 @@ class Replayer:
         decoded = []
         for rec in recs:
             try:
-                if rec.value is None:
-                    raise BadRecord("decode: empty value (tombstone)")
                 fields = self.codecs[AUDIO if rec.stream == AUDIO else ROI].decode(rec.value)
                 check_key(rec.key, fields["session_id"])
             except DecodeError as exc:

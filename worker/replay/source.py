@@ -29,6 +29,14 @@ class RecordedSessions:
 
     by_session: dict[str, dict[str, list[Recorded]]] = field(default_factory=dict)
     read: int = 0
+    # (topic, partition) whose log no longer begins at offset 0 (retention, a delete): a session
+    # on one of them may have lost its first records
+    trimmed: set[tuple[str, int]] = field(default_factory=set)
+
+    def log_trimmed(self, session_id: str) -> bool:
+        """Whether a partition the session's records sit on lost records from its start."""
+        return any((rec.source.topic, rec.source.partition) in self.trimmed
+                   for recs in self.by_session.get(session_id, {}).values() for rec in recs)
 
     def add(self, rec: Recorded, session_id: str) -> None:
         streams = self.by_session.setdefault(session_id, {})
@@ -41,7 +49,7 @@ def read_recorded(client_config: Mapping[str, Any], topics: Mapping[str, str], s
     (Unix ms): start at the first record at or after that time instead of the beginning."""
     stream_of = {topic: stream for stream, topic in topics.items()}
     out = RecordedSessions()
-    for msg in _read_to_end(client_config, list(topics.values()), since_ms, timeout_s):
+    for msg in _read_to_end(client_config, list(topics.values()), since_ms, timeout_s, out.trimmed):
         out.read += 1
         key = msg.key()
         sid = key.decode("utf-8", "replace") if key is not None else ""
@@ -56,18 +64,31 @@ def read_recorded(client_config: Mapping[str, Any], topics: Mapping[str, str], s
 def read_published(client_config: Mapping[str, Any], topic: str, sessions: set[str], timeout_s: float = 60.0
                    ) -> list[tuple[bytes | None, bytes | None]]:
     """(key, value) of the records of ``topic`` keyed by one of ``sessions`` (the live signals)."""
-    return [(msg.key(), msg.value()) for msg in _read_to_end(client_config, [topic], None, timeout_s)
+    return [(msg.key(), msg.value()) for msg in _read_to_end(client_config, [topic], None, timeout_s, set())
             if msg.key() is not None and msg.key().decode("utf-8", "replace") in sessions]
 
 
-def _read_to_end(client_config: Mapping[str, Any], topics: list[str], since_ms: int | None,
-                 timeout_s: float) -> Iterator[Any]:
-    """Every record of ``topics`` from the start (or ``since_ms``) to the end offsets they had when
-    called. A partition is done at its end offset even where the last offsets hold no record
-    (compaction, transaction markers): its position is checked whenever a poll comes back empty."""
+def missing_topics(client_config: Mapping[str, Any], topics: list[str], timeout_s: float) -> list[str]:
+    """Those of ``topics`` the cluster does not have."""
     consumer = _consumer(client_config)
     try:
-        ends = _assign(consumer, topics, since_ms, timeout_s)
+        meta = consumer.list_topics(timeout=timeout_s)
+    except KafkaException as exc:
+        raise SourceError(f"Kafka: {exc}") from None
+    finally:
+        consumer.close()
+    return [t for t in topics if (tm := meta.topics.get(t)) is None or tm.error is not None or not tm.partitions]
+
+
+def _read_to_end(client_config: Mapping[str, Any], topics: list[str], since_ms: int | None,
+                 timeout_s: float, trimmed: set[tuple[str, int]]) -> Iterator[Any]:
+    """Every record of ``topics`` from the start (or ``since_ms``) to the end offsets they had when
+    called. A partition is done at its end offset even where the last offsets hold no record
+    (compaction, transaction markers): its position is checked whenever a poll comes back empty.
+    The partitions whose log no longer starts at offset 0 are added to ``trimmed``."""
+    consumer = _consumer(client_config)
+    try:
+        ends = _assign(consumer, topics, since_ms, timeout_s, trimmed)
         deadline = time.monotonic() + timeout_s
         while ends:
             if time.monotonic() > deadline:
@@ -101,10 +122,11 @@ def _consumer(client_config: Mapping[str, Any]) -> Consumer:
     return Consumer(with_logger(conf))
 
 
-def _assign(consumer: Consumer, topics: list[str], since_ms: int | None, timeout_s: float
-            ) -> dict[tuple[str, int], int]:
+def _assign(consumer: Consumer, topics: list[str], since_ms: int | None, timeout_s: float,
+            trimmed: set[tuple[str, int]]) -> dict[tuple[str, int], int]:
     """Assign every partition of ``topics`` at its start (or ``since_ms``); returns the end offset
-    (exclusive) to read to, per partition that has anything to read."""
+    (exclusive) to read to, per partition that has anything to read, and adds to ``trimmed`` the
+    partitions whose first offset is above 0."""
     meta = consumer.list_topics(timeout=timeout_s)
     tps = []
     for topic in topics:
@@ -117,6 +139,8 @@ def _assign(consumer: Consumer, topics: list[str], since_ms: int | None, timeout
     for tp in tps:
         low, high = consumer.get_watermark_offsets(tp, timeout=timeout_s)
         starts[(tp.topic, tp.partition)] = low
+        if low > 0:
+            trimmed.add((tp.topic, tp.partition))
         ends[(tp.topic, tp.partition)] = high
     if since_ms is not None:
         found = consumer.offsets_for_times([TopicPartition(tp.topic, tp.partition, since_ms) for tp in tps],

@@ -275,3 +275,140 @@ def test_pods_get_no_service_link_variables():
     for (kind, _name), d in docs.items():
         if kind == "Deployment":
             assert d["spec"]["template"]["spec"]["enableServiceLinks"] is False, _name
+
+
+_ENV = 'json:worker.extraEnv=[{{"name": "{}", "value": "{}"}}]'
+
+# (--set, a needle of helm's error): each rendered cleanly and broke in the cluster (a probe): the
+# pod killed mid-drain, probes where the worker does not listen, the worker dialling 127.0.0.1:9092,
+# credentials in plain text, a crash loop on a misspelled variable, or a manifest the API server
+# (or KEDA) refuses
+_REFUSED_FOR_THE_CLUSTER = [
+    # the drain within the pod's grace period (the worker gives up at shutdown_timeout_ms; + 5 s margin)
+    ("worker.config.shutdown_timeout_ms=120000", ("worker.terminationGracePeriodSeconds must be at least 125 "
+     "(worker.config.shutdown_timeout_ms, 120000 ms")),
+    ("worker.terminationGracePeriodSeconds=20", ("worker.terminationGracePeriodSeconds must be at least 50 "
+     "(the worker's default shutdown_timeout_ms, 45000 ms")),
+    (_ENV.format("SYNC_SCORER_SHUTDOWN_TIMEOUT_MS", "90000"), ("must be at least 95 (worker.extraEnv "
+     "SYNC_SCORER_SHUTDOWN_TIMEOUT_MS, 90000 ms")),
+    ("serve.terminationGracePeriodSeconds=25", "serve.terminationGracePeriodSeconds must be at least 30"),
+    ("serve.shutdownGraceSeconds=30", "serve.terminationGracePeriodSeconds must be at least 40"),
+    ("serve.shutdownGraceSeconds=3600.5", "serve.shutdownGraceSeconds must be 0..3600"),
+    # the probes and the metrics port follow worker.config.http: not an env override, not loopback
+    (_ENV.format("SYNC_SCORER_HTTP__PORT", "9200"), "worker.extraEnv must not set SYNC_SCORER_HTTP__PORT"),
+    (_ENV.format("sync_scorer_http__host", "127.0.0.1"), "worker.extraEnv must not set sync_scorer_http__host"),
+    (_ENV.format("SYNC_SCORER_HTTP", "{}"), "worker.extraEnv must not set SYNC_SCORER_HTTP:"),
+    ("worker.config.http.host=127.0.0.1", "worker.config.http.host must not be a loopback address"),
+    ("worker.config.http.host=127.0.1.1", "worker.config.http.host must not be a loopback address"),
+    ("worker.config.http.host=localhost", "worker.config.http.host must not be a loopback address"),
+    ("worker.config.http.host=::1", "worker.config.http.host must not be a loopback address"),
+    # KAFKA_BOOTSTRAP_SERVERS="" is unset to the worker: it dialled 127.0.0.1:9092 in the pod
+    ("kafka.bootstrapServers=", "kafka.bootstrapServers must name the brokers"),
+    ('json:kafka.bootstrapServers=" "', "kafka.bootstrapServers must name the brokers"),
+    # credentials: the ConfigMap (and an env value) is plain text
+    ("worker.config.kafka.librdkafka.sasl\\.password=hunter2",
+     ("worker.config.kafka.librdkafka.sasl.password is a credential and would be plain text in the worker's "
+     "ConfigMap: put credentials in a Secret")),
+    ('json:worker.config.kafka.consumer={"SSL.KEY.PEM": "x"}', "worker.config.kafka.consumer.SSL.KEY.PEM is a credential"),
+    ('json:worker.config.kafka.producer={"sasl.oauthbearer.client.secret": "x"}',
+     "worker.config.kafka.producer.sasl.oauthbearer.client.secret is a credential"),
+    ('json:worker.config.kafka.secrets={"sasl.password": "hunter2"}',
+     "worker.config.kafka.secrets would be plain text in the worker's ConfigMap"),
+    (_ENV.format("SYNC_SCORER_KAFKA__SECRETS", "{}"), ("worker.extraEnv SYNC_SCORER_KAFKA__SECRETS is a credential "
+     "given as a plain value")),
+    (_ENV.format("SYNC_SCORER_KAFKA__LIBRDKAFKA__sasl.password", "x"), "is a credential given as a plain value"),
+    # an extraEnv name must name a setting down to the leaf (the worker exits 3 otherwise)
+    (_ENV.format("SYNC_SCORER_WINDOWING__BLOK", "8"), "'SYNC_SCORER_WINDOWING__BLOK' does not match pattern"),
+    (_ENV.format("sync_scorer_windowing__blok", "8"), "'sync_scorer_windowing__blok' does not match pattern"),
+    (_ENV.format("SYNC_SCORER_KAFKA__TOPICS__AUDIO__PARTS", "8"), ("'SYNC_SCORER_KAFKA__TOPICS__AUDIO__PARTS' does "
+     "not match")),
+    (_ENV.format("SYNC_SCORER_SCORING__DEVICE__X", "cpu"), "'SYNC_SCORER_SCORING__DEVICE__X' does not match"),
+    # the chart's own values, as the API server bounds them
+    ("worker.replicas=-1", "at '/worker/replicas': minimum: got -1, want 0"),
+    ("serve.replicas=-1", "at '/serve/replicas': minimum: got -1, want 0"),
+    ("worker.gpu.count=-2", "at '/worker/gpu/count': minimum: got -2, want 1"),
+    ("worker.resources.requests.cpu=two", "at '/worker/resources/requests/cpu': 'two' does not match pattern"),
+    ("serve.resources.limits.memory=-4Gi", "at '/serve/resources/limits/memory': '-4Gi' does not match pattern"),
+    ("worker.autoscaling.targetCPUUtilizationPercentage=0",
+     "at '/worker/autoscaling/targetCPUUtilizationPercentage': minimum: got 0, want 1"),
+    ("worker.autoscaling.minReplicas=0", "at '/worker/autoscaling/minReplicas': minimum: got 0, want 1"),
+    ("image.pullPolicy=Sometimes", "at '/image/pullPolicy': value must be one of 'Always', 'IfNotPresent', 'Never'"),
+    ("worker.keda.lagThreshold=-5", "at '/worker/keda/lagThreshold': minimum: got -5, want 1"),
+    ("image.tag=110", "at '/image/tag': got number, want string"),
+    ("worker.podDisruptionBudget.maxUnavailable=half", "at '/worker/podDisruptionBudget/maxUnavailable'"),
+    ("worker.terminationGracePeriodSeconds=-1", "at '/worker/terminationGracePeriodSeconds': minimum"),
+    ("worker.replica=3", "at '/worker': additional properties 'replica' not allowed"),
+]
+
+
+@pytest.mark.parametrize("value, needle", _REFUSED_FOR_THE_CLUSTER)
+def test_values_that_break_in_the_cluster_fail_at_render_time(value, needle):
+    out = _render_as("rel", value)
+    assert out.returncode != 0 and needle in out.stderr, out.stderr
+    message = [line for line in out.stderr.splitlines() if needle.splitlines()[0][:40] in line]
+    assert len(message) == 1, out.stderr  # one line, naming the value
+
+
+@pytest.mark.parametrize("name", ["SYNC_SCORER_WINDOWING__BLOK", "sync_scorer_windowing__blok",
+                                  "SYNC_SCORER_KAFKA__TOPICS__AUDIO__PARTS", "SYNC_SCORER_SCORING__DEVICE__X"])
+def test_the_names_the_chart_refuses_the_worker_refuses(monkeypatch, name):
+    from worker.config import ConfigError, load_config
+
+    monkeypatch.setenv(name, "8")
+    with pytest.raises(ConfigError):
+        load_config()
+
+
+def test_values_near_the_new_limits_still_render_as_valid_kubernetes():
+    import kubernetes_validate
+
+    from worker.config import WorkerConfig
+    from worker.serving.cli import DEFAULT_GRACE_S
+    from worker.serving.http import CANCEL_WAIT_S
+
+    margin_s = 5
+    # the chart's default shutdown timeout is the worker's: its grace period fits exactly, one less does not
+    need_s = -(-WorkerConfig.model_fields["shutdown_timeout_ms"].default // 1000) + margin_s
+    assert _render_as("rel", f"worker.terminationGracePeriodSeconds={need_s}").returncode == 0
+    assert _render_as("rel", f"worker.terminationGracePeriodSeconds={need_s - 1}").returncode != 0
+    # serve: its grace, then CANCEL_WAIT_S for the stopped requests, then the margin
+    serve_need_s = int(DEFAULT_GRACE_S + CANCEL_WAIT_S) + margin_s
+    assert _render_as("rel", f"serve.terminationGracePeriodSeconds={serve_need_s}").returncode == 0
+    assert _render_as("rel", f"serve.terminationGracePeriodSeconds={serve_need_s - 1}").returncode != 0
+    out = _render_as("rel", "worker.config.shutdown_timeout_ms=54001", "worker.config.http.host=::",
+                     "image.tag=1.10", "worker.resources.requests.cpu=500m", "worker.resources.requests.memory=1.5Gi",
+                     "serve.resources.requests.cpu=0.5", "worker.podDisruptionBudget.maxUnavailable=50%",
+                     "serve.shutdownGraceSeconds=50.5", "serve.terminationGracePeriodSeconds=61",
+                     "kafka.bootstrapServers=k1:9092\\,k2:9092",
+                     'json:worker.extraEnv=[{"name": "SYNC_SCORER_KAFKA__TOPICS__AUDIO__NAME", "value": "a"},'
+                     ' {"name": "sync_scorer_kafka__librdkafka__socket.timeout.ms", "value": "5000"},'
+                     ' {"name": "SYNC_SCORER_KAFKA__SECRETS", "valueFrom": {"secretKeyRef": {"name": "k", "key": "j"}}}]',
+                     'json:worker.config.kafka.librdkafka={"sasl.username": "u", "ssl.ca.location": "/etc/kafka-ca/ca.pem"}')
+    assert out.returncode == 0, out.stderr
+    docs = [d for d in yaml.safe_load_all(out.stdout) if d]
+    for d in docs:
+        kubernetes_validate.validate(d, K8S_VERSION, strict=True)
+    by = _by_kind(docs)
+    worker = by[("Deployment", "rel-sync-scorer-worker")]["spec"]["template"]["spec"]
+    assert worker["containers"][0]["image"] == "sync-scorer:1.10"
+    serve = by[("Deployment", "rel-sync-scorer-serve")]["spec"]["template"]["spec"]
+    assert serve["terminationGracePeriodSeconds"] == 61
+    from worker.cli import build_parser
+
+    assert build_parser().parse_args(serve["containers"][0]["command"][1:]).shutdown_grace_s == 50.5
+
+
+def test_the_charts_secret_markers_are_the_workers():
+    """The chart refuses worker.config keys the worker would treat as credentials (it moves them to
+    kafka.secrets): the same markers, or a credential would slip into the ConfigMap."""
+    import re
+
+    from worker.config import _SECRET_KEY_MARKERS
+
+    tpl = (CHART / "templates" / "_helpers.tpl").read_text()
+    found = re.search(r"\$secretMarkers := list ((?:\"[^\"]*\"\s*)+)", tpl)
+    assert found, "no $secretMarkers list in _helpers.tpl"
+    assert sorted(re.findall(r"\"([^\"]*)\"", found.group(1))) == sorted(_SECRET_KEY_MARKERS)
+    for marker in _SECRET_KEY_MARKERS:  # and each is refused in worker.config
+        out = _render_as("rel", f'json:worker.config.kafka.librdkafka={{"x.{marker}.y": "v"}}')
+        assert out.returncode != 0 and "is a credential" in out.stderr, (marker, out.stderr)

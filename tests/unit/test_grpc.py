@@ -170,6 +170,22 @@ def test_serve_cli_grpc_port_errors_are_one_line(capsys):
     assert len(err) == 1 and "--grpc-port" in err[0]
 
 
+def test_a_grpc_port_in_use_is_one_line_that_says_so():
+    """gRPC core logged its own "E... add_port.cc" line before serve's error, which said only
+    "Failed to bind" and pointed at GRPC_VERBOSITY (a probe)."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = subprocess.run([sys.executable, "-m", "worker.cli", "serve", "--port", "0", "--grpc-port", str(port),
+                               "--device", "cpu"], capture_output=True, text=True, timeout=120, check=False)
+    err = proc.stderr.strip().splitlines()
+    assert proc.returncode != 0 and len(err) == 1, proc.stderr
+    assert f"cannot listen for gRPC on 127.0.0.1:{port}" in err[0] and "Address already in use" in err[0], err
+
+
 def test_serve_command_answers_on_both_ports_and_stops_cleanly_on_sigterm():
     import json
     import re

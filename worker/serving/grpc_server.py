@@ -8,6 +8,7 @@ its traceback, never sent)."""
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -123,6 +124,7 @@ def make_grpc_server(service: ScoreService, host: str = "127.0.0.1", port: int =
                                   # in use would start and silently share its calls
                                   ("grpc.so_reuseport", 0)])
     pb_grpc.add_SyncScorerServicer_to_server(SyncScorerServicer(service, stopping), server)
+    _check_bindable(host, port)
     try:
         bound = server.add_insecure_port(f"{host}:{port}")
     except RuntimeError as exc:  # grpcio raises on a port it cannot bind
@@ -130,3 +132,17 @@ def make_grpc_server(service: ScoreService, host: str = "127.0.0.1", port: int =
     if bound == 0:
         raise OSError(f"cannot bind {host}:{port}")
     return server, bound
+
+
+def _check_bindable(host: str, port: int) -> None:
+    """Raise OSError (e.g. "[Errno 98] Address already in use") where ``host:port`` cannot be bound,
+    before gRPC tries: gRPC core logs its own failure on stderr first (an "E1207 ... add_port.cc"
+    line above serve's one error line) and says only "Failed to bind". SO_REUSEADDR as gRPC sets
+    it, so a port left in TIME_WAIT by a restart is not taken for one in use."""
+    if port == 0:
+        return
+    for family, kind, proto, _, addr in socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                                                            flags=socket.AI_PASSIVE):
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(addr)

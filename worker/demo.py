@@ -104,6 +104,8 @@ def run_local_demo(cfg: WorkerConfig, opts: DemoOptions, out: TextIO) -> int:
             stop.set()
             thread.join(30)
     missing = len(expected - set(got))
+    if player.error is not None:  # its input did not all reach Kafka: the missing are the player's
+        print(f"the demo's input could not be written: {player.error}", file=out, flush=True)
     print("\nsummary (median WINDOW offset per session vs the known offset):", file=out)
     for sid, off in truth.items():
         wins = [r for r in got.values() if r["session_id"] == sid and r["kind"] == "WINDOW"

@@ -52,6 +52,19 @@ _FLUSH_TIMEOUT_S = 10.0
 # partition waits for the fetcher's next round). So held or paused partitions count as behind, and
 # resumed ones too until a record of theirs is read or this long has passed.
 STALE_LAG_MS = 3000
+# the exit code of a shutdown that did not finish its work (the CLI's watchdog past
+# shutdown_timeout_ms exits with it too): the orchestrator sees it was not clean
+EXIT_UNFINISHED = 4
+# A partition of an open session that nothing was read from for this long, its cached lag 0, is
+# asked of the broker whether records wait (at most this often each): the cached watermark moves
+# only when a fetch answers, so after a freeze of the process or a broker outage it read 0 while
+# seconds of records waited, a silent stream was taken as stalled, jobs went out without its
+# input (LOW_QUALITY, a 0.95 window as 0.027) and its records were then dropped as late (a probe).
+SILENT_ASK_MS = 1000
+SILENT_ASK_TIMEOUT_S = 0.2
+# a poll-loop turn this much longer than its consume wait (the process was stopped or starved):
+# every lag is stale, so the lagging set is renewed before the turn's records are handled
+LOOP_GAP_S = 1.0
 # one batch (at most max_batch_size jobs of tens of ms each) scoring this long means a hung scorer
 SCORING_STUCK_S = 120.0
 
@@ -166,6 +179,10 @@ class Worker:
         # partitions the worker resumed (from a hold or a pause), until a record of theirs is read:
         # their lag is stale meanwhile (lagging_partitions)
         self._resumed_at_ms: dict[TP, int] = {}
+        # when a record of each partition was last read, and when a silent one was last asked of
+        # the broker (SILENT_ASK_MS)
+        self._last_read_ms: dict[TP, int] = {}
+        self._asked_at_ms: dict[TP, int] = {}
         # ROI references already read of records kept back for the next turn (behind one not read
         # yet), by (topic, partition, offset): not read twice
         self._refs_read: dict[tuple[str, int, int], tuple[Any, Any]] = {}
@@ -181,6 +198,9 @@ class Worker:
         self._assigned_once = False
         self._warm = False
         self._stopping = False
+        # a shutdown that left signals undelivered or scoring unfinished (nothing is lost: their
+        # input is not committed, the next owner reads it again) exits with this code, not 0
+        self.exit_code = 0
         self._http: HealthServer | None = None
         self.published = 0
         self.dead_lettered = 0
@@ -213,10 +233,12 @@ class Worker:
                 and self.healthy())
 
     def run(self, stop: threading.Event) -> int:
-        """The poll loop; returns 0 after a clean shutdown."""
+        """The poll loop; returns 0 after a clean shutdown, EXIT_UNFINISHED after one that left
+        signals undelivered or batches unscored (a broker that stopped answering)."""
         log.info("worker starting", scorer=self.scorer.name, config=self.cfg.redacted())
         k = self.cfg.kafka
         last_tick = last_commit = last_lag = self.clock_ms()
+        last_consumed = time.monotonic()
         try:
             self._check_input_partitions(stop)
             self._warm_up()
@@ -238,7 +260,12 @@ class Worker:
                 t_consumed = time.monotonic()
                 now = self.clock_ms()
                 self._lag_now = None
-                self._fetched(msgs)
+                self._fetched(msgs, now)
+                if t_consumed - last_consumed - timeout_s > LOOP_GAP_S:
+                    # stopped or starved for seconds: the records that came meanwhile may not be
+                    # fetched yet, and this turn's would be handled against the set of before
+                    self.joiner.set_lagging(self._lagging(now))
+                last_consumed = t_consumed
                 jobs = self._handle_batch(msgs, now)
                 # after the batch: its records are consumed (no longer lag) and now handled too
                 self._lag_now = None
@@ -266,7 +293,7 @@ class Worker:
                               "records": len(msgs)}
         finally:
             self._shutdown()
-        return 0
+        return self.exit_code
 
     def _warm_up(self) -> None:
         """Score one BLOCK- and one WINDOW-sized dummy job on the scoring thread before taking
@@ -360,6 +387,7 @@ class Worker:
             left = self.producer.close(_FLUSH_TIMEOUT_S)
             if left:
                 log.error("records not delivered at shutdown", pending=left)
+                self.exit_code = EXIT_UNFINISHED
             if self._http is not None:
                 self._http.stop()
             log.info("worker stopped", published=self.published, dead_lettered=self.dead_lettered)
@@ -368,6 +396,8 @@ class Worker:
         """Everything scored so far published and committed (rebalance and shutdown)."""
         if not self.stage.drain(_DRAIN_TIMEOUT_S):
             log.error("scoring did not drain in time", backlog=self.stage.backlog())
+            if self._stopping:
+                self.exit_code = EXIT_UNFINISHED
         self._publish_results()
         self.commit(synchronous=True)
 
@@ -543,12 +573,34 @@ class Worker:
         for tp in tps:
             self._resumed_at_ms[tp] = now
 
-    def _fetched(self, msgs: list[Any]) -> None:
+    def _fetched(self, msgs: list[Any], now: int) -> None:
         """Records read from Kafka (not the ones kept back): their partitions' lag is fresh again
-        (a fetch answered, with the high watermark)."""
-        if self._resumed_at_ms:
-            for msg in msgs:
-                self._resumed_at_ms.pop((msg.topic(), msg.partition()), None)
+        (a fetch answered, with the high watermark), and they are not silent."""
+        for tp in {(msg.topic(), msg.partition()) for msg in msgs}:
+            self._last_read_ms[tp] = now
+            self._resumed_at_ms.pop(tp, None)
+
+    def _ask_silent(self, lag: Mapping[TP, int | None], now: int) -> None:
+        """Ask the broker about the partitions of open sessions that read 0 lag from the cache but
+        that nothing was read from for SILENT_ASK_MS (each at most that often): one found behind,
+        or not answered for, counts as stale (_resumed) until a record of it is read."""
+        open_partitions = {st.partition for st in self.joiner.sessions.values()}
+        if not open_partitions:
+            return
+        due = [tp for tp, behind in lag.items()
+               if behind == 0 and tp[1] in open_partitions
+               and now - self._last_read_ms.get(tp, now - SILENT_ASK_MS) >= SILENT_ASK_MS
+               and now - self._asked_at_ms.get(tp, now - SILENT_ASK_MS) >= SILENT_ASK_MS]
+        if not due:
+            return
+        for tp in due:
+            self._asked_at_ms[tp] = now
+        behind = {tp for tp, unread in self.consumer.unread(due, SILENT_ASK_TIMEOUT_S).items() if unread is not False}
+        news = behind - set(self._resumed_at_ms)  # (said once, not every second of an outage)
+        self._resumed(behind, now)
+        if news:
+            log.info("silent input partitions have unread records, or the broker did not answer: "
+                     "not taken as stalled", partitions=sorted(f"{t}[{p}]" for t, p in news))
 
     def _partner_position(self, tp: TP) -> int | None:
         """How far (Kafka time) ``tp``'s partner partition has got: the timestamp of its next
@@ -614,7 +666,9 @@ class Worker:
         """Input partitions with unread records, or whose lag is not known yet (local calls, but a
         failed start query is asked of the broker again at most every 10 s: InputConsumer.lag), or
         stale: held or paused by the worker, or resumed and not read from yet (lagging_partitions)."""
-        tps = lagging_partitions(self.consumer.lag(), self._stopped(), self.consumer.paused, self._resumed_at_ms, now)
+        lag = self.consumer.lag()
+        self._ask_silent(lag, now)
+        tps = lagging_partitions(lag, self._stopped(), self.consumer.paused, self._resumed_at_ms, now)
         return {(Stream.AUDIO if topic == self.audio_topic else Stream.VIDEO, partition) for topic, partition in tps}
 
     def _activity_ms(self, now: int) -> int:
@@ -823,6 +877,8 @@ class Worker:
             self._retry_at_ms.pop(tp, None)
             self._registry_waiting.pop(tp, None)
             self._resumed_at_ms.pop(tp, None)
+            self._last_read_ms.pop(tp, None)
+            self._asked_at_ms.pop(tp, None)
             self._first_ts.pop(tp, None)
             self._last_ts.pop(tp, None)
         if self._refs_read:

@@ -139,7 +139,9 @@ def _stop_on_signals(stop: threading.Event, deadline_s: float | None = None,
 
         get_logger("worker").error("shutdown took too long: exiting without finishing it",
                                    deadline_s=deadline_s)
-        exit_now(4)
+        from worker.app import EXIT_UNFINISHED
+
+        exit_now(EXIT_UNFINISHED)
 
     def handler(signum: int, _frame: Any) -> None:
         if not stop.is_set() and deadline_s is not None:

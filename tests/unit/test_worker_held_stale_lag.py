@@ -64,6 +64,8 @@ class _Consumer:
         self.paused = False
         self.now = 0
         self._resumed_at: dict = {}
+        self.down = False  # the broker does not answer: no fetch, no watermark query
+        self.fetch_from: dict = {}  # tp -> the time its first fetch answers (after an outage, a freeze)
 
     @property
     def held(self) -> set:
@@ -85,10 +87,12 @@ class _Consumer:
 
     def fetch(self, most: int = 500) -> list:
         out: list = []
-        if self.paused:
+        if self.paused or self.down:
             return out
         for tp in sorted(self.assigned - self._held):
             if self.now - self._resumed_at.get(tp, self.now - self.FETCH_MS) < self.FETCH_MS:
+                continue
+            if self.now < self.fetch_from.get(tp, self.now):
                 continue
             log = self.logs[tp]
             self.high_seen[tp] = len(log)
@@ -99,6 +103,10 @@ class _Consumer:
 
     def lag(self) -> dict:
         return {tp: max(0, self.high_seen[tp] - self.position[tp]) for tp in self.assigned}
+
+    def unread(self, tps: list, timeout_s: float) -> dict:
+        """The broker's own answer (InputConsumer.unread): None while it is down."""
+        return {tp: None if self.down else len(self.logs[tp]) > self.position[tp] for tp in tps}
 
     def close(self) -> None:
         pass
@@ -154,7 +162,7 @@ def test_a_registry_outage_on_one_topic_loses_no_frames(rig) -> None:
         # one turn of Worker.run
         msgs = consumer.fetch()
         worker._lag_now = None
-        worker._fetched(msgs)
+        worker._fetched(msgs, now)
         jobs += worker._handle_batch(msgs, now)
         worker._lag_now = None
         jobs += worker._handle_batch(worker._release_held(now), now)
@@ -198,7 +206,7 @@ def test_the_worker_counts_what_it_holds_pauses_and_resumes_as_lagging(rig) -> N
     worker.stage.backlog = lambda: 0
     worker._backpressure()  # resumed: stale until a fetch answers
     assert not consumer.paused and _lagging(worker, now + 10) == {(Stream.AUDIO, 0), (Stream.VIDEO, 0)}
-    worker._fetched([_Msg("a", 0, b"", now)])  # a record of the audio partition came: its lag is fresh
+    worker._fetched([_Msg("a", 0, b"", now)], now)  # a record of the audio partition came: its lag is fresh
     assert _lagging(worker, now + 10) == {(Stream.VIDEO, 0)}
     assert _lagging(worker, now + STALE_LAG_MS) == set()
 
@@ -213,3 +221,83 @@ def test_a_revoke_forgets_the_alignment_positions_of_its_partitions(rig):
         worker._last_ts[tp] = 40_000
     worker._forget([("a", 0), ("r", 0)])
     assert worker._last_ts == {} and worker._first_ts == {}
+
+
+def _live_session(worker: Worker, clock: dict, seconds: int, outage: tuple[int, int] | None = None,
+                  freeze: tuple[int, int] | None = None, roi_late_ms: int = 800,
+                  frames_until_ms: int | None = None) -> list:
+    """One live session (30 fps frames, 40 ms chunks, plain registry ids) through Worker.run's turn
+    steps every 50 ms. ``outage`` (from, to) ms after the start: the broker answers nothing and
+    the producers' records wait for it; ``freeze``: no turn runs (the process was stopped) while
+    the records keep coming. After either, the ROI partition's first fetch answers ``roi_late_ms``
+    after the audio's (librdkafka fetches the partitions on their own schedules).
+    ``frames_until_ms``: the ROI producer dies then."""
+    from worker.app import LOOP_GAP_S
+
+    consumer: _Consumer = worker.consumer
+    fps = 30
+    t0 = clock["ms"]
+    frames = [(t0 + k * 1000 // fps, k) for k in range(fps * seconds)
+              if frames_until_ms is None or k * 1000 // fps < frames_until_ms]
+    chunks = [(t0 + (s + 1) * 40, s) for s in range(seconds * 25)]
+    jobs: list = []
+    last_tick = last_turn = t0
+    for now in range(t0, t0 + seconds * 1000 + 4000, 50):
+        clock["ms"] = consumer.now = now
+        down = outage is not None and t0 + outage[0] <= now < t0 + outage[1]
+        frozen = freeze is not None and t0 + freeze[0] <= now < t0 + freeze[1]
+        if consumer.down and not down or (freeze is not None and now == t0 + freeze[1]):
+            consumer.fetch_from[ROI] = now + roi_late_ms
+        consumer.down = down
+        while not down and frames and frames[0][0] <= now:
+            ts, k = frames.pop(0)
+            consumer.logs[ROI].append(_Msg("r", len(consumer.logs[ROI]), _framed("RoiRef", 2, {
+                "session_id": "s1", "frame_index": k, "pts_ms": 1000 * k // fps, "fps": float(fps),
+                "roi": {"width": 16, "height": 16, "format": "GRAY8", "data": bytes(256)}}), ts))
+        while not down and chunks and chunks[0][0] <= now:
+            ts, s = chunks.pop(0)
+            consumer.logs[AUDIO].append(_Msg("a", len(consumer.logs[AUDIO]), _framed("AudioChunk", 1, {
+                "session_id": "s1", "seq": s, "start_sample": 640 * s, "sample_rate": 16000, "channels": 1,
+                "encoding": "PCM_S16LE", "data": bytes(1280)}), ts))
+        if frozen:
+            continue
+        # one turn of Worker.run
+        msgs = consumer.fetch()
+        worker._lag_now = None
+        worker._fetched(msgs, now)
+        if (now - last_turn) / 1000.0 - 0.05 > LOOP_GAP_S:  # as run() renews the set after a gap
+            worker.joiner.set_lagging(_lagging(worker, now))
+        last_turn = now
+        jobs += worker._handle_batch(msgs, now)
+        worker._lag_now = None
+        jobs += worker._handle_batch(worker._release_held(now), now)
+        if now - last_tick >= 250:
+            last_tick = now
+            worker.joiner.set_lagging(_lagging(worker, now))
+            jobs += worker.joiner.tick(worker._activity_ms(now))
+    assert consumer.position == {tp: len(log) for tp, log in consumer.logs.items()}  # all read
+    return jobs
+
+
+@pytest.mark.parametrize("fault", ["outage", "freeze"])
+def test_a_broker_outage_or_a_frozen_worker_loses_no_input(rig, fault) -> None:
+    """A probe: after a 6-s broker outage (shorter than the session timeout, so no rebalance) or a
+    5-s SIGSTOP of the worker, the cached watermarks read 0 lag while seconds of records waited;
+    the partition fetched second was taken as a stalled stream, 8-32 of 204 signals went out
+    without its input and 46-278 records were then dropped as late. The partitions of open
+    sessions that go silent are now asked of the broker (InputConsumer.unread)."""
+    worker, _registries, clock = rig
+    jobs = _live_session(worker, clock, 16, **({"outage": (5000, 11000)} if fault == "outage"
+                                               else {"freeze": (5000, 10000)}))
+    counters = worker.joiner.counters
+    assert counters["dropped_late"] == 0, dict(counters)
+    assert len(jobs) > 20 and [j for j in jobs if j.frames_missing or j.audio_missing_ms] == []
+
+
+def test_a_stream_that_really_stopped_is_still_taken_as_stalled(rig) -> None:
+    """The broker answers that nothing waits on the silent ROI partition (its producer died): the
+    session goes on being reported on its audio, as before (the asking must not hold it forever)."""
+    worker, _registries, clock = rig
+    jobs = _live_session(worker, clock, 10, frames_until_ms=4000)
+    late = [j for j in jobs if j.frames_missing]
+    assert late and all(j.frame_start >= 4000 * 30 // 1000 - 30 for j in late), "a dead ROI stream is stalled"

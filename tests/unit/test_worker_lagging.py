@@ -17,5 +17,6 @@ class _Consumer:
 
 
 def test_partitions_behind_or_not_known_yet_count_as_lagging():
-    worker = SimpleNamespace(consumer=_Consumer(), audio_topic="audio", _stopped=set, _resumed_at_ms={})
+    worker = SimpleNamespace(consumer=_Consumer(), audio_topic="audio", _stopped=set, _resumed_at_ms={},
+                             _ask_silent=lambda lag, now: None)  # (no open session to ask about)
     assert Worker._lagging(worker, 0) == {(Stream.AUDIO, 1), (Stream.VIDEO, 0)}

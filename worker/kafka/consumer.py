@@ -294,5 +294,28 @@ class InputConsumer:
             out[key] = None if position is None or high < 0 else max(0, high - position)
         return out
 
+    def unread(self, tps: list[TP], timeout_s: float) -> dict[TP, bool | None]:
+        """Whether records wait past the position of each of ``tps``, asked of the broker (its
+        high watermark now, not the cached one, which only a fetch that answers moves: after a
+        process freeze or a broker outage it reads 0 lag while seconds of records wait). None:
+        the broker did not answer; after the first such, the rest are None without asking (each
+        would block the poll loop for ``timeout_s`` too)."""
+        out: dict[TP, bool | None] = {}
+        answering = True
+        for tp in self._consumer.position([TopicPartition(t, p) for t, p in tps]):
+            key = (tp.topic, tp.partition)
+            position = tp.offset if tp.offset >= 0 else self._start.get(key)
+            if not answering or position is None:
+                out[key] = None
+                continue
+            try:
+                _, high = self._consumer.get_watermark_offsets(tp, timeout=timeout_s, cached=False)
+            except KafkaException:
+                answering = False
+                out[key] = None
+                continue
+            out[key] = high > position
+        return out
+
     def close(self) -> None:
         self._consumer.close()

@@ -260,11 +260,7 @@ class Worker:
                 t_consumed = time.monotonic()
                 now = self.clock_ms()
                 self._lag_now = None
-                self._fetched(msgs, now)
-                if t_consumed - last_consumed - timeout_s > LOOP_GAP_S:
-                    # stopped or starved for seconds: the records that came meanwhile may not be
-                    # fetched yet, and this turn's would be handled against the set of before
-                    self.joiner.set_lagging(self._lagging(now))
+                self._consumed(msgs, t_consumed - last_consumed - timeout_s, now)
                 last_consumed = t_consumed
                 jobs = self._handle_batch(msgs, now)
                 # after the batch: its records are consumed (no longer lag) and now handled too
@@ -573,6 +569,14 @@ class Worker:
         for tp in tps:
             self._resumed_at_ms[tp] = now
 
+    def _consumed(self, msgs: list[Any], late_s: float, now: int) -> None:
+        """A consume came back with ``msgs``, ``late_s`` seconds later than its wait allows."""
+        self._fetched(msgs, now)
+        if late_s > LOOP_GAP_S:
+            # stopped or starved for seconds: the records that came meanwhile may not be fetched
+            # yet, and this turn's would be handled against the lagging set of before
+            self.joiner.set_lagging(self._lagging(now))
+
     def _fetched(self, msgs: list[Any], now: int) -> None:
         """Records read from Kafka (not the ones kept back): their partitions' lag is fresh again
         (a fetch answered, with the high watermark), and they are not silent."""
@@ -585,10 +589,11 @@ class Worker:
         that nothing was read from for SILENT_ASK_MS (each at most that often): one found behind,
         or not answered for, counts as stale (_resumed) until a record of it is read."""
         open_partitions = {st.partition for st in self.joiner.sessions.values()}
-        if not open_partitions:
-            return
+        if not open_partitions or self.consumer.paused:
+            return  # (paused, held: counted as lagging already, nothing to ask)
+        stopped = self._stopped()
         due = [tp for tp, behind in lag.items()
-               if behind == 0 and tp[1] in open_partitions
+               if behind == 0 and tp[1] in open_partitions and tp not in stopped
                and now - self._last_read_ms.get(tp, now - SILENT_ASK_MS) >= SILENT_ASK_MS
                and now - self._asked_at_ms.get(tp, now - SILENT_ASK_MS) >= SILENT_ASK_MS]
         if not due:

@@ -99,7 +99,7 @@ def run_local_demo(cfg: WorkerConfig, opts: DemoOptions, out: TextIO) -> int:
             print("interrupted", file=out)
         finally:
             player.stop_event.set()
-            player.join(30)
+            player.join(35)  # past its own 30-s flush: its error is set by then
             reader.close()
             stop.set()
             thread.join(30)

@@ -88,3 +88,27 @@ def test_a_paused_consumer_takes_its_partitions_under_the_cooperative_protocol_t
         assert len(_read(consumer, 4)) == 4
     finally:
         consumer.close()
+
+
+def test_unread_asks_the_broker_where_the_cached_lag_is_stale(
+        kafka_bootstrap: str, unique_topic: Callable[[str], str]) -> None:
+    """InputConsumer.unread, one ListOffsets request: records written to a paused partition wait,
+    asked of the broker at once (the cached watermark moves only when a fetch answers); one read to
+    its end has none; before anything is read it counts from where reading starts."""
+    audio, roi = unique_topic("audio"), unique_topic("roi")
+    ensure_topics(kafka_bootstrap, {audio: 1, roi: 1})
+    _produce(kafka_bootstrap, audio, 2)
+    consumer = InputConsumer({"bootstrap.servers": kafka_bootstrap}, f"g-{uuid.uuid4().hex[:8]}", (audio, roi))
+    try:
+        consumer.pause_all()
+        assert _assigned(consumer, 2) == []
+        tps = [(audio, 0), (roi, 0)]
+        assert consumer.unread(tps, 10.0) == {(audio, 0): True, (roi, 0): False}  # nothing read yet
+        consumer.resume_all()
+        assert len(_read(consumer, 2)) == 2
+        assert consumer.unread(tps, 10.0) == {(audio, 0): False, (roi, 0): False}
+        consumer.pause_all()
+        _produce(kafka_bootstrap, roi, 4)
+        assert consumer.unread(tps, 10.0) == {(audio, 0): False, (roi, 0): True}
+    finally:
+        consumer.close()

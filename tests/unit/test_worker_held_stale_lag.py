@@ -232,8 +232,6 @@ def _live_session(worker: Worker, clock: dict, seconds: int, outage: tuple[int, 
     the records keep coming. After either, the ROI partition's first fetch answers ``roi_late_ms``
     after the audio's (librdkafka fetches the partitions on their own schedules).
     ``frames_until_ms``: the ROI producer dies then."""
-    from worker.app import LOOP_GAP_S
-
     consumer: _Consumer = worker.consumer
     fps = 30
     t0 = clock["ms"]
@@ -264,9 +262,7 @@ def _live_session(worker: Worker, clock: dict, seconds: int, outage: tuple[int, 
         # one turn of Worker.run
         msgs = consumer.fetch()
         worker._lag_now = None
-        worker._fetched(msgs, now)
-        if (now - last_turn) / 1000.0 - 0.05 > LOOP_GAP_S:  # as run() renews the set after a gap
-            worker.joiner.set_lagging(_lagging(worker, now))
+        worker._consumed(msgs, (now - last_turn - 50) / 1000.0, now)  # (a turn's wait: 50 ms)
         last_turn = now
         jobs += worker._handle_batch(msgs, now)
         worker._lag_now = None

@@ -40,3 +40,10 @@ def test_a_shutdown_that_left_records_undelivered_exits_with_the_unfinished_code
     assert EXIT_UNFINISHED == 4  # the code the docs and the shutdown watchdog give
     assert _shut_down(left=0) == 0
     assert _shut_down(left=3) == EXIT_UNFINISHED
+
+
+def test_a_shutdown_whose_scoring_did_not_drain_exits_with_the_unfinished_code(monkeypatch):
+    worker = offline_worker(FakeScorer(), HoldingConsumer(), _Producer(0))
+    monkeypatch.setattr(worker.stage, "drain", lambda _timeout_s: False)  # a batch still scoring
+    worker._shutdown()
+    assert worker.exit_code == EXIT_UNFINISHED

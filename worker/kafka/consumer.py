@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_END, Consumer, KafkaError, KafkaException, TopicPartition
 
 from worker.kafka.logs import with_logger
 
@@ -295,26 +295,26 @@ class InputConsumer:
         return out
 
     def unread(self, tps: list[TP], timeout_s: float) -> dict[TP, bool | None]:
-        """Whether records wait past the position of each of ``tps``, asked of the broker (its
-        high watermark now, not the cached one, which only a fetch that answers moves: after a
-        process freeze or a broker outage it reads 0 lag while seconds of records wait). None:
-        the broker did not answer; after the first such, the rest are None without asking (each
-        would block the poll loop for ``timeout_s`` too)."""
+        """Whether records wait past the position of each of ``tps``, asked of the broker in one
+        request (its end offsets now, not the cached watermarks, which only a fetch that answers
+        moves: after a process freeze or a broker outage they read 0 lag while seconds of records
+        wait). None: not known (the broker did not answer within ``timeout_s``, or nothing was
+        read there and where reading starts is not known). One ListOffsets request for all: one
+        watermark query per partition took about 12 ms each here, 0.8 s for 64 (a review)."""
+        if not tps:
+            return {}
+        try:
+            ends = self._consumer.offsets_for_times([TopicPartition(t, p, OFFSET_END) for t, p in tps],
+                                                    timeout=timeout_s)
+        except KafkaException:
+            return {tp: None for tp in tps}
+        end_of = {(e.topic, e.partition): e.offset for e in ends if e.error is None and e.offset >= 0}
         out: dict[TP, bool | None] = {}
-        answering = True
         for tp in self._consumer.position([TopicPartition(t, p) for t, p in tps]):
             key = (tp.topic, tp.partition)
             position = tp.offset if tp.offset >= 0 else self._start.get(key)
-            if not answering or position is None:
-                out[key] = None
-                continue
-            try:
-                _, high = self._consumer.get_watermark_offsets(tp, timeout=timeout_s, cached=False)
-            except KafkaException:
-                answering = False
-                out[key] = None
-                continue
-            out[key] = high > position
+            end = end_of.get(key)
+            out[key] = None if position is None or end is None else end > position
         return out
 
     def close(self) -> None:

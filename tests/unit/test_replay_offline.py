@@ -169,12 +169,13 @@ def test_replay_reads_the_clusters_wire_format():
 def test_the_table_lists_each_bad_record_with_its_reason(capsys):
     import argparse
 
-    from worker.replay.cli import _write
+    from worker.replay.cli import _print_summary, _write
 
     summary = {"sessions": {"s": {"records": 3, "bad_records": 1, "signals": 0, "kinds": {}, "labels": {},
                                   "median_window_offset_ms": None}},
                "bad_records": [{"topic": "av.roi-refs", "partition": 2, "offset": 41, "reason": "decode: truncated"}]}
-    _write(argparse.Namespace(out=None, json=False), [], summary)
+    _write(argparse.Namespace(out=None, json=False), [])
+    _print_summary(argparse.Namespace(out=None, json=False), summary)
     out = capsys.readouterr().out
     assert "1 bad" in out and "bad record av.roi-refs [2] @41: decode: truncated" in out
 
@@ -260,6 +261,43 @@ def test_a_session_still_open_when_read_leaves_out_what_the_live_worker_had_not_
     # with end markers the session is over whenever it is read
     ended = recorded("s-open", 40.0, ts_base_ms=base)
     assert not _replayed("s-open", ended[AUDIO], ended[ROI], read_at_ms=newest + 50).still_open
+
+
+def test_compare_of_a_session_still_open_leaves_out_what_the_live_worker_published_after_the_read():
+    """--compare reads the signal topic after the replay, when the live worker has published the
+    session's later jobs too: they were counted 'only published' (a review: 15 of them)."""
+    from worker.replay.order import in_replayed_range
+
+    base = 1_700_000_000_000
+    rec = recorded("s-later", 40.0, seconds=6.0, ts_base_ms=base, end_markers=False)
+    whole = _replayed("s-later", rec[AUDIO], rec[ROI]).signals  # what the live worker publishes in the end
+    read = {st: [r for r in recs if r.timestamp_ms <= base + 3000] for st, recs in rec.items()}
+    part = _replayed("s-later", read[AUDIO], read[ROI], read_at_ms=base + 3050)
+    assert part.still_open and part.last_frame is not None
+    published = in_replayed_range(whole, {"s-later": part.first_frame}, part.unfinished,
+                                  {"s-later": part.last_frame})
+    cmp = compare_signals(part.signals, published)
+    assert cmp["only_published"] == 0 and cmp["only_replayed"] == 0 and cmp["matched"] == len(part.signals) > 0, cmp
+    # a producer clock ahead of the reader's: not known to be open, flushed as a session cut short
+    ahead = _replayed("s-later", read[AUDIO], read[ROI], read_at_ms=base + 1000)
+    assert not ahead.still_open and not ahead.unfinished
+
+
+def test_only_a_session_whose_records_begin_where_the_log_was_cut_has_lost_its_start():
+    """After retention every partition's log begins past offset 0: a session that began later
+    (its first frame index not 0, say, ROIs from when a face was first found) was taken as cut
+    too, its first jobs left out (a review)."""
+    from worker.replay.source import CUT_SLACK_MS, RecordedSessions
+
+    def rec(sid: str, ts: int | None, offset: int) -> Recorded:
+        return Recorded(ROI, sid.encode(), b"", Source("r", 0, offset), ts)
+
+    out = RecordedSessions(trimmed={("r", 0)}, first_ts_ms={("r", 0): 5_000})
+    out.add(rec("cut", 5_000 + 40, 101), "cut")  # streaming when the log was cut
+    out.add(rec("later", 5_000 + CUT_SLACK_MS + 1, 160), "later")  # began after the cut
+    out.add(rec("unstamped", None, 170), "unstamped")  # no timestamp: it may have been cut
+    assert [out.start_cut(sid) for sid in ("cut", "later", "unstamped")] == [True, False, True]
+    assert not RecordedSessions(by_session=out.by_session).start_cut("cut")  # a log never trimmed
 
 
 def _one_session_recorded(session_id: str = "s-cfg"):

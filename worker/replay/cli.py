@@ -155,13 +155,14 @@ def run(args) -> int:
                 continue  # not a signal: nothing to compare with
         # only what the replay answers for: the jobs of its range, less those left out
         published = in_replayed_range(published, {r.session_id: r.first_frame for r in results},
-                                      [sid for r in results for sid in (*r.left_out, *r.unfinished)])
+                                      [sid for r in results for sid in (*r.left_out, *r.unfinished)],
+                                      {r.session_id: r.last_frame for r in results})
         summary["compare"] = {"topic": compare_topic, **compare_signals(signals, published)}
-    if args.to_topic:
-        summary["published_to"] = args.to_topic
-    _write(args, signals, summary)
-    if args.to_topic:  # last: nothing is published by a replay that then fails
+    _write(args, signals)
+    if args.to_topic:  # after what could fail: nothing is published by a replay that then fails
         _publish(cfg, args.to_topic, signals)
+        summary["published_to"] = args.to_topic
+    _print_summary(args, summary)  # last: it says what was published
     return 0
 
 
@@ -252,7 +253,7 @@ def _replay_all(cfg, args, scorer, recorded, read_at_ms: int | None = None) -> l
     try:
         return [replayer.replay(sid, streams.get("audio", []), streams.get("roi", []),
                                 since_ms=getattr(args, "since_ms", None),
-                                log_trimmed=recorded.log_trimmed(sid), read_at_ms=read_at_ms)
+                                log_trimmed=recorded.start_cut(sid), read_at_ms=read_at_ms)
                 for sid, streams in sorted(recorded.by_session.items())]
     finally:
         replayer.close()
@@ -285,7 +286,8 @@ def _publish(cfg, topic: str, signals: list[dict]) -> None:
                        + (f": {failed[0]}" if failed else ""))
 
 
-def _write(args, signals: list[dict], summary: dict) -> None:
+def _write(args, signals: list[dict]) -> None:
+    """The replayed signals: to --out as JSON lines, else (without --json) a table on stdout."""
     from worker.demo import format_row
 
     if args.out:
@@ -300,6 +302,9 @@ def _write(args, signals: list[dict], summary: dict) -> None:
     elif not args.json:
         for s in signals:
             print(format_row(s))
+
+
+def _print_summary(args, summary: dict) -> None:
     for sid, s in summary["sessions"].items():
         off = s["median_window_offset_ms"]
         since = ""

@@ -71,6 +71,9 @@ class SessionReplay:
     still_open: bool = False  # open for the live worker when its records were read
     # the signal_ids of the jobs such a session's live worker had not finished then
     unfinished: list[str] = field(default_factory=list)
+    # such a session's last job start (replayed or unfinished): the live worker's later signals,
+    # published after the records were read, are not the replay's to answer for
+    last_frame: int | None = None
 
 
 class Replayer:
@@ -100,8 +103,8 @@ class Replayer:
         """Replay one session's records (each input in its partition's offset order). With
         ``since_ms`` (Unix ms) only the jobs from the session's first record written at or after
         it on (see the module docstring); ``audio`` and ``roi`` may begin before that.
-        ``log_trimmed``: its partitions' logs no longer begin at offset 0, so a session whose
-        records read begin past its start lost them. ``read_at_ms`` (Unix ms): when the records
+        ``log_trimmed``: its records begin where a trimmed log now begins (RecordedSessions.
+        start_cut), so if they begin past the session's start, that start was cut. ``read_at_ms`` (Unix ms): when the records
         were read, to tell a session still live then (module docstring)."""
         out = SessionReplay(session_id, records=len(audio) + len(roi))
         decoded = {name: self._decode(recs, out) for name, recs in ((AUDIO, audio), (ROI, roi))}
@@ -114,13 +117,15 @@ class Replayer:
         idle_ms = self.windowing.idle_timeout_ms + 1
         newest_ms = max((r.timestamp_ms for r in (*audio, *roi) if r.timestamp_ms is not None), default=None)
         if session_id in self.joiner.sessions and read_at_ms is not None and newest_ms is not None:
-            out.still_open = read_at_ms - newest_ms < idle_ms
+            # (a producer clock ahead of the reader's: not known to be open, flushed as before)
+            out.still_open = 0 <= read_at_ms - newest_ms < idle_ms
         if out.still_open:
             # where the live worker's clock stood when the records were read; what it had not
             # finished then is left out, not flushed
             jobs += self.joiner.tick(int(media_now) + max(0, read_at_ms - newest_ms))
             pending = self.joiner.tick(int(media_now) + idle_ms)
             out.unfinished = [signal_id(job.session_id, job.kind, job.frame_start) for job in pending]
+            out.last_frame = max((job.frame_start for job in (*jobs, *pending)), default=-1)
             for job in pending:
                 self.joiner.on_published(job)
         else:

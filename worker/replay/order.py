@@ -55,15 +55,20 @@ def media_start_ms(stream: str, record: Mapping[str, Any]) -> float | None:
 
 
 def in_replayed_range(published: Iterable[Mapping[str, Any]], first_frame: Mapping[str, int | None],
-                      left_out: Iterable[str] = ()) -> list[Mapping[str, Any]]:
+                      left_out: Iterable[str] = (), last_frame: Mapping[str, int | None] | None = None
+                      ) -> list[Mapping[str, Any]]:
     """The published signals a replay of part of the sessions answers for: of the sessions in
     ``first_frame`` (session -> first frame replayed, None for none), those starting there or
-    later, less the jobs ``left_out`` (their data began before the records read)."""
+    later, and (``last_frame``, for a session still open when read) at or before its last job,
+    less the jobs ``left_out`` (their data began before the records read, or came after)."""
     skip = set(left_out)
+    last_frame = last_frame or {}
     out = []
     for s in published:
-        first = first_frame.get(str(s.get("session_id")))
-        if first is not None and int(s.get("frame_start", 0)) >= first and str(s.get("signal_id")) not in skip:
+        sid, start = str(s.get("session_id")), int(s.get("frame_start", 0))
+        first, last = first_frame.get(sid), last_frame.get(sid)
+        if first is not None and start >= first and (last is None or start <= last) \
+                and str(s.get("signal_id")) not in skip:
             out.append(s)
     return out
 

@@ -17,6 +17,9 @@ from worker.kafka.logs import with_logger
 from worker.replay.order import Recorded
 from worker.windowing.events import Source
 
+# a session streaming when the log was cut has a record this soon after the cut on each input
+CUT_SLACK_MS = 1000
+
 
 class SourceError(Exception):
     """The recorded input cannot be read (a topic is missing, the broker does not answer)."""
@@ -32,11 +35,23 @@ class RecordedSessions:
     # (topic, partition) whose log no longer begins at offset 0 (retention, a delete): a session
     # on one of them may have lost its first records
     trimmed: set[tuple[str, int]] = field(default_factory=set)
+    # the Kafka timestamp of the first record read of each partition (where the log now begins)
+    first_ts_ms: dict[tuple[str, int], int | None] = field(default_factory=dict)
 
-    def log_trimmed(self, session_id: str) -> bool:
-        """Whether a partition the session's records sit on lost records from its start."""
-        return any((rec.source.topic, rec.source.partition) in self.trimmed
-                   for recs in self.by_session.get(session_id, {}).values() for rec in recs)
+    def start_cut(self, session_id: str) -> bool:
+        """Whether the session's records begin where a trimmed log now begins (within
+        CUT_SLACK_MS of the partition's first record): a session live when the log was cut lost
+        its start; one that began later, on a log cut long before, did not (a review: any session
+        on a trimmed partition whose first frame index was not 0 was taken as cut)."""
+        for recs in self.by_session.get(session_id, {}).values():
+            first = recs[0]
+            tp = (first.source.topic, first.source.partition)
+            if tp not in self.trimmed:
+                continue
+            log_ts = self.first_ts_ms.get(tp)
+            if first.timestamp_ms is None or log_ts is None or first.timestamp_ms - log_ts <= CUT_SLACK_MS:
+                return True
+        return False
 
     def add(self, rec: Recorded, session_id: str) -> None:
         streams = self.by_session.setdefault(session_id, {})
@@ -51,11 +66,12 @@ def read_recorded(client_config: Mapping[str, Any], topics: Mapping[str, str], s
     out = RecordedSessions()
     for msg in _read_to_end(client_config, list(topics.values()), since_ms, timeout_s, out.trimmed):
         out.read += 1
+        ts_type, ts = msg.timestamp()
+        out.first_ts_ms.setdefault((msg.topic(), msg.partition()), ts if ts_type != 0 and ts > 0 else None)
         key = msg.key()
         sid = key.decode("utf-8", "replace") if key is not None else ""
         if sessions is not None and sid not in sessions:
             continue
-        ts_type, ts = msg.timestamp()
         out.add(Recorded(stream_of[msg.topic()], key, msg.value(), Source(msg.topic(), msg.partition(), msg.offset()),
                          ts if ts_type != 0 and ts > 0 else None), sid)
     return out

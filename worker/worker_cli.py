@@ -240,8 +240,10 @@ def run_loadtest(args: argparse.Namespace) -> int:
             counts = [int(x) for x in args.sweep.split(",") if x.strip()]
         except ValueError:
             raise _cli_error(f"--sweep takes session counts separated by commas, got {args.sweep!r}") from None
-        if not counts or any(not 1 <= n <= 1000 for n in counts):
-            raise _cli_error("--sweep session counts must be within 1..1000")
+        if not counts:
+            raise _cli_error("--sweep names no session count")
+        for n in counts:
+            check_range("--sweep session count", n, 1, 1000)
     cfg = _load(args)
     opts = LoadtestOptions(sessions=args.sessions, seconds=args.seconds, fps=args.fps, chunk_ms=args.chunk_ms,
                            gray=not args.rgb, start_worker=not args.no_worker, margin_ms=args.margin_ms,

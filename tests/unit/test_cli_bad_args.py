@@ -27,6 +27,8 @@ from worker.cli import main
     (["eval-real", "--limit", "-1"], "--limit must be >= 0"),
     (["eval-real", "--threads", "99999"], "--threads must be within 1..256"),
     (["eval-synth", "--conditions", ","], "--conditions names none"),
+    (["loadtest", "--sweep", "1,0", "--seconds", "2"], "--sweep session count must be within 1..1000, got 0"),
+    (["loadtest", "--sweep", ",", "--seconds", "2"], "--sweep names no session count"),
     (["replay", "--session", "a", "--timeout-s", "nan"], "--timeout-s must be positive and at most 86400"),
 ])
 def test_a_bad_number_is_one_line_before_any_work(capsys, argv, says):

@@ -7,6 +7,7 @@ its traceback, never sent)."""
 
 from __future__ import annotations
 
+import errno
 import logging
 import socket
 import threading
@@ -135,14 +136,24 @@ def make_grpc_server(service: ScoreService, host: str = "127.0.0.1", port: int =
 
 
 def _check_bindable(host: str, port: int) -> None:
-    """Raise OSError (e.g. "[Errno 98] Address already in use") where ``host:port`` cannot be bound,
+    """Raise OSError "[Errno 98] Address already in use" where another listener holds ``host:port``,
     before gRPC tries: gRPC core logs its own failure on stderr first (an "E1207 ... add_port.cc"
-    line above serve's one error line) and says only "Failed to bind". SO_REUSEADDR as gRPC sets
-    it, so a port left in TIME_WAIT by a restart is not taken for one in use."""
+    line above serve's one error line) and says only "Failed to bind". Only that case: gRPC binds
+    where any one of the host's addresses binds (``localhost`` as ::1 on a host without IPv6 is
+    gRPC's to judge), so other errors are left to it. SO_REUSEADDR as gRPC sets it, so a port
+    left in TIME_WAIT by a restart is not taken for one in use."""
     if port == 0:
         return
-    for family, kind, proto, _, addr in socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
-                                                            flags=socket.AI_PASSIVE):
-        with socket.socket(family, kind, proto) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            probe.bind(addr)
+    try:
+        addresses = socket.getaddrinfo(host.strip("[]") or None, port, type=socket.SOCK_STREAM,
+                                       flags=socket.AI_PASSIVE)
+    except OSError:
+        return  # a name gRPC resolves its own way ("[::]", "ipv4:...")
+    for family, kind, proto, _, addr in addresses:
+        try:
+            with socket.socket(family, kind, proto) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                probe.bind(addr)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise

@@ -133,6 +133,35 @@ def _lagging(worker: Worker, now: int) -> set:
     return worker._lagging(now)
 
 
+def _write_frame(consumer: _Consumer, ts: int, k: int, fps: int) -> None:
+    """Frame ``k`` of session s1 written to the ROI partition at Kafka time ``ts``."""
+    consumer.logs[ROI].append(_Msg("r", len(consumer.logs[ROI]), _framed("RoiRef", 2, {
+        "session_id": "s1", "frame_index": k, "pts_ms": 1000 * k // fps, "fps": float(fps),
+        "roi": {"width": 16, "height": 16, "format": "GRAY8", "data": bytes(256)}}), ts))
+
+
+def _write_chunk(consumer: _Consumer, ts: int, seq: int, schema_id: int) -> None:
+    """40-ms chunk ``seq`` of session s1 written to the audio partition under ``schema_id``."""
+    consumer.logs[AUDIO].append(_Msg("a", len(consumer.logs[AUDIO]), _framed("AudioChunk", schema_id, {
+        "session_id": "s1", "seq": seq, "start_sample": 640 * seq, "sample_rate": 16000, "channels": 1,
+        "encoding": "PCM_S16LE", "data": bytes(1280)}), ts))
+
+
+def _one_turn(worker: Worker, now: int, late_s: float, tick: bool) -> list:
+    """One turn of Worker.run: consume (``late_s`` past its wait), handle, release the held and,
+    every 250 ms (``tick``), renew the lagging set and tick the join. The jobs it made."""
+    msgs = worker.consumer.fetch()
+    worker._lag_now = None
+    worker._consumed(msgs, late_s, now)
+    jobs = worker._handle_batch(msgs, now)
+    worker._lag_now = None
+    jobs += worker._handle_batch(worker._release_held(now), now)
+    if tick:
+        worker.joiner.set_lagging(_lagging(worker, now))
+        jobs += worker.joiner.tick(worker._activity_ms(now))
+    return jobs
+
+
 def test_a_registry_outage_on_one_topic_loses_no_frames(rig) -> None:
     """One live session, 30 fps frames and 40 ms chunks in real time for 20 s; the audio topic's
     schema cannot be looked up from 3 s to 8 s of it."""
@@ -149,27 +178,13 @@ def test_a_registry_outage_on_one_topic_loses_no_frames(rig) -> None:
         clock["ms"] = consumer.now = now
         registries["AudioChunk"].down = t0 + 3000 <= now < t0 + 8000
         while frames and frames[0][0] <= now:
-            ts, k = frames.pop(0)
-            consumer.logs[ROI].append(_Msg("r", len(consumer.logs[ROI]), _framed("RoiRef", 2, {
-                "session_id": "s1", "frame_index": k, "pts_ms": 1000 * k // fps, "fps": float(fps),
-                "roi": {"width": 16, "height": 16, "format": "GRAY8", "data": bytes(256)}}), ts))
+            _write_frame(consumer, *frames.pop(0), fps)
         while chunks and chunks[0][0] <= now:
             ts, s = chunks.pop(0)
             # from 3 s on the audio producer writes with a schema id the worker has to look up
-            consumer.logs[AUDIO].append(_Msg("a", len(consumer.logs[AUDIO]), _framed("AudioChunk", 1 if s < 75 else 3, {
-                "session_id": "s1", "seq": s, "start_sample": 640 * s, "sample_rate": 16000, "channels": 1,
-                "encoding": "PCM_S16LE", "data": bytes(1280)}), ts))
-        # one turn of Worker.run
-        msgs = consumer.fetch()
-        worker._lag_now = None
-        worker._fetched(msgs, now)
-        jobs += worker._handle_batch(msgs, now)
-        worker._lag_now = None
-        jobs += worker._handle_batch(worker._release_held(now), now)
-        if now - last_tick >= 250:
-            last_tick = now
-            worker.joiner.set_lagging(_lagging(worker, now))
-            jobs += worker.joiner.tick(worker._activity_ms(now))
+            _write_chunk(consumer, ts, s, 1 if s < 75 else 3)
+        jobs += _one_turn(worker, now, 0.0, now - last_tick >= 250)
+        last_tick = now if now - last_tick >= 250 else last_tick
         if AUDIO in worker._last_ts and ROI in worker._last_ts:
             ahead_ms = max(ahead_ms, abs(worker._last_ts[AUDIO] - worker._last_ts[ROI]))
     assert consumer.position == {tp: len(log) for tp, log in consumer.logs.items()}  # all read
@@ -248,29 +263,14 @@ def _live_session(worker: Worker, clock: dict, seconds: int, outage: tuple[int, 
             consumer.fetch_from[ROI] = now + roi_late_ms
         consumer.down = down
         while not down and frames and frames[0][0] <= now:
-            ts, k = frames.pop(0)
-            consumer.logs[ROI].append(_Msg("r", len(consumer.logs[ROI]), _framed("RoiRef", 2, {
-                "session_id": "s1", "frame_index": k, "pts_ms": 1000 * k // fps, "fps": float(fps),
-                "roi": {"width": 16, "height": 16, "format": "GRAY8", "data": bytes(256)}}), ts))
+            _write_frame(consumer, *frames.pop(0), fps)
         while not down and chunks and chunks[0][0] <= now:
-            ts, s = chunks.pop(0)
-            consumer.logs[AUDIO].append(_Msg("a", len(consumer.logs[AUDIO]), _framed("AudioChunk", 1, {
-                "session_id": "s1", "seq": s, "start_sample": 640 * s, "sample_rate": 16000, "channels": 1,
-                "encoding": "PCM_S16LE", "data": bytes(1280)}), ts))
+            _write_chunk(consumer, *chunks.pop(0), 1)
         if frozen:
             continue
-        # one turn of Worker.run
-        msgs = consumer.fetch()
-        worker._lag_now = None
-        worker._consumed(msgs, (now - last_turn - 50) / 1000.0, now)  # (a turn's wait: 50 ms)
+        jobs += _one_turn(worker, now, (now - last_turn - 50) / 1000.0, now - last_tick >= 250)  # (waits 50 ms)
         last_turn = now
-        jobs += worker._handle_batch(msgs, now)
-        worker._lag_now = None
-        jobs += worker._handle_batch(worker._release_held(now), now)
-        if now - last_tick >= 250:
-            last_tick = now
-            worker.joiner.set_lagging(_lagging(worker, now))
-            jobs += worker.joiner.tick(worker._activity_ms(now))
+        last_tick = now if now - last_tick >= 250 else last_tick
     assert consumer.position == {tp: len(log) for tp, log in consumer.logs.items()}  # all read
     return jobs
 

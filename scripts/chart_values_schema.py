@@ -146,8 +146,13 @@ def chart_values(worker_config: dict[str, Any]) -> dict[str, Any]:
     return {
         "image": _obj({
             "repository": {"type": "string", "minLength": 1},
-            # a tag of digits must be quoted: YAML reads 1.10 as the number 1.1
-            "tag": {"type": "string"},
+            # a number is a tag too (--set image.tag=123 gives one, a values file's 20240101 too):
+            # rendered as the whole number; one that is not whole (YAML reads 1.10 as 1.1) is
+            # refused in _helpers.tpl, where the message can say what to do (helm does not print this)
+            "tag": {"type": ["string", "number"],
+                    "description": "default: the chart's appVersion. A number is rendered as a whole number "
+                    "(123, 20240101); quote a tag such as \"1.10\" (YAML reads it as the number 1.1) or pass "
+                    "it with --set-string image.tag=1.10"},
             "pullPolicy": {"enum": ["Always", "IfNotPresent", "Never"]},
         }),
         "kafka": _obj({"bootstrapServers": {"type": "string"}}),

@@ -296,15 +296,28 @@ _REFUSED_FOR_THE_CLUSTER = [
     ("serve.shutdownGraceSeconds=3600.5", "serve.shutdownGraceSeconds must be 0..3600"),
     # the probes and the metrics port follow worker.config.http: not an env override, not loopback
     (_ENV.format("SYNC_SCORER_HTTP__PORT", "9200"), "worker.extraEnv must not set SYNC_SCORER_HTTP__PORT"),
-    (_ENV.format("sync_scorer_http__host", "127.0.0.1"), "worker.extraEnv must not set sync_scorer_http__host"),
+    # the host may come from the env (the pod's IP: test_an_http_host_from_the_pod_ip_still_renders), not loopback
+    (_ENV.format("sync_scorer_http__host", "127.0.0.1"), "worker.extraEnv sync_scorer_http__host must not be a loopback"),
+    (_ENV.format("SYNC_SCORER_HTTP__HOST", "localhost"), "worker.extraEnv SYNC_SCORER_HTTP__HOST must not be a loopback"),
+    (_ENV.format("SYNC_SCORER_HTTP__HOST", "metrics.localhost"), "SYNC_SCORER_HTTP__HOST must not be a loopback"),
+    (_ENV.format("SYNC_SCORER_HTTP__HOST", "::1"), "SYNC_SCORER_HTTP__HOST must not be a loopback"),
+    (_ENV.format("SYNC_SCORER_HTTP__HOST", "::ffff:127.0.0.1"), "SYNC_SCORER_HTTP__HOST must not be a loopback"),
     (_ENV.format("SYNC_SCORER_HTTP", "{}"), "worker.extraEnv must not set SYNC_SCORER_HTTP:"),
     ("worker.config.http.host=127.0.0.1", "worker.config.http.host must not be a loopback address"),
     ("worker.config.http.host=127.0.1.1", "worker.config.http.host must not be a loopback address"),
     ("worker.config.http.host=localhost", "worker.config.http.host must not be a loopback address"),
     ("worker.config.http.host=::1", "worker.config.http.host must not be a loopback address"),
-    # KAFKA_BOOTSTRAP_SERVERS="" is unset to the worker: it dialled 127.0.0.1:9092 in the pod
+    # KAFKA_BOOTSTRAP_SERVERS="" is unset to the worker: with nothing else naming the brokers it
+    # dialled 127.0.0.1:9092 in the pod (test_brokers_named_elsewhere_still_render: the other sources)
     ("kafka.bootstrapServers=", "kafka.bootstrapServers must name the brokers"),
     ('json:kafka.bootstrapServers=" "', "kafka.bootstrapServers must name the brokers"),
+    (("kafka.bootstrapServers=", 'json:worker.extraEnv=[{"name": "KAFKA_BOOTSTRAP_SERVERS", "value": " "}]'),
+     "kafka.bootstrapServers must name the brokers"),
+    (("kafka.bootstrapServers=", 'json:worker.extraEnv=[{"name": "SYNC_SCORER_KAFKA", "value": "{\\"group_id\\": \\"g\\"}"}]'),
+     "kafka.bootstrapServers must name the brokers"),
+    # the ScaledObject's triggers take the brokers from kafka.bootstrapServers only
+    (("kafka.bootstrapServers=", "worker.config.kafka.bootstrap_servers=broker-0.kafka:9092", "worker.keda.enabled=true"),
+     "worker.keda needs kafka.bootstrapServers"),
     # credentials: the ConfigMap (and an env value) is plain text
     ("worker.config.kafka.librdkafka.sasl\\.password=hunter2",
      ("worker.config.kafka.librdkafka.sasl.password is a credential and would be plain text in the worker's "
@@ -334,7 +347,11 @@ _REFUSED_FOR_THE_CLUSTER = [
     ("worker.autoscaling.minReplicas=0", "at '/worker/autoscaling/minReplicas': minimum: got 0, want 1"),
     ("image.pullPolicy=Sometimes", "at '/image/pullPolicy': value must be one of 'Always', 'IfNotPresent', 'Never'"),
     ("worker.keda.lagThreshold=-5", "at '/worker/keda/lagThreshold': minimum: got -5, want 1"),
-    ("image.tag=110", "at '/image/tag': got number, want string"),
+    # a number that is not whole: YAML read the tag 1.10 as 1.1 (a whole one renders: test_a_numeric_image_tag_...)
+    ("json:image.tag=1.1", "image.tag 1.1 is a number, not the tag written (YAML reads 1.10 as 1.1): quote it in the "
+     "values file (tag: \"1.10\") or pass it with --set-string image.tag=1.10"),
+    ("json:image.tag=1e20", "image.tag 1e+20 is a number, not the tag written"),
+    ("json:image.tag=true", "at '/image/tag': got boolean, want number or string"),
     ("worker.podDisruptionBudget.maxUnavailable=half", "at '/worker/podDisruptionBudget/maxUnavailable'"),
     ("worker.terminationGracePeriodSeconds=-1", "at '/worker/terminationGracePeriodSeconds': minimum"),
     ("worker.replica=3", "at '/worker': additional properties 'replica' not allowed"),
@@ -343,7 +360,7 @@ _REFUSED_FOR_THE_CLUSTER = [
 
 @pytest.mark.parametrize("value, needle", _REFUSED_FOR_THE_CLUSTER)
 def test_values_that_break_in_the_cluster_fail_at_render_time(value, needle):
-    out = _render_as("rel", value)
+    out = _render_as("rel", *((value,) if isinstance(value, str) else value))
     assert out.returncode != 0 and needle in out.stderr, out.stderr
     message = [line for line in out.stderr.splitlines() if needle.splitlines()[0][:40] in line]
     assert len(message) == 1, out.stderr  # one line, naming the value
@@ -412,3 +429,115 @@ def test_the_charts_secret_markers_are_the_workers():
     for marker in _SECRET_KEY_MARKERS:  # and each is refused in worker.config
         out = _render_as("rel", f'json:worker.config.kafka.librdkafka={{"x.{marker}.y": "v"}}')
         assert out.returncode != 0 and "is a credential" in out.stderr, (marker, out.stderr)
+
+
+def _valid_docs(out: subprocess.CompletedProcess) -> dict[tuple[str, str], dict]:
+    """The rendered manifests, each valid Kubernetes (KEDA's CRD aside), by kind and name."""
+    import kubernetes_validate
+
+    assert out.returncode == 0, out.stderr
+    docs = [d for d in yaml.safe_load_all(out.stdout) if d]
+    for d in docs:
+        if d["kind"] != "ScaledObject":
+            kubernetes_validate.validate(d, K8S_VERSION, strict=True)
+    return _by_kind(docs)
+
+
+def _worker_container(docs: dict[tuple[str, str], dict]) -> dict:
+    return docs[("Deployment", "rel-sync-scorer-worker")]["spec"]["template"]["spec"]["containers"][0]
+
+
+_SECRET_BROKERS = {"secretKeyRef": {"name": "kafka", "key": "brokers"}}
+
+
+@pytest.mark.parametrize("sets", [
+    ("worker.config.kafka.bootstrap_servers=broker-0.kafka:9092",),
+    ('json:worker.extraEnv=[{"name": "KAFKA_BOOTSTRAP_SERVERS", "valueFrom": %s}]' % str(_SECRET_BROKERS).replace("'", '"'),),
+    ('json:worker.extraEnv=[{"name": "KAFKA_BOOTSTRAP_SERVERS", "valueFrom": {"configMapKeyRef": {"name": "kafka", '
+     '"key": "brokers"}}}]',),
+    ('json:worker.extraEnv=[{"name": "KAFKA_BOOTSTRAP_SERVERS", "value": "broker-0.kafka:9092"}]',),
+    ('json:worker.extraEnv=[{"name": "sync_scorer_kafka__bootstrap_servers", "valueFrom": %s}]'
+     % str(_SECRET_BROKERS).replace("'", '"'),),
+    ('json:worker.envFrom=[{"configMapRef": {"name": "kafka-env"}}]',),
+])
+def test_brokers_named_elsewhere_still_render(sets):
+    """An empty kafka.bootstrapServers is "unset" to the worker (KAFKA_BOOTSTRAP_SERVERS=""), so
+    the brokers may come from worker.config, an extraEnv variable (a Secret's, a ConfigMap's) or
+    envFrom: the chart refused each (a review). The pod then gets no KAFKA_BOOTSTRAP_SERVERS of
+    the chart's, which would win over the config file and over envFrom."""
+    docs = _valid_docs(_render_as("rel", "kafka.bootstrapServers=", *sets))
+    env = _worker_container(docs)["env"]
+    assert not [e for e in env if e.get("value") in ("", "kafka:9092")], env
+    assert [e["name"] for e in env].count("KAFKA_BOOTSTRAP_SERVERS") == sum("KAFKA_BOOTSTRAP_SERVERS" in s for s in sets)
+
+
+def test_brokers_from_the_worker_config_are_the_ones_the_worker_reads(tmp_path, monkeypatch):
+    from worker.config import load_config
+
+    docs = _valid_docs(_render_as("rel", "kafka.bootstrapServers=",
+                                  "worker.config.kafka.bootstrap_servers=broker-0.kafka:9092\\,broker-1.kafka:9092"))
+    c = _worker_container(docs)
+    assert "KAFKA_BOOTSTRAP_SERVERS" not in {e["name"] for e in c["env"]}
+    path = tmp_path / "config.yaml"
+    path.write_text(docs[("ConfigMap", "rel-sync-scorer-worker")]["data"]["config.yaml"])
+    monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)  # as in the pod
+    assert load_config(path).kafka.bootstrap_servers == "broker-0.kafka:9092,broker-1.kafka:9092"
+    # and the default still sets the variable, which wins over the file
+    default = _worker_container(_by_kind(_render()))
+    assert {"name": "KAFKA_BOOTSTRAP_SERVERS", "value": "kafka:9092"} in default["env"]
+
+
+def test_keda_with_kafka_bootstrap_servers_still_renders_its_brokers():
+    docs = _valid_docs(_render_as("rel", "worker.keda.enabled=true", "kafka.bootstrapServers=k1:9092\\,k2:9092",
+                                  "worker.config.kafka.bootstrap_servers=other:9092"))
+    scaled = [d for (kind, _), d in docs.items() if kind == "ScaledObject"]
+    assert [t["metadata"]["bootstrapServers"] for t in scaled[0]["spec"]["triggers"]] == ["k1:9092,k2:9092"] * 2
+
+
+@pytest.mark.parametrize("host", [{"valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}, {"value": "10.0.0.5"},
+                                  {"value": "0.0.0.0"}, {"value": "::"}])
+def test_an_http_host_from_the_pod_ip_still_renders(tmp_path, monkeypatch, host):
+    """SYNC_SCORER_HTTP__HOST from the pod's IP (the address the kubelet probes, which
+    worker.config cannot name) or any address not loopback: the chart refused every form (a
+    review). The env wins over the config file's host, a loopback one there included, and the port
+    stays the config's (the probes' and the Service's)."""
+    import json
+
+    from worker.config import load_config
+
+    env = json.dumps([{"name": "SYNC_SCORER_HTTP__HOST", **host}])
+    docs = _valid_docs(_render_as("rel", f"json:worker.extraEnv={env}", "worker.config.http.host=127.0.0.1"))
+    c = _worker_container(docs)
+    assert {"name": "SYNC_SCORER_HTTP__HOST", **host} in c["env"]
+    assert c["ports"] == [{"name": "metrics", "containerPort": 9108}]
+    path = tmp_path / "config.yaml"
+    path.write_text(docs[("ConfigMap", "rel-sync-scorer-worker")]["data"]["config.yaml"])
+    monkeypatch.setenv("SYNC_SCORER_HTTP__HOST", host.get("value", "10.1.2.3"))  # the kubelet fills status.podIP in
+    cfg = load_config(path)
+    assert cfg.http.host == host.get("value", "10.1.2.3") and cfg.http.port == 9108
+
+
+@pytest.mark.parametrize("how, tag", [("set", "123"), ("set", "0"), ("json", "20240101"), ("file", "20240101"),
+                                      ("file", "123.0"), ("set", "1.10"), ("file", '"1.10"')])
+def test_a_numeric_image_tag_still_renders_as_written(tmp_path, how, tag):
+    """--set image.tag=123 (an int64) rendered sync-scorer:123 and the schema then refused it (a
+    review); a values file's 20240101 is a float64, which toString prints as 2.0240101e+07."""
+    if how == "file":
+        values = tmp_path / "values.yaml"
+        values.write_text(f"image:\n  tag: {tag}\n")
+        out = subprocess.run([_helm(), "template", "rel", str(CHART), "-f", str(values)], capture_output=True,
+                             text=True, timeout=120, check=False)
+    else:
+        out = _render_as("rel", f"{'json:' if how == 'json' else ''}image.tag={tag}")
+    docs = _valid_docs(out)
+    want = "sync-scorer:" + {"123.0": "123", '"1.10"': "1.10"}.get(tag, tag)
+    assert _worker_container(docs)["image"] == want
+    assert docs[("Deployment", "rel-sync-scorer-serve")]["spec"]["template"]["spec"]["containers"][0]["image"] == want
+
+
+def test_a_values_file_tag_read_as_a_fraction_is_refused_with_the_fix(tmp_path):
+    values = tmp_path / "values.yaml"
+    values.write_text("image:\n  tag: 1.10\n")  # YAML: the number 1.1
+    out = subprocess.run([_helm(), "template", "rel", str(CHART), "-f", str(values)], capture_output=True, text=True,
+                         timeout=120, check=False)
+    assert out.returncode != 0 and "image.tag 1.1 is a number" in out.stderr and "--set-string" in out.stderr, out.stderr

@@ -15,12 +15,40 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
 
+{{/* image.tag: a string, or a number (--set image.tag=123 gives an int64, a values file's
+     20240101 a float64, which toString would print as 2.0240101e+07): whole numbers as integers; a
+     number that is not whole is refused in sync-scorer.checks (YAML read 1.10 as 1.1) */}}
 {{- define "sync-scorer.image" -}}
-{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion | toString }}
+{{- $tag := .Values.image.tag -}}
+{{- if kindIs "float64" $tag -}}{{- $tag = int64 $tag -}}{{- end -}}
+{{- if or (kindIs "invalid" $tag) (eq (toString $tag) "") -}}{{- $tag = .Chart.AppVersion -}}{{- end -}}
+{{ .Values.image.repository }}:{{ toString $tag }}
+{{- end -}}
+
+{{/* kafka.bootstrapServers without surrounding blanks: "" when it names no broker (the worker reads
+     KAFKA_BOOTSTRAP_SERVERS="" as unset, so the pod then gets no such variable) */}}
+{{- define "sync-scorer.bootstrapServers" -}}
+{{- dig "bootstrapServers" "" (.Values.kafka | default dict) | default "" | toString | trim -}}
+{{- end -}}
+
+{{/* "true" when a bind address is a loopback one (the kubelet probes the pod's IP, where a worker
+     bound to loopback does not listen), "" otherwise */}}
+{{- define "sync-scorer.loopback" -}}
+{{- $host := . | toString | lower | trimSuffix "." | trimPrefix "[" | trimSuffix "]" -}}
+{{- if or (hasPrefix "127." $host) (eq $host "localhost") (hasSuffix ".localhost" $host) (eq $host "::1") (eq $host "0:0:0:0:0:0:0:1") (hasPrefix "::ffff:127." $host) -}}
+true
+{{- end -}}
 {{- end -}}
 
 {{/* values the API server or the processes would refuse: fail at render time, one line */}}
 {{- define "sync-scorer.checks" -}}
+{{- $tag := .Values.image.tag }}
+{{- if kindIs "float64" $tag }}
+{{- /* a whole number up to 2^53 is the tag written (20240101); past that a float64 lost digits */}}
+{{- if or (ne (float64 (int64 $tag)) $tag) (ge $tag 9007199254740992.0) (le $tag -9007199254740992.0) }}
+{{- fail (printf "image.tag %v is a number, not the tag written (YAML reads 1.10 as 1.1): quote it in the values file (tag: \"1.10\") or pass it with --set-string image.tag=1.10" $tag) }}
+{{- end }}
+{{- end }}
 {{- if .Values.worker.enabled }}
 {{- $port := int (dig "http" "port" 9108 (.Values.worker.config | default dict)) }}
 {{- if or (lt $port 1) (gt $port 65535) }}
@@ -57,13 +85,39 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- if and (eq (toString (dig "kafka" "wire_format" "schemaless" $cfg)) "confluent") (not (dig "kafka" "schema_registry_url" "" $cfg)) }}
 {{- fail "worker.config.kafka.wire_format confluent needs worker.config.kafka.schema_registry_url" }}
 {{- end }}
-{{- /* KAFKA_BOOTSTRAP_SERVERS="" is "unset" to the worker: it would dial 127.0.0.1:9092 in the pod */}}
-{{- if not (trim (toString .Values.kafka.bootstrapServers)) }}
-{{- fail "kafka.bootstrapServers must name the brokers (host:port[,host:port...]): empty, the worker would connect to 127.0.0.1:9092 inside its pod" }}
+{{- /* the brokers: an empty kafka.bootstrapServers leaves KAFKA_BOOTSTRAP_SERVERS out of the pod
+       (the worker reads "" as unset), so worker.config.kafka.bootstrap_servers (the schema refuses
+       a blank one), an extraEnv variable (a Secret's, a ConfigMap's) or envFrom may name them;
+       with none of these the worker would dial its default, 127.0.0.1:9092, inside the pod */}}
+{{- $brokers := include "sync-scorer.bootstrapServers" . }}
+{{- $brokersNamed := or $brokers (dig "kafka" "bootstrap_servers" "" $cfg) .Values.worker.envFrom }}
+{{- $envHost := false }}
+{{- range $env := .Values.worker.extraEnv | default list }}
+{{- $envName := toString $env.name }}
+{{- $named := or (hasKey $env "valueFrom") (trim (toString (dig "value" "" $env))) }}
+{{- /* KAFKA_BOOTSTRAP_SERVERS as the worker reads it (os.environ: case-sensitive); the settings'
+       SYNC_SCORER_KAFKA__BOOTSTRAP_SERVERS and the section's JSON in any case */}}
+{{- if and $named (or (eq $envName "KAFKA_BOOTSTRAP_SERVERS") (eq (upper $envName) "SYNC_SCORER_KAFKA__BOOTSTRAP_SERVERS")) }}
+{{- $brokersNamed = true }}
 {{- end }}
-{{- /* the kubelet probes the pod's IP: a worker listening on loopback is never ready, then killed */}}
-{{- $host := dig "http" "host" "0.0.0.0" $cfg | toString | lower | trimSuffix "." | trimPrefix "[" | trimSuffix "]" }}
-{{- if or (hasPrefix "127." $host) (eq $host "localhost") (hasSuffix ".localhost" $host) (eq $host "::1") (eq $host "0:0:0:0:0:0:0:1") (hasPrefix "::ffff:127." $host) }}
+{{- if and (eq (upper $envName) "SYNC_SCORER_KAFKA") (or (hasKey $env "valueFrom") (dig "bootstrap_servers" "" (fromJson (toString (dig "value" "" $env))))) }}
+{{- $brokersNamed = true }}
+{{- end }}
+{{- if eq (upper $envName) "SYNC_SCORER_HTTP__HOST" }}
+{{- $envHost = true }}
+{{- end }}
+{{- end }}
+{{- if not $brokersNamed }}
+{{- fail "kafka.bootstrapServers must name the brokers (host:port[,host:port...]) unless worker.config.kafka.bootstrap_servers, a worker.extraEnv KAFKA_BOOTSTRAP_SERVERS (e.g. valueFrom a Secret) or worker.envFrom does: as is, the worker would connect to 127.0.0.1:9092 inside its pod" }}
+{{- end }}
+{{- /* the ScaledObject's kafka triggers take the brokers from kafka.bootstrapServers only (KEDA reads
+       neither the worker's config file nor its environment) */}}
+{{- if and .Values.worker.keda.enabled (not $brokers) }}
+{{- fail "worker.keda needs kafka.bootstrapServers: the ScaledObject's kafka triggers name the brokers from it (empty, KEDA could not read the lag)" }}
+{{- end }}
+{{- /* the kubelet probes the pod's IP: a worker listening on loopback is never ready, then killed
+       (an extraEnv SYNC_SCORER_HTTP__HOST wins over the config's host: that one is checked below) */}}
+{{- if and (not $envHost) (include "sync-scorer.loopback" (dig "http" "host" "0.0.0.0" $cfg)) }}
 {{- fail (printf "worker.config.http.host must not be a loopback address (the kubelet probes the pod's IP): leave it unset (0.0.0.0) or use 0.0.0.0 or ::, got %s" (dig "http" "host" "" $cfg)) }}
 {{- end }}
 {{- /* credentials: a ConfigMap is plain text. The worker's own markers (worker/config.py
@@ -89,8 +143,14 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- if not (hasKey $cfg "shutdown_timeout_ms") }}{{- $shutdownFrom = "the worker's default shutdown_timeout_ms" }}{{- end }}
 {{- range $env := .Values.worker.extraEnv | default list }}
 {{- $envName := upper (toString $env.name) }}
-{{- if or (eq $envName "SYNC_SCORER_HTTP") (hasPrefix "SYNC_SCORER_HTTP__" $envName) }}
-{{- fail (printf "worker.extraEnv must not set %s: the container port and probes follow worker.config.http, set the port (and host) there" $env.name) }}
+{{- /* the container port, the probes and the metrics Service follow worker.config.http.port: the
+       port (or the whole section, as JSON) is set there only. The host may come from the env, e.g.
+       the pod's IP (valueFrom fieldRef status.podIP), which the config file cannot name */}}
+{{- if or (eq $envName "SYNC_SCORER_HTTP") (eq $envName "SYNC_SCORER_HTTP__PORT") }}
+{{- fail (printf "worker.extraEnv must not set %s: the container port and probes follow worker.config.http, set the port there" $env.name) }}
+{{- end }}
+{{- if and (eq $envName "SYNC_SCORER_HTTP__HOST") (hasKey $env "value") (include "sync-scorer.loopback" $env.value) }}
+{{- fail (printf "worker.extraEnv %s must not be a loopback address (the kubelet probes the pod's IP): use 0.0.0.0, :: or valueFrom fieldRef status.podIP, got %v" $env.name $env.value) }}
 {{- end }}
 {{- if and (hasPrefix "SYNC_SCORER_" $envName) (hasKey $env "value") }}
 {{- range $marker := $secretMarkers }}

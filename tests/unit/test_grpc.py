@@ -326,3 +326,60 @@ def test_occluded_frames_read_as_occluded_in_clips_and_blocks(stub):
     assert client.ScoreBlock(block).label == "OCCLUDED"
     block = _request(clip, 32, 48, info.search_margin_ms)
     assert client.ScoreBlock(block).label != "OCCLUDED"
+
+
+def test_flags_of_another_count_than_the_frames_are_refused_before_they_are_converted():
+    """60 MB of Frames.present became a 60-million-item list (670 MB) before its length was
+    checked (a probe). The count is compared with the frames' first."""
+    from worker.serving.grpc_server import request_body
+    from worker.serving.request import RequestError
+    from worker.synth.clip import generate_clip
+
+    clip = generate_clip(seed=5158, seconds=2.0, audio_offset_ms=0.0)
+    req = _request(clip, 16, 32, 240.0)
+    req.frames.present.extend([True] * (4 << 20))
+    with pytest.raises(RequestError, match="present must be a list of 16 booleans"):
+        request_body(req)
+    req = _request(clip, 16, 32, 240.0)
+    req.frames.occluded.extend([False] * 17)
+    with pytest.raises(RequestError, match="occluded must be a list of 16 booleans"):
+        request_body(req)
+    req.frames.ClearField("occluded")
+    req.frames.occluded.extend([False] * 16)
+    assert request_body(req)["occluded"] == [False] * 16
+
+
+def test_calls_over_the_byte_budget_are_resource_exhausted(stub):
+    """gRPC calls count against the same budget as HTTP bodies: past it RESOURCE_EXHAUSTED."""
+    import threading
+    import time
+
+    from worker.scoring.heuristic import HeuristicScorer
+    from worker.serving.grpc_server import make_grpc_server
+    from worker.serving.service import ScoreService
+    from worker.synth.clip import generate_clip
+
+    clip = generate_clip(seed=5159, seconds=2.0, audio_offset_ms=0.0)
+    request = _request(clip, 16, 32, 240.0)
+    service = ScoreService(HeuristicScorer(), max_pending_bytes=request.ByteSize() * 3 // 2)
+    server, port = make_grpc_server(service, "127.0.0.1", 0)
+    server.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            client = pb_grpc.SyncScorerStub(channel)
+            results = []
+            with service._lock:
+                waiting = threading.Thread(target=lambda: results.append(client.ScoreBlock(request, timeout=60)))
+                waiting.start()
+                deadline = time.monotonic() + 10
+                while service.budget.used_bytes == 0 and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                with pytest.raises(grpc.RpcError) as err:
+                    client.ScoreBlock(request, timeout=30)
+                assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "busy" in err.value.details()
+            waiting.join(60)
+            assert results and results[0].kind == "BLOCK"
+            assert service.metrics.requests.labels("grpc", "ScoreBlock", "busy")._value.get() == 1
+            assert client.ScoreBlock(request, timeout=30).kind == "BLOCK" and service.budget.used_bytes == 0
+    finally:
+        server.stop(0)

@@ -870,3 +870,68 @@ def body_audio(body: dict) -> np.ndarray:
     import base64
 
     return np.frombuffer(base64.b64decode(body["audio"]["data"]), "<i2").astype(np.float32) / 32768.0
+
+
+def test_a_body_of_many_small_json_values_is_refused_before_it_is_parsed():
+    """A body at the size limit of ``[{},{},...]`` was json.loads'ed whole before any field was
+    read: 64 MB took the server from 591 MB to 2.3 GB (a probe). Its commas are counted first:
+    no valid request has more than two flags per frame."""
+    import tracemalloc
+
+    from worker.serving.http import parse_json
+    from worker.serving.request import max_json_commas
+
+    bomb = b"[" + b"{}," * (4 << 20) + b"{}]"  # 12 MB, 4 million objects
+    tracemalloc.start()
+    try:
+        with pytest.raises(RequestError, match="JSON values"):
+            parse_json(bomb, 120.0)
+        peak_bytes = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak_bytes < 1 << 20, peak_bytes  # json.loads took 300+ MB for it
+    # the largest valid request passes: a flag per frame, twice, at 240 fps for max_seconds
+    n = 240 * 10
+    body = encode(np.zeros((n, 16, 16), np.uint8), 240, np.zeros(16000 * 10, np.float32), 16000)
+    body["present"], body["frames"]["occluded"] = [True] * n, [False] * n
+    raw = json.dumps(body).encode()
+    assert raw.count(b",") <= max_json_commas(10.0)
+    assert decode(parse_json(raw, 10.0), 16000, 10.0).frames.shape[0] == n
+
+
+def test_requests_over_the_byte_budget_are_answered_503_with_retry_after():
+    """Requests decoded while they waited for the scorer had no bound: eight 53 MB clips took the
+    server to 2.2 GB. Bodies being read, decoded or waiting count against a budget now; past it,
+    503 with Retry-After (counted as busy), and the request taken when sent again."""
+    import socket
+
+    from worker.scoring.heuristic import HeuristicScorer
+    from worker.serving.http import ScoreService, make_server
+
+    body = json.dumps(_body()).encode()
+    service = ScoreService(HeuristicScorer(), max_pending_bytes=len(body) * 3 // 2)
+    srv = make_server(service, "127.0.0.1", 0)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    request = b"POST /v1/score HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+    try:
+        with socket.create_connection(srv.server_address, timeout=30) as waiting:
+            with service._lock:  # a long request is being scored
+                waiting.sendall(request)  # admitted: waits for the scorer
+                deadline = time.monotonic() + 10
+                while service.budget.used_bytes != len(body) and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                assert service.budget.used_bytes == len(body)
+                response = _raw_exchange(srv.server_address, request)
+                status, res = _status_and_json(response)
+                assert status == 503 and "busy" in res["error"], res
+                assert b"\r\nRetry-After: " in response.partition(b"\r\n\r\n")[0]
+                assert service.metrics.requests.labels("http", "ScoreClip", "busy")._value.get() == 1
+            chunks = []
+            while chunk := waiting.recv(65536):
+                chunks.append(chunk)
+        assert _status_and_json(b"".join(chunks))[0] == 200
+        assert service.budget.used_bytes == 0
+        assert _status_and_json(_raw_exchange(srv.server_address, request))[0] == 200  # taken now
+    finally:
+        srv.shutdown()
+        srv.server_close()

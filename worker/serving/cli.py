@@ -22,6 +22,11 @@ gRPC: service syncscorer.v1.SyncScorer (schemas/sync_scorer.proto):
 DEFAULT_GRACE_S = 20.0
 
 
+# the bytes of requests being read, decoded or waiting for the scorer, in --max-body-mb: past it a
+# request is answered 503 (Retry-After) / RESOURCE_EXHAUSTED instead of decoded (memory: each
+# takes about twice its body while decoded, once while it waits)
+PENDING_BODIES = 3
+
 MAX_BODY_MB = 1024  # gRPC's message limit is an int32 of bytes: 2 GiB
 MAX_REQUEST_SECONDS = 24 * 3600
 
@@ -70,8 +75,9 @@ def run(args) -> int:
                                      narrowband=not args.no_narrowband)
     threads = _set_torch_threads(args.torch_threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    service = ScoreService(scorer, args.max_seconds)
     max_bytes = int(args.max_body_mb * (1 << 20))
+    # requests being read, decoded or waiting for the scorer: PENDING_BODIES bodies' worth at most
+    service = ScoreService(scorer, args.max_seconds, max_pending_bytes=PENDING_BODIES * max_bytes)
     try:
         server = make_server(service, args.host, args.port, max_bytes)
     except OSError as exc:

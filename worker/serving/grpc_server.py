@@ -19,8 +19,8 @@ import grpc
 from schemas import sync_scorer_pb2 as pb
 from schemas import sync_scorer_pb2_grpc as pb_grpc
 from worker.scoring.types import Kind, ScoringCancelled
-from worker.serving.request import RequestError
-from worker.serving.service import ScoreService
+from worker.serving.request import RequestError, frame_count
+from worker.serving.service import Overloaded, ScoreService
 
 log = logging.getLogger("sync_scorer.serve.grpc")
 
@@ -36,10 +36,16 @@ def request_body(req: pb.ScoreRequest) -> dict[str, Any]:
     }
     if au.HasField("start_sample"):
         body["audio"]["start_sample"] = int(au.start_sample)
-    if len(fr.present):
-        body["present"] = [bool(p) for p in fr.present]
-    if len(fr.occluded):
-        body["occluded"] = [bool(p) for p in fr.occluded]
+    # one flag per frame: a count that is not the frames' is refused before the flags are made
+    # Python objects (60 MB of Frames.present took 670 MB as a list before its length was read);
+    # frames decode refuses (their size, format, bytes) get no flags: that error comes first
+    n_frames = frame_count(body["frames"]["width"], body["frames"]["height"], fr.format, len(body["frames"]["data"]))
+    for key in ("present", "occluded"):
+        flags = getattr(fr, key)
+        if len(flags) and n_frames is not None:
+            if len(flags) != n_frames:
+                raise RequestError(f"{key} must be a list of {n_frames} booleans, one per frame")
+            body[key] = [bool(p) for p in flags]
     if fr.context_frames:
         body["context_frames"] = int(fr.context_frames)
     if req.block_frames:
@@ -80,11 +86,17 @@ class SyncScorerServicer(pb_grpc.SyncScorerServicer):
         # ends it UNAVAILABLE), not a caller that left
         self.stopping = stopping or threading.Event()
 
-    def _call(self, context: grpc.ServicerContext, method: str, fn, *args):
+    def _call(self, context: grpc.ServicerContext, method: str, kind: Kind | None, request: pb.ScoreRequest):
+        service = self.service
         try:
-            with self.service.observed("grpc", method):
-                # past its deadline or cancelled, a call stops at the next batch of jobs
-                return fn(*args, wanted=context.is_active)
+            # the message, then what it decodes to, count against the server's budget until answered
+            with service.budget.admitted(request.ByteSize()), service.observed("grpc", method):
+                decoded = service.decode(kind, request_body(request))
+                # past its deadline or cancelled, a call stops while it waits or at the next batch
+                return service.run(decoded, wanted=context.is_active)
+        except Overloaded as exc:
+            service.metrics.requests.labels("grpc", method, "busy").inc()
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         except RequestError as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except ScoringCancelled as exc:
@@ -98,15 +110,13 @@ class SyncScorerServicer(pb_grpc.SyncScorerServicer):
             context.abort(grpc.StatusCode.INTERNAL, "scoring failed (see the server log)")
 
     def ScoreBlock(self, request, context):
-        return score_message(self._call(context, "ScoreBlock", self.service.score_span, Kind.BLOCK,
-                                        request_body(request)))
+        return score_message(self._call(context, "ScoreBlock", Kind.BLOCK, request))
 
     def ScoreWindow(self, request, context):
-        return score_message(self._call(context, "ScoreWindow", self.service.score_span, Kind.WINDOW,
-                                        request_body(request)))
+        return score_message(self._call(context, "ScoreWindow", Kind.WINDOW, request))
 
     def ScoreClip(self, request, context):
-        return clip_message(self._call(context, "ScoreClip", self.service.score, request_body(request)))
+        return clip_message(self._call(context, "ScoreClip", None, request))
 
     def Info(self, request, context):
         return pb.ScorerInfo(**self.service.info())

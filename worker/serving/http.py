@@ -12,7 +12,8 @@ Errors are JSON {"error": "<one line>"}: 400 bad request body (or a Content-Leng
 a number), 404 unknown path, 405 the wrong method for a path, 411 no Content-Length (chunked
 uploads are not taken), 413 body too large (the body is read and dropped so that a client that
 sends it whole reads the answer), 500 a scoring failure (logged with its traceback, never sent),
-503 the server stopping (a request still in flight past the shutdown's grace, ``drain``); what the
+503 the server stopping (a request still in flight past the shutdown's grace, ``drain``) or busy
+(the requests in hand over ScoreService.budget; with Retry-After); what the
 standard library refuses itself (a malformed request line, too many headers) too. HTTP/1.1, one
 request per connection (`Connection: close`); `Expect: 100-continue` is answered once the
 Content-Length is accepted. A connection idle for IDLE_TIMEOUT_S is closed. Requests are
@@ -31,8 +32,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
 from worker.scoring.types import Kind, ScoringCancelled
-from worker.serving.request import RequestError
-from worker.serving.service import ScoreService
+from worker.serving.request import RequestError, check_json_size
+from worker.serving.service import Overloaded, ScoreService
 
 _POSTS = {"/v1/score": None, "/v1/score-block": Kind.BLOCK, "/v1/score-window": Kind.WINDOW}
 _GETS = ("/healthz", "/v1/info", "/metrics")
@@ -73,11 +74,14 @@ def make_server(service: ScoreService, host: str = "127.0.0.1", port: int = 8080
                 self.send_response_only(100)
                 self.end_headers()
 
-        def _send(self, status: int, payload: dict) -> None:
-            self._send_bytes(status, "application/json", json.dumps(payload).encode())
+        def _send(self, status: int, payload: dict, headers: dict[str, str] | None = None) -> None:
+            self._send_bytes(status, "application/json", json.dumps(payload).encode(), headers)
 
-        def _send_bytes(self, status: int, content_type: str, body: bytes) -> None:
+        def _send_bytes(self, status: int, content_type: str, body: bytes,
+                        headers: dict[str, str] | None = None) -> None:
             self.send_response(status)
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
@@ -114,7 +118,8 @@ def make_server(service: ScoreService, host: str = "127.0.0.1", port: int = 8080
                 return
             discard_body(self.rfile, self.connection, unread, min(DRAIN_IDLE_S, idle_timeout_s))
 
-        def _refuse(self, status: int, outcome: str, error: str, body_bytes: int | None = None) -> None:
+        def _refuse(self, status: int, outcome: str, error: str, body_bytes: int | None = None,
+                    headers: dict[str, str] | None = None) -> None:
             """A scoring request refused before its body is read: answered, counted, and the body
             the client may be sending read and dropped (``body_bytes`` of it, or up to
             DRAIN_CAP_BYTES when its length is unknown). Closed with the body unread, the
@@ -122,7 +127,7 @@ def make_server(service: ScoreService, host: str = "127.0.0.1", port: int = 8080
             got a broken pipe instead of the 413."""
             service.metrics.requests.labels("http", _METHOD[self.path], outcome).inc()
             self.close_connection = True
-            self._send(status, {"error": error})
+            self._send(status, {"error": error}, headers)
             if body_bytes is None:  # no length, or one that is not a number: read what comes
                 self._discard_announced_body(DRAIN_CAP_BYTES)
             else:
@@ -179,6 +184,15 @@ def make_server(service: ScoreService, host: str = "127.0.0.1", port: int = 8080
                 self._refuse(413, "too_large", f"body of {shown} bytes is over the limit of {max_body_bytes}",
                              n_bytes)
                 return
+            try:
+                # the body, then what it decodes to, count against the server's budget until answered
+                with service.budget.admitted(n_bytes):
+                    self._score_body(n_bytes)
+            except Overloaded as exc:
+                self._refuse(503, "busy", str(exc), n_bytes, {"Retry-After": str(RETRY_AFTER_S)})
+
+        def _score_body(self, n_bytes: int) -> None:
+            """Reads, decodes, scores and answers a scoring request's body of ``n_bytes``."""
             self._continue()
             raw = self._read_body(n_bytes)
             if raw is None:
@@ -186,17 +200,15 @@ def make_server(service: ScoreService, host: str = "127.0.0.1", port: int = 8080
             kind = _POSTS[self.path]
             try:
                 with service.observed("http", _METHOD[self.path]):
-                    try:
-                        body = json.loads(raw)
-                    except ValueError as exc:  # not JSON, not UTF-8, an integer of 4300+ digits
-                        raise RequestError(f"the body is not JSON: {exc}") from None
-                    except RecursionError:
-                        raise RequestError("the body's JSON is nested too deeply") from None
+                    body = parse_json(raw, service.max_seconds)
+                    del raw  # the JSON text, then (once decoded) its base64, are not kept while waiting
+                    decoded = service.decode(kind, body)
+                    del body
+
                     def wanted() -> bool:  # asked while waiting for the scorer and between batches
                         return not self.server.stopping.is_set() and not peer_closed(self.connection)
 
-                    result = (service.score(body, wanted=wanted) if kind is None
-                              else service.score_span(kind, body, wanted=wanted))
+                    result = service.run(decoded, wanted=wanted)
             except RequestError as exc:
                 self._send(400, {"error": str(exc)})
                 return
@@ -266,6 +278,21 @@ def make_server(service: ScoreService, host: str = "127.0.0.1", port: int = 8080
 
     return _Server((host, port), Handler)
 
+
+def parse_json(raw: bytes, max_seconds: float) -> object:
+    """A request body -> its JSON value; RequestError for one that is not JSON or holds more
+    values than any request (checked before it is parsed: request.check_json_size)."""
+    check_json_size(raw, max_seconds)
+    try:
+        return json.loads(raw)
+    except ValueError as exc:  # not JSON, not UTF-8, an integer of 4300+ digits
+        raise RequestError(f"the body is not JSON: {exc}") from None
+    except RecursionError:
+        raise RequestError("the body's JSON is nested too deeply") from None
+
+
+# a request over the server's byte budget is answered 503 with this Retry-After (seconds)
+RETRY_AFTER_S = 2
 
 # how often a body being read looks at the shutdown (an upload is answered 503 this soon past the grace)
 _BODY_POLL_S = 0.2

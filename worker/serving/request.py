@@ -94,13 +94,36 @@ def _int(d: dict, key: str, where: str, lo: int, hi: int, default: Any = None) -
     return v
 
 
+# the frame rates a request may have
+MIN_FPS, MAX_FPS = 10, 240
+
+
+def max_json_commas(max_seconds: float) -> int:
+    """The most commas a valid request body's JSON has: one per value of ``present`` and
+    ``occluded`` (one bool per frame each, at most ``max_seconds`` at MAX_FPS) and a few dozen
+    between the fields. Base64 has no commas, and the only free text (``session_id``) is short."""
+    return 2 * math.ceil(max_seconds * MAX_FPS) + 64
+
+
+def check_json_size(raw: bytes, max_seconds: float) -> None:
+    """Refuses a body with more JSON values than any valid request has, before it is parsed: a
+    64 MB body of ``[{},{},...]`` (22 million objects) took json.loads 1.7 GB and seconds of the
+    GIL. Commas bound the values (a container without one holds at most one value, and nesting is
+    bounded by the parser's recursion limit); counting them is one pass in C."""
+    commas = raw.count(b",")
+    limit = max_json_commas(max_seconds)
+    if commas > limit:
+        raise RequestError(f"the body has {commas} JSON values, more than any request "
+                           f"(at most {limit}: two flags per frame and the fields)")
+
+
 def _frames(body: Any, max_seconds: float) -> tuple[np.ndarray, float]:
     if not isinstance(body, dict):
         raise RequestError("the body must be a JSON object")
     fps = body.get("fps")
     # compared as given: float() of a 400-digit integer overflows (a 500 before)
-    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 10 <= fps <= 240:
-        raise RequestError(f"fps must be a number in 10..240, got {_short(fps)}")
+    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not MIN_FPS <= fps <= MAX_FPS:
+        raise RequestError(f"fps must be a number in {MIN_FPS}..{MAX_FPS}, got {_short(fps)}")
     fps = float(fps)
     fr = body.get("frames")
     if not isinstance(fr, dict):
@@ -118,6 +141,16 @@ def _frames(body: Any, max_seconds: float) -> tuple[np.ndarray, float]:
         raise RequestError(f"{n} frames at {fps:g} fps is longer than {max_seconds:g} s")
     shape = (n, h, w) if fmt == "GRAY8" else (n, h, w, 3)
     return np.frombuffer(raw, dtype=np.uint8).reshape(shape), fps
+
+
+def frame_count(width: Any, height: Any, fmt: Any, n_bytes: int) -> int | None:
+    """How many frames ``n_bytes`` of pixels hold, or None where _frames refuses the frames
+    (a size or format out of range, not a whole number of frames)."""
+    if not all(isinstance(v, int) and 16 <= v <= 1024 for v in (width, height)) or not isinstance(fmt, str) \
+            or fmt not in _CHANNELS:
+        return None
+    per_frame = width * height * _CHANNELS[fmt]
+    return n_bytes // per_frame if n_bytes and not n_bytes % per_frame else None
 
 
 _SAMPLE_BYTES = {"PCM_S16LE": 2, "F32LE": 4}

@@ -12,8 +12,8 @@ from contextlib import contextmanager
 from typing import Any
 
 from worker.observability.metrics import ServeMetrics
-from worker.scoring.types import Kind, ScoringCancelled, ScoringInputError
-from worker.serving.request import RequestError, decode, decode_span
+from worker.scoring.types import Kind, ScoreRequest, ScoringCancelled, ScoringInputError
+from worker.serving.request import ClipInput, RequestError, decode, decode_span
 
 
 @contextmanager
@@ -24,6 +24,49 @@ def _as_request_error() -> Iterator[None]:
         yield
     except ScoringInputError as exc:
         raise RequestError(str(exc)) from None
+
+
+class Overloaded(Exception):
+    """The request would put the bytes being decoded or waiting to be scored over the server's
+    budget (HTTP 503 with Retry-After, gRPC RESOURCE_EXHAUSTED): sent again later, it is taken."""
+
+
+class ByteBudget:
+    """Bytes of the requests admitted and not yet answered (their bodies, then what they decode
+    to): a request that would take them over ``limit_bytes`` is refused (Overloaded) instead of
+    decoded. Eight 53 MB clips at once, each decoded while it waited for the scorer, took the
+    server to 2.2 GB; two 64 MB JSON bodies to 4 GB (the chart's limit). One request is always
+    taken when none is in (a body the size limit allows fits whatever the budget)."""
+
+    def __init__(self, limit_bytes: int) -> None:
+        self.limit_bytes = limit_bytes
+        self._used = 0
+        self._lock = threading.Lock()
+
+    @property
+    def used_bytes(self) -> int:
+        with self._lock:
+            return self._used
+
+    @contextmanager
+    def admitted(self, n_bytes: int) -> Iterator[None]:
+        """Holds ``n_bytes`` of the budget for the block; raises Overloaded when they do not fit."""
+        n_bytes = max(0, int(n_bytes))
+        with self._lock:
+            if self._used and self._used + n_bytes > self.limit_bytes:
+                raise Overloaded(f"the server is busy ({self._used >> 20} MB of requests being decoded or "
+                                 f"waiting for the scorer, {self.limit_bytes >> 20} MB at most); "
+                                 "send the request again shortly")
+            self._used += n_bytes
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._used -= n_bytes
+
+
+# the budget when none is given: three bodies at the default 64 MB limit
+DEFAULT_PENDING_BYTES = 3 * (64 << 20)
 
 
 def _check_wanted(wanted: Callable[[], bool] | None) -> None:
@@ -41,39 +84,56 @@ LOCK_POLL_S = 0.05
 class ScoreService:
     """Scores decoded requests with one scorer, one request at a time."""
 
-    def __init__(self, scorer, max_seconds: float = 120.0, metrics: ServeMetrics | None = None) -> None:
+    def __init__(self, scorer, max_seconds: float = 120.0, metrics: ServeMetrics | None = None,
+                 max_pending_bytes: int = DEFAULT_PENDING_BYTES) -> None:
         self.scorer = scorer
         self.max_seconds = max_seconds
         self.metrics = metrics or ServeMetrics()
+        # bodies being read, decoded or waiting for the scorer, in body bytes (both transports)
+        self.budget = ByteBudget(max_pending_bytes)
         from worker.app import scorer_sample_rate  # the worker's rule: the bundle's rate, else 16 kHz
 
         self.sample_rate = scorer_sample_rate(scorer)
         self._lock = threading.Lock()
 
-    def score(self, body: Any, wanted: Callable[[], bool] | None = None) -> dict:
-        """A whole clip: what `sync-scorer score --roi --json` prints for it. ``wanted``: asked
-        while the request waits for the scorer, once it is free and between batches of the clip's
+    def decode(self, kind: Kind | None, body: Any) -> ClipInput | ScoreRequest:
+        """A request's fields -> what ``run`` scores: a clip (``kind`` None) or one BLOCK or
+        WINDOW. Decoded before the request waits for the scorer, so that the body (JSON text,
+        base64) can be dropped meanwhile: only the pixels and samples wait."""
+        if kind is None:
+            return decode(body, self.sample_rate, self.max_seconds)
+        return decode_span(body, self.sample_rate, kind)
+
+    def run(self, decoded: ClipInput | ScoreRequest, wanted: Callable[[], bool] | None = None) -> dict:
+        """Scores what ``decode`` returned once the scorer is free: a clip's summary (what
+        `sync-scorer score --roi --json` prints) or one job's verdict fields. ``wanted``: asked
+        while the request waits for the scorer, once it is free and between batches of a clip's
         jobs; False stops the work (ScoringCancelled), so a caller past its deadline does not hold
         the next one up."""
-        from worker.clipscore import score_clip
+        if isinstance(decoded, ClipInput):
+            from worker.clipscore import score_clip
 
-        clip = decode(body, self.sample_rate, self.max_seconds)
+            clip = decoded
+            with self._scorer(wanted), _as_request_error():
+                summary = score_clip(self.scorer, clip.frames, clip.fps, clip.audio, clip.sample_rate,
+                                     face_present=clip.face_present, occluded=clip.occluded,
+                                     block_frames=clip.block_frames,
+                                     window_ms=clip.window_ms, wanted=wanted)
+            return summary.to_json()
         with self._scorer(wanted), _as_request_error():
-            summary = score_clip(self.scorer, clip.frames, clip.fps, clip.audio, clip.sample_rate,
-                                 face_present=clip.face_present, occluded=clip.occluded,
-                                 block_frames=clip.block_frames,
-                                 window_ms=clip.window_ms, wanted=wanted)
-        return summary.to_json()
+            # the frames sent before the job (context_frames) are its video context, as the
+            # worker's stream holds them from the blocks before: the verdict is the worker's
+            result = self.scorer.score(decoded)
+        return result.to_dict()
+
+    def score(self, body: Any, wanted: Callable[[], bool] | None = None) -> dict:
+        """A whole clip (``decode`` then ``run``)."""
+        return self.run(self.decode(None, body), wanted)
 
     def score_span(self, kind: Kind, body: Any, wanted: Callable[[], bool] | None = None) -> dict:
         """One BLOCK or WINDOW (the seed's ScoreBlock / ScoreWindow): the LipSyncSignal's verdict
         fields for it, scored exactly as the worker scores that job."""
-        request = decode_span(body, self.sample_rate, kind)
-        with self._scorer(wanted), _as_request_error():
-            # the frames sent before the job (context_frames) are its video context, as the
-            # worker's stream holds them from the blocks before: the verdict is the worker's
-            result = self.scorer.score(request)
-        return result.to_dict()
+        return self.run(self.decode(kind, body), wanted)
 
     @contextmanager
     def _scorer(self, wanted: Callable[[], bool] | None) -> Iterator[None]:

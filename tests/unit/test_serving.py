@@ -935,3 +935,166 @@ def test_requests_over_the_byte_budget_are_answered_503_with_retry_after():
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+def _closed_by_server(sock, timeout_s: float = 30.0) -> bool:
+    """Whether the server closes ``sock`` (EOF or reset) within ``timeout_s``; what it sent first is read."""
+    import socket
+
+    sock.settimeout(timeout_s)
+    try:
+        while sock.recv(65536):
+            pass
+        return True
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+    except socket.timeout:
+        return False
+
+
+def test_connections_past_the_cap_are_answered_503_and_the_rest_served():
+    """A thread per connection and no cap: 2000 idle connections were 2011 threads (a probe)."""
+    import socket
+
+    service, srv = _heuristic_server(max_connections=3)
+    held = []
+    try:
+        for _ in range(3):
+            s = socket.create_connection(srv.server_address, timeout=10)
+            s.sendall(b"GET /healthz HTTP/1.1\r\n")  # half a request: holds its connection
+            held.append(s)
+        deadline = time.monotonic() + 10
+        while srv.in_flight()[0] < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        threads_before = threading.active_count()
+        for _ in range(5):
+            response = _raw_exchange(srv.server_address, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            status, res = _status_and_json(response)
+            assert status == 503 and "too many connections" in res["error"], response
+            assert b"\r\nRetry-After: " in response
+        assert srv.in_flight()[0] == 3 and threading.active_count() <= threads_before  # no thread for them
+        held.pop().close()
+        deadline = time.monotonic() + 10
+        while srv.in_flight()[0] > 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert _status_and_json(_raw_exchange(srv.server_address, b"GET /healthz HTTP/1.1\r\n\r\n"))[0] == 200
+    finally:
+        for s in held:
+            s.close()
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_headers_and_bodies_trickled_in_are_cut_off():
+    """The 60 s timeout bounded each gap between bytes: a client sending one byte every 5 s held
+    its connection (and thread) for good, in the headers or in the body (a probe held both for
+    80 s). The headers now have a deadline from the accept, a body a minimum average rate."""
+    import socket
+
+    _service, srv = _heuristic_server(header_timeout_s=0.5, min_body_bytes_per_s=1000.0, body_grace_s=0.5)
+    header = b"POST /v1/score HTTP/1.1\r\nHost: x\r\nX-Padding: " + b"a" * 300
+    body = json.dumps(_body()).encode()
+    try:
+        for prefix, trickled in ((b"", header),
+                                 (b"POST /v1/score HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body), body)):
+            with socket.create_connection(srv.server_address, timeout=10) as s:
+                s.sendall(prefix)
+                sent = 0
+                for sent in range(len(trickled)):  # a byte every 0.1 s: 30 s and more for all of it
+                    try:
+                        s.sendall(trickled[sent:sent + 1])
+                    except (ConnectionResetError, BrokenPipeError):
+                        break
+                    if select_readable(s, 0.1):
+                        break
+                assert sent < 200, "the trickle was never cut off"
+                if prefix:  # a body: told why
+                    s.settimeout(10)
+                    try:
+                        head = s.recv(1000)
+                    except ConnectionResetError:
+                        head = b""
+                    assert head == b"" or head.startswith(b"HTTP/1.1 408 "), head
+                assert _closed_by_server(s)
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def select_readable(sock, timeout_s: float) -> bool:
+    import select
+
+    return bool(select.select([sock], [], [], timeout_s)[0])
+
+
+def test_accept_failing_for_want_of_descriptors_is_said_once_and_backed_off(caplog):
+    """With the process out of file descriptors, accept() failed at once, socketserver ignored
+    it and the listener read ready again: the serve loop spun at 100% CPU, silently (a probe)."""
+    import errno
+    import logging
+    import socket
+
+    from worker.scoring.heuristic import HeuristicScorer
+    from worker.serving.http import ScoreService, make_server
+
+    srv = make_server(ScoreService(HeuristicScorer()), "127.0.0.1", 0)
+    listener = srv.socket
+    calls = []
+
+    class OutOfDescriptors:  # the listener, whose accept() fails as at the process's limit
+        def fileno(self):
+            return listener.fileno()
+
+        def accept(self):
+            calls.append(1)
+            raise OSError(errno.EMFILE, "Too many open files")
+
+    waiting = socket.create_connection(srv.server_address, timeout=10)  # the listener reads ready
+    srv.socket = OutOfDescriptors()
+    with caplog.at_level(logging.WARNING, logger="sync_scorer.serve"):
+        thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        thread.start()
+        time.sleep(1.5)
+        srv.socket = listener  # descriptors again: the waiting connection is served
+        try:
+            waiting.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            waiting.settimeout(10)
+            assert waiting.recv(100).startswith(b"HTTP/1.1 200 ")
+        finally:
+            waiting.close()
+            srv.shutdown()
+            srv.server_close()
+    assert 2 <= len(calls) <= 20, len(calls)  # tens of thousands in 1.5 s before
+    said = [r.getMessage() for r in caplog.records if "cannot accept" in r.getMessage()]
+    assert len(said) == 1 and "Too many open files" in said[0], said
+
+
+def _serve_until_loaded(code: str, preexec_fn=None):
+    """Runs `sync-scorer serve` in a child whose model loader is replaced by ``code`` (a function
+    body; the loader's return value is never used: ``code`` ends the run)."""
+    import subprocess
+    import sys
+
+    script = ("import worker.cli, sys\n"
+              "def load(*args, **kwargs):\n" + "".join(f"    {line}\n" for line in code.splitlines()) +
+              "worker.cli.load_scorer_for_command = load\n"
+              "sys.exit(worker.cli.main(['serve', '--port', '0', '--grpc-port', '-1']))\n")
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          preexec_fn=preexec_fn, check=False)
+
+
+def test_serve_raises_its_open_file_limit_to_the_hard_limit():
+    """A connection is a descriptor: with the usual soft limit of 1024 (a probe ran 256), the
+    process ran out long before its hard limit."""
+    import resource
+
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard != resource.RLIM_INFINITY and hard <= 256:
+        pytest.skip(f"a hard limit of {hard}")
+    proc = _serve_until_loaded("import resource\n"
+                               "print('soft', *resource.getrlimit(resource.RLIMIT_NOFILE), flush=True)\n"
+                               "raise worker.cli.CliError('stop here')",
+                               preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard)))
+    assert "stop here" in proc.stderr, proc.stderr
+    soft, got_hard = map(int, proc.stdout.split()[1:3])
+    assert got_hard == hard and soft > 256 and (soft == hard or hard == resource.RLIM_INFINITY), proc.stdout

@@ -60,7 +60,7 @@ def run(args) -> int:
     import threading
 
     from worker.cli import CliError, check_range, load_scorer_for_command
-    from worker.serving.http import make_server
+    from worker.serving.http import MAX_CONNECTIONS, make_server
     from worker.serving.service import ScoreService
 
     check_range("--port", args.port, 0, 65535)
@@ -71,6 +71,7 @@ def run(args) -> int:
     check_range("--max-seconds", args.max_seconds, 0, MAX_REQUEST_SECONDS, lo_open=True)
     check_range("--shutdown-grace-s", args.shutdown_grace_s, 0, 3600)
     check_range("--torch-threads", args.torch_threads, 1, 256)
+    fd_limit = _raise_fd_limit()
     scorer = load_scorer_for_command(args.bundle, args.device, max_offset_ms=args.max_offset_ms,
                                      narrowband=not args.no_narrowband)
     threads = _set_torch_threads(args.torch_threads)
@@ -79,7 +80,9 @@ def run(args) -> int:
     # requests being read, decoded or waiting for the scorer: PENDING_BODIES bodies' worth at most
     service = ScoreService(scorer, args.max_seconds, max_pending_bytes=PENDING_BODIES * max_bytes)
     try:
-        server = make_server(service, args.host, args.port, max_bytes)
+        # a connection is a descriptor: the cap leaves half of them to gRPC, the model and logs
+        server = make_server(service, args.host, args.port, max_bytes,
+                             max_connections=max(16, min(MAX_CONNECTIONS, fd_limit // 2)))
     except OSError as exc:
         raise CliError(f"cannot listen on {args.host}:{args.port}: {exc}") from None
     grpc_server = None
@@ -132,6 +135,24 @@ def run(args) -> int:
         if grpc_stopped is not None:
             grpc_stopped.wait(args.shutdown_grace_s + 5.0)
     return 0
+
+
+def _raise_fd_limit() -> int:
+    """Raises the soft limit of open files to the hard one (commonly 1024 of 524288 or more: each
+    connection takes one) and returns the soft limit now in force."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    # the kernel refuses more than its nr_open (2^20 by default) even under an unlimited hard limit
+    for want in ((hard,) if hard != resource.RLIM_INFINITY else (1 << 20, 65536)):
+        if want <= soft:
+            break
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+            return want
+        except (OSError, ValueError):
+            continue
+    return soft if soft != resource.RLIM_INFINITY else 1 << 20
 
 
 def _set_torch_threads(requested: int | None) -> int:

@@ -16,12 +16,16 @@ sends it whole reads the answer), 500 a scoring failure (logged with its traceba
 (the requests in hand over ScoreService.budget; with Retry-After); what the
 standard library refuses itself (a malformed request line, too many headers) too. HTTP/1.1, one
 request per connection (`Connection: close`); `Expect: 100-continue` is answered once the
-Content-Length is accepted. A connection idle for IDLE_TIMEOUT_S is closed. Requests are
-served on threads, scored one at a time by worker.serving.service.ScoreService.
+Content-Length is accepted. A connection idle for IDLE_TIMEOUT_S is closed, one without its
+headers HEADER_TIMEOUT_S after the accept too, and a body slower than MIN_BODY_BYTES_PER_S is
+answered 408. Requests are served on threads, one per connection, MAX_CONNECTIONS at most (past
+them: 503 and closed), scored one at a time by worker.serving.service.ScoreService.
 """
 
 from __future__ import annotations
 
+import errno
+import io
 import json
 import logging
 import select
@@ -38,13 +42,32 @@ from worker.serving.service import Overloaded, ScoreService
 _POSTS = {"/v1/score": None, "/v1/score-block": Kind.BLOCK, "/v1/score-window": Kind.WINDOW}
 _GETS = ("/healthz", "/v1/info", "/metrics")
 IDLE_TIMEOUT_S = 60.0
+# connections open at once (a thread each); 2000 idle ones were 2011 threads before
+MAX_CONNECTIONS = 256
+# the request line and headers must come within this of the accept (the idle timeout is per gap)
+HEADER_TIMEOUT_S = 10.0
+# a body must come at this average rate past the grace (1 byte every 5 s held a connection for good)
+MIN_BODY_BYTES_PER_S = 8192.0
+BODY_GRACE_S = 10.0
+# accept() failing for want of file descriptors (EMFILE ...): the listener is not read again for
+# this long, doubling to the most (it spun at 100% CPU: the connection stays in the backlog, so
+# the listener reads ready at once again), or until a connection closes
+ACCEPT_BACKOFF_S = (0.05, 1.0)
+_OUT_OF_DESCRIPTORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 _METHOD = {"/v1/score": "ScoreClip", "/v1/score-block": "ScoreBlock", "/v1/score-window": "ScoreWindow"}
 
 log = logging.getLogger("sync_scorer.serve")
 
 
 def make_server(service: ScoreService, host: str = "127.0.0.1", port: int = 8080,
-                max_body_bytes: int = 64 << 20, idle_timeout_s: float = IDLE_TIMEOUT_S) -> _Server:
+                max_body_bytes: int = 64 << 20, idle_timeout_s: float = IDLE_TIMEOUT_S,
+                max_connections: int = MAX_CONNECTIONS, header_timeout_s: float = HEADER_TIMEOUT_S,
+                min_body_bytes_per_s: float = MIN_BODY_BYTES_PER_S, body_grace_s: float = BODY_GRACE_S) -> _Server:
+    """The HTTP server (bound, not serving yet). ``max_connections``: connections open at once
+    (one thread each); past it a new one is answered 503 and closed. ``header_timeout_s``: a
+    connection's request line and headers must all come within this of its accept.
+    ``min_body_bytes_per_s``: past ``body_grace_s``, a body coming slower than this on average
+    is answered 408 and closed. ``idle_timeout_s``: the longest gap between bytes."""
     class Handler(BaseHTTPRequestHandler):
         server_version = "sync-scorer"
         # a connection that sends nothing, or less body than it announced, is closed after this
@@ -54,6 +77,17 @@ def make_server(service: ScoreService, host: str = "127.0.0.1", port: int = 8080
         # by an HTTP/1.0 server with nothing, waited 1 s before sending the body); still one
         # request per connection, each answer says `Connection: close`
         protocol_version = "HTTP/1.1"
+
+        def setup(self) -> None:
+            super().setup()
+            # the request line and headers are read under one deadline from the accept: the
+            # socket's timeout bounds each gap only, and a client trickling a byte every 5 s held
+            # its connection (and thread) for good
+            self.rfile.close()
+            self._header_clock = _HeaderDeadline(self.connection.makefile("rb", buffering=0),
+                                                 self.connection, time.monotonic() + header_timeout_s,
+                                                 idle_timeout_s)
+            self.rfile = io.BufferedReader(self._header_clock)
 
         def handle(self) -> None:
             self.close_connection = True
@@ -92,6 +126,7 @@ def make_server(service: ScoreService, host: str = "127.0.0.1", port: int = 8080
             """What the standard library answers itself (a request line it cannot parse, too many
             or too long headers, an unknown method or version): JSON like every other answer, not
             its HTML page."""
+            self._header_clock.done()  # the answer is written with the gaps' timeout
             text = message or self.responses.get(code, ("error",))[0]
             self.log_error("code %d, message %s", code, text)
             if self.request_version == "HTTP/0.9":  # a line it could not read: a status line all the same
@@ -137,6 +172,7 @@ def make_server(service: ScoreService, host: str = "127.0.0.1", port: int = 8080
             self._expect_100 = False
             self.server.request_started()  # a request line came: in flight until answered
             ok = super().parse_request()
+            self._header_clock.done()  # the headers are in (or refused): the gaps' timeout only now
             if ok:
                 self.path = urlsplit(self.path).path  # /healthz?probe=1 is /healthz
             return ok
@@ -200,8 +236,13 @@ def make_server(service: ScoreService, host: str = "127.0.0.1", port: int = 8080
             kind = _POSTS[self.path]
             try:
                 with service.observed("http", _METHOD[self.path]):
-                    body = parse_json(raw, service.max_seconds)
-                    del raw  # the JSON text, then (once decoded) its base64, are not kept while waiting
+                    # each form dropped once the next is made: the body, its text, the parsed
+                    # fields (base64), then the pixels and samples that wait for the scorer
+                    # (all of them at once took four times the body)
+                    text = json_text(raw, service.max_seconds)
+                    del raw
+                    body = parse_json(text)
+                    del text
                     decoded = service.decode(kind, body)
                     del body
 
@@ -225,23 +266,26 @@ def make_server(service: ScoreService, host: str = "127.0.0.1", port: int = 8080
                 return
             self._send(200, result)
 
-        def _read_body(self, n_bytes: int) -> bytes | None:
+        def _read_body(self, n_bytes: int) -> bytearray | None:
             """The body, read as it comes while watching for the shutdown: past the grace (or on a
             second signal) an upload still coming is answered 503 and closed. (One blocking read
             held it to the idle timeout, past the grace, and the client was reset.) None: answered
             already, or the client left or went idle for the idle timeout."""
             sock = self.connection
-            parts: list[bytes] = []
+            body = bytearray(n_bytes)  # filled as it comes (pieces joined at the end took it twice)
             left = n_bytes
-            last_data = time.monotonic()
+            started = last_data = time.monotonic()
             sock.settimeout(0.0)  # a socket timeout would leave the reader unusable: select instead
             try:
                 while left > 0:
                     chunk = self.rfile.read1(min(1 << 20, left))  # b"": nothing buffered or ready
                     if chunk:
-                        parts.append(chunk)
+                        body[n_bytes - left:n_bytes - left + len(chunk)] = chunk
                         left -= len(chunk)
                         last_data = time.monotonic()
+                        if too_slow(n_bytes - left, last_data - started):
+                            self._too_slow(n_bytes - left, n_bytes, last_data - started)
+                            return None
                         continue
                     try:
                         if sock.recv(1, socket.MSG_PEEK) == b"":
@@ -256,9 +300,13 @@ def make_server(service: ScoreService, host: str = "127.0.0.1", port: int = 8080
                         sock.settimeout(idle_timeout_s)
                         self._send(503, {"error": "the server is stopping; send the request again"})
                         return None
-                    if time.monotonic() - last_data >= idle_timeout_s:
+                    now = time.monotonic()
+                    if now - last_data >= idle_timeout_s:
                         log.info("%s: no body for %g s (%d of %d bytes); closed", self.path, idle_timeout_s,
                                  n_bytes - left, n_bytes)
+                        return None
+                    if too_slow(n_bytes - left, now - started):
+                        self._too_slow(n_bytes - left, n_bytes, now - started)
                         return None
                     select.select([sock], [], [], _BODY_POLL_S)
             except (ConnectionError, ValueError):
@@ -268,7 +316,13 @@ def make_server(service: ScoreService, host: str = "127.0.0.1", port: int = 8080
                     sock.settimeout(idle_timeout_s)
                 except OSError:
                     pass
-            return b"".join(parts)
+            return body
+
+        def _too_slow(self, got: int, n_bytes: int, elapsed_s: float) -> None:
+            log.info("%s: body too slow (%d of %d bytes in %.0f s); closed", self.path, got, n_bytes, elapsed_s)
+            self.connection.settimeout(idle_timeout_s)
+            self._send(408, {"error": f"the body came too slowly ({got} of {n_bytes} bytes in {elapsed_s:.0f} s; "
+                                      f"at least {min_body_bytes_per_s:g} bytes/s after {body_grace_s:g} s)"})
 
         def log_message(self, fmt: str, *args) -> None:
             # no path yet: a request line that could not be parsed (the 400 / 414 being sent)
@@ -276,16 +330,61 @@ def make_server(service: ScoreService, host: str = "127.0.0.1", port: int = 8080
                 return
             log.info("%s %s", self.address_string(), fmt % args)
 
-    return _Server((host, port), Handler)
+    def too_slow(got: int, elapsed_s: float) -> bool:
+        """A body whose bytes came slower than min_body_bytes_per_s on average past the grace."""
+        return elapsed_s > body_grace_s and got < min_body_bytes_per_s * (elapsed_s - body_grace_s)
+
+    return _Server((host, port), Handler, max_connections=max_connections)
 
 
-def parse_json(raw: bytes, max_seconds: float) -> object:
-    """A request body -> its JSON value; RequestError for one that is not JSON or holds more
-    values than any request (checked before it is parsed: request.check_json_size)."""
+class _HeaderDeadline(io.RawIOBase):
+    """A connection's raw reader (``raw``: socket.makefile("rb", buffering=0)) whose reads end
+    at ``deadline`` (time.monotonic()) until ``done``: past it, TimeoutError, which the standard
+    library's handler answers by closing the connection. Each read waits at most ``gap_s``."""
+
+    def __init__(self, raw, sock: socket.socket, deadline: float, gap_s: float) -> None:
+        super().__init__()
+        self._raw, self._sock, self._deadline, self._gap_s = raw, sock, deadline, gap_s
+
+    def done(self) -> None:
+        if self._deadline is not None:
+            self._deadline = None
+            self._sock.settimeout(self._gap_s)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int | None:
+        if self._deadline is not None:
+            left_s = self._deadline - time.monotonic()
+            if left_s <= 0:
+                raise TimeoutError("no request line and headers within the deadline")
+            self._sock.settimeout(min(self._gap_s, left_s))
+        return self._raw.readinto(buffer)
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
+def json_text(raw: bytes | bytearray, max_seconds: float) -> str:
+    """A request body -> its JSON text (UTF-8, or the UTF-16/32 JSON allows), once its values
+    are counted (request.check_json_size: no more than any request has); RequestError if not."""
     check_json_size(raw, max_seconds)
     try:
-        return json.loads(raw)
-    except ValueError as exc:  # not JSON, not UTF-8, an integer of 4300+ digits
+        return raw.decode(json.detect_encoding(raw), "surrogatepass")
+    except (UnicodeDecodeError, LookupError) as exc:
+        raise RequestError(f"the body is not JSON: {exc}") from None
+
+
+def parse_json(text: str | bytes | bytearray, max_seconds: float | None = None) -> object:
+    """JSON text (or a body: json_text first, with ``max_seconds``) -> its value; RequestError
+    for one that is not JSON."""
+    if not isinstance(text, str):
+        text = json_text(text, 120.0 if max_seconds is None else max_seconds)
+    try:
+        return json.loads(text)
+    except ValueError as exc:  # not JSON, an integer of 4300+ digits
         raise RequestError(f"the body is not JSON: {exc}") from None
     except RecursionError:
         raise RequestError("the body's JSON is nested too deeply") from None
@@ -360,19 +459,80 @@ class _Server(ThreadingHTTPServer):
     # 1..8 s connect retries and timeouts among 200 at once
     request_queue_size = 128
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args, max_connections: int = MAX_CONNECTIONS, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         # set: requests in flight stop at their next batch (or while they wait for the scorer)
         # and are answered 503
         self.stopping = threading.Event()
+        self.max_connections = max_connections
         self._connections: dict[threading.Thread, list] = {}  # thread -> [socket, request started]
         self._connections_lock = threading.Lock()
+        self._full_logged = False
+        self._accept_backoff_s = 0.0  # > 0: accept() is failing for want of descriptors
+        self._connection_closed = threading.Event()  # ends the accept back-off early
+
+    def get_request(self):
+        try:
+            accepted = super().get_request()
+        except OSError as exc:
+            if exc.errno in _OUT_OF_DESCRIPTORS:
+                self._back_off_accepting(exc)
+            raise  # socketserver drops it: the serve loop goes on
+        if self._accept_backoff_s:
+            log.warning("accepting connections again")
+            self._accept_backoff_s = 0.0
+        return accepted
+
+    def _back_off_accepting(self, exc: OSError) -> None:
+        """accept() failed for want of descriptors: said once, then the serve loop waits (longer
+        each time, up to ACCEPT_BACKOFF_S[1]) or until a connection closes."""
+        if not self._accept_backoff_s:
+            with self._connections_lock:
+                n_open = len(self._connections)
+            log.warning("cannot accept connections: %s (%d open); waiting for one to close", exc, n_open)
+        first, most = ACCEPT_BACKOFF_S
+        self._accept_backoff_s = min(most, self._accept_backoff_s * 2 or first)
+        self._connection_closed.clear()
+        self._connection_closed.wait(self._accept_backoff_s)
 
     def process_request(self, request, client_address) -> None:
-        thread = threading.Thread(target=self._serve_connection, args=(request, client_address), daemon=True)
         with self._connections_lock:
-            self._connections[thread] = [request, False]
-        thread.start()
+            full = len(self._connections) >= self.max_connections
+            if not full:
+                thread = threading.Thread(target=self._serve_connection, args=(request, client_address),
+                                          daemon=True)
+                self._connections[thread] = [request, False]
+        if full:
+            self._refuse_connection(request)
+            return
+        try:
+            thread.start()
+        except BaseException:  # no thread to be had: socketserver closes the connection
+            with self._connections_lock:
+                self._connections.pop(thread, None)
+            raise
+        if self._full_logged and not full:
+            self._full_logged = False
+
+    def _refuse_connection(self, request) -> None:
+        """A connection past max_connections: 503 and closed, on the serve loop's thread (never
+        blocking it: what the client sent is read if it is there, the answer sent if it fits)."""
+        if not self._full_logged:
+            self._full_logged = True
+            log.warning("%d connections open: new ones are answered 503 until some close", self.max_connections)
+        body = json.dumps({"error": "the server has too many connections open; send the request again"}).encode()
+        answer = (b"HTTP/1.1 503 Service Unavailable\r\nServer: sync-scorer\r\nContent-Type: application/json\r\n"
+                  b"Retry-After: %d\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s"
+                  % (RETRY_AFTER_S, len(body), body))
+        try:
+            request.recv(1 << 16, socket.MSG_DONTWAIT)  # unread bytes at the close would reset it
+        except OSError:
+            pass
+        try:
+            request.send(answer, socket.MSG_DONTWAIT)
+        except OSError:
+            pass
+        self.shutdown_request(request)
 
     def _serve_connection(self, request, client_address) -> None:
         try:
@@ -380,6 +540,7 @@ class _Server(ThreadingHTTPServer):
         finally:
             with self._connections_lock:
                 self._connections.pop(threading.current_thread(), None)
+            self._connection_closed.set()
 
     def request_started(self) -> None:
         """Called on a connection's thread once its request line has come."""

@@ -445,6 +445,37 @@ def test_session_contradictions_are_bad_events():
         feed.joiner.on_audio(wrong_rate, 0)
 
 
+def test_a_corrupt_rate_in_the_first_frame_is_outvoted_by_the_frames_after_it():
+    """A probe: frame 0 of a 25 fps session said 50 fps; every later frame was dead-lettered as
+    'fps changed' and the session was read on a 50 fps grid (signals at half their times). Now
+    the second frame at 25 is refused, the third replaces the unsettled rate, frame 0 is kept."""
+    feed = Feed()
+    first = feed.frame("s", 0)
+    feed.push(FrameEvent("s", 0, 2 * FPS, first.pixels, first.source, first.arrival, face_present=True))
+    with pytest.raises(BadEvent, match="fps changed"):
+        feed.push(feed.frame("s", 1))  # one frame against one: not enough to tell
+    for f in range(2, 60):
+        feed.push(feed.frame("s", f))
+    for start in range(0, 2400, 40):
+        feed.push(feed.chunk("s", start))
+    assert feed.joiner.sessions["s"].fps == FPS
+    assert ("B", 0, 8) in spans(feed.jobs) and ("W", 0, 20) in spans(feed.jobs)
+    assert all(j.request.frames.fps == FPS for j in feed.jobs)
+    first_block = next(j for j in feed.jobs if (j.kind.value[0], j.frame_start) == ("B", 0))
+    assert first_block.frames_missing == 1  # frame 1 only: frame 0 is kept, read at 25 fps
+
+
+def test_a_settled_rate_is_not_outvoted():
+    feed = Feed()
+    for f in range(3):  # FPS_SETTLE_FRAMES frames agree
+        feed.push(feed.frame("s", f))
+    for f in range(3, 9):
+        ev = feed.frame("s", f)
+        with pytest.raises(BadEvent, match="fps changed"):
+            feed.push(FrameEvent("s", f, 2 * FPS, ev.pixels, ev.source, ev.arrival, face_present=True))
+    assert feed.joiner.sessions["s"].fps == FPS
+
+
 def test_restart_in_the_middle_starts_at_the_next_grid_point():
     # a worker that first sees frame 13 (its predecessor published what came before)
     feed = Feed()

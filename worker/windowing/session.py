@@ -141,6 +141,11 @@ class WindowParams:
     context_frames: int = 0
 
 
+# A session's frame rate is its first frame's until this many frames agree with it (or a job is
+# emitted); before then a rate more frames say replaces it (SessionState._rate_outvoted).
+FPS_SETTLE_FRAMES = 3
+
+
 class SessionState:
     def __init__(self, session_id: str, partition: int, params: WindowParams, now_wall_ms: int,
                  lagging: set[tuple[Stream, int]] | None = None) -> None:
@@ -173,6 +178,8 @@ class SessionState:
         self.dropped_sources: list[Source] = []  # dropped by the buffer bound; the joiner releases them
         self.video_guard = JumpGuard("frames", params.max_buffered_ms)
         self.audio_guard = JumpGuard("audio", params.max_buffered_ms)
+        # frames refused for another rate than the session's, per rate, while it is unsettled
+        self._rival_fps: dict[float, int] = {}
 
     # --- events -----------------------------------------------------------------------------
     def add_frame(self, ev: FrameEvent, now_wall_ms: int) -> str:
@@ -185,7 +192,7 @@ class SessionState:
             grid = JobGrid.for_fps(self.p.block_frames, self.p.window_ms, self.p.window_hop_ms, ev.fps)
             self._check_rate_fits(ev.fps, grid)
             self.fps, self.grid = ev.fps, grid
-        elif abs(ev.fps - self.fps) > 1e-6:
+        elif abs(ev.fps - self.fps) > 1e-6 and not self._rate_outvoted(ev.fps):
             raise BadEvent(f"fps changed within the session: {self.fps} then {ev.fps}")
         f = ev.frame_index
         self.video_guard.check(f"frame_index {f}", frame_ms(f, self.fps), frame_ms(f + 1, self.fps),
@@ -205,6 +212,28 @@ class SessionState:
         self.video_last_wall_ms = now_wall_ms
         self.video_guard.accepted(ev.arrival)
         return "ok"
+
+    def _rate_outvoted(self, fps: float) -> bool:
+        """Whether a frame's ``fps``, not the session's, replaces the session's rate: only while
+        that rate is unsettled (fewer than FPS_SETTLE_FRAMES frames stored, no job emitted), once
+        more frames have said ``fps`` than the frames stored (this one included; the others were
+        refused). The frames stored keep their indices, read at the new rate (a probe: one corrupt
+        fps in frame 0 had every later frame dead-lettered, the session read on twice its grid)."""
+        if len(self.frames) >= FPS_SETTLE_FRAMES or any(s is not None for s in self.next_start.values()):
+            return False
+        key = round(fps, 6)
+        votes = self._rival_fps.get(key, 0) + 1
+        if votes <= len(self.frames):
+            self._rival_fps[key] = votes
+            return False
+        grid = JobGrid.for_fps(self.p.block_frames, self.p.window_ms, self.p.window_hop_ms, fps)
+        self._check_rate_fits(fps, grid)
+        self.fps, self.grid = fps, grid
+        self._rival_fps.clear()
+        # the frames' times at the new rate; the jump guard starts again from them
+        self.video_wm_ms = -math.inf if self.max_frame_seen is None else frame_ms(self.max_frame_seen + 1, fps)
+        self.video_guard = JumpGuard("frames", self.p.max_buffered_ms)
+        return True
 
     def add_audio(self, ev: AudioEvent, now_wall_ms: int) -> str:
         """Store an audio chunk; returns "ok", "late" or "duplicate"."""

@@ -1098,3 +1098,21 @@ def test_serve_raises_its_open_file_limit_to_the_hard_limit():
     assert "stop here" in proc.stderr, proc.stderr
     soft, got_hard = map(int, proc.stdout.split()[1:3])
     assert got_hard == hard and soft > 256 and (soft == hard or hard == resource.RLIM_INFINITY), proc.stdout
+
+
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT"])
+def test_a_signal_while_the_model_loads_stops_serve_with_exit_0(signame):
+    """serve's signal handlers were put in once the model had loaded: SIGTERM then (Kubernetes
+    stopping a pod that is starting) killed the process (-15)."""
+    import signal
+
+    proc = _serve_until_loaded(f"import os, signal, time\nos.kill(os.getpid(), signal.{signame})\ntime.sleep(30)\n"
+                               "raise worker.cli.CliError('the signal was not taken')")
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
+    assert f"{signame} during start-up: stopped" in proc.stderr and "Traceback" not in proc.stderr
+    # run in-process and refused while starting, serve leaves the caller's handlers as they were
+    from worker.cli import main
+
+    before = signal.getsignal(getattr(signal, signame))
+    assert main(["serve", "--bundle", "/no/such/bundle", "--port", "0", "--grpc-port", "-1"]) != 0
+    assert signal.getsignal(getattr(signal, signame)) is before

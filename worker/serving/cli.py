@@ -57,6 +57,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 def run(args) -> int:
     import logging
     import signal
+    import sys
     import threading
 
     from worker.cli import CliError, check_range, load_scorer_for_command
@@ -72,55 +73,76 @@ def run(args) -> int:
     check_range("--shutdown-grace-s", args.shutdown_grace_s, 0, 3600)
     check_range("--torch-threads", args.torch_threads, 1, 256)
     fd_limit = _raise_fd_limit()
-    scorer = load_scorer_for_command(args.bundle, args.device, max_offset_ms=args.max_offset_ms,
-                                     narrowband=not args.no_narrowband)
-    threads = _set_torch_threads(args.torch_threads)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    max_bytes = int(args.max_body_mb * (1 << 20))
-    # requests being read, decoded or waiting for the scorer: PENDING_BODIES bodies' worth at most
-    service = ScoreService(scorer, args.max_seconds, max_pending_bytes=PENDING_BODIES * max_bytes)
+    # a signal while the model loads (seconds) or the ports open stops serve, exit 0 (the default
+    # action killed it, -15, before): until serve's own handlers are in, it raises this
+    server = grpc_server = None
+
+    def stop_during_start(signum, _frame) -> None:
+        raise _StoppedDuringStart(signum)
+
+    previous = {sig: signal.signal(sig, stop_during_start) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        # a connection is a descriptor: the cap leaves half of them to gRPC, the model and logs
-        server = make_server(service, args.host, args.port, max_bytes,
-                             max_connections=max(16, min(MAX_CONNECTIONS, fd_limit // 2)))
-    except OSError as exc:
-        raise CliError(f"cannot listen on {args.host}:{args.port}: {exc}") from None
-    grpc_server = None
-    server_stopping = threading.Event()  # set once serve stops: a stopped gRPC call is the shutdown's
-    where = ""
-    if args.grpc_port >= 0:
-        from worker.serving.grpc_server import make_grpc_server
-
+        scorer = load_scorer_for_command(args.bundle, args.device, max_offset_ms=args.max_offset_ms,
+                                         narrowband=not args.no_narrowband)
+        threads = _set_torch_threads(args.torch_threads)
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+        max_bytes = int(args.max_body_mb * (1 << 20))
+        # requests being read, decoded or waiting for the scorer: PENDING_BODIES bodies' worth at most
+        service = ScoreService(scorer, args.max_seconds, max_pending_bytes=PENDING_BODIES * max_bytes)
         try:
-            grpc_server, grpc_port = make_grpc_server(service, args.host, args.grpc_port, max_bytes,
-                                                      stopping=server_stopping)
+            # a connection is a descriptor: the cap leaves half of them to gRPC, the model and logs
+            server = make_server(service, args.host, args.port, max_bytes,
+                                 max_connections=max(16, min(MAX_CONNECTIONS, fd_limit // 2)))
         except OSError as exc:
+            raise CliError(f"cannot listen on {args.host}:{args.port}: {exc}") from None
+        grpc_server = None
+        server_stopping = threading.Event()  # set once serve stops: a stopped gRPC call is the shutdown's
+        where = ""
+        if args.grpc_port >= 0:
+            from worker.serving.grpc_server import make_grpc_server
+
+            try:
+                grpc_server, grpc_port = make_grpc_server(service, args.host, args.grpc_port, max_bytes,
+                                                          stopping=server_stopping)
+            except OSError as exc:
+                server.server_close()
+                raise CliError(f"cannot listen for gRPC on {args.host}:{args.grpc_port}: {exc}") from None
+            grpc_server.start()
+            where = f", gRPC {args.host}:{grpc_port} (syncscorer.v1.SyncScorer)"
+        host, port = server.server_address[:2]
+        print(f"sync-scorer serve: {scorer.name} on http://{host}:{port} (POST /v1/score, /v1/score-block, "
+              f"/v1/score-window; GET /healthz, /v1/info){where}; torch threads {threads}", flush=True)
+        # SIGTERM (Kubernetes stopping the pod) or SIGINT: no new requests; the ones in flight have
+        # the grace to finish, then stop at their next batch and are answered (503 / UNAVAILABLE); exit 0.
+        # A second signal stops them at once.
+        stopping = threading.Event()
+
+        def on_signal(signum, _frame) -> None:
+            server_stopping.set()
+            if stopping.is_set():
+                server.stopping.set()
+                if grpc_server is not None:
+                    grpc_server.stop(0)
+                return
+            stopping.set()
+            log.info("%s: stopping; requests in flight have %g s", signal.Signals(signum).name, args.shutdown_grace_s)
+            threading.Thread(target=server.shutdown, daemon=True).start()
+
+        log = logging.getLogger("sync_scorer.serve")
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+    except BaseException as exc:
+        for sig, handler in previous.items():  # (run in-process, the caller's handlers are its own)
+            signal.signal(sig, handler)
+        if not isinstance(exc, _StoppedDuringStart):
+            raise
+        if grpc_server is not None:
+            grpc_server.stop(0)
+        if server is not None:
             server.server_close()
-            raise CliError(f"cannot listen for gRPC on {args.host}:{args.grpc_port}: {exc}") from None
-        grpc_server.start()
-        where = f", gRPC {args.host}:{grpc_port} (syncscorer.v1.SyncScorer)"
-    host, port = server.server_address[:2]
-    print(f"sync-scorer serve: {scorer.name} on http://{host}:{port} (POST /v1/score, /v1/score-block, "
-          f"/v1/score-window; GET /healthz, /v1/info){where}; torch threads {threads}", flush=True)
-    # SIGTERM (Kubernetes stopping the pod) or SIGINT: no new requests; the ones in flight have
-    # the grace to finish, then stop at their next batch and are answered (503 / UNAVAILABLE); exit 0.
-    # A second signal stops them at once.
-    stopping = threading.Event()
-
-    def on_signal(signum, _frame) -> None:
-        server_stopping.set()
-        if stopping.is_set():
-            server.stopping.set()
-            if grpc_server is not None:
-                grpc_server.stop(0)
-            return
-        stopping.set()
-        log.info("%s: stopping; requests in flight have %g s", signal.Signals(signum).name, args.shutdown_grace_s)
-        threading.Thread(target=server.shutdown, daemon=True).start()
-
-    log = logging.getLogger("sync_scorer.serve")
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+        print(f"sync-scorer serve: {signal.Signals(exc.args[0]).name} during start-up: stopped", file=sys.stderr,
+              flush=True)
+        return 0
     try:
         server.serve_forever()
     except KeyboardInterrupt:
@@ -135,6 +157,11 @@ def run(args) -> int:
         if grpc_stopped is not None:
             grpc_stopped.wait(args.shutdown_grace_s + 5.0)
     return 0
+
+
+class _StoppedDuringStart(BaseException):
+    """SIGTERM or SIGINT before serve's servers are up (a BaseException: the loader's own
+    ``except Exception`` does not catch it)."""
 
 
 def _raise_fd_limit() -> int:

@@ -1116,3 +1116,46 @@ def test_a_signal_while_the_model_loads_stops_serve_with_exit_0(signame):
     before = signal.getsignal(getattr(signal, signame))
     assert main(["serve", "--bundle", "/no/such/bundle", "--port", "0", "--grpc-port", "-1"]) != 0
     assert signal.getsignal(getattr(signal, signame)) is before
+
+
+def test_a_client_that_leaves_after_bytes_past_its_body_is_seen_gone():
+    """Bytes past the Content-Length (a CRLF after the body, as some clients send) hid the client's
+    close: the peek saw them, and the clip was scored to its end for nobody (a probe)."""
+    import socket
+
+    from worker.synth.clip import generate_clip
+
+    service, srv = _heuristic_server()
+    cancelled = service.metrics.requests.labels("http", "ScoreClip", "cancelled")
+    try:
+        clip = generate_clip(seed=5155, seconds=4.0, audio_offset_ms=0.0)
+        frames, audio = np.tile(clip.frames, (5,) + (1,) * (clip.frames.ndim - 1)), np.tile(clip.audio, 5)
+        body = json.dumps(encode(frames, clip.fps, audio, clip.sample_rate)).encode()
+        with socket.create_connection(srv.server_address, timeout=10) as s:
+            s.sendall(b"POST /v1/score HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body + b"\r\n")
+        deadline = time.monotonic() + 30
+        while cancelled._value.get() < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert cancelled._value.get() == 1
+        assert service.metrics.requests.labels("http", "ScoreClip", "ok")._value.get() == 0
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    # a client that keeps sending past the allowance is taken as still there; one that resets is gone
+    from worker.serving.http import PeerWatch
+
+    a, b = socket.socketpair()
+    with a, b:
+        watch = PeerWatch(a, extra_cap=10)
+        b.sendall(b"x" * 4)
+        assert not watch.gone() and watch.extra_bytes == 4
+        b.sendall(b"y" * 20)
+        assert not watch.gone() and watch.extra_bytes == 10
+        b.shutdown(socket.SHUT_WR)
+        assert not watch.gone()  # unread bytes past the cap: the close behind them is not seen
+    c, d = socket.socketpair()
+    with c:
+        watch = PeerWatch(c)
+        d.sendall(b"\r\n")
+        d.close()
+        assert watch.gone()

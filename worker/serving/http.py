@@ -246,8 +246,10 @@ def make_server(service: ScoreService, host: str = "127.0.0.1", port: int = 8080
                     decoded = service.decode(kind, body)
                     del body
 
+                    client = PeerWatch(self.connection)
+
                     def wanted() -> bool:  # asked while waiting for the scorer and between batches
-                        return not self.server.stopping.is_set() and not peer_closed(self.connection)
+                        return not self.server.stopping.is_set() and not client.gone()
 
                     result = service.run(decoded, wanted=wanted)
             except RequestError as exc:
@@ -440,14 +442,37 @@ def byte_count(text: str) -> int | None:
     return int(digits or "0") if len(digits) <= _MAX_LENGTH_DIGITS else 1 << 64
 
 
-def peer_closed(sock: socket.socket) -> bool:
-    """The client closed its side: the socket reads as ready and a peek finds no byte. (A client
-    that sends more is not gone; one that reset the connection is.)"""
-    try:
-        readable, _, _ = select.select([sock], [], [], 0)
-        return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
-    except (OSError, ValueError):
-        return True
+# bytes a client may send past its request that are read and dropped to see whether it left
+EXTRA_BYTES_CAP = 64 << 10
+
+
+class PeerWatch:
+    """Whether the client of a connection whose request has been read is gone: it closed its
+    side (a reset counts). Bytes it sends past the request (a CRLF after the body, as some clients
+    send, or a pipelined request: one request per connection here) are read and dropped, up to
+    ``extra_cap`` in all: left unread, a peek saw them and not the close behind them, and a
+    client gone went on being scored. (One that sends more than that is taken as still there.)"""
+
+    def __init__(self, sock: socket.socket, extra_cap: int = EXTRA_BYTES_CAP) -> None:
+        self._sock = sock
+        self._extra_cap = extra_cap
+        self.extra_bytes = 0
+
+    def gone(self) -> bool:
+        sock = self._sock
+        try:
+            while select.select([sock], [], [], 0)[0]:
+                if self.extra_bytes >= self._extra_cap:
+                    return sock.recv(1, socket.MSG_PEEK) == b""
+                chunk = sock.recv(min(1 << 16, self._extra_cap - self.extra_bytes), socket.MSG_DONTWAIT)
+                if not chunk:
+                    return True
+                self.extra_bytes += len(chunk)
+            return False
+        except BlockingIOError:
+            return False
+        except (OSError, ValueError):
+            return True
 
 
 class _Server(ThreadingHTTPServer):

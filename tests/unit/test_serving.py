@@ -1159,3 +1159,33 @@ def test_a_client_that_leaves_after_bytes_past_its_body_is_seen_gone():
         d.sendall(b"\r\n")
         d.close()
         assert watch.gone()
+
+
+def test_headers_that_leave_the_length_or_expectation_in_doubt_are_refused():
+    """Two different Content-Lengths were taken (the first), Transfer-Encoding beside one was read
+    by the length ("not JSON"), an unknown Expect was ignored (scored, 200). RFC 9112: 400; RFC
+    9110: 417."""
+    service, srv = _heuristic_server()
+    body = json.dumps(_body()).encode()
+    head = b"POST /v1/score HTTP/1.1\r\nHost: x\r\n"
+    try:
+        for extra, code, needle in (
+                (b"Content-Length: %d\r\nContent-Length: 5\r\n" % len(body), 400, "Content-Length given 2 times"),
+                (b"Transfer-Encoding: chunked\r\nContent-Length: %d\r\n" % len(body), 400, "Transfer-Encoding"),
+                (b"Content-Length: %d\r\nExpect: 200-ok\r\n" % len(body), 417, "Expect '200-ok'")):
+            status, res = _status_and_json(_raw_exchange(srv.server_address, head + extra + b"\r\n" + body))
+            assert status == code and needle in res["error"], (extra, res)
+        assert service.metrics.requests.labels("http", "ScoreClip", "bad_request")._value.get() == 3
+        # the same length twice is one length; Expect: 100-continue in any case is answered
+        status, _ = _status_and_json(_raw_exchange(
+            srv.server_address, head + b"Content-Length: %d\r\nContent-Length: %d\r\n\r\n" % (len(body), len(body)) + body))
+        assert status == 200
+        status, res = _status_and_json(_raw_exchange(
+            srv.server_address, head + b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"))
+        assert status == 411 and "chunked" in res["error"]
+        status, res = _status_and_json(_raw_exchange(
+            srv.server_address, b"GET /healthz HTTP/1.1\r\nHost: x\r\nExpect: 100-Continue\r\n\r\n"))
+        assert status == 200
+    finally:
+        srv.shutdown()
+        srv.server_close()

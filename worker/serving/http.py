@@ -9,7 +9,8 @@ framework).
     POST /v1/score-window  -> one WINDOW's verdict (0.8..1.2 s of frames)
 
 Errors are JSON {"error": "<one line>"}: 400 bad request body (or a Content-Length that is not
-a number), 404 unknown path, 405 the wrong method for a path, 411 no Content-Length (chunked
+a number, two different ones, or Transfer-Encoding beside one), 417 an Expect other than
+100-continue, 404 unknown path, 405 the wrong method for a path, 411 no Content-Length (chunked
 uploads are not taken), 413 body too large (the body is read and dropped so that a client that
 sends it whole reads the answer), 500 a scoring failure (logged with its traceback, never sent),
 503 the server stopping (a request still in flight past the shutdown's grace, ``drain``) or busy
@@ -173,9 +174,16 @@ def make_server(service: ScoreService, host: str = "127.0.0.1", port: int = 8080
             self.server.request_started()  # a request line came: in flight until answered
             ok = super().parse_request()
             self._header_clock.done()  # the headers are in (or refused): the gaps' timeout only now
-            if ok:
-                self.path = urlsplit(self.path).path  # /healthz?probe=1 is /healthz
-            return ok
+            if not ok:
+                return False
+            self.path = urlsplit(self.path).path  # /healthz?probe=1 is /healthz
+            refused = framing_problem(self.headers)
+            if refused is not None:
+                if self.command == "POST" and self.path in _POSTS:
+                    service.metrics.requests.labels("http", _METHOD[self.path], "bad_request").inc()
+                self.send_error(*refused)
+                return False
+            return True
 
         def do_GET(self) -> None:
             if self.path == "/healthz":
@@ -209,7 +217,7 @@ def make_server(service: ScoreService, host: str = "127.0.0.1", port: int = 8080
                 return
             length = self.headers.get("Content-Length")
             if length is None:
-                self._refuse(411, "bad_request", "Content-Length required")
+                self._refuse(411, "bad_request", "Content-Length required (chunked uploads are not taken)")
                 return
             n_bytes = byte_count(length)
             if n_bytes is None:
@@ -426,6 +434,22 @@ def discard_body(rfile, sock: socket.socket, max_bytes: int, idle_s: float = DRA
     except (OSError, ValueError):  # idle (TimeoutError), reset, closed
         pass
     return read
+
+
+def framing_problem(headers) -> tuple[int, str] | None:
+    """(status, message) for headers that leave the request's length or expectations in doubt
+    (RFC 9112 6.3, RFC 9110 10.1.1), None when they are clear: two different Content-Lengths (the
+    first was taken), Transfer-Encoding beside a Content-Length (the body read by the length, then
+    "not JSON"), an Expect other than 100-continue (ignored: scored, 200)."""
+    lengths = [v.strip(" \t") for v in headers.get_all("Content-Length") or []]
+    if len(set(lengths)) > 1:
+        return 400, f"Content-Length given {len(lengths)} times with different values: send one"
+    if headers.get("Transfer-Encoding") is not None and lengths:
+        return 400, "Transfer-Encoding and Content-Length together: send a Content-Length only"
+    expect = headers.get("Expect")
+    if expect is not None and expect.strip(" \t").lower() != "100-continue":
+        return 417, f"Expect {expect[:40]!r} is not supported (only 100-continue)"
+    return None
 
 
 # more digits than this (leading zeros aside) is over any body limit; int() of 4300+ digits raises

@@ -1189,3 +1189,36 @@ def test_headers_that_leave_the_length_or_expectation_in_doubt_are_refused():
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda b: b.update(windows_ms=800), "unknown field 'windows_ms' (did you mean window_ms?)"),
+    (lambda b: b["frames"].update(widht=32), "unknown field 'frames.widht' (did you mean width?)"),
+    (lambda b: b["audio"].update(start=0), "unknown field 'audio.start'"),
+    (lambda b: b["frames"].update(fps=25), "unknown field 'frames.fps' (fps goes at the top level)"),
+    (lambda b: b.update(sample_rate=16000), "unknown field 'sample_rate' (sample_rate goes in audio)"),
+])
+def test_unknown_fields_are_refused_naming_them(change, message):
+    """Unknown fields were ignored: ``"windows_ms": 800`` was scored with the default window (a probe)."""
+    from worker.scoring.types import Kind
+    from worker.serving.request import decode_span
+
+    body = _body(n_frames=16, seconds=1.0)
+    change(body)
+    for decoder in (lambda b: decode(b, 16000), lambda b: decode_span(b, 16000, Kind.BLOCK)):
+        with pytest.raises(RequestError) as err:
+            decoder(body)
+        assert message in str(err.value) and "\n" not in str(err.value), str(err.value)
+
+
+def test_every_documented_field_is_taken():
+    from worker.scoring.types import Kind
+    from worker.serving.request import decode_span
+
+    body = _body(n_frames=20, seconds=1.0)
+    body.update(frame_start=8, context_frames=4, session_id="s", block_frames=16, window_ms=1000,
+                occluded=[False] * 20)
+    body["frames"]["present"] = [True] * 20
+    body["audio"].update(start_sample=round(8 / 25 * 16000), channels=1)
+    assert decode(body, 16000).frames.shape[0] == 20
+    assert decode_span(body, 16000, Kind.BLOCK).frames.frame_start == 8

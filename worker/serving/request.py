@@ -117,9 +117,42 @@ def check_json_size(raw: bytes, max_seconds: float) -> None:
                            f"(at most {limit}: two flags per frame and the fields)")
 
 
+# the fields a request may have (every one documented above and in the README); any other is
+# refused: ignored, a misspelt one ("windows_ms") was scored with its default
+_FIELDS = {
+    "": {"fps", "frames", "audio", "block_frames", "window_ms", "frame_start", "present", "occluded",
+         "context_frames", "session_id"},
+    "frames": {"width", "height", "format", "data", "present", "occluded"},
+    "audio": {"sample_rate", "channels", "encoding", "data", "start_sample"},
+}
+
+
+def _check_fields(body: dict) -> None:
+    """RequestError naming the first field no request has, at the top level or in ``frames`` or
+    ``audio`` (with the known field it most resembles, or where it belongs)."""
+    import difflib
+
+    for where, known in _FIELDS.items():
+        obj = body if not where else body.get(where)
+        if not isinstance(obj, dict):
+            continue  # (the field's own check says what it must be)
+        for key in obj:
+            if key in known:
+                continue
+            name = f"{where}.{key}" if where else key
+            home = next((w for w, k in _FIELDS.items() if key in k and w != where), None)
+            if home is not None:
+                hint = f" ({key} goes {'at the top level' if not home else 'in ' + home})"
+            else:
+                close = difflib.get_close_matches(str(key), sorted(known), n=1)
+                hint = f" (did you mean {close[0]}?)" if close else ""
+            raise RequestError(f"unknown field {_short(name)}{hint}; the fields are: {', '.join(sorted(known))}")
+
+
 def _frames(body: Any, max_seconds: float) -> tuple[np.ndarray, float]:
     if not isinstance(body, dict):
         raise RequestError("the body must be a JSON object")
+    _check_fields(body)
     fps = body.get("fps")
     # compared as given: float() of a 400-digit integer overflows (a 500 before)
     if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not MIN_FPS <= fps <= MAX_FPS:

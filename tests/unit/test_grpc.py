@@ -383,3 +383,50 @@ def test_calls_over_the_byte_budget_are_resource_exhausted(stub):
             assert client.ScoreBlock(request, timeout=30).kind == "BLOCK" and service.budget.used_bytes == 0
     finally:
         server.stop(0)
+
+
+def test_info_is_answered_while_scoring_calls_wait_and_calls_past_the_slots_are_refused():
+    """The pool of 4 threads: with 8 ScoreClip callers Info waited 1.9 s for a thread (HTTP's
+    /healthz 9 ms), and calls queued without bound. Now scoring calls take at most
+    THREADS - INFO_THREADS threads; past them RESOURCE_EXHAUSTED."""
+    import threading
+    import time
+
+    from worker.scoring.heuristic import HeuristicScorer
+    from worker.serving.grpc_server import INFO_THREADS, THREADS, make_grpc_server
+    from worker.serving.service import ScoreService
+    from worker.synth.clip import generate_clip
+
+    clip = generate_clip(seed=5160, seconds=2.0, audio_offset_ms=0.0)
+    request = _request(clip, 16, 32, 240.0)
+    service = ScoreService(HeuristicScorer())
+    server, port = make_grpc_server(service, "127.0.0.1", 0)
+    server.start()
+    slots = THREADS - INFO_THREADS
+    results, callers = [], []
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            client = pb_grpc.SyncScorerStub(channel)
+
+            def wait_for_waiting(n: int) -> None:
+                deadline = time.monotonic() + 20
+                while service.budget.used_bytes < n * request.ByteSize() and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                assert service.budget.used_bytes == n * request.ByteSize()
+
+            with service._lock:  # a long request is being scored
+                for n in (8, slots):
+                    while len(callers) < n:
+                        callers.append(threading.Thread(
+                            target=lambda: results.append(client.ScoreBlock(request, timeout=60).kind)))
+                        callers[-1].start()
+                    wait_for_waiting(n)
+                    assert client.Info(pb.InfoRequest(), timeout=20).scorer == service.scorer.name
+                with pytest.raises(grpc.RpcError) as err:
+                    client.ScoreBlock(request, timeout=20)
+                assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "busy" in err.value.details()
+            for t in callers:
+                t.join(60)
+            assert results == ["BLOCK"] * slots
+    finally:
+        server.stop(0)

@@ -1222,3 +1222,74 @@ def test_every_documented_field_is_taken():
     body["audio"].update(start_sample=round(8 / 25 * 16000), channels=1)
     assert decode(body, 16000).frames.shape[0] == 20
     assert decode_span(body, 16000, Kind.BLOCK).frames.frame_start == 8
+
+
+def test_waiting_requests_take_the_scorer_in_arrival_order_and_a_clip_lets_them_in_between_batches():
+    """The scorer was a plain Lock held for a whole clip: a block behind back-to-back 30 s clips
+    waited up to 4.2 s, and whoever polled first after a release went next (a probe). Now turns
+    go in arrival order and a clip queues again behind the waiting requests after each batch;
+    its result is the one it gets alone."""
+    from worker.scoring.heuristic import HeuristicScorer
+    from worker.scoring.types import Kind
+    from worker.serving.service import ScoreService
+
+    order: list[str] = []
+    first_batch, go_on = threading.Event(), threading.Event()
+
+    class Recording(HeuristicScorer):
+        def score_batch(self, requests, streams=None):
+            order.append(f"clip batch of {len(requests)}")
+            if not first_batch.is_set():
+                first_batch.set()
+                assert go_on.wait(30)
+            return [HeuristicScorer.score(self, r) for r in requests]
+
+        def score(self, request, stream=None):
+            order.append(request.kind.value)
+            return super().score(request, stream)
+
+    service = ScoreService(Recording())
+    clip = _body(n_frames=200, seconds=8.0)  # 12 blocks and 8 windows: batches of 16 and 4
+    block = _body(n_frames=16, seconds=1.0)
+    window = _body(n_frames=25, seconds=1.0)
+    results: dict[str, dict] = {}
+
+    def run(name, fn):
+        thread = threading.Thread(target=lambda: results.__setitem__(name, fn()), daemon=True)
+        thread.start()
+        return thread
+
+    def queued(n: int) -> None:
+        deadline = time.monotonic() + 10
+        while service._lock.waiting() < n and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert service._lock.waiting() == n
+
+    threads = [run("clip", lambda: service.score(clip))]
+    assert first_batch.wait(30)  # the clip's first batch is being scored
+    threads.append(run("window", lambda: service.score_span(Kind.WINDOW, window)))
+    queued(1)
+    threads.append(run("block", lambda: service.score_span(Kind.BLOCK, block)))
+    queued(2)
+    go_on.set()
+    for t in threads:
+        t.join(30)
+    assert order == ["clip batch of 16", "WINDOW", "BLOCK", "clip batch of 4"], order
+    assert service._lock.waiting() == 0
+    alone = service.score(clip)
+    strip = lambda r: {k: v for k, v in r.items() if k not in ("timings_s", "windows", "blocks")}  # noqa: E731
+    assert strip(results["clip"]) == strip(alone)
+    assert [w["score"] for w in results["clip"]["windows"]] == [w["score"] for w in alone["windows"]]
+    assert results["block"] == service.score_span(Kind.BLOCK, block)
+    # turns in arrival order, whoever asks again first: held, then four callers queued one by one
+    taken: list[int] = []
+    with service._lock:
+        callers = []
+        for i in range(4):
+            callers.append(threading.Thread(target=lambda i=i: (service._lock.acquire(), taken.append(i),
+                                                                service._lock.release()), daemon=True))
+            callers[-1].start()
+            queued(i + 1)
+    for t in callers:
+        t.join(10)
+    assert taken == [0, 1, 2, 3]

@@ -1,12 +1,14 @@
 """What `sync-scorer serve` answers, whatever the transport (HTTP JSON or gRPC): a clip, one
 BLOCK, one WINDOW, or the scorer's facts. Requests are decoded by worker.serving.request (the
 contract's field names; bad input raises RequestError with one line) and scored one at a time
-(the model is the bottleneck on CPU and GPU alike)."""
+(the model is the bottleneck on CPU and GPU alike), in arrival order, a clip letting the waiting
+requests in between its batches (FairLock, _Turn)."""
 
 from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -81,6 +83,92 @@ def _check_wanted(wanted: Callable[[], bool] | None) -> None:
 LOCK_POLL_S = 0.05
 
 
+class FairLock:
+    """The scorer, taken in the order it was asked for (a ticket queue). A plain Lock's waiters
+    polled for it: whoever polled first after a release won, and a block behind back-to-back 30 s
+    clips waited up to 4.2 s (a probe). ``with lock:`` takes it without a ``wanted``."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._queue: deque[object] = deque()  # tickets of the waiters, the next one first
+        self._held = False
+
+    def acquire(self, wanted: Callable[[], bool] | None = None) -> None:
+        """Waits for this caller's turn; ``wanted`` asked every LOCK_POLL_S meanwhile: False
+        leaves the queue and raises ScoringCancelled."""
+        ticket = object()
+        with self._cond:
+            self._queue.append(ticket)
+        try:
+            while True:
+                with self._cond:
+                    if self._take(ticket):
+                        return
+                    self._cond.wait(LOCK_POLL_S)
+                    if self._take(ticket):
+                        return
+                _check_wanted(wanted)  # (not under the condition's lock: it may read a socket)
+        except BaseException:
+            with self._cond:
+                if ticket in self._queue:
+                    self._queue.remove(ticket)
+                    self._cond.notify_all()  # the next one may be first now
+            raise
+
+    def _take(self, ticket: object) -> bool:
+        if self._held or self._queue[0] is not ticket:
+            return False
+        self._queue.popleft()
+        self._held = True
+        return True
+
+    def release(self) -> None:
+        with self._cond:
+            self._held = False
+            self._cond.notify_all()
+
+    def waiting(self) -> int:
+        """Callers waiting for their turn."""
+        with self._cond:
+            return len(self._queue)
+
+    def __enter__(self) -> FairLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+class _Turn:
+    """One request's hold on the scorer (ScoreService._scorer). A clip gives it up between its
+    batches of jobs to whoever waits, and queues again behind them (``between_batches``, asked by
+    score_clip before each batch): a block or window waits for one batch of each request ahead
+    of it, not for whole clips. Each batch is scored as it would be alone (the clip's feature
+    cache is its own), so the results are those of a request made alone."""
+
+    def __init__(self, lock: FairLock, wanted: Callable[[], bool] | None) -> None:
+        self._lock, self._wanted = lock, wanted
+        self.held = False
+        self._batches = 0
+
+    def between_batches(self) -> bool:
+        """score_clip's ``wanted``: False (the caller gone, while scoring or waiting its turn
+        again) stops the clip."""
+        if self._wanted is not None and not self._wanted():
+            return False
+        if self._batches and self._lock.waiting():  # not before the first: each turn scores one
+            self._lock.release()
+            self.held = False
+            try:
+                self._lock.acquire(self._wanted)
+            except ScoringCancelled:
+                return False
+            self.held = True
+        self._batches += 1
+        return True
+
+
 class ScoreService:
     """Scores decoded requests with one scorer, one request at a time."""
 
@@ -94,7 +182,7 @@ class ScoreService:
         from worker.app import scorer_sample_rate  # the worker's rule: the bundle's rate, else 16 kHz
 
         self.sample_rate = scorer_sample_rate(scorer)
-        self._lock = threading.Lock()
+        self._lock = FairLock()
 
     def decode(self, kind: Kind | None, body: Any) -> ClipInput | ScoreRequest:
         """A request's fields -> what ``run`` scores: a clip (``kind`` None) or one BLOCK or
@@ -114,11 +202,11 @@ class ScoreService:
             from worker.clipscore import score_clip
 
             clip = decoded
-            with self._scorer(wanted), _as_request_error():
+            with self._scorer(wanted) as turn, _as_request_error():
                 summary = score_clip(self.scorer, clip.frames, clip.fps, clip.audio, clip.sample_rate,
                                      face_present=clip.face_present, occluded=clip.occluded,
                                      block_frames=clip.block_frames,
-                                     window_ms=clip.window_ms, wanted=wanted)
+                                     window_ms=clip.window_ms, wanted=turn.between_batches)
             return summary.to_json()
         with self._scorer(wanted), _as_request_error():
             # the frames sent before the job (context_frames) are its video context, as the
@@ -136,17 +224,19 @@ class ScoreService:
         return self.run(self.decode(kind, body), wanted)
 
     @contextmanager
-    def _scorer(self, wanted: Callable[[], bool] | None) -> Iterator[None]:
-        """Holds the scorer for one request. While another request has it, ``wanted`` is asked
-        every LOCK_POLL_S: a caller that left raises ScoringCancelled instead of waiting its
-        turn."""
-        while not self._lock.acquire(timeout=LOCK_POLL_S):
-            _check_wanted(wanted)
+    def _scorer(self, wanted: Callable[[], bool] | None) -> Iterator[_Turn]:
+        """Holds the scorer for one request, its turn taken in arrival order (FairLock). While
+        others have it, ``wanted`` is asked every LOCK_POLL_S: a caller that left raises
+        ScoringCancelled instead of waiting its turn."""
+        turn = _Turn(self._lock, wanted)
+        self._lock.acquire(wanted)
+        turn.held = True
         try:
             _check_wanted(wanted)
-            yield
+            yield turn
         finally:
-            self._lock.release()
+            if turn.held:  # (not when the clip's caller left while it waited for its turn again)
+                self._lock.release()
 
     def info(self) -> dict:
         config = getattr(self.scorer, "config", None)

@@ -141,7 +141,7 @@ class SyncScorerServicer(pb_grpc.SyncScorerServicer):
 
 # the server's threads; all but INFO_THREADS of them may hold scoring calls (a pool of 4, all
 # taken by ScoreClip calls waiting for the scorer, kept Info waiting 1.9 s, a probe)
-THREADS = 16
+THREADS = 64
 INFO_THREADS = 4
 
 

@@ -939,8 +939,6 @@ def test_requests_over_the_byte_budget_are_answered_503_with_retry_after():
 
 def _closed_by_server(sock, timeout_s: float = 30.0) -> bool:
     """Whether the server closes ``sock`` (EOF or reset) within ``timeout_s``; what it sent first is read."""
-    import socket
-
     sock.settimeout(timeout_s)
     try:
         while sock.recv(65536):
@@ -948,7 +946,7 @@ def _closed_by_server(sock, timeout_s: float = 30.0) -> bool:
         return True
     except (ConnectionResetError, BrokenPipeError):
         return True
-    except socket.timeout:
+    except TimeoutError:
         return False
 
 
@@ -956,7 +954,7 @@ def test_connections_past_the_cap_are_answered_503_and_the_rest_served():
     """A thread per connection and no cap: 2000 idle connections were 2011 threads (a probe)."""
     import socket
 
-    service, srv = _heuristic_server(max_connections=3)
+    _service, srv = _heuristic_server(max_connections=3)
     held = []
     try:
         for _ in range(3):
@@ -1277,7 +1275,7 @@ def test_waiting_requests_take_the_scorer_in_arrival_order_and_a_clip_lets_them_
     assert order == ["clip batch of 16", "WINDOW", "BLOCK", "clip batch of 4"], order
     assert service._lock.waiting() == 0
     alone = service.score(clip)
-    strip = lambda r: {k: v for k, v in r.items() if k not in ("timings_s", "windows", "blocks")}  # noqa: E731
+    strip = lambda r: {k: v for k, v in r.items() if k not in ("timings_s", "windows", "blocks")}
     assert strip(results["clip"]) == strip(alone)
     assert [w["score"] for w in results["clip"]["windows"]] == [w["score"] for w in alone["windows"]]
     assert results["block"] == service.score_span(Kind.BLOCK, block)

@@ -11,7 +11,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Self
 
 from worker.observability.metrics import ServeMetrics
 from worker.scoring.types import Kind, ScoreRequest, ScoringCancelled, ScoringInputError
@@ -132,7 +132,7 @@ class FairLock:
         with self._cond:
             return len(self._queue)
 
-    def __enter__(self) -> FairLock:
+    def __enter__(self) -> Self:
         self.acquire()
         return self
 

@@ -4,6 +4,7 @@ the worker's own config loader. `make test` builds helm into .tools/bin (go inst
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -348,8 +349,8 @@ _REFUSED_FOR_THE_CLUSTER = [
     ("image.pullPolicy=Sometimes", "at '/image/pullPolicy': value must be one of 'Always', 'IfNotPresent', 'Never'"),
     ("worker.keda.lagThreshold=-5", "at '/worker/keda/lagThreshold': minimum: got -5, want 1"),
     # a number that is not whole: YAML read the tag 1.10 as 1.1 (a whole one renders: test_a_numeric_image_tag_...)
-    ("json:image.tag=1.1", "image.tag 1.1 is a number, not the tag written (YAML reads 1.10 as 1.1): quote it in the "
-     "values file (tag: \"1.10\") or pass it with --set-string image.tag=1.10"),
+    ("json:image.tag=1.1", ("image.tag 1.1 is a number, not the tag written (YAML reads 1.10 as 1.1): quote it in the "
+                            "values file (tag: \"1.10\") or pass it with --set-string image.tag=1.10")),
     ("json:image.tag=1e20", "image.tag 1e+20 is a number, not the tag written"),
     ("json:image.tag=true", "at '/image/tag': got boolean, want number or string"),
     ("worker.podDisruptionBudget.maxUnavailable=half", "at '/worker/podDisruptionBudget/maxUnavailable'"),
@@ -452,12 +453,11 @@ _SECRET_BROKERS = {"secretKeyRef": {"name": "kafka", "key": "brokers"}}
 
 @pytest.mark.parametrize("sets", [
     ("worker.config.kafka.bootstrap_servers=broker-0.kafka:9092",),
-    ('json:worker.extraEnv=[{"name": "KAFKA_BOOTSTRAP_SERVERS", "valueFrom": %s}]' % str(_SECRET_BROKERS).replace("'", '"'),),
-    ('json:worker.extraEnv=[{"name": "KAFKA_BOOTSTRAP_SERVERS", "valueFrom": {"configMapKeyRef": {"name": "kafka", '
-     '"key": "brokers"}}}]',),
+    ('json:worker.extraEnv=[{"name": "KAFKA_BOOTSTRAP_SERVERS", "valueFrom": ' + json.dumps(_SECRET_BROKERS) + '}]',),
+    (('json:worker.extraEnv=[{"name": "KAFKA_BOOTSTRAP_SERVERS", "valueFrom": {"configMapKeyRef": {"name": "kafka", '
+     '"key": "brokers"}}}]'),),
     ('json:worker.extraEnv=[{"name": "KAFKA_BOOTSTRAP_SERVERS", "value": "broker-0.kafka:9092"}]',),
-    ('json:worker.extraEnv=[{"name": "sync_scorer_kafka__bootstrap_servers", "valueFrom": %s}]'
-     % str(_SECRET_BROKERS).replace("'", '"'),),
+    ('json:worker.extraEnv=[{{"name": "sync_scorer_kafka__bootstrap_servers", "valueFrom": {}}}]'.format(str(_SECRET_BROKERS).replace("'", '"')),),
     ('json:worker.envFrom=[{"configMapRef": {"name": "kafka-env"}}]',),
 ])
 def test_brokers_named_elsewhere_still_render(sets):

@@ -318,6 +318,8 @@ def test_score_block_and_window_match_the_clip_path_and_say_the_offset(server):
     ({"context_frames": 40}, "context_frames must be an integer in 0..32"),
     ({"context_frames": 10}, r"a BLOCK is 8..16 frames \(after 10 context frames\), got 6"),
     ({"context_frames": 4}, r"context_frames \(4\) exceeds frame_start \(0\)"),
+    ({"session_id": {"a": 1}}, "session_id must be a string, got dict"),  # was taken as its repr (a probe)
+    ({"session_id": "s" * 257}, "session_id is 257 characters long"),
 ])
 def test_decode_span_rejects_bad_fields_with_one_line(change, message):
     from worker.scoring.types import Kind

@@ -350,8 +350,24 @@ def decode_span(body: Any, sample_rate: int, kind: Kind) -> ScoreRequest:
         return FrameSpan(frames[a:b], fps, first, face_present=None if present is None else present[a:b],
                          occluded=None if occluded is None else occluded[a:b])
 
-    return ScoreRequest(kind, span(n_ctx, n_ctx + n, frame_start), audio, session_id=str(body.get("session_id") or ""),
+    return ScoreRequest(kind, span(n_ctx, n_ctx + n, frame_start), audio, session_id=_session_id(body),
                         context=span(0, n_ctx, frame_start - n_ctx) if n_ctx else None)
+
+
+MAX_SESSION_ID_CHARS = 256
+
+
+def _session_id(body: dict) -> str:
+    """The span's ``session_id``: a string (an object was taken and turned into its repr, a probe),
+    at most MAX_SESSION_ID_CHARS long; absent or null is ""."""
+    sid = body.get("session_id")
+    if sid is None:
+        return ""
+    if not isinstance(sid, str):
+        raise RequestError(f"session_id must be a string, got {type(sid).__name__}")
+    if len(sid) > MAX_SESSION_ID_CHARS:
+        raise RequestError(f"session_id is {len(sid)} characters long (at most {MAX_SESSION_ID_CHARS})")
+    return sid
 
 
 def encode(frames: np.ndarray, fps: float, audio: np.ndarray, sample_rate: int) -> dict:

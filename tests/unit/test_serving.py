@@ -1083,6 +1083,7 @@ def _serve_until_loaded(code: str, preexec_fn=None):
 def test_serve_raises_its_open_file_limit_to_the_hard_limit():
     """A connection is a descriptor: with the usual soft limit of 1024 (a probe ran 256), the
     process ran out long before its hard limit."""
+    import os
     import resource
 
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
@@ -1247,3 +1248,32 @@ def test_waiting_requests_take_the_scorer_in_arrival_order_and_a_clip_lets_them_
     for t in callers:
         t.join(10)
     assert taken == [0, 1, 2, 3]
+
+
+def test_requests_on_descriptors_past_1023_are_answered():
+    """serve raises the open-files limit; select() refuses a descriptor numbered 1024 or more, and
+    every request on one was taken for a client gone: closed unanswered (a review). poll() now."""
+    import os
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip(f"the hard open-files limit ({hard}) leaves no descriptor past 1023")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200) if hard == resource.RLIM_INFINITY
+                                                else min(hard, max(soft, 1200)), hard))
+    held = []
+    try:
+        while not held or held[-1] < 1100:  # the next sockets get numbers past 1023
+            held.append(os.open(os.devnull, os.O_RDONLY))
+        service, srv = _heuristic_server()
+        try:
+            url = "http://%s:%d" % srv.server_address[:2]
+            status, res = _post(url, json.dumps(_body()).encode())
+            assert status == 200 and res["label"], res
+        finally:
+            srv.shutdown()
+            srv.server_close()
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

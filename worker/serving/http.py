@@ -29,6 +29,7 @@ import errno
 import io
 import json
 import logging
+import math
 import select
 import socket
 import threading
@@ -318,7 +319,7 @@ def make_server(service: ScoreService, host: str = "127.0.0.1", port: int = 8080
                     if too_slow(n_bytes - left, now - started):
                         self._too_slow(n_bytes - left, n_bytes, now - started)
                         return None
-                    select.select([sock], [], [], _BODY_POLL_S)
+                    readable(sock, _BODY_POLL_S)
             except (ConnectionError, ValueError):
                 return None
             finally:
@@ -470,6 +471,15 @@ def byte_count(text: str) -> int | None:
 EXTRA_BYTES_CAP = 64 << 10
 
 
+def readable(sock: socket.socket, timeout_s: float) -> bool:
+    """Whether ``sock`` has something to read (data, or its close) within ``timeout_s``. poll, not
+    select: select refuses a descriptor numbered 1024 or more, which serve's raised open-files
+    limit allows, and every request on one was taken for a client gone, unanswered (a review)."""
+    poller = select.poll()
+    poller.register(sock, select.POLLIN | select.POLLPRI)
+    return bool(poller.poll(max(0, math.ceil(timeout_s * 1000))))
+
+
 class PeerWatch:
     """Whether the client of a connection whose request has been read is gone: it closed its
     side (a reset counts). Bytes it sends past the request (a CRLF after the body, as some clients
@@ -485,7 +495,7 @@ class PeerWatch:
     def gone(self) -> bool:
         sock = self._sock
         try:
-            while select.select([sock], [], [], 0)[0]:
+            while readable(sock, 0.0):
                 if self.extra_bytes >= self._extra_cap:
                     return sock.recv(1, socket.MSG_PEEK) == b""
                 chunk = sock.recv(min(1 << 16, self._extra_cap - self.extra_bytes), socket.MSG_DONTWAIT)
@@ -611,7 +621,7 @@ class _Server(ThreadingHTTPServer):
         for entry in idle:
             sock = entry[0]
             try:
-                if not select.select([sock], [], [], 0)[0]:
+                if not readable(sock, 0.0):
                     sock.shutdown(socket.SHUT_RDWR)
             except (OSError, ValueError):
                 pass

@@ -393,7 +393,7 @@ def test_info_is_answered_while_scoring_calls_wait_and_calls_past_the_slots_are_
     import time
 
     from worker.scoring.heuristic import HeuristicScorer
-    from worker.serving.grpc_server import INFO_THREADS, THREADS, make_grpc_server
+    from worker.serving.grpc_server import GRPC_HELD_PER_BYTE, INFO_THREADS, THREADS, make_grpc_server
     from worker.serving.service import ScoreService
     from worker.synth.clip import generate_clip
 
@@ -410,9 +410,10 @@ def test_info_is_answered_while_scoring_calls_wait_and_calls_past_the_slots_are_
 
             def wait_for_waiting(n: int) -> None:
                 deadline = time.monotonic() + 20
-                while service.budget.used_bytes < n * request.ByteSize() and time.monotonic() < deadline:
+                held = GRPC_HELD_PER_BYTE * request.ByteSize()
+                while service.budget.used_bytes < n * held and time.monotonic() < deadline:
                     time.sleep(0.01)
-                assert service.budget.used_bytes == n * request.ByteSize()
+                assert service.budget.used_bytes == n * held
 
             with service._lock:  # a long request is being scored
                 for n in (8, slots):

@@ -908,7 +908,7 @@ def test_requests_over_the_byte_budget_are_answered_503_with_retry_after():
     from worker.serving.http import ScoreService, make_server
 
     body = json.dumps(_body()).encode()
-    service = ScoreService(HeuristicScorer(), max_pending_bytes=len(body) * 3 // 2)
+    service = ScoreService(HeuristicScorer(), max_pending_bytes=len(body) * 3 // 2, small_request_bytes=0)
     srv = make_server(service, "127.0.0.1", 0)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     request = b"POST /v1/score HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body
@@ -1277,3 +1277,46 @@ def test_requests_on_descriptors_past_1023_are_answered():
         for fd in held:
             os.close(fd)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_slow_uploads_hold_only_what_arrived_and_small_requests_always_get_in():
+    """A review: the budget was charged from the announced Content-Length before a byte came, so
+    three slow uploads announcing large bodies had every other request answered 503 for hours,
+    and three large clips waiting for the scorer locked blocks and windows out. Now a body holds
+    what has arrived, and a request of SMALL_REQUEST_BYTES or less is taken whatever is held."""
+    import socket
+
+    from worker.serving.service import SMALL_REQUEST_BYTES
+
+    body = json.dumps(_body()).encode()
+    assert len(body) <= SMALL_REQUEST_BYTES
+    service, srv = _heuristic_server()
+    service.budget.limit_bytes = 3 * (8 << 20)
+    slow = []
+    try:
+        for _ in range(3):  # announce 8 MB each, send 4 KB
+            s = socket.create_connection(srv.server_address, timeout=30)
+            s.sendall(b"POST /v1/score HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (8 << 20) + b"[" * 4096)
+            slow.append(s)
+        deadline = time.monotonic() + 10
+        while service.budget.used_bytes < 3 * 4096 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert service.budget.used_bytes == 3 * 4096  # what arrived, not 24 MB
+        url = "http://%s:%d" % srv.server_address[:2]
+        assert _post(url, json.dumps(_body()).encode())[0] == 200
+        with service._lock:  # the scorer busy and the budget full: a block-sized request still gets in
+            service.budget.limit_bytes = 1
+            got = []
+            t = threading.Thread(target=lambda: got.append(_post(url, body)))
+            t.start()
+            deadline = time.monotonic() + 10
+            while service.budget.used_bytes < 3 * 4096 + len(body) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert service.budget.used_bytes == 3 * 4096 + len(body)  # admitted, waiting for the scorer
+        t.join(60)
+        assert got and got[0][0] == 200
+    finally:
+        for s in slow:
+            s.close()
+        srv.shutdown()
+        srv.server_close()

@@ -39,7 +39,7 @@ from urllib.parse import urlsplit
 
 from worker.scoring.types import Kind, ScoringCancelled
 from worker.serving.request import RequestError, check_json_size
-from worker.serving.service import Overloaded, ScoreService
+from worker.serving.service import Held, Overloaded, ScoreService
 
 _POSTS = {"/v1/score": None, "/v1/score-block": Kind.BLOCK, "/v1/score-window": Kind.WINDOW}
 _GETS = ("/healthz", "/v1/info", "/metrics")
@@ -230,16 +230,19 @@ def make_server(service: ScoreService, host: str = "127.0.0.1", port: int = 8080
                              n_bytes)
                 return
             try:
-                # the body, then what it decodes to, count against the server's budget until answered
-                with service.budget.admitted(n_bytes):
-                    self._score_body(n_bytes)
+                # the body as it arrives, then what it decodes to, count against the server's
+                # budget until answered (the whole length held from the start let three slow
+                # uploads announcing large bodies lock every other request out, a review)
+                with service.budget.admitted(0) as held:
+                    self._score_body(n_bytes, held)
             except Overloaded as exc:
                 self._refuse(503, "busy", str(exc), n_bytes, {"Retry-After": str(RETRY_AFTER_S)})
 
-        def _score_body(self, n_bytes: int) -> None:
-            """Reads, decodes, scores and answers a scoring request's body of ``n_bytes``."""
+        def _score_body(self, n_bytes: int, held: Held) -> None:
+            """Reads, decodes, scores and answers a scoring request's body of ``n_bytes``, holding
+            its bytes of the server's budget (``held``) as they arrive."""
             self._continue()
-            raw = self._read_body(n_bytes)
+            raw = self._read_body(n_bytes, held)
             if raw is None:
                 return
             kind = _POSTS[self.path]
@@ -277,13 +280,14 @@ def make_server(service: ScoreService, host: str = "127.0.0.1", port: int = 8080
                 return
             self._send(200, result)
 
-        def _read_body(self, n_bytes: int) -> bytearray | None:
+        def _read_body(self, n_bytes: int, held: Held | None = None) -> bytearray | None:
             """The body, read as it comes while watching for the shutdown: past the grace (or on a
             second signal) an upload still coming is answered 503 and closed. (One blocking read
             held it to the idle timeout, past the grace, and the client was reset.) None: answered
-            already, or the client left or went idle for the idle timeout."""
+            already (503 when its bytes so far do not fit the budget ``held`` is part of), or the
+            client left or went idle for the idle timeout."""
             sock = self.connection
-            body = bytearray(n_bytes)  # filled as it comes (pieces joined at the end took it twice)
+            body = bytearray()  # grown as it comes (pieces joined at the end took it twice)
             left = n_bytes
             started = last_data = time.monotonic()
             sock.settimeout(0.0)  # a socket timeout would leave the reader unusable: select instead
@@ -291,7 +295,15 @@ def make_server(service: ScoreService, host: str = "127.0.0.1", port: int = 8080
                 while left > 0:
                     chunk = self.rfile.read1(min(1 << 20, left))  # b"": nothing buffered or ready
                     if chunk:
-                        body[n_bytes - left:n_bytes - left + len(chunk)] = chunk
+                        if held is not None:
+                            try:
+                                held.grow_to(len(body) + len(chunk))
+                            except Overloaded as exc:
+                                sock.settimeout(idle_timeout_s)
+                                self._refuse(503, "busy", str(exc), left - len(chunk),
+                                             {"Retry-After": str(RETRY_AFTER_S)})
+                                return None
+                        body += chunk
                         left -= len(chunk)
                         last_data = time.monotonic()
                         if too_slow(n_bytes - left, last_data - started):

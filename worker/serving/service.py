@@ -34,14 +34,17 @@ class Overloaded(Exception):
 
 
 class ByteBudget:
-    """Bytes of the requests admitted and not yet answered (their bodies, then what they decode
-    to): a request that would take them over ``limit_bytes`` is refused (Overloaded) instead of
-    decoded. Eight 53 MB clips at once, each decoded while it waited for the scorer, took the
-    server to 2.2 GB; two 64 MB JSON bodies to 4 GB (the chart's limit). One request is always
-    taken when none is in (a body the size limit allows fits whatever the budget)."""
+    """Bytes of the requests admitted and not yet answered (their bodies as they arrive, then what
+    they decode to): a request that would take them over ``limit_bytes`` is refused (Overloaded)
+    instead of read further or decoded. Eight 53 MB clips at once, each decoded while it waited
+    for the scorer, took the server to 2.2 GB; two 64 MB JSON bodies to 4 GB (the chart's limit).
+    One request is always taken when none is in (a body the size limit allows fits whatever the
+    budget), and so is one of SMALL_REQUEST_BYTES or less (a block or a window: a few hundred KB),
+    which the connection cap bounds, so large clips waiting never lock blocks and windows out."""
 
-    def __init__(self, limit_bytes: int) -> None:
+    def __init__(self, limit_bytes: int, small_bytes: int | None = None) -> None:
         self.limit_bytes = limit_bytes
+        self.small_bytes = SMALL_REQUEST_BYTES if small_bytes is None else small_bytes
         self._used = 0
         self._lock = threading.Lock()
 
@@ -51,20 +54,45 @@ class ByteBudget:
             return self._used
 
     @contextmanager
-    def admitted(self, n_bytes: int) -> Iterator[None]:
-        """Holds ``n_bytes`` of the budget for the block; raises Overloaded when they do not fit."""
-        n_bytes = max(0, int(n_bytes))
-        with self._lock:
-            if self._used and self._used + n_bytes > self.limit_bytes:
-                raise Overloaded(f"the server is busy ({self._used >> 20} MB of requests being decoded or "
-                                 f"waiting for the scorer, {self.limit_bytes >> 20} MB at most); "
-                                 "send the request again shortly")
-            self._used += n_bytes
+    def admitted(self, n_bytes: int) -> Iterator[Held]:
+        """Holds ``n_bytes`` of the budget for the block (more with ``Held.grow_to``); raises
+        Overloaded when they do not fit."""
+        held = Held(self)
         try:
-            yield
+            held.grow_to(n_bytes)
+            yield held
         finally:
             with self._lock:
-                self._used -= n_bytes
+                self._used -= held.n_bytes
+
+    def _take(self, held_bytes: int, more_bytes: int) -> None:
+        with self._lock:
+            total = held_bytes + more_bytes
+            if (more_bytes > 0 and total > self.small_bytes and self._used > held_bytes
+                    and self._used + more_bytes > self.limit_bytes):
+                raise Overloaded(f"the server is busy ({self._used >> 20} MB of requests being read, decoded or "
+                                 f"waiting for the scorer, {self.limit_bytes >> 20} MB at most); "
+                                 "send the request again shortly")
+            self._used += more_bytes
+
+
+class Held:
+    """One request's part of a ByteBudget."""
+
+    def __init__(self, budget: ByteBudget) -> None:
+        self._budget = budget
+        self.n_bytes = 0
+
+    def grow_to(self, n_bytes: int) -> None:
+        """Hold ``n_bytes`` in all (a body as it arrives); raises Overloaded when they do not fit."""
+        more = max(0, int(n_bytes)) - self.n_bytes
+        if more > 0:
+            self._budget._take(self.n_bytes, more)
+            self.n_bytes += more
+
+
+# a request this small is taken whatever the budget holds (module ByteBudget)
+SMALL_REQUEST_BYTES = 1 << 20
 
 
 # the budget when none is given: three bodies at the default 64 MB limit
@@ -173,12 +201,12 @@ class ScoreService:
     """Scores decoded requests with one scorer, one request at a time."""
 
     def __init__(self, scorer, max_seconds: float = 120.0, metrics: ServeMetrics | None = None,
-                 max_pending_bytes: int = DEFAULT_PENDING_BYTES) -> None:
+                 max_pending_bytes: int = DEFAULT_PENDING_BYTES, small_request_bytes: int | None = None) -> None:
         self.scorer = scorer
         self.max_seconds = max_seconds
         self.metrics = metrics or ServeMetrics()
         # bodies being read, decoded or waiting for the scorer, in body bytes (both transports)
-        self.budget = ByteBudget(max_pending_bytes)
+        self.budget = ByteBudget(max_pending_bytes, small_request_bytes)
         from worker.app import scorer_sample_rate  # the worker's rule: the bundle's rate, else 16 kHz
 
         self.sample_rate = scorer_sample_rate(scorer)

@@ -1083,7 +1083,6 @@ def _serve_until_loaded(code: str, preexec_fn=None):
 def test_serve_raises_its_open_file_limit_to_the_hard_limit():
     """A connection is a descriptor: with the usual soft limit of 1024 (a probe ran 256), the
     process ran out long before its hard limit."""
-    import os
     import resource
 
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]

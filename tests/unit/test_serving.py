@@ -1264,7 +1264,7 @@ def test_requests_on_descriptors_past_1023_are_answered():
     try:
         while not held or held[-1] < 1100:  # the next sockets get numbers past 1023
             held.append(os.open(os.devnull, os.O_RDONLY))
-        service, srv = _heuristic_server()
+        _service, srv = _heuristic_server()
         try:
             url = "http://%s:%d" % srv.server_address[:2]
             status, res = _post(url, json.dumps(_body()).encode())

@@ -1266,7 +1266,7 @@ def test_requests_on_descriptors_past_1023_are_answered():
             held.append(os.open(os.devnull, os.O_RDONLY))
         _service, srv = _heuristic_server()
         try:
-            url = "http://%s:%d" % srv.server_address[:2]
+            url = "http://{}:{}".format(*srv.server_address[:2])
             status, res = _post(url, json.dumps(_body()).encode())
             assert status == 200 and res["label"], res
         finally:
@@ -1301,7 +1301,7 @@ def test_slow_uploads_hold_only_what_arrived_and_small_requests_always_get_in():
         while service.budget.used_bytes < 3 * 4096 and time.monotonic() < deadline:
             time.sleep(0.01)
         assert service.budget.used_bytes == 3 * 4096  # what arrived, not 24 MB
-        url = "http://%s:%d" % srv.server_address[:2]
+        url = "http://{}:{}".format(*srv.server_address[:2])
         assert _post(url, json.dumps(_body()).encode())[0] == 200
         with service._lock:  # the scorer busy and the budget full: a block-sized request still gets in
             service.budget.limit_bytes = 1

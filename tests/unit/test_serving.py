@@ -1151,6 +1151,7 @@ def test_headers_that_leave_the_length_or_expectation_in_doubt_are_refused():
     (lambda b: b["audio"].update(start=0), "unknown field 'audio.start'"),
     (lambda b: b["frames"].update(fps=25), "unknown field 'frames.fps' (fps goes at the top level)"),
     (lambda b: b.update(sample_rate=16000), "unknown field 'sample_rate' (sample_rate goes in audio)"),
+    (lambda b: b.update(landmarks=[]), "unknown field 'landmarks' (mouth landmarks are not taken"),
 ])
 def test_unknown_fields_are_refused_naming_them(change, message):
     """Unknown fields were ignored: ``"windows_ms": 800`` was scored with the default window (a probe)."""
@@ -1319,3 +1320,13 @@ def test_slow_uploads_hold_only_what_arrived_and_small_requests_always_get_in():
             s.close()
         srv.shutdown()
         srv.server_close()
+
+
+def test_a_clips_session_id_must_be_a_string_too():
+    """/v1/score took an object as session_id where the span requests refused it (a review)."""
+    from worker.serving.request import decode
+
+    body = _body()
+    decode({**body, "session_id": "cam-7"}, 16000)
+    with pytest.raises(RequestError, match="session_id must be a string, got dict"):
+        decode({**body, "session_id": {"a": 1}}, 16000)

@@ -143,6 +143,8 @@ def _check_fields(body: dict) -> None:
             home = next((w for w, k in _FIELDS.items() if key in k and w != where), None)
             if home is not None:
                 hint = f" ({key} goes {'at the top level' if not home else 'in ' + home})"
+            elif key == "landmarks":
+                hint = " (mouth landmarks are not taken: the networks read the pixels)"
             else:
                 close = difflib.get_close_matches(str(key), sorted(known), n=1)
                 hint = f" (did you mean {close[0]}?)" if close else ""
@@ -295,6 +297,7 @@ def decode(body: Any, sample_rate: int, max_seconds: float = 120.0) -> ClipInput
     # session with the session's audio); before decoding, no more than that and max_seconds of
     # audio before frame 0
     clip_s = frames.shape[0] / fps
+    _session_id(body)  # (the clip's is not used, but one sent must be one: a review)
     audio, _ = _audio(body, sample_rate, max_seconds=clip_s + 10.0 + min(_lead_s(body, fps), max_seconds))
     audio = _align_to_first_frame(body, audio, sample_rate, fps, frames.shape[0])
     if audio.shape[0] > (clip_s + 10.0) * sample_rate:

@@ -953,7 +953,7 @@ def test_connections_past_the_cap_are_answered_503_and_the_rest_served():
     """A thread per connection and no cap: 2000 idle connections were 2011 threads (a probe)."""
     import socket
 
-    _service, srv = _heuristic_server(max_connections=3)
+    service, srv = _heuristic_server(max_connections=3)
     held = []
     try:
         for _ in range(3):
@@ -970,6 +970,7 @@ def test_connections_past_the_cap_are_answered_503_and_the_rest_served():
             assert status == 503 and "too many connections" in res["error"], response
             assert b"\r\nRetry-After: " in response
         assert srv.in_flight()[0] == 3 and threading.active_count() <= threads_before  # no thread for them
+        assert service.metrics.requests.labels("http", "connection", "busy")._value.get() == 5  # counted
         held.pop().close()
         deadline = time.monotonic() + 10
         while srv.in_flight()[0] > 2 and time.monotonic() < deadline:
@@ -988,7 +989,7 @@ def test_headers_and_bodies_trickled_in_are_cut_off():
     80 s). The headers now have a deadline from the accept, a body a minimum average rate."""
     import socket
 
-    _service, srv = _heuristic_server(header_timeout_s=0.5, min_body_bytes_per_s=1000.0, body_grace_s=0.5)
+    service, srv = _heuristic_server(header_timeout_s=0.5, min_body_bytes_per_s=1000.0, body_grace_s=0.5)
     header = b"POST /v1/score HTTP/1.1\r\nHost: x\r\nX-Padding: " + b"a" * 300
     body = json.dumps(_body()).encode()
     try:
@@ -1012,6 +1013,7 @@ def test_headers_and_bodies_trickled_in_are_cut_off():
                     except ConnectionResetError:
                         head = b""
                     assert head == b"" or head.startswith(b"HTTP/1.1 408 "), head
+                    assert service.metrics.requests.labels("http", "ScoreClip", "too_slow")._value.get() == 1
                 assert _closed_by_server(s)
     finally:
         srv.shutdown()

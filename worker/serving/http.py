@@ -37,6 +37,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
+from worker.observability.metrics import ServeMetrics
 from worker.scoring.types import Kind, ScoringCancelled
 from worker.serving.request import RequestError, check_json_size
 from worker.serving.service import Held, Overloaded, ScoreService
@@ -343,6 +344,7 @@ def make_server(service: ScoreService, host: str = "127.0.0.1", port: int = 8080
 
         def _too_slow(self, got: int, n_bytes: int, elapsed_s: float) -> None:
             log.info("%s: body too slow (%d of %d bytes in %.0f s); closed", self.path, got, n_bytes, elapsed_s)
+            service.metrics.requests.labels("http", _METHOD[self.path], "too_slow").inc()
             self.connection.settimeout(idle_timeout_s)
             self._send(408, {"error": f"the body came too slowly ({got} of {n_bytes} bytes in {elapsed_s:.0f} s; "
                                       f"at least {min_body_bytes_per_s:g} bytes/s after {body_grace_s:g} s)"})
@@ -357,7 +359,7 @@ def make_server(service: ScoreService, host: str = "127.0.0.1", port: int = 8080
         """A body whose bytes came slower than min_body_bytes_per_s on average past the grace."""
         return elapsed_s > body_grace_s and got < min_body_bytes_per_s * (elapsed_s - body_grace_s)
 
-    return _Server((host, port), Handler, max_connections=max_connections)
+    return _Server((host, port), Handler, max_connections=max_connections, metrics=service.metrics)
 
 
 class _HeaderDeadline(io.RawIOBase):
@@ -530,8 +532,10 @@ class _Server(ThreadingHTTPServer):
     # 1..8 s connect retries and timeouts among 200 at once
     request_queue_size = 128
 
-    def __init__(self, *args, max_connections: int = MAX_CONNECTIONS, **kwargs) -> None:
+    def __init__(self, *args, max_connections: int = MAX_CONNECTIONS, metrics: ServeMetrics | None = None,
+                 **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        self.metrics = metrics
         # set: requests in flight stop at their next batch (or while they wait for the scorer)
         # and are answered 503
         self.stopping = threading.Event()
@@ -591,6 +595,8 @@ class _Server(ThreadingHTTPServer):
         if not self._full_logged:
             self._full_logged = True
             log.warning("%d connections open: new ones are answered 503 until some close", self.max_connections)
+        if self.metrics is not None:  # (no request read yet: no method to count it under)
+            self.metrics.requests.labels("http", "connection", "busy").inc()
         body = json.dumps({"error": "the server has too many connections open; send the request again"}).encode()
         answer = (b"HTTP/1.1 503 Service Unavailable\r\nServer: sync-scorer\r\nContent-Type: application/json\r\n"
                   b"Retry-After: %d\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s"

@@ -465,6 +465,39 @@ def test_a_corrupt_rate_in_the_first_frame_is_outvoted_by_the_frames_after_it():
     assert first_block.frames_missing == 1  # frame 1 only: frame 0 is kept, read at 25 fps
 
 
+def test_a_record_delivered_twice_is_one_vote_for_its_rate():
+    """A review: the corrupt frame's record delivered twice outvoted the first frame, the rate
+    flipped to the corrupt one and good frames were dead-lettered until it flipped back."""
+    feed = Feed()
+    feed.push(feed.frame("s", 0))
+    bad = feed.frame("s", 1)
+    for _ in range(2):
+        with pytest.raises(BadEvent, match="fps changed"):
+            feed.push(FrameEvent("s", 1, 2 * FPS, bad.pixels, bad.source, bad.arrival, face_present=True))
+    for f in range(2, 6):
+        feed.push(feed.frame("s", f))
+    state = feed.joiner.sessions["s"]
+    assert state.fps == FPS and sorted(state.frames) == [0, 2, 3, 4, 5]
+
+
+def test_frames_held_before_the_rate_changed_are_held_to_their_new_times():
+    """A review: a takeover's first frame (1000) said 50 fps, the next ones 25; frame 1000 stayed
+    held to its 50 fps time (20 s, not 40 s), so its offset was committable while the jobs that
+    read it were still unpublished, and a crash then would have lost it for them."""
+    feed = Feed()
+    first = feed.frame("s", 1000)
+    feed.push(FrameEvent("s", 1000, 2 * FPS, first.pixels, first.source, first.arrival, face_present=True))
+    with pytest.raises(BadEvent, match="fps changed"):
+        feed.push(feed.frame("s", 1001))
+    for f in range(1002, 1060):
+        feed.push(feed.frame("s", f))
+    for start in range(39_000, 42_400, 40):
+        feed.push(feed.chunk("s", start))
+    assert feed.joiner.sessions["s"].fps == FPS
+    assert any(j.frame_start == 1000 for j in feed.jobs)  # emitted, not published
+    assert feed.tracker.positions()[(ROI, 0)] == first.source.offset  # frame 1000 still needed
+
+
 def test_a_settled_rate_is_not_outvoted():
     feed = Feed()
     for f in range(3):  # FPS_SETTLE_FRAMES frames agree

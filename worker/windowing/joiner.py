@@ -32,6 +32,7 @@ import heapq
 import itertools
 import math
 from collections import Counter, OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from worker.config import WindowingConfig
@@ -121,6 +122,12 @@ class SessionLedger:
     def hold(self, key_ms: float, source: Source) -> None:
         heapq.heappush(self.pending, (key_ms, next(_tiebreak), source))
         self.holds[source] += 1
+
+    def rekey(self, keys: Mapping[Source, float]) -> None:
+        """Hold each of ``keys``' sources to its new release time instead of its old one."""
+        self.pending = [(keys.get(src, key) if math.isfinite(key) else key, tb, src)
+                        for key, tb, src in self.pending]
+        heapq.heapify(self.pending)
 
     def frontier_ms(self) -> float:
         first = self.in_flight.first()
@@ -251,10 +258,16 @@ class Joiner:
             self.counters["ref_errors"] += 1
         self._stored(ev.session_id)
         ledger = self.ledgers[ev.session_id]
+        if ledger.fps is not None and state.fps != ledger.fps:
+            # the session's unsettled rate was outvoted (SessionState._rate_outvoted): the frames
+            # held already are held to their times at the new rate, not the old one (a review:
+            # a frame held at 50 fps times was released, committed, before its jobs were out)
+            ledger.rekey({source: frame_ms(f + state.context_span, state.fps)
+                          for f, (source, _) in state.frame_meta.items()})
         ledger.fps = state.fps
         # held until the frontier passes the frame plus the context span: a job's context frames
         # are read again by a worker that takes the session over (its verdict stays the same)
-        ledger.hold(frame_ms(ev.frame_index + state.context_span, ev.fps), ev.source)
+        ledger.hold(frame_ms(ev.frame_index + state.context_span, state.fps), ev.source)
         return self._advance(state, now_wall_ms)
 
     def on_audio(self, ev: AudioEvent, now_wall_ms: int) -> list[Job]:

@@ -141,7 +141,7 @@ class WindowParams:
     context_frames: int = 0
 
 
-# A session's frame rate is its first frame's until this many frames agree with it (or a job is
+# A session's frame rate is its first frame's until this many frames are stored (or a job is
 # emitted); before then a rate more frames say replaces it (SessionState._rate_outvoted).
 FPS_SETTLE_FRAMES = 3
 
@@ -178,8 +178,8 @@ class SessionState:
         self.dropped_sources: list[Source] = []  # dropped by the buffer bound; the joiner releases them
         self.video_guard = JumpGuard("frames", params.max_buffered_ms)
         self.audio_guard = JumpGuard("audio", params.max_buffered_ms)
-        # frames refused for another rate than the session's, per rate, while it is unsettled
-        self._rival_fps: dict[float, int] = {}
+        # the frames refused for another rate than the session's, per rate, while it is unsettled
+        self._rival_fps: dict[float, set[int]] = {}
 
     # --- events -----------------------------------------------------------------------------
     def add_frame(self, ev: FrameEvent, now_wall_ms: int) -> str:
@@ -192,7 +192,7 @@ class SessionState:
             grid = JobGrid.for_fps(self.p.block_frames, self.p.window_ms, self.p.window_hop_ms, ev.fps)
             self._check_rate_fits(ev.fps, grid)
             self.fps, self.grid = ev.fps, grid
-        elif abs(ev.fps - self.fps) > 1e-6 and not self._rate_outvoted(ev.fps):
+        elif abs(ev.fps - self.fps) > 1e-6 and not self._rate_outvoted(ev.fps, ev.frame_index):
             raise BadEvent(f"fps changed within the session: {self.fps} then {ev.fps}")
         f = ev.frame_index
         self.video_guard.check(f"frame_index {f}", frame_ms(f, self.fps), frame_ms(f + 1, self.fps),
@@ -213,7 +213,7 @@ class SessionState:
         self.video_guard.accepted(ev.arrival)
         return "ok"
 
-    def _rate_outvoted(self, fps: float) -> bool:
+    def _rate_outvoted(self, fps: float, frame_index: int) -> bool:
         """Whether a frame's ``fps``, not the session's, replaces the session's rate: only while
         that rate is unsettled (fewer than FPS_SETTLE_FRAMES frames stored, no job emitted), once
         more frames have said ``fps`` than the frames stored (this one included; the others were
@@ -221,10 +221,12 @@ class SessionState:
         fps in frame 0 had every later frame dead-lettered, the session read on twice its grid)."""
         if len(self.frames) >= FPS_SETTLE_FRAMES or any(s is not None for s in self.next_start.values()):
             return False
-        key = round(fps, 6)
-        votes = self._rival_fps.get(key, 0) + 1
-        if votes <= len(self.frames):
-            self._rival_fps[key] = votes
+        if frame_index in self.frames:
+            return False  # a frame stored already: its record again, not a vote
+        # votes by frame index: the same record delivered twice is one vote (a review)
+        voters = self._rival_fps.setdefault(round(fps, 6), set())
+        voters.add(frame_index)
+        if len(voters) <= len(self.frames):
             return False
         grid = JobGrid.for_fps(self.p.block_frames, self.p.window_ms, self.p.window_hop_ms, fps)
         self._check_rate_fits(fps, grid)

@@ -43,6 +43,7 @@ from worker.replay.order import AUDIO, ROI, Recorded, due_ms, live_order, media_
 from worker.scoring.batcher import ScoringStage
 from worker.scoring.interface import Scorer
 from worker.scoring.rate import decimation
+from worker.scoring.types import Kind
 from worker.windowing.events import Arrival, AudioEvent, FrameEvent, Job
 from worker.windowing.joiner import BadEvent, Joiner
 from worker.windowing.offsets import OffsetTracker
@@ -71,9 +72,9 @@ class SessionReplay:
     still_open: bool = False  # open for the live worker when its records were read
     # the signal_ids of the jobs such a session's live worker had not finished then
     unfinished: list[str] = field(default_factory=list)
-    # such a session's last job start (replayed or unfinished): the live worker's later signals,
-    # published after the records were read, are not the replay's to answer for
-    last_frame: int | None = None
+    # such a session's last job start per kind (replayed or unfinished): the live worker's later
+    # signals, published after the records were read, are not the replay's to answer for
+    last_frame: dict[str, int] | None = None
 
 
 class Replayer:
@@ -117,15 +118,17 @@ class Replayer:
         idle_ms = self.windowing.idle_timeout_ms + 1
         newest_ms = max((r.timestamp_ms for r in (*audio, *roi) if r.timestamp_ms is not None), default=None)
         if session_id in self.joiner.sessions and read_at_ms is not None and newest_ms is not None:
-            # (a producer clock ahead of the reader's: not known to be open, flushed as before)
-            out.still_open = 0 <= read_at_ms - newest_ms < idle_ms
+            # either way within the idle timeout: a producer clock a little ahead of the reader's
+            # is skew, not a session over (a review)
+            out.still_open = abs(read_at_ms - newest_ms) < idle_ms
         if out.still_open:
             # where the live worker's clock stood when the records were read; what it had not
             # finished then is left out, not flushed
             jobs += self.joiner.tick(int(media_now) + max(0, read_at_ms - newest_ms))
             pending = self.joiner.tick(int(media_now) + idle_ms)
             out.unfinished = [signal_id(job.session_id, job.kind, job.frame_start) for job in pending]
-            out.last_frame = max((job.frame_start for job in (*jobs, *pending)), default=-1)
+            out.last_frame = {kind.value: max((j.frame_start for j in (*jobs, *pending) if j.kind is kind), default=-1)
+                              for kind in Kind}
             for job in pending:
                 self.joiner.on_published(job)
         else:

@@ -55,21 +55,24 @@ def media_start_ms(stream: str, record: Mapping[str, Any]) -> float | None:
 
 
 def in_replayed_range(published: Iterable[Mapping[str, Any]], first_frame: Mapping[str, int | None],
-                      left_out: Iterable[str] = (), last_frame: Mapping[str, int | None] | None = None
-                      ) -> list[Mapping[str, Any]]:
+                      left_out: Iterable[str] = (),
+                      last_frame: Mapping[str, Mapping[str, int] | None] | None = None) -> list[Mapping[str, Any]]:
     """The published signals a replay of part of the sessions answers for: of the sessions in
     ``first_frame`` (session -> first frame replayed, None for none), those starting there or
-    later, and (``last_frame``, for a session still open when read) at or before its last job,
-    less the jobs ``left_out`` (their data began before the records read, or came after)."""
+    later, and (``last_frame``, session -> kind -> its last job start, for a session still open
+    when read) at or before their kind's last job, less the jobs ``left_out`` (their data began
+    before the records read, or came after)."""
     skip = set(left_out)
     last_frame = last_frame or {}
     out = []
     for s in published:
         sid, start = str(s.get("session_id")), int(s.get("frame_start", 0))
         first, last = first_frame.get(sid), last_frame.get(sid)
-        if first is not None and start >= first and (last is None or start <= last) \
-                and str(s.get("signal_id")) not in skip:
-            out.append(s)
+        if first is None or start < first or str(s.get("signal_id")) in skip:
+            continue
+        if last is not None and start > last.get(str(s.get("kind")), -1):
+            continue
+        out.append(s)
     return out
 
 

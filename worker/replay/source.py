@@ -67,7 +67,8 @@ def read_recorded(client_config: Mapping[str, Any], topics: Mapping[str, str], s
     for msg in _read_to_end(client_config, list(topics.values()), since_ms, timeout_s, out.trimmed):
         out.read += 1
         ts_type, ts = msg.timestamp()
-        out.first_ts_ms.setdefault((msg.topic(), msg.partition()), ts if ts_type != 0 and ts > 0 else None)
+        if ts_type != 0 and ts > 0:  # the first record with a timestamp (one without says nothing)
+            out.first_ts_ms.setdefault((msg.topic(), msg.partition()), ts)
         key = msg.key()
         sid = key.decode("utf-8", "replace") if key is not None else ""
         if sessions is not None and sid not in sessions:

@@ -349,9 +349,9 @@ _REFUSED_FOR_THE_CLUSTER = [
     ("image.pullPolicy=Sometimes", "at '/image/pullPolicy': value must be one of 'Always', 'IfNotPresent', 'Never'"),
     ("worker.keda.lagThreshold=-5", "at '/worker/keda/lagThreshold': minimum: got -5, want 1"),
     # a number that is not whole: YAML read the tag 1.10 as 1.1 (a whole one renders: test_a_numeric_image_tag_...)
-    ("json:image.tag=1.1", ("image.tag 1.1 is a number, not the tag written (YAML reads 1.10 as 1.1): quote it in the "
-                            "values file (tag: \"1.10\") or pass it with --set-string image.tag=1.10")),
-    ("json:image.tag=1e20", "image.tag 1e+20 is a number, not the tag written"),
+    ("json:image.tag=1.1", ("image.tag 1.1 is a number, which may not be the tag written (YAML reads 1.10 as 1.1, "
+                            "0123 as 83): quote it in the values file (tag: \"1.10\") or pass it with --set-string")),
+    ("json:image.tag=1e20", "image.tag 1e+20 is a number, which may not be the tag written"),
     ("json:image.tag=true", "at '/image/tag': got boolean, want number or string"),
     ("worker.podDisruptionBudget.maxUnavailable=half", "at '/worker/podDisruptionBudget/maxUnavailable'"),
     ("worker.terminationGracePeriodSeconds=-1", "at '/worker/terminationGracePeriodSeconds': minimum"),
@@ -517,11 +517,11 @@ def test_an_http_host_from_the_pod_ip_still_renders(tmp_path, monkeypatch, host)
     assert cfg.http.host == host.get("value", "10.1.2.3") and cfg.http.port == 9108
 
 
-@pytest.mark.parametrize("how, tag", [("set", "123"), ("set", "0"), ("json", "20240101"), ("file", "20240101"),
-                                      ("file", "123.0"), ("set", "1.10"), ("file", '"1.10"')])
+@pytest.mark.parametrize("how, tag", [("set", "123"), ("set", "0"), ("set", "1.10"), ("file", '"1.10"'),
+                                      ("file", '"0123"')])
 def test_a_numeric_image_tag_still_renders_as_written(tmp_path, how, tag):
-    """--set image.tag=123 (an int64) rendered sync-scorer:123 and the schema then refused it (a
-    review); a values file's 20240101 is a float64, which toString prints as 2.0240101e+07."""
+    """--set image.tag=123 (an int64, the digits given) rendered sync-scorer:123 and the schema then
+    refused it (a review); a quoted tag in a values file is the string written."""
     if how == "file":
         values = tmp_path / "values.yaml"
         values.write_text(f"image:\n  tag: {tag}\n")
@@ -530,14 +530,29 @@ def test_a_numeric_image_tag_still_renders_as_written(tmp_path, how, tag):
     else:
         out = _render_as("rel", f"{'json:' if how == 'json' else ''}image.tag={tag}")
     docs = _valid_docs(out)
-    want = "sync-scorer:" + {"123.0": "123", '"1.10"': "1.10"}.get(tag, tag)
+    want = "sync-scorer:" + tag.strip('"')
     assert _worker_container(docs)["image"] == want
     assert docs[("Deployment", "rel-sync-scorer-serve")]["spec"]["template"]["spec"]["containers"][0]["image"] == want
 
 
-def test_a_values_file_tag_read_as_a_fraction_is_refused_with_the_fix(tmp_path):
+@pytest.mark.parametrize("tag, read", [("1.10", "1.1"), ("0123", "83"), ("1_000", "1000"), ("20240101", "2.0240101e+07")])
+def test_a_values_file_tag_read_as_a_number_is_refused_with_the_fix(tmp_path, tag, read):
+    """YAML makes a number of an unquoted tag, not always the one written (a review: 0123 rendered
+    sync-scorer:83, 1_000 sync-scorer:1000): refused, naming the fix."""
     values = tmp_path / "values.yaml"
-    values.write_text("image:\n  tag: 1.10\n")  # YAML: the number 1.1
+    values.write_text(f"image:\n  tag: {tag}\n")
     out = subprocess.run([_helm(), "template", "rel", str(CHART), "-f", str(values)], capture_output=True, text=True,
                          timeout=120, check=False)
-    assert out.returncode != 0 and "image.tag 1.1 is a number" in out.stderr and "--set-string" in out.stderr, out.stderr
+    assert out.returncode != 0 and f"image.tag {read} is a number" in out.stderr, out.stderr
+    assert "--set-string" in out.stderr
+
+
+def test_brokers_in_extra_env_are_the_pods_only_ones():
+    """A review: an extraEnv KAFKA_BOOTSTRAP_SERVERS beside the default kafka.bootstrapServers put
+    the variable in the pod twice (Kubernetes warns, the later wins) and KEDA read the other one."""
+    env = json.dumps([{"name": "KAFKA_BOOTSTRAP_SERVERS", "valueFrom": _SECRET_BROKERS}])
+    c = _worker_container(_valid_docs(_render_as("rel", f"json:worker.extraEnv={env}")))
+    assert [e for e in c["env"] if e["name"] == "KAFKA_BOOTSTRAP_SERVERS"] == [
+        {"name": "KAFKA_BOOTSTRAP_SERVERS", "valueFrom": _SECRET_BROKERS}]
+    out = _render_as("rel", f"json:worker.extraEnv={env}", "worker.keda.enabled=true")
+    assert out.returncode != 0 and "KEDA reads kafka.bootstrapServers only" in out.stderr, out.stderr

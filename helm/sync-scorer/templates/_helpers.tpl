@@ -15,12 +15,10 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
 
-{{/* image.tag: a string, or a number (--set image.tag=123 gives an int64, a values file's
-     20240101 a float64, which toString would print as 2.0240101e+07): whole numbers as integers; a
-     number that is not whole is refused in sync-scorer.checks (YAML read 1.10 as 1.1) */}}
+{{/* image.tag: a string, or an int64 (--set image.tag=123); a values file's number (float64) is
+     refused in sync-scorer.checks, since YAML may have changed it (1.10 -> 1.1, 0123 -> 83) */}}
 {{- define "sync-scorer.image" -}}
 {{- $tag := .Values.image.tag -}}
-{{- if kindIs "float64" $tag -}}{{- $tag = int64 $tag -}}{{- end -}}
 {{- if or (kindIs "invalid" $tag) (eq (toString $tag) "") -}}{{- $tag = .Chart.AppVersion -}}{{- end -}}
 {{ .Values.image.repository }}:{{ toString $tag }}
 {{- end -}}
@@ -29,6 +27,14 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
      KAFKA_BOOTSTRAP_SERVERS="" as unset, so the pod then gets no such variable) */}}
 {{- define "sync-scorer.bootstrapServers" -}}
 {{- dig "bootstrapServers" "" (.Values.kafka | default dict) | default "" | toString | trim -}}
+{{- end -}}
+
+{{/* "true" when worker.extraEnv sets KAFKA_BOOTSTRAP_SERVERS itself (the chart's entry is then left
+     out of the pod: one variable, the one the user named) */}}
+{{- define "sync-scorer.extraEnvBrokers" -}}
+{{- range $env := .Values.worker.extraEnv | default list }}
+{{- if eq (toString $env.name) "KAFKA_BOOTSTRAP_SERVERS" }}true{{- end }}
+{{- end }}
 {{- end -}}
 
 {{/* "true" when a bind address is a loopback one (the kubelet probes the pod's IP, where a worker
@@ -43,11 +49,11 @@ true
 {{/* values the API server or the processes would refuse: fail at render time, one line */}}
 {{- define "sync-scorer.checks" -}}
 {{- $tag := .Values.image.tag }}
+{{- /* a number from a values file (or --set-json) is what YAML made of the tag, not the tag
+       written: 1.10 reads 1.1, 0123 reads 83 (octal), 1_000 reads 1000 (a review); --set
+       image.tag=123 gives an int64, the digits given, and renders as written */}}
 {{- if kindIs "float64" $tag }}
-{{- /* a whole number up to 2^53 is the tag written (20240101); past that a float64 lost digits */}}
-{{- if or (ne (float64 (int64 $tag)) $tag) (ge $tag 9007199254740992.0) (le $tag -9007199254740992.0) }}
-{{- fail (printf "image.tag %v is a number, not the tag written (YAML reads 1.10 as 1.1): quote it in the values file (tag: \"1.10\") or pass it with --set-string image.tag=1.10" $tag) }}
-{{- end }}
+{{- fail (printf "image.tag %v is a number, which may not be the tag written (YAML reads 1.10 as 1.1, 0123 as 83): quote it in the values file (tag: \"1.10\") or pass it with --set-string" $tag) }}
 {{- end }}
 {{- if .Values.worker.enabled }}
 {{- $port := int (dig "http" "port" 9108 (.Values.worker.config | default dict)) }}
@@ -112,6 +118,11 @@ true
 {{- end }}
 {{- /* the ScaledObject's kafka triggers take the brokers from kafka.bootstrapServers only (KEDA reads
        neither the worker's config file nor its environment) */}}
+{{- /* an extraEnv KAFKA_BOOTSTRAP_SERVERS beside kafka.bootstrapServers: the pod would get the
+       variable twice (the later wins, Kubernetes warns) and KEDA the chart's brokers (a review) */}}
+{{- if and $brokers (include "sync-scorer.extraEnvBrokers" .) .Values.worker.keda.enabled }}
+{{- fail "worker.extraEnv names KAFKA_BOOTSTRAP_SERVERS and worker.keda is on: KEDA reads kafka.bootstrapServers only; name the brokers there and leave them out of extraEnv" }}
+{{- end }}
 {{- if and .Values.worker.keda.enabled (not $brokers) }}
 {{- fail "worker.keda needs kafka.bootstrapServers: the ScaledObject's kafka triggers name the brokers from it (empty, KEDA could not read the lag)" }}
 {{- end }}

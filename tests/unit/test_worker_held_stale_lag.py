@@ -297,3 +297,25 @@ def test_a_stream_that_really_stopped_is_still_taken_as_stalled(rig) -> None:
     jobs = _live_session(worker, clock, 10, frames_until_ms=4000)
     late = [j for j in jobs if j.frames_missing]
     assert late and all(j.frame_start >= 4000 * 30 // 1000 - 30 for j in late), "a dead ROI stream is stalled"
+
+
+def test_partitions_paused_or_held_are_not_asked_of_the_broker(rig) -> None:
+    """They count as lagging already: a question to the broker for them is a round trip in the poll
+    loop for nothing (a review: every partition of an open session was asked each second of a
+    backpressure pause)."""
+    worker, _registries, clock = rig
+    consumer: _Consumer = worker.consumer
+    asked: list = []
+    answer = consumer.unread
+    consumer.unread = lambda tps, timeout_s: asked.append(sorted(tps)) or answer(tps, timeout_s)
+    _live_session(worker, clock, 1)  # a session open on partition 0, both streams read to the end
+    asked.clear()
+    now = clock["ms"] + 5000  # silent since
+    consumer.hold({ROI})
+    worker._lagging(now)
+    assert asked == [[AUDIO]]  # the held one is not asked
+    consumer.hold(set())
+    worker.stage.backlog = lambda: 10_000
+    worker._backpressure()  # every partition paused
+    worker._lagging(now + 2000)
+    assert asked == [[AUDIO]] and consumer.paused

@@ -113,16 +113,45 @@ def test_a_hanging_store_costs_the_stall_budget_once_then_is_skipped_for_its_coo
     assert first_s < 0.5  # before: each read in turn, each up to botocore's timeouts
     assert [e.reason for _, e in out[:20]] == [TIMEOUT] * 20 and out[20][1] is None
     assert store.most_running <= r.store_threads  # the rest never started: cancelled
-    t0 = time.monotonic()
-    out = r.resolve_batch([_ref("s3", "next")])  # open: not asked at all
-    assert time.monotonic() - t0 < 0.05 and out[0][1].reason == STORE_DOWN
     calls = store.calls
-    store.release.set()  # the store is back (the stuck reads end)
+    t0 = time.monotonic()
+    out = r.resolve_batch([_ref("s3", "next")])  # open: skipped, one read on the side, not waited for
+    assert time.monotonic() - t0 < 0.05 and out[0][1].reason == STORE_DOWN
+    side = r._probes["s3"][0]  # the side read (queued behind the stuck reads: the store stays skipped)
     store.hang.clear()
+    store.release.set()  # the store is back (the stuck reads end)
+    side.result(timeout=10)
+    assert store.calls == calls + 1
     clock["s"] += 5.0  # the cool-down is over: asked again
     out = r.resolve_batch([_ref("s3", "again")])
-    assert out[0][1] is None and store.calls == calls + 1
+    assert out[0][1] is None and store.calls == calls + 2
     assert counted.count(TIMEOUT) == 20 and counted.count(STORE_DOWN) == 1
+    r.close()
+
+
+def test_a_store_back_within_its_cool_down_is_read_again_at_once(store: _Store) -> None:
+    """A probe: after an outage the doubled cool-down skipped a store that answered again, 5-8 s
+    of frames lost with the store up. A skipped store's reference is read on the side now (uncounted,
+    not waited for), and its answer ends the cool-down."""
+    from worker.refs.resolver import PROBE_EVERY_S
+
+    clock = {"s": 0.0}
+    r, counted = _resolver(store, stall_s=0.2, max_wait_s=0.5, cooldown_s=60.0,
+                           clock_s=lambda: time.monotonic() + clock["s"])
+    store.hang.set()
+    r.resolve_batch([_ref("s3", "a")])  # hangs: skipped for 60 s
+    assert r.resolve_batch([_ref("s3", "b")])[0][1].reason == STORE_DOWN  # a side read, queued
+    store.hang.clear()  # back
+    store.release.set()
+    r._probes["s3"][0].result(timeout=10)
+    clock["s"] += PROBE_EVERY_S
+    assert r.resolve_batch([_ref("s3", "c")])[0][1].reason == STORE_DOWN  # skipped; read on the side
+    deadline = time.monotonic() + 5
+    while not r._probed_up and time.monotonic() < deadline:
+        time.sleep(0.01)
+    out = r.resolve_batch([_ref("s3", "d")])  # seconds into a 60 s cool-down
+    assert out[0][1] is None and np.array_equal(out[0][0], PIXELS)
+    assert TIMEOUT in counted and counted.count(STORE_DOWN) == 2  # side reads not counted
     r.close()
 
 

@@ -74,6 +74,10 @@ STALL_S = 1.0  # a store that answered none of a batch's reads for this long han
 # what a store that answers has not read by then is returned as not read yet and asked again
 MAX_WAIT_S = 2.0
 CARRY_S = 10.0  # reads carried over that no next call took up (records revoked, or held long) are dropped
+# while a store is skipped, one of its references is read this often on the side, not waited for:
+# its answer ends the cool-down, so a store back from an outage is read again within about this
+# long (a probe: the doubled cool-down after an outage cost 5-8 s of frames with the store answering)
+PROBE_EVERY_S = 1.0
 
 
 class RoiResolver:
@@ -121,6 +125,10 @@ class RoiResolver:
         self._cooldowns_s = (cooldown_s, max_cooldown_s)
         self._clock_s = clock_s
         self._breakers: dict[str, CircuitBreaker] = {}  # per store (URI scheme); poll loop only
+        # side reads of skipped stores (PROBE_EVERY_S): the last one's future and when it was sent,
+        # per store; the stores one found up (set on the reading threads, under _lock)
+        self._probes: dict[str, tuple[Future[bool], float]] = {}
+        self._probed_up: set[str] = set()
         self._pools: dict[str, ThreadPoolExecutor] = {}
         # reads not finished within a call's budget, by reference, for the next call to take up
         # (with when they were carried, and when they were sent); poll loop only
@@ -197,6 +205,10 @@ class RoiResolver:
 
         One caller thread (the poll loop)."""
         started_s = self._clock_s()
+        with self._lock:
+            back, self._probed_up = self._probed_up, set()
+        for store in back:  # a side read found it up: asked again from this batch on
+            self._breaker(store).answered()
         out: list[Resolved | None] = [None] * len(rois)
         pending: dict[int, _Pending] = {}
         for i, roi in enumerate(rois):
@@ -210,6 +222,7 @@ class RoiResolver:
                 future, _since_s, sent_s = carried
                 pending[i] = (store, future, key, sent_s)
             elif not self._breaker(store).allows(started_s):
+                self._probe(store, roi, started_s)
                 out[i] = (None, self._failure(RefError(
                     STORE_DOWN, f"skipped for {self._breaker(store).open_for_s(started_s):.1f} s more: the "
                     "store failed", scheme=store)))
@@ -284,6 +297,31 @@ class RoiResolver:
                 self._breaker(store).answered()
             elif verdict is False:
                 self._breaker(store).failed(now_s)
+
+    def _probe(self, store: str, roi: Any, now_s: float) -> None:
+        """Read ``roi`` of a skipped ``store`` on the side (one at a time, every PROBE_EVERY_S), not
+        counted and not waited for: an answer (any but BACKEND_ERROR) marks the store up."""
+        last = self._probes.get(store)
+        if last is not None and (not last[0].done() or now_s - last[1] < PROBE_EVERY_S):
+            return
+
+        def read() -> bool:
+            try:
+                self._resolve(roi)
+            except RefError as e:
+                return e.reason != BACKEND_ERROR
+            except Exception:  # noqa: BLE001 - a read that failed says nothing of the store
+                return False
+            return True
+
+        def done(f: Future[bool]) -> None:
+            if not f.cancelled() and f.exception() is None and f.result():
+                with self._lock:
+                    self._probed_up.add(store)
+
+        future = self._pool(store).submit(read)
+        future.add_done_callback(done)
+        self._probes[store] = (future, now_s)
 
     def _up_sent_snapshot(self, pending: Mapping[int, _Pending]) -> dict[str, float]:
         """``_up_sent_s`` as of now, with this batch's own reads that are done counted in: wait()

@@ -230,14 +230,12 @@ def make_server(service: ScoreService, host: str = "127.0.0.1", port: int = 8080
                 self._refuse(413, "too_large", f"body of {shown} bytes is over the limit of {max_body_bytes}",
                              n_bytes)
                 return
-            try:
-                # the body as it arrives, then what it decodes to, count against the server's
-                # budget until answered (the whole length held from the start let three slow
-                # uploads announcing large bodies lock every other request out, a review)
-                with service.budget.admitted(0) as held:
-                    self._score_body(n_bytes, held)
-            except Overloaded as exc:
-                self._refuse(503, "busy", str(exc), n_bytes, {"Retry-After": str(RETRY_AFTER_S)})
+            # the body as it arrives, then what it decodes to, count against the server's budget
+            # until answered (the whole length held from the start let three slow uploads
+            # announcing large bodies lock every other request out, a review); past it, _read_body
+            # answers 503
+            with service.budget.admitted(0) as held:
+                self._score_body(n_bytes, held)
 
         def _score_body(self, n_bytes: int, held: Held) -> None:
             """Reads, decodes, scores and answers a scoring request's body of ``n_bytes``, holding
@@ -402,11 +400,8 @@ def json_text(raw: bytes | bytearray, max_seconds: float) -> str:
         raise RequestError(f"the body is not JSON: {exc}") from None
 
 
-def parse_json(text: str | bytes | bytearray, max_seconds: float | None = None) -> object:
-    """JSON text (or a body: json_text first, with ``max_seconds``) -> its value; RequestError
-    for one that is not JSON."""
-    if not isinstance(text, str):
-        text = json_text(text, 120.0 if max_seconds is None else max_seconds)
+def parse_json(text: str) -> object:
+    """JSON text (json_text's) -> its value; RequestError for one that is not JSON."""
     try:
         return json.loads(text)
     except ValueError as exc:  # not JSON, an integer of 4300+ digits
@@ -586,8 +581,7 @@ class _Server(ThreadingHTTPServer):
             with self._connections_lock:
                 self._connections.pop(thread, None)
             raise
-        if self._full_logged and not full:
-            self._full_logged = False
+        self._full_logged = False  # a connection taken: the next refusal is said again
 
     def _refuse_connection(self, request) -> None:
         """A connection past max_connections: 503 and closed, on the serve loop's thread (never

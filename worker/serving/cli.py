@@ -95,7 +95,6 @@ def run(args) -> int:
                                  max_connections=max(16, min(MAX_CONNECTIONS, fd_limit // 2)))
         except OSError as exc:
             raise CliError(f"cannot listen on {args.host}:{args.port}: {exc}") from None
-        grpc_server = None
         server_stopping = threading.Event()  # set once serve stops: a stopped gRPC call is the shutdown's
         where = ""
         if args.grpc_port >= 0:

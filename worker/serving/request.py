@@ -94,8 +94,9 @@ def _int(d: dict, key: str, where: str, lo: int, hi: int, default: Any = None) -
     return v
 
 
-# the frame rates a request may have
+# the frame rates a request may have, and the sides of its frames (px)
 MIN_FPS, MAX_FPS = 10, 240
+SIDE_PX = (16, 1024)
 
 
 def max_json_commas(max_seconds: float) -> int:
@@ -163,7 +164,7 @@ def _frames(body: Any, max_seconds: float) -> tuple[np.ndarray, float]:
     fr = body.get("frames")
     if not isinstance(fr, dict):
         raise RequestError("frames must be an object with width, height, format and data")
-    w, h = _int(fr, "width", "frames", 16, 1024), _int(fr, "height", "frames", 16, 1024)
+    w, h = _int(fr, "width", "frames", *SIDE_PX), _int(fr, "height", "frames", *SIDE_PX)
     fmt = fr.get("format")
     if not isinstance(fmt, str) or fmt not in _CHANNELS:  # (a list was a TypeError: a 500)
         raise RequestError(f"frames.format must be GRAY8 or RGB24, got {fmt!r}")
@@ -181,7 +182,7 @@ def _frames(body: Any, max_seconds: float) -> tuple[np.ndarray, float]:
 def frame_count(width: Any, height: Any, fmt: Any, n_bytes: int) -> int | None:
     """How many frames ``n_bytes`` of pixels hold, or None where _frames refuses the frames
     (a size or format out of range, not a whole number of frames)."""
-    if not all(isinstance(v, int) and 16 <= v <= 1024 for v in (width, height)) or not isinstance(fmt, str) \
+    if not all(isinstance(v, int) and SIDE_PX[0] <= v <= SIDE_PX[1] for v in (width, height)) or not isinstance(fmt, str) \
             or fmt not in _CHANNELS:
         return None
     per_frame = width * height * _CHANNELS[fmt]

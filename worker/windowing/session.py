@@ -189,9 +189,7 @@ class SessionState:
         if not (math.isfinite(ev.fps) and 1.0 <= ev.fps <= 240.0):
             raise BadEvent(f"fps {ev.fps} is outside [1, 240]")
         if self.fps is None:
-            grid = JobGrid.for_fps(self.p.block_frames, self.p.window_ms, self.p.window_hop_ms, ev.fps)
-            self._check_rate_fits(ev.fps, grid)
-            self.fps, self.grid = ev.fps, grid
+            self._set_rate(ev.fps)
         elif abs(ev.fps - self.fps) > 1e-6 and not self._rate_outvoted(ev.fps, ev.frame_index):
             raise BadEvent(f"fps changed within the session: {self.fps} then {ev.fps}")
         f = ev.frame_index
@@ -213,6 +211,12 @@ class SessionState:
         self.video_guard.accepted(ev.arrival)
         return "ok"
 
+    def _set_rate(self, fps: float) -> None:
+        """The session's frame rate and its job grid (BadEvent where the rate is too slow to fit)."""
+        grid = JobGrid.for_fps(self.p.block_frames, self.p.window_ms, self.p.window_hop_ms, fps)
+        self._check_rate_fits(fps, grid)
+        self.fps, self.grid = fps, grid
+
     def _rate_outvoted(self, fps: float, frame_index: int) -> bool:
         """Whether a frame's ``fps``, not the session's, replaces the session's rate: only while
         that rate is unsettled (fewer than FPS_SETTLE_FRAMES frames stored, no job emitted), once
@@ -228,9 +232,7 @@ class SessionState:
         voters.add(frame_index)
         if len(voters) <= len(self.frames):
             return False
-        grid = JobGrid.for_fps(self.p.block_frames, self.p.window_ms, self.p.window_hop_ms, fps)
-        self._check_rate_fits(fps, grid)
-        self.fps, self.grid = fps, grid
+        self._set_rate(fps)
         self._rival_fps.clear()
         # the frames' times at the new rate; the jump guard starts again from them
         self.video_wm_ms = -math.inf if self.max_frame_seen is None else frame_ms(self.max_frame_seen + 1, fps)

@@ -36,7 +36,7 @@ class RecordedSessions:
     # on one of them may have lost its first records
     trimmed: set[tuple[str, int]] = field(default_factory=set)
     # the Kafka timestamp of the first record read of each partition (where the log now begins)
-    first_ts_ms: dict[tuple[str, int], int | None] = field(default_factory=dict)
+    first_ts_ms: dict[tuple[str, int], int] = field(default_factory=dict)
 
     def start_cut(self, session_id: str) -> bool:
         """Whether the session's records begin where a trimmed log now begins (within
@@ -67,14 +67,15 @@ def read_recorded(client_config: Mapping[str, Any], topics: Mapping[str, str], s
     for msg in _read_to_end(client_config, list(topics.values()), since_ms, timeout_s, out.trimmed):
         out.read += 1
         ts_type, ts = msg.timestamp()
-        if ts_type != 0 and ts > 0:  # the first record with a timestamp (one without says nothing)
-            out.first_ts_ms.setdefault((msg.topic(), msg.partition()), ts)
+        stamp_ms = ts if ts_type != 0 and ts > 0 else None  # type 0: TIMESTAMP_NOT_AVAILABLE
+        if stamp_ms is not None:  # the first record with a timestamp (one without says nothing)
+            out.first_ts_ms.setdefault((msg.topic(), msg.partition()), stamp_ms)
         key = msg.key()
         sid = key.decode("utf-8", "replace") if key is not None else ""
         if sessions is not None and sid not in sessions:
             continue
         out.add(Recorded(stream_of[msg.topic()], key, msg.value(), Source(msg.topic(), msg.partition(), msg.offset()),
-                         ts if ts_type != 0 and ts > 0 else None), sid)
+                         stamp_ms), sid)
     return out
 
 

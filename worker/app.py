@@ -42,6 +42,9 @@ log = get_logger("worker")
 
 _TICK_MS = 250  # idle-session checks
 _LAG_EVERY_MS = 5000
+# a partition held for a ROI store's outage is tried again this often (the resolver's side read finds
+# the store up within about a second; each try while it is down costs nothing but the breaker check)
+STORE_RETRY_MS = 250
 _MAX_DELIVERY_RETRIES = 5
 _DRAIN_TIMEOUT_S = 20.0
 _SLOW_LOOP_S = 0.25
@@ -139,7 +142,7 @@ class Worker:
         self.joiner = Joiner(cfg.windowing, scorer.search_margin_ms, self.tracker, sample_rate=self.sample_rate,
                              context_frames=getattr(scorer, "context_frames", 0))
         self.resolver = resolver or RoiResolver.from_config(
-            cfg.refs, on_failure=lambda e: self.metrics.ref_errors.labels(e.reason).inc())
+            cfg.refs, on_failure=lambda e: self.metrics.ref_errors.labels(e.reason).inc(), on_hold=self._store_held)
         topics = cfg.kafka.topics
         self.audio_topic, self.roi_topic = topics.audio.name, topics.roi.name
         self.codecs = {name: self._codec(name, topic) for name, topic in (
@@ -416,9 +419,12 @@ class Worker:
         jobs: list[Job] = []
         cut: dict[TP, list[Any]] = {}
         handled_ts: dict[TP, int] = {}
+        store_down: set[TP] = set()  # partitions cut at a reference held for its store's outage
         for i, (msg, outcome) in enumerate(decoded):
             tp = (msg.topic(), msg.partition())
             if tp in cut or (i in refs and refs[i] is None):
+                if tp not in cut and self.resolver.held_for_outage(outcome["roi"]):  # type: ignore[index]
+                    store_down.add(tp)
                 cut.setdefault(tp, []).append(msg)
                 if refs.get(i) is not None:
                     self._refs_read[(tp[0], tp[1], msg.offset())] = refs[i]
@@ -428,25 +434,35 @@ class Worker:
                 handled_ts[tp] = max(ts, handled_ts.get(tp, ts))
             jobs += self._handle(msg, outcome, refs.get(i), now)
         for tp, kept in cut.items():
-            self._keep_for_next_turn(tp, kept, last_ts_before.get(tp), handled_ts.get(tp), now)
+            self._keep_for_next_turn(tp, kept, last_ts_before.get(tp), handled_ts.get(tp), now,
+                                     store_down=tp in store_down)
         return jobs
 
     def _keep_for_next_turn(self, tp: TP, kept: list[Any], last_ts_before: int | None, handled_ts: int | None,
-                            now: int) -> None:
+                            now: int, store_down: bool = False) -> None:
         """Hold ``tp`` with ``kept`` (its records from the first one whose ROI reference is not
         read yet) before any it already keeps back; released at the next turn (the reads go on
-        meanwhile: RoiResolver carries them over). Its alignment position goes back to the last
-        record it really handled."""
+        meanwhile: RoiResolver carries them over), or, when that reference waits for its store to
+        answer again (``store_down``: refs.outage_hold_s), STORE_RETRY_MS later. Its alignment
+        position goes back to the last record it really handled."""
         self._deferred[tp] = kept + self._deferred.get(tp, [])
-        self._retry_at_ms[tp] = max(self._retry_at_ms.get(tp, now + 1), now + 1)  # not within this turn
+        wait_ms = STORE_RETRY_MS if store_down else 1
+        self._retry_at_ms[tp] = max(self._retry_at_ms.get(tp, now + wait_ms), now + wait_ms)  # not within this turn
         last = max((t for t in (last_ts_before, handled_ts) if t is not None), default=None)
         if last is None:
             self._last_ts.pop(tp, None)
         else:
             self._last_ts[tp] = last
         self._hold_partition(tp)
-        log.info("ROI references not all read within the turn: the rest kept for the next",
-                 topic=tp[0], partition=tp[1], offset=kept[0].offset(), records=len(kept))
+        if not store_down:  # (an outage is logged once, _store_held)
+            log.info("ROI references not all read within the turn: the rest kept for the next",
+                     topic=tp[0], partition=tp[1], offset=kept[0].offset(), records=len(kept))
+
+    def _store_held(self, store: str) -> None:
+        """A ROI store's outage started to be held (RoiResolver's on_hold, once per outage)."""
+        self.metrics.ref_store_outages.labels(store).inc()
+        log.error("ROI store down: the partitions of its references held, read again when it answers",
+                  store=store, hold_at_most_s=self.cfg.refs.outage_hold_s)
 
     def _decode(self, msg: Any, now: int) -> dict | Exception | None:
         """The record, or the error to dead-letter it with; None when it waits for the registry."""

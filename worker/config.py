@@ -265,6 +265,10 @@ class RefsConfig(_Section):
     allowed_file_roots: tuple[Path, ...] = ()
     s3_endpoint_url: str | None = None
     s3_region: str | None = None
+    outage_hold_s: float = Field(
+        default=30.0, ge=0.0, le=600.0,
+        description="A ROI store that is down has its references' partitions held this long (read when it "
+                    "answers again) before their frames count as missing; 0: missing at once.")
 
 
 class HttpConfig(_Section):

@@ -346,3 +346,83 @@ def test_one_hanging_store_does_not_hold_another(store: _Store) -> None:
     out = r.resolve_batch([_ref("file", "a"), _ref("file", "b")])
     assert [e for _, e in out] == [None, None]
     r.close()
+
+
+def test_the_breaker_holds_an_outage_from_its_first_failure_until_an_answer() -> None:
+    b = CircuitBreaker(cooldown_s=5.0)
+    assert not b.holds(0.0, 30.0)  # up: nothing to hold
+    b.failed(10.0)
+    b.failed(15.0)  # still down after the cool-down: the hold counts from the first failure
+    assert b.holds(39.9, 30.0) and not b.holds(40.0, 30.0) and not b.holds(10.0, 0.0)
+    b.answered()
+    assert not b.holds(20.0, 30.0) and b.down_since_s is None
+
+
+def test_an_outage_is_held_uncounted_and_read_when_the_store_answers_again(store: _Store) -> None:
+    """A probe: a 10-s S3 outage cost its frames (timeout, then store_down), though every object
+    was there once the store answered. With outage_hold_s the outage's references are not read
+    yet (None: the worker keeps their records back), uncounted, and read once the store is back."""
+    from worker.refs.resolver import PROBE_EVERY_S
+
+    clock = {"s": 0.0}
+    holds: list[str] = []
+    r, counted = _resolver(store, stall_s=0.2, max_wait_s=0.5, cooldown_s=5.0, outage_hold_s=30.0,
+                           on_hold=holds.append, clock_s=lambda: time.monotonic() + clock["s"])
+    store.hang.set()
+    t0 = time.monotonic()
+    out = r.resolve_batch([_ref("s3", "a"), _inline(), _ref("s3", "b")])
+    assert time.monotonic() - t0 < 0.5  # the stall budget, as without a hold
+    assert out[0] is None and out[2] is None and out[1][1] is None  # held; the inline one read
+    assert r.held_stores == {"s3"} and r.held_for_outage(_ref("s3", "a")) and not r.held_for_outage(_inline())
+    assert counted == [] and holds == ["s3"]
+    t0 = time.monotonic()
+    assert r.resolve_batch([_ref("s3", "a"), _ref("s3", "b")]) == [None, None]  # skipped, not waited for
+    assert time.monotonic() - t0 < 0.05 and counted == [] and holds == ["s3"]  # one report per outage
+    store.hang.clear()  # back
+    store.release.set()
+    r._probes["s3"][0].result(timeout=10)
+    clock["s"] += PROBE_EVERY_S
+    r.resolve_batch([_ref("s3", "a")])  # a side read finds it up
+    deadline = time.monotonic() + 5
+    while not r._probed_up and time.monotonic() < deadline:
+        time.sleep(0.01)
+    out = r.resolve_batch([_ref("s3", "a"), _ref("s3", "b")])
+    assert all(e is None and np.array_equal(p, PIXELS) for p, e in out)
+    assert r.held_stores == set() and counted == [] and r.resolved() == {"s3": 2, "inline": 1}
+    r.close()
+
+
+def test_an_outage_longer_than_the_hold_costs_its_frames_from_then_on(store: _Store) -> None:
+    clock = {"s": 0.0}
+    holds: list[str] = []
+    r, counted = _resolver(store, stall_s=0.2, max_wait_s=0.5, cooldown_s=5.0, outage_hold_s=8.0,
+                           on_hold=holds.append, clock_s=lambda: time.monotonic() + clock["s"])
+    store.hang.set()
+    assert r.resolve_batch([_ref("s3", "a")]) == [None]
+    clock["s"] += 5.0  # the cool-down is over: asked again, hangs again (the hold runs from the first failure)
+    assert r.resolve_batch([_ref("s3", "a")]) == [None]
+    clock["s"] += 3.0  # 8 s into the outage: given up as before
+    assert r.resolve_batch([_ref("s3", "a")])[0][1].reason == STORE_DOWN
+    assert counted == [STORE_DOWN] and holds == ["s3"] and r.held_stores == set()
+    r.close()
+
+
+def test_a_store_whose_reads_all_fail_is_held_too() -> None:
+    def down(uri: str, shape: tuple[int, ...]) -> np.ndarray:
+        raise RefError(BACKEND_ERROR, "connection refused", scheme="s3")
+
+    counted: list[str] = []
+    r = RoiResolver(uri_resolvers={"s3": down}, on_failure=lambda e: counted.append(e.reason), outage_hold_s=30.0)
+    assert r.resolve_batch([_ref("s3", "a"), _ref("s3", "b")]) == [None, None]
+    assert r.resolve_batch([_ref("s3", "c")]) == [None]  # skipped for the cool-down, still held
+    assert counted == [] and r.held_stores == {"s3"}
+    r.close()
+
+
+def test_one_failed_object_among_good_ones_is_missing_even_with_a_hold(store: _Store) -> None:
+    """The store answers: a hold is for outages, not for objects that are not there."""
+    r, counted = _resolver(store, outage_hold_s=30.0)
+    out = r.resolve_batch([_ref("s3", "a"), _ref("s3", "missing")])
+    assert out[0][1] is None and out[1][1].reason == NOT_FOUND
+    assert counted == [NOT_FOUND] and r.held_stores == set()
+    r.close()

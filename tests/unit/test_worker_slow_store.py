@@ -118,3 +118,59 @@ def test_a_batch_longer_than_a_turn_is_read_on_next_turn_nothing_missing() -> No
     finally:
         w.stage.stop()
         resolver.close()
+
+
+def test_a_store_outage_holds_its_partition_and_loses_no_frame() -> None:
+    """A probe: a 10-s S3 outage cost its frames (``timeout``, then ``store_down``), though every
+    object was there once the store answered again. With ``refs.outage_hold_s`` the records are
+    kept back (their partition held, unopened: no commit passes them), tried again every
+    STORE_RETRY_MS without waiting on the store, and read once it answers."""
+    from worker.app import STORE_RETRY_MS
+    from worker.refs.resolver import PROBE_EVERY_S
+
+    metrics = WorkerMetrics()
+    up = threading.Event()
+
+    def store(uri: str, shape: tuple[int, ...]) -> np.ndarray:
+        if not up.is_set():
+            up.wait(0.6)  # hangs past the stall budget
+            if not up.is_set():
+                raise TimeoutError("read timeout")
+        return np.full(shape, 7, np.uint8)
+
+    clock = {"s": 0.0}
+    resolver = RoiResolver(uri_resolvers={"s3": store}, stall_s=0.2, max_wait_s=1.0, outage_hold_s=30.0,
+                           on_failure=lambda e: metrics.ref_errors.labels(e.reason).inc(),
+                           clock_s=lambda: time.monotonic() + clock["s"])
+    w = offline_worker(FakeScorer(), HoldingConsumer(), metrics=metrics, resolver=resolver)
+    resolver.on_hold = w._store_held
+    try:
+        msgs = [_Msg(k, "s", _roi("s", k, {"uri": f"s3://bucket/s/{k}.raw", "shape": [16, 16], "format": "GRAY8"}))
+                for k in range(6)]
+        msgs += [_Msg(6, "h", _roi("h", 0, {"width": 16, "height": 16, "format": "GRAY8", "data": bytes(256)}))]
+        now = 1_000_000
+        w._handle_batch(msgs, now)
+        assert w.consumer.held == {("r", 0)} and w.tracker.open_count(("r", 0)) == 0  # all kept, in order
+        assert w.tracker.positions() == {}  # nothing opened: nothing to commit
+        assert w._release_held(now + STORE_RETRY_MS - 1) == []  # not spinning on a store that is down
+        for _ in range(3):  # down: each try skips the store at once
+            now += STORE_RETRY_MS
+            t0 = time.monotonic()
+            w._handle_batch(w._release_held(now), now)
+            assert time.monotonic() - t0 < 0.1 and w.consumer.held == {("r", 0)}
+        up.set()  # back: a side read finds it up within PROBE_EVERY_S
+        deadline = time.monotonic() + 5
+        while w.consumer.held and time.monotonic() < deadline:
+            clock["s"] += PROBE_EVERY_S
+            now += STORE_RETRY_MS
+            w._handle_batch(w._release_held(now), now)
+            time.sleep(0.02)
+        assert w.consumer.held == set() and w.tracker.open_count(("r", 0)) == 7
+        assert [s for s in metrics.ref_errors.collect()[0].samples if s.name.endswith("_total")] == []
+        outages = {s.labels["store"]: s.value for s in metrics.ref_store_outages.collect()[0].samples
+                   if s.name.endswith("_total")}
+        assert outages == {"s3": 1.0}
+    finally:
+        up.set()
+        w.stage.stop()
+        resolver.close()

@@ -57,11 +57,14 @@ class WorkerMetrics:
         self.registry_unavailable = Counter(
             p + "registry_unavailable", "Input records held back because the schema registry could not "
             "be asked (read again after a back-off, never dead-lettered)", registry=r)
+        self.ref_store_outages = Counter(
+            p + "ref_store_outages", "Outages of a ROI store whose references were held (their partitions "
+            "paused, read when it answered again, up to refs.outage_hold_s)", ["store"], registry=r)
         self.paused_partitions = Gauge(p + "paused_partitions", "Input partitions paused (backpressure)",
                                        registry=r)
         self.held_partitions = Gauge(p + "held_partitions",
                                      "Input partitions held back: ahead in time of the other topic's, which lags, "
-                                     "or waiting for the schema registry",
+                                     "or waiting for the schema registry or a ROI store",
                                      registry=r)
         self.backlog = Gauge(p + "scoring_backlog", "Jobs queued or being scored", registry=r)
         self.open_sessions = Gauge(p + "open_sessions", "Sessions with state in this worker", registry=r)

@@ -11,14 +11,21 @@ from collections.abc import Iterable
 class CircuitBreaker:
     """Closed: the store is asked. A failure (it hung: no answer for the stall budget; or every read
     it answered in a batch failed: the endpoint down; not one slow object, ``outpaced``) opens it for ``cooldown_s``, doubling per
-    failure in a row up to ``max_cooldown_s``: meanwhile the store is not asked and its frames count
-    as missing at once. After the cool-down the store is asked again: an answer (any, "not found"
-    included: the store is up) closes it."""
+    failure in a row up to ``max_cooldown_s``: meanwhile the store is not asked (its references are
+    held, ``holds``, or their frames count as missing at once). After the cool-down the store is
+    asked again: an answer (any, "not found" included: the store is up) closes it."""
 
     def __init__(self, cooldown_s: float = 5.0, max_cooldown_s: float = 60.0) -> None:
         self.cooldown_s, self.max_cooldown_s = cooldown_s, max_cooldown_s
         self.failures_in_a_row = 0
         self._open_until_s = float("-inf")
+        self.down_since_s: float | None = None  # the first failure of this run of failures
+
+    def holds(self, now_s: float, hold_s: float) -> bool:
+        """Whether the store's references are still held rather than given up as missing: it is
+        down, and has been for less than ``hold_s`` (an outage is waited out up to that long, its
+        frames read when it answers again; a longer one costs its frames from then on)."""
+        return self.down_since_s is not None and now_s - self.down_since_s < hold_s
 
     def allows(self, now_s: float) -> bool:
         return now_s >= self._open_until_s
@@ -28,6 +35,8 @@ class CircuitBreaker:
         return max(0.0, self._open_until_s - now_s)
 
     def failed(self, now_s: float) -> None:
+        if self.down_since_s is None:
+            self.down_since_s = now_s
         self.failures_in_a_row += 1
         self._open_until_s = now_s + min(self.max_cooldown_s,
                                          self.cooldown_s * 2 ** (self.failures_in_a_row - 1))
@@ -35,6 +44,7 @@ class CircuitBreaker:
     def answered(self) -> None:
         self.failures_in_a_row = 0
         self._open_until_s = float("-inf")
+        self.down_since_s = None
 
 
 def give_up_at_s(started_s: float, last_answer_s: float, stall_s: float, max_wait_s: float) -> float:

@@ -92,6 +92,11 @@ class RoiResolver:
         on_failure: called with each RefError (e.g. to bump a Prometheus counter).
         store_threads, stall_s, max_wait_s, cooldown_s, max_cooldown_s: ``resolve_batch``'s
             threads per store, time budget and breaker (worker.refs.breaker).
+        outage_hold_s: how long ``resolve_batch`` holds the references of a store that is down
+            (hangs, or fails every read) as not read yet, to be read when it answers again, before
+            giving them up as missing (0: missing at once).
+        on_hold: called with a store's name when an outage of it starts to be held (once per
+            outage; e.g. to log it and bump a counter).
         clock_s: monotonic seconds (tests pass their own).
     """
 
@@ -109,6 +114,8 @@ class RoiResolver:
         max_wait_s: float = MAX_WAIT_S,
         cooldown_s: float = 5.0,
         max_cooldown_s: float = 60.0,
+        outage_hold_s: float = 0.0,
+        on_hold: Callable[[str], None] | None = None,
         clock_s: Callable[[], float] = time.monotonic,
     ) -> None:
         self.max_side_px = max_side_px
@@ -123,6 +130,11 @@ class RoiResolver:
         self._resolved: Counter[str] = Counter()
         self.store_threads, self.stall_s, self.max_wait_s = store_threads, stall_s, max_wait_s
         self._cooldowns_s = (cooldown_s, max_cooldown_s)
+        self.outage_hold_s, self.on_hold = outage_hold_s, on_hold
+        # stores whose references the last resolve_batch held for an outage (poll loop only), and
+        # the outage (its breaker's down_since_s) each store's hold was last reported for
+        self.held_stores: set[str] = set()
+        self._hold_reported: dict[str, float] = {}
         self._clock_s = clock_s
         self._breakers: dict[str, CircuitBreaker] = {}  # per store (URI scheme); poll loop only
         # side reads of skipped stores (PROBE_EVERY_S): the last one's future and when it was sent,
@@ -150,6 +162,7 @@ class RoiResolver:
             allowed_file_roots=getattr(refs_config, "allowed_file_roots", ()) or (),
             s3_endpoint_url=getattr(refs_config, "s3_endpoint_url", None),
             s3_region=getattr(refs_config, "s3_region", None),
+            outage_hold_s=getattr(refs_config, "outage_hold_s", 0.0),
             **kwargs,
         )
 
@@ -157,22 +170,10 @@ class RoiResolver:
 
     def resolve(self, roi: Mapping[str, Any] | tuple[str, Mapping[str, Any]] | None) -> np.ndarray:
         """Pixels of one ROI; ``RefError`` (counted) if it cannot be had."""
-        try:
-            scheme, pixels = self._resolve(roi)
-        except RefError as e:
-            self._count_failure(e)
-            raise
-        except (KeyError, TypeError, ValueError) as e:  # a field missing or of the wrong type
-            err = RefError(BAD_REF, f"{type(e).__name__}: {e}", scheme=self._kind(roi))
-            self._count_failure(err)
-            raise err from e
-        except Exception as e:  # a bug in a resolver must still only cost one frame
-            err = RefError(INTERNAL, f"{type(e).__name__}: {e}", scheme=self._kind(roi))
-            self._count_failure(err)
-            raise err from e
-        with self._lock:
-            self._resolved[scheme] += 1
-        return pixels
+        pixels, err = self._counted(self._kind(roi), self._attempt(roi))
+        if err is not None:
+            raise err
+        return pixels  # type: ignore[return-value]
 
     def try_resolve(self, roi: Any) -> tuple[np.ndarray | None, RefError | None]:
         """``(pixels, None)`` or ``(None, error)``: for callers that prefer values to exceptions."""
@@ -181,11 +182,40 @@ class RoiResolver:
         except RefError as e:
             return None, e
 
+    def _attempt(self, roi: Any) -> Resolved:
+        """One read, not counted yet (a batch counts a read once its outcome is final: one held for
+        a store's outage is read again, ``outage_hold_s``)."""
+        try:
+            return self._resolve(roi)[1], None
+        except RefError as e:
+            return None, e
+        except (KeyError, TypeError, ValueError) as e:  # a field missing or of the wrong type
+            err = RefError(BAD_REF, f"{type(e).__name__}: {e}", scheme=self._kind(roi))
+            err.__cause__ = e
+        except Exception as e:  # noqa: BLE001 - a bug in a resolver must still only cost one frame
+            err = RefError(INTERNAL, f"{type(e).__name__}: {e}", scheme=self._kind(roi))
+            err.__cause__ = e
+        return None, err
+
+    def _counted(self, scheme: str, resolved: Resolved) -> Resolved:
+        """``resolved``, counted as a read (``resolved()``) or as a failure (``on_failure``)."""
+        if resolved[1] is not None:
+            self._count_failure(resolved[1])
+        else:
+            with self._lock:
+                self._resolved[scheme] += 1
+        return resolved
+
     # -- one consume batch, concurrently --------------------------------------------------
 
     def is_store_ref(self, roi: Any) -> bool:
         """A URI reference with a resolver (file://, s3://): read from a store that may be slow."""
         return self._kind(roi) in self.uri_resolvers
+
+    def held_for_outage(self, roi: Any) -> bool:
+        """Whether ``roi`` was not read by the last ``resolve_batch`` because its store is down and
+        its outage is held (``outage_hold_s``), rather than because the call's budget ran out."""
+        return self._kind(roi) in self.held_stores
 
     def resolve_batch(self, rois: Sequence[Any]) -> list[Resolved | None]:
         """``try_resolve`` of each of ``rois``, in order; URI references read concurrently.
@@ -202,9 +232,15 @@ class RoiResolver:
           a failure of the store; its reads go on, and a next call with the same reference takes
           the read up where it is. The caller asks again (the worker keeps those records back
           for its next turn).
+        * With ``outage_hold_s``, a store that is down (it hangs, or fails every read: the reads
+          that would be ``timeout``, ``backend_error`` or ``store_down`` above) has its
+          references held: None, not read yet, uncounted, for up to ``outage_hold_s`` from its
+          first failure, and read when it answers again (the side read finds it up). Its name is
+          in ``held_stores`` after the call. Past the hold, as above.
 
         One caller thread (the poll loop)."""
         started_s = self._clock_s()
+        self.held_stores = set()
         with self._lock:
             back, self._probed_up = self._probed_up, set()
         for store in back:  # a side read found it up: asked again from this batch on
@@ -223,11 +259,13 @@ class RoiResolver:
                 pending[i] = (store, future, key, sent_s)
             elif not self._breaker(store).allows(started_s):
                 self._probe(store, roi, started_s)
+                if self._holds(store, started_s):
+                    continue  # out[i] stays None: read when the store answers again
                 out[i] = (None, self._failure(RefError(
                     STORE_DOWN, f"skipped for {self._breaker(store).open_for_s(started_s):.1f} s more: the "
                     "store failed", scheme=store)))
             else:
-                future = self._pool(store).submit(self.try_resolve, roi)
+                future = self._pool(store).submit(self._attempt, roi)
                 future.add_done_callback(
                     lambda f, store=store, sent_s=started_s: f.cancelled() or self._answered(store, sent_s, f))
                 pending[i] = (store, future, key, started_s)
@@ -264,12 +302,13 @@ class RoiResolver:
             wait(set().union(*(left[s] for s in active)), timeout=min(timeout_s, 0.05), return_when=FIRST_COMPLETED)
 
     def _collect(self, pending: Mapping[int, _Pending], out: list[Resolved | None], hung_stores: set[str]) -> None:
-        """Results into ``out``; the reads of a store that hangs given up; the reads still going at
-        a store that answers carried over (None in ``out``); each store's breaker told."""
+        """Results into ``out``, counted; the reads of a store that hangs given up; the reads still
+        going at a store that answers carried over (None in ``out``); each store's breaker told; the
+        reads a store's outage cost held (None, uncounted) while ``outage_hold_s`` lasts."""
         ok: Counter[str] = Counter()
         bad: Counter[str] = Counter()
         now_s = self._clock_s()
-        given_up_sent_s: dict[str, list[float]] = {}
+        given_up: dict[int, float] = {}  # index -> when its read was sent
         up_sent_s = self._up_sent_snapshot(pending)
         for i, (store, future, key, sent_s) in pending.items():
             if future.cancelled():
@@ -280,23 +319,50 @@ class RoiResolver:
                 (bad if err is not None and err.reason == BACKEND_ERROR else ok)[store] += 1
             elif store in hung_stores:
                 future.cancel()  # one not started never will; a running one ends on its own timeouts
-                out[i] = (None, self._failure(RefError(
-                    TIMEOUT, f"not read within {self.stall_s:g} s" + (
-                        ", while the store answered reads sent with or after it"
-                        if outpaced([sent_s], up_sent_s.get(store, float("-inf")))
-                        else ": the store answered nothing meanwhile"), scheme=store)))
-                given_up_sent_s.setdefault(store, []).append(sent_s)
+                given_up[i] = sent_s
             elif key is not None and key not in self._carried:
                 self._carried[key] = (future, now_s, sent_s)  # out[i] stays None: not read yet
             else:  # a second read of the same reference in this batch: the carried one serves both
                 future.cancel()
+        down: set[str] = set()
         for store in {entry[0] for entry in pending.values()}:
-            slow = outpaced(given_up_sent_s.get(store, ()), up_sent_s.get(store, float("-inf")))
+            slow = outpaced((sent for i, sent in given_up.items() if pending[i][0] == store),
+                            up_sent_s.get(store, float("-inf")))
             verdict = store_verdict(ok[store], bad[store], store in hung_stores, outpaced_=slow)
             if verdict is True:
                 self._breaker(store).answered()
             elif verdict is False:
                 self._breaker(store).failed(now_s)
+                down.add(store)
+        for i, (store, _future, _key, sent_s) in pending.items():
+            failed_with_store = i in given_up or (out[i] is not None and out[i][1] is not None  # type: ignore[index]
+                                                  and out[i][1].reason == BACKEND_ERROR)  # type: ignore[index]
+            if store in down and failed_with_store and self._holds(store, now_s):
+                out[i] = None  # the outage's: read again when the store answers
+            elif i in given_up:
+                out[i] = (None, self._failure(RefError(
+                    TIMEOUT, f"not read within {self.stall_s:g} s" + (
+                        ", while the store answered reads sent with or after it"
+                        if outpaced([sent_s], up_sent_s.get(store, float("-inf")))
+                        else ": the store answered nothing meanwhile"), scheme=store)))
+            elif out[i] is not None:
+                self._counted(store, out[i])  # type: ignore[arg-type]
+
+    def _holds(self, store: str, now_s: float) -> bool:
+        """Whether ``store``'s references are held for its outage now (``outage_hold_s``); the
+        first hold of each outage is reported to ``on_hold``."""
+        breaker = self._breaker(store)
+        if not breaker.holds(now_s, self.outage_hold_s):
+            return False
+        self.held_stores.add(store)
+        if self._hold_reported.get(store) != breaker.down_since_s:
+            self._hold_reported[store] = breaker.down_since_s  # type: ignore[assignment]
+            if self.on_hold is not None:
+                try:
+                    self.on_hold(store)
+                except Exception:  # noqa: BLE001, S110 - a metrics hook must not stop the reads
+                    pass
+        return True
 
     def _probe(self, store: str, roi: Any, now_s: float) -> None:
         """Read ``roi`` of a skipped ``store`` on the side (one at a time, every PROBE_EVERY_S), not

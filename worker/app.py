@@ -33,7 +33,7 @@ from worker.refs import RoiResolver
 from worker.scoring.batcher import Scored, ScoringPool, ScoringStage
 from worker.scoring.interface import Scorer
 from worker.scoring.routed import narrowband_of
-from worker.windowing.align import may_release, runs_ahead
+from worker.windowing.align import may_release, media_ahead, record_end_ms, runs_ahead
 from worker.windowing.events import Arrival, Job, Source, Stream
 from worker.windowing.joiner import BadEvent, Joiner
 from worker.windowing.offsets import OffsetTracker
@@ -45,6 +45,9 @@ _LAG_EVERY_MS = 5000
 # a partition held for a ROI store's outage is tried again this often (the resolver's side read finds
 # the store up within about a second; each try while it is down costs nothing but the breaker check)
 STORE_RETRY_MS = 250
+# the longest a partition waits for a session's other stream (worker.windowing.align.media_ahead)
+# while its partner reads on: a partner that reads on for this long without bringing it never will
+MEDIA_HOLD_MAX_MS = 30_000
 _MAX_DELIVERY_RETRIES = 5
 _DRAIN_TIMEOUT_S = 20.0
 _SLOW_LOOP_S = 0.25
@@ -176,6 +179,9 @@ class Worker:
         # waits for the schema registry (its codec's next lookup), those whose ROI references were
         # not all read within a turn (the next turn)
         self._retry_at_ms: dict[TP, int] = {}
+        # partitions held because a session's record ran ahead of its other stream by media time
+        # (_session_ahead): (session id, stream, the record's media end ms, when held)
+        self._media_held: dict[TP, tuple[str, Stream, float, int]] = {}
         # partitions whose held record (this offset) waits for the registry, until it is decoded
         # (/readyz: not cleared meanwhile, as a timer would be while the record is tried again)
         self._registry_waiting: dict[TP, int] = {}
@@ -429,6 +435,11 @@ class Worker:
                 if refs.get(i) is not None:
                     self._refs_read[(tp[0], tp[1], msg.offset())] = refs[i]
                 continue
+            if isinstance(outcome, dict) and self._session_ahead(tp, outcome, now):
+                cut[tp] = [msg]  # the rest of tp's records join it above
+                if refs.get(i) is not None:
+                    self._refs_read[(tp[0], tp[1], msg.offset())] = refs[i]
+                continue
             ts = _kafka_ts(msg)
             if ts is not None:
                 handled_ts[tp] = max(ts, handled_ts.get(tp, ts))
@@ -446,15 +457,21 @@ class Worker:
         answer again (``store_down``: refs.outage_hold_s), STORE_RETRY_MS later. Its alignment
         position goes back to the last record it really handled."""
         self._deferred[tp] = kept + self._deferred.get(tp, [])
-        wait_ms = STORE_RETRY_MS if store_down else 1
-        self._retry_at_ms[tp] = max(self._retry_at_ms.get(tp, now + wait_ms), now + wait_ms)  # not within this turn
+        if tp not in self._media_held:  # (that one waits for its partner: _release_held)
+            wait_ms = STORE_RETRY_MS if store_down else 1
+            self._retry_at_ms[tp] = max(self._retry_at_ms.get(tp, now + wait_ms), now + wait_ms)  # not this turn
         last = max((t for t in (last_ts_before, handled_ts) if t is not None), default=None)
         if last is None:
             self._last_ts.pop(tp, None)
         else:
             self._last_ts[tp] = last
         self._hold_partition(tp)
-        if not store_down:  # (an outage is logged once, _store_held)
+        if tp in self._media_held:
+            sid, stream, end_ms, _since = self._media_held[tp]
+            log.info("a session's media runs ahead of its other stream, which waits unread: partition held",
+                     topic=tp[0], partition=tp[1], session_id=sid, stream=stream.value, media_end_ms=round(end_ms),
+                     align_ms=self._align_ms)
+        elif not store_down:  # (an outage is logged once, _store_held)
             log.info("ROI references not all read within the turn: the rest kept for the next",
                      topic=tp[0], partition=tp[1], offset=kept[0].offset(), records=len(kept))
 
@@ -666,7 +683,12 @@ class Worker:
         need be)."""
         out: list[Any] = []
         for tp in list(self._deferred):
-            if tp in self._retry_at_ms:
+            if tp in self._media_held:
+                if not self._partner_caught_up(tp, now):
+                    continue
+                del self._media_held[tp]
+                first_ts = None
+            elif tp in self._retry_at_ms:
                 if now < self._retry_at_ms[tp]:
                     continue
                 del self._retry_at_ms[tp]
@@ -682,6 +704,44 @@ class Worker:
                 self._resumed({tp}, now)
                 log.info("input partition released", topic=tp[0], partition=tp[1], records=len(kept))
         return out
+
+    def _session_ahead(self, tp: TP, record: dict, now: int) -> bool:
+        """Whether ``record`` (of ``tp``) runs more than ``align_ms`` of media ahead of what its
+        session holds of the other stream, beyond what that stream's silence explains
+        (align.media_ahead), while the partner partition has records to read and is not held
+        itself (of a pair, only one waits for the other: never both). Then it is noted in
+        ``_media_held`` and the caller keeps it back with the rest of ``tp``."""
+        sid = record.get("session_id")
+        is_audio = tp[0] == self.audio_topic
+        end_ms = record_end_ms(is_audio, record)
+        if not isinstance(sid, str) or end_ms is None:
+            return False
+        stream = Stream.AUDIO if is_audio else Stream.VIDEO
+        lead = self.joiner.media_lead(sid, stream, end_ms, self._activity_ms(now))
+        if lead is None or not media_ahead(*lead, self._align_ms):
+            return False
+        if self._partner(tp) in self._deferred or not self._partner_lagging(tp, now):
+            return False
+        self._media_held[tp] = (sid, stream, end_ms, now)
+        return True
+
+    def _partner_caught_up(self, tp: TP, now: int) -> bool:
+        """Whether a partition held by ``_session_ahead`` may go on: its session's other stream
+        came to within half the allowance (hysteresis), or the session is gone, or waiting cannot
+        help: the partner has nothing left to read, is held itself, or took longer than
+        MEDIA_HOLD_MAX_MS. Then the session is not waited for again (its stream that did not come
+        is the join's to report, as stalled or missing)."""
+        sid, stream, end_ms, since = self._media_held[tp]
+        lead = self.joiner.media_lead(sid, stream, end_ms, self._activity_ms(now))
+        if lead is None or not media_ahead(*lead, self._align_ms / 2):
+            return True
+        if (self._partner(tp) in self._deferred or not self._partner_lagging(tp, now)
+                or now - since >= MEDIA_HOLD_MAX_MS):
+            self.joiner.give_up_alignment(sid)
+            log.info("a session's other stream did not come while its partition was held: not waited for again",
+                     topic=tp[0], partition=tp[1], session_id=sid, held_ms=now - since)
+            return True
+        return False
 
     def _lagging(self, now: int) -> set[tuple[Stream, int]]:
         """Input partitions with unread records, or whose lag is not known yet (local calls, but a
@@ -896,6 +956,7 @@ class Worker:
             # records kept back were never handled nor opened: the next owner reads them
             self._deferred.pop(tp, None)
             self._retry_at_ms.pop(tp, None)
+            self._media_held.pop(tp, None)
             self._registry_waiting.pop(tp, None)
             self._resumed_at_ms.pop(tp, None)
             self._last_read_ms.pop(tp, None)

@@ -23,6 +23,8 @@ looked ahead and held each other for good). Pure: no Kafka here.
 
 from __future__ import annotations
 
+import math
+
 
 def runs_ahead(ts_ms: int, partner_last_ms: int | None, first_ms: int, partner_lagging: bool,
                align_ms: float) -> bool:
@@ -42,3 +44,38 @@ def may_release(next_ts_ms: int, partner_last_ms: int | None, first_ms: int, par
     caught up to within half the allowance (hysteresis: a pause and resume costs a fetch) or has
     nothing left to read."""
     return not runs_ahead(next_ts_ms, partner_last_ms, first_ms, partner_lagging, align_ms / 2)
+
+
+# --- within a session: by media time ----------------------------------------------------------
+# Kafka time cannot see a session written faster than real time (a replay, a backfill, a bridge
+# flushing a recording): its 20 s of media carry timestamps within half a second, while one
+# topic's fetch returns ~28 s of small audio records against ~3.6 s of large ROI records, or a
+# producer writes one stream whole before the other. The stream ahead then pushed the session's
+# buffer bound past the other stream's records still unread, which were dropped as late when they
+# came (a probe: a 20-s session written in one burst got 28-44 of its 57 signals).
+
+_BYTES_PER_SAMPLE = {"PCM_S16LE": 2, "F32LE": 4}
+
+
+def record_end_ms(is_audio: bool, record: dict) -> float | None:
+    """Media time (ms on the session timeline) where a decoded AudioChunk or RoiRef ends, or None
+    when its fields cannot say (the join refuses such a record with the reason)."""
+    try:
+        if is_audio:
+            rate, channels = int(record["sample_rate"]), int(record["channels"])
+            samples = len(record["data"]) // (_BYTES_PER_SAMPLE[record["encoding"]] * channels)
+            end_ms = 1000.0 * (int(record["start_sample"]) + samples) / rate
+        else:
+            end_ms = 1000.0 * (int(record["frame_index"]) + 1) / float(record["fps"])
+    except (KeyError, TypeError, ValueError, ZeroDivisionError, OverflowError):
+        return None
+    return end_ms if math.isfinite(end_ms) and abs(end_ms) < 1e15 else None
+
+
+def media_ahead(lead_ms: float, other_silent_ms: float, align_ms: float) -> bool:
+    """Whether a record running ``lead_ms`` of media ahead of what its session holds of its other
+    stream, silent for ``other_silent_ms`` of wall time, is ahead by more than ``align_ms`` beyond
+    what the silence explains. A stream that stopped while the other went on in real time leads
+    by about its silence, and waiting would not bring it (the join reports it as stalled); media
+    that outruns the wall clock is a backlog or a burst, whose other stream is on its way."""
+    return lead_ms - max(0.0, other_silent_ms) > align_ms

@@ -297,6 +297,17 @@ class Joiner:
         self.ledgers[ev.session_id].hold(math.inf, ev.source)  # kept until the session closes
         return self._advance(state, now_wall_ms)
 
+    def media_lead(self, session_id: str, stream: Stream, end_ms: float, now_wall_ms: int) -> tuple[float, float] | None:
+        """SessionState.media_lead of an open session (None for one not open here)."""
+        state = self.sessions.get(session_id)
+        return None if state is None else state.media_lead(stream, end_ms, now_wall_ms)
+
+    def give_up_alignment(self, session_id: str) -> None:
+        """Waiting for the other stream of ``session_id`` did not bring it: not asked again."""
+        state = self.sessions.get(session_id)
+        if state is not None:
+            state.align_given_up = True
+
     def set_lagging(self, lagging: set[tuple[Stream, int]]) -> None:
         """(stream, partition) pairs with unread input (consumer lag): a session on such a partition is
         never idle-closed, and such a stream never counts as stalled; its events are on their way."""

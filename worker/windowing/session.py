@@ -180,6 +180,8 @@ class SessionState:
         self.audio_guard = JumpGuard("audio", params.max_buffered_ms)
         # the frames refused for another rate than the session's, per rate, while it is unsettled
         self._rival_fps: dict[float, set[int]] = {}
+        self.first_media_ms: float | None = None  # where the first media stored (either stream) starts
+        self.align_given_up = False  # waiting for one stream to catch the other up did not help once
 
     # --- events -----------------------------------------------------------------------------
     def add_frame(self, ev: FrameEvent, now_wall_ms: int) -> str:
@@ -206,6 +208,7 @@ class SessionState:
         self.frame_meta[f] = (ev.source, ev.arrival)
         self.min_frame_seen = f if self.min_frame_seen is None else min(self.min_frame_seen, f)
         self.max_frame_seen = f if self.max_frame_seen is None else max(self.max_frame_seen, f)
+        self._media_from(frame_ms(f, self.fps))
         self.video_wm_ms = max(self.video_wm_ms, frame_ms(f + 1, self.fps))
         self.video_last_wall_ms = now_wall_ms
         self.video_guard.accepted(ev.arrival)
@@ -261,6 +264,7 @@ class SessionState:
             return "late"
         if not self.audio.add(ev.start_sample, ev.samples, (ev.source, ev.arrival), ev.spill):
             return "duplicate"
+        self._media_from(start_ms)
         self.audio_wm_ms = max(self.audio_wm_ms, end_ms)
         self.audio_last_wall_ms = now_wall_ms
         self.audio_guard.accepted(ev.arrival)
@@ -287,6 +291,26 @@ class SessionState:
         self.last_active_wall_ms = max(self.last_active_wall_ms, now_wall_ms)
         self.audio_ended = True
         self.audio_end_sample = self.audio.end_sample or 0
+
+    def _media_from(self, start_ms: float) -> None:
+        self.first_media_ms = start_ms if self.first_media_ms is None else min(self.first_media_ms, start_ms)
+
+    def media_lead(self, stream: Stream, end_ms: float, now_wall_ms: int) -> tuple[float, float] | None:
+        """For media of ``stream`` ending at ``end_ms``: how far (ms) it runs ahead of what the
+        session holds of its other stream (that stream's watermark, or where the session's media
+        starts when it has none yet), and how long (wall ms) the other stream has been silent
+        (since the session began, when it never came). None where waiting for the other stream
+        cannot help: it ended, the session holds nothing yet, or waiting was given up once."""
+        if self.align_given_up:
+            return None
+        if stream is Stream.AUDIO:
+            other_wm, other_wall, ended = self.video_wm_ms, self.video_last_wall_ms, self.video_end is not None
+        else:
+            other_wm, other_wall, ended = self.audio_wm_ms, self.audio_last_wall_ms, self.audio_ended
+        base = other_wm if math.isfinite(other_wm) else self.first_media_ms
+        if ended or base is None:
+            return None
+        return end_ms - base, now_wall_ms - (self.created_wall_ms if other_wall is None else other_wall)
 
     @property
     def watermark_ms(self) -> float:

@@ -145,7 +145,7 @@ class Worker:
         self.joiner = Joiner(cfg.windowing, scorer.search_margin_ms, self.tracker, sample_rate=self.sample_rate,
                              context_frames=getattr(scorer, "context_frames", 0))
         self.resolver = resolver or RoiResolver.from_config(
-            cfg.refs, on_failure=lambda e: self.metrics.ref_errors.labels(e.reason).inc(), on_hold=self._store_held)
+            cfg.refs, on_failure=lambda e: self.metrics.ref_errors.labels(e.reason).inc(), on_outage=self._store_outage)
         topics = cfg.kafka.topics
         self.audio_topic, self.roi_topic = topics.audio.name, topics.roi.name
         self.codecs = {name: self._codec(name, topic) for name, topic in (
@@ -182,6 +182,7 @@ class Worker:
         # partitions held because a session's record ran ahead of its other stream by media time
         # (_session_ahead): (session id, stream, the record's media end ms, when held)
         self._media_held: dict[TP, tuple[str, Stream, float, int]] = {}
+        self._store_retry: set[TP] = set()  # held partitions tried again for a ROI store's outage
         # partitions whose held record (this offset) waits for the registry, until it is decoded
         # (/readyz: not cleared meanwhile, as a timer would be while the record is tried again)
         self._registry_waiting: dict[TP, int] = {}
@@ -457,6 +458,8 @@ class Worker:
         answer again (``store_down``: refs.outage_hold_s), STORE_RETRY_MS later. Its alignment
         position goes back to the last record it really handled."""
         self._deferred[tp] = kept + self._deferred.get(tp, [])
+        if store_down:
+            self._store_retry.add(tp)
         if tp not in self._media_held:  # (that one waits for its partner: _release_held)
             wait_ms = STORE_RETRY_MS if store_down else 1
             self._retry_at_ms[tp] = max(self._retry_at_ms.get(tp, now + wait_ms), now + wait_ms)  # not this turn
@@ -471,15 +474,22 @@ class Worker:
             log.info("a session's media runs ahead of its other stream, which waits unread: partition held",
                      topic=tp[0], partition=tp[1], session_id=sid, stream=stream.value, media_end_ms=round(end_ms),
                      align_ms=self._align_ms)
-        elif not store_down:  # (an outage is logged once, _store_held)
+        elif not store_down:  # (an outage is logged once, _store_outage)
             log.info("ROI references not all read within the turn: the rest kept for the next",
                      topic=tp[0], partition=tp[1], offset=kept[0].offset(), records=len(kept))
 
-    def _store_held(self, store: str) -> None:
-        """A ROI store's outage started to be held (RoiResolver's on_hold, once per outage)."""
-        self.metrics.ref_store_outages.labels(store).inc()
-        log.error("ROI store down: the partitions of its references held, read again when it answers",
-                  store=store, hold_at_most_s=self.cfg.refs.outage_hold_s)
+    def _store_outage(self, store: str, event: str) -> None:
+        """A ROI store's outage (RoiResolver's on_outage: each event once per outage)."""
+        if event == "held":
+            self.metrics.ref_store_outages.labels(store).inc()
+            log.error("ROI store down: the partitions of its references held, read again when it answers",
+                      store=store, hold_at_most_s=self.cfg.refs.outage_hold_s)
+        elif event == "given_up":
+            log.error("ROI store still down: references held for refs.outage_hold_s are given up, their "
+                      "frames counted missing (ref_errors_total{reason=\"store_down\"})",
+                      store=store, hold_at_most_s=self.cfg.refs.outage_hold_s)
+        else:
+            log.info("ROI store answers again: the references held for it are read", store=store)
 
     def _decode(self, msg: Any, now: int) -> dict | Exception | None:
         """The record, or the error to dead-letter it with; None when it waits for the registry."""
@@ -682,7 +692,11 @@ class Worker:
         order (the partition was paused, so nothing newer of it was read; they are held again if
         need be)."""
         out: list[Any] = []
-        for tp in list(self._deferred):
+        # timed retries last: a partition let go for a retry is not held for that moment, and the
+        # others' checks (is the partner held, lagging?) must not see it so (a probe: the audio
+        # partition beside a ROI partition retried for a store outage was let go and held again
+        # 52 times)
+        for tp in sorted(self._deferred, key=lambda tp: tp in self._retry_at_ms):
             if tp in self._media_held:
                 if not self._partner_caught_up(tp, now):
                     continue
@@ -702,7 +716,10 @@ class Worker:
                 out += kept
                 self._hold_partition(tp, False)
                 self._resumed({tp}, now)
-                log.info("input partition released", topic=tp[0], partition=tp[1], records=len(kept))
+                if tp in self._store_retry:  # (tried every STORE_RETRY_MS: the outage is logged once)
+                    self._store_retry.discard(tp)
+                else:
+                    log.info("input partition released", topic=tp[0], partition=tp[1], records=len(kept))
         return out
 
     def _session_ahead(self, tp: TP, record: dict, now: int) -> bool:
@@ -957,6 +974,7 @@ class Worker:
             self._deferred.pop(tp, None)
             self._retry_at_ms.pop(tp, None)
             self._media_held.pop(tp, None)
+            self._store_retry.discard(tp)
             self._registry_waiting.pop(tp, None)
             self._resumed_at_ms.pop(tp, None)
             self._last_read_ms.pop(tp, None)

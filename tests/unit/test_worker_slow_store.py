@@ -20,7 +20,8 @@ from schemas import AvroCodec
 from tests.support.worker_fakes import FakeMessage, HoldingConsumer, offline_worker
 from worker.app import Worker
 from worker.observability.metrics import WorkerMetrics
-from worker.refs import RoiResolver
+from worker.refs import RefError, RoiResolver
+from worker.refs.errors import BACKEND_ERROR
 
 RELEASE = threading.Event()
 
@@ -143,7 +144,7 @@ def test_a_store_outage_holds_its_partition_and_loses_no_frame() -> None:
                            on_failure=lambda e: metrics.ref_errors.labels(e.reason).inc(),
                            clock_s=lambda: time.monotonic() + clock["s"])
     w = offline_worker(FakeScorer(), HoldingConsumer(), metrics=metrics, resolver=resolver)
-    resolver.on_hold = w._store_held
+    resolver.on_outage = w._store_outage
     try:
         msgs = [_Msg(k, "s", _roi("s", k, {"uri": f"s3://bucket/s/{k}.raw", "shape": [16, 16], "format": "GRAY8"}))
                 for k in range(6)]
@@ -172,5 +173,54 @@ def test_a_store_outage_holds_its_partition_and_loses_no_frame() -> None:
         assert outages == {"s3": 1.0}
     finally:
         up.set()
+        w.stage.stop()
+        resolver.close()
+
+
+def test_the_partner_partition_stays_held_while_a_store_outage_is_retried() -> None:
+    """A probe: beside a ROI partition retried every STORE_RETRY_MS for a store outage, the audio
+    partition (held for running ahead of it) was let go and held again at every retry, 52 times:
+    the retry let the ROI partition go for a moment, and the audio's check saw it not held."""
+    from worker.app import STORE_RETRY_MS
+
+    class CountingConsumer(HoldingConsumer):
+        def __init__(self) -> None:
+            super().__init__()
+            self.holds: dict = {}
+
+        def hold(self, tps: set) -> None:
+            for tp in (set(tps) & self.assigned) - self._held:
+                self.holds[tp] = self.holds.get(tp, 0) + 1
+            super().hold(tps)
+
+    def down(uri: str, shape: tuple[int, ...]) -> np.ndarray:
+        raise RefError(BACKEND_ERROR, "connection refused", scheme="s3")
+
+    resolver = RoiResolver(uri_resolvers={"s3": down}, stall_s=0.2, max_wait_s=1.0, outage_hold_s=30.0)
+    consumer = CountingConsumer()
+    w = offline_worker(FakeScorer(), consumer, resolver=resolver)
+    try:
+        t0 = 1_000_000
+        rois = [FakeMessage("r", k, _roi("s", k, {"uri": f"s3://bucket/s/{k}.raw", "shape": [16, 16],
+                                                  "format": "GRAY8"}), key=b"s", timestamp_ms=t0 + 40 * k)
+                for k in range(3)]
+        chunk = AvroCodec("AudioChunk")
+        audio = [FakeMessage("a", k, chunk.encode({
+            "session_id": "s", "seq": k, "start_sample": 320 * k, "sample_rate": 16000, "channels": 1,
+            "encoding": "PCM_S16LE", "data": bytes(640), "end_of_session": False, "produced_at_ms": None}),
+            key=b"s", timestamp_ms=t0 + 20_000 + 20 * k) for k in range(3)]  # 20 s ahead by Kafka time
+        now = 2_000_000
+        for _ in range(3):  # the store fails every read until it is marked down and held
+            w._handle_batch(rois if not w._deferred else [], now)
+            now += STORE_RETRY_MS
+            w._handle_batch(w._release_held(now), now)
+        assert ("r", 0) in w._deferred and resolver.held_stores == {"s3"}
+        w._handle_batch(audio, now)
+        assert ("a", 0) in w._deferred  # ahead of a partner that waits: held
+        for _ in range(8):
+            now += STORE_RETRY_MS
+            w._handle_batch(w._release_held(now), now)
+        assert ("a", 0) in w._deferred and consumer.holds[("a", 0)] == 1  # held once, for good
+    finally:
         w.stage.stop()
         resolver.close()

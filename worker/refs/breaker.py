@@ -12,20 +12,14 @@ class CircuitBreaker:
     """Closed: the store is asked. A failure (it hung: no answer for the stall budget; or every read
     it answered in a batch failed: the endpoint down; not one slow object, ``outpaced``) opens it for ``cooldown_s``, doubling per
     failure in a row up to ``max_cooldown_s``: meanwhile the store is not asked (its references are
-    held, ``holds``, or their frames count as missing at once). After the cool-down the store is
+    held, RoiResolver's ``outage_hold_s``, or their frames count as missing at once). After the cool-down the store is
     asked again: an answer (any, "not found" included: the store is up) closes it."""
 
     def __init__(self, cooldown_s: float = 5.0, max_cooldown_s: float = 60.0) -> None:
         self.cooldown_s, self.max_cooldown_s = cooldown_s, max_cooldown_s
         self.failures_in_a_row = 0
         self._open_until_s = float("-inf")
-        self.down_since_s: float | None = None  # the first failure of this run of failures
-
-    def holds(self, now_s: float, hold_s: float) -> bool:
-        """Whether the store's references are still held rather than given up as missing: it is
-        down, and has been for less than ``hold_s`` (an outage is waited out up to that long, its
-        frames read when it answers again; a longer one costs its frames from then on)."""
-        return self.down_since_s is not None and now_s - self.down_since_s < hold_s
+        self.down_since_s: float | None = None  # the first failure of this run of failures (the outage)
 
     def allows(self, now_s: float) -> bool:
         return now_s >= self._open_until_s

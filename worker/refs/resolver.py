@@ -92,11 +92,12 @@ class RoiResolver:
         on_failure: called with each RefError (e.g. to bump a Prometheus counter).
         store_threads, stall_s, max_wait_s, cooldown_s, max_cooldown_s: ``resolve_batch``'s
             threads per store, time budget and breaker (worker.refs.breaker).
-        outage_hold_s: how long ``resolve_batch`` holds the references of a store that is down
+        outage_hold_s: how long ``resolve_batch`` holds each reference of a store that is down
             (hangs, or fails every read) as not read yet, to be read when it answers again, before
-            giving them up as missing (0: missing at once).
-        on_hold: called with a store's name when an outage of it starts to be held (once per
-            outage; e.g. to log it and bump a counter).
+            giving it up as missing (0: missing at once).
+        on_outage: called with a store's name and what happened, once per outage each: "held"
+            (its references are held), "given_up" (the first held past ``outage_hold_s``), "back"
+            (it answers again after a hold); e.g. to log it and bump a counter.
         clock_s: monotonic seconds (tests pass their own).
     """
 
@@ -115,7 +116,7 @@ class RoiResolver:
         cooldown_s: float = 5.0,
         max_cooldown_s: float = 60.0,
         outage_hold_s: float = 0.0,
-        on_hold: Callable[[str], None] | None = None,
+        on_outage: Callable[[str, str], None] | None = None,
         clock_s: Callable[[], float] = time.monotonic,
     ) -> None:
         self.max_side_px = max_side_px
@@ -130,11 +131,18 @@ class RoiResolver:
         self._resolved: Counter[str] = Counter()
         self.store_threads, self.stall_s, self.max_wait_s = store_threads, stall_s, max_wait_s
         self._cooldowns_s = (cooldown_s, max_cooldown_s)
-        self.outage_hold_s, self.on_hold = outage_hold_s, on_hold
-        # stores whose references the last resolve_batch held for an outage (poll loop only), and
-        # the outage (its breaker's down_since_s) each store's hold was last reported for
+        self.outage_hold_s, self.on_outage = outage_hold_s, on_outage
+        # stores whose references the last resolve_batch held for an outage (poll loop only); per
+        # store, the outage (its breaker's down_since_s) and the events reported for it
         self.held_stores: set[str] = set()
-        self._hold_reported: dict[str, float] = {}
+        self._reported: dict[str, tuple[float, set[str]]] = {}
+        # per reference held for an outage: when it was first held and last asked for (poll loop
+        # only); a reference is held at most outage_hold_s, so an outage longer than the hold costs
+        # its frames past the hold, not the whole outage's
+        self._held_since: dict[tuple[str, str, str], tuple[float, float]] = {}
+        # references that failed with their store as it went down, given one more read before
+        # they are counted (when): the reads of a batch sent just before an outage (poll loop only)
+        self._retried: dict[tuple[str, str, str], float] = {}
         self._clock_s = clock_s
         self._breakers: dict[str, CircuitBreaker] = {}  # per store (URI scheme); poll loop only
         # side reads of skipped stores (PROBE_EVERY_S): the last one's future and when it was sent,
@@ -232,11 +240,16 @@ class RoiResolver:
           a failure of the store; its reads go on, and a next call with the same reference takes
           the read up where it is. The caller asks again (the worker keeps those records back
           for its next turn).
+        * A read given up before it was sent (queued behind reads that hang) is None: not read
+          yet, asked again.
         * With ``outage_hold_s``, a store that is down (it hangs, or fails every read: the reads
           that would be ``timeout``, ``backend_error`` or ``store_down`` above) has its
-          references held: None, not read yet, uncounted, for up to ``outage_hold_s`` from its
-          first failure, and read when it answers again (the side read finds it up). Its name is
-          in ``held_stores`` after the call. Past the hold, as above.
+          references held: None, not read yet, uncounted, each for up to ``outage_hold_s`` from
+          when it was first held, and read when the store answers again (the side read finds it
+          up). Its name is in ``held_stores`` after the call. A read that failed with the store
+          (given up, or ``backend_error``) while the store was not marked down (the reads of a
+          batch sent as it went down) is asked once more before it is counted. Past the hold,
+          as above.
 
         One caller thread (the poll loop)."""
         started_s = self._clock_s()
@@ -244,7 +257,7 @@ class RoiResolver:
         with self._lock:
             back, self._probed_up = self._probed_up, set()
         for store in back:  # a side read found it up: asked again from this batch on
-            self._breaker(store).answered()
+            self._store_answered(store)
         out: list[Resolved | None] = [None] * len(rois)
         pending: dict[int, _Pending] = {}
         for i, roi in enumerate(rois):
@@ -259,7 +272,7 @@ class RoiResolver:
                 pending[i] = (store, future, key, sent_s)
             elif not self._breaker(store).allows(started_s):
                 self._probe(store, roi, started_s)
-                if self._holds(store, started_s):
+                if self._holds(store, key, started_s):
                     continue  # out[i] stays None: read when the store answers again
                 out[i] = (None, self._failure(RefError(
                     STORE_DOWN, f"skipped for {self._breaker(store).open_for_s(started_s):.1f} s more: the "
@@ -274,6 +287,13 @@ class RoiResolver:
             self._collect(pending, out, hung_stores)
         self._drop_stale_carried(self._clock_s())
         return out
+
+    def _store_answered(self, store: str) -> None:
+        """The store is up: its breaker closed, and the end of a held outage reported."""
+        breaker = self._breaker(store)
+        if breaker.down_since_s is not None:
+            self._report(store, "back")
+        breaker.answered()
 
     def _wait(self, pending: Mapping[int, _Pending], started_s: float) -> set[str]:
         """Wait for the reads until each store has answered them all or hangs, or the budget is up;
@@ -318,51 +338,78 @@ class RoiResolver:
                 err = out[i][1]  # type: ignore[index]
                 (bad if err is not None and err.reason == BACKEND_ERROR else ok)[store] += 1
             elif store in hung_stores:
-                future.cancel()  # one not started never will; a running one ends on its own timeouts
-                given_up[i] = sent_s
+                # one not started never will (out[i] stays None: it was never sent, so it says
+                # nothing and is asked again); a running one ends on its own timeouts
+                if not future.cancel():
+                    given_up[i] = sent_s
             elif key is not None and key not in self._carried:
                 self._carried[key] = (future, now_s, sent_s)  # out[i] stays None: not read yet
             else:  # a second read of the same reference in this batch: the carried one serves both
                 future.cancel()
-        down: set[str] = set()
         for store in {entry[0] for entry in pending.values()}:
             slow = outpaced((sent for i, sent in given_up.items() if pending[i][0] == store),
                             up_sent_s.get(store, float("-inf")))
             verdict = store_verdict(ok[store], bad[store], store in hung_stores, outpaced_=slow)
             if verdict is True:
-                self._breaker(store).answered()
+                self._store_answered(store)
             elif verdict is False:
                 self._breaker(store).failed(now_s)
-                down.add(store)
-        for i, (store, _future, _key, sent_s) in pending.items():
-            failed_with_store = i in given_up or (out[i] is not None and out[i][1] is not None  # type: ignore[index]
-                                                  and out[i][1].reason == BACKEND_ERROR)  # type: ignore[index]
-            if store in down and failed_with_store and self._holds(store, now_s):
+        for i, (store, _future, key, sent_s) in pending.items():
+            done = out[i]
+            failed_with_store = i in given_up or (done is not None and done[1] is not None
+                                                  and done[1].reason == BACKEND_ERROR)
+            if failed_with_store and self._holds(store, key, now_s):
                 out[i] = None  # the outage's: read again when the store answers
+            elif (failed_with_store and self.outage_hold_s > 0 and key is not None and key not in self._retried
+                    and self._breaker(store).down_since_s is None):
+                self._retried[key] = now_s  # sent as the store went down, maybe: once more first
+                out[i] = None
             elif i in given_up:
                 out[i] = (None, self._failure(RefError(
                     TIMEOUT, f"not read within {self.stall_s:g} s" + (
                         ", while the store answered reads sent with or after it"
                         if outpaced([sent_s], up_sent_s.get(store, float("-inf")))
                         else ": the store answered nothing meanwhile"), scheme=store)))
-            elif out[i] is not None:
-                self._counted(store, out[i])  # type: ignore[arg-type]
+            elif done is not None:
+                self._counted(store, done)
+            if out[i] is not None and key is not None:  # settled: no longer held or tried again
+                self._held_since.pop(key, None)
+                self._retried.pop(key, None)
 
-    def _holds(self, store: str, now_s: float) -> bool:
-        """Whether ``store``'s references are held for its outage now (``outage_hold_s``); the
-        first hold of each outage is reported to ``on_hold``."""
+    def _holds(self, store: str, key: tuple[str, str, str] | None, now_s: float) -> bool:
+        """Whether the reference ``key`` of ``store`` is held for the store's outage now: the store
+        is down and the reference was first held less than ``outage_hold_s`` ago. The first hold
+        of each outage and its first reference held too long are reported (``on_outage``)."""
         breaker = self._breaker(store)
-        if not breaker.holds(now_s, self.outage_hold_s):
+        if self.outage_hold_s <= 0 or breaker.down_since_s is None or key is None:
             return False
+        first_s, _asked_s = self._held_since.get(key, (now_s, now_s))
+        if now_s - first_s >= self.outage_hold_s:
+            self._held_since.pop(key, None)
+            self._report(store, "given_up")
+            return False
+        self._held_since[key] = (first_s, now_s)
         self.held_stores.add(store)
-        if self._hold_reported.get(store) != breaker.down_since_s:
-            self._hold_reported[store] = breaker.down_since_s  # type: ignore[assignment]
-            if self.on_hold is not None:
-                try:
-                    self.on_hold(store)
-                except Exception:  # noqa: BLE001, S110 - a metrics hook must not stop the reads
-                    pass
+        self._report(store, "held")
         return True
+
+    def _report(self, store: str, event: str) -> None:
+        """``on_outage(store, event)`` once per outage of ``store`` ("back" only after a hold)."""
+        outage = self._breaker(store).down_since_s
+        if outage is None:
+            return
+        seen_outage, seen = self._reported.get(store, (None, set()))
+        if seen_outage != outage:
+            seen = set()
+            self._reported[store] = (outage, seen)
+        if event in seen or (event == "back" and "held" not in seen):
+            return
+        seen.add(event)
+        if self.on_outage is not None:
+            try:
+                self.on_outage(store, event)
+            except Exception:  # noqa: BLE001, S110 - a metrics hook must not stop the reads
+                pass
 
     def _probe(self, store: str, roi: Any, now_s: float) -> None:
         """Read ``roi`` of a skipped ``store`` on the side (one at a time, every PROBE_EVERY_S), not
@@ -409,11 +456,18 @@ class RoiResolver:
                 self._up_sent_s[store] = max(sent_s, self._up_sent_s.get(store, sent_s))
 
     def _drop_stale_carried(self, now_s: float) -> None:
-        """Reads carried over that no call took up for CARRY_S (their records went elsewhere)."""
+        """Reads carried over, references held or tried again, that no call took up for CARRY_S
+        (their records went elsewhere: revoked, or the worker stopped)."""
         for key, (future, since_s, _sent_s) in list(self._carried.items()):
             if now_s - since_s >= CARRY_S:
                 future.cancel()
                 del self._carried[key]
+        for key, (_first_s, asked_s) in list(self._held_since.items()):
+            if now_s - asked_s >= CARRY_S:
+                del self._held_since[key]
+        for key, tried_s in list(self._retried.items()):
+            if now_s - tried_s >= CARRY_S:
+                del self._retried[key]
 
     @staticmethod
     def _read_key(roi: Any) -> tuple[str, str, str] | None:

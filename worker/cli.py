@@ -214,6 +214,8 @@ def run_score(args) -> int:
         summary.notes.append("no face found in any frame")
     summary.notes += input_notes(info, audio_info, frames.shape[0] / fps, audio_len_s, fps,
                                  narrowband_model=summary.routed_windows() > 0)
+    summary.notes += quiet_audio_notes(audio, summary.windows, getattr(getattr(scorer, "config", None),
+                                                                     "silence_rms", None))
     summary.notes += audio_notes
     if args.roi and not looks_like_roi(info.width, info.height):
         summary.notes.append(f"--roi: the frames are {info.width}x{info.height}, not mouth crops (synth and "
@@ -335,6 +337,30 @@ def input_notes(video, audio_info, video_s: float, audio_s: float, fps: float,
         notes.append(f"at {native:g} fps a frame lasts {1000 / native:.0f} ms: the lips are seen in those steps, and "
                      "the model knows lips at 25-30 fps")
     return notes
+
+
+def quiet_audio_notes(audio, windows, silence_rms: float | None, rate: int = 16000) -> list[str]:
+    """A note when most windows read SILENCE though the audio is not silent, only quiet: the
+    silence threshold is a level (CONTRACT), and a talking clip 30 dB down reads as silence with no
+    word why (a probe)."""
+    import numpy as np
+
+    silent = sum(w.label.value == "SILENCE" for w in windows)
+    if not silence_rms or not windows or silent * 2 < len(windows) or audio.size == 0:
+        return []
+    x = np.asarray(audio, dtype=np.float64)
+    peak = float(np.abs(x).max())
+    per_s = x[: x.size // rate * rate].reshape(-1, rate) if x.size >= rate else x[None, :]
+    loudest = float(np.sqrt((per_s ** 2).mean(axis=1)).max())
+    if peak < 10 ** (-80 / 20) or loudest >= silence_rms:
+        return []  # digital silence (nothing to raise), or loud enough somewhere: silence is real
+
+    def db(v: float) -> str:
+        return f"{20 * np.log10(max(v, 1e-12)):.0f} dBFS"
+
+    return [(f"{silent} of {len(windows)} windows read SILENCE, but the audio is not silent, only quiet (peak "
+             f"{db(peak)}, loudest second {db(loudest)} RMS, under the silence level of {db(silence_rms)} RMS): "
+             "raise its level to have it scored")]
 
 
 def audio_extent_s(video, audio_info=None) -> float:

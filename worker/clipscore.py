@@ -84,6 +84,17 @@ class ClipSummary:
             notes.append(f"the best offset is at the edge of the search ({self.offset_ms:+g} ms): the audio may "
                          "be off by more than that, or not go with these lips at all if the score is low "
                          "(--max-offset-ms widens the search)")
+        elif self.direction == "UNKNOWN" and self.score is not None:
+            # a probe: another speaker's audio, or audio 320 ms late, read "+40 ms, score 0.13"
+            # with no word that the +40 means nothing
+            notes.append(f"no direction: the lips go with this audio weakly at every offset searched (score "
+                         f"{self.score:.2f}, confidence {self.confidence:.2f}), so the offset is only the least bad "
+                         "one: the audio may not belong to these lips, or be off by more than the search "
+                         "(--max-offset-ms widens it)")
+        seconds = self.n_frames / self.fps if self.fps else 0.0
+        if seconds < SHORT_CLIP_S:
+            notes.append(f"the clip is {seconds:.2f} s long ({self.n_frames} frames), shorter than one 1-s window: "
+                         "its reading rests on few mouth movements and is rough")
         return notes
 
     def to_json(self) -> dict:
@@ -272,6 +283,10 @@ def summarise(windows: list[LipSyncScore], fps: float, scorer, n_frames: int) ->
     return ClipSummary(offset_ms, score, conf, direction.value if direction else "UNKNOWN", label.value,
                        scorer.name, windows, [], n_frames, fps, at_search_edge=at_edge)
 
+
+# Shorter clips get a note: a reading from less than one 1-s window rests on a few mouth movements
+# (a probe: a 9-frame clip read -40 ms, its only window 0 ms, both at confidence 0.1).
+SHORT_CLIP_S = 0.8
 
 # A face seen in fewer frames than this share of the clip is not scored as the speaker candidate
 # (a passer-by, a face on a poster that FaceMesh finds now and then).

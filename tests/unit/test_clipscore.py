@@ -243,3 +243,31 @@ def test_a_clips_score_reads_its_peak_as_the_windows_do():
     assert one.score == score_from_similarity(window_height, manifest.calibration)
     assert one.score < score_from_similarity(max(sharp), manifest.calibration)
     assert one.offset_ms == 120.0
+
+
+def test_a_weak_match_and_a_short_clip_say_what_their_reading_is_worth():
+    """A probe: audio 320 ms late, or another speaker's, read "+40 ms, score 0.13, UNKNOWN" with no
+    word that the offset means nothing; a 9-frame clip read -40 ms with no word that it is too short."""
+    from worker.clipscore import ClipSummary
+
+    weak = ClipSummary(40.0, 0.13, 0.12, "UNKNOWN", "OK", "m@1", [], [], 125, 25.0)
+    assert any("no direction" in n and "least bad" in n and "--max-offset-ms" in n for n in weak.all_notes())
+    sure = ClipSummary(0.0, 0.7, 0.6, "IN_SYNC", "OK", "m@1", [], [], 125, 25.0)
+    assert sure.all_notes() == []
+    short = ClipSummary(-40.0, 0.3, 0.1, "IN_SYNC", "OK", "m@1", [], [], 9, 25.0)
+    assert [n for n in short.all_notes() if "0.36 s long (9 frames)" in n]
+
+
+def test_quiet_speech_read_as_silence_says_so_and_digital_silence_does_not():
+    import numpy as np
+
+    from worker.cli import quiet_audio_notes
+
+    sil = [_win(0, [0] * 11, Label.SILENCE, None), _win(25, [0] * 11, Label.SILENCE, None)]
+    t = np.arange(32000) / 16000
+    quiet = (10 ** (-55 / 20) * np.sqrt(2) * np.sin(2 * np.pi * 220 * t)).astype(np.float32)  # -55 dBFS RMS
+    (note,) = quiet_audio_notes(quiet, sil, 0.005)
+    assert "2 of 2 windows read SILENCE" in note and "-55 dBFS RMS" in note and "-46 dBFS" in note
+    assert quiet_audio_notes(np.zeros(32000, np.float32), sil, 0.005) == []  # nothing to raise
+    assert quiet_audio_notes(quiet * 100, sil, 0.005) == []  # loud enough: the silence is the model's call
+    assert quiet_audio_notes(quiet, [_win(0, [0.1] * 11)], 0.005) == []  # scored: nothing to say

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from worker.loadgen import AUDIO, ROI
+from worker.windowing.align import record_end_ms
 from worker.windowing.events import Source
 
 
@@ -27,17 +28,12 @@ class Recorded:
 def due_ms(stream: str, record: Mapping[str, Any]) -> float:
     """Media time at which a live source could have sent ``record`` (the end of its data, as
     loadgen plays sessions): a frame at (frame_index + 1) / fps, a chunk at its last sample; an
-    end-of-session marker at infinity (after every data record of its session)."""
+    end-of-session marker at infinity (after every data record of its session); 0 where its
+    fields cannot say."""
     if record.get("end_of_session"):
         return math.inf
-    if stream == ROI:
-        fps = float(record.get("fps") or 0.0)
-        return 1000.0 * (int(record.get("frame_index", 0)) + 1) / fps if fps > 0 else 0.0
-    rate = int(record.get("sample_rate") or 0)
-    channels = max(1, int(record.get("channels") or 1))
-    width = (2 if record.get("encoding") == "PCM_S16LE" else 4) * channels
-    n = len(record.get("data") or b"") // width
-    return 1000.0 * (int(record.get("start_sample", 0)) + n) / rate if rate > 0 else 0.0
+    end_ms = record_end_ms(stream == AUDIO, record)
+    return 0.0 if end_ms is None else end_ms
 
 
 def media_start_ms(stream: str, record: Mapping[str, Any]) -> float | None:

@@ -24,6 +24,8 @@ looked ahead and held each other for good). Pure: no Kafka here.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 
 def runs_ahead(ts_ms: int, partner_last_ms: int | None, first_ms: int, partner_lagging: bool,
@@ -57,7 +59,7 @@ def may_release(next_ts_ms: int, partner_last_ms: int | None, first_ms: int, par
 _BYTES_PER_SAMPLE = {"PCM_S16LE": 2, "F32LE": 4}
 
 
-def record_end_ms(is_audio: bool, record: dict) -> float | None:
+def record_end_ms(is_audio: bool, record: Mapping[str, Any]) -> float | None:
     """Media time (ms on the session timeline) where a decoded AudioChunk or RoiRef ends, or None
     when its fields cannot say (the join refuses such a record with the reason)."""
     try:

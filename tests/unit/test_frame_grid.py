@@ -89,3 +89,38 @@ def test_read_faster_than_its_rate_every_frame_is_held_alike():
     assert holds == [2] * 39
     alternating = NearestFrameGrid(Fraction(50))
     assert [alternating.push(k / 25) for k in range(6)][1:] != [2] * 5  # what the review saw
+
+
+def _missing(times_s, rate=25, hold_s=0.08):
+    grid = NearestFrameGrid(Fraction(rate), max_hold_s=hold_s)
+    for t in times_s:
+        grid.push(t)
+    grid.finish()
+    return grid.missing
+
+
+def test_slots_far_from_every_frame_are_missing():
+    """A stretch without frames: its slots are still filled (nearest frame) but listed as
+    missing when the nearest frame is more than max_hold_s away (a probe: a 1-s hole filled
+    from both sides read a confident +160 ms)."""
+    kept = [i for i in range(125) if i < 50 or i > 75]
+    # frames 49 and 76 either side of the hole: slots 52..73 are more than 2 slots from both
+    assert _missing([k / 25 for k in kept]) == [(52, 74)]
+    # up to 4 frames lost in a row: every slot within 2 frames of a real one, nothing missing
+    assert _missing([k / 25 for k in range(100) if k % 10 not in (3, 4, 5, 6)]) == []
+    five_lost = [k / 25 for k in range(100) if k % 10 not in (3, 4, 5, 6, 7)]
+    assert _missing(five_lost) == [(k + 5, k + 6) for k in range(0, 100, 10)]  # the middle slot of each
+    # exactly 2 frames away is not missing, even with the times rounded to the millisecond
+    assert _missing([0.0, 0.04, 0.16, 0.2]) == []
+    assert _missing([round(t, 3) for t in (0.0, 1 / 30, 5 / 30, 6 / 30)], rate=30, hold_s=2 / 30) == []
+
+
+def test_missing_slots_before_the_first_frame_and_runs_that_touch_are_one():
+    assert _missing([0.4, 0.44]) == [(0, 8)]  # slots 0..7 more than 2 slots before the first frame
+    grid = NearestFrameGrid(Fraction(25), max_hold_s=0.0)  # every slot without its own frame
+    for t in (0.0, 0.04, 0.2, 0.24):
+        grid.push(t)
+    assert grid.missing == [(2, 5)]
+    assert NearestFrameGrid(Fraction(25)).missing == []  # no bound: nothing is listed
+    with pytest.raises(ValueError):
+        NearestFrameGrid(25, max_hold_s=-1.0)

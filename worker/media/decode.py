@@ -18,6 +18,7 @@ starting 19 and 21 ms after the audio.)
 from __future__ import annotations
 
 import collections
+import functools
 import json
 import math
 import os
@@ -27,7 +28,7 @@ import shutil
 import stat
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -85,6 +86,7 @@ class MediaInfo:
     rotation_deg: int = 0
     audio_streams: int = 0  # how many audio streams the file has
     audio_stream: int = 0  # which of them (ffmpeg's 0:a:N) is read: the one asked for, else the default-flagged one
+    audio_index: int | None = None  # the audio stream read: its absolute index in the file (ffmpeg's 0:N)
 
     @property
     def av_start_offset_ms(self) -> float:
@@ -150,6 +152,33 @@ def _check_path(path: str | os.PathLike) -> str:
     return str(p)
 
 
+def _probe_error(path: str, stderr: str) -> str:
+    """ffprobe's failure as one line: its last line, unless an earlier one says what is wrong: a
+    truncated MP4 ends "Invalid data found when processing input", after "moov atom not found"
+    (the index an MP4/MOV writer puts at the end, or at the start once it is done). So does any
+    file named .mp4 that is none (a text file), which is not called truncated: only one that
+    starts with an MP4 box is."""
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+    if any("moov atom not found" in ln for ln in lines) and _starts_like_mp4(path):
+        return ("the file looks truncated: it has no moov index (an MP4/MOV whose writing was cut off "
+                "or never finished)")
+    return lines[-1] if lines else "unknown ffprobe error"
+
+
+# top-level ISO BMFF / QuickTime boxes a file starts with
+_MP4_FIRST_BOXES = {b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot", b"uuid", b"styp", b"sidx",
+                    b"moof", b"pdin", b"meta"}
+
+
+def _starts_like_mp4(path: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError:
+        return False
+    return len(head) == 8 and head[4:8] in _MP4_FIRST_BOXES
+
+
 def ff_input(path: str | os.PathLike) -> str:
     """``path`` as ffmpeg/ffprobe must be given it: a file: URL of the absolute path, so that a
     name starting with "-" is not read as an option, nor "a:b.mp4" as protocol "a"."""
@@ -165,8 +194,7 @@ def probe(path: str | os.PathLike, audio_stream: int | None = None) -> MediaInfo
     cmd = ["ffprobe", "-v", "error", "-print_format", "json", "-show_format", "-show_streams", ff_input(spath)]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
-        msg = (proc.stderr.strip().splitlines() or ["unknown ffprobe error"])[-1]
-        raise MediaError(f"cannot read media file {spath}: {msg}")
+        raise MediaError(f"cannot read media file {spath}: {_probe_error(spath, proc.stderr)}")
     try:
         data = json.loads(proc.stdout or "{}")
     except json.JSONDecodeError as err:
@@ -248,7 +276,7 @@ def probe(path: str | os.PathLike, audio_stream: int | None = None) -> MediaInfo
             audio_codec=audio.get("codec_name"), sample_rate=int(_float(audio.get("sample_rate"))),
             channels=int(audio.get("channels") or 0), audio_start_s=_float(audio.get("start_time")),
             audio_duration_s=_stream_duration(audio, _float(audio.get("start_time"))),
-            audio_streams=len(audios), audio_stream=audio_stream,
+            audio_streams=len(audios), audio_stream=audio_stream, audio_index=int(audio.get("index", 0)),
         )
     duration = _float(fmt.get("duration"))
     if duration <= 0:
@@ -388,6 +416,7 @@ def iter_video(
     chunk_frames: int = 64,
     info: MediaInfo | None = None,
     errors: list[str] | None = None,
+    missing: list[tuple[int, int]] | None = None,
 ) -> Iterator[np.ndarray]:
     """Yield constant-rate RGB frames in chunks of (<= chunk_frames, H, W, 3) uint8.
 
@@ -395,6 +424,13 @@ def iter_video(
     max_side: downscale (area filter) so that max(H, W) <= max_side; never upscales.
     errors: if given, ffmpeg's error lines for a file that decoded (a damaged stretch it skipped)
     are appended to it once the stream ends.
+    missing: if given, the frames with no decoded frame near them (a variable-rate stream that
+    lost a stretch of frames: see MAX_HOLD_PERIODS) are appended to it once the stream ends, as
+    half-open ranges [start, stop) of frame indices. Those frames are yielded all the same (the
+    nearest decoded frame), so a caller that cannot use the list reads them as before; one that
+    can should not score them.
+    A stream whose clock restarts (MPEG-TS parts cat'ed, each from 0) is read whole, each part
+    after the one before it (``timestamp_resets``; read_audio joins the audio alike).
     Memory stays at a few chunks (the one in use, the one being filled and READ_AHEAD_CHUNKS read
     ahead, each at most MAX_CHUNK_BYTES), so hour-long or 4K files are fine.
     Frames come in the shape they are shown in: non-square pixels are scaled to square ones
@@ -424,11 +460,148 @@ def iter_video(
     frame_bytes = w * h * 3
     # Bounded in bytes too: 32 frames of 4K are 800 MB.
     per_chunk = max(1, min(chunk_frames, MAX_CHUNK_BYTES // frame_bytes))
-    return _iter_nearest_frames(info, rate, scale, (h, w), per_chunk, errors)
+    return _iter_nearest_frames(info, rate, scale, (h, w), per_chunk, errors, missing)
+
+
+# A frame or packet more than this before the one before it: the stream's clock restarted (MPEG-TS
+# parts encoded apart and cat'ed, each from 0). A join's overlap is a frame or two and an encoder's
+# priming (a probe's: 80 ms of video, 104 ms of audio), far less; read by those timestamps the
+# second part was thrown away (63 frames of 125 decoded, the audio trimmed alike).
+RESET_S = 0.5
+# ... and before the RESET_CONFIRM times before it, with the RESET_CONFIRM - 1 after it before them
+# too: one damaged timestamp, far back or far ahead, is no restart (read as one, everything
+# after it would have moved)
+RESET_CONFIRM = 4
+
+
+def is_restart(before: Sequence[float], t: float, after: Sequence[float] = (), reset: float = RESET_S) -> bool:
+    """Whether time ``t`` restarts the clock (pure): more than ``reset`` (RESET_S, in the times'
+    unit) before the time just before it, before all of ``before`` (the last RESET_CONFIRM times
+    of its part), and the times ``after`` it (up to RESET_CONFIRM - 1 of them, as known) staying
+    before those too."""
+    if len(before) == 0:
+        return False
+    floor = min(before)
+    return t < before[-1] - reset and t < floor and all(x < floor for x in after)
+
+
+def split_at_resets(times_s: np.ndarray) -> list[int]:
+    """Where a stream's clock restarts (pure, is_restart): the indices i at which a new part
+    begins (packets by decoding time, or decoded frames in order), in order."""
+    t = np.asarray(times_s, np.float64)
+    cuts: list[int] = []
+    part = 0
+    for i in (np.flatnonzero(t[1:] < t[:-1] - RESET_S) + 1).tolist():
+        if i > part and is_restart(t[max(part, i - RESET_CONFIRM): i], t[i], t[i + 1: i + RESET_CONFIRM]):
+            cuts.append(i)
+            part = i
+    return cuts
+
+
+def join_offsets_s(start_s: np.ndarray, end_s: np.ndarray, cuts: Sequence[int]) -> list[float]:
+    """For each part after a restart (cut at ``cuts``, as split_at_resets gives them), the offset
+    in seconds that puts its first frame right where the part before it ends, that part already
+    moved by its own offset (pure). ``start_s``, ``end_s``: each packet's presentation time and
+    end (B-frames: a part starts at its earliest time, ends at its latest end)."""
+    start, end = np.asarray(start_s, np.float64), np.asarray(end_s, np.float64)
+    bounds = [0, *cuts, start.shape[0]]
+    offsets: list[float] = []
+    before = 0.0
+    for k in range(1, len(bounds) - 1):
+        prev_end = float(np.nanmax(end[bounds[k - 1]: bounds[k]]))
+        first = float(np.nanmin(start[bounds[k]: bounds[k + 1]]))
+        before = prev_end + before - first
+        offsets.append(before)
+    return offsets
+
+
+@dataclass(frozen=True)
+class Join:
+    """Where a file's video clock restarts: the part before it ends at ``before_end_s``, the new
+    one starts at ``start_s`` (container times, as the part's own timestamps say), and
+    ``offset_s`` added to the new part's times joins it to the end of the one before (that one
+    already moved by its own)."""
+
+    before_end_s: float
+    start_s: float
+    offset_s: float
+
+
+@dataclass(frozen=True)
+class TimestampResets:
+    """Where a file's clock restarts (``timestamp_resets``): the video's ``joins`` in order; the
+    audio's timestamps fall into ``audio_parts`` parts (1: they never restart)."""
+
+    joins: tuple[Join, ...]
+    audio_parts: int = 1
+
+    def audio_offsets_s(self) -> tuple[float, ...] | None:
+        """The video's offsets for the audio's parts when the two restart alike (as many times),
+        so that each part's audio stays with its frames as the part's own timestamps put it;
+        else None."""
+        if self.audio_parts != len(self.joins) + 1:
+            return None
+        return tuple(j.offset_s for j in self.joins)
+
+
+def timestamp_resets(info: MediaInfo) -> TimestampResets | None:
+    """Where the clock of ``info``'s video (and the audio read with it) restarts, from all of the
+    file's packets (demuxed only; read once per file, and only for a file whose decoded frames
+    went back in time). None when it cannot be told. Video and audio, decoded apart, both join
+    their parts by the video's offsets: ffmpeg's own fix (without -copyts) joins each stream
+    end to end on its own, and a probe's concatenation then read its second half's audio 51 ms
+    away from where its timestamps put it against the frames."""
+    if not info.has_video:
+        return None
+    try:
+        st = os.stat(info.path)
+    except OSError:
+        return None
+    frame_s = float(1 / Fraction(info.fps_fraction)) if info.fps_fraction else 0.04
+    return _scan_resets(info.path, st.st_size, st.st_mtime_ns, info.video_index,
+                        info.audio_index if info.has_audio else None, frame_s)
+
+
+@functools.lru_cache(maxsize=8)
+def _scan_resets(path: str, _size: int, _mtime_ns: int, video_index: int | None, audio_index: int | None,
+                 frame_s: float) -> TimestampResets | None:
+    cmd = ["ffprobe", "-v", "error", "-show_entries", "packet=stream_index,pts_time,dts_time,duration_time",
+           "-of", "csv=p=0", ff_input(path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        return None
+    rows: dict[int | None, list[tuple[float, float, float]]] = {video_index: [], audio_index: []}
+    for line in proc.stdout.split():
+        f = line.split(",")
+        if len(f) < 4 or not f[0].isdigit() or (idx := int(f[0])) not in rows:
+            continue
+        rows[idx].append((_float(f[1], math.nan), _float(f[2], math.nan), _float(f[3], math.nan)))
+
+    def parts(index: int | None) -> tuple[np.ndarray, np.ndarray, list[int]]:
+        x = np.array(rows.get(index) or np.zeros((0, 3)), np.float64).reshape(-1, 3)
+        pts, dts, dur = x[:, 0], x[:, 1], x[:, 2]
+        start = np.where(np.isfinite(pts), pts, dts)
+        order = np.where(np.isfinite(dts), dts, start)
+        keep = np.isfinite(order)
+        start, order = start[keep], order[keep]
+        end = start + np.where(np.isfinite(dur[keep]) & (dur[keep] > 0), dur[keep], frame_s)
+        return start, end, split_at_resets(order)
+
+    start, end, cuts = parts(video_index)
+    if start.shape[0] == 0:
+        return None
+    offsets = join_offsets_s(start, end, cuts)
+    bounds = [0, *cuts, start.shape[0]]
+    joins = tuple(Join(float(np.nanmax(end[bounds[k]: bounds[k + 1]])), float(np.nanmin(start[bounds[k + 1]:
+                                                                                             bounds[k + 2]])), o)
+                  for k, o in enumerate(offsets))
+    audio_cuts = parts(audio_index)[2] if audio_index is not None else []
+    return TimestampResets(joins, len(audio_cuts) + 1)
 
 
 def _iter_nearest_frames(info: MediaInfo, rate: Fraction, scale: list[str], size_hw: tuple[int, int],
-                         per_chunk: int, errors: list[str] | None) -> Iterator[np.ndarray]:
+                         per_chunk: int, errors: list[str] | None,
+                         missing: list[tuple[int, int]] | None = None) -> Iterator[np.ndarray]:
     """iter_video's frames: every decoded frame with its own time (showinfo on ffmpeg's log), each
     slot of the constant-rate grid filled with the frame nearest to it (media.frame_grid). Time 0
     is the video stream's start_time. ffmpeg's fps filter, used before, fills a dropped frame's
@@ -450,7 +623,9 @@ def _iter_nearest_frames(info: MediaInfo, rate: Fraction, scale: list[str], size
     times = _FrameTimes(proc.stderr)
     ahead = _ReadAhead(proc.stdout, frame_bytes * per_chunk)
     native = Fraction(info.fps_fraction) if info.fps_fraction else rate
-    grid = NearestFrameGrid(rate, alternate_ties=rate <= native)
+    period_s = float(max(1 / rate, 1 / native))
+    grid = NearestFrameGrid(rate, alternate_ties=rate <= native,
+                            max_hold_s=None if missing is None else MAX_HOLD_PERIODS * period_s)
     # slots are copied into a chunk of their own as they are filled and the chunk yielded when
     # full: the read-ahead's buffers are let go as soon as their frames are placed (a list of
     # views stacked at the end kept them alive: 2.6x the fps path's memory on 4K)
@@ -462,6 +637,11 @@ def _iter_nearest_frames(info: MediaInfo, rate: Fraction, scale: list[str], size
     # no slot far past the container's end: a broken timestamp (or a forged log line) must not
     # turn a short file into hours of repeated frames
     max_slots = math.ceil((info.duration_s + MAX_SLOTS_PAST_END_S) * rate) if info.duration_s > 0 else None
+    # a restarted clock (is_restart): the file's joins, asked for at the first frame that may be
+    # one; the frames' own times (container clock less t0) of the part being read, the last few
+    offset_s, restarts = 0.0, 0
+    joins: tuple[Join, ...] | None = None
+    recent: collections.deque[float] = collections.deque(maxlen=RESET_CONFIRM)
 
     def fill(img: np.ndarray, count: int) -> Iterator[np.ndarray]:
         nonlocal out, n_fill, n_out
@@ -484,6 +664,27 @@ def _iter_nearest_frames(info: MediaInfo, rate: Fraction, scale: list[str], size
                 pts_s = times.next()
                 if not math.isfinite(pts_s):  # a frame without a time: one slot after the last
                     pts_s = 0.0 if prev_s is None else prev_s + float(1 / rate)
+                else:
+                    damaged = False
+                    if is_restart(recent, pts_s):
+                        if joins is None:
+                            found = timestamp_resets(info)
+                            joins = found.joins if found is not None else ()
+                        # the file's next join, if this is where it is; else a damaged time (the
+                        # frame is dropped below, as not after the one before it)
+                        t0 = info.video_start_s
+                        if restarts < len(joins) and abs(joins[restarts].start_s - t0 - pts_s) <= RESET_S \
+                                and abs(joins[restarts].before_end_s - t0 - recent[-1]) <= RESET_S:
+                            new_s = joins[restarts].offset_s
+                            if max_slots is not None:  # the container's length counts one part's clock
+                                max_slots += max(0, math.ceil((new_s - offset_s) * rate))
+                            offset_s, restarts = new_s, restarts + 1
+                            recent.clear()
+                        else:
+                            damaged = True
+                    if not damaged:
+                        recent.append(pts_s)
+                    pts_s += offset_s
                 count = grid.push(pts_s)
                 if count is None:  # not after the frame before it (a broken timestamp)
                     continue
@@ -514,6 +715,8 @@ def _iter_nearest_frames(info: MediaInfo, rate: Fraction, scale: list[str], size
         raise MediaError(f"cannot decode video of {info.path}: {(err_lines or ['?'])[-1]}")
     if errors is not None:
         errors.extend(err_lines)
+    if missing is not None:
+        missing.extend((a, min(b, n_out)) for a, b in grid.missing if a < n_out)
 
 
 def _video_map(info: MediaInfo) -> str:
@@ -528,6 +731,12 @@ MAX_CHUNK_BYTES = 96 * 1024 * 1024
 READ_AHEAD_CHUNKS = 2
 MAX_ERROR_LINES = 10_000  # ffmpeg's error lines kept per stream (the last ones)
 MAX_SLOTS_PAST_END_S = 10.0  # _iter_nearest_frames: frame slots past the container's duration
+# iter_video's ``missing``: a frame slot further than this many frame periods (the longer of the
+# output's and the stream's own) from the nearest decoded frame has none. Up to 4 frames lost in a
+# row leave every slot within 2 periods of a real frame (a nearest-frame fill, off by at most two
+# frames, as the tracker bridges a face lost for 2 frames); a longer hole holds one picture for
+# its half-length, a still mouth under speech that read a confident +160 ms over a 1-s hole.
+MAX_HOLD_PERIODS = 2
 
 
 class _ReadAhead:
@@ -604,7 +813,6 @@ class _FrameTimes:
     _SHOWINFO = re.compile(r"\[Parsed_showinfo_\d+ @ 0x[0-9a-fA-F]+\] \[info\] n:\s*\d+\s+pts:\s*(-?\d+|NOPTS)"
                            r"\s+pts_time:(\S+)")
     _TIME_BASE = re.compile(r"\[Parsed_showinfo_\d+ @ 0x[0-9a-fA-F]+\] \[info\] config in time_base:\s*(\d+)/(\d+)")
-    _LEVEL = re.compile(r"(\[[^\]]+ @ 0x[0-9a-fA-F]+\] )?\[(error|fatal|panic)\] ")
 
     def __init__(self, pipe) -> None:
         self._times: queue.Queue = queue.Queue()
@@ -621,8 +829,8 @@ class _FrameTimes:
                     self._times.put(self._seconds(m.group(1), m.group(2)))
                 elif (tb := self._TIME_BASE.match(line)) and int(tb.group(1)):
                     self._time_base = Fraction(int(tb.group(1)), int(tb.group(2)))
-                elif lv := self._LEVEL.match(line):
-                    self._lines.append(((lv.group(1) or "") + line[lv.end():]).strip())
+                elif (err := _error_line(line)) is not None:
+                    self._lines.append(err)
         except (OSError, ValueError):  # closed under us
             pass
         finally:
@@ -670,24 +878,29 @@ def read_audio(
 ) -> np.ndarray:
     """Mono float32 (N,) at ``sample_rate``, sample 0 at video frame 0's time (see module doc; at
     any rate the video is read at). For an audio-only file sample 0 is its first sound sample
-    (``read_audio_file``). Gaps in the audio timestamps are filled with silence (aresample
-    async). ``errors`` gets ffmpeg's error lines of a damaged stream that decoded.
+    (``read_audio_file``). Samples are placed where their timestamps say (``place_audio``): gaps
+    are filled with silence, overlaps trimmed. ``errors`` gets ffmpeg's error lines of a damaged
+    stream that decoded.
     ``max_s``: decode no more than this many seconds (from sample 0): memory follows what the
     caller needs, not the track's length (a review: a 3 s video with 2 h of audio held 1.5 GB).
-    ``notes`` gets a line when the channels had to be read otherwise than mixed (_decode_audio).
+    ``notes`` gets a line when the channels had to be read otherwise than mixed (_decode_audio),
+    and when the file's timestamps restarted (``timestamp_resets``).
     """
     info = info or probe(path)
     if not info.has_video:
         return read_audio_file(path, sample_rate, info, errors, max_s=max_s, notes=notes)
     _check_audio(info, sample_rate)
     t0 = first_frame_time_s(info)
+    max_samples = _max_samples(max_s, sample_rate)
+    if max_samples is not None and (info.audio_start_s - t0) * sample_rate >= max_samples:
+        # the track starts past the span asked for: all of the span is silence
+        return np.zeros(max_samples, np.float32)
     # -copyts keeps container time; the audio's clock is moved to t0 (as iter_video moves the
-    # frames'), and first_pts 0 pads (audio starts late) or trims (starts early) so that output
-    # sample 0 sits at t0, negative t0 included (a first_pts below 0 was clamped to 0, and the
-    # audio between t0 and 0 was lost: an audit's stream past a 33-bit timestamp wrap lost its
-    # first 2.3 s). Aligned at the native rate, resampled afterwards.
-    audio = _decode_audio(info, sample_rate, f"asetpts=PTS-({t0:.6f}/TB),{_align(info)}:first_pts=0",
-                          copyts=True, errors=errors, max_samples=_max_samples(max_s, sample_rate), notes=notes)
+    # frames'), and sample 0 is put at t0 (padded when the audio starts late, trimmed when it
+    # starts early), negative t0 included (an audit's stream past a 33-bit timestamp wrap
+    # starts at -2.3 s: those seconds are the clip's too).
+    audio = _decode_audio(info, sample_rate, shift_s=t0, from_zero=True, errors=errors, max_samples=max_samples,
+                          notes=notes)
     if audio.size == 0:
         raise MediaError(f"audio stream of {info.path} decoded to no samples")
     return audio
@@ -698,13 +911,16 @@ def read_audio_file(path: str | os.PathLike, sample_rate: int = 16000, info: Med
                     notes: list[str] | None = None) -> np.ndarray:
     """An audio-only file as mono float32 at ``sample_rate``, sample 0 = its first sound sample.
 
-    Without the container clock on purpose: an MP3's encoder delay shows as a start time of
+    Not from the container's start on purpose: an MP3's encoder delay shows as a start time of
     ~50-70 ms that ffmpeg's decoder already removes (its skip samples), and padding it again
-    put an MP3 copy of a clip's audio two frames late, with high confidence. ``max_s``,
-    ``notes``: see read_audio."""
+    put an MP3 copy of a clip's audio two frames late, with high confidence. The samples after
+    the first are placed by their timestamps as read_audio places them (ffmpeg's own fix for an
+    MPEG-TS clock that goes back more than 0.1 s joined a rate change's parts end to end instead:
+    104 ms more audio than the same file's video track read). ``max_s``, ``notes``: see
+    read_audio."""
     info = info or probe(path)
     _check_audio(info, sample_rate)
-    audio = _decode_audio(info, sample_rate, _align(info), copyts=False, errors=errors,
+    audio = _decode_audio(info, sample_rate, shift_s=info.audio_start_s, from_zero=False, errors=errors,
                           max_samples=_max_samples(max_s, sample_rate), notes=notes)
     if audio.size == 0:
         raise MediaError(f"audio stream of {info.path} decoded to no samples")
@@ -716,40 +932,36 @@ def read_audio_file(path: str | os.PathLike, sample_rate: int = 16000, info: Med
 # every shorter gap through: a review's clip that lost one 64 ms AAC packet read -80 ms after it,
 # with confidence, and one lost every 40 packets swung its windows between 0 and -80. So 10 ms (a
 # quarter of a frame at 25 fps, well above a millisecond container clock's rounding) where the
-# packets' times keep to their durations; where they jitter (wall-clock stamped captures: RTSP,
-# a browser's MediaRecorder), 10 ms would cut and pad the audio at every packet that strays past
+# frames' times keep to their lengths; where they jitter (wall-clock stamped captures: RTSP,
+# a browser's MediaRecorder), 10 ms would cut and pad the audio at every frame that strays past
 # it (a review: +/-12 ms of jitter moved 47% of 1-s windows by 5 ms or more), so ffmpeg's 0.1 s.
+# Told from the decoded frames (their own sample counts), not the packets' durations, which a
+# demuxer counts at the stream's first rate: after a change to 48 kHz every 8th MPEG-TS packet
+# strayed, the file was called jittery, and a 90 ms overlap at the change was kept until some
+# later wobble crossed 0.1 s and cut it there, a second on.
 ALIGN_STEADY_S, ALIGN_JITTERY_S = 0.01, 0.1
-JITTER_SCAN_S = 30.0  # how much of the stream's packets are read to tell (demuxed only)
-JITTER_TOLERANCE_S = 0.002  # a packet's time this far from where the one before it ended strays
+JITTER_SCAN_S = 30.0  # how much of the stream's frames are looked at to tell
+JITTER_TOLERANCE_S = 0.002  # a frame's time this far from where the one before it ended strays
 JITTERY_SHARE = 0.1  # ... and with this share of them straying, the times jitter
 
 
 def audio_timestamps_jitter(pts_s: np.ndarray, durations_s: np.ndarray) -> bool:
-    """Whether an audio stream's packet times jitter (pure): many packets start away from where
-    the one before ended. A lost packet is one step; jitter is many, both ways."""
+    """Whether an audio stream's frame (or packet) times jitter (pure): many start away from
+    where the one before ended. A lost packet is one step; jitter is many, both ways."""
     if pts_s.shape[0] < 8:
         return False
     strays = np.abs(pts_s[1:] - (pts_s[:-1] + durations_s[:-1])) > JITTER_TOLERANCE_S
     return bool(strays.mean() > JITTERY_SHARE)
 
 
-def _align(info: MediaInfo) -> str:
-    """The aresample that places ``info``'s audio by its timestamps (see ALIGN_STEADY_S)."""
-    cmd = ["ffprobe", "-v", "error", "-select_streams", f"a:{info.audio_stream}", "-read_intervals",
-           f"%+{JITTER_SCAN_S}", "-show_entries", "packet=pts_time,duration_time", "-of", "csv=p=0",
-           ff_input(info.path)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    rows = [line.split(",")[:2] for line in proc.stdout.split()]
-    times = np.array([[_float(a, math.nan), _float(b, math.nan)] for a, b in (r for r in rows if len(r) == 2)])
-    steady = False  # not known: ffmpeg's own threshold, as before
-    if proc.returncode == 0 and times.shape[0] >= 8 and np.isfinite(times[:, 0]).all():
-        pts, dur = times[:, 0], times[:, 1]
-        steps = np.diff(pts)
-        # a muxer that gives no packet durations: the usual step between packets stands in
-        dur = np.where(np.isfinite(dur), dur, float(np.median(steps[steps > 0])) if (steps > 0).any() else 0.0)
-        steady = not audio_timestamps_jitter(pts, dur)
-    return f"aresample=async=1:min_hard_comp={ALIGN_STEADY_S if steady else ALIGN_JITTERY_S:g}"
+def align_threshold_s(frames: Sequence[tuple[int | None, int]], sample_rate: int) -> float:
+    """How far decoded audio's samples and timestamps may disagree before a gap is filled or an
+    overlap trimmed (place_audio; see ALIGN_STEADY_S), from the frames' (pts, sample count) at
+    ``sample_rate`` (pure): the first JITTER_SCAN_S seconds of those with a time."""
+    timed = np.array([(p, n) for p, n in frames if p is not None], np.float64).reshape(-1, 2)
+    timed = timed[timed[:, 0] - (timed[0, 0] if timed.shape[0] else 0.0) < JITTER_SCAN_S * sample_rate]
+    jittery = audio_timestamps_jitter(timed[:, 0] / sample_rate, timed[:, 1] / sample_rate)
+    return ALIGN_JITTERY_S if jittery else ALIGN_STEADY_S
 
 
 def _max_samples(max_s: float | None, sample_rate: int) -> int | None:
@@ -781,65 +993,235 @@ def _native_trim(info: MediaInfo) -> str:
     return f"atrim=end_sample={math.ceil((CANCEL_SCAN_S + 1) * info.sample_rate)}," if info.sample_rate else ""
 
 
-def _decode_audio(info: MediaInfo, sample_rate: int, align: str, copyts: bool,
+def _sample_counted_timestamps(info: MediaInfo) -> bool:
+    """Whether the audio's timestamps only count its samples, so that they cannot tell a gap the
+    samples do not: Ogg's granule positions. ffmpeg misreads them in a chained Ogg (streams
+    cat'ed one after the other): each chain restarts the clock, and a chain at another rate keeps
+    the first one's time base, so 48 kHz samples ran on a 44.1 kHz clock and 8.8% silence was
+    padded in (a probe: 5.44 s read for 5.01 s)."""
+    return "ogg" in info.container.split(",")
+
+
+def _pes_packets(info: MediaInfo) -> bool:
+    """Whether the container is MPEG-TS or MPEG-PS (timestamps per PES packet, not per frame)."""
+    return bool({"mpegts", "mpeg", "mpegtsraw"} & set(info.container.split(",")))
+
+
+def _decode_audio(info: MediaInfo, sample_rate: int, shift_s: float, from_zero: bool,
                   errors: list[str] | None = None, max_samples: int | None = None,
                   notes: list[str] | None = None) -> np.ndarray:
-    """The audio stream ``info`` names as mono float32 at ``sample_rate``: ``align`` (an aresample at the
-    native rate) first, then the resampling; ``copyts`` keeps the container's clock. ``errors``
-    gets ffmpeg's error lines when the stream decoded all the same (damage skipped).
-    ``max_samples``: no more output samples than this (ffmpeg stops decoding there).
+    """The audio stream ``info`` names as mono float32 at ``sample_rate``, laid out by its
+    timestamps (place_audio) on the container's clock (-copyts) moved back by ``shift_s``: with
+    ``from_zero`` that time is output sample 0, else the first decoded sample is.
+    ``errors`` gets ffmpeg's error lines when the stream decoded all the same (damage skipped).
+    ``max_samples``: no more output samples than this (ffmpeg stops decoding near there).
+
+    The samples are placed in Python from each decoded frame's timestamp (ashowinfo on ffmpeg's
+    log), not by aresample's async inside ffmpeg: ffmpeg rebuilds its filters when the stream's
+    rate or channel layout changes mid-stream (MPEG-TS cut from two sources), and the rebuilt
+    aresample forgot where the audio was: with first_pts=0 it padded silence from 0 to the
+    change (a probe: a change at 2.5 s read 7.47 s of audio for 5 s), and without it the overlap
+    at the join was kept (104 ms: the rest read late by that).
 
     Channels are mixed as ffmpeg mixes them to mono, unless they cancel in the mix: stereo whose
     channels are in opposite phase mixed to silence and read SILENCE without a word (a review).
     ffmpeg hands the channels themselves over on a second pipe, only their energies are kept;
     when the mix is far quieter than the channels would mix to if they were unrelated
     (CANCEL_RATIO), the loudest channel alone is decoded and scored, and ``notes`` says so."""
-    trim = f",atrim=end_sample={max_samples}" if max_samples else ""
-    mono = f"aresample={sample_rate},aformat=sample_fmts=flt:channel_layouts=mono{trim}"
-    head = ["ffmpeg", "-v", "error", "-nostdin", *(["-copyts"] if copyts else []), "-i", ff_input(info.path)]
+    follow = not _sample_counted_timestamps(info)
+    shift = f"asetpts=PTS-({shift_s:.6f}/TB),"
+    bound = ""
+    if max_samples:
+        # place_audio cuts at max_samples exactly; ffmpeg stops near there. On a video's clock by
+        # time, which a rebuilt filter keeps; else by the samples decoded (their count restarts
+        # in a rebuilt filter: more is read then, never less), with what may be trimmed before
+        # sample 0 and a second to spare
+        if from_zero and follow:
+            bound = f",atrim=end_pts={max_samples + sample_rate // 10}"
+        else:
+            lead_s = max(0.0, shift_s - info.audio_start_s) if from_zero else 0.0
+            bound = f",atrim=end_sample={max_samples + math.ceil((lead_s + 1.0) * sample_rate)}"
+    mono = (f"{shift}aresample={sample_rate},aformat=sample_fmts=flt:channel_layouts=mono,"
+            f"asettb=1/{sample_rate}{bound},ashowinfo")
+    # MPEG-TS/PS carry a timestamp per PES packet, each holding several audio frames; the demuxer
+    # times the frames after the first by their durations at the stream's first rate, also after
+    # the rate changed (48 kHz frames 23.2 ms apart in a PES, then a 13 ms step back at the next:
+    # placed by those, 11 ms of silence went in every 170 ms). With nofillin it leaves them
+    # untimed and ffmpeg times each from the samples decoded before it. Not for other containers:
+    # an MP3's first frames lost their times so, and its encoder delay was no longer removed.
+    fill = ["-fflags", "+nofillin"] if _pes_packets(info) else []
+    head = ["ffmpeg", "-hide_banner", "-nostats", "-loglevel", "+level+info", "-nostdin", "-copyts", *fill,
+            "-i", ff_input(info.path)]
     channels = info.channels or 0
+    resets = [0]
+
+    def offsets() -> list[int] | None:
+        # a video's own audio keeps to the video where both restart (timestamp_resets); an
+        # audio-only file's parts are joined end to end
+        found = timestamp_resets(info) if (from_zero and info.has_video) else None
+        joined = found.audio_offsets_s() if found is not None else None
+        return None if joined is None else [round(o * sample_rate) for o in joined]
+
+    def place(raw: np.ndarray, frames: list[tuple[int | None, int]]) -> np.ndarray:
+        hard = round(align_threshold_s(frames, sample_rate) * sample_rate)
+        out, resets[0] = place_audio(raw, frames, hard, from_zero=from_zero, follow=follow,
+                                     reset_samples=round(RESET_S * sample_rate), reset_offsets=offsets,
+                                     max_samples=max_samples, start_samples=sample_rate // 1000)
+        return out
+
     if channels < 2:
-        counted = 0
-        audio, _, lines, rc = _run_audio([*head, "-map", f"0:a:{info.audio_stream}", "-af", f"{align},{mono}",
-                                          "-f", "f32le", "pipe:1"], 0)
+        raw, _, lines, rc, frames = _run_audio([*head, "-map", f"0:a:{info.audio_stream}", "-af", mono,
+                                                "-f", "f32le", "pipe:1"], 0)
+        counted, energy = 0, None
     else:
         # the channels only for the first CANCEL_SCAN_S seconds (opposite phase is the file's
         # wiring, not a moment's: all of a 20 min track took 2.0-2.5 s and 250 MB, not 1.2 s and
         # 180 MB), their clock renumbered so their muxer does not repeat the mono one's errors
         scan = math.ceil(CANCEL_SCAN_S * sample_rate)
-        graph = (f"[0:a:{info.audio_stream}]{align},asplit[m][c];[m]{mono}[mono];"
+        graph = (f"[0:a:{info.audio_stream}]asplit[m][c];[m]{mono}[mono];"
                  f"[c]{_native_trim(info)}asetpts=N/SR/TB,aresample={sample_rate},aformat=sample_fmts=flt,"
                  f"atrim=end_sample={min(scan, max_samples or scan)}[chans]")
-        audio, (energy, counted), lines, rc = _run_audio([*head, "-filter_complex", graph, "-map", "[mono]", "-f",
-                                                          "f32le", "pipe:1", "-map", "[chans]", "-f", "f32le"], channels)
+        raw, (energy, counted), lines, rc, frames = _run_audio(
+            [*head, "-filter_complex", graph, "-map", "[mono]", "-f", "f32le", "pipe:1", "-map", "[chans]",
+             "-f", "f32le"], channels)
     if rc != 0:
         raise MediaError(f"cannot decode audio of {info.path}: {(lines or ['?'])[-1]}")
     if errors is not None:
         errors.extend(lines)
-    if channels >= 2 and audio.size and energy is not None:
-        mixed = float(np.mean(np.square(audio[:counted], dtype=np.float64)))
+    audio = place(raw, frames)
+    if channels >= 2 and raw.size and energy is not None:
+        # the mix as decoded, before any placing: the same samples the channels were measured on
+        mixed = float(np.mean(np.square(raw[:counted], dtype=np.float64)))
         unrelated = float(energy.sum()) / channels**2  # what equal-weight unrelated channels mix to
         loudest = int(np.argmax(energy))
         if energy[loudest] > CANCEL_MIN_RMS**2 and mixed < CANCEL_RATIO * unrelated:
-            one, _, _, rc = _run_audio([*head, "-map", f"0:a:{info.audio_stream}", "-af",
-                                           f"{align},pan=mono|c0=c{loudest},{mono}", "-f", "f32le", "pipe:1"], 0)
+            one, _, _, rc, one_frames = _run_audio([*head, "-map", f"0:a:{info.audio_stream}", "-af",
+                                                    f"pan=mono|c0=c{loudest},{mono}", "-f", "f32le", "pipe:1"], 0)
             if rc == 0 and one.size:
-                audio = one
+                audio = place(one, one_frames)
                 if notes is not None:
                     db = 10 * math.log10(max(mixed, 1e-20) / energy[loudest])
                     below = f"{-db:.0f} dB" if -db < 60 else "more than 60 dB"
                     notes.append(f"the audio's {channels} channels cancel when mixed to mono (opposite phase?): "
                                  f"the mix is {below} below channel {loudest}, so channel {loudest} alone "
                                  "was scored")
+    if resets[0] and notes is not None:
+        notes.append(f"the audio's timestamps restart {resets[0]} time(s) (recordings joined one after the "
+                     "other?): each part was read after the one before it, not over it")
     return audio
 
 
-def _run_audio(cmd: list[str], channels: int) -> tuple[np.ndarray, tuple[np.ndarray | None, int], list[str], int]:
-    """Run an audio ffmpeg: (mono float32 from stdout, (each channel's mean square energy from a
-    second f32le output of ``channels`` interleaved channels, appended to ``cmd`` as a pipe of
-    its own (None when ``channels`` is 0), how many samples that was), ffmpeg's stderr lines,
-    its exit code). Every pipe is
-    drained as it comes (stderr and the channels on threads): a full pipe stalls ffmpeg."""
+def place_audio(samples: np.ndarray, frames: list[tuple[int | None, int]], hard_samples: int,
+                from_zero: bool, follow: bool = True, reset_samples: int | None = None,
+                reset_offsets: Callable[[], Sequence[int] | None] | None = None,
+                max_samples: int | None = None, start_samples: int = 0) -> tuple[np.ndarray, int]:
+    """Decoded audio laid out on its clock (pure): what aresample's async=1 did inside ffmpeg.
+
+    ``samples``: (N,) float32 as decoded; ``frames``: each decoded frame's (pts in samples, None
+    when it has none; sample count), in order, the counts summing to N.
+    ``from_zero``: output sample 0 is at pts 0 (earlier samples dropped, silence before a first
+    frame after it); else at the first frame's pts.
+    The first sample is placed to within ``start_samples``; after that a frame more than
+    ``hard_samples`` past where the samples so far put it has silence put before it, one more
+    than that before it has the samples it overlaps dropped (in the frames after it too, as far
+    as the overlap goes), and one closer follows on (jitter). ``follow`` False: every frame after
+    the first follows on (timestamps that only count the samples).
+    A frame whose time restarts the clock (is_restart, ``reset_samples`` for RESET_S: recordings
+    joined one after the other) starts a new part; one that goes back alone follows on (its time
+    damaged). Part k's timestamps get ``reset_offsets()[k - 1]`` added (asked once, at the first
+    restart) when it says, else the part follows on from where the one before ended.
+    ``max_samples``: the output is cut there. Returns (audio (M,) float32, restarts seen)."""
+    out: list[np.ndarray] = []
+    total = pos = 0
+    offset = restarts = 0
+    pending = 0  # samples still to drop: an overlap longer than the frame that found it
+    origin = 0 if from_zero else None
+    started = False
+    asked, joins = False, None
+    recent: collections.deque[int] = collections.deque(maxlen=RESET_CONFIRM)  # this part's last times
+    prev_n = 0
+    for j, (pts, n) in enumerate(frames):
+        if max_samples is not None and total >= max_samples:
+            break
+        x = samples[pos: pos + n]
+        pos += n
+        t = None
+        timed = pts is not None and (follow or not started)
+        if timed and reset_samples is not None and recent and pts < recent[-1] - reset_samples:
+            after = [p for p, _ in frames[j + 1: j + RESET_CONFIRM] if p is not None]
+            if is_restart(recent, pts, after, reset=reset_samples):
+                restarts += 1
+                if not asked:
+                    joins, asked = (reset_offsets() if reset_offsets is not None else None), True
+                if joins is not None and restarts <= len(joins):
+                    offset = int(joins[restarts - 1])
+                else:  # on from where the frame before ended
+                    offset = recent[-1] + prev_n + offset - pts
+                recent.clear()
+            else:  # one damaged time: the frame follows on
+                timed = False
+        if timed:
+            recent.append(pts)
+            prev_n = n
+            if origin is None:
+                origin = pts + offset
+            t = pts + offset - origin
+        # where the frame lands against where the samples so far put it (total, less what is
+        # still to be dropped): past the threshold (before the first sample, past a rounding's
+        # worth: a millisecond clock's frames kept to the first one's place, as aresample did),
+        # the output is put back on the timestamps, by silence or by dropping the overlap
+        if t is not None and abs(t - (total - pending)) > (hard_samples if started else start_samples):
+            if t > total:
+                out.append(np.zeros(t - total, np.float32))
+                total, pending = t, 0
+            else:
+                pending = total - t
+        if pending:
+            cut = min(pending, x.shape[0])
+            x, pending = x[cut:], pending - cut
+        if x.size:
+            out.append(x)
+            total += x.size
+            started = True
+    if pos < samples.shape[0] and (max_samples is None or total < max_samples) and not frames:
+        out.append(samples[pos:])  # no frame times at all: the samples as they came
+    audio = np.concatenate(out) if out else np.zeros(0, np.float32)
+    if max_samples is not None:
+        audio = audio[:max_samples]
+    return audio.astype(np.float32, copy=False), restarts
+
+
+# ffmpeg's raw output muxers (rawvideo, f32le) write no timestamps, yet complain when a frame's
+# time is not after the one before in their time base ("non monotonically increasing dts"): VFR
+# frames closer than 1 / rate, a clock that restarts at a join, audio filters rebuilt at a format
+# change. The frame is written all the same (a probe: 138 frames in, 138 out), so it is no
+# damage: counted as one, clean files read "decoded with N ffmpeg errors (damaged data skipped)".
+_RAW_MUXER_DTS = re.compile(r"\[(rawvideo|f32le) @ 0x[0-9a-fA-F]+\] Application provided invalid, non monotonically "
+                            r"increasing dts to muxer")
+_LOG_LEVEL = re.compile(r"(\[[^\]]+ @ 0x[0-9a-fA-F]+\] )?\[(error|fatal|panic)\] ")
+# ashowinfo's frame lines, anchored at the line's start as _FrameTimes' (tags are logged "[info]" too)
+_AUDIO_FRAME = re.compile(r"\[Parsed_ashowinfo_\d+ @ 0x[0-9a-fA-F]+\] \[info\] n:\s*\d+\s+pts:\s*(-?\d+|NOPTS)\s.*?"
+                          r"\snb_samples:(\d+)\s")
+
+
+def _error_line(line: str) -> str | None:
+    """A level-tagged ffmpeg log line (``-loglevel +level``) as ``-v error`` prints it, when it is
+    an error that may mean damage; None for anything else."""
+    lv = _LOG_LEVEL.match(line)
+    if lv is None:
+        return None
+    out = ((lv.group(1) or "") + line[lv.end():]).strip()
+    return None if _RAW_MUXER_DTS.match(out) else out
+
+
+def _run_audio(cmd: list[str], channels: int) -> tuple[np.ndarray, tuple[np.ndarray | None, int], list[str], int,
+                                                        list[tuple[int | None, int]]]:
+    """Run an audio ffmpeg (logging at +level+info, an ashowinfo at the mono output's end): (mono
+    float32 from stdout, (each channel's mean square energy from a second f32le output of
+    ``channels`` interleaved channels, appended to ``cmd`` as a pipe of its own (None when
+    ``channels`` is 0), how many samples that was), ffmpeg's error lines, its exit code, the mono
+    output's frames as (pts, sample count)). Every pipe is drained as it comes (stderr and the
+    channels on threads): a full pipe stalls ffmpeg."""
     r_fd = w_fd = None
     if channels:
         r_fd, w_fd = os.pipe()
@@ -855,12 +1237,18 @@ def _run_audio(cmd: list[str], channels: int) -> tuple[np.ndarray, tuple[np.ndar
     if w_fd is not None:
         os.close(w_fd)
     assert proc.stdout is not None and proc.stderr is not None
-    err_chunks: list[bytes] = []
+    err_lines: collections.deque[str] = collections.deque(maxlen=MAX_ERROR_LINES)
+    frames: list[tuple[int | None, int]] = []
     sums = np.zeros(max(1, channels), np.float64)
     counted = [0]
 
     def drain_err() -> None:
-        err_chunks.append(proc.stderr.read())
+        for raw in proc.stderr:
+            line = raw.decode("utf-8", "replace").rstrip()
+            if m := _AUDIO_FRAME.match(line):
+                frames.append((None if m.group(1) == "NOPTS" else int(m.group(1)), int(m.group(2))))
+            elif (err := _error_line(line)) is not None:
+                err_lines.append(err)
 
     def drain_channels() -> None:
         frame = 4 * channels
@@ -897,11 +1285,9 @@ def _run_audio(cmd: list[str], channels: int) -> tuple[np.ndarray, tuple[np.ndar
             t.join()
         proc.stdout.close()
         proc.stderr.close()
-    text = b"".join(err_chunks).decode("utf-8", "replace")
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     audio = np.frombuffer(buf, np.float32, count=len(buf) // 4)
     energy = sums / counted[0] if channels and counted[0] else None
-    return audio, (energy, counted[0]), lines, rc
+    return audio, (energy, counted[0]), list(err_lines), rc, frames
 
 
 def audio_track_start_s(video: MediaInfo) -> float:

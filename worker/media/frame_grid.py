@@ -9,6 +9,12 @@ frame after; a slot exactly midway (one frame dropped) goes to each side in turn
 single drops are not read early or late on average (read faster than the stream's own rate,
 where every other slot is midway, to the earlier frame: even holds).
 
+Nearest is right for jitter and for a frame or two lost, not for a long stretch without frames
+(a variable-rate file that lost a second of them, a probe: its slots all held the frames either
+side of the hole, and a 1-s window over it read a confident +160 ms). With ``max_hold_s`` a slot
+whose nearest frame is further away than that is also listed in ``missing``: it still gets that
+frame (the pipe stays one frame per slot), but a caller should not score it.
+
 Pure logic: timestamps in, counts out. ``worker.media.decode`` feeds it the frames' own times
 (ffmpeg's showinfo) in decoding order.
 """
@@ -20,6 +26,8 @@ from fractions import Fraction
 
 # timestamps print to the microsecond: closer than this to the midpoint is a tie
 TIE_S = 1e-6
+# max_hold_s is exceeded by more than a millisecond container clock's rounding (Matroska, FLV)
+HOLD_SLACK_S = 1e-3
 
 
 class NearestFrameGrid:
@@ -29,9 +37,13 @@ class NearestFrameGrid:
     it fills (None: this frame is not later than the one before it, and is skipped);
     ``finish()`` returns how many slots the last frame fills. Slots before the first frame get
     the first frame (as the fps filter repeats it); the grid ends with the last frame's own
-    slot."""
+    slot.
 
-    def __init__(self, rate: Fraction | float, alternate_ties: bool = True) -> None:
+    ``max_hold_s``: a slot further than this (seconds) from the frame nearest to it is missing;
+    ``missing`` lists such slots as half-open ranges [start, stop) of slot indices, in order, as
+    soon as the frames either side of them are known (None: nothing is listed)."""
+
+    def __init__(self, rate: Fraction | float, alternate_ties: bool = True, max_hold_s: float | None = None) -> None:
         self.rate = Fraction(rate)
         if self.rate <= 0:
             raise ValueError(f"rate must be > 0, got {rate}")
@@ -39,6 +51,10 @@ class NearestFrameGrid:
         # taken in turn they held frames 2, 1, 3, 1, 3 slots (a review); the earlier frame each
         # time holds every frame alike, half a slot early, as the fps filter did
         self.alternate_ties = alternate_ties
+        if max_hold_s is not None and not max_hold_s >= 0:
+            raise ValueError(f"max_hold_s must be >= 0, got {max_hold_s}")
+        self.max_hold_s = max_hold_s
+        self.missing: list[tuple[int, int]] = []
         self._next_slot = 0
         self._prev_s: float | None = None
         self._ties = 0
@@ -56,9 +72,12 @@ class NearestFrameGrid:
         prev = self._prev_s
         if prev is None:
             self._prev_s = pts_s
+            # slots before the first frame show it: those too far before it are missing
+            self._note_missing(-math.inf, pts_s)
             return 0
         if pts_s <= prev + TIE_S:
             return None
+        self._note_missing(prev, pts_s)
         mid = 0.5 * (prev + pts_s)
         start = self._next_slot
         i = start
@@ -75,6 +94,21 @@ class NearestFrameGrid:
         self._next_slot = i
         self._prev_s = pts_s
         return i - start
+
+    def _note_missing(self, before_s: float, after_s: float) -> None:
+        """List the slots between two frames (times in s; -inf: none before) that are further
+        than max_hold_s from both."""
+        if self.max_hold_s is None:
+            return
+        hold = self.max_hold_s + HOLD_SLACK_S
+        rate = float(self.rate)
+        # slots i with before_s + hold < i / rate < after_s - hold
+        lo = 0 if before_s == -math.inf else max(0, math.floor((before_s + hold) * rate) + 1)
+        hi = math.ceil((after_s - hold) * rate)  # first slot not before after_s - hold
+        if hi > lo:
+            if self.missing and self.missing[-1][1] >= lo:  # runs that touch are one
+                lo = self.missing.pop()[0]
+            self.missing.append((lo, hi))
 
     def finish(self) -> int:
         """Slots the last frame fills: up to and including the slot nearest to it, the earlier

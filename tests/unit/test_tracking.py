@@ -364,3 +364,18 @@ def test_native_last_words_before_an_abort_reach_stderr():
                          cwd=Path(__file__).resolve().parents[2], timeout=60)
     assert out.returncode == 1
     assert out.stderr.strip() == "Memory allocation still failed after 10 retries, giving up."
+
+
+def test_a_gap_in_a_variable_rate_video_is_no_face_not_a_still_mouth(tracker, tmp_path):
+    """A probe: a VFR file that lost 1 s of frames had the slots filled with the nearest frame, and
+    the window over them read +160 ms, AUDIO_LAGS, at confidence 0.37: a still mouth under speech."""
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("ffmpeg not installed")
+    clip = tmp_path / "gap.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(dev_clip("vox_pcavs_00015.mp4")), "-t", "3",
+                    "-vf", r"select='lt(n\,25)+gt(n\,50)',scale=320:-2", "-fps_mode", "vfr", "-an", str(clip)],
+                   check=True)
+    (res, *_others) = tracker.track_faces_file(clip, fps=25.0)
+    assert not res.face_present[28:48].any() and not res.face_detected[28:48].any()
+    assert res.face_present[:24].all() and res.face_present[52:70].all()
+    assert any("gap(s) of the video stream" in n for n in res.notes), res.notes

@@ -309,9 +309,24 @@ class MouthTracker:
 
         info = info or probe(path)
         rate = float(_fps_fraction(info, fps)) if info.has_video else 0.0
+        missing: list[tuple[int, int]] = []
         chunks = iter_video(path, fps=fps, max_side=decode_max_side, chunk_frames=chunk_frames, info=info,
-                            errors=errors)
-        return self.track_faces_chunks(chunks, rate)
+                            errors=errors, missing=missing)
+        results = self.track_faces_chunks(chunks, rate)
+        if missing:
+            # frame slots far from any decoded frame (a variable-rate stream that lost a stretch):
+            # the nearest frame stands there, a still mouth under live speech, so they are no face
+            # seen (a probe: a 1-s gap read +160 ms, AUDIO_LAGS, at confidence 0.37)
+            n = sum(stop - start for start, stop in missing)
+            for r in results:
+                for start, stop in missing:
+                    r.face_present[start:stop] = False
+                    r.face_detected[start:stop] = False
+                    r.bridged[start:stop] = False
+                    r.occluded[start:stop] = False
+                r.notes.append(f"{n} frames lie in {len(missing)} gap(s) of the video stream (no decoded frame "
+                               f"within 2 frame periods, first at frame {missing[0][0]}): read as no face")
+        return results
 
     def track_chunks(self, chunks: Iterable[np.ndarray], fps: float) -> TrackResult:
         """Track frames given as an iterable of (t, H, W, 3) uint8 chunks (same H, W): the face

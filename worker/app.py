@@ -697,15 +697,13 @@ class Worker:
         # partition beside a ROI partition retried for a store outage was let go and held again
         # 52 times)
         for tp in sorted(self._deferred, key=lambda tp: tp in self._retry_at_ms):
-            if tp in self._media_held:
-                if not self._partner_caught_up(tp, now):
-                    continue
-                del self._media_held[tp]
-                first_ts = None
-            elif tp in self._retry_at_ms:
-                if now < self._retry_at_ms[tp]:
-                    continue
-                del self._retry_at_ms[tp]
+            if tp in self._media_held and not self._partner_caught_up(tp, now):
+                continue
+            if tp in self._retry_at_ms and now < self._retry_at_ms[tp]:
+                continue  # (a record held for the registry too waits for its retry)
+            if tp in self._media_held or tp in self._retry_at_ms:
+                self._media_held.pop(tp, None)
+                self._retry_at_ms.pop(tp, None)
                 first_ts = None  # released: the alignment check runs again as they are handled
             else:
                 first_ts = _kafka_ts(self._deferred[tp][0])
@@ -737,10 +735,19 @@ class Worker:
         lead = self.joiner.media_lead(sid, stream, end_ms, self._activity_ms(now))
         if lead is None or not media_ahead(*lead, self._align_ms):
             return False
-        if self._partner(tp) in self._deferred or not self._partner_lagging(tp, now):
+        if self._partner_waits_for(tp) or not self._partner_lagging(tp, now):
             return False
         self._media_held[tp] = (sid, stream, end_ms, now)
         return True
+
+    def _partner_waits_for(self, tp: TP) -> bool:
+        """Whether ``tp``'s partner is held until ``tp`` moves (ahead of it by Kafka time, or
+        itself waiting for a session's other stream), so ``tp`` must not wait for it: of a pair,
+        only one waits for the other. A partner held on a timer (the schema registry, a ROI
+        store, the next turn's reads) goes on without ``tp`` (a review: a burst with s3://
+        references slower than a turn gave up the media-time hold at once, 32 of 57 signals)."""
+        partner = self._partner(tp)
+        return partner in self._media_held or (partner in self._deferred and partner not in self._retry_at_ms)
 
     def _partner_caught_up(self, tp: TP, now: int) -> bool:
         """Whether a partition held by ``_session_ahead`` may go on: its session's other stream
@@ -752,7 +759,7 @@ class Worker:
         lead = self.joiner.media_lead(sid, stream, end_ms, self._activity_ms(now))
         if lead is None or not media_ahead(*lead, self._align_ms / 2):
             return True
-        if (self._partner(tp) in self._deferred or not self._partner_lagging(tp, now)
+        if (self._partner_waits_for(tp) or not self._partner_lagging(tp, now)
                 or now - since >= MEDIA_HOLD_MAX_MS):
             self.joiner.give_up_alignment(sid)
             log.info("a session's other stream did not come while its partition was held: not waited for again",

@@ -510,3 +510,42 @@ def test_reads_carried_over_into_an_outage_are_held_too() -> None:
     _read_all_once_back(r, store, later + ["new"], clock)
     assert counted == []
     r.close()
+
+
+def test_nothing_first_held_later_than_the_hold_into_an_outage() -> None:
+    """A review: each reference held for its own outage_hold_s keeps its partition paused, so the
+    next fetch's references started fresh holds, and a store down for 120 s left the worker 113 s
+    behind. References first asked once the outage is outage_hold_s old are not held."""
+    def down(uri: str, shape: tuple[int, ...]) -> np.ndarray:
+        raise RefError(BACKEND_ERROR, "connection refused", scheme="s3")
+
+    clock = {"s": 0.0}
+    counted: list[str] = []
+    r = RoiResolver(uri_resolvers={"s3": down}, on_failure=lambda e: counted.append(e.reason), outage_hold_s=8.0,
+                    clock_s=lambda: clock["s"])
+    assert r.resolve_batch([_ref("s3", "a")]) == [None]  # the outage begins: held
+    clock["s"] = 7.0
+    assert r.resolve_batch([_ref("s3", "b")]) == [None]  # first asked 7 s in: held too
+    clock["s"] = 8.5
+    out = r.resolve_batch([_ref("s3", "b"), _ref("s3", "c")])
+    assert out[0] is None and out[1][1].reason == STORE_DOWN  # "c", first asked 8.5 s in: not held
+    assert counted == [STORE_DOWN]
+    r.close()
+
+
+def test_a_reference_asked_again_alone_says_nothing_of_its_store() -> None:
+    """A reference that failed with its store while others were read is asked once more; that
+    second read, alone in its call, failing again, is counted, and the store is not marked down."""
+    def flaky(uri: str, shape: tuple[int, ...]) -> np.ndarray:
+        if uri.endswith("bad"):
+            raise RefError(BACKEND_ERROR, "SlowDown", scheme="s3")
+        return PIXELS.copy()
+
+    counted: list[str] = []
+    r = RoiResolver(uri_resolvers={"s3": flaky}, on_failure=lambda e: counted.append(e.reason), outage_hold_s=30.0)
+    out = r.resolve_batch([_ref("s3", "a"), _ref("s3", "bad"), _ref("s3", "b")])
+    assert out[1] is None and out[0][1] is None and counted == []  # once more first
+    out = r.resolve_batch([_ref("s3", "bad")])
+    assert out[0][1].reason == BACKEND_ERROR and counted == [BACKEND_ERROR]
+    assert r._breaker("s3").down_since_s is None and r.held_stores == set()
+    r.close()

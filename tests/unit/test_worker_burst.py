@@ -147,3 +147,36 @@ def test_record_end_ms_and_media_ahead() -> None:
     assert media_ahead(6000.0, 300.0, 5000.0)  # 6 s of media in 0.3 s: a burst
     assert not media_ahead(6000.0, 5500.0, 5000.0)  # the other stream stopped 5.5 s ago: live
     assert not media_ahead(4000.0, -10.0, 5000.0)
+
+
+def test_a_partner_held_on_a_timer_does_not_end_the_wait_and_never_both_wait() -> None:
+    """A review: a ROI partition kept for the next turn's reads (s3:// slower than a turn), for a
+    store outage or the registry goes on without its partner, but counted as "waiting for me":
+    the audio's media-time hold gave up at once (32 of 57 signals). And two partitions cut in the
+    same batch could both wait."""
+    w = offline_worker(FakeScorer(), ChunkedConsumer({("a", 0): [], ("r", 0): []}, {"a": 1, "r": 1}))
+    try:
+        audio, roi = ("a", 0), ("r", 0)
+        assert not w._partner_waits_for(audio)
+        w._deferred[roi] = []
+        w._retry_at_ms[roi] = 1  # on a timer: goes on by itself
+        assert not w._partner_waits_for(audio)
+        del w._retry_at_ms[roi]  # held until the audio moves (Kafka time)
+        assert w._partner_waits_for(audio)
+        del w._deferred[roi]
+        w._media_held[roi] = ("s", None, 0.0, 0)  # cut this batch, not deferred yet
+        assert w._partner_waits_for(audio)
+    finally:
+        w.stage.stop()
+
+
+def test_a_jump_the_join_refuses_is_not_waited_for() -> None:
+    """A review: a chunk 100 s ahead of its stream held its partition 12 s before the join
+    dead-lettered it."""
+    from worker.windowing.events import Arrival, AudioEvent, Source, Stream
+    from worker.windowing.session import SessionState, WindowParams
+
+    st = SessionState("s", 0, WindowParams(16, 1000, 1000, 200, 10_000, 440.0), now_wall_ms=0)
+    st.add_audio(AudioEvent("s", 0, 16_000, np.zeros(32_000, np.float32), Source("a", 0, 0), Arrival(0, 0)), 0)
+    assert st.media_lead(Stream.AUDIO, 8000.0, 100) == (8000.0, 100)  # no frames yet: from the media's start
+    assert st.media_lead(Stream.AUDIO, 102_000.0, 100) is None  # 100 s past its own stream: refused there

@@ -347,6 +347,8 @@ class RoiResolver:
             else:  # a second read of the same reference in this batch: the carried one serves both
                 future.cancel()
         for store in {entry[0] for entry in pending.values()}:
+            if all(key in self._retried for st, _f, key, _s in pending.values() if st == store):
+                continue  # second reads alone say nothing of the store: one object may fail twice
             slow = outpaced((sent for i, sent in given_up.items() if pending[i][0] == store),
                             up_sent_s.get(store, float("-inf")))
             verdict = store_verdict(ok[store], bad[store], store in hung_stores, outpaced_=slow)
@@ -378,13 +380,17 @@ class RoiResolver:
 
     def _holds(self, store: str, key: tuple[str, str, str] | None, now_s: float) -> bool:
         """Whether the reference ``key`` of ``store`` is held for the store's outage now: the store
-        is down and the reference was first held less than ``outage_hold_s`` ago. The first hold
+        is down, the reference was first held less than ``outage_hold_s`` ago, and that was less
+        than ``outage_hold_s`` into the outage (signals are never more than that late). The first hold
         of each outage and its first reference held too long are reported (``on_outage``)."""
         breaker = self._breaker(store)
         if self.outage_hold_s <= 0 or breaker.down_since_s is None or key is None:
             return False
         first_s, _asked_s = self._held_since.get(key, (now_s, now_s))
-        if now_s - first_s >= self.outage_hold_s:
+        # nothing first held later than outage_hold_s into the outage either: each held reference
+        # keeps its partition paused, so a hold per reference alone let a long outage's lag grow
+        # by a fetch per hold (a review: 113 s behind after 120 s of a store down)
+        if now_s - first_s >= self.outage_hold_s or first_s - breaker.down_since_s >= self.outage_hold_s:
             self._held_since.pop(key, None)
             self._report(store, "given_up")
             return False

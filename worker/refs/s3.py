@@ -20,6 +20,10 @@ from worker.refs.pixels import max_object_bytes, pixels_from_bytes
 
 SCHEME = "s3"
 _NOT_FOUND_CODES = {"NoSuchKey", "NoSuchBucket", "404", "NotFound"}
+# 4xx answers that are about the store or the client's session, not the object: the store failed
+# (every read would), and tried again later they may pass
+_STORE_CODES = {"RequestTimeout", "RequestTimeTooSkewed", "ExpiredToken", "TokenRefreshRequired", "Throttling",
+                "ThrottlingException", "TooManyRequests", "SlowDown"}
 
 
 class S3Resolver:
@@ -94,6 +98,12 @@ class S3Resolver:
                 raise RefError(NOT_FOUND, f"s3://{bucket}/{key}: {code}", scheme=SCHEME) from e
             if code == "InvalidRange":  # an empty object
                 raise RefError(WRONG_SIZE, f"s3://{bucket}/{key} is empty", scheme=SCHEME) from e
+            status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+            if 400 <= int(status) < 500 and code not in _STORE_CODES:
+                # the store answered about this object (AccessDenied, InvalidObjectState...): the
+                # object's failure, not the store's (a review: one denied object among good ones
+                # made the store look down and its outage held, 32 times in 40 s)
+                raise RefError(UNREADABLE, f"s3://{bucket}/{key}: {code or status}", scheme=SCHEME) from e
             raise RefError(BACKEND_ERROR, f"s3://{bucket}/{key}: {code or e}", scheme=SCHEME) from e
         except BotoCoreError as e:  # endpoint down, timeout, no credentials
             raise RefError(BACKEND_ERROR, f"s3://{bucket}/{key}: {type(e).__name__}: {e}", scheme=SCHEME) from e

@@ -300,13 +300,18 @@ class SessionState:
         session holds of its other stream (that stream's watermark, or where the session's media
         starts when it has none yet), and how long (wall ms) the other stream has been silent
         (since the session began, when it never came). None where waiting for the other stream
-        cannot help: it ended, the session holds nothing yet, or waiting was given up once."""
+        cannot help: it ended, the session holds nothing yet, waiting was given up once, or the
+        media jumps further ahead of its own stream than the join takes (JumpGuard: refused)."""
         if self.align_given_up:
             return None
         if stream is Stream.AUDIO:
-            other_wm, other_wall, ended = self.video_wm_ms, self.video_last_wall_ms, self.video_end is not None
+            own_wm, other_wm, other_wall, ended = (self.audio_wm_ms, self.video_wm_ms, self.video_last_wall_ms,
+                                                   self.video_end is not None)
         else:
-            other_wm, other_wall, ended = self.audio_wm_ms, self.audio_last_wall_ms, self.audio_ended
+            own_wm, other_wm, other_wall, ended = (self.video_wm_ms, self.audio_wm_ms, self.audio_last_wall_ms,
+                                                   self.audio_ended)
+        if math.isfinite(own_wm) and end_ms - own_wm > self.p.max_buffered_ms:
+            return None  # a jump the join refuses (JumpGuard): nothing to wait for (a review)
         base = other_wm if math.isfinite(other_wm) else self.first_media_ms
         if ended or base is None:
             return None

@@ -993,12 +993,14 @@ def _native_trim(info: MediaInfo) -> str:
     return f"atrim=end_sample={math.ceil((CANCEL_SCAN_S + 1) * info.sample_rate)}," if info.sample_rate else ""
 
 
-def _sample_counted_timestamps(info: MediaInfo) -> bool:
-    """Whether the audio's timestamps only count its samples, so that they cannot tell a gap the
-    samples do not: Ogg's granule positions. ffmpeg misreads them in a chained Ogg (streams
-    cat'ed one after the other): each chain restarts the clock, and a chain at another rate keeps
-    the first one's time base, so 48 kHz samples ran on a 44.1 kHz clock and 8.8% silence was
-    padded in (a probe: 5.44 s read for 5.01 s)."""
+def _chained_clock(info: MediaInfo) -> bool:
+    """Whether the audio's clock cannot be trusted past its first restart: Ogg. ffmpeg misreads
+    a chained Ogg's granule positions (streams cat'ed one after the other): each chain restarts
+    the clock, and a chain at another rate keeps the first one's time base, so 48 kHz samples ran
+    on a 44.1 kHz clock and 8.8% silence was padded in (a probe: 5.44 s read for 5.01 s). So the
+    samples are counted after the first restart; before it the timestamps hold, and tell a gap
+    (an Opus file with 0.6 s cut out read its later clicks 0.6 s early when all of it was
+    counted, a review)."""
     return "ogg" in info.container.split(",")
 
 
@@ -1028,7 +1030,7 @@ def _decode_audio(info: MediaInfo, sample_rate: int, shift_s: float, from_zero: 
     ffmpeg hands the channels themselves over on a second pipe, only their energies are kept;
     when the mix is far quieter than the channels would mix to if they were unrelated
     (CANCEL_RATIO), the loudest channel alone is decoded and scored, and ``notes`` says so."""
-    follow = not _sample_counted_timestamps(info)
+    chained = _chained_clock(info)
     shift = f"asetpts=PTS-({shift_s:.6f}/TB),"
     bound = ""
     if max_samples:
@@ -1036,7 +1038,7 @@ def _decode_audio(info: MediaInfo, sample_rate: int, shift_s: float, from_zero: 
         # time, which a rebuilt filter keeps; else by the samples decoded (their count restarts
         # in a rebuilt filter: more is read then, never less), with what may be trimmed before
         # sample 0 and a second to spare
-        if from_zero and follow:
+        if from_zero and not chained:
             bound = f",atrim=end_pts={max_samples + sample_rate // 10}"
         else:
             lead_s = max(0.0, shift_s - info.audio_start_s) if from_zero else 0.0
@@ -1064,7 +1066,7 @@ def _decode_audio(info: MediaInfo, sample_rate: int, shift_s: float, from_zero: 
 
     def place(raw: np.ndarray, frames: list[tuple[int | None, int]]) -> np.ndarray:
         hard = round(align_threshold_s(frames, sample_rate) * sample_rate)
-        out, resets[0] = place_audio(raw, frames, hard, from_zero=from_zero, follow=follow,
+        out, resets[0] = place_audio(raw, frames, hard, from_zero=from_zero, count_after_restart=chained,
                                      reset_samples=round(RESET_S * sample_rate), reset_offsets=offsets,
                                      max_samples=max_samples, start_samples=sample_rate // 1000)
         return out
@@ -1112,7 +1114,8 @@ def _decode_audio(info: MediaInfo, sample_rate: int, shift_s: float, from_zero: 
 
 
 def place_audio(samples: np.ndarray, frames: list[tuple[int | None, int]], hard_samples: int,
-                from_zero: bool, follow: bool = True, reset_samples: int | None = None,
+                from_zero: bool, follow: bool = True, count_after_restart: bool = False,
+                reset_samples: int | None = None,
                 reset_offsets: Callable[[], Sequence[int] | None] | None = None,
                 max_samples: int | None = None, start_samples: int = 0) -> tuple[np.ndarray, int]:
     """Decoded audio laid out on its clock (pure): what aresample's async=1 did inside ffmpeg.
@@ -1125,7 +1128,9 @@ def place_audio(samples: np.ndarray, frames: list[tuple[int | None, int]], hard_
     ``hard_samples`` past where the samples so far put it has silence put before it, one more
     than that before it has the samples it overlaps dropped (in the frames after it too, as far
     as the overlap goes), and one closer follows on (jitter). ``follow`` False: every frame after
-    the first follows on (timestamps that only count the samples).
+    the first follows on (timestamps that only count the samples). ``count_after_restart``: the
+    timestamps are followed until the clock first restarts, and every frame after that restart
+    follows on (chained Ogg: each chain after the first runs on a clock that cannot be trusted).
     A frame whose time restarts the clock (is_restart, ``reset_samples`` for RESET_S: recordings
     joined one after the other) starts a new part; one that goes back alone follows on (its time
     damaged). Part k's timestamps get ``reset_offsets()[k - 1]`` added (asked once, at the first
@@ -1146,7 +1151,7 @@ def place_audio(samples: np.ndarray, frames: list[tuple[int | None, int]], hard_
         x = samples[pos: pos + n]
         pos += n
         t = None
-        timed = pts is not None and (follow or not started)
+        timed = pts is not None and ((follow and not (count_after_restart and restarts)) or not started)
         if timed and reset_samples is not None and recent and pts < recent[-1] - reset_samples:
             after = [p for p, _ in frames[j + 1: j + RESET_CONFIRM] if p is not None]
             if is_restart(recent, pts, after, reset=reset_samples):

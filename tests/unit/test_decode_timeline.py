@@ -116,6 +116,24 @@ def test_an_ogg_gap_is_read_as_silence_where_its_timestamps_put_it(tmp_path, cod
     assert _clicks_s(audio)[-2:] == pytest.approx([2.0, 3.0], abs=0.003)
 
 
+def test_a_gap_across_max_s_is_silence_up_to_the_cut_not_the_end(tmp_path):
+    """A 0.6-s gap in the audio from 2.2 s, read with max_s=2.5: ffmpeg stops by the frames'
+    times (a little past 2.5 s), so no frame after the gap came and the audio ended at the gap
+    (a review: 35482 samples for 40000). The gap is silence up to the cut; a track that ends
+    before the cut is not padded past its end."""
+    gapped, short = tmp_path / "gapped.mkv", tmp_path / "short.mkv"
+    for path, af in ((gapped, "aselect='not(between(t,2.2,2.8))'"), (short, "atrim=end=2")):
+        ffmpeg("-f", "lavfi", "-i", "testsrc=rate=25:size=64x64:duration=4", "-f", "lavfi", "-i",
+               "sine=frequency=440:sample_rate=48000:duration=4", "-af", af, "-c:v", "mpeg4", "-c:a", "pcm_s16le",
+               str(path))
+    whole = read_audio(gapped, SR)
+    audio = read_audio(gapped, SR, max_s=2.5)
+    assert audio.shape[0] == 40000  # before: 35482
+    np.testing.assert_array_equal(audio, whole[:40000])
+    assert (audio[round(2.22 * SR):] == 0).all()  # the gap: from the end of the frame at 2.197 s
+    assert read_audio(short, SR, max_s=3.0).shape[0] == read_audio(short, SR).shape[0]
+
+
 # --- a clock that restarts at a join (finding 2) --------------------------------------------------
 
 def _flash_and_click_ts(tmp_path: Path, name: str, flash_s: float | None, length_s: float, audio_lead_s: float = 0.0

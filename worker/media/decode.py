@@ -1110,7 +1110,26 @@ def _decode_audio(info: MediaInfo, sample_rate: int, shift_s: float, from_zero: 
     if resets[0] and notes is not None:
         notes.append(f"the audio's timestamps restart {resets[0]} time(s) (recordings joined one after the "
                      "other?): each part was read after the one before it, not over it")
+    if max_samples is not None and audio.shape[0] < max_samples:
+        # ffmpeg stopped a little past max_samples by the frames' times, so a gap across that
+        # point (no frame in it) ended the samples at the gap: the gap is silence up to the cut,
+        # as far as the track reaches (a review: 35482 samples for 40000 at max_s=2.5)
+        end = _audio_end_samples(info, sample_rate, shift_s, from_zero)
+        if end > audio.shape[0]:
+            audio = np.concatenate([audio, np.zeros(min(max_samples, end) - audio.shape[0], np.float32)])
     return audio
+
+
+def _audio_end_samples(info: MediaInfo, sample_rate: int, shift_s: float, from_zero: bool) -> int:
+    """Where the audio track ends as the file says (its own duration, else the container's), in
+    output samples of _decode_audio (``from_zero``: from ``shift_s`` on the container clock; else
+    from the track's start); 0 when unsaid."""
+    start = info.audio_start_s if info.audio_duration_s > 0 else info.start_s
+    length = info.audio_duration_s or info.duration_s
+    if length <= 0:
+        return 0
+    end_s = start + length - shift_s if from_zero else length - max(0.0, shift_s - start)
+    return max(0, math.floor(end_s * sample_rate))
 
 
 def place_audio(samples: np.ndarray, frames: list[tuple[int | None, int]], hard_samples: int,

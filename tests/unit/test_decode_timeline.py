@@ -320,6 +320,25 @@ def test_frames_far_from_any_decoded_frame_are_listed_as_missing(tmp_path):
     assert missing == []  # single drops: each slot's nearest frame is one frame away
 
 
+def test_frames_a_stream_never_had_are_not_listed_as_missing(tmp_path):
+    """A 30 fps phone clip whose header says 60 (one frame in ten 1/60 s early, a frame lost in
+    twenty, two in forty), read at its own rate: 2 periods of 60 fps listed single slots in its
+    100-ms gaps. Theora in Ogg writes no frame for a still picture (frames 0.48 s apart): all but
+    the slots next to a frame were listed. The frames' own spacing sets the period now."""
+    phone, still = tmp_path / "phone.mp4", tmp_path / "still.ogv"
+    early = r"(N/30 - 0.01667*eq(mod(N\,10)\,5) + 0.0333*floor(N/20) + 0.0333*floor(N/40))/TB"
+    ffmpeg("-f", "lavfi", "-i", "testsrc=rate=30:size=64x48:duration=4", "-vf", f"settb=1/90000,setpts='{early}'",
+           "-fps_mode", "passthrough", "-enc_time_base", "1/90000", "-video_track_timescale", "90000",
+           "-c:v", "libx264", "-pix_fmt", "yuv420p", str(phone))
+    ffmpeg("-f", "lavfi", "-i", "color=c=gray:size=64x64:rate=25:duration=4", "-c:v", "libtheora", str(still))
+    assert probe(phone).fps == 60.0
+    for path, before in ((phone, [(83, 84), (169, 170)]), (still, [(3, 10), (15, 22)])):
+        for fps in (None, 25.0):
+            missing: list[tuple[int, int]] = []
+            assert sum(len(c) for c in iter_video(path, fps=fps, missing=missing)) > 90
+            assert missing == [], (path.name, fps, before)  # before: e.g. ``before`` at its own rate
+
+
 # --- ffmpeg's lines that are no damage, and one that should be said plainly (findings 4, 6) -------
 
 def test_a_clean_vfr_file_decodes_without_error_lines(tmp_path):

@@ -124,3 +124,20 @@ def test_missing_slots_before_the_first_frame_and_runs_that_touch_are_one():
     assert NearestFrameGrid(Fraction(25)).missing == []  # no bound: nothing is listed
     with pytest.raises(ValueError):
         NearestFrameGrid(25, max_hold_s=-1.0)
+
+
+def test_missing_slots_after_the_fact_equal_the_grids_and_the_hold_follows_the_frames():
+    from worker.media.decode import MIN_HOLD_S, missing_hold_s
+    from worker.media.frame_grid import median_spacing_s, missing_slots
+
+    kept = [k / 25 for k in range(125) if not 50 <= k <= 75]
+    for times, rate, hold in ((kept, 25, 0.08), ([0.4, 0.44], 25, 0.08), ([k / 30 for k in range(60)], 60, 1 / 30),
+                              ([0.0, 0.1, 0.2, 0.7, 0.8], 25, 0.0)):
+        assert missing_slots(times, Fraction(rate), hold) == _missing(times, rate, hold)
+    assert missing_slots([], 25, 0.08) == []
+    assert median_spacing_s([0.0, 0.48, 0.96, 1.0]) == pytest.approx(0.48) and median_spacing_s([1.0]) == 0.0
+    # 2 periods: the longest of the output's, the header's and the frames' own spacing
+    assert missing_hold_s([k / 20 for k in range(30)], Fraction(60), Fraction(60)) == pytest.approx(0.1)
+    assert missing_hold_s([k * 0.48 for k in range(9)], Fraction(25), Fraction(25)) == pytest.approx(0.96)
+    assert missing_hold_s([k / 25 for k in range(30)], Fraction(25), Fraction(25)) == pytest.approx(0.08)
+    assert missing_hold_s([k / 60 for k in range(60)], Fraction(60), Fraction(60)) == MIN_HOLD_S  # not 33 ms

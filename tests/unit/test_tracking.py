@@ -379,3 +379,28 @@ def test_a_gap_in_a_variable_rate_video_is_no_face_not_a_still_mouth(tracker, tm
     assert not res.face_present[28:48].any() and not res.face_detected[28:48].any()
     assert res.face_present[:24].all() and res.face_present[52:70].all()
     assert any("gap(s) of the video stream" in n for n in res.notes), res.notes
+    # as TrackResult says of a frame with no face: a zero crop, NaN landmarks and ROI params
+    assert not res.rois[28:48].any() and res.rois[:24].any()
+    for values in (res.landmarks, res.landmarks_image, res.roi_params, res.occlusion_score):
+        assert np.isnan(values[28:48]).all() and not np.isnan(values[:24]).any()
+
+
+def test_frames_in_a_gap_are_no_face_also_in_crops_kept_read_only():
+    """_mark_no_face on a result whose crops are a read-only array (a memmap opened "r"): copied,
+    not a crash."""
+    from worker.tracking.tracker import TrackResult, _mark_no_face
+
+    n = 6
+    rois = np.ones((n, 4, 4), np.uint8)
+    rois.flags.writeable = False
+    res = TrackResult(rois=rois, face_present=np.ones(n, bool), face_detected=np.ones(n, bool),
+                      bridged=np.zeros(n, bool), landmarks=np.zeros((n, 40, 2), np.float32),
+                      landmarks_image=np.zeros((n, 40, 2), np.float32), roi_params=np.zeros((n, 4), np.float32),
+                      occlusion_score=np.zeros(n, np.float32), occluded=np.ones(n, bool), fps=25.0,
+                      frame_size=(8, 8), tracking_ms=0.0)
+    _mark_no_face(res, [(1, 3), (5, 6)])
+    gone = np.array([False, True, True, False, False, True])
+    assert (res.rois[gone] == 0).all() and (res.rois[~gone] == 1).all()
+    assert np.isnan(res.landmarks[gone]).all() and not np.isnan(res.landmarks[~gone]).any()
+    assert np.isnan(res.roi_params[gone]).all() and np.isnan(res.occlusion_score[gone]).all()
+    assert (res.face_present == ~gone).all() and not res.occluded[gone].any()

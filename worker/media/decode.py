@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from worker.media.frame_grid import NearestFrameGrid
+from worker.media.frame_grid import NearestFrameGrid, median_spacing_s, missing_slots
 
 # Standard broadcast/camera rates; an average rate within 0.1 % of one of these snaps to it
 # (29.97 probes as 2997/100 or 30000/1001 depending on the muxer: both mean 30000/1001).
@@ -427,7 +427,7 @@ def iter_video(
     errors: if given, ffmpeg's error lines for a file that decoded (a damaged stretch it skipped)
     are appended to it once the stream ends.
     missing: if given, the frames with no decoded frame near them (a variable-rate stream that
-    lost a stretch of frames: see MAX_HOLD_PERIODS) are appended to it once the stream ends, as
+    lost a stretch of frames: see missing_hold_s) are appended to it once the stream ends, as
     half-open ranges [start, stop) of frame indices. Those frames are yielded all the same (the
     nearest decoded frame), so a caller that cannot use the list reads them as before; one that
     can should not score them.
@@ -625,9 +625,8 @@ def _iter_nearest_frames(info: MediaInfo, rate: Fraction, scale: list[str], size
     times = _FrameTimes(proc.stderr)
     ahead = _ReadAhead(proc.stdout, frame_bytes * per_chunk)
     native = Fraction(info.fps_fraction) if info.fps_fraction else rate
-    period_s = float(max(1 / rate, 1 / native))
-    grid = NearestFrameGrid(rate, alternate_ties=rate <= native,
-                            max_hold_s=None if missing is None else MAX_HOLD_PERIODS * period_s)
+    grid = NearestFrameGrid(rate, alternate_ties=rate <= native)
+    placed: list[float] = []  # every placed frame's time, for ``missing`` (8 bytes a frame)
     # slots are copied into a chunk of their own as they are filled and the chunk yielded when
     # full: the read-ahead's buffers are let go as soon as their frames are placed (a list of
     # views stacked at the end kept them alive: 2.6x the fps path's memory on 4K)
@@ -690,6 +689,8 @@ def _iter_nearest_frames(info: MediaInfo, rate: Fraction, scale: list[str], size
                 count = grid.push(pts_s)
                 if count is None:  # not after the frame before it (a broken timestamp)
                     continue
+                if missing is not None:
+                    placed.append(pts_s)
                 if prev is not None:
                     yield from fill(prev, count)
                 prev, prev_s = img, pts_s
@@ -718,7 +719,19 @@ def _iter_nearest_frames(info: MediaInfo, rate: Fraction, scale: list[str], size
     if errors is not None:
         errors.extend(err_lines)
     if missing is not None:
-        missing.extend((a, min(b, n_out)) for a, b in grid.missing if a < n_out)
+        hold_s = missing_hold_s(placed, rate, native)
+        missing.extend((a, min(b, n_out)) for a, b in missing_slots(placed, rate, hold_s) if a < n_out)
+
+
+def missing_hold_s(times_s: Sequence[float], rate: Fraction, native: Fraction) -> float:
+    """How far (s) a frame slot may be from the nearest decoded frame (``times_s``) before
+    iter_video lists it as missing (pure): MAX_HOLD_PERIODS frame periods, the longest of the
+    output's, the stream's header's and its decoded frames' median spacing (a 30 fps phone clip
+    whose header says 60, one frame in ten early, had single slots listed at 60 fps; Theora in
+    Ogg writes no frame for a still picture, 0.48 s apart, and 77 of 139 slots were listed), and
+    never under MIN_HOLD_S."""
+    period_s = max(float(1 / rate), float(1 / native), median_spacing_s(times_s))
+    return max(MAX_HOLD_PERIODS * period_s, MIN_HOLD_S)
 
 
 def _video_map(info: MediaInfo) -> str:
@@ -739,6 +752,11 @@ MAX_SLOTS_PAST_END_S = 10.0  # _iter_nearest_frames: frame slots past the contai
 # frames, as the tracker bridges a face lost for 2 frames); a longer hole holds one picture for
 # its half-length, a still mouth under speech that read a confident +160 ms over a 1-s hole.
 MAX_HOLD_PERIODS = 2
+# ... and never closer than this: at 25 fps the 2 periods, a fill at most two frames off; the same
+# time at 50 or 60 fps (2 periods there are 33-40 ms: 3 lost frames in a row, a hold no worse than
+# one lost frame at 12.5 fps), so a slot is missing only in a gap of 160 ms or more, whatever the
+# rate the clip is read at. Half a 1-s hole, which read +160 ms, is 500 ms.
+MIN_HOLD_S = 0.08
 
 
 class _ReadAhead:

@@ -22,7 +22,10 @@ Pure logic: timestamps in, counts out. ``worker.media.decode`` feeds it the fram
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from fractions import Fraction
+
+import numpy as np
 
 # timestamps print to the microsecond: closer than this to the midpoint is a tie
 TIE_S = 1e-6
@@ -98,17 +101,8 @@ class NearestFrameGrid:
     def _note_missing(self, before_s: float, after_s: float) -> None:
         """List the slots between two frames (times in s; -inf: none before) that are further
         than max_hold_s from both."""
-        if self.max_hold_s is None:
-            return
-        hold = self.max_hold_s + HOLD_SLACK_S
-        rate = float(self.rate)
-        # slots i with before_s + hold < i / rate < after_s - hold
-        lo = 0 if before_s == -math.inf else max(0, math.floor((before_s + hold) * rate) + 1)
-        hi = math.ceil((after_s - hold) * rate)  # first slot not before after_s - hold
-        if hi > lo:
-            if self.missing and self.missing[-1][1] >= lo:  # runs that touch are one
-                lo = self.missing.pop()[0]
-            self.missing.append((lo, hi))
+        if self.max_hold_s is not None:
+            _add_far_slots(self.missing, before_s, after_s, float(self.rate), self.max_hold_s)
 
     def finish(self) -> int:
         """Slots the last frame fills: up to and including the slot nearest to it, the earlier
@@ -122,3 +116,39 @@ class NearestFrameGrid:
             n = 1
         self._next_slot += n
         return n
+
+
+def _add_far_slots(missing: list[tuple[int, int]], before_s: float, after_s: float, rate: float,
+                   hold_s: float) -> None:
+    """Append to ``missing`` the slots between two frames (times in s; -inf: none before) that
+    are further than ``hold_s`` from both, joined to the run before when they touch it."""
+    hold = hold_s + HOLD_SLACK_S
+    # slots i with before_s + hold < i / rate < after_s - hold
+    lo = 0 if before_s == -math.inf else max(0, math.floor((before_s + hold) * rate) + 1)
+    hi = math.ceil((after_s - hold) * rate)  # first slot not before after_s - hold
+    if hi > lo:
+        if missing and missing[-1][1] >= lo:  # runs that touch are one
+            lo = missing.pop()[0]
+        missing.append((lo, hi))
+
+
+def missing_slots(times_s: Sequence[float], rate: Fraction | float, hold_s: float) -> list[tuple[int, int]]:
+    """The slots (at ``i / rate`` s) further than ``hold_s`` from every frame (pure): what a
+    NearestFrameGrid with ``max_hold_s`` lists, told after the fact from all the frames' times
+    (increasing, s) as half-open ranges [start, stop) in order."""
+    t = np.asarray(times_s, np.float64)
+    missing: list[tuple[int, int]] = []
+    if t.shape[0] == 0:
+        return missing
+    rate_f = float(rate)
+    _add_far_slots(missing, -math.inf, float(t[0]), rate_f, hold_s)
+    for i in np.flatnonzero(np.diff(t) > 2 * hold_s).tolist():  # only a gap this wide has any
+        _add_far_slots(missing, float(t[i]), float(t[i + 1]), rate_f, hold_s)
+    return missing
+
+
+def median_spacing_s(times_s: Sequence[float]) -> float:
+    """The median time between consecutive frames (s; 0.0 for fewer than two) (pure): the
+    stream's own frame period, whatever rate its header claims."""
+    t = np.asarray(times_s, np.float64)
+    return float(np.median(np.diff(t))) if t.shape[0] >= 2 else 0.0

@@ -92,6 +92,25 @@ class TrackResult:
         return self.tracking_ms / max(1, self.n_frames)
 
 
+def _mark_no_face(r: TrackResult, spans: list[tuple[int, int]]) -> None:
+    """Frames [start, stop) of ``spans`` as TrackResult has a frame with no face: not present,
+    detected, bridged or occluded, zero crops, NaN landmarks, ROI params and occlusion score.
+    Crops kept on disk (tracking.spool's copy-on-write memmap) change in memory only; a read-only
+    array is copied first."""
+    for name in ("rois", "rois_rgb"):
+        arr = getattr(r, name)
+        if arr is not None and not arr.flags.writeable:
+            setattr(r, name, np.array(arr))
+    for start, stop in spans:
+        for flags in (r.face_present, r.face_detected, r.bridged, r.occluded):
+            flags[start:stop] = False
+        r.rois[start:stop] = 0
+        if r.rois_rgb is not None:
+            r.rois_rgb[start:stop] = 0
+        for values in (r.landmarks, r.landmarks_image, r.roi_params, r.occlusion_score):
+            values[start:stop] = np.nan
+
+
 @dataclass
 class _Frame:
     index: int
@@ -319,13 +338,9 @@ class MouthTracker:
             # seen (a probe: a 1-s gap read +160 ms, AUDIO_LAGS, at confidence 0.37)
             n = sum(stop - start for start, stop in missing)
             for r in results:
-                for start, stop in missing:
-                    r.face_present[start:stop] = False
-                    r.face_detected[start:stop] = False
-                    r.bridged[start:stop] = False
-                    r.occluded[start:stop] = False
+                _mark_no_face(r, missing)
                 r.notes.append(f"{n} frames lie in {len(missing)} gap(s) of the video stream (no decoded frame "
-                               f"within 2 frame periods, first at frame {missing[0][0]}): read as no face")
+                               f"near them, first at frame {missing[0][0]}): read as no face")
         return results
 
     def track_chunks(self, chunks: Iterable[np.ndarray], fps: float) -> TrackResult:

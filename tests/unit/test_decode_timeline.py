@@ -365,3 +365,12 @@ def test_a_truncated_mp4_is_said_to_be_truncated(tmp_path):
     with pytest.raises(MediaError) as err:  # not an MP4 at all: not called truncated
         probe(text)
     assert "looks truncated" not in str(err.value)
+    # full length, its index damaged (its box renamed): every box is there, so not "cut off"
+    damaged = tmp_path / "damaged.mp4"
+    at = data.rfind(b"moov")
+    for garbage in (b"moox", b"\xce,}\xe9\xce,}\xe9"):  # its type, or its size and type overwritten
+        damaged.write_bytes(data[:at - 4 * (len(garbage) // 8)] + garbage + data[at + 4:])
+        with pytest.raises(MediaError, match=r"damaged\.mp4: the file looks damaged or truncated: it has no moov") \
+                as err:
+            probe(damaged)
+        assert "cut off" not in str(err.value)

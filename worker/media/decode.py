@@ -162,9 +162,46 @@ def _probe_error(path: str, stderr: str) -> str:
     starts with an MP4 box is."""
     lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
     if any("moov atom not found" in ln for ln in lines) and _starts_like_mp4(path):
-        return ("the file looks truncated: it has no moov index (an MP4/MOV whose writing was cut off "
-                "or never finished)")
+        if _last_box_runs_past_end(path):
+            return ("the file looks truncated: it has no moov index (an MP4/MOV whose writing was cut off "
+                    "or never finished)")
+        # all of its boxes there, the index among them damaged (a review: a full-length file
+        # was called cut off)
+        return "the file looks damaged or truncated: it has no moov index that can be read (an MP4/MOV)"
     return lines[-1] if lines else "unknown ffprobe error"
+
+
+_BOX_TYPE = re.compile(rb"[A-Za-z0-9 \xa9]{4}")  # a box's four-character type (\xa9: QuickTime's "(c)nam")
+
+
+def _last_box_runs_past_end(path: str, max_boxes: int = 100_000) -> bool:
+    """Whether an MP4/MOV's top-level boxes, walked from the start by their sizes, reach past the
+    end of the file (its writing cut off); False when they end with it, or a box's header is not
+    one (a review's moov header overwritten read as a 3.4 GB box)."""
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            at = 0
+            for _ in range(max_boxes):
+                if at >= size:
+                    return at > size  # the last box ends past the file's end, or with it
+                f.seek(at)
+                head = f.read(16)
+                if len(head) < 8:
+                    return True  # a box header cut off
+                length = int.from_bytes(head[:4], "big")
+                if length == 1:  # a 64-bit size follows the type
+                    if len(head) < 16:
+                        return True
+                    length = int.from_bytes(head[8:16], "big")
+                elif length == 0:  # to the end of the file
+                    return False
+                if length < 8 or not _BOX_TYPE.fullmatch(head[4:8]):
+                    return False  # no box size or type (bytes overwritten): damage, not a cut
+                at += length
+            return False
+    except OSError:
+        return False
 
 
 # top-level ISO BMFF / QuickTime boxes a file starts with

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -182,6 +183,7 @@ class Worker:
         # partitions held because a session's record ran ahead of its other stream by media time
         # (_session_ahead): (session id, stream, the record's media end ms, when held)
         self._media_held: dict[TP, tuple[str, Stream, float, int]] = {}
+        self._batch_left: Counter[TP] = Counter()  # (see _handle_batch)
         self._store_retry: set[TP] = set()  # held partitions tried again for a ROI store's outage
         # partitions whose held record (this offset) waits for the registry, until it is decoded
         # (/readyz: not cleared meanwhile, as a timer would be while the record is tried again)
@@ -427,6 +429,10 @@ class Worker:
         cut: dict[TP, list[Any]] = {}
         handled_ts: dict[TP, int] = {}
         store_down: set[TP] = set()  # partitions cut at a reference held for its store's outage
+        # records of each partition in this batch not handled yet (kept back included): unread for
+        # the media-time wait (a consumer's batch can hold a whole burst of both topics, whose lag
+        # then reads 0)
+        self._batch_left = Counter((msg.topic(), msg.partition()) for msg, _outcome in decoded)
         for i, (msg, outcome) in enumerate(decoded):
             tp = (msg.topic(), msg.partition())
             if tp in cut or (i in refs and refs[i] is None):
@@ -444,6 +450,7 @@ class Worker:
             ts = _kafka_ts(msg)
             if ts is not None:
                 handled_ts[tp] = max(ts, handled_ts.get(tp, ts))
+            self._batch_left[tp] -= 1
             jobs += self._handle(msg, outcome, refs.get(i), now)
         for tp, kept in cut.items():
             self._keep_for_next_turn(tp, kept, last_ts_before.get(tp), handled_ts.get(tp), now,
@@ -527,7 +534,9 @@ class Worker:
                 if read is not None:
                     got[i] = read
                     del wanted[i]
-        got.update(zip(wanted, self.resolver.resolve_batch(list(wanted.values())), strict=True))
+        now = self.clock_ms()
+        ages_s = [None if (ts := _kafka_ts(decoded[i][0])) is None else (now - ts) / 1000.0 for i in wanted]
+        got.update(zip(wanted, self.resolver.resolve_batch(list(wanted.values()), ages_s), strict=True))
         return got
 
     def _hold_for_registry(self, msg: Any, exc: RegistryUnavailable) -> None:
@@ -735,10 +744,37 @@ class Worker:
         lead = self.joiner.media_lead(sid, stream, end_ms, self._activity_ms(now))
         if lead is None or not media_ahead(*lead, self._align_ms):
             return False
-        if self._partner_waits_for(tp) or not self._partner_lagging(tp, now):
+        if self._partner_waits_for(tp):
+            if not self._partner_releasable(tp, now):
+                return False
+            # the partner waits for this partition, and this batch brought what it waited for:
+            # it goes on this turn, and this one waits for it instead (a probe: the audio held,
+            # the frames ran on 11 s past it in one batch, and the bound dropped what it held)
+            partner = self._partner(tp)
+            self._media_held.pop(partner, None)
+            self._retry_at_ms[partner] = now
+        if self._batch_left[self._partner(tp)] <= 0 and not self._partner_lagging(tp, now):
             return False
         self._media_held[tp] = (sid, stream, end_ms, now)
         return True
+
+    def _partner_releasable(self, tp: TP, now: int) -> bool:
+        """Whether ``tp``'s partner, held until ``tp`` moves (_partner_waits_for), may go on now:
+        its session's other stream came (media time), or ``tp`` caught it up (Kafka time)."""
+        partner = self._partner(tp)
+        if partner in self._media_held:
+            return self._media_caught_up(partner, now)
+        first_ts = _kafka_ts(self._deferred[partner][0]) if self._deferred.get(partner) else None
+        return first_ts is None or may_release(first_ts, self._partner_position(partner),
+                                               self._first_ts.get(partner, first_ts),
+                                               self._partner_lagging(partner, now), self._align_ms)
+
+    def _media_caught_up(self, tp: TP, now: int) -> bool:
+        """Whether the session a partition waits for (``_media_held``) has its other stream within
+        half the allowance now (hysteresis), or is gone."""
+        sid, stream, end_ms, _since = self._media_held[tp]
+        lead = self.joiner.media_lead(sid, stream, end_ms, self._activity_ms(now))
+        return lead is None or not media_ahead(*lead, self._align_ms / 2)
 
     def _partner_waits_for(self, tp: TP) -> bool:
         """Whether ``tp``'s partner is held until ``tp`` moves (ahead of it by Kafka time, or
@@ -755,10 +791,9 @@ class Worker:
         help: the partner has nothing left to read, is held itself, or took longer than
         MEDIA_HOLD_MAX_MS. Then the session is not waited for again (its stream that did not come
         is the join's to report, as stalled or missing)."""
-        sid, stream, end_ms, since = self._media_held[tp]
-        lead = self.joiner.media_lead(sid, stream, end_ms, self._activity_ms(now))
-        if lead is None or not media_ahead(*lead, self._align_ms / 2):
+        if self._media_caught_up(tp, now):
             return True
+        sid, _stream, _end_ms, since = self._media_held[tp]
         if (self._partner_waits_for(tp) or not self._partner_lagging(tp, now)
                 or now - since >= MEDIA_HOLD_MAX_MS):
             self.joiner.give_up_alignment(sid)

@@ -549,3 +549,32 @@ def test_a_reference_asked_again_alone_says_nothing_of_its_store() -> None:
     assert out[0][1].reason == BACKEND_ERROR and counted == [BACKEND_ERROR]
     assert r._breaker("s3").down_since_s is None and r.held_stores == set()
     r.close()
+
+
+def test_a_live_record_is_held_while_it_is_young_however_late_into_the_outage() -> None:
+    """A probe of a 45-s outage: a paused partition's later records are first asked only when it
+    moves on, 30 s into the outage, and were given up at once (nearly all its frames lost). A
+    record is held while younger than outage_hold_s: the outage costs only the frames written
+    more than outage_hold_s before it ended, and no signal is later than that."""
+    down = {"on": True}
+
+    def store(uri: str, shape: tuple[int, ...]) -> np.ndarray:
+        if down["on"]:
+            raise RefError(BACKEND_ERROR, "connection refused", scheme="s3")
+        return PIXELS.copy()
+
+    clock = {"s": 5.0}
+    counted: list[str] = []
+    r = RoiResolver(uri_resolvers={"s3": store}, on_failure=lambda e: counted.append(e.reason), outage_hold_s=30.0,
+                    clock_s=lambda: clock["s"])
+    assert r.resolve_batch([_ref("s3", "5")], [0.0]) == [None]  # written at 5 s, as the outage began
+    clock["s"] = 36.0  # written at 6 s (age 30): given up; at 20 and 29 s, first asked now: held
+    out = r.resolve_batch([_ref("s3", "6"), _ref("s3", "20"), _ref("s3", "29")], [30.0, 16.0, 7.0])
+    assert out[0][1].reason in (STORE_DOWN, BACKEND_ERROR) and out[1:] == [None, None]  # (asked, or skipped)
+    clock["s"] = 50.0
+    assert r.resolve_batch([_ref("s3", "20")], [30.0])[0][1] is not None  # 30 s old by now: given up
+    down["on"] = False  # back: asked after its cool-down, it answers
+    clock["s"] = 200.0
+    out = r.resolve_batch([_ref("s3", "29")], [21.0])
+    assert out[0][1] is None and len(counted) == 2
+    r.close()

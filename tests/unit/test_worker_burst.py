@@ -105,10 +105,14 @@ def _run(consumer: ChunkedConsumer, turns: int = 400) -> tuple[set, dict]:
         w.stage.stop()
 
 
-@pytest.mark.parametrize("order", ["fetch", "audio_first", "roi_first"])
+@pytest.mark.parametrize("order", ["fetch", "audio_first", "roi_first", "both_far", "one_batch"])
 def test_a_session_written_in_one_burst_gets_every_signal(order: str) -> None:
     queues, n = _queues(order, 20.0)
     fetch = {"a": 500, "r": 108}  # ~1 MB per fetch: 10 s of 20-ms chunks, 3.6 s of 96x96 frames
+    if order == "both_far":  # one batch takes each partition far: the audio waits, the frames pass it by
+        fetch = {"a": 500, "r": 500}
+    elif order == "one_batch":  # the whole burst in one consume batch: neither partition shows lag
+        fetch = {"a": 10_000, "r": 10_000}
     if order == "audio_first":  # one stream read whole before the other is fetched at all
         fetch = {"a": 10_000, "r": 108}
     elif order == "roi_first":

@@ -225,7 +225,8 @@ class RoiResolver:
         its outage is held (``outage_hold_s``), rather than because the call's budget ran out."""
         return self._kind(roi) in self.held_stores
 
-    def resolve_batch(self, rois: Sequence[Any]) -> list[Resolved | None]:
+    def resolve_batch(self, rois: Sequence[Any], ages_s: Sequence[float | None] | None = None
+                      ) -> list[Resolved | None]:
         """``try_resolve`` of each of ``rois``, in order; URI references read concurrently.
 
         * A store that answers none of its reads for ``stall_s`` hangs: its reads still going are
@@ -244,9 +245,11 @@ class RoiResolver:
           yet, asked again.
         * With ``outage_hold_s``, a store that is down (it hangs, or fails every read: the reads
           that would be ``timeout``, ``backend_error`` or ``store_down`` above) has its
-          references held: None, not read yet, uncounted, each for up to ``outage_hold_s`` from
-          when it was first held, and read when the store answers again (the side read finds it
-          up). Its name is in ``held_stores`` after the call. A read that failed with the store
+          references held: None, not read yet, uncounted, and read when the store answers again
+          (the side read finds it up). A reference is held while it is younger than
+          ``outage_hold_s`` (``ages_s``: seconds since its record was written, where known), or
+          for up to ``outage_hold_s`` from when it was first held if that was within
+          ``outage_hold_s`` of the outage's start (a backlog's old records). Its name is in ``held_stores`` after the call. A read that failed with the store
           (given up, or ``backend_error``) while the store was not marked down (the reads of a
           batch sent as it went down) is asked once more before it is counted. Past the hold,
           as above.
@@ -272,7 +275,7 @@ class RoiResolver:
                 pending[i] = (store, future, key, sent_s)
             elif not self._breaker(store).allows(started_s):
                 self._probe(store, roi, started_s)
-                if self._holds(store, key, started_s):
+                if self._holds(store, key, started_s, None if ages_s is None else ages_s[i]):
                     continue  # out[i] stays None: read when the store answers again
                 out[i] = (None, self._failure(RefError(
                     STORE_DOWN, f"skipped for {self._breaker(store).open_for_s(started_s):.1f} s more: the "
@@ -284,7 +287,7 @@ class RoiResolver:
                 pending[i] = (store, future, key, started_s)
         if pending:
             hung_stores = self._wait(pending, started_s)
-            self._collect(pending, out, hung_stores)
+            self._collect(pending, out, hung_stores, ages_s)
         self._drop_stale_carried(self._clock_s())
         return out
 
@@ -321,7 +324,8 @@ class RoiResolver:
                 continue  # a store just went past its stall budget: marked above
             wait(set().union(*(left[s] for s in active)), timeout=min(timeout_s, 0.05), return_when=FIRST_COMPLETED)
 
-    def _collect(self, pending: Mapping[int, _Pending], out: list[Resolved | None], hung_stores: set[str]) -> None:
+    def _collect(self, pending: Mapping[int, _Pending], out: list[Resolved | None], hung_stores: set[str],
+                 ages_s: Sequence[float | None] | None = None) -> None:
         """Results into ``out``, counted; the reads of a store that hangs given up; the reads still
         going at a store that answers carried over (None in ``out``); each store's breaker told; the
         reads a store's outage cost held (None, uncounted) while ``outage_hold_s`` lasts."""
@@ -360,7 +364,7 @@ class RoiResolver:
             done = out[i]
             failed_with_store = i in given_up or (done is not None and done[1] is not None
                                                   and done[1].reason == BACKEND_ERROR)
-            if failed_with_store and self._holds(store, key, now_s):
+            if failed_with_store and self._holds(store, key, now_s, None if ages_s is None else ages_s[i]):
                 out[i] = None  # the outage's: read again when the store answers
             elif (failed_with_store and self.outage_hold_s > 0 and key is not None and key not in self._retried
                     and self._breaker(store).down_since_s is None):
@@ -378,19 +382,25 @@ class RoiResolver:
                 self._held_since.pop(key, None)
                 self._retried.pop(key, None)
 
-    def _holds(self, store: str, key: tuple[str, str, str] | None, now_s: float) -> bool:
+    def _holds(self, store: str, key: tuple[str, str, str] | None, now_s: float, age_s: float | None = None) -> bool:
         """Whether the reference ``key`` of ``store`` is held for the store's outage now: the store
-        is down, the reference was first held less than ``outage_hold_s`` ago, and that was less
-        than ``outage_hold_s`` into the outage (signals are never more than that late). The first hold
-        of each outage and its first reference held too long are reported (``on_outage``)."""
+        is down, and the reference's record is younger than ``outage_hold_s`` (``age_s``), or the
+        reference was first held less than ``outage_hold_s`` ago, and that less than
+        ``outage_hold_s`` into the outage. So a live record waits at most ``outage_hold_s`` after
+        it was written, and an outage longer than that costs the frames written more than
+        ``outage_hold_s`` before it ended; a backlog's old records wait at most twice that. (Held
+        per first-asked time alone, each fetch of a paused partition started a fresh hold: 113 s
+        behind after 120 s of a store down; given up for any first asked late into the outage,
+        a 45-s outage lost nearly all its frames, since a paused partition's later records are
+        first asked only when it moves on.) The first hold of each outage and its first
+        reference held too long are reported (``on_outage``)."""
         breaker = self._breaker(store)
         if self.outage_hold_s <= 0 or breaker.down_since_s is None or key is None:
             return False
         first_s, _asked_s = self._held_since.get(key, (now_s, now_s))
-        # nothing first held later than outage_hold_s into the outage either: each held reference
-        # keeps its partition paused, so a hold per reference alone let a long outage's lag grow
-        # by a fetch per hold (a review: 113 s behind after 120 s of a store down)
-        if now_s - first_s >= self.outage_hold_s or first_s - breaker.down_since_s >= self.outage_hold_s:
+        young = age_s is not None and age_s < self.outage_hold_s
+        early = now_s - first_s < self.outage_hold_s and first_s - breaker.down_since_s < self.outage_hold_s
+        if not (young or early):
             self._held_since.pop(key, None)
             self._report(store, "given_up")
             return False

@@ -46,6 +46,7 @@ _LAG_EVERY_MS = 5000
 # a partition held for a ROI store's outage is tried again this often (the resolver's side read finds
 # the store up within about a second; each try while it is down costs nothing but the breaker check)
 STORE_RETRY_MS = 250
+HELD_LOG_EVERY_MS = 10_000  # a partition's "held: ahead of its partner" line, at most this often
 # the longest a partition waits for a session's other stream (worker.windowing.align.media_ahead)
 # while its partner reads on: a partner that reads on for this long without bringing it never will
 MEDIA_HOLD_MAX_MS = 30_000
@@ -184,6 +185,7 @@ class Worker:
         # (_session_ahead): (session id, stream, the record's media end ms, when held)
         self._media_held: dict[TP, tuple[str, Stream, float, int]] = {}
         self._batch_left: Counter[TP] = Counter()  # (see _handle_batch)
+        self._ahead_logged_ms: dict[TP, int] = {}  # when each partition's "ahead: held" was last logged
         self._store_retry: set[TP] = set()  # held partitions tried again for a ROI store's outage
         # partitions whose held record (this offset) waits for the registry, until it is decoded
         # (/readyz: not cleared meanwhile, as a timer would be while the record is tried again)
@@ -689,8 +691,12 @@ class Worker:
                 and runs_ahead(ts, partner, first, self._partner_lagging(tp, now), self._align_ms)):
             self._deferred[tp] = [msg]
             self._hold_partition(tp)
-            log.info("input partition ahead of its partner topic: held", topic=tp[0], partition=tp[1],
-                     ahead_ms=ts - (first if partner is None else partner), align_ms=self._align_ms)
+            # once per partition per HELD_LOG_EVERY_MS: beside a store outage's retries every
+            # 250 ms a partition is held again at each (a re-probe: 31-68 lines per 8-s outage)
+            if now - self._ahead_logged_ms.get(tp, now - HELD_LOG_EVERY_MS) >= HELD_LOG_EVERY_MS:
+                self._ahead_logged_ms[tp] = now
+                log.info("input partition ahead of its partner topic: held", topic=tp[0], partition=tp[1],
+                         ahead_ms=ts - (first if partner is None else partner), align_ms=self._align_ms)
             return True
         self._last_ts[tp] = max(ts, self._last_ts.get(tp, ts))
         return False

@@ -224,3 +224,30 @@ def test_the_partner_partition_stays_held_while_a_store_outage_is_retried() -> N
     finally:
         w.stage.stop()
         resolver.close()
+
+
+def test_a_partition_held_again_and_again_is_logged_once_in_a_while() -> None:
+    """A re-probe: beside a store outage's retries every 250 ms, 'input partition ahead of its
+    partner topic: held' was logged 31-68 times per 8-s outage."""
+    from structlog.testing import capture_logs
+
+    from worker.app import HELD_LOG_EVERY_MS, STORE_RETRY_MS
+
+    w = offline_worker(FakeScorer(), HoldingConsumer())
+    try:
+        w._deferred[("r", 0)] = []  # the partner waits (held): "a" runs ahead by Kafka time
+        chunk = AvroCodec("AudioChunk").encode({
+            "session_id": "s", "seq": 0, "start_sample": 0, "sample_rate": 16000, "channels": 1,
+            "encoding": "PCM_S16LE", "data": bytes(640), "end_of_session": False, "produced_at_ms": None})
+        w._first_ts[("a", 0)] = 0
+        w._last_ts[("r", 0)] = 0
+        now = 1_000_000
+        with capture_logs() as logs:
+            for k in range(2 * HELD_LOG_EVERY_MS // STORE_RETRY_MS):
+                assert w._hold_if_ahead(FakeMessage("a", k, chunk, key=b"s", timestamp_ms=60_000), now)
+                w._deferred.pop(("a", 0))  # let go (a retry), held again on the next turn
+                now += STORE_RETRY_MS
+        held = [e for e in logs if e["event"].startswith("input partition ahead")]
+        assert len(held) == 2
+    finally:
+        w.stage.stop()

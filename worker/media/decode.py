@@ -783,8 +783,8 @@ MAX_CHUNK_BYTES = 96 * 1024 * 1024
 READ_AHEAD_CHUNKS = 2
 MAX_ERROR_LINES = 10_000  # ffmpeg's error lines kept per stream (the last ones)
 MAX_SLOTS_PAST_END_S = 10.0  # _iter_nearest_frames: frame slots past the container's duration
-# iter_video's ``missing``: a frame slot further than this many frame periods (the longer of the
-# output's and the stream's own) from the nearest decoded frame has none. Up to 4 frames lost in a
+# iter_video's ``missing``: a frame slot further than this many frame periods (the longest of the
+# output's, the header's and the decoded frames' median spacing: missing_hold_s) from the nearest decoded frame has none. Up to 4 frames lost in a
 # row leave every slot within 2 periods of a real frame (a nearest-frame fill, off by at most two
 # frames, as the tracker bridges a face lost for 2 frames); a longer hole holds one picture for
 # its half-length, a still mouth under speech that read a confident +160 ms over a 1-s hole.

@@ -426,7 +426,7 @@ class Worker:
             outcome = self._decode(msg, now)
             if outcome is not None:
                 decoded.append((msg, outcome))
-        refs = self._read_refs(decoded)
+        refs = self._read_refs(decoded, now)
         jobs: list[Job] = []
         cut: dict[TP, list[Any]] = {}
         handled_ts: dict[TP, int] = {}
@@ -519,7 +519,7 @@ class Worker:
                 del self._registry_waiting[tp]  # the record it waited with is read
         return out
 
-    def _read_refs(self, decoded: list[tuple[Any, dict | Exception]]) -> dict[int, tuple[Any, Any] | None]:
+    def _read_refs(self, decoded: list[tuple[Any, dict | Exception]], now: int) -> dict[int, tuple[Any, Any] | None]:
         """(pixels, error) per index of ``decoded`` for the ROI references read from a store, None
         for one not read yet (to be asked again); the rest (inline, shared memory) are read in
         place as before."""
@@ -536,7 +536,7 @@ class Worker:
                 if read is not None:
                     got[i] = read
                     del wanted[i]
-        now = self.clock_ms()
+        # each record's age decides how long an outage of its store may hold it (refs.outage_hold_s)
         ages_s = [None if (ts := _kafka_ts(decoded[i][0])) is None else (now - ts) / 1000.0 for i in wanted]
         got.update(zip(wanted, self.resolver.resolve_batch(list(wanted.values()), ages_s), strict=True))
         return got
@@ -738,9 +738,11 @@ class Worker:
     def _session_ahead(self, tp: TP, record: dict, now: int) -> bool:
         """Whether ``record`` (of ``tp``) runs more than ``align_ms`` of media ahead of what its
         session holds of the other stream, beyond what that stream's silence explains
-        (align.media_ahead), while the partner partition has records to read and is not held
-        itself (of a pair, only one waits for the other: never both). Then it is noted in
-        ``_media_held`` and the caller keeps it back with the rest of ``tp``."""
+        (align.media_ahead), while the partner partition has records to read (later in this
+        batch, or unread) and is not held waiting for ``tp`` itself (of a pair, only one waits
+        for the other: never both), unless what it waited for has come, when the wait is handed
+        over. Then it is noted in ``_media_held`` and the caller keeps it back with the rest of
+        ``tp``."""
         sid = record.get("session_id")
         is_audio = tp[0] == self.audio_topic
         end_ms = record_end_ms(is_audio, record)

@@ -137,8 +137,7 @@ class RoiResolver:
         self.held_stores: set[str] = set()
         self._reported: dict[str, tuple[float, set[str]]] = {}
         # per reference held for an outage: when it was first held and last asked for (poll loop
-        # only); a reference is held at most outage_hold_s, so an outage longer than the hold costs
-        # its frames past the hold, not the whole outage's
+        # only; _holds: how long a reference may be held)
         self._held_since: dict[tuple[str, str, str], tuple[float, float]] = {}
         # references that failed with their store as it went down, given one more read before
         # they are counted (when): the reads of a batch sent just before an outage (poll loop only)
@@ -249,10 +248,10 @@ class RoiResolver:
           (the side read finds it up). A reference is held while it is younger than
           ``outage_hold_s`` (``ages_s``: seconds since its record was written, where known), or
           for up to ``outage_hold_s`` from when it was first held if that was within
-          ``outage_hold_s`` of the outage's start (a backlog's old records). Its name is in ``held_stores`` after the call. A read that failed with the store
-          (given up, or ``backend_error``) while the store was not marked down (the reads of a
-          batch sent as it went down) is asked once more before it is counted. Past the hold,
-          as above.
+          ``outage_hold_s`` of the outage's start (a backlog's old records). Its name is in
+          ``held_stores`` after the call. A read that failed with the store (given up, or
+          ``backend_error``) while the store was not marked down (the reads of a batch sent as it
+          went down) is asked once more before it is counted. Past the hold, as above.
 
         One caller thread (the poll loop)."""
         started_s = self._clock_s()

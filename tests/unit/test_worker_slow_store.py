@@ -229,7 +229,7 @@ def test_the_partner_partition_stays_held_while_a_store_outage_is_retried() -> N
 def test_a_partition_held_again_and_again_is_logged_once_in_a_while(monkeypatch: pytest.MonkeyPatch) -> None:
     """A re-probe: beside a store outage's retries every 250 ms, 'input partition ahead of its
     partner topic: held' was logged 31-68 times per 8-s outage."""
-    import worker.app as app
+    from worker import app
     from worker.app import HELD_LOG_EVERY_MS, STORE_RETRY_MS
 
     lines: list[str] = []

@@ -92,16 +92,14 @@ def test_read_faster_than_its_rate_every_frame_is_held_alike():
 
 
 def _missing(times_s, rate=25, hold_s=0.08):
-    grid = NearestFrameGrid(Fraction(rate), max_hold_s=hold_s)
-    for t in times_s:
-        grid.push(t)
-    grid.finish()
-    return grid.missing
+    from worker.media.frame_grid import missing_slots
+
+    return missing_slots(times_s, Fraction(rate), hold_s)
 
 
 def test_slots_far_from_every_frame_are_missing():
     """A stretch without frames: its slots are still filled (nearest frame) but listed as
-    missing when the nearest frame is more than max_hold_s away (a probe: a 1-s hole filled
+    missing when the nearest frame is more than the hold away (a probe: a 1-s hole filled
     from both sides read a confident +160 ms)."""
     kept = [i for i in range(125) if i < 50 or i > 75]
     # frames 49 and 76 either side of the hole: slots 52..73 are more than 2 slots from both
@@ -117,24 +115,18 @@ def test_slots_far_from_every_frame_are_missing():
 
 def test_missing_slots_before_the_first_frame_and_runs_that_touch_are_one():
     assert _missing([0.4, 0.44]) == [(0, 8)]  # slots 0..7 more than 2 slots before the first frame
-    grid = NearestFrameGrid(Fraction(25), max_hold_s=0.0)  # every slot without its own frame
-    for t in (0.0, 0.04, 0.2, 0.24):
-        grid.push(t)
-    assert grid.missing == [(2, 5)]
-    assert NearestFrameGrid(Fraction(25)).missing == []  # no bound: nothing is listed
+    assert _missing([0.0, 0.04, 0.2, 0.24], hold_s=0.0) == [(2, 5)]  # every slot without its own frame
     with pytest.raises(ValueError):
-        NearestFrameGrid(25, max_hold_s=-1.0)
+        _missing([0.0], hold_s=-1.0)
 
 
-def test_missing_slots_after_the_fact_equal_the_grids_and_the_hold_follows_the_frames():
+def test_missing_slots_at_other_rates_and_the_hold_follows_the_frames():
     from worker.media.decode import MIN_HOLD_S, missing_hold_s
-    from worker.media.frame_grid import median_spacing_s, missing_slots
+    from worker.media.frame_grid import median_spacing_s
 
-    kept = [k / 25 for k in range(125) if not 50 <= k <= 75]
-    for times, rate, hold in ((kept, 25, 0.08), ([0.4, 0.44], 25, 0.08), ([k / 30 for k in range(60)], 60, 1 / 30),
-                              ([0.0, 0.1, 0.2, 0.7, 0.8], 25, 0.0)):
-        assert missing_slots(times, Fraction(rate), hold) == _missing(times, rate, hold)
-    assert missing_slots([], 25, 0.08) == []
+    assert _missing([k / 30 for k in range(60)], rate=60, hold_s=1 / 30) == []  # each slot a frame's neighbour
+    assert _missing([0.0, 0.1, 0.2, 0.7, 0.8], hold_s=0.0) == [(1, 5), (6, 20)]
+    assert _missing([], hold_s=0.08) == []
     assert median_spacing_s([0.0, 0.48, 0.96, 1.0]) == pytest.approx(0.48) and median_spacing_s([1.0]) == 0.0
     # 2 periods: the longest of the output's, the header's and the frames' own spacing
     assert missing_hold_s([k / 20 for k in range(30)], Fraction(60), Fraction(60)) == pytest.approx(0.1)

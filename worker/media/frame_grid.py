@@ -11,9 +11,9 @@ where every other slot is midway, to the earlier frame: even holds).
 
 Nearest is right for jitter and for a frame or two lost, not for a long stretch without frames
 (a variable-rate file that lost a second of them, a probe: its slots all held the frames either
-side of the hole, and a 1-s window over it read a confident +160 ms). With ``max_hold_s`` a slot
-whose nearest frame is further away than that is also listed in ``missing``: it still gets that
-frame (the pipe stays one frame per slot), but a caller should not score it.
+side of the hole, and a 1-s window over it read a confident +160 ms). ``missing_slots`` lists the
+slots whose nearest frame is further away than a bound: they still get that frame (the pipe
+stays one frame per slot), but a caller should not score them.
 
 Pure logic: timestamps in, counts out. ``worker.media.decode`` feeds it the frames' own times
 (ffmpeg's showinfo) in decoding order.
@@ -29,7 +29,7 @@ import numpy as np
 
 # timestamps print to the microsecond: closer than this to the midpoint is a tie
 TIE_S = 1e-6
-# max_hold_s is exceeded by more than a millisecond container clock's rounding (Matroska, FLV)
+# missing_slots' hold is exceeded by more than a millisecond container clock's rounding (Matroska, FLV)
 HOLD_SLACK_S = 1e-3
 
 
@@ -40,13 +40,9 @@ class NearestFrameGrid:
     it fills (None: this frame is not later than the one before it, and is skipped);
     ``finish()`` returns how many slots the last frame fills. Slots before the first frame get
     the first frame (as the fps filter repeats it); the grid ends with the last frame's own
-    slot.
+    slot."""
 
-    ``max_hold_s``: a slot further than this (seconds) from the frame nearest to it is missing;
-    ``missing`` lists such slots as half-open ranges [start, stop) of slot indices, in order, as
-    soon as the frames either side of them are known (None: nothing is listed)."""
-
-    def __init__(self, rate: Fraction | float, alternate_ties: bool = True, max_hold_s: float | None = None) -> None:
+    def __init__(self, rate: Fraction | float, alternate_ties: bool = True) -> None:
         self.rate = Fraction(rate)
         if self.rate <= 0:
             raise ValueError(f"rate must be > 0, got {rate}")
@@ -54,10 +50,6 @@ class NearestFrameGrid:
         # taken in turn they held frames 2, 1, 3, 1, 3 slots (a review); the earlier frame each
         # time holds every frame alike, half a slot early, as the fps filter did
         self.alternate_ties = alternate_ties
-        if max_hold_s is not None and not max_hold_s >= 0:
-            raise ValueError(f"max_hold_s must be >= 0, got {max_hold_s}")
-        self.max_hold_s = max_hold_s
-        self.missing: list[tuple[int, int]] = []
         self._next_slot = 0
         self._prev_s: float | None = None
         self._ties = 0
@@ -75,12 +67,9 @@ class NearestFrameGrid:
         prev = self._prev_s
         if prev is None:
             self._prev_s = pts_s
-            # slots before the first frame show it: those too far before it are missing
-            self._note_missing(-math.inf, pts_s)
             return 0
         if pts_s <= prev + TIE_S:
             return None
-        self._note_missing(prev, pts_s)
         mid = 0.5 * (prev + pts_s)
         start = self._next_slot
         i = start
@@ -97,12 +86,6 @@ class NearestFrameGrid:
         self._next_slot = i
         self._prev_s = pts_s
         return i - start
-
-    def _note_missing(self, before_s: float, after_s: float) -> None:
-        """List the slots between two frames (times in s; -inf: none before) that are further
-        than max_hold_s from both."""
-        if self.max_hold_s is not None:
-            _add_far_slots(self.missing, before_s, after_s, float(self.rate), self.max_hold_s)
 
     def finish(self) -> int:
         """Slots the last frame fills: up to and including the slot nearest to it, the earlier
@@ -133,9 +116,11 @@ def _add_far_slots(missing: list[tuple[int, int]], before_s: float, after_s: flo
 
 
 def missing_slots(times_s: Sequence[float], rate: Fraction | float, hold_s: float) -> list[tuple[int, int]]:
-    """The slots (at ``i / rate`` s) further than ``hold_s`` from every frame (pure): what a
-    NearestFrameGrid with ``max_hold_s`` lists, told after the fact from all the frames' times
-    (increasing, s) as half-open ranges [start, stop) in order."""
+    """The slots (at ``i / rate`` s) further than ``hold_s`` from every frame (pure), slots before
+    the first frame included, from all the frames' times (increasing, s), as half-open ranges
+    [start, stop) in order."""
+    if not hold_s >= 0:
+        raise ValueError(f"hold_s must be >= 0, got {hold_s}")
     t = np.asarray(times_s, np.float64)
     missing: list[tuple[int, int]] = []
     if t.shape[0] == 0:

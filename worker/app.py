@@ -719,12 +719,10 @@ class Worker:
             if tp in self._media_held or tp in self._retry_at_ms:
                 self._media_held.pop(tp, None)
                 self._retry_at_ms.pop(tp, None)
-                first_ts = None  # released: the alignment check runs again as they are handled
+                go = True  # released: the alignment check runs again as they are handled
             else:
-                first_ts = _kafka_ts(self._deferred[tp][0])
-            if first_ts is None or may_release(first_ts, self._partner_position(tp),
-                                               self._first_ts.get(tp, first_ts),
-                                               self._partner_lagging(tp, now), self._align_ms):
+                go = self._kafka_caught_up(tp, now)
+            if go:
                 kept = self._deferred.pop(tp)
                 out += kept
                 self._hold_partition(tp, False)
@@ -772,10 +770,16 @@ class Worker:
         partner = self._partner(tp)
         if partner in self._media_held:
             return self._media_caught_up(partner, now)
-        first_ts = _kafka_ts(self._deferred[partner][0]) if self._deferred.get(partner) else None
-        return first_ts is None or may_release(first_ts, self._partner_position(partner),
-                                               self._first_ts.get(partner, first_ts),
-                                               self._partner_lagging(partner, now), self._align_ms)
+        return self._kafka_caught_up(partner, now)
+
+    def _kafka_caught_up(self, tp: TP, now: int) -> bool:
+        """Whether a partition held for running ahead of its partner by Kafka time (_hold_if_ahead)
+        may go on: its partner came to within half the allowance, or has nothing left to read
+        (align.may_release), or nothing of it is kept."""
+        kept = self._deferred.get(tp)
+        first_ts = _kafka_ts(kept[0]) if kept else None
+        return first_ts is None or may_release(first_ts, self._partner_position(tp), self._first_ts.get(tp, first_ts),
+                                               self._partner_lagging(tp, now), self._align_ms)
 
     def _media_caught_up(self, tp: TP, now: int) -> bool:
         """Whether the session a partition waits for (``_media_held``) has its other stream within

@@ -13,14 +13,21 @@ from typing import Any
 
 import numpy as np
 
-from worker.windowing.events import Arrival, AudioEvent, EndEvent, FrameEvent, Source, Stream
+from worker.windowing.events import (
+    BYTES_PER_SAMPLE,
+    Arrival,
+    AudioEvent,
+    EndEvent,
+    FrameEvent,
+    Source,
+    Stream,
+)
 from worker.windowing.resample import chunk_contribution
 
 Event = FrameEvent | AudioEvent | EndEvent
 # roi record -> (pixels, None) or (None, error with .reason)
 ResolveFn = Callable[[Any], tuple[np.ndarray | None, Any]]
 
-_BYTES_PER_SAMPLE = {"PCM_S16LE": 2, "F32LE": 4}
 # Band-limited resampling by the ratio of the two rates in lowest terms, p/q: 160/441 for 44.1 kHz
 # -> 16 kHz, but 16000/44101 for 44101 Hz, whose filter (a row per output phase) and period are
 # far past any real rate's. Past this product a rate is refused (dead-lettered).
@@ -66,7 +73,7 @@ def audio_events(record: Mapping[str, Any], source: Source, arrival: Arrival,
     data = record.get("data") or b""
     if data:
         encoding = record.get("encoding")
-        if encoding not in _BYTES_PER_SAMPLE:
+        if encoding not in BYTES_PER_SAMPLE:
             raise BadRecord(f"invalid: unknown audio encoding {encoding!r}")
         channels = int(record.get("channels") or 0)
         rate = int(record.get("sample_rate") or 0)
@@ -81,7 +88,7 @@ def audio_events(record: Mapping[str, Any], source: Source, arrival: Arrival,
                             f"(ratio {rate // g}/{target_rate // g}); use a standard rate such as 16000, 44100 or 48000")
         if start < 0:
             raise BadRecord(f"invalid: start_sample {start}")
-        width = _BYTES_PER_SAMPLE[encoding] * channels
+        width = BYTES_PER_SAMPLE[encoding] * channels
         if len(data) % width:
             raise BadRecord(f"invalid: {len(data)} data bytes is not a whole number of "
                             f"{channels}-channel {encoding} samples")

@@ -39,7 +39,7 @@ import numpy as np
 
 from worker.ingest import BadRecord, audio_events
 from worker.scoring.types import AudioSpan, FrameSpan, Kind, ScoreRequest
-from worker.windowing.events import Arrival, Source
+from worker.windowing.events import BYTES_PER_SAMPLE, Arrival, Source
 
 _CHANNELS = {"GRAY8": 1, "RGB24": 3}
 _SOURCE = Source("http", 0, 0)
@@ -189,9 +189,6 @@ def frame_count(width: Any, height: Any, fmt: Any, n_bytes: int) -> int | None:
     return n_bytes // per_frame if n_bytes and not n_bytes % per_frame else None
 
 
-_SAMPLE_BYTES = {"PCM_S16LE": 2, "F32LE": 4}
-
-
 def _audio_rate(au: dict) -> int:
     """``audio.sample_rate``, in the range the worker's ingest takes."""
     return _int(au, "sample_rate", "audio", 1000, 384_000)
@@ -210,9 +207,9 @@ def _audio(body: dict, sample_rate: int, start_sample: int | None = None,
     if not data:
         raise RequestError("audio.data is empty")
     encoding = au.get("encoding")
-    if not isinstance(encoding, str) or encoding not in _SAMPLE_BYTES:  # (a list was a TypeError: a 500)
+    if not isinstance(encoding, str) or encoding not in BYTES_PER_SAMPLE:  # (a list was a TypeError: a 500)
         raise RequestError(f"audio: unknown audio encoding {_short(encoding)} (PCM_S16LE or F32LE)")
-    seconds = len(data) / (_SAMPLE_BYTES[encoding] * channels * rate)
+    seconds = len(data) / (BYTES_PER_SAMPLE[encoding] * channels * rate)
     if seconds > max_seconds:
         raise RequestError(f"audio of {seconds:.1f} s is longer than the {max_seconds:.1f} s this request can use")
     record = {"session_id": "http", "start_sample": start_sample or 0, "sample_rate": rate,

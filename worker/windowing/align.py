@@ -27,6 +27,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from worker.windowing.events import BYTES_PER_SAMPLE
+
 
 def runs_ahead(ts_ms: int, partner_last_ms: int | None, first_ms: int, partner_lagging: bool,
                align_ms: float) -> bool:
@@ -56,8 +58,6 @@ def may_release(next_ts_ms: int, partner_last_ms: int | None, first_ms: int, par
 # buffer bound past the other stream's records still unread, which were dropped as late when they
 # came (a probe: a 20-s session written in one burst got 28-44 of its 57 signals).
 
-_BYTES_PER_SAMPLE = {"PCM_S16LE": 2, "F32LE": 4}
-
 
 def record_end_ms(is_audio: bool, record: Mapping[str, Any]) -> float | None:
     """Media time (ms on the session timeline) where a decoded AudioChunk or RoiRef ends, or None
@@ -65,7 +65,7 @@ def record_end_ms(is_audio: bool, record: Mapping[str, Any]) -> float | None:
     try:
         if is_audio:
             rate, channels = int(record["sample_rate"]), int(record["channels"])
-            samples = len(record["data"]) // (_BYTES_PER_SAMPLE[record["encoding"]] * channels)
+            samples = len(record["data"]) // (BYTES_PER_SAMPLE[record["encoding"]] * channels)
             end_ms = 1000.0 * (int(record["start_sample"]) + samples) / rate
         else:
             end_ms = 1000.0 * (int(record["frame_index"]) + 1) / float(record["fps"])

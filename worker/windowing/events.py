@@ -12,6 +12,9 @@ import numpy as np
 
 from worker.scoring.types import Kind, ScoreRequest
 
+# bytes per sample of an AudioChunk's encodings (schemas/AudioChunk.avsc), per channel
+BYTES_PER_SAMPLE = {"PCM_S16LE": 2, "F32LE": 4}
+
 
 @dataclass(frozen=True, order=True)
 class Source:
